@@ -1,0 +1,125 @@
+// Package cli is pcd's command line: flags, input files and output. Each
+// command is a function that returns an error; only main.go turns an error
+// into an exit code.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/lmittmann/tint"
+	"github.com/mattn/go-isatty"
+	"github.com/urfave/cli/v2"
+
+	"github.com/pcd-dev/pcd/engine"
+	"github.com/pcd-dev/pcd/store"
+)
+
+// Errors that main.go maps to exit codes.
+var (
+	// ErrUsage marks a bad command line or bad input file.
+	ErrUsage = errors.New("usage")
+	// ErrJobFailed means the job finished with failed or cancelled tasks.
+	ErrJobFailed = errors.New("job failed")
+)
+
+// Env is what a command reads and writes besides its flags.
+type Env struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	// Registry holds the task kinds; library users add their own.
+	Registry *engine.Registry
+}
+
+// Run runs the pcd command line.
+func Run(ctx context.Context, args []string, env Env) error {
+	if env.Registry == nil {
+		env.Registry = engine.NewRegistry()
+	}
+	app := &cli.App{
+		Name:                 "pcd",
+		Usage:                "a durable producer-consumer job runner",
+		Writer:               env.Stdout,
+		ErrWriter:            env.Stderr,
+		EnableBashCompletion: true,
+		HideHelpCommand:      true,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "db", EnvVars: []string{"PCD_DB"}, Usage: "database `FILE` (default: $XDG_STATE_HOME/pcd/pcd.db)"},
+			&cli.StringFlag{Name: "sync", EnvVars: []string{"PCD_SYNC"}, Value: "full", Usage: "SQLite synchronous `MODE`: full survives power loss, normal survives a process crash"},
+			&cli.StringFlag{Name: "log-level", EnvVars: []string{"PCD_LOG_LEVEL"}, Value: "info", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-format", EnvVars: []string{"PCD_LOG_FORMAT"}, Value: "text", Usage: "text or json"},
+		},
+		Commands: []*cli.Command{
+			runCommand(env),
+		},
+		// Errors are returned to main.go, which prints them once.
+		ExitErrHandler: func(*cli.Context, error) {},
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return fmt.Errorf("%w: %w", ErrUsage, err)
+		},
+	}
+	return app.RunContext(ctx, args)
+}
+
+// usageError marks err as the user's mistake.
+func usageError(format string, a ...any) error {
+	return fmt.Errorf("%w: %w", ErrUsage, fmt.Errorf(format, a...))
+}
+
+// dbPath resolves the database file: --db or $PCD_DB, else the XDG state
+// directory.
+func dbPath(c *cli.Context) (string, error) {
+	if p := c.String("db"); p != "" {
+		return p, nil
+	}
+	dir := os.Getenv("XDG_STATE_HOME")
+	if dir == "" || !filepath.IsAbs(dir) {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("find the default database: %w; set --db or PCD_DB", err)
+		}
+		dir = filepath.Join(home, ".local", "state")
+	}
+	return filepath.Join(dir, "pcd", "pcd.db"), nil
+}
+
+// openDB opens the database named by the global flags.
+func openDB(c *cli.Context, mustExist bool) (*store.DB, error) {
+	sync, err := store.ParseSync(c.String("sync"))
+	if err != nil {
+		return nil, usageError("%w", err)
+	}
+	path, err := dbPath(c)
+	if err != nil {
+		return nil, err
+	}
+	return store.Open(c.Context, path, store.Options{Sync: sync, MustExist: mustExist})
+}
+
+// newLogger builds the logger from --log-level and --log-format: tint on a
+// terminal, JSON for machines.
+func newLogger(c *cli.Context, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return nil, usageError("--log-level: %w", err)
+	}
+	switch strings.ToLower(c.String("log-format")) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})), nil
+	case "text", "":
+		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, NoColor: !isTerminal(w)})), nil
+	}
+	return nil, usageError("--log-format must be text or json, got %q", c.String("log-format"))
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && isatty.IsTerminal(f.Fd())
+}

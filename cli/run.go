@@ -1,0 +1,208 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pcd-dev/pcd/engine"
+	"github.com/pcd-dev/pcd/store"
+)
+
+// maxWorkers and maxQueueSize bound what a flag may ask for.
+const (
+	maxWorkers   = 10_000
+	maxQueueSize = 1_000_000
+)
+
+func runCommand(env Env) *cli.Command {
+	return &cli.Command{
+		Name:      "run",
+		Usage:     "run a job in this process, with no daemon",
+		ArgsUsage: "[--demo | FILE]",
+		Description: `Runs a job file (or, with --demo, 10 sleep tasks of 0-1 s) on the database,
+printing each callback as it is released. The exit code is 0 when every
+task succeeded and 1 otherwise. On SIGINT or SIGTERM it stops starting
+tasks and lets running ones finish within --grace; a second signal
+interrupts them. Unfinished work stays in the database.`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "demo", Usage: "run the classic demo: 10 sleep tasks of 0-1 s"},
+			&cli.IntFlag{Name: "workers", Aliases: []string{"w"}, EnvVars: []string{"PCD_WORKERS"}, Value: engine.DefaultWorkers, Usage: "consumers running tasks at once"},
+			&cli.IntFlag{Name: "queue-size", Aliases: []string{"q"}, EnvVars: []string{"PCD_QUEUE_SIZE"}, Value: engine.DefaultQueueSize, Usage: "capacity of the in-memory queue"},
+			&cli.StringFlag{Name: "name", Usage: "job name"},
+			&cli.BoolFlag{Name: "json", Usage: "print events as NDJSON"},
+			&cli.DurationFlag{Name: "grace", EnvVars: []string{"PCD_GRACE"}, Value: 10 * time.Second, Usage: "on a stop signal, how long running tasks may finish"},
+		},
+		Action: func(c *cli.Context) error { return runJob(c, env) },
+	}
+}
+
+func runJob(c *cli.Context, env Env) error {
+	jf, err := jobFromArgs(c, env)
+	if err != nil {
+		return err
+	}
+	if err := applySizeFlags(c, &jf); err != nil {
+		return err
+	}
+	log, err := newLogger(c, env.Stderr)
+	if err != nil {
+		return err
+	}
+	db, err := openDB(c, false)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	lock, err := store.AcquireRunnerLock(db.Path())
+	if err != nil {
+		var le *store.LockedError
+		if errors.As(err, &le) {
+			return fmt.Errorf("%w (a pcd daemon?); hand it the job with `pcd submit` instead", err)
+		}
+		return err
+	}
+	defer lock.Release()
+
+	if others, err := db.UnfinishedJobs(c.Context); err != nil {
+		return err
+	} else if len(others) > 0 {
+		fmt.Fprintf(env.Stderr, "pcd: note: %d unfinished job(s) in %s are not run by `pcd run`; start `pcd daemon` to resume them\n",
+			len(others), db.Path())
+	}
+
+	job, err := db.CreateJob(c.Context, jf.NewJob())
+	if err != nil {
+		return err
+	}
+	out := &printer{w: env.Stdout, json: c.Bool("json")}
+	out.start(job)
+	ctl := engine.NewJobController(db, engine.Config{
+		Registry: env.Registry,
+		Logger:   log,
+		OnEvent:  out.event,
+	})
+
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	stopSignals := handleStop(ctx, ctl, cancel, c.Duration("grace"), env, log)
+	defer stopSignals()
+
+	done, err := ctl.Run(ctx, job.ID)
+	if errors.Is(err, engine.ErrStopped) {
+		return fmt.Errorf("job %s stopped with %d of %d tasks done; its progress is saved: %w",
+			job.UUID, done.Done(), done.Total, err)
+	}
+	if err != nil {
+		return err
+	}
+	if out.err != nil {
+		return fmt.Errorf("write output: %w", out.err)
+	}
+	if done.State != store.Succeeded {
+		return fmt.Errorf("%w: job %s %s: %d of %d tasks failed, %d cancelled",
+			ErrJobFailed, job.UUID, done.State, done.Failed, done.Total, done.Cancelled)
+	}
+	return nil
+}
+
+// handleStop makes the first SIGINT or SIGTERM drain the controller and
+// starts the grace period; the second signal, or the end of the grace,
+// cancels. The returned function stops listening.
+func handleStop(ctx context.Context, ctl *engine.JobController, cancel context.CancelFunc, grace time.Duration, env Env, log interface{ Info(string, ...any) }) func() {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		var timeout <-chan time.Time
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case sig := <-sigs:
+				if timeout != nil {
+					log.Info("second signal: interrupting running tasks", "signal", sig.String())
+					cancel()
+					return
+				}
+				log.Info("stopping: running tasks may finish", "signal", sig.String(), "grace", grace)
+				ctl.Drain()
+				timer := time.NewTimer(grace)
+				defer timer.Stop()
+				timeout = timer.C
+			case <-timeout:
+				log.Info("grace period over: interrupting running tasks")
+				cancel()
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(sigs)
+		close(done)
+		<-stopped
+	}
+}
+
+// jobFromArgs reads the job from --demo or a FILE argument.
+func jobFromArgs(c *cli.Context, env Env) (engine.JobFile, error) {
+	switch {
+	case c.Bool("demo") && c.NArg() > 0:
+		return engine.JobFile{}, usageError("give --demo or a job file, not both")
+	case c.Bool("demo"):
+		return demoJob(), nil
+	case c.NArg() == 0:
+		return engine.JobFile{}, usageError("no job: give a job FILE, or --demo")
+	case c.NArg() > 1:
+		return engine.JobFile{}, usageError("one job file at a time, got %d", c.NArg())
+	}
+	path := c.Args().First()
+	f, err := os.Open(path)
+	if err != nil {
+		return engine.JobFile{}, usageError("job file: %w", err)
+	}
+	defer f.Close()
+	jf, err := engine.ParseJobFile(f, env.Registry)
+	if err != nil {
+		return engine.JobFile{}, usageError("job file %s: %w", path, err)
+	}
+	return jf, nil
+}
+
+// demoJob is the classic example: 10 sleeps of 0-1 s at random.
+func demoJob() engine.JobFile {
+	jf := engine.JobFile{Name: "demo"}
+	for range 10 {
+		secs := fmt.Appendf(nil, `{"secs":%.4f}`, rand.Float64())
+		jf.Tasks = append(jf.Tasks, engine.TaskSpec{Kind: "sleep", Payload: secs})
+	}
+	return jf
+}
+
+// applySizeFlags lets --workers and --queue-size override the job file.
+func applySizeFlags(c *cli.Context, jf *engine.JobFile) error {
+	if c.IsSet("workers") || jf.Workers == 0 {
+		jf.Workers = c.Int("workers")
+	}
+	if c.IsSet("queue-size") || jf.QueueSize == 0 {
+		jf.QueueSize = c.Int("queue-size")
+	}
+	if jf.Workers < 1 || jf.Workers > maxWorkers {
+		return usageError("--workers must be between 1 and %d, got %d", maxWorkers, jf.Workers)
+	}
+	if jf.QueueSize < 1 || jf.QueueSize > maxQueueSize {
+		return usageError("--queue-size must be between 1 and %d, got %d", maxQueueSize, jf.QueueSize)
+	}
+	return nil
+}

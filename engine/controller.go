@@ -1,0 +1,198 @@
+// Package engine runs jobs: a producer streams a job's pending tasks from
+// the store into a bounded queue, a pool of consumers runs them, and a
+// completer commits results in batches and releases each callback after
+// its commit. The engine never prints; it reports through Config.OnEvent
+// and a *slog.Logger.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pcd-dev/pcd/store"
+)
+
+// ErrStopped is returned by Run when the job was stopped before it finished.
+// Its tasks that did not finish stay pending, and a later Run resumes it.
+var ErrStopped = errors.New("job stopped before it finished")
+
+// Defaults from the classic producer-consumer lesson.
+const (
+	DefaultWorkers   = 25
+	DefaultQueueSize = 100
+	// DefaultMaxBatch caps how many results one group commit writes.
+	DefaultMaxBatch = 1024
+)
+
+// Config configures a JobController.
+type Config struct {
+	Registry *Registry    // default NewRegistry()
+	Logger   *slog.Logger // default discards
+	Clock    Clock        // default SystemClock()
+	// OnEvent receives each callback after its record commits, in the
+	// order of the records. It runs on the completer's goroutine.
+	OnEvent  func(Event)
+	MaxBatch int // default DefaultMaxBatch
+}
+
+// JobController runs one job. Use it once.
+type JobController struct {
+	db  *store.DB
+	cfg Config
+
+	drainOnce sync.Once
+	drain     chan struct{}
+
+	// onProduce, when set by a test, sees each task the producer queues.
+	onProduce func(store.Task)
+}
+
+// NewJobController returns a controller for one run of a job.
+func NewJobController(db *store.DB, cfg Config) *JobController {
+	if cfg.Registry == nil {
+		cfg.Registry = NewRegistry()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = SystemClock()
+	}
+	if cfg.OnEvent == nil {
+		cfg.OnEvent = func(Event) {}
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
+	return &JobController{db: db, cfg: cfg, drain: make(chan struct{})}
+}
+
+// Drain stops starting tasks. Running tasks finish and are recorded, then
+// Run returns ErrStopped. It is safe to call more than once, and before Run.
+func (c *JobController) Drain() { c.drainOnce.Do(func() { close(c.drain) }) }
+
+func (c *JobController) draining() bool {
+	select {
+	case <-c.drain:
+		return true
+	default:
+		return false
+	}
+}
+
+// Run runs the job until every task is final, then commits the job's
+// completion and releases its callback. Cancelling ctx interrupts running
+// tasks: they stay pending, with no attempt spent, and Run returns
+// ErrStopped. Run returns only after every goroutine it started is done.
+func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error) {
+	job, err := c.db.Job(ctx, jobID)
+	if err != nil {
+		return store.Job{}, err
+	}
+	// Bookkeeping finishes even when ctx is cancelled.
+	bg := context.WithoutCancel(ctx)
+	// Callbacks committed by an earlier run but never delivered go first.
+	if err := c.redeliver(bg, job.ID); err != nil {
+		return job, err
+	}
+	if job.Finished() {
+		return job, nil
+	}
+	log := c.cfg.Logger.With("job", job.UUID)
+	start := c.cfg.Clock.Mono()
+	base := job.Elapsed
+	elapsed := func() time.Duration { return base + c.cfg.Clock.Mono() - start }
+	if err := c.db.StartJob(bg, job.ID, c.cfg.Clock.Now()); err != nil {
+		return job, err
+	}
+	log.Debug("job started", "tasks", job.Total, "done", job.Done(), "workers", job.Workers, "queue_size", job.QueueSize)
+
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	queue := make(chan store.Task, job.QueueSize)
+	results := make(chan outcome, job.Workers)
+
+	var wg sync.WaitGroup
+	var prodErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(queue)
+		prodErr = c.produce(runCtx, job, queue)
+	}()
+	var consumers sync.WaitGroup
+	for range job.Workers {
+		consumers.Add(1)
+		go func() {
+			defer consumers.Done()
+			c.consume(runCtx, job, queue, results)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		consumers.Wait()
+		close(results)
+	}()
+
+	comp := completer{c: c, job: job, elapsed: elapsed}
+	compErr := comp.run(bg, results, cancel)
+	wg.Wait()
+
+	if compErr == nil && !errors.Is(prodErr, context.Canceled) {
+		compErr = prodErr
+	}
+	if compErr != nil {
+		_ = c.db.SaveElapsed(bg, job.ID, elapsed())
+		return job, compErr
+	}
+	finished, cb, err := c.db.FinishJob(bg, job.ID, elapsed(), comp.undelivered, func(j store.Job) ([]byte, error) {
+		return jobEvent(j).MarshalJSON()
+	})
+	if errors.Is(err, store.ErrNotDone) {
+		saveErr := c.db.SaveElapsed(bg, job.ID, elapsed())
+		if markErr := c.db.MarkDelivered(bg, job.ID, comp.undelivered); markErr != nil {
+			return job, markErr
+		}
+		log.Debug("job stopped", "done", comp.done)
+		return job, errors.Join(ErrStopped, saveErr)
+	}
+	if err != nil {
+		return job, err
+	}
+	if cb != nil {
+		ev := jobEvent(finished)
+		ev.CallbackID = cb.ID
+		c.cfg.OnEvent(ev)
+		if err := c.db.MarkDelivered(bg, job.ID, store.Span{From: cb.ID, To: cb.ID}); err != nil {
+			return finished, err
+		}
+	}
+	log.Debug("job finished", "state", finished.State, "elapsed", finished.Elapsed)
+	return finished, nil
+}
+
+// redeliver releases the job's committed but undelivered callbacks.
+func (c *JobController) redeliver(ctx context.Context, jobID int64) error {
+	cbs, err := c.db.Callbacks(ctx, jobID, 0, true)
+	if err != nil || len(cbs) == 0 {
+		return err
+	}
+	for _, cb := range cbs {
+		ev, err := EventFromCallback(cb)
+		if err != nil {
+			return err
+		}
+		c.cfg.OnEvent(ev)
+	}
+	span := store.Span{From: cbs[0].ID, To: cbs[len(cbs)-1].ID}
+	if err := c.db.MarkDelivered(ctx, jobID, span); err != nil {
+		return fmt.Errorf("redeliver: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,106 @@
+package engine
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/pcd-dev/pcd/store"
+)
+
+// Event is a callback: a task's final result, or a job's completion. Its
+// JSON is flat; CallbackID is the outbox record's id, stable across
+// deliveries, for receivers to drop duplicates.
+type Event struct {
+	CallbackID int64
+	Type       string // store.EventTask or store.EventJob
+	JobID      string // the job's uuid
+	Task       *TaskEvent
+	Job        *JobEvent
+}
+
+// TaskEvent is the task-completed callback's payload.
+type TaskEvent struct {
+	ID       string          `json:"task_id"`
+	Number   int64           `json:"number"`
+	Kind     string          `json:"kind"`
+	State    store.State     `json:"state"`
+	TimeSecs float64         `json:"time_secs"`
+	Attempts int             `json:"attempts"`
+	Result   json.RawMessage `json:"result,omitempty"`
+	Error    string          `json:"error,omitempty"`
+}
+
+// JobEvent is the job-completed callback's payload.
+type JobEvent struct {
+	Name        string      `json:"name,omitempty"`
+	Outcome     store.State `json:"outcome"`
+	ElapsedSecs float64     `json:"elapsed_secs"`
+	Total       int64       `json:"total"`
+	Succeeded   int64       `json:"succeeded"`
+	Failed      int64       `json:"failed"`
+	Cancelled   int64       `json:"cancelled"`
+}
+
+type eventHeader struct {
+	CallbackID int64  `json:"callback_id,omitempty"`
+	Type       string `json:"event"`
+	JobID      string `json:"job_id"`
+}
+
+// MarshalJSON writes the event as one flat object.
+func (e Event) MarshalJSON() ([]byte, error) {
+	h := eventHeader{CallbackID: e.CallbackID, Type: e.Type, JobID: e.JobID}
+	switch {
+	case e.Type == store.EventTask && e.Task != nil:
+		return json.Marshal(struct {
+			eventHeader
+			*TaskEvent
+		}{h, e.Task})
+	case e.Type == store.EventJob && e.Job != nil:
+		return json.Marshal(struct {
+			eventHeader
+			*JobEvent
+		}{h, e.Job})
+	}
+	return nil, fmt.Errorf("event %q has no payload", e.Type)
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote.
+func (e *Event) UnmarshalJSON(b []byte) error {
+	var h eventHeader
+	if err := json.Unmarshal(b, &h); err != nil {
+		return err
+	}
+	*e = Event{CallbackID: h.CallbackID, Type: h.Type, JobID: h.JobID}
+	switch h.Type {
+	case store.EventTask:
+		e.Task = new(TaskEvent)
+		return json.Unmarshal(b, e.Task)
+	case store.EventJob:
+		e.Job = new(JobEvent)
+		return json.Unmarshal(b, e.Job)
+	}
+	return fmt.Errorf("unknown event %q", h.Type)
+}
+
+// EventFromCallback decodes a callback record.
+func EventFromCallback(cb store.Callback) (Event, error) {
+	var e Event
+	if err := json.Unmarshal(cb.Message, &e); err != nil {
+		return Event{}, fmt.Errorf("callback %d: %w", cb.ID, err)
+	}
+	e.CallbackID = cb.ID
+	return e, nil
+}
+
+func jobEvent(job store.Job) Event {
+	return Event{Type: store.EventJob, JobID: job.UUID, Job: &JobEvent{
+		Name:        job.Name,
+		Outcome:     job.State,
+		ElapsedSecs: job.Elapsed.Seconds(),
+		Total:       job.Total,
+		Succeeded:   job.Succeeded,
+		Failed:      job.Failed,
+		Cancelled:   job.Cancelled,
+	}}
+}

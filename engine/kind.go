@@ -1,0 +1,100 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// ErrUnknownKind is returned for a task kind no one registered.
+var ErrUnknownKind = errors.New("unknown task kind")
+
+// Task is what a kind runs.
+type Task struct {
+	JobID   string // the job's uuid
+	ID      string // the task's uuid
+	Number  int64  // 1-based position in the job
+	Kind    string
+	Payload json.RawMessage
+	Attempt int // 1 on the first run
+}
+
+// Kind is a type of task: sleep, noop, or one a library user adds.
+type Kind interface {
+	// Validate checks a payload when the job is created, so that bad input
+	// is refused before anything is written.
+	Validate(payload json.RawMessage) error
+	// Run executes one task. The result, if any, is JSON. Run must return
+	// soon after ctx is cancelled.
+	Run(ctx context.Context, t Task) (json.RawMessage, error)
+}
+
+// Func adapts a Go function to a Kind that accepts any payload.
+type Func func(ctx context.Context, t Task) (json.RawMessage, error)
+
+// Validate accepts any payload.
+func (Func) Validate(json.RawMessage) error { return nil }
+
+// Run calls f.
+func (f Func) Run(ctx context.Context, t Task) (json.RawMessage, error) { return f(ctx, t) }
+
+// Registry maps kind names to kinds. It is safe for concurrent use.
+type Registry struct {
+	mu    sync.RWMutex
+	kinds map[string]Kind
+}
+
+// NewRegistry returns a registry holding the built-in kinds.
+func NewRegistry() *Registry {
+	r := &Registry{kinds: map[string]Kind{}}
+	r.Register("sleep", Sleep{})
+	r.Register("noop", Noop{})
+	return r
+}
+
+// Register adds or replaces a kind.
+func (r *Registry) Register(name string, k Kind) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.kinds[name] = k
+}
+
+// Lookup finds a kind by name.
+func (r *Registry) Lookup(name string) (Kind, error) {
+	r.mu.RLock()
+	k, ok := r.kinds[name]
+	r.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("%w %q (known: %s)", ErrUnknownKind, name, strings.Join(r.Names(), ", "))
+	}
+	return k, nil
+}
+
+// Names lists the registered kinds, sorted.
+func (r *Registry) Names() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	names := make([]string, 0, len(r.kinds))
+	for n := range r.kinds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return slices.Clip(names)
+}
+
+// Validate checks a task's kind and payload.
+func (r *Registry) Validate(kind string, payload json.RawMessage) error {
+	k, err := r.Lookup(kind)
+	if err != nil {
+		return err
+	}
+	if err := k.Validate(payload); err != nil {
+		return fmt.Errorf("%s: %w", kind, err)
+	}
+	return nil
+}

@@ -1,0 +1,114 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// maxSleep bounds a sleep task, so a typo cannot park a worker for years.
+const maxSleep = 7 * 24 * time.Hour
+
+// Sleep is the sleep kind: {"secs": 0.25}, or {"secs": "250ms"} with a Go
+// duration string.
+type Sleep struct{}
+
+type sleepPayload struct {
+	Secs json.RawMessage `json:"secs"`
+}
+
+// ParseSleep reads a sleep payload.
+func ParseSleep(payload json.RawMessage) (time.Duration, error) {
+	var p sleepPayload
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if len(bytes.TrimSpace(payload)) == 0 || bytes.Equal(bytes.TrimSpace(payload), []byte("null")) {
+		return 0, errors.New(`missing payload {"secs": N}`)
+	}
+	if err := dec.Decode(&p); err != nil {
+		return 0, fmt.Errorf("payload: %w", jsonFieldError(err))
+	}
+	if len(p.Secs) == 0 {
+		return 0, errors.New(`missing "secs"`)
+	}
+	var d time.Duration
+	var secs float64
+	var s string
+	switch {
+	case json.Unmarshal(p.Secs, &secs) == nil:
+		if math.IsNaN(secs) || secs < 0 {
+			return 0, fmt.Errorf("secs must not be negative, got %v", secs)
+		}
+		if secs > maxSleep.Seconds() {
+			return 0, fmt.Errorf("secs must be at most %v, got %v", maxSleep.Seconds(), secs)
+		}
+		d = time.Duration(secs * float64(time.Second))
+	case json.Unmarshal(p.Secs, &s) == nil:
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, fmt.Errorf("secs: %w", err)
+		}
+		if d < 0 {
+			return 0, fmt.Errorf("secs must not be negative, got %q", s)
+		}
+		if d > maxSleep {
+			return 0, fmt.Errorf("secs must be at most %v, got %q", maxSleep, s)
+		}
+	default:
+		return 0, fmt.Errorf("secs must be a number of seconds or a duration such as \"250ms\", got %s", p.Secs)
+	}
+	return d, nil
+}
+
+// Validate checks the payload.
+func (Sleep) Validate(payload json.RawMessage) error {
+	_, err := ParseSleep(payload)
+	return err
+}
+
+// Run sleeps, or returns early when ctx is cancelled.
+func (Sleep) Run(ctx context.Context, t Task) (json.RawMessage, error) {
+	d, err := ParseSleep(t.Payload)
+	if err != nil {
+		return nil, err
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil, nil
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
+
+// Noop is the noop kind: it does nothing, for benchmarks.
+type Noop struct{}
+
+// Validate accepts no payload or an empty object.
+func (Noop) Validate(payload json.RawMessage) error {
+	switch string(bytes.TrimSpace(payload)) {
+	case "", "null", "{}":
+		return nil
+	}
+	return fmt.Errorf("takes no payload, got %s", payload)
+}
+
+// Run returns at once.
+func (Noop) Run(context.Context, Task) (json.RawMessage, error) { return nil, nil }
+
+// jsonFieldError turns encoding/json's errors into short messages.
+func jsonFieldError(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		if te.Field != "" {
+			return fmt.Errorf("%q must be %s, got %s", te.Field, te.Type, te.Value)
+		}
+		return fmt.Errorf("must be %s, got %s", te.Type, te.Value)
+	}
+	return err
+}

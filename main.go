@@ -1,0 +1,54 @@
+// Command pcd is a durable producer-consumer job runner.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/pcd-dev/pcd/cli"
+	"github.com/pcd-dev/pcd/engine"
+	"github.com/pcd-dev/pcd/store"
+)
+
+// Exit codes. main is the only place that chooses one.
+const (
+	exitOK        = 0
+	exitJobFailed = 1  // the job finished, and some task failed or was cancelled
+	exitUsage     = 2  // bad flags, arguments or input file; nothing was changed
+	exitDatabase  = 3  // the database is not usable: not SQLite, corrupt, newer schema, missing
+	exitLocked    = 4  // another process is the runner of this database
+	exitNotFound  = 5  // no such job
+	exitSoftware  = 70 // anything else (EX_SOFTWARE)
+	exitStopped   = 130
+)
+
+func main() {
+	err := cli.Run(context.Background(), os.Args, cli.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pcd:", err)
+	}
+	os.Exit(exitCode(err))
+}
+
+func exitCode(err error) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, cli.ErrJobFailed):
+		return exitJobFailed
+	case errors.Is(err, cli.ErrUsage), errors.Is(err, engine.ErrBadJob):
+		return exitUsage
+	case errors.Is(err, store.ErrNotDatabase), errors.Is(err, store.ErrNotPCD), errors.Is(err, store.ErrCorrupt),
+		errors.Is(err, store.ErrTooNew), errors.Is(err, store.ErrNoDatabase):
+		return exitDatabase
+	case errors.Is(err, store.ErrLocked):
+		return exitLocked
+	case errors.Is(err, store.ErrNotFound):
+		return exitNotFound
+	case errors.Is(err, engine.ErrStopped):
+		return exitStopped
+	}
+	return exitSoftware
+}

@@ -1,0 +1,91 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// The callback events.
+const (
+	EventTask = "task"
+	EventJob  = "job"
+)
+
+// Callback is a record of the callback outbox.
+type Callback struct {
+	ID          int64 // increasing; receivers drop duplicates by it
+	Event       string
+	JobID       int64
+	TaskSeq     int64 // 0 for a job event
+	Round       int
+	Message     []byte // JSON
+	CreatedAt   time.Time
+	Attempts    int
+	DeliveredAt time.Time // zero until delivered
+}
+
+const callbackColumns = "id, event, job_id, coalesce(task_seq, 0), round, message, created_at, attempts, delivered_at"
+
+func scanCallback(s scanner) (Callback, error) {
+	var (
+		c         Callback
+		created   int64
+		delivered sql.NullInt64
+	)
+	if err := s.Scan(&c.ID, &c.Event, &c.JobID, &c.TaskSeq, &c.Round, &c.Message, &created, &c.Attempts, &delivered); err != nil {
+		return Callback{}, err
+	}
+	c.CreatedAt = time.Unix(0, created)
+	if delivered.Valid {
+		c.DeliveredAt = time.Unix(0, delivered.Int64)
+	}
+	return c, nil
+}
+
+// Callbacks lists a job's callback records with id after afterID, in id
+// order; undeliveredOnly keeps those not yet delivered.
+func (db *DB) Callbacks(ctx context.Context, jobID, afterID int64, undeliveredOnly bool) ([]Callback, error) {
+	q := "SELECT " + callbackColumns + " FROM callbacks WHERE job_id = ? AND id > ?"
+	if undeliveredOnly {
+		q += " AND delivered_at IS NULL"
+	}
+	rows, err := db.r.QueryContext(ctx, q+" ORDER BY id", jobID, afterID)
+	if err != nil {
+		return nil, fmt.Errorf("callbacks of job %d: %w", jobID, err)
+	}
+	defer rows.Close()
+	var out []Callback
+	for rows.Next() {
+		c, err := scanCallback(rows)
+		if err != nil {
+			return nil, fmt.Errorf("callbacks of job %d: %w", jobID, err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("callbacks of job %d: %w", jobID, err)
+	}
+	return out, nil
+}
+
+// MarkDelivered records that a job's callbacks in span were delivered.
+func (db *DB) MarkDelivered(ctx context.Context, jobID int64, span Span) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		return markDelivered(ctx, tx, jobID, span, time.Now())
+	})
+	if err != nil {
+		return fmt.Errorf("mark callbacks of job %d delivered: %w", jobID, err)
+	}
+	return nil
+}
+
+func markDelivered(ctx context.Context, tx *sql.Tx, jobID int64, span Span, now time.Time) error {
+	if span.From <= 0 || span.To < span.From {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE callbacks SET delivered_at = ?, attempts = attempts + 1
+		WHERE job_id = ? AND id BETWEEN ? AND ? AND delivered_at IS NULL`, now.UnixNano(), jobID, span.From, span.To)
+	return err
+}

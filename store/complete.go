@@ -1,0 +1,191 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrNotDone is returned by FinishJob while a job still has unfinished
+// tasks or is not sealed.
+var ErrNotDone = errors.New("job has unfinished tasks")
+
+// Result is the final outcome of one task, with its callback message.
+type Result struct {
+	Seq        int64
+	State      State // Succeeded, Failed or Cancelled
+	Result     []byte
+	Error      string
+	Time       time.Duration // monotonic
+	StartedAt  time.Time
+	FinishedAt time.Time
+	Message    []byte // the task callback's JSON
+}
+
+// Span is a range of callback ids, inclusive.
+type Span struct{ From, To int64 }
+
+// Batch is one group commit for a job.
+type Batch struct {
+	JobID   int64
+	Round   int
+	Results []Result
+	// Elapsed is the job's elapsed time so far, saved with the batch.
+	Elapsed time.Duration
+	// Delivered marks the job's callbacks in this span delivered.
+	Delivered Span
+}
+
+// CompleteTasks commits a batch: each result and its task-callback record
+// are written in the same transaction. A task that is already final keeps
+// its first result and gets no second callback. It returns the new
+// callback records in the order of the results.
+func (db *DB) CompleteTasks(ctx context.Context, b Batch) ([]Callback, error) {
+	now := time.Now()
+	var cbs []Callback
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		cbs = cbs[:0]
+		update, err := tx.PrepareContext(ctx, `UPDATE tasks SET state = ?, attempts = attempts + 1,
+			result = ?, error = ?, time_ns = ?, started_at = ?, finished_at = ?
+			WHERE job_id = ? AND seq = ? AND state NOT IN ('succeeded', 'failed', 'cancelled')`)
+		if err != nil {
+			return err
+		}
+		defer update.Close()
+		insert, err := tx.PrepareContext(ctx, `INSERT INTO callbacks (event, job_id, task_seq, round, message, created_at)
+			VALUES ('task', ?, ?, ?, ?, ?)`)
+		if err != nil {
+			return err
+		}
+		defer insert.Close()
+		var counts [3]int64 // succeeded, failed, cancelled
+		for _, r := range b.Results {
+			res, err := update.ExecContext(ctx, string(r.State), nullBytes(r.Result), nullString(r.Error),
+				int64(r.Time), r.StartedAt.UnixNano(), r.FinishedAt.UnixNano(), b.JobID, r.Seq)
+			if err != nil {
+				return fmt.Errorf("task %d: %w", r.Seq, err)
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n == 0 {
+				continue // already final: one result per task
+			}
+			if hook := db.Hooks.BetweenResultAndCallback; hook != nil {
+				if err := hook(b.JobID, r.Seq); err != nil {
+					return err
+				}
+			}
+			res, err = insert.ExecContext(ctx, b.JobID, r.Seq, b.Round, string(r.Message), now.UnixNano())
+			if err != nil {
+				return fmt.Errorf("callback of task %d: %w", r.Seq, err)
+			}
+			id, err := res.LastInsertId()
+			if err != nil {
+				return err
+			}
+			cbs = append(cbs, Callback{ID: id, Event: EventTask, JobID: b.JobID, TaskSeq: r.Seq,
+				Round: b.Round, Message: r.Message, CreatedAt: now})
+			switch r.State {
+			case Succeeded:
+				counts[0]++
+			case Failed:
+				counts[1]++
+			case Cancelled:
+				counts[2]++
+			default:
+				return fmt.Errorf("task %d: %q is not a final state", r.Seq, r.State)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET succeeded = succeeded + ?, failed = failed + ?,
+			cancelled = cancelled + ?, elapsed_ns = ? WHERE id = ?`,
+			counts[0], counts[1], counts[2], int64(b.Elapsed), b.JobID); err != nil {
+			return err
+		}
+		return markDelivered(ctx, tx, b.JobID, b.Delivered, now)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("complete tasks of job %d: %w", b.JobID, err)
+	}
+	return cbs, nil
+}
+
+// FinishJob commits a job's final state and its job-callback record
+// together, once every task is final. message builds the callback's JSON
+// from the finished job inside the transaction. If the job had already
+// finished, FinishJob returns it with a nil callback. The callbacks in
+// delivered are marked delivered in the same transaction.
+func (db *DB) FinishJob(ctx context.Context, jobID int64, elapsed time.Duration, delivered Span,
+	message func(Job) ([]byte, error)) (Job, *Callback, error) {
+	now := time.Now()
+	var (
+		job Job
+		cb  *Callback
+	)
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		cb = nil
+		if err := markDelivered(ctx, tx, jobID, delivered, now); err != nil {
+			return err
+		}
+		var err error
+		job, err = scanJob(tx.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id = ?", jobID))
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if job.Finished() {
+			return nil
+		}
+		if !job.Sealed || job.Done() < job.Total {
+			return ErrNotDone
+		}
+		job.State = Succeeded
+		switch {
+		case job.Cancelled > 0:
+			job.State = Cancelled
+		case job.Failed > 0:
+			job.State = Failed
+		}
+		job.Elapsed, job.FinishedAt = elapsed, now
+		if _, err := tx.ExecContext(ctx, "UPDATE jobs SET state = ?, elapsed_ns = ?, finished_at = ? WHERE id = ?",
+			string(job.State), int64(elapsed), now.UnixNano(), jobID); err != nil {
+			return err
+		}
+		msg, err := message(job)
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO callbacks (event, job_id, round, message, created_at)
+			VALUES ('job', ?, ?, ?, ?)`, jobID, job.Round, string(msg), now.UnixNano())
+		if err != nil {
+			return err
+		}
+		id, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		cb = &Callback{ID: id, Event: EventJob, JobID: jobID, Round: job.Round, Message: msg, CreatedAt: now}
+		return nil
+	})
+	if err != nil {
+		return Job{}, nil, fmt.Errorf("finish job %d: %w", jobID, err)
+	}
+	return job, cb, nil
+}
+
+func nullBytes(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return string(b)
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}

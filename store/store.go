@@ -1,0 +1,258 @@
+// Package store keeps pcd's jobs, tasks and callback records in SQLite.
+//
+// A DB has one writer connection, so every write is serialised and each
+// write transaction begins IMMEDIATE, and a small read-only pool for
+// queries. The store knows nothing of goroutines or task kinds.
+package store
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// Errors returned by Open. The file is left untouched in each case.
+var (
+	ErrNotDatabase = errors.New("not a SQLite database")
+	ErrNotPCD      = errors.New("a SQLite database that pcd did not create")
+	ErrCorrupt     = errors.New("database is corrupt")
+	ErrTooNew      = errors.New("database schema is newer than this pcd")
+	ErrNoDatabase  = errors.New("database does not exist")
+)
+
+// Sync is the SQLite synchronous level of the writer.
+type Sync string
+
+const (
+	// SyncFull survives a process crash and a power loss.
+	SyncFull Sync = "full"
+	// SyncNormal survives a process crash; a power loss may lose the last
+	// commits, never the database itself.
+	SyncNormal Sync = "normal"
+)
+
+// ParseSync reads a --sync value.
+func ParseSync(s string) (Sync, error) {
+	switch Sync(strings.ToLower(s)) {
+	case SyncFull, "":
+		return SyncFull, nil
+	case SyncNormal:
+		return SyncNormal, nil
+	}
+	return "", fmt.Errorf("unknown sync mode %q (want full or normal)", s)
+}
+
+// Options configure Open.
+type Options struct {
+	Sync        Sync          // default SyncFull
+	BusyTimeout time.Duration // default 5s
+	ReadConns   int           // default 4
+	// MustExist refuses to create a new database file.
+	MustExist bool
+}
+
+// Hooks are seams for tests to inject faults. Each may be nil.
+type Hooks struct {
+	// BetweenResultAndCallback runs inside the group commit after a task's
+	// result is written and before its callback record is.
+	BetweenResultAndCallback func(jobID, seq int64) error
+}
+
+// DB is an open pcd database.
+type DB struct {
+	path  string
+	w     *sql.DB // the one writer
+	r     *sql.DB // read-only pool
+	Hooks Hooks
+}
+
+const sqliteMagic = "SQLite format 3\x00"
+
+// Open opens the database at path, creating it (0600, in a 0700 directory)
+// unless opts.MustExist, and applies pending migrations. A file that is not
+// SQLite, is corrupt, or has a newer schema is refused and left untouched.
+func Open(ctx context.Context, path string, opts Options) (*DB, error) {
+	if opts.Sync == "" {
+		opts.Sync = SyncFull
+	}
+	if opts.BusyTimeout <= 0 {
+		opts.BusyTimeout = 5 * time.Second
+	}
+	if opts.ReadConns <= 0 {
+		opts.ReadConns = 4
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	existed, err := prepareFile(abs, opts.MustExist)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if existed {
+		// Check the file read-only first, so a refusal writes nothing.
+		if err := inspect(ctx, abs, opts.BusyTimeout); err != nil {
+			return nil, fmt.Errorf("open %s: %w", path, err)
+		}
+	}
+	db := &DB{path: abs}
+	db.w, err = sql.Open("sqlite", dsn(abs, opts, false))
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db.w.SetMaxOpenConns(1)
+	db.w.SetMaxIdleConns(1)
+	db.w.SetConnMaxLifetime(0)
+	db.w.SetConnMaxIdleTime(0)
+	if err := db.migrate(ctx); err != nil {
+		db.w.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db.r, err = sql.Open("sqlite", dsn(abs, opts, true))
+	if err != nil {
+		db.w.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db.r.SetMaxOpenConns(opts.ReadConns)
+	db.r.SetMaxIdleConns(opts.ReadConns)
+	return db, nil
+}
+
+// Path is the absolute path of the database file.
+func (db *DB) Path() string { return db.path }
+
+// Close closes both connection pools.
+func (db *DB) Close() error {
+	return errors.Join(db.r.Close(), db.w.Close())
+}
+
+// prepareFile makes sure the directory (0700) and file (0600) exist, and
+// reports whether the file was there before with content.
+func prepareFile(path string, mustExist bool) (existed bool, err error) {
+	fi, err := os.Stat(path)
+	switch {
+	case err == nil:
+		if fi.IsDir() {
+			return false, fmt.Errorf("%w: it is a directory", ErrNotDatabase)
+		}
+		if fi.Size() == 0 {
+			return false, nil
+		}
+		return true, checkMagic(path)
+	case !errors.Is(err, os.ErrNotExist):
+		return false, err
+	case mustExist:
+		return false, ErrNoDatabase
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return false, err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil && !errors.Is(err, os.ErrExist) {
+		return false, err
+	}
+	if f != nil {
+		return false, f.Close()
+	}
+	return false, nil
+}
+
+func checkMagic(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	head := make([]byte, len(sqliteMagic))
+	if _, err := io.ReadFull(f, head); err != nil || !bytes.Equal(head, []byte(sqliteMagic)) {
+		return ErrNotDatabase
+	}
+	return nil
+}
+
+// inspect checks an existing file over a read-only connection: that SQLite
+// can read it, that it passes quick_check, and that its schema is one this
+// binary knows.
+func inspect(ctx context.Context, path string, busy time.Duration) error {
+	ro, err := sql.Open("sqlite", dsn(path, Options{BusyTimeout: busy}, true)+"&mode=ro")
+	if err != nil {
+		return err
+	}
+	defer ro.Close()
+	var result string
+	if err := ro.QueryRowContext(ctx, "PRAGMA quick_check").Scan(&result); err != nil {
+		return classify(err)
+	}
+	if result != "ok" {
+		return fmt.Errorf("%w: quick_check: %s", ErrCorrupt, firstLine(result))
+	}
+	var tables int
+	if err := ro.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'").Scan(&tables); err != nil {
+		return classify(err)
+	}
+	if tables == 0 {
+		return nil
+	}
+	var known int
+	if err := ro.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'schema_migrations'").Scan(&known); err != nil {
+		return classify(err)
+	}
+	if known == 0 {
+		return ErrNotPCD
+	}
+	var version int
+	if err := ro.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&version); err != nil {
+		return classify(err)
+	}
+	if latest := latestVersion(); version > latest {
+		return fmt.Errorf("%w: schema version %d, this binary knows up to %d; upgrade pcd", ErrTooNew, version, latest)
+	}
+	return nil
+}
+
+// classify maps SQLite's error codes to the store's sentinels.
+func classify(err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_NOTADB:
+			return fmt.Errorf("%w: %w", ErrNotDatabase, err)
+		case sqlite3.SQLITE_CORRUPT:
+			return fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+	}
+	return err
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " ..."
+	}
+	return s
+}
+
+func dsn(path string, opts Options, readOnly bool) string {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(opts.BusyTimeout.Milliseconds(), 10)+")")
+	q.Add("_pragma", "foreign_keys(1)")
+	if readOnly {
+		q.Add("_pragma", "query_only(1)")
+	} else {
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", "synchronous("+strings.ToUpper(string(opts.Sync))+")")
+		q.Set("_txlock", "immediate")
+	}
+	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+}
