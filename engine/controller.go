@@ -148,7 +148,10 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		compErr = prodErr
 	}
 	if compErr != nil {
+		// Best effort: if these fail too, the next run redelivers, which
+		// at-least-once delivery allows.
 		_ = c.db.SaveElapsed(bg, job.ID, elapsed())
+		_ = c.db.MarkDelivered(bg, job.ID, comp.undelivered)
 		return job, compErr
 	}
 	finished, cb, err := c.db.FinishJob(bg, job.ID, elapsed(), comp.undelivered, func(j store.Job) ([]byte, error) {

@@ -1,0 +1,450 @@
+package engine
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/pcd-dev/pcd/store"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func openDB(t *testing.T) *store.DB {
+	t.Helper()
+	db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "pcd.db"), store.Options{})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func createJob(t *testing.T, db *store.DB, workers, queue int, tasks ...TaskSpec) store.Job {
+	t.Helper()
+	jf := JobFile{Name: t.Name(), Workers: workers, QueueSize: queue, Tasks: tasks}
+	job, err := db.CreateJob(context.Background(), jf.NewJob())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return job
+}
+
+func repeat(n int, kind, payload string) []TaskSpec {
+	out := make([]TaskSpec, n)
+	for i := range out {
+		out[i] = TaskSpec{Kind: kind, Payload: json.RawMessage(payload)}
+	}
+	return out
+}
+
+// recorder collects events; it is safe for concurrent use.
+type recorder struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+func (r *recorder) add(e Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, e)
+}
+
+func (r *recorder) all() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Event(nil), r.events...)
+}
+
+// checkCallbacks asserts exactly one task event per task and one job event,
+// last, with ids increasing.
+func checkCallbacks(t *testing.T, events []Event, total int) {
+	t.Helper()
+	seen := map[int64]int{}
+	jobs := 0
+	var last int64
+	for i, e := range events {
+		if e.CallbackID <= last {
+			t.Errorf("event %d: callback id %d not after %d", i, e.CallbackID, last)
+		}
+		last = e.CallbackID
+		switch {
+		case e.Task != nil:
+			seen[e.Task.Number]++
+			if jobs > 0 {
+				t.Errorf("task %d event after the job event", e.Task.Number)
+			}
+		case e.Job != nil:
+			jobs++
+		}
+	}
+	if jobs != 1 {
+		t.Errorf("%d job events, want 1", jobs)
+	}
+	if len(seen) != total {
+		t.Errorf("events for %d tasks, want %d", len(seen), total)
+	}
+	for n, c := range seen {
+		if c != 1 || n < 1 || n > int64(total) {
+			t.Errorf("task %d: %d events", n, c)
+		}
+	}
+}
+
+func rawDB(t *testing.T, db *store.DB) *sql.DB {
+	t.Helper()
+	raw, err := sql.Open("sqlite", db.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	return raw
+}
+
+func count(t *testing.T, raw *sql.DB, q string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := raw.QueryRow(q, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+func TestRunCompletesEveryTaskOnce(t *testing.T) {
+	db := openDB(t)
+	job := createJob(t, db, 8, 10, repeat(2000, "noop", "")...)
+	var rec recorder
+	done, err := NewJobController(db, Config{OnEvent: rec.add}).Run(context.Background(), job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done.State != store.Succeeded || done.Succeeded != 2000 || !done.Finished() {
+		t.Fatalf("job ended %+v", done)
+	}
+	checkCallbacks(t, rec.all(), 2000)
+	raw := rawDB(t, db)
+	if n := count(t, raw, "SELECT count(*) FROM callbacks WHERE event = 'task'"); n != 2000 {
+		t.Errorf("%d task callback records, want 2000", n)
+	}
+	if n := count(t, raw, "SELECT count(*) FROM callbacks WHERE delivered_at IS NULL"); n != 0 {
+		t.Errorf("%d callbacks not marked delivered", n)
+	}
+	// A second run of a finished job does nothing.
+	var again recorder
+	if _, err := NewJobController(db, Config{OnEvent: again.add}).Run(context.Background(), job.ID); err != nil {
+		t.Fatal(err)
+	}
+	if len(again.all()) != 0 {
+		t.Errorf("second run released %d callbacks", len(again.all()))
+	}
+}
+
+// gate is a kind whose tasks block until released.
+type gate struct {
+	began   *atomic.Int64
+	started chan int64
+	release chan struct{}
+}
+
+func newGate(n int) gate {
+	return gate{began: new(atomic.Int64), started: make(chan int64, n), release: make(chan struct{})}
+}
+
+func (gate) Validate(json.RawMessage) error { return nil }
+func (g gate) Run(ctx context.Context, t Task) (json.RawMessage, error) {
+	g.began.Add(1)
+	g.started <- t.Number
+	select {
+	case <-g.release:
+		return nil, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func TestQueueIsBounded(t *testing.T) {
+	const workers, queue, total = 2, 5, 60
+	db := openDB(t)
+	job := createJob(t, db, workers, queue, repeat(total, "gate", "")...)
+	g := newGate(total)
+	reg := NewRegistry()
+	reg.Register("gate", g)
+	ctl := NewJobController(db, Config{Registry: reg})
+	var produced, maxAhead atomic.Int64
+	ctl.onProduce = func(store.Task) {
+		ahead := produced.Add(1) - g.began.Load()
+		for {
+			m := maxAhead.Load()
+			if ahead <= m || maxAhead.CompareAndSwap(m, ahead) {
+				break
+			}
+		}
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := ctl.Run(context.Background(), job.ID)
+		errc <- err
+	}()
+	for range workers {
+		<-g.started
+	}
+	// Both workers are blocked: the producer fills the queue and blocks.
+	deadline := time.Now().Add(10 * time.Second)
+	for produced.Load() < workers+queue {
+		if time.Now().After(deadline) {
+			t.Fatalf("producer queued %d tasks, want %d", produced.Load(), workers+queue)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Give an unbounded producer the chance to run ahead.
+	time.Sleep(100 * time.Millisecond)
+	if got := produced.Load(); got != workers+queue {
+		t.Fatalf("with %d blocked workers and a queue of %d, the producer queued %d tasks", workers, queue, got)
+	}
+	close(g.release)
+	for range total - workers {
+		<-g.started
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if produced.Load() != total {
+		t.Errorf("produced %d, want %d", produced.Load(), total)
+	}
+	// Queued but not yet started: at most the queue plus what each worker
+	// has taken and not begun.
+	if m := maxAhead.Load(); m > queue+workers {
+		t.Errorf("up to %d tasks queued ahead of the workers, want at most %d", m, queue+workers)
+	}
+}
+
+func TestPanicFailsOnlyThatTask(t *testing.T) {
+	db := openDB(t)
+	reg := NewRegistry()
+	reg.Register("maybe", Func(func(_ context.Context, t Task) (json.RawMessage, error) {
+		if t.Number == 3 {
+			panic("boom")
+		}
+		return json.RawMessage(`{"ok":true}`), nil
+	}))
+	job := createJob(t, db, 4, 4, repeat(6, "maybe", "")...)
+	var rec recorder
+	done, err := NewJobController(db, Config{Registry: reg, OnEvent: rec.add}).Run(context.Background(), job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done.State != store.Failed || done.Failed != 1 || done.Succeeded != 5 {
+		t.Fatalf("job ended %s with %d failed, %d succeeded", done.State, done.Failed, done.Succeeded)
+	}
+	for _, e := range rec.all() {
+		if e.Task == nil {
+			continue
+		}
+		if e.Task.Number == 3 && (e.Task.State != store.Failed || e.Task.Error != "panic: boom") {
+			t.Errorf("task 3: %+v", e.Task)
+		}
+		if e.Task.Number != 3 && string(e.Task.Result) != `{"ok":true}` {
+			t.Errorf("task %d result %s", e.Task.Number, e.Task.Result)
+		}
+	}
+	checkCallbacks(t, rec.all(), 6)
+}
+
+func TestUnknownKindAtRunTimeFailsTheTask(t *testing.T) {
+	db := openDB(t)
+	job := createJob(t, db, 1, 1, TaskSpec{Kind: "gone"}, TaskSpec{Kind: "noop"})
+	done, err := NewJobController(db, Config{}).Run(context.Background(), job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks, _ := db.Tasks(context.Background(), job.ID)
+	if done.Failed != 1 || tasks[0].State != store.Failed || !strings.Contains(tasks[0].Error, `unknown task kind "gone"`) {
+		t.Fatalf("job %+v, task 1 %+v", done, tasks[0])
+	}
+}
+
+// fakeClock's monotonic reading moves only when a test says so, while its
+// wall clock jumps by an hour at every read.
+type fakeClock struct {
+	mono  atomic.Int64
+	reads atomic.Int64
+}
+
+func (c *fakeClock) Now() time.Time {
+	jump := time.Hour
+	if c.reads.Add(1)%2 == 0 {
+		jump = -jump
+	}
+	return time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).Add(jump * time.Duration(c.reads.Load()))
+}
+func (c *fakeClock) Mono() time.Duration     { return time.Duration(c.mono.Load()) }
+func (c *fakeClock) advance(d time.Duration) { c.mono.Add(int64(d)) }
+func (c *fakeClock) kind() Func {
+	return func(context.Context, Task) (json.RawMessage, error) {
+		c.advance(250 * time.Millisecond)
+		return nil, nil
+	}
+}
+
+func TestDurationsUseTheMonotonicClock(t *testing.T) {
+	db := openDB(t)
+	clock := &fakeClock{}
+	reg := NewRegistry()
+	reg.Register("tick", clock.kind())
+	job := createJob(t, db, 1, 1, repeat(4, "tick", "")...)
+	var rec recorder
+	done, err := NewJobController(db, Config{Registry: reg, Clock: clock, OnEvent: rec.add}).Run(context.Background(), job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range rec.all() {
+		if e.Task != nil && e.Task.TimeSecs != 0.25 {
+			t.Errorf("task %d time_secs %v, want 0.25", e.Task.Number, e.Task.TimeSecs)
+		}
+		if e.Job != nil && e.Job.ElapsedSecs != 1 {
+			t.Errorf("elapsed_secs %v, want 1", e.Job.ElapsedSecs)
+		}
+	}
+	if done.Elapsed != time.Second {
+		t.Errorf("stored elapsed %v, want 1s", done.Elapsed)
+	}
+}
+
+// TestStopAndResume drains a run midway, then resumes it: no task runs
+// twice, elapsed adds up over both runs, and each callback appears once.
+func TestStopAndResume(t *testing.T) {
+	db := openDB(t)
+	clock := &fakeClock{}
+	var ctl *JobController
+	var ran atomic.Int64
+	reg := NewRegistry()
+	reg.Register("tick", Func(func(context.Context, Task) (json.RawMessage, error) {
+		clock.advance(100 * time.Millisecond)
+		if ran.Add(1) == 5 {
+			ctl.Drain()
+		}
+		return nil, nil
+	}))
+	job := createJob(t, db, 1, 2, repeat(20, "tick", "")...)
+	var rec recorder
+	ctl = NewJobController(db, Config{Registry: reg, Clock: clock, OnEvent: rec.add})
+	first, err := ctl.Run(context.Background(), job.ID)
+	if !errors.Is(err, ErrStopped) {
+		t.Fatalf("drained run: %v, want ErrStopped", err)
+	}
+	if first.Finished() {
+		t.Fatal("a drained job finished")
+	}
+	afterFirst := ran.Load()
+	clock.advance(time.Hour) // time between the runs does not count
+	done, err := NewJobController(db, Config{Registry: reg, Clock: clock, OnEvent: rec.add}).Run(context.Background(), job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ran.Load() != 20 {
+		t.Errorf("%d task runs over both runs (%d in the first), want 20", ran.Load(), afterFirst)
+	}
+	checkCallbacks(t, rec.all(), 20)
+	if done.Elapsed != 2*time.Second {
+		t.Errorf("elapsed %v over both runs, want 2s", done.Elapsed)
+	}
+}
+
+func TestCancelLeavesRunningTasksPending(t *testing.T) {
+	db := openDB(t)
+	const total = 6
+	job := createJob(t, db, 3, 3, repeat(total, "gate", "")...)
+	g := newGate(total)
+	reg := NewRegistry()
+	reg.Register("gate", g)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := NewJobController(db, Config{Registry: reg}).Run(ctx, job.ID)
+		errc <- err
+	}()
+	for range 3 {
+		<-g.started
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, ErrStopped) {
+		t.Fatalf("cancelled run: %v, want ErrStopped", err)
+	}
+	tasks, _ := db.Tasks(context.Background(), job.ID)
+	for _, task := range tasks {
+		if task.State != store.Pending || task.Attempts != 0 {
+			t.Errorf("task %d: %s after %d attempts, want pending with none spent", task.Seq, task.State, task.Attempts)
+		}
+	}
+}
+
+// TestCommitFailureKeepsResultsWithCallbacks fails a group commit between
+// a result and its callback: afterwards every task has both or neither,
+// and a second run completes the job with one callback per task.
+func TestCommitFailureKeepsResultsWithCallbacks(t *testing.T) {
+	db := openDB(t)
+	job := createJob(t, db, 4, 8, repeat(300, "noop", "")...)
+	injected := errors.New("disk on fire")
+	db.Hooks.BetweenResultAndCallback = func(_, seq int64) error {
+		if seq == 150 {
+			return injected
+		}
+		return nil
+	}
+	var rec recorder
+	if _, err := NewJobController(db, Config{OnEvent: rec.add}).Run(context.Background(), job.ID); !errors.Is(err, injected) {
+		t.Fatalf("run: %v, want the injected error", err)
+	}
+	raw := rawDB(t, db)
+	if n := count(t, raw, `SELECT count(*) FROM tasks t WHERE (t.state = 'pending') =
+		EXISTS (SELECT 1 FROM callbacks c WHERE c.job_id = t.job_id AND c.task_seq = t.seq)`); n != 0 {
+		t.Fatalf("%d tasks have a result without a callback or a callback without a result", n)
+	}
+	if n := count(t, raw, "SELECT count(*) FROM callbacks"); n != len(rec.all()) {
+		t.Errorf("%d callbacks committed, %d released", n, len(rec.all()))
+	}
+	db.Hooks.BetweenResultAndCallback = nil
+	if _, err := NewJobController(db, Config{OnEvent: rec.add}).Run(context.Background(), job.ID); err != nil {
+		t.Fatal(err)
+	}
+	checkCallbacks(t, rec.all(), 300)
+}
+
+func TestRedeliversUndeliveredCallbacks(t *testing.T) {
+	db := openDB(t)
+	job := createJob(t, db, 2, 2, repeat(5, "noop", "")...)
+	var rec recorder
+	if _, err := NewJobController(db, Config{OnEvent: rec.add}).Run(context.Background(), job.ID); err != nil {
+		t.Fatal(err)
+	}
+	raw := rawDB(t, db)
+	// As if the process died after committing the last two but before
+	// delivering them.
+	if _, err := raw.Exec("UPDATE callbacks SET delivered_at = NULL WHERE id > (SELECT max(id) - 2 FROM callbacks)"); err != nil {
+		t.Fatal(err)
+	}
+	var again recorder
+	if _, err := NewJobController(db, Config{OnEvent: again.add}).Run(context.Background(), job.ID); err != nil {
+		t.Fatal(err)
+	}
+	got := again.all()
+	if len(got) != 2 || got[0].Task == nil || got[1].Job == nil {
+		t.Fatalf("redelivered %+v, want the last task event and the job event", got)
+	}
+	all := rec.all()
+	if got[0].CallbackID != all[len(all)-2].CallbackID || got[1].CallbackID != all[len(all)-1].CallbackID {
+		t.Error("redelivered callbacks carry different ids")
+	}
+	if n := count(t, raw, "SELECT count(*) FROM callbacks WHERE delivered_at IS NULL"); n != 0 {
+		t.Errorf("%d callbacks still undelivered", n)
+	}
+}

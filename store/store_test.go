@@ -1,0 +1,414 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/pcd-dev/pcd/store"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// openDB opens a fresh database in t.TempDir and closes it with the test.
+func openDB(t *testing.T) *store.DB {
+	t.Helper()
+	return openPath(t, filepath.Join(t.TempDir(), "pcd.db"))
+}
+
+func openPath(t *testing.T, path string) *store.DB {
+	t.Helper()
+	db, err := store.Open(context.Background(), path, store.Options{})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// rawDB opens the file with plain database/sql, to look under the store.
+func rawDB(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	return raw
+}
+
+func queryInt(t *testing.T, db *sql.DB, q string, args ...any) int64 {
+	t.Helper()
+	var n int64
+	if err := db.QueryRow(q, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+func newJob(t *testing.T, db *store.DB, n int) store.Job {
+	t.Helper()
+	nj := store.NewJob{Name: "t", Workers: 2, QueueSize: 4}
+	for range n {
+		nj.Tasks = append(nj.Tasks, store.NewTask{Kind: "noop", Payload: []byte("null")})
+	}
+	job, err := db.CreateJob(context.Background(), nj)
+	if err != nil {
+		t.Fatalf("create job: %v", err)
+	}
+	return job
+}
+
+func result(seq int64) store.Result {
+	now := time.Now()
+	return store.Result{Seq: seq, State: store.Succeeded, Time: time.Millisecond, StartedAt: now, FinishedAt: now,
+		Message: fmt.Appendf(nil, `{"event":"task","number":%d}`, seq)}
+}
+
+func TestMigrationsApplyOnceAndReopenIsNoop(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pcd.db")
+	db, err := store.Open(context.Background(), path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	raw := rawDB(t, path)
+	versions := queryInt(t, raw, "SELECT count(*) FROM schema_migrations")
+	if versions == 0 {
+		t.Fatal("no migration recorded")
+	}
+	applied := queryInt(t, raw, "SELECT max(applied_at) FROM schema_migrations")
+	for _, table := range []string{"jobs", "tasks", "callbacks"} {
+		if queryInt(t, raw, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?", table) != 1 {
+			t.Errorf("table %s missing", table)
+		}
+	}
+	raw.Close()
+	before := readFile(t, path)
+
+	db, err = store.Open(context.Background(), path, store.Options{})
+	if err != nil {
+		t.Fatalf("second open: %v", err)
+	}
+	db.Close()
+	raw = rawDB(t, path)
+	if got := queryInt(t, raw, "SELECT count(*) FROM schema_migrations"); got != versions {
+		t.Errorf("second open recorded %d versions, want %d", got, versions)
+	}
+	if got := queryInt(t, raw, "SELECT max(applied_at) FROM schema_migrations"); got != applied {
+		t.Errorf("second open re-applied a migration")
+	}
+	raw.Close()
+	if !bytes.Equal(before, readFile(t, path)) {
+		t.Error("second open changed the database file")
+	}
+}
+
+func TestFileAndDirectoryModes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state", "pcd")
+	path := filepath.Join(dir, "pcd.db")
+	openPath(t, path)
+	for p, want := range map[string]os.FileMode{dir: 0o700, path: 0o600} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode().Perm(); got != want {
+			t.Errorf("%s: mode %o, want %o", p, got, want)
+		}
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestRefusesBadFiles checks that each kind of unusable file gets its own
+// error and is left byte-for-byte as it was.
+func TestRefusesBadFiles(t *testing.T) {
+	cases := []struct {
+		name string
+		make func(t *testing.T, path string)
+		want error
+	}{
+		{"not sqlite", func(t *testing.T, path string) {
+			os.WriteFile(path, []byte("name,age\nada,36\n"), 0o600)
+		}, store.ErrNotDatabase},
+		{"newer schema", func(t *testing.T, path string) {
+			db, err := store.Open(context.Background(), path, store.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			raw := rawDB(t, path)
+			if _, err := raw.Exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, '9999_future.sql', 0)"); err != nil {
+				t.Fatal(err)
+			}
+			raw.Close()
+		}, store.ErrTooNew},
+		{"corrupt", func(t *testing.T, path string) {
+			db, err := store.Open(context.Background(), path, store.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			newJob(t, db, 2000)
+			db.Close()
+			// Scribble over pages in the middle of the file, past the header.
+			b := readFile(t, path)
+			for i := len(b) / 2; i < len(b)/2+8192 && i < len(b); i++ {
+				b[i] = 0xA5
+			}
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, store.ErrCorrupt},
+		{"another application's database", func(t *testing.T, path string) {
+			raw := rawDB(t, path)
+			if _, err := raw.Exec("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)"); err != nil {
+				t.Fatal(err)
+			}
+			raw.Close()
+		}, store.ErrNotPCD},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "pcd.db")
+			tc.make(t, path)
+			before := readFile(t, path)
+			db, err := store.Open(context.Background(), path, store.Options{})
+			if err == nil {
+				db.Close()
+				t.Fatal("open succeeded, want an error")
+			}
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("error %q, want %v", err, tc.want)
+			}
+			if bytes.ContainsRune([]byte(err.Error()), '\n') {
+				t.Errorf("error is not one line: %q", err)
+			}
+			if !bytes.Equal(before, readFile(t, path)) {
+				t.Error("the refused file was changed")
+			}
+		})
+	}
+}
+
+func TestMustExist(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "missing.db")
+	_, err := store.Open(context.Background(), path, store.Options{MustExist: true})
+	if !errors.Is(err, store.ErrNoDatabase) {
+		t.Fatalf("got %v, want ErrNoDatabase", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Error("a file was created")
+	}
+}
+
+func TestCreateJobWritesEveryTask(t *testing.T) {
+	db := openDB(t)
+	job := newJob(t, db, 250)
+	tasks, err := db.Tasks(context.Background(), job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tasks) != 250 {
+		t.Fatalf("%d tasks, want 250", len(tasks))
+	}
+	seen := map[string]bool{}
+	for i, task := range tasks {
+		if task.Seq != int64(i+1) || task.State != store.Pending || seen[task.UUID] {
+			t.Fatalf("task %d: seq %d state %s uuid %s (dup %v)", i, task.Seq, task.State, task.UUID, seen[task.UUID])
+		}
+		seen[task.UUID] = true
+	}
+}
+
+func TestPendingTasksPagesBySeq(t *testing.T) {
+	db := openDB(t)
+	job := newJob(t, db, 10)
+	ctx := context.Background()
+	if _, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: []store.Result{result(2), result(3)}}); err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	var after int64
+	for {
+		page, err := db.PendingTasks(ctx, job.ID, after, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, p := range page {
+			got = append(got, p.Seq)
+			after = p.Seq
+		}
+	}
+	want := []int64{1, 4, 5, 6, 7, 8, 9, 10}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("pending %v, want %v", got, want)
+	}
+}
+
+// TestResultAndCallbackCommitTogether injects a failure between a task's
+// result and its callback record: the whole batch must roll back.
+func TestResultAndCallbackCommitTogether(t *testing.T) {
+	db := openDB(t)
+	job := newJob(t, db, 10)
+	ctx := context.Background()
+	injected := errors.New("injected")
+	db.Hooks.BetweenResultAndCallback = func(_, seq int64) error {
+		if seq == 6 {
+			return injected
+		}
+		return nil
+	}
+	var batch []store.Result
+	for seq := int64(1); seq <= 10; seq++ {
+		batch = append(batch, result(seq))
+	}
+	if _, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: batch}); !errors.Is(err, injected) {
+		t.Fatalf("got %v, want the injected error", err)
+	}
+	raw := rawDB(t, db.Path())
+	if n := queryInt(t, raw, "SELECT count(*) FROM tasks WHERE state != 'pending'"); n != 0 {
+		t.Errorf("%d results committed without their callbacks", n)
+	}
+	if n := queryInt(t, raw, "SELECT count(*) FROM callbacks"); n != 0 {
+		t.Errorf("%d callbacks committed without their results", n)
+	}
+
+	db.Hooks.BetweenResultAndCallback = nil
+	cbs, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: batch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cbs) != 10 {
+		t.Fatalf("%d callbacks, want 10", len(cbs))
+	}
+	if n := queryInt(t, raw, `SELECT count(*) FROM tasks t JOIN callbacks c ON c.job_id = t.job_id AND c.task_seq = t.seq
+		WHERE t.state = 'succeeded'`); n != 10 {
+		t.Errorf("%d tasks have both result and callback, want 10", n)
+	}
+}
+
+func TestOneResultPerTask(t *testing.T) {
+	db := openDB(t)
+	job := newJob(t, db, 3)
+	ctx := context.Background()
+	first, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: []store.Result{result(1), result(2)}})
+	if err != nil || len(first) != 2 {
+		t.Fatalf("first batch: %v, %d callbacks", err, len(first))
+	}
+	again := result(2)
+	again.State, again.Error = store.Failed, "second result"
+	second, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: []store.Result{again, result(3)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(second) != 1 || second[0].TaskSeq != 3 {
+		t.Fatalf("second batch callbacks %+v, want only task 3", second)
+	}
+	tasks, _ := db.Tasks(ctx, job.ID)
+	if tasks[1].State != store.Succeeded || tasks[1].Error != "" || tasks[1].Attempts != 1 {
+		t.Errorf("task 2 was recorded twice: %+v", tasks[1])
+	}
+	j, _ := db.Job(ctx, job.ID)
+	if j.Succeeded != 3 || j.Failed != 0 {
+		t.Errorf("counts %d succeeded %d failed, want 3 and 0", j.Succeeded, j.Failed)
+	}
+}
+
+func TestFinishJobOnce(t *testing.T) {
+	db := openDB(t)
+	job := newJob(t, db, 2)
+	ctx := context.Background()
+	msg := func(j store.Job) ([]byte, error) { return []byte(`{"event":"job"}`), nil }
+	if _, _, err := db.FinishJob(ctx, job.ID, time.Second, store.Span{}, msg); !errors.Is(err, store.ErrNotDone) {
+		t.Fatalf("finish with pending tasks: %v, want ErrNotDone", err)
+	}
+	failed := result(2)
+	failed.State = store.Failed
+	if _, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: []store.Result{result(1), failed}}); err != nil {
+		t.Fatal(err)
+	}
+	done, cb, err := db.FinishJob(ctx, job.ID, 3*time.Second, store.Span{}, msg)
+	if err != nil || cb == nil {
+		t.Fatalf("finish: %v, callback %v", err, cb)
+	}
+	if done.State != store.Failed || done.Elapsed != 3*time.Second || !done.Finished() {
+		t.Errorf("finished job %+v", done)
+	}
+	_, cb, err = db.FinishJob(ctx, job.ID, 4*time.Second, store.Span{}, msg)
+	if err != nil || cb != nil {
+		t.Fatalf("second finish: %v, callback %v; want no new callback", err, cb)
+	}
+	raw := rawDB(t, db.Path())
+	if n := queryInt(t, raw, "SELECT count(*) FROM callbacks WHERE event = 'job'"); n != 1 {
+		t.Errorf("%d job callbacks, want 1", n)
+	}
+	if n := queryInt(t, raw, "SELECT max(id) FROM callbacks WHERE event = 'job'") -
+		queryInt(t, raw, "SELECT max(id) FROM callbacks WHERE event = 'task'"); n <= 0 {
+		t.Error("job callback is not after the task callbacks")
+	}
+}
+
+func TestMarkDelivered(t *testing.T) {
+	db := openDB(t)
+	job := newJob(t, db, 4)
+	ctx := context.Background()
+	cbs, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: []store.Result{result(1), result(2), result(3)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The next batch marks the previous one delivered.
+	if _, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: []store.Result{result(4)},
+		Delivered: store.Span{From: cbs[0].ID, To: cbs[1].ID}}); err != nil {
+		t.Fatal(err)
+	}
+	undelivered, err := db.Callbacks(ctx, job.ID, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(undelivered) != 2 || undelivered[0].TaskSeq != 3 || undelivered[1].TaskSeq != 4 {
+		t.Fatalf("undelivered %+v, want tasks 3 and 4", undelivered)
+	}
+}
+
+func TestRunnerLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pcd.db")
+	lock, err := store.AcquireRunnerLock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = store.AcquireRunnerLock(path)
+	var le *store.LockedError
+	if !errors.As(err, &le) || !errors.Is(err, store.ErrLocked) {
+		t.Fatalf("second lock: %v, want a LockedError", err)
+	}
+	if le.PID != os.Getpid() {
+		t.Errorf("lock names pid %d, want %d", le.PID, os.Getpid())
+	}
+	if err := lock.Release(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := store.AcquireRunnerLock(path)
+	if err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	again.Release()
+}
