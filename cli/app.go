@@ -29,6 +29,15 @@ var (
 	ErrJobFailed = errors.New("job failed")
 )
 
+// jobFailed reports a finished job that did not succeed.
+type jobFailed struct{ job store.Job }
+
+func (e jobFailed) Error() string {
+	j := e.job
+	return fmt.Sprintf("job %s %s: %d of %d tasks failed, %d cancelled", j.UUID, j.State, j.Failed, j.Total, j.Cancelled)
+}
+func (e jobFailed) Is(target error) bool { return target == ErrJobFailed }
+
 // Env is what a command reads and writes besides its flags.
 type Env struct {
 	Stdin  io.Reader
@@ -61,17 +70,23 @@ func Run(ctx context.Context, args []string, env Env) error {
 		},
 		// Errors are returned to main.go, which prints them once.
 		ExitErrHandler: func(*cli.Context, error) {},
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return fmt.Errorf("%w: %w", ErrUsage, err)
-		},
+		OnUsageError:   onUsageError,
 	}
 	return app.RunContext(ctx, args)
 }
 
-// usageError marks err as the user's mistake.
-func usageError(format string, a ...any) error {
-	return fmt.Errorf("%w: %w", ErrUsage, fmt.Errorf(format, a...))
-}
+// usageErr marks an error as the user's mistake without changing its text.
+type usageErr struct{ err error }
+
+func (e usageErr) Error() string        { return e.err.Error() }
+func (e usageErr) Unwrap() error        { return e.err }
+func (e usageErr) Is(target error) bool { return target == ErrUsage }
+
+// onUsageError returns flag errors to main.go, without a page of help.
+func onUsageError(_ *cli.Context, err error, _ bool) error { return usageErr{err} }
+
+// usageError formats an error that is the user's mistake.
+func usageError(format string, a ...any) error { return usageErr{fmt.Errorf(format, a...)} }
 
 // dbPath resolves the database file: --db or $PCD_DB, else the XDG state
 // directory.

@@ -40,7 +40,8 @@ interrupts them. Unfinished work stays in the database.`,
 			&cli.BoolFlag{Name: "json", Usage: "print events as NDJSON"},
 			&cli.DurationFlag{Name: "grace", EnvVars: []string{"PCD_GRACE"}, Value: 10 * time.Second, Usage: "on a stop signal, how long running tasks may finish"},
 		},
-		Action: func(c *cli.Context) error { return runJob(c, env) },
+		OnUsageError: onUsageError,
+		Action:       func(c *cli.Context) error { return runJob(c, env) },
 	}
 }
 
@@ -107,8 +108,7 @@ func runJob(c *cli.Context, env Env) error {
 		return fmt.Errorf("write output: %w", out.err)
 	}
 	if done.State != store.Succeeded {
-		return fmt.Errorf("%w: job %s %s: %d of %d tasks failed, %d cancelled",
-			ErrJobFailed, job.UUID, done.State, done.Failed, done.Total, done.Cancelled)
+		return jobFailed{done}
 	}
 	return nil
 }

@@ -6,12 +6,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/pcd-dev/pcd/store"
 )
 
-// ErrBadJob marks input that does not describe a valid job.
+// ErrBadJob marks input that does not describe a valid job. Errors that
+// wrap it read as the problem alone.
 var ErrBadJob = errors.New("bad job")
+
+type badJobError struct{ err error }
+
+func (e badJobError) Error() string        { return e.err.Error() }
+func (e badJobError) Unwrap() error        { return e.err }
+func (e badJobError) Is(target error) bool { return target == ErrBadJob }
+
+func badJob(format string, a ...any) error { return badJobError{fmt.Errorf(format, a...)} }
 
 // JobFile is the JSON job file format:
 //
@@ -44,11 +54,11 @@ func ParseJobFile(r io.Reader, reg *Registry) (JobFile, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&jf); err != nil {
-		return JobFile{}, fmt.Errorf("%w: %w", ErrBadJob, describeJSONError(data, err))
+		return JobFile{}, badJob("%w", describeJSONError(data, err))
 	}
 	if dec.More() {
 		line, col := position(data, int(dec.InputOffset()))
-		return JobFile{}, fmt.Errorf("%w: line %d, column %d: unexpected data after the job object", ErrBadJob, line, col)
+		return JobFile{}, badJob("line %d, column %d: unexpected data after the job object", line, col)
 	}
 	if err := jf.Validate(reg); err != nil {
 		return JobFile{}, err
@@ -59,20 +69,20 @@ func ParseJobFile(r io.Reader, reg *Registry) (JobFile, error) {
 // Validate checks the job's settings and every task's kind and payload.
 func (jf JobFile) Validate(reg *Registry) error {
 	if jf.Workers < 0 {
-		return fmt.Errorf("%w: workers must be positive, got %d", ErrBadJob, jf.Workers)
+		return badJob("workers must be positive, got %d", jf.Workers)
 	}
 	if jf.QueueSize < 0 {
-		return fmt.Errorf("%w: queue_size must be positive, got %d", ErrBadJob, jf.QueueSize)
+		return badJob("queue_size must be positive, got %d", jf.QueueSize)
 	}
 	if len(jf.Tasks) == 0 {
-		return fmt.Errorf("%w: no tasks: want \"tasks\": [{\"kind\": ..., \"payload\": ...}, ...]", ErrBadJob)
+		return badJob("no tasks: want \"tasks\": [{\"kind\": ..., \"payload\": ...}, ...]")
 	}
 	for i, t := range jf.Tasks {
 		if t.Kind == "" {
-			return fmt.Errorf("%w: task %d: missing \"kind\"", ErrBadJob, i+1)
+			return badJob("task %d: missing \"kind\"", i+1)
 		}
 		if err := reg.Validate(t.Kind, t.Payload); err != nil {
-			return fmt.Errorf("%w: task %d: %w", ErrBadJob, i+1, err)
+			return badJob("task %d: %w", i+1, err)
 		}
 	}
 	return nil
@@ -118,6 +128,9 @@ func describeJSONError(data []byte, err error) error {
 		return errors.New("empty input: want a JSON job object")
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return errors.New("unexpected end of input: the JSON is cut short")
+	}
+	if msg, ok := strings.CutPrefix(err.Error(), "json: "); ok {
+		return errors.New(msg)
 	}
 	return err
 }

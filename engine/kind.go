@@ -54,6 +54,7 @@ func NewRegistry() *Registry {
 	r := &Registry{kinds: map[string]Kind{}}
 	r.Register("sleep", Sleep{})
 	r.Register("noop", Noop{})
+	r.Register("fail", Fail{})
 	return r
 }
 

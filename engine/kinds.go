@@ -112,3 +112,39 @@ func jsonFieldError(err error) error {
 	}
 	return err
 }
+
+// Fail is the fail kind: {"error": "why"} fails with that message. It is
+// for trying out failure handling, hooks and exit codes.
+type Fail struct{}
+
+type failPayload struct {
+	Error string `json:"error"`
+}
+
+func parseFail(payload json.RawMessage) (string, error) {
+	var p failPayload
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return "", fmt.Errorf(`payload: want {"error": "why"}: %w`, jsonFieldError(err))
+	}
+	if p.Error == "" {
+		return "", errors.New(`missing "error"`)
+	}
+	return p.Error, nil
+}
+
+// Validate checks the payload.
+func (Fail) Validate(payload json.RawMessage) error {
+	_, err := parseFail(payload)
+	return err
+}
+
+// Run fails with the payload's message.
+func (Fail) Run(_ context.Context, t Task) (json.RawMessage, error) {
+	msg, err := parseFail(t.Payload)
+	if err != nil {
+		return nil, err
+	}
+	return nil, errors.New(msg)
+}
