@@ -25,8 +25,6 @@ import (
 
 	"go.uber.org/goleak"
 	_ "modernc.org/sqlite"
-
-	"github.com/pcd-dev/pcd/store"
 )
 
 var pcdBin string
@@ -298,22 +296,6 @@ func TestRefusesUnusableDatabase(t *testing.T) {
 		if fileSum(t, path) != before {
 			t.Errorf("%s was changed", filepath.Base(path))
 		}
-	}
-}
-
-func TestSecondRunnerIsRefused(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "pcd.db")
-	lock, err := store.AcquireRunnerLock(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Release()
-	r := pcd(t, db, "run", "--demo")
-	if r.code != 4 {
-		t.Fatalf("exit %d, want 4; stderr %s", r.code, r.stderr)
-	}
-	if want := fmt.Sprintf("held by pid %d", os.Getpid()); !strings.Contains(r.stderr, want) {
-		t.Errorf("stderr %q does not name the holder (%s)", r.stderr, want)
 	}
 }
 

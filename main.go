@@ -20,6 +20,9 @@ const (
 	exitDatabase  = 3  // the database is not usable: not SQLite, corrupt, newer schema, missing
 	exitLocked    = 4  // another process is the runner of this database
 	exitNotFound  = 5  // no such job
+	exitAmbiguous = 6  // a job id prefix matches more than one job
+	exitConflict  = 7  // the job's state does not allow it, such as cancelling a finished job
+	exitNoDB      = 8  // the database file does not exist
 	exitSoftware  = 70 // anything else (EX_SOFTWARE)
 	exitStopped   = 130
 )
@@ -40,14 +43,20 @@ func exitCode(err error) int {
 		return exitJobFailed
 	case errors.Is(err, cli.ErrUsage), errors.Is(err, engine.ErrBadJob):
 		return exitUsage
+	case errors.Is(err, store.ErrNoDatabase):
+		return exitNoDB
 	case errors.Is(err, store.ErrNotDatabase), errors.Is(err, store.ErrNotPCD), errors.Is(err, store.ErrCorrupt),
-		errors.Is(err, store.ErrTooNew), errors.Is(err, store.ErrNoDatabase):
+		errors.Is(err, store.ErrTooNew):
 		return exitDatabase
 	case errors.Is(err, store.ErrLocked):
 		return exitLocked
 	case errors.Is(err, store.ErrNotFound):
 		return exitNotFound
-	case errors.Is(err, engine.ErrStopped):
+	case errors.Is(err, store.ErrAmbiguous):
+		return exitAmbiguous
+	case errors.Is(err, store.ErrConflict):
+		return exitConflict
+	case errors.Is(err, engine.ErrStopped), errors.Is(err, cli.ErrInterrupted):
 		return exitStopped
 	}
 	return exitSoftware

@@ -59,15 +59,18 @@ func Run(ctx context.Context, args []string, env Env) error {
 		ErrWriter:            env.Stderr,
 		EnableBashCompletion: true,
 		HideHelpCommand:      true,
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "db", EnvVars: []string{"PCD_DB"}, Usage: "database `FILE` (default: $XDG_STATE_HOME/pcd/pcd.db)"},
-			&cli.StringFlag{Name: "sync", EnvVars: []string{"PCD_SYNC"}, Value: "full", Usage: "SQLite synchronous `MODE`: full survives power loss, normal survives a process crash"},
-			&cli.StringFlag{Name: "log-level", EnvVars: []string{"PCD_LOG_LEVEL"}, Value: "info", Usage: "debug, info, warn or error"},
-			&cli.StringFlag{Name: "log-format", EnvVars: []string{"PCD_LOG_FORMAT"}, Value: "text", Usage: "text or json"},
-		},
-		Commands: []*cli.Command{
+		Flags:                commonFlags(),
+		Commands: withCommonFlags(
 			runCommand(env),
-		},
+			daemonCommand(env),
+			submitCommand(env),
+			watchCommand(env),
+			jobsCommand(env),
+			statusCommand(env),
+			tasksCommand(env),
+			cancelCommand(env),
+			retryCommand(env),
+		),
 		// Errors are returned to main.go, which prints them once.
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError:   onUsageError,
@@ -82,6 +85,37 @@ func (e usageErr) Error() string        { return e.err.Error() }
 func (e usageErr) Unwrap() error        { return e.err }
 func (e usageErr) Is(target error) bool { return target == ErrUsage }
 
+// commonFlags are accepted before the command and after it:
+// `pcd --db x jobs` and `pcd jobs --db x` mean the same.
+func commonFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "db", EnvVars: []string{"PCD_DB"}, Usage: "database `FILE` (default: $XDG_STATE_HOME/pcd/pcd.db)"},
+		&cli.StringFlag{Name: "sync", EnvVars: []string{"PCD_SYNC"}, Value: "full", Usage: "SQLite synchronous `MODE`: full survives power loss, normal survives a process crash"},
+		&cli.StringFlag{Name: "log-level", EnvVars: []string{"PCD_LOG_LEVEL"}, Value: "info", Usage: "debug, info, warn or error"},
+		&cli.StringFlag{Name: "log-format", EnvVars: []string{"PCD_LOG_FORMAT"}, Value: "text", Usage: "text or json"},
+	}
+}
+
+func withCommonFlags(cmds ...*cli.Command) []*cli.Command {
+	for _, cmd := range cmds {
+		cmd.Flags = append(cmd.Flags, commonFlags()...)
+	}
+	return cmds
+}
+
+// commonString reads a common flag from wherever the user set it: after
+// the command, before it, or in the environment.
+func commonString(c *cli.Context, name string) string {
+	for _, ctx := range c.Lineage() {
+		if ctx.Command != nil || ctx.App != nil {
+			if ctx.IsSet(name) {
+				return ctx.String(name)
+			}
+		}
+	}
+	return c.String(name)
+}
+
 // onUsageError returns flag errors to main.go, without a page of help.
 func onUsageError(_ *cli.Context, err error, _ bool) error { return usageErr{err} }
 
@@ -91,7 +125,7 @@ func usageError(format string, a ...any) error { return usageErr{fmt.Errorf(form
 // dbPath resolves the database file: --db or $PCD_DB, else the XDG state
 // directory.
 func dbPath(c *cli.Context) (string, error) {
-	if p := c.String("db"); p != "" {
+	if p := commonString(c, "db"); p != "" {
 		return p, nil
 	}
 	dir := os.Getenv("XDG_STATE_HOME")
@@ -107,7 +141,7 @@ func dbPath(c *cli.Context) (string, error) {
 
 // openDB opens the database named by the global flags.
 func openDB(c *cli.Context, mustExist bool) (*store.DB, error) {
-	sync, err := store.ParseSync(c.String("sync"))
+	sync, err := store.ParseSync(commonString(c, "sync"))
 	if err != nil {
 		return nil, usageError("%w", err)
 	}
@@ -122,16 +156,16 @@ func openDB(c *cli.Context, mustExist bool) (*store.DB, error) {
 // terminal, JSON for machines.
 func newLogger(c *cli.Context, w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+	if err := level.UnmarshalText([]byte(commonString(c, "log-level"))); err != nil {
 		return nil, usageError("--log-level: %w", err)
 	}
-	switch strings.ToLower(c.String("log-format")) {
+	switch strings.ToLower(commonString(c, "log-format")) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})), nil
 	case "text", "":
 		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, NoColor: !isTerminal(w)})), nil
 	}
-	return nil, usageError("--log-format must be text or json, got %q", c.String("log-format"))
+	return nil, usageError("--log-format must be text or json, got %q", commonString(c, "log-format"))
 }
 
 func isTerminal(w io.Writer) bool {

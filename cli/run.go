@@ -63,11 +63,11 @@ func runJob(c *cli.Context, env Env) error {
 	}
 	defer db.Close()
 	lock, err := store.AcquireRunnerLock(db.Path())
+	var held *store.LockedError
+	if errors.As(err, &held) {
+		return handOff(c, env, db, jf, held)
+	}
 	if err != nil {
-		var le *store.LockedError
-		if errors.As(err, &le) {
-			return fmt.Errorf("%w (a pcd daemon?); hand it the job with `pcd submit` instead", err)
-		}
 		return err
 	}
 	defer lock.Release()
@@ -93,7 +93,7 @@ func runJob(c *cli.Context, env Env) error {
 
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
-	stopSignals := handleStop(ctx, ctl, cancel, c.Duration("grace"), env, log)
+	stopSignals := handleStop(ctx, ctl, cancel, c.Duration("grace"), log)
 	defer stopSignals()
 
 	done, err := ctl.Run(ctx, job.ID)
@@ -113,10 +113,30 @@ func runJob(c *cli.Context, env Env) error {
 	return nil
 }
 
+func pidOf() int { return os.Getpid() }
+
+// handOff gives the job to the daemon that holds the runner lock and
+// follows it there, with the same output as running it here.
+func handOff(c *cli.Context, env Env, db *store.DB, jf engine.JobFile, held *store.LockedError) error {
+	job, err := db.CreateJob(c.Context, jf.NewJob())
+	if err != nil {
+		return err
+	}
+	_ = engine.Wake(db.Path())
+	who := "another process"
+	if held.PID > 0 {
+		who = fmt.Sprintf("pid %d", held.PID)
+	}
+	fmt.Fprintf(env.Stderr, "pcd: %s runs this database; job %s was handed to it\n", who, job.UUID)
+	out := &printer{w: env.Stdout, json: c.Bool("json")}
+	out.start(job)
+	return follow(c, env, db, followOptions{jobIDs: []int64{job.ID}, json: c.Bool("json"), out: out})
+}
+
 // handleStop makes the first SIGINT or SIGTERM drain the controller and
 // starts the grace period; the second signal, or the end of the grace,
 // cancels. The returned function stops listening.
-func handleStop(ctx context.Context, ctl *engine.JobController, cancel context.CancelFunc, grace time.Duration, env Env, log interface{ Info(string, ...any) }) func() {
+func handleStop(ctx context.Context, ctl interface{ Drain() }, cancel context.CancelFunc, grace time.Duration, log interface{ Info(string, ...any) }) func() {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	done := make(chan struct{})
@@ -167,23 +187,16 @@ func jobFromArgs(c *cli.Context, env Env) (engine.JobFile, error) {
 	case c.NArg() > 1:
 		return engine.JobFile{}, usageError("one job file at a time, got %d", c.NArg())
 	}
-	path := c.Args().First()
-	f, err := os.Open(path)
-	if err != nil {
-		return engine.JobFile{}, usageError("job file: %w", err)
-	}
-	defer f.Close()
-	jf, err := engine.ParseJobFile(f, env.Registry)
-	if err != nil {
-		return engine.JobFile{}, usageError("job file %s: %w", path, err)
-	}
-	return jf, nil
+	return readJobFile(c.Args().First(), env)
 }
 
 // demoJob is the classic example: 10 sleeps of 0-1 s at random.
-func demoJob() engine.JobFile {
+func demoJob() engine.JobFile { return sleepJob(10) }
+
+// sleepJob is n sleeps of 0-1 s at random.
+func sleepJob(n int) engine.JobFile {
 	jf := engine.JobFile{Name: "demo"}
-	for range 10 {
+	for range n {
 		secs := fmt.Appendf(nil, `{"secs":%.4f}`, rand.Float64())
 		jf.Tasks = append(jf.Tasks, engine.TaskSpec{Kind: "sleep", Payload: secs})
 	}

@@ -38,6 +38,12 @@ type Config struct {
 	// order of the records. It runs on the completer's goroutine.
 	OnEvent  func(Event)
 	MaxBatch int // default DefaultMaxBatch
+	// Wake, if set, is notified when tasks may have been added to a job
+	// that is still open; without it the producer checks every PollEvery.
+	Wake *Notifier
+	// PollEvery is how often the producer of an open job checks for new
+	// tasks when it hears nothing; default 250ms.
+	PollEvery time.Duration
 }
 
 // JobController runs one job. Use it once.
@@ -47,6 +53,8 @@ type JobController struct {
 
 	drainOnce sync.Once
 	drain     chan struct{}
+	killOnce  sync.Once
+	kill      chan struct{}
 
 	// onProduce, when set by a test, sees each task the producer queues.
 	onProduce func(store.Task)
@@ -69,8 +77,18 @@ func NewJobController(db *store.DB, cfg Config) *JobController {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
-	return &JobController{db: db, cfg: cfg, drain: make(chan struct{})}
+	if cfg.Wake == nil {
+		cfg.Wake = NewNotifier()
+	}
+	if cfg.PollEvery <= 0 {
+		cfg.PollEvery = 250 * time.Millisecond
+	}
+	return &JobController{db: db, cfg: cfg, drain: make(chan struct{}), kill: make(chan struct{})}
 }
+
+// Cancel interrupts the run at once, as cancelling Run's context does. It
+// is safe to call more than once, and before Run.
+func (c *JobController) Cancel() { c.killOnce.Do(func() { close(c.kill) }) }
 
 // Drain stops starting tasks. Running tasks finish and are recorded, then
 // Run returns ErrStopped. It is safe to call more than once, and before Run.
@@ -110,14 +128,22 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 	if err := c.db.StartJob(bg, job.ID, c.cfg.Clock.Now()); err != nil {
 		return job, err
 	}
-	log.Debug("job started", "tasks", job.Total, "done", job.Done(), "workers", job.Workers, "queue_size", job.QueueSize)
 
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-c.kill:
+			cancel(context.Canceled)
+		case <-runCtx.Done():
+		}
+	}()
 	queue := make(chan store.Task, job.QueueSize)
 	results := make(chan outcome, job.Workers)
 
-	var wg sync.WaitGroup
 	var prodErr error
 	wg.Add(1)
 	go func() {
@@ -142,6 +168,7 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 
 	comp := completer{c: c, job: job, elapsed: elapsed}
 	compErr := comp.run(bg, results, cancel)
+	cancel(nil) // ends the kill watcher
 	wg.Wait()
 
 	if compErr == nil && !errors.Is(prodErr, context.Canceled) {
@@ -168,15 +195,17 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 	if err != nil {
 		return job, err
 	}
-	if cb != nil {
-		ev := jobEvent(finished)
-		ev.CallbackID = cb.ID
-		c.cfg.OnEvent(ev)
-		if err := c.db.MarkDelivered(bg, job.ID, store.Span{From: cb.ID, To: cb.ID}); err != nil {
-			return finished, err
-		}
+	if cb == nil {
+		// Finished by someone else, such as pcd cancel: deliver what they
+		// committed.
+		return finished, c.redeliver(bg, job.ID)
 	}
-	log.Debug("job finished", "state", finished.State, "elapsed", finished.Elapsed)
+	ev := jobEvent(finished)
+	ev.CallbackID = cb.ID
+	c.cfg.OnEvent(ev)
+	if err := c.db.MarkDelivered(bg, job.ID, store.Span{From: cb.ID, To: cb.ID}); err != nil {
+		return finished, err
+	}
 	return finished, nil
 }
 

@@ -99,18 +99,23 @@ func (jf JobFile) NewJob() store.NewJob {
 		nj.QueueSize = DefaultQueueSize
 	}
 	for i, t := range jf.Tasks {
-		payload := t.Payload
-		if len(payload) == 0 {
-			payload = json.RawMessage("null")
-		} else {
-			var buf bytes.Buffer
-			if json.Compact(&buf, payload) == nil {
-				payload = buf.Bytes()
-			}
-		}
-		nj.Tasks[i] = store.NewTask{Kind: t.Kind, Payload: payload}
+		nj.Tasks[i] = t.newTask()
 	}
 	return nj
+}
+
+// newTask stores the payload compacted, and an absent one as null.
+func (t TaskSpec) newTask() store.NewTask {
+	payload := t.Payload
+	if len(payload) == 0 {
+		payload = json.RawMessage("null")
+	} else {
+		var buf bytes.Buffer
+		if json.Compact(&buf, payload) == nil {
+			payload = buf.Bytes()
+		}
+	}
+	return store.NewTask{Kind: t.Kind, Payload: payload}
 }
 
 // describeJSONError adds a line and column to encoding/json's errors.

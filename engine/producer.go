@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"time"
 
 	"github.com/pcd-dev/pcd/store"
 )
@@ -15,12 +16,38 @@ func (c *JobController) produce(ctx context.Context, job store.Job, queue chan<-
 		if c.draining() {
 			return nil
 		}
+		// Take the wake channel and the seal before reading the page, so a
+		// task added in between is never missed.
+		wake := c.cfg.Wake.C()
+		if !job.Sealed {
+			j, err := c.db.Job(ctx, job.ID)
+			if err != nil {
+				return err
+			}
+			job.Sealed = j.Sealed
+		}
 		page, err := c.db.PendingTasks(ctx, job.ID, after, job.QueueSize)
 		if err != nil {
 			return err
 		}
 		if len(page) == 0 {
-			return nil
+			if job.Sealed {
+				return nil
+			}
+			// An open job: wait for its producer to add tasks or seal it.
+			timer := time.NewTimer(c.cfg.PollEvery)
+			select {
+			case <-wake:
+			case <-timer.C:
+			case <-ctx.Done():
+				timer.Stop()
+				return context.Cause(ctx)
+			case <-c.drain:
+				timer.Stop()
+				return nil
+			}
+			timer.Stop()
+			continue
 		}
 		for _, t := range page {
 			select {

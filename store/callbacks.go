@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -68,6 +69,56 @@ func (db *DB) Callbacks(ctx context.Context, jobID, afterID int64, undeliveredOn
 		return nil, fmt.Errorf("callbacks of job %d: %w", jobID, err)
 	}
 	return out, nil
+}
+
+// CallbacksAfter returns up to limit callback records with id after
+// afterID, in id order, of the given jobs (all jobs if none are given).
+// Readers such as pcd watch resume from the last id they saw.
+func (db *DB) CallbacksAfter(ctx context.Context, afterID int64, jobIDs []int64, limit int) ([]Callback, error) {
+	q := "SELECT " + callbackColumns + " FROM callbacks WHERE id > ?"
+	args := []any{afterID}
+	if len(jobIDs) > 0 {
+		q += " AND job_id IN (?" + strings.Repeat(", ?", len(jobIDs)-1) + ")"
+		for _, id := range jobIDs {
+			args = append(args, id)
+		}
+	}
+	rows, err := db.r.QueryContext(ctx, q+" ORDER BY id LIMIT ?", append(args, limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("callbacks after %d: %w", afterID, err)
+	}
+	defer rows.Close()
+	var out []Callback
+	for rows.Next() {
+		c, err := scanCallback(rows)
+		if err != nil {
+			return nil, fmt.Errorf("callbacks after %d: %w", afterID, err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("callbacks after %d: %w", afterID, err)
+	}
+	return out, nil
+}
+
+// UndeliveredJobs lists the jobs that have callback records not yet
+// delivered, oldest first.
+func (db *DB) UndeliveredJobs(ctx context.Context) ([]int64, error) {
+	rows, err := db.r.QueryContext(ctx, "SELECT DISTINCT job_id FROM callbacks WHERE delivered_at IS NULL ORDER BY job_id")
+	if err != nil {
+		return nil, fmt.Errorf("undelivered callbacks: %w", err)
+	}
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("undelivered callbacks: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }
 
 // MarkDelivered records that a job's callbacks in span were delivered.

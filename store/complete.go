@@ -142,38 +142,115 @@ func (db *DB) FinishJob(ctx context.Context, jobID int64, elapsed time.Duration,
 		if !job.Sealed || job.Done() < job.Total {
 			return ErrNotDone
 		}
-		job.State = Succeeded
-		switch {
-		case job.Cancelled > 0:
-			job.State = Cancelled
-		case job.Failed > 0:
-			job.State = Failed
-		}
-		job.Elapsed, job.FinishedAt = elapsed, now
-		if _, err := tx.ExecContext(ctx, "UPDATE jobs SET state = ?, elapsed_ns = ?, finished_at = ? WHERE id = ?",
-			string(job.State), int64(elapsed), now.UnixNano(), jobID); err != nil {
-			return err
-		}
-		msg, err := message(job)
-		if err != nil {
-			return err
-		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO callbacks (event, job_id, round, message, created_at)
-			VALUES ('job', ?, ?, ?, ?)`, jobID, job.Round, string(msg), now.UnixNano())
-		if err != nil {
-			return err
-		}
-		id, err := res.LastInsertId()
-		if err != nil {
-			return err
-		}
-		cb = &Callback{ID: id, Event: EventJob, JobID: jobID, Round: job.Round, Message: msg, CreatedAt: now}
-		return nil
+		job.Elapsed = elapsed
+		cb, err = finishTx(ctx, tx, &job, now, message)
+		return err
 	})
 	if err != nil {
 		return Job{}, nil, fmt.Errorf("finish job %d: %w", jobID, err)
 	}
 	return job, cb, nil
+}
+
+// finishTx marks a job whose tasks are all final finished, with its state
+// from the counts, and writes its job-callback record.
+func finishTx(ctx context.Context, tx *sql.Tx, job *Job, now time.Time, message func(Job) ([]byte, error)) (*Callback, error) {
+	job.State = Succeeded
+	switch {
+	case job.Cancelled > 0:
+		job.State = Cancelled
+	case job.Failed > 0:
+		job.State = Failed
+	}
+	job.FinishedAt = now
+	if _, err := tx.ExecContext(ctx, "UPDATE jobs SET state = ?, elapsed_ns = ?, finished_at = ? WHERE id = ?",
+		string(job.State), int64(job.Elapsed), now.UnixNano(), job.ID); err != nil {
+		return nil, err
+	}
+	msg, err := message(*job)
+	if err != nil {
+		return nil, err
+	}
+	res, err := tx.ExecContext(ctx, `INSERT INTO callbacks (event, job_id, round, message, created_at)
+		VALUES ('job', ?, ?, ?, ?)`, job.ID, job.Round, string(msg), now.UnixNano())
+	if err != nil {
+		return nil, err
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return nil, err
+	}
+	return &Callback{ID: id, Event: EventJob, JobID: job.ID, Round: job.Round, Message: msg, CreatedAt: now}, nil
+}
+
+// CancelJob cancels every unfinished task of a job, each with its task
+// callback, and completes the job as cancelled with its job callback, all
+// in one transaction. A runner that is running the job notices that it
+// finished and stops its tasks; their results are then ignored.
+func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(Task) ([]byte, error),
+	jobMessage func(Job) ([]byte, error)) (Job, error) {
+	now := time.Now()
+	var job Job
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		job, err = scanJob(tx.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id = ?", jobID))
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if job.Finished() {
+			return fmt.Errorf("%w: job %s already %s", ErrConflict, job.UUID, job.State)
+		}
+		update, err := tx.PrepareContext(ctx, `UPDATE tasks SET state = 'cancelled', error = 'cancelled', finished_at = ?
+			WHERE job_id = ? AND seq = ?`)
+		if err != nil {
+			return err
+		}
+		defer update.Close()
+		insert, err := tx.PrepareContext(ctx, `INSERT INTO callbacks (event, job_id, task_seq, round, message, created_at)
+			VALUES ('task', ?, ?, ?, ?, ?)`)
+		if err != nil {
+			return err
+		}
+		defer insert.Close()
+		var after, cancelled int64
+		for {
+			page, err := pendingTx(ctx, tx, jobID, after, 1000)
+			if err != nil {
+				return err
+			}
+			if len(page) == 0 {
+				break
+			}
+			for _, t := range page {
+				after = t.Seq
+				msg, err := taskMessage(t)
+				if err != nil {
+					return err
+				}
+				if _, err := update.ExecContext(ctx, now.UnixNano(), jobID, t.Seq); err != nil {
+					return err
+				}
+				if _, err := insert.ExecContext(ctx, jobID, t.Seq, job.Round, string(msg), now.UnixNano()); err != nil {
+					return err
+				}
+				cancelled++
+			}
+		}
+		job.Cancelled += cancelled
+		job.Sealed = true
+		if _, err := tx.ExecContext(ctx, "UPDATE jobs SET cancelled = ?, sealed = 1 WHERE id = ?", job.Cancelled, jobID); err != nil {
+			return err
+		}
+		_, err = finishTx(ctx, tx, &job, now, jobMessage)
+		return err
+	})
+	if err != nil {
+		return Job{}, fmt.Errorf("cancel job %d: %w", jobID, err)
+	}
+	return job, nil
 }
 
 func nullBytes(b []byte) any {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -68,10 +69,13 @@ type NewJob struct {
 	Workers   int
 	QueueSize int
 	Tasks     []NewTask
+	// Open leaves the job unsealed, for a producer that streams more
+	// tasks with AppendTasks and then calls SealJob.
+	Open bool
 }
 
-// CreateJob writes a sealed job and all its tasks in one transaction: the
-// job exists whole or not at all.
+// CreateJob writes a job and its tasks in one transaction: the job exists
+// whole or not at all. It is sealed unless nj.Open.
 func (db *DB) CreateJob(ctx context.Context, nj NewJob) (Job, error) {
 	if nj.Workers <= 0 || nj.QueueSize <= 0 {
 		return Job{}, fmt.Errorf("create job: workers and queue size must be positive")
@@ -83,14 +87,14 @@ func (db *DB) CreateJob(ctx context.Context, nj NewJob) (Job, error) {
 		return Job{}, fmt.Errorf("create job: %w", err)
 	}
 	job := Job{
-		UUID: id.String(), Name: nj.Name, State: Pending, Sealed: true,
+		UUID: id.String(), Name: nj.Name, State: Pending, Sealed: !nj.Open,
 		Workers: nj.Workers, QueueSize: nj.QueueSize, Total: int64(len(nj.Tasks)),
 		CreatedAt: time.Now(),
 	}
 	err = db.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO jobs (uuid, name, state, sealed, workers, queue_size, total, created_at)
-			VALUES (?, ?, 'pending', 1, ?, ?, ?, ?)`,
-			job.UUID, job.Name, job.Workers, job.QueueSize, job.Total, job.CreatedAt.UnixNano())
+			VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)`,
+			job.UUID, job.Name, job.Sealed, job.Workers, job.QueueSize, job.Total, job.CreatedAt.UnixNano())
 		if err != nil {
 			return err
 		}
@@ -207,4 +211,153 @@ func (db *DB) SaveElapsed(ctx context.Context, id int64, elapsed time.Duration) 
 		return fmt.Errorf("save elapsed of job %d: %w", id, err)
 	}
 	return nil
+}
+
+// Errors for job references and state changes.
+var (
+	ErrAmbiguous = errors.New("ambiguous job id")
+	ErrConflict  = errors.New("job is not in a state that allows this")
+	ErrSealed    = errors.New("job is sealed")
+)
+
+// FindJob finds a job by its uuid or a unique prefix of it, as git does
+// with hashes.
+func (db *DB) FindJob(ctx context.Context, ref string) (Job, error) {
+	ref = strings.ToLower(strings.TrimSpace(ref))
+	if ref == "" || strings.Trim(ref, "0123456789abcdef-") != "" {
+		return Job{}, fmt.Errorf("job %q: %w: a job id is hex digits and dashes", ref, ErrNotFound)
+	}
+	rows, err := db.r.QueryContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE uuid >= ? AND uuid < ? ORDER BY uuid LIMIT 2",
+		ref, ref+"\x7f")
+	if err != nil {
+		return Job{}, fmt.Errorf("find job %s: %w", ref, err)
+	}
+	defer rows.Close()
+	var found []Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return Job{}, fmt.Errorf("find job %s: %w", ref, err)
+		}
+		found = append(found, j)
+	}
+	if err := rows.Err(); err != nil {
+		return Job{}, fmt.Errorf("find job %s: %w", ref, err)
+	}
+	switch len(found) {
+	case 0:
+		return Job{}, fmt.Errorf("job %s: %w", ref, ErrNotFound)
+	case 1:
+		return found[0], nil
+	}
+	return Job{}, fmt.Errorf("job %s: %w: it starts %s and %s; give more characters", ref, ErrAmbiguous, found[0].UUID, found[1].UUID)
+}
+
+// ListJobs lists the newest jobs first, optionally only those in state.
+func (db *DB) ListJobs(ctx context.Context, state State, limit int) ([]Job, error) {
+	q := "SELECT " + jobColumns + " FROM jobs"
+	args := []any{}
+	if state != "" {
+		q += " WHERE state = ?"
+		args = append(args, string(state))
+	}
+	q += " ORDER BY id DESC LIMIT ?"
+	args = append(args, limit)
+	return db.queryJobs(ctx, q, args...)
+}
+
+func (db *DB) queryJobs(ctx context.Context, q string, args ...any) ([]Job, error) {
+	rows, err := db.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	defer rows.Close()
+	var jobs []Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list jobs: %w", err)
+		}
+		jobs = append(jobs, j)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// AppendTasks adds tasks to an unsealed job in one transaction.
+func (db *DB) AppendTasks(ctx context.Context, jobID int64, tasks []NewTask) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var total int64
+		var sealed bool
+		if err := tx.QueryRowContext(ctx, "SELECT total, sealed FROM jobs WHERE id = ?", jobID).Scan(&total, &sealed); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrNotFound
+			}
+			return err
+		}
+		if sealed {
+			return ErrSealed
+		}
+		if err := insertTasks(ctx, tx, jobID, total+1, tasks); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "UPDATE jobs SET total = total + ? WHERE id = ?", len(tasks), jobID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("append tasks to job %d: %w", jobID, err)
+	}
+	return nil
+}
+
+// SealJob records that a job has all its tasks. It may complete once they
+// are final.
+func (db *DB) SealJob(ctx context.Context, jobID int64) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "UPDATE jobs SET sealed = 1 WHERE id = ?", jobID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("seal job %d: %w", jobID, err)
+	}
+	return nil
+}
+
+// RetryJob puts a finished job's failed and cancelled tasks back to
+// pending and opens a new round: the job runs again and gets a new job
+// callback when done.
+func (db *DB) RetryJob(ctx context.Context, jobID int64) (Job, error) {
+	var job Job
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		job, err = scanJob(tx.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id = ?", jobID))
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if !job.Finished() {
+			return fmt.Errorf("%w: job %s is still %s", ErrConflict, job.UUID, job.State)
+		}
+		if job.Failed+job.Cancelled == 0 {
+			return fmt.Errorf("%w: job %s has no failed or cancelled task to retry", ErrConflict, job.UUID)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET state = 'pending', result = NULL, error = NULL
+			WHERE job_id = ? AND state IN ('failed', 'cancelled')`, jobID); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = 'pending', round = round + 1, failed = 0,
+			cancelled = 0, sealed = 1, finished_at = NULL WHERE id = ?`, jobID); err != nil {
+			return err
+		}
+		job.State, job.Round, job.Failed, job.Cancelled, job.FinishedAt = Pending, job.Round+1, 0, 0, time.Time{}
+		return nil
+	})
+	if err != nil {
+		return Job{}, fmt.Errorf("retry job %d: %w", jobID, err)
+	}
+	return job, nil
 }

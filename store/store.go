@@ -29,7 +29,7 @@ var (
 	ErrNotPCD      = errors.New("a SQLite database that pcd did not create")
 	ErrCorrupt     = errors.New("database is corrupt")
 	ErrTooNew      = errors.New("database schema is newer than this pcd")
-	ErrNoDatabase  = errors.New("database does not exist")
+	ErrNoDatabase  = errors.New("no database here yet (pcd submit or pcd run creates it)")
 )
 
 // Sync is the SQLite synchronous level of the writer.

@@ -22,7 +22,19 @@ type Task struct {
 // afterSeq, in seq order. Paging by key keeps every page as cheap as the
 // first.
 func (db *DB) PendingTasks(ctx context.Context, jobID, afterSeq int64, limit int) ([]Task, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT seq, uuid, kind, payload, attempts, interrupts FROM tasks
+	return queryPending(ctx, db.r, jobID, afterSeq, limit)
+}
+
+func pendingTx(ctx context.Context, tx *sql.Tx, jobID, afterSeq int64, limit int) ([]Task, error) {
+	return queryPending(ctx, tx, jobID, afterSeq, limit)
+}
+
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+func queryPending(ctx context.Context, q querier, jobID, afterSeq int64, limit int) ([]Task, error) {
+	rows, err := q.QueryContext(ctx, `SELECT seq, uuid, kind, payload, attempts, interrupts FROM tasks
 		WHERE job_id = ? AND seq > ? AND state IN ('pending', 'running') ORDER BY seq LIMIT ?`,
 		jobID, afterSeq, limit)
 	if err != nil {
@@ -56,8 +68,20 @@ type TaskRow struct {
 
 // Tasks lists a job's tasks in seq order.
 func (db *DB) Tasks(ctx context.Context, jobID int64) ([]TaskRow, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT seq, uuid, kind, payload, attempts, interrupts, state,
-		result, error, time_ns, started_at, finished_at FROM tasks WHERE job_id = ? ORDER BY seq`, jobID)
+	return db.TasksInState(ctx, jobID, "", 0, -1)
+}
+
+// TasksInState lists a job's tasks in seq order after afterSeq, only those
+// in state unless it is empty, at most limit (negative for all).
+func (db *DB) TasksInState(ctx context.Context, jobID int64, state State, afterSeq int64, limit int) ([]TaskRow, error) {
+	q := `SELECT seq, uuid, kind, payload, attempts, interrupts, state,
+		result, error, time_ns, started_at, finished_at FROM tasks WHERE job_id = ? AND seq > ?`
+	args := []any{jobID, afterSeq}
+	if state != "" {
+		q += " AND state = ?"
+		args = append(args, string(state))
+	}
+	rows, err := db.r.QueryContext(ctx, q+" ORDER BY seq LIMIT ?", append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("tasks of job %d: %w", jobID, err)
 	}

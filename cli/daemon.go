@@ -1,0 +1,95 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pcd-dev/pcd/engine"
+	"github.com/pcd-dev/pcd/store"
+)
+
+func daemonCommand(env Env) *cli.Command {
+	return &cli.Command{
+		Name:  "daemon",
+		Usage: "run submitted jobs until stopped",
+		Description: `Runs the database's unfinished jobs in submission order, and new ones as
+they are submitted. It stays in the foreground and logs to stderr, so it
+suits systemd. Only one daemon (or pcd run) may run a database at a time.
+
+On SIGTERM or SIGINT it stops starting tasks and lets running ones finish
+within --grace, then interrupts the rest (at once on a second signal).
+Interrupted tasks go back to pending without spending an attempt, and the
+next start resumes them. The exit code is then 0.`,
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "max-jobs", EnvVars: []string{"PCD_MAX_JOBS"}, Value: 1, Usage: "jobs to run at once"},
+			&cli.DurationFlag{Name: "grace", EnvVars: []string{"PCD_GRACE"}, Value: 10 * time.Second, Usage: "on a stop signal, how long running tasks may finish"},
+		},
+		OnUsageError: onUsageError,
+		Action:       func(c *cli.Context) error { return runDaemon(c, env) },
+	}
+}
+
+func runDaemon(c *cli.Context, env Env) error {
+	if c.NArg() > 0 {
+		return usageError("daemon takes no arguments, got %q", c.Args().First())
+	}
+	if n := c.Int("max-jobs"); n < 1 || n > maxWorkers {
+		return usageError("--max-jobs must be between 1 and %d, got %d", maxWorkers, n)
+	}
+	log, err := newLogger(c, env.Stderr)
+	if err != nil {
+		return err
+	}
+	db, err := openDB(c, false)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	lock, err := store.AcquireRunnerLock(db.Path())
+	if err != nil {
+		var le *store.LockedError
+		if errors.As(err, &le) {
+			return fmt.Errorf("another pcd is running this database: %w", err)
+		}
+		return err
+	}
+	defer lock.Release()
+
+	d := engine.NewDaemon(db, engine.DaemonConfig{
+		Config: engine.Config{
+			Registry: env.Registry,
+			Logger:   log,
+			OnEvent:  logEvent(log),
+		},
+		MaxJobs: c.Int("max-jobs"),
+	})
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	stop := handleStop(ctx, d, cancel, c.Duration("grace"), log)
+	defer stop()
+	log.Info("daemon started", "db", db.Path(), "pid", pidOf(), "max_jobs", c.Int("max-jobs"))
+	err = d.Run(ctx)
+	log.Info("daemon stopped")
+	return err
+}
+
+// logEvent is the daemon's log sink for callbacks.
+func logEvent(log interface {
+	Debug(string, ...any)
+	Info(string, ...any)
+}) func(engine.Event) {
+	return func(ev engine.Event) {
+		switch {
+		case ev.Task != nil:
+			log.Debug("task completed", "callback_id", ev.CallbackID, "job", ev.JobID, "task", ev.Task.ID,
+				"number", ev.Task.Number, "state", ev.Task.State, "time_secs", ev.Task.TimeSecs, "error", ev.Task.Error)
+		case ev.Job != nil:
+			log.Info("job completed", "callback_id", ev.CallbackID, "job", ev.JobID, "outcome", ev.Job.Outcome,
+				"elapsed_secs", ev.Job.ElapsedSecs, "total", ev.Job.Total, "failed", ev.Job.Failed, "cancelled", ev.Job.Cancelled)
+		}
+	}
+}

@@ -1,0 +1,305 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pcd-dev/pcd/engine"
+	"github.com/pcd-dev/pcd/store"
+)
+
+// jobView is a job as read commands show it.
+type jobView struct {
+	ID          string      `json:"job_id"`
+	Name        string      `json:"name"`
+	State       store.State `json:"state"`
+	Sealed      bool        `json:"sealed"`
+	Round       int         `json:"round"`
+	Workers     int         `json:"workers"`
+	QueueSize   int         `json:"queue_size"`
+	Total       int64       `json:"total"`
+	Done        int64       `json:"done"`
+	Succeeded   int64       `json:"succeeded"`
+	Failed      int64       `json:"failed"`
+	Cancelled   int64       `json:"cancelled"`
+	ElapsedSecs float64     `json:"elapsed_secs"`
+	CreatedAt   time.Time   `json:"created_at"`
+	StartedAt   *time.Time  `json:"started_at,omitempty"`
+	FinishedAt  *time.Time  `json:"finished_at,omitempty"`
+}
+
+func viewJob(j store.Job) jobView {
+	v := jobView{ID: j.UUID, Name: j.Name, State: j.State, Sealed: j.Sealed, Round: j.Round, Workers: j.Workers,
+		QueueSize: j.QueueSize, Total: j.Total, Done: j.Done(), Succeeded: j.Succeeded, Failed: j.Failed,
+		Cancelled: j.Cancelled, ElapsedSecs: j.Elapsed.Seconds(), CreatedAt: j.CreatedAt}
+	if !j.StartedAt.IsZero() {
+		v.StartedAt = &j.StartedAt
+	}
+	if !j.FinishedAt.IsZero() {
+		v.FinishedAt = &j.FinishedAt
+	}
+	return v
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func table(w io.Writer, header string, rows [][]string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+var jsonFlag = &cli.BoolFlag{Name: "json", Usage: "print JSON"}
+
+func parseState(s string) (store.State, error) {
+	switch st := store.State(strings.ToLower(s)); st {
+	case "", store.Pending, store.Running, store.Succeeded, store.Failed, store.Cancelled:
+		return st, nil
+	}
+	return "", usageError("unknown state %q (want pending, running, succeeded, failed or cancelled)", s)
+}
+
+// withJob opens the database (which must exist) and finds the job named
+// by the one argument.
+func withJob(c *cli.Context, fn func(*store.DB, store.Job) error) error {
+	if c.NArg() != 1 {
+		return usageError("give one job id (a unique prefix is enough), got %d arguments", c.NArg())
+	}
+	db, err := openDB(c, true)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	job, err := db.FindJob(c.Context, c.Args().First())
+	if err != nil {
+		return err
+	}
+	return fn(db, job)
+}
+
+func jobsCommand(env Env) *cli.Command {
+	return &cli.Command{
+		Name:  "jobs",
+		Usage: "list recent jobs",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "state", Usage: "only jobs in this `STATE`"},
+			&cli.IntFlag{Name: "limit", Aliases: []string{"n"}, Value: 20, Usage: "at most this many jobs"},
+			jsonFlag,
+		},
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			state, err := parseState(c.String("state"))
+			if err != nil {
+				return err
+			}
+			if c.Int("limit") < 1 {
+				return usageError("--limit must be positive, got %d", c.Int("limit"))
+			}
+			db, err := openDB(c, true)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			jobs, err := db.ListJobs(c.Context, state, c.Int("limit"))
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				views := make([]jobView, 0, len(jobs))
+				for _, j := range jobs {
+					views = append(views, viewJob(j))
+				}
+				return writeJSON(env.Stdout, views)
+			}
+			rows := make([][]string, 0, len(jobs))
+			for _, j := range jobs {
+				rows = append(rows, []string{j.UUID[:8], j.Name, string(j.State), fmt.Sprintf("%d/%d", j.Done(), j.Total),
+					fmt.Sprint(j.Failed), fmt.Sprintf("%.3f", j.Elapsed.Seconds()), ago(j.CreatedAt)})
+			}
+			return table(env.Stdout, "ID\tNAME\tSTATE\tDONE\tFAILED\tELAPSED_SECS\tCREATED", rows)
+		},
+	}
+}
+
+func statusCommand(env Env) *cli.Command {
+	return &cli.Command{
+		Name:         "status",
+		Usage:        "show one job in detail",
+		ArgsUsage:    "JOB_ID",
+		Flags:        []cli.Flag{jsonFlag},
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			return withJob(c, func(_ *store.DB, j store.Job) error {
+				v := viewJob(j)
+				if c.Bool("json") {
+					return writeJSON(env.Stdout, v)
+				}
+				open := ""
+				if !j.Sealed {
+					open = " (open: its producer may add tasks)"
+				}
+				rows := [][]string{
+					{"job", v.ID}, {"name", v.Name}, {"state", string(v.State) + open},
+					{"tasks", fmt.Sprintf("%d done of %d: %d succeeded, %d failed, %d cancelled", v.Done, v.Total, v.Succeeded, v.Failed, v.Cancelled)},
+					{"workers", fmt.Sprint(v.Workers)}, {"queue size", fmt.Sprint(v.QueueSize)},
+					{"round", fmt.Sprint(v.Round)}, {"elapsed_secs", fmt.Sprintf("%.4f", v.ElapsedSecs)},
+					{"created", ago(j.CreatedAt)}, {"started", ago(j.StartedAt)}, {"finished", ago(j.FinishedAt)},
+				}
+				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+				for _, r := range rows {
+					fmt.Fprintf(tw, "%s:\t%s\n", r[0], r[1])
+				}
+				return tw.Flush()
+			})
+		},
+	}
+}
+
+type taskView struct {
+	Number   int64           `json:"number"`
+	ID       string          `json:"task_id"`
+	Kind     string          `json:"kind"`
+	State    store.State     `json:"state"`
+	Attempts int             `json:"attempts"`
+	TimeSecs float64         `json:"time_secs"`
+	Payload  json.RawMessage `json:"payload"`
+	Result   json.RawMessage `json:"result,omitempty"`
+	Error    string          `json:"error,omitempty"`
+}
+
+func tasksCommand(env Env) *cli.Command {
+	return &cli.Command{
+		Name:      "tasks",
+		Usage:     "list a job's tasks",
+		ArgsUsage: "JOB_ID",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "state", Usage: "only tasks in this `STATE`"},
+			jsonFlag,
+		},
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			state, err := parseState(c.String("state"))
+			if err != nil {
+				return err
+			}
+			return withJob(c, func(db *store.DB, j store.Job) error {
+				var enc *json.Encoder
+				var tw *tabwriter.Writer
+				if c.Bool("json") {
+					enc = json.NewEncoder(env.Stdout) // NDJSON: one task a line, for any size of job
+				} else {
+					tw = tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "NUMBER\tID\tKIND\tSTATE\tATTEMPTS\tTIME_SECS\tERROR")
+				}
+				var after int64
+				for {
+					page, err := db.TasksInState(c.Context, j.ID, state, after, 1000)
+					if err != nil {
+						return err
+					}
+					for _, t := range page {
+						after = t.Seq
+						if enc != nil {
+							if err := enc.Encode(taskView{Number: t.Seq, ID: t.UUID, Kind: t.Kind, State: t.State, Attempts: t.Attempts,
+								TimeSecs: t.Time.Seconds(), Payload: t.Payload, Result: t.Result, Error: t.Error}); err != nil {
+								return err
+							}
+							continue
+						}
+						fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%.4f\t%s\n", t.Seq, t.UUID, t.Kind, t.State, t.Attempts, t.Time.Seconds(), oneLine(t.Error))
+					}
+					if len(page) < 1000 {
+						break
+					}
+				}
+				if tw != nil {
+					return tw.Flush()
+				}
+				return nil
+			})
+		},
+	}
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", `\n`)
+	if len(s) > 120 {
+		s = s[:117] + "..."
+	}
+	return s
+}
+
+func cancelCommand(env Env) *cli.Command {
+	return &cli.Command{
+		Name:      "cancel",
+		Usage:     "cancel a job: pending tasks are cancelled, running ones stopped",
+		ArgsUsage: "JOB_ID",
+		Flags:     []cli.Flag{jsonFlag},
+		Description: `Cancels every unfinished task, each with its task callback, and completes
+the job as cancelled with its job callback, in one transaction. A daemon
+running the job stops its running tasks at once.`,
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			return withJob(c, func(db *store.DB, j store.Job) error {
+				done, err := engine.CancelJob(c.Context, db, j.ID)
+				if err != nil {
+					return err
+				}
+				_ = engine.Wake(db.Path())
+				if c.Bool("json") {
+					return writeJSON(env.Stdout, viewJob(done))
+				}
+				_, err = fmt.Fprintf(env.Stdout, "cancelled job %s: %d tasks cancelled, %d had finished\n",
+					done.UUID, done.Cancelled-j.Cancelled, j.Done())
+				return err
+			})
+		},
+	}
+}
+
+func retryCommand(env Env) *cli.Command {
+	return &cli.Command{
+		Name:      "retry",
+		Usage:     "run a finished job's failed and cancelled tasks again",
+		ArgsUsage: "JOB_ID",
+		Flags:     []cli.Flag{jsonFlag},
+		Description: `Puts the failed and cancelled tasks of a finished job back to pending; the
+daemon runs them, and a new job callback follows when they are done.`,
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			return withJob(c, func(db *store.DB, j store.Job) error {
+				again, err := db.RetryJob(c.Context, j.ID)
+				if err != nil {
+					return err
+				}
+				_ = engine.Wake(db.Path())
+				if c.Bool("json") {
+					return writeJSON(env.Stdout, viewJob(again))
+				}
+				_, err = fmt.Fprintf(env.Stdout, "job %s: %d tasks back to pending (round %d); `pcd daemon` runs them\n",
+					again.UUID, j.Failed+j.Cancelled, again.Round)
+				return err
+			})
+		},
+	}
+}

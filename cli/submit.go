@@ -1,0 +1,117 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pcd-dev/pcd/engine"
+	"github.com/pcd-dev/pcd/store"
+)
+
+func submitCommand(env Env) *cli.Command {
+	return &cli.Command{
+		Name:      "submit",
+		Usage:     "write a job to the database for the daemon, and print its id",
+		ArgsUsage: "FILE | - | --sleep N",
+		Description: `Writes a job and prints its id alone on stdout, so that
+  id=$(pcd submit job.json)
+works. The job waits durably whether or not a daemon is running.
+
+  pcd submit FILE      a job file, created whole in one transaction
+  pcd submit -         NDJSON tasks from stdin, one {"kind":..,"payload":..} per
+                       line, committed in batches while they are read, so the
+                       daemon starts on them at once; the job is sealed at EOF
+  pcd submit --sleep N N sleep tasks of 0-1 s, the demo`,
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "sleep", Usage: "submit `N` random sleeps of 0-1 s"},
+			&cli.StringFlag{Name: "name", Usage: "job name"},
+			&cli.IntFlag{Name: "workers", Aliases: []string{"w"}, EnvVars: []string{"PCD_WORKERS"}, Value: engine.DefaultWorkers, Usage: "consumers running the job's tasks at once"},
+			&cli.IntFlag{Name: "queue-size", Aliases: []string{"q"}, EnvVars: []string{"PCD_QUEUE_SIZE"}, Value: engine.DefaultQueueSize, Usage: "capacity of the job's in-memory queue"},
+			&cli.BoolFlag{Name: "json", Usage: "print a JSON object instead of the bare id"},
+			&cli.BoolFlag{Name: "wait", Usage: "follow the job like watch and exit with its outcome"},
+		},
+		OnUsageError: onUsageError,
+		Action:       func(c *cli.Context) error { return submit(c, env) },
+	}
+}
+
+func submit(c *cli.Context, env Env) error {
+	stream := c.NArg() == 1 && c.Args().First() == "-"
+	var jf engine.JobFile
+	switch {
+	case c.IsSet("sleep") && c.NArg() > 0:
+		return usageError("give --sleep N or a job source, not both")
+	case c.IsSet("sleep"):
+		n := c.Int("sleep")
+		if n < 1 || n > 10_000_000 {
+			return usageError("--sleep must be between 1 and 10000000, got %d", n)
+		}
+		jf = sleepJob(n)
+	case c.NArg() == 0:
+		return usageError("no job: give a job FILE, - for NDJSON on stdin, or --sleep N")
+	case c.NArg() > 1:
+		return usageError("one job source at a time, got %d", c.NArg())
+	case !stream:
+		var err error
+		if jf, err = readJobFile(c.Args().First(), env); err != nil {
+			return err
+		}
+	}
+	if c.IsSet("name") {
+		jf.Name = c.String("name")
+	}
+	if err := applySizeFlags(c, &jf); err != nil {
+		return err
+	}
+	db, err := openDB(c, false)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	var job store.Job
+	if stream {
+		nj := jf.NewJob()
+		job, err = engine.StreamJob(c.Context, db, env.Stdin, engine.StreamOptions{
+			Job:      nj,
+			Registry: env.Registry,
+			OnCommit: func(store.Job) { _ = engine.Wake(db.Path()) },
+		})
+		if err != nil {
+			return fmt.Errorf("stdin: %w", err)
+		}
+	} else {
+		if job, err = db.CreateJob(c.Context, jf.NewJob()); err != nil {
+			return err
+		}
+	}
+	_ = engine.Wake(db.Path())
+	if c.Bool("json") {
+		b, _ := json.Marshal(map[string]any{"job_id": job.UUID, "name": job.Name, "total": job.Total,
+			"workers": job.Workers, "queue_size": job.QueueSize})
+		fmt.Fprintf(env.Stdout, "%s\n", b)
+	} else {
+		fmt.Fprintln(env.Stdout, job.UUID)
+	}
+	if !c.Bool("wait") {
+		return nil
+	}
+	return follow(c, env, db, followOptions{jobIDs: []int64{job.ID}, json: c.Bool("json")})
+}
+
+// readJobFile parses a job file, reporting problems as usage errors.
+func readJobFile(path string, env Env) (engine.JobFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return engine.JobFile{}, usageError("job file: %w", err)
+	}
+	defer f.Close()
+	jf, err := engine.ParseJobFile(f, env.Registry)
+	if err != nil {
+		return engine.JobFile{}, usageError("job file %s: %w", path, err)
+	}
+	return jf, nil
+}

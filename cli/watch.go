@@ -1,0 +1,120 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pcd-dev/pcd/engine"
+	"github.com/pcd-dev/pcd/store"
+)
+
+// ErrInterrupted means a signal ended a command that only watches; the
+// jobs go on.
+var ErrInterrupted = errors.New("interrupted")
+
+func watchCommand(env Env) *cli.Command {
+	return &cli.Command{
+		Name:      "watch",
+		Usage:     "follow jobs' callbacks live",
+		ArgsUsage: "[JOB_ID...] | --all",
+		Description: `Prints the committed callbacks of the given jobs (id prefixes work), from
+their first event, in the format of pcd run, or NDJSON with --json. It
+follows across daemon restarts with no event shown twice and none missed.
+On a terminal it also shows a progress line on stderr.
+
+It exits when the jobs are complete: 0 if every task succeeded, 1 if any
+failed. With --follow it keeps following, new jobs too.`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "all", Usage: "watch every job"},
+			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep following after the jobs complete"},
+			&cli.BoolFlag{Name: "json", Usage: "print events as NDJSON, with no progress line"},
+			&cli.Int64Flag{Name: "after", Usage: "resume after this callback `ID`"},
+		},
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			if c.Bool("all") == (c.NArg() > 0) {
+				return usageError("give job ids or --all")
+			}
+			db, err := openDB(c, true)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			var ids []int64
+			for _, ref := range c.Args().Slice() {
+				job, err := db.FindJob(c.Context, ref)
+				if err != nil {
+					return err
+				}
+				ids = append(ids, job.ID)
+			}
+			return follow(c, env, db, followOptions{jobIDs: ids, follow: c.Bool("follow"), json: c.Bool("json"), after: c.Int64("after")})
+		},
+	}
+}
+
+type followOptions struct {
+	jobIDs []int64 // none: every job
+	follow bool
+	json   bool
+	after  int64
+	// out prints the events; default a printer for json on stdout.
+	out *printer
+}
+
+// follow streams the jobs' callbacks until they are complete, and returns
+// ErrJobFailed if any job did not succeed.
+func follow(c *cli.Context, env Env, db *store.DB, o followOptions) error {
+	out := o.out
+	if out == nil {
+		out = &printer{w: env.Stdout, json: o.json}
+	}
+	var bar *progress
+	if !o.json && isTerminal(env.Stderr) {
+		bar = newProgress(env.Stderr)
+	}
+	if !o.follow && !engine.DaemonListening(db.Path()) {
+		if unfinished, err := db.UnfinishedJobs(c.Context); err == nil && len(unfinished) > 0 {
+			fmt.Fprintln(env.Stderr, "pcd: note: no daemon is running on this database; unfinished jobs wait until `pcd daemon` starts")
+		}
+	}
+	outcomes := map[string]store.State{}
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	err := engine.Watch(ctx, db, engine.WatchOptions{
+		JobIDs: o.jobIDs,
+		Follow: o.follow,
+		After:  o.after,
+		OnEvent: func(ev engine.Event) error {
+			bar.clear()
+			out.event(ev)
+			if ev.Job != nil {
+				outcomes[ev.JobID] = ev.Job.Outcome
+			}
+			bar.event(ev)
+			return out.err
+		},
+		OnJobs: bar.jobs,
+	})
+	bar.finish()
+	if ctx.Err() != nil && c.Context.Err() == nil {
+		return ErrInterrupted
+	}
+	if err != nil {
+		return err
+	}
+	failed := 0
+	for _, state := range outcomes {
+		if state != store.Succeeded {
+			failed++
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%w: %d of %d jobs did not succeed", ErrJobFailed, failed, len(outcomes))
+	}
+	return nil
+}

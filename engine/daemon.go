@@ -1,0 +1,188 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pcd-dev/pcd/store"
+)
+
+// DaemonConfig configures a Daemon.
+type DaemonConfig struct {
+	Config
+	// MaxJobs is how many jobs run at once, in submission order; default 1.
+	MaxJobs int
+	// CheckEvery is how often the daemon looks for work when no wake-up
+	// arrives; default 1s. Wake-ups normally arrive over the socket.
+	CheckEvery time.Duration
+	// RetryAfter is how long a job whose run failed (say, the disk was
+	// full) waits before it runs again; default 5s.
+	RetryAfter time.Duration
+}
+
+// Daemon runs a database's unfinished jobs until stopped. The caller holds
+// the runner lock.
+type Daemon struct {
+	db  *store.DB
+	cfg DaemonConfig
+
+	drainOnce sync.Once
+	drain     chan struct{}
+}
+
+// NewDaemon returns a daemon for db.
+func NewDaemon(db *store.DB, cfg DaemonConfig) *Daemon {
+	if cfg.MaxJobs <= 0 {
+		cfg.MaxJobs = 1
+	}
+	if cfg.CheckEvery <= 0 {
+		cfg.CheckEvery = time.Second
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = 5 * time.Second
+	}
+	if cfg.Wake == nil {
+		cfg.Wake = NewNotifier()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = SystemClock()
+	}
+	return &Daemon{db: db, cfg: cfg, drain: make(chan struct{})}
+}
+
+// Drain stops starting tasks; Run returns once the running ones finish.
+// It is safe to call more than once, and before Run.
+func (d *Daemon) Drain() { d.drainOnce.Do(func() { close(d.drain) }) }
+
+type jobDone struct {
+	id  int64
+	job store.Job
+	err error
+}
+
+// Run runs jobs until Drain (after running tasks finish) or until ctx is
+// cancelled (at once: running tasks are interrupted and stay pending). It
+// listens on the wake socket beside the database. Every goroutine it
+// starts has ended when it returns.
+func (d *Daemon) Run(ctx context.Context) error {
+	log := d.cfg.Logger
+	wake, err := listenWake(d.db.Path(), d.cfg.Wake, log)
+	if err != nil {
+		log.Warn("no wake socket; new jobs are noticed by polling", "err", err, "every", d.cfg.CheckEvery)
+	} else {
+		defer wake.Close()
+	}
+	d.redeliverFinished(ctx)
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	running := map[int64]*JobController{}
+	done := make(chan jobDone)
+	retryAt := map[int64]time.Time{}
+	ticker := time.NewTicker(d.cfg.CheckEvery)
+	defer ticker.Stop()
+	draining := false
+
+	for {
+		wakeC := d.cfg.Wake.C()
+		if !draining && ctx.Err() == nil {
+			d.schedule(ctx, running, retryAt, done, &wg)
+		}
+		if (draining || ctx.Err() != nil) && len(running) == 0 {
+			return nil
+		}
+		select {
+		case <-wakeC:
+		case <-ticker.C:
+		case r := <-done:
+			delete(running, r.id)
+			switch {
+			case r.err == nil:
+				// The job callback's log line reports it.
+			case errors.Is(r.err, ErrStopped):
+				log.Info("job stopped; it resumes at the next start", "job", r.job.UUID, "done", r.job.Done(), "total", r.job.Total)
+			default:
+				retryAt[r.id] = time.Now().Add(d.cfg.RetryAfter)
+				log.Error("job run failed; retrying", "job", r.job.UUID, "err", r.err, "in", d.cfg.RetryAfter)
+			}
+		case <-d.drain:
+			if !draining {
+				draining = true
+				for _, ctl := range running {
+					ctl.Drain()
+				}
+			}
+		case <-ctx.Done():
+			// Controllers see the same ctx and return; wait for them.
+			for len(running) > 0 {
+				r := <-done
+				delete(running, r.id)
+			}
+			return nil
+		}
+	}
+}
+
+// schedule starts unfinished jobs, oldest first, up to MaxJobs, and stops
+// running jobs that someone else finished (pcd cancel).
+func (d *Daemon) schedule(ctx context.Context, running map[int64]*JobController, retryAt map[int64]time.Time,
+	done chan<- jobDone, wg *sync.WaitGroup) {
+	jobs, err := d.db.UnfinishedJobs(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.cfg.Logger.Error("list unfinished jobs", "err", err)
+		}
+		return
+	}
+	unfinished := make(map[int64]bool, len(jobs))
+	for _, j := range jobs {
+		unfinished[j.ID] = true
+	}
+	for id, ctl := range running {
+		if !unfinished[id] {
+			ctl.Cancel()
+		}
+	}
+	now := time.Now()
+	for _, j := range jobs {
+		if len(running) >= d.cfg.MaxJobs {
+			return
+		}
+		if running[j.ID] != nil || now.Before(retryAt[j.ID]) {
+			continue
+		}
+		delete(retryAt, j.ID)
+		ctl := NewJobController(d.db, d.cfg.Config)
+		running[j.ID] = ctl
+		d.cfg.Logger.Info("job started", "job", j.UUID, "name", j.Name, "tasks", j.Total, "done", j.Done(),
+			"workers", j.Workers, "queue_size", j.QueueSize)
+		wg.Add(1)
+		go func(id int64) {
+			defer wg.Done()
+			job, err := ctl.Run(ctx, id)
+			done <- jobDone{id: id, job: job, err: err}
+		}(j.ID)
+	}
+}
+
+// redeliverFinished releases undelivered callbacks of jobs that finished
+// while no runner was delivering, such as a job cancelled by pcd cancel.
+func (d *Daemon) redeliverFinished(ctx context.Context) {
+	ids, err := d.db.UndeliveredJobs(ctx)
+	if err != nil {
+		d.cfg.Logger.Error("find undelivered callbacks", "err", err)
+		return
+	}
+	ctl := NewJobController(d.db, d.cfg.Config)
+	for _, id := range ids {
+		if err := ctl.redeliver(ctx, id); err != nil {
+			d.cfg.Logger.Error("redeliver callbacks", "job_id", id, "err", err)
+		}
+	}
+}

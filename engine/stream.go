@@ -1,0 +1,146 @@
+package engine
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/pcd-dev/pcd/store"
+)
+
+// ErrNoTasks is returned when a stream holds no task.
+var ErrNoTasks = errors.New("no tasks")
+
+// StreamOptions configure StreamJob.
+type StreamOptions struct {
+	Job      store.NewJob // name, workers and queue size; Tasks is ignored
+	Registry *Registry
+	// MaxBatch caps the tasks committed in one transaction; default 1000.
+	MaxBatch int
+	// OnCommit runs after each batch commits, with the job so far.
+	OnCommit func(store.Job)
+}
+
+// StreamJob reads NDJSON tasks, one {"kind": ..., "payload": ...} per line,
+// and commits them in batches while it reads, so a runner can start on the
+// first tasks before the input ends. A batch is committed when it is full
+// or when reading on would block, so a slow producer's tasks are not held
+// back. The job is created with the first batch and sealed at EOF.
+//
+// A malformed line stops the stream: its batch and everything after it are
+// not committed, the error names the line, and a job that already holds
+// earlier batches is sealed with them. With no job created, the returned
+// job is zero.
+func StreamJob(ctx context.Context, db *store.DB, r io.Reader, opts StreamOptions) (store.Job, error) {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 1000
+	}
+	var (
+		job   store.Job
+		batch []store.NewTask
+		line  int
+	)
+	in := bufio.NewReaderSize(r, 64<<10)
+	commit := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if job.ID == 0 {
+			nj := opts.Job
+			nj.Open, nj.Tasks = true, batch
+			j, err := db.CreateJob(ctx, nj)
+			if err != nil {
+				return err
+			}
+			job = j
+		} else {
+			if err := db.AppendTasks(ctx, job.ID, batch); err != nil {
+				return err
+			}
+			job.Total += int64(len(batch))
+		}
+		batch = batch[:0:0]
+		if opts.OnCommit != nil {
+			opts.OnCommit(job)
+		}
+		return nil
+	}
+	fail := func(err error) (store.Job, error) {
+		if job.ID != 0 {
+			if sealErr := db.SealJob(context.WithoutCancel(ctx), job.ID); sealErr != nil {
+				return job, errors.Join(err, sealErr)
+			}
+			job.Sealed = true
+		}
+		return job, err
+	}
+	for {
+		if in.Buffered() == 0 || len(batch) >= opts.MaxBatch {
+			// The next read may block: commit what we have first.
+			if err := commit(); err != nil {
+				return fail(err)
+			}
+		}
+		raw, readErr := in.ReadBytes('\n')
+		if len(raw) > 0 {
+			line++
+			if t, ok, err := parseTaskLine(raw, opts.Registry); err != nil {
+				err = badJob("line %d: %w", line, err)
+				if job.ID != 0 {
+					err = fmt.Errorf("%w (job %s keeps the %d tasks committed before that line's batch, and is sealed)", err, job.UUID, job.Total)
+				}
+				return fail(err)
+			} else if ok {
+				batch = append(batch, t)
+			}
+		}
+		if errors.Is(readErr, io.EOF) {
+			break
+		}
+		if readErr != nil {
+			return fail(fmt.Errorf("read tasks: %w", readErr))
+		}
+		if err := ctx.Err(); err != nil {
+			return fail(err)
+		}
+	}
+	if err := commit(); err != nil {
+		return fail(err)
+	}
+	if job.ID == 0 {
+		return store.Job{}, badJob("%w: the input held no task lines", ErrNoTasks)
+	}
+	if err := db.SealJob(ctx, job.ID); err != nil {
+		return job, err
+	}
+	job.Sealed = true
+	return job, nil
+}
+
+// parseTaskLine reads one NDJSON task; ok is false for a blank line.
+func parseTaskLine(raw []byte, reg *Registry) (store.NewTask, bool, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return store.NewTask{}, false, nil
+	}
+	var spec TaskSpec
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&spec); err != nil {
+		return store.NewTask{}, false, describeJSONError(raw, err)
+	}
+	if dec.More() {
+		return store.NewTask{}, false, errors.New("more than one JSON value on the line")
+	}
+	if spec.Kind == "" {
+		return store.NewTask{}, false, errors.New(`missing "kind"`)
+	}
+	if err := reg.Validate(spec.Kind, spec.Payload); err != nil {
+		return store.NewTask{}, false, err
+	}
+	return spec.newTask(), true, nil
+}

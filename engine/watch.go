@@ -1,0 +1,119 @@
+package engine
+
+import (
+	"context"
+	"time"
+
+	"github.com/pcd-dev/pcd/store"
+)
+
+// WatchOptions configure Watch.
+type WatchOptions struct {
+	// JobIDs are the jobs to follow; none means every job.
+	JobIDs []int64
+	// Follow keeps watching after the jobs finish, for new jobs too.
+	Follow bool
+	// After is the callback id to resume after; 0 starts from the first.
+	After int64
+	// PollEvery is how often to check the database for commits; default 20ms.
+	PollEvery time.Duration
+	// OnEvent receives each committed callback once, in id order.
+	OnEvent func(Event) error
+	// OnJobs, if set, receives the watched jobs' rows after each catch-up,
+	// for progress displays. For an all-jobs watch, the unfinished ones.
+	OnJobs func([]store.Job)
+}
+
+// Watch streams committed callback records, resuming from the last id it
+// saw, so it follows across runner restarts with no event twice and none
+// missed. Without Follow it returns once every watched job has finished
+// (for an all-jobs watch: once no job is unfinished) and its callbacks
+// are out.
+func Watch(ctx context.Context, db *store.DB, opts WatchOptions) error {
+	if opts.PollEvery <= 0 {
+		opts.PollEvery = 20 * time.Millisecond
+	}
+	changes, err := db.Changes(ctx)
+	if err != nil {
+		return err
+	}
+	defer changes.Close()
+	after := opts.After
+	catchUp := func() error {
+		for {
+			cbs, err := db.CallbacksAfter(ctx, after, opts.JobIDs, 1000)
+			if err != nil {
+				return err
+			}
+			for _, cb := range cbs {
+				ev, err := EventFromCallback(cb)
+				if err != nil {
+					return err
+				}
+				if err := opts.OnEvent(ev); err != nil {
+					return err
+				}
+				after = cb.ID
+			}
+			if len(cbs) < 1000 {
+				return nil
+			}
+		}
+	}
+	ticker := time.NewTicker(opts.PollEvery)
+	defer ticker.Stop()
+	for {
+		if err := catchUp(); err != nil {
+			return err
+		}
+		jobs, err := watchedJobs(ctx, db, opts.JobIDs)
+		if err != nil {
+			return err
+		}
+		if opts.OnJobs != nil {
+			opts.OnJobs(jobs)
+		}
+		if !opts.Follow && allFinished(jobs, opts.JobIDs) {
+			// A job's completion commits with its last callback: one more
+			// catch-up after seeing it finished gets everything.
+			return catchUp()
+		}
+		for changed := false; !changed; {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-ticker.C:
+			}
+			if changed, err = changes.Poll(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func watchedJobs(ctx context.Context, db *store.DB, ids []int64) ([]store.Job, error) {
+	if len(ids) == 0 {
+		return db.UnfinishedJobs(ctx)
+	}
+	jobs := make([]store.Job, 0, len(ids))
+	for _, id := range ids {
+		j, err := db.Job(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		jobs = append(jobs, j)
+	}
+	return jobs, nil
+}
+
+func allFinished(jobs []store.Job, ids []int64) bool {
+	if len(ids) == 0 {
+		return len(jobs) == 0
+	}
+	for _, j := range jobs {
+		if !j.Finished() {
+			return false
+		}
+	}
+	return true
+}
