@@ -43,7 +43,7 @@ func (p *proc) wait(t *testing.T, d time.Duration) int {
 func start(t *testing.T, db string, stdin io.Reader, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(pcdBin, args...)
-	cmd.Env = append(os.Environ(), "PCD_DB="+db)
+	cmd.Env = append(os.Environ(), "PCD_DB="+db, raceEnv)
 	p := &proc{cmd: cmd, stdout: new(buffer), stderr: new(buffer), done: make(chan struct{})}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, p.stdout, p.stderr
 	if err := cmd.Start(); err != nil {
@@ -285,7 +285,9 @@ func TestHardStopPutsTasksBackToPending(t *testing.T) {
 	}
 }
 
-func queryDB(t *testing.T, db, q string) int {
+func queryDB(t *testing.T, db, q string) int { return queryDBAny(t, db, q) }
+
+func queryDBAny(t testing.TB, db, q string) int {
 	t.Helper()
 	raw, err := sql.Open("sqlite", db)
 	if err != nil {

@@ -1,0 +1,119 @@
+package main_test
+
+// Benchmarks that drive a normal (not race-enabled) pcd binary:
+//
+//	go test -run '^$' -bench 'SubmitToFirstTask|IdleDaemon' -benchtime 20x .
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	fastBinOnce sync.Once
+	fastBin     string
+)
+
+// fastPCD builds pcd without the race detector, for timing.
+func fastPCD(b *testing.B) string {
+	fastBinOnce.Do(func() {
+		fastBin = filepath.Join(filepath.Dir(pcdBin), "pcd-fast")
+		out, err := exec.Command("go", "build", "-o", fastBin, ".").CombinedOutput()
+		if err != nil {
+			b.Fatalf("build: %v\n%s", err, out)
+		}
+	})
+	return fastBin
+}
+
+func startFastDaemon(b *testing.B, db string) *exec.Cmd {
+	b.Helper()
+	cmd := exec.Command(fastPCD(b), "daemon", "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "PCD_DB="+db)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(db + ".sock"); err == nil {
+			return cmd
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("daemon did not start")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// BenchmarkSubmitToFirstTask measures the time from `pcd submit` returning
+// to the daemon starting the job's first task (the task's recorded start).
+func BenchmarkSubmitToFirstTask(b *testing.B) {
+	dir := b.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	job := filepath.Join(dir, "one.json")
+	os.WriteFile(job, []byte(`{"tasks":[{"kind":"noop"}]}`), 0o600)
+	startFastDaemon(b, db)
+	var lat []float64
+	for b.Loop() {
+		cmd := exec.Command(fastPCD(b), "submit", job)
+		cmd.Env = append(os.Environ(), "PCD_DB="+db)
+		out, err := cmd.Output()
+		returned := time.Now()
+		if err != nil {
+			b.Fatal(err)
+		}
+		id := strings.TrimSpace(string(out))
+		var started int64
+		for deadline := time.Now().Add(10 * time.Second); started == 0; {
+			started = int64(queryDBAny(b, db, "SELECT coalesce(max(t.started_at), 0) FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE j.uuid = '"+id+"'"))
+			if time.Now().After(deadline) {
+				b.Fatal("task never started")
+			}
+			if started == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		lat = append(lat, float64(time.Unix(0, started).Sub(returned))/1e6)
+	}
+	slices.Sort(lat)
+	b.ReportMetric(lat[len(lat)/2], "p50-ms")
+	b.ReportMetric(lat[len(lat)-1], "max-ms")
+}
+
+// BenchmarkIdleDaemonCPU measures the CPU an idle daemon uses over 10 s, as
+// a percentage of one core.
+func BenchmarkIdleDaemonCPU(b *testing.B) {
+	db := filepath.Join(b.TempDir(), "pcd.db")
+	d := startFastDaemon(b, db)
+	time.Sleep(time.Second)
+	for b.Loop() {
+		before := cpuTicks(b, d.Process.Pid)
+		t0 := time.Now()
+		time.Sleep(10 * time.Second)
+		ticks := cpuTicks(b, d.Process.Pid) - before
+		b.ReportMetric(float64(ticks)/100/time.Since(t0).Seconds()*100, "%cpu")
+	}
+}
+
+// cpuTicks reads utime+stime of a process, in clock ticks (100 Hz).
+func cpuTicks(b *testing.B, pid int) int64 {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return utime + stime
+}
