@@ -2,9 +2,11 @@ package main_test
 
 // Benchmarks that drive a normal (not race-enabled) pcd binary:
 //
-//	go test -run '^$' -bench 'SubmitToFirstTask|IdleDaemon' -benchtime 20x .
+//	go test -run '^$' -bench 'Demo|SubmitToFirstTask' -benchtime 20x .
+//	go test -run '^$' -bench IdleDaemon -benchtime 1x .
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,4 +118,39 @@ func cpuTicks(b *testing.B, pid int) int64 {
 	utime, _ := strconv.ParseInt(fields[11], 10, 64)
 	stime, _ := strconv.ParseInt(fields[12], 10, 64)
 	return utime + stime
+}
+
+// BenchmarkDemo runs `pcd run --demo` and reports how long after its
+// longest sleep each job completed: elapsed_secs minus the longest task's
+// time_secs.
+func BenchmarkDemo(b *testing.B) {
+	db := filepath.Join(b.TempDir(), "pcd.db")
+	var gaps []float64
+	for b.Loop() {
+		cmd := exec.Command(fastPCD(b), "run", "--demo", "--json")
+		cmd.Env = append(os.Environ(), "PCD_DB="+db)
+		out, err := cmd.Output()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var longest, elapsed float64
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			var ev struct {
+				Event       string  `json:"event"`
+				TimeSecs    float64 `json:"time_secs"`
+				ElapsedSecs float64 `json:"elapsed_secs"`
+			}
+			if err := json.Unmarshal([]byte(line), &ev); err != nil {
+				b.Fatal(err)
+			}
+			longest = max(longest, ev.TimeSecs)
+			if ev.Event == "job" {
+				elapsed = ev.ElapsedSecs
+			}
+		}
+		gaps = append(gaps, (elapsed-longest)*1000)
+	}
+	slices.Sort(gaps)
+	b.ReportMetric(gaps[len(gaps)/2], "p50-gap-ms")
+	b.ReportMetric(gaps[len(gaps)-1], "max-gap-ms")
 }
