@@ -499,3 +499,42 @@ func TestMalformedNDJSONLine(t *testing.T) {
 		t.Error("a stream whose only batch was broken changed the database")
 	}
 }
+
+func TestSubmitWaitFollowsTheJob(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	d := startDaemon(t, db)
+	r := pcd(t, db, "submit", "--wait", "testdata/jobs/some-fail.json")
+	if r.code != 1 {
+		t.Fatalf("submit --wait of a failing job: exit %d, want 1; stderr %s", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 5 || len(lines[0]) != 36 || !strings.HasPrefix(lines[4], "Job "+lines[0]+" completed") {
+		t.Fatalf("output %q, want the id, 3 task lines and the job line", r.stdout)
+	}
+	stopDaemon(t, d)
+}
+
+// TestWatchShowsProgressOnATerminal runs watch under script(1), which
+// gives it a terminal, and looks for the progress line.
+func TestWatchShowsProgressOnATerminal(t *testing.T) {
+	script, err := exec.LookPath("script")
+	if err != nil {
+		t.Skip("script(1) is not installed")
+	}
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	r := pcd(t, db, "run", "testdata/jobs/sleeps.json")
+	id := parseOutput(t, r.stdout).job
+	cmd := exec.Command(script, "-qec", pcdBin+" watch "+id+" >/dev/null", "/dev/null")
+	cmd.Env = append(os.Environ(), "PCD_DB="+db, raceEnv)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("watch under script: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "(0/5, 0 tasks/hr)") || !strings.Contains(string(out), "5 tasks done, 0 failed") {
+		t.Errorf("no progress line on the terminal:\n%q", out)
+	}
+	// Not on a terminal: no progress line.
+	if r := pcd(t, db, "watch", id); r.stderr != "" {
+		t.Errorf("progress line without a terminal: %q", r.stderr)
+	}
+}

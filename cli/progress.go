@@ -15,10 +15,12 @@ import (
 type progress struct {
 	bar          *progressbar.ProgressBar
 	done, failed int64
+	all          bool // watching every job: totals come from unfinished jobs
+	w            io.Writer
 }
 
-func newProgress(w io.Writer) *progress {
-	return &progress{bar: progressbar.NewOptions64(-1,
+func newProgress(w io.Writer, all bool) *progress {
+	return &progress{all: all, w: w, bar: progressbar.NewOptions64(-1,
 		progressbar.OptionSetWriter(w),
 		progressbar.OptionShowCount(),
 		progressbar.OptionShowIts(),
@@ -27,7 +29,6 @@ func newProgress(w io.Writer) *progress {
 		progressbar.OptionSetElapsedTime(true),
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionThrottle(100e6), // 100ms
-		progressbar.OptionClearOnFinish(),
 	)}
 }
 
@@ -50,15 +51,21 @@ func (p *progress) event(ev engine.Event) {
 	_ = p.bar.Set64(p.done)
 }
 
-// jobs sets the total: what is done plus what the watched jobs have left.
+// jobs sets the total: the watched jobs' tasks, or for an all-jobs watch,
+// what is done plus what the unfinished jobs have left.
 func (p *progress) jobs(jobs []store.Job) {
 	if p == nil {
 		return
 	}
-	total := p.done
+	var total int64
+	if p.all {
+		total = p.done
+	}
 	for _, j := range jobs {
-		if !j.Finished() {
+		if p.all {
 			total += max(j.Total-j.Done(), 0)
+		} else {
+			total += j.Total
 		}
 	}
 	if total != p.bar.GetMax64() {
@@ -66,8 +73,12 @@ func (p *progress) jobs(jobs []store.Job) {
 	}
 }
 
+// finish replaces the live line with a summary.
 func (p *progress) finish() {
-	if p != nil {
-		_ = p.bar.Exit()
+	if p == nil {
+		return
 	}
+	_ = p.bar.Clear()
+	_ = p.bar.Exit()
+	fmt.Fprintf(p.w, "%d tasks done, %d failed\n", p.done, p.failed)
 }

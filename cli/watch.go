@@ -75,7 +75,7 @@ func follow(c *cli.Context, env Env, db *store.DB, o followOptions) error {
 	}
 	var bar *progress
 	if !o.json && isTerminal(env.Stderr) {
-		bar = newProgress(env.Stderr)
+		bar = newProgress(env.Stderr, len(o.jobIDs) == 0)
 	}
 	if !o.follow && !engine.DaemonListening(db.Path()) {
 		if unfinished, err := db.UnfinishedJobs(c.Context); err == nil && len(unfinished) > 0 {

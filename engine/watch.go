@@ -19,7 +19,7 @@ type WatchOptions struct {
 	PollEvery time.Duration
 	// OnEvent receives each committed callback once, in id order.
 	OnEvent func(Event) error
-	// OnJobs, if set, receives the watched jobs' rows after each catch-up,
+	// OnJobs, if set, receives the watched jobs' rows before each catch-up,
 	// for progress displays. For an all-jobs watch, the unfinished ones.
 	OnJobs func([]store.Job)
 }
@@ -63,9 +63,8 @@ func Watch(ctx context.Context, db *store.DB, opts WatchOptions) error {
 	ticker := time.NewTicker(opts.PollEvery)
 	defer ticker.Stop()
 	for {
-		if err := catchUp(); err != nil {
-			return err
-		}
+		// Read the jobs before catching up: a job seen finished here has
+		// its last callback committed, so the catch-up below gets it.
 		jobs, err := watchedJobs(ctx, db, opts.JobIDs)
 		if err != nil {
 			return err
@@ -73,10 +72,11 @@ func Watch(ctx context.Context, db *store.DB, opts WatchOptions) error {
 		if opts.OnJobs != nil {
 			opts.OnJobs(jobs)
 		}
+		if err := catchUp(); err != nil {
+			return err
+		}
 		if !opts.Follow && allFinished(jobs, opts.JobIDs) {
-			// A job's completion commits with its last callback: one more
-			// catch-up after seeing it finished gets everything.
-			return catchUp()
+			return nil
 		}
 		for changed := false; !changed; {
 			select {
