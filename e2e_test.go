@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -334,9 +333,10 @@ func TestSignalLetsRunningTasksFinish(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	rest, _ := io.ReadAll(stdout)
+	for lines.Scan() { // the same scanner: it may have read ahead
+		out = append(out, lines.Text())
+	}
 	err = cmd.Wait()
-	out = append(out, strings.Split(strings.TrimSpace(string(rest)), "\n")...)
 	if code := cmd.ProcessState.ExitCode(); code != 130 {
 		t.Fatalf("exit %d, want 130; stderr %s", code, stderr.String())
 	}
