@@ -71,6 +71,9 @@ func runJob(c *cli.Context, env Env) error {
 		return err
 	}
 	defer lock.Release()
+	if err := engine.Recover(c.Context, db, log); err != nil {
+		return err
+	}
 
 	if others, err := db.UnfinishedJobs(c.Context); err != nil {
 		return err

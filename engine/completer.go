@@ -7,8 +7,8 @@ import (
 	"github.com/pcd-dev/pcd/store"
 )
 
-// completer commits results in batches (group commit) and releases each
-// task's callback only after its batch commits.
+// completer commits task starts and results in batches (group commit) and
+// releases each task's callback only after its batch commits.
 type completer struct {
 	c       *JobController
 	job     store.Job
@@ -21,60 +21,99 @@ type completer struct {
 	done        int64
 }
 
-// run consumes results until the channel closes. After a commit fails it
-// cancels the run and discards what still arrives, so no consumer blocks.
-func (m *completer) run(ctx context.Context, results <-chan outcome, cancel context.CancelCauseFunc) error {
+// run serves starts and results until results closes, which happens once
+// every consumer has returned. After a commit fails it cancels the run,
+// refuses further starts and discards results, so no consumer blocks.
+func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-chan outcome, cancel context.CancelCauseFunc) error {
 	var (
 		failed  error
-		batch   = make([]outcome, 0, m.c.cfg.MaxBatch)
-		records = make([]store.Result, 0, m.c.cfg.MaxBatch)
+		closed  bool
+		max     = m.c.cfg.MaxBatch
+		sreqs   = make([]startReq, 0, max)
+		outs    = make([]outcome, 0, max)
+		batch   store.Batch
+		records = make([]store.Result, 0, max)
 	)
-	for o := range results {
-		batch = append(batch[:0], o)
+	add := func(o outcome, ok bool) {
+		if !ok {
+			closed = true
+			return
+		}
+		outs = append(outs, o)
+	}
+	for !closed {
+		sreqs, outs = sreqs[:0], outs[:0]
+		select {
+		case s := <-starts:
+			sreqs = append(sreqs, s)
+		case o, ok := <-results:
+			add(o, ok)
+		}
 	fill:
-		for len(batch) < m.c.cfg.MaxBatch {
+		for !closed && len(sreqs)+len(outs) < max {
 			select {
+			case s := <-starts:
+				sreqs = append(sreqs, s)
 			case o, ok := <-results:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, o)
+				add(o, ok)
 			default:
 				break fill
 			}
 		}
 		if failed != nil {
+			for _, s := range sreqs {
+				s.reply <- false
+			}
 			continue
 		}
-		records = records[:0]
-		for _, o := range batch {
-			records = append(records, o.res)
+		batch = store.Batch{JobID: m.job.ID, Round: m.job.Round, Elapsed: m.elapsed(), Delivered: m.undelivered,
+			Starts: batch.Starts[:0], Interrupted: batch.Interrupted[:0]}
+		for _, s := range sreqs {
+			batch.Starts = append(batch.Starts, store.Start{Seq: s.task.Seq, At: s.at})
 		}
-		cbs, err := m.c.db.CompleteTasks(ctx, store.Batch{
-			JobID: m.job.ID, Round: m.job.Round, Results: records,
-			Elapsed: m.elapsed(), Delivered: m.undelivered,
-		})
+		records = records[:0]
+		for _, o := range outs {
+			if o.interrupted {
+				batch.Interrupted = append(batch.Interrupted, o.task.Seq)
+			} else {
+				records = append(records, o.res)
+			}
+		}
+		batch.Results = records
+		if len(sreqs) == 0 && len(records) == 0 && len(batch.Interrupted) == 0 {
+			continue // only the close
+		}
+		committed, err := m.c.db.CompleteTasks(ctx, batch)
 		if err != nil {
 			failed = err
 			cancel(err)
+			for _, s := range sreqs {
+				s.reply <- false
+			}
 			continue
 		}
+		for i, s := range sreqs {
+			s.reply <- committed.Started[i]
+		}
 		m.undelivered = store.Span{}
-		// cbs is the subsequence of batch whose tasks were not final yet.
+		// The callbacks are the subsequence of outs whose tasks were not
+		// final yet.
 		i := 0
-		for _, cb := range cbs {
-			for batch[i].task.Seq != cb.TaskSeq {
+		for _, cb := range committed.Callbacks {
+			for outs[i].interrupted || outs[i].task.Seq != cb.TaskSeq {
 				i++
 			}
-			ev := batch[i].event
+			ev := outs[i].event
 			ev.CallbackID = cb.ID
+			store.Failpoint(store.FailBeforeDeliver)
 			m.c.cfg.OnEvent(ev)
+			store.Failpoint(store.FailAfterDeliver)
 			if m.undelivered.From == 0 {
 				m.undelivered.From = cb.ID
 			}
 			m.undelivered.To = cb.ID
 		}
-		m.done += int64(len(cbs))
+		m.done += int64(len(committed.Callbacks))
 	}
 	return failed
 }

@@ -5,20 +5,33 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime/debug"
+	"time"
 
 	"github.com/pcd-dev/pcd/store"
 )
 
 // outcome is a finished task on its way to the completer.
 type outcome struct {
+	task        store.Task
+	event       Event
+	res         store.Result
+	interrupted bool // stopped by cancellation: back to pending
+}
+
+// startReq asks the completer to mark a task running, durably, before it
+// runs. The reply says whether it may run.
+type startReq struct {
 	task  store.Task
-	event Event
-	res   store.Result
+	at    time.Time
+	reply chan<- bool
 }
 
 // consume runs tasks from queue until it is closed, ctx is cancelled, or
-// the controller drains.
-func (c *JobController) consume(ctx context.Context, job store.Job, queue <-chan store.Task, results chan<- outcome) {
+// the controller drains. Each task is marked running (group-committed with
+// other starts and results) before it runs.
+func (c *JobController) consume(ctx context.Context, job store.Job, queue <-chan store.Task,
+	starts chan<- startReq, results chan<- outcome) {
+	reply := make(chan bool, 1)
 	for {
 		if c.draining() {
 			return
@@ -35,24 +48,28 @@ func (c *JobController) consume(ctx context.Context, job store.Job, queue <-chan
 		case <-c.drain:
 			return
 		}
-		o, ok := c.runTask(ctx, job, t)
-		if !ok {
-			continue // interrupted: the task stays pending
+		if c.draining() {
+			return // taken but not started: it stays pending
 		}
-		results <- o
+		starts <- startReq{task: t, at: c.cfg.Clock.Now(), reply: reply}
+		if !<-reply {
+			continue // no longer pending (cancelled), or the commit failed
+		}
+		store.Failpoint(store.FailAfterTaskStart)
+		results <- c.runTask(ctx, job, t)
 	}
 }
 
-// runTask runs one task and reports its outcome. ok is false when the
-// task was interrupted by cancellation rather than finished.
-func (c *JobController) runTask(ctx context.Context, job store.Job, t store.Task) (o outcome, ok bool) {
+// runTask runs one task and reports its outcome, which is interrupted when
+// cancellation stopped the task rather than the task finishing.
+func (c *JobController) runTask(ctx context.Context, job store.Job, t store.Task) outcome {
 	task := Task{JobID: job.UUID, ID: t.UUID, Number: t.Seq, Kind: t.Kind, Payload: json.RawMessage(t.Payload), Attempt: t.Attempts + 1}
 	wallStart := c.cfg.Clock.Now()
 	start := c.cfg.Clock.Mono()
 	result, err := c.call(ctx, task)
 	took := c.cfg.Clock.Mono() - start
 	if err != nil && ctx.Err() != nil {
-		return outcome{}, false
+		return outcome{task: t, interrupted: true}
 	}
 	state := store.Succeeded
 	var errText string
@@ -74,7 +91,7 @@ func (c *JobController) runTask(ctx context.Context, job store.Job, t store.Task
 	return outcome{task: t, event: ev, res: store.Result{
 		Seq: t.Seq, State: state, Result: result, Error: errText, Time: took,
 		StartedAt: wallStart, FinishedAt: wallStart.Add(took), Message: msg,
-	}}, true
+	}}
 }
 
 // call runs the task's kind; a panic fails the task instead of the process.

@@ -142,6 +142,7 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		}
 	}()
 	queue := make(chan store.Task, job.QueueSize)
+	starts := make(chan startReq, job.Workers)
 	results := make(chan outcome, job.Workers)
 
 	var prodErr error
@@ -156,7 +157,7 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		consumers.Add(1)
 		go func() {
 			defer consumers.Done()
-			c.consume(runCtx, job, queue, results)
+			c.consume(runCtx, job, queue, starts, results)
 		}()
 	}
 	wg.Add(1)
@@ -167,7 +168,7 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 	}()
 
 	comp := completer{c: c, job: job, elapsed: elapsed}
-	compErr := comp.run(bg, results, cancel)
+	compErr := comp.run(bg, starts, results, cancel)
 	cancel(nil) // ends the kill watcher
 	wg.Wait()
 

@@ -72,6 +72,9 @@ type jobDone struct {
 // starts has ended when it returns.
 func (d *Daemon) Run(ctx context.Context) error {
 	log := d.cfg.Logger
+	if err := Recover(ctx, d.db, log); err != nil {
+		return err
+	}
 	wake, err := listenWake(d.db.Path(), d.cfg.Wake, log)
 	if err != nil {
 		log.Warn("no wake socket; new jobs are noticed by polling", "err", err, "every", d.cfg.CheckEvery)

@@ -405,7 +405,7 @@ func TestCommitFailureKeepsResultsWithCallbacks(t *testing.T) {
 		t.Fatalf("run: %v, want the injected error", err)
 	}
 	raw := rawDB(t, db)
-	if n := count(t, raw, `SELECT count(*) FROM tasks t WHERE (t.state = 'pending') =
+	if n := count(t, raw, `SELECT count(*) FROM tasks t WHERE (t.state IN ('succeeded', 'failed', 'cancelled')) !=
 		EXISTS (SELECT 1 FROM callbacks c WHERE c.job_id = t.job_id AND c.task_seq = t.seq)`); n != 0 {
 		t.Fatalf("%d tasks have a result without a callback or a callback without a result", n)
 	}
@@ -447,4 +447,47 @@ func TestRedeliversUndeliveredCallbacks(t *testing.T) {
 	if n := count(t, raw, "SELECT count(*) FROM callbacks WHERE delivered_at IS NULL"); n != 0 {
 		t.Errorf("%d callbacks still undelivered", n)
 	}
+}
+
+func TestRecoverCountsInterruptionsAndFailsAfterThree(t *testing.T) {
+	db := openDB(t)
+	job := createJob(t, db, 2, 2, repeat(3, "noop", "")...)
+	raw := rawDB(t, db)
+	crash := func() {
+		t.Helper()
+		// As if a runner had started tasks 1 and 2 and then died.
+		if _, err := raw.Exec("UPDATE tasks SET state = 'running' WHERE seq IN (1, 2) AND state != 'failed'"); err != nil {
+			t.Fatal(err)
+		}
+		if err := Recover(context.Background(), db, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crash()
+	crash()
+	tasks, _ := db.Tasks(context.Background(), job.ID)
+	for _, task := range tasks[:2] {
+		if task.State != store.Pending || task.Interrupts != 2 || task.Attempts != 0 {
+			t.Fatalf("task %d after 2 restarts: %s, %d interrupts, %d attempts", task.Seq, task.State, task.Interrupts, task.Attempts)
+		}
+	}
+	raw.Exec("UPDATE tasks SET interrupts = 0 WHERE seq = 2") // task 2 finished a run in between
+	crash()
+	tasks, _ = db.Tasks(context.Background(), job.ID)
+	if tasks[0].State != store.Failed || tasks[0].Error != "interrupted by 3 restarts" {
+		t.Errorf("task 1 after 3 restarts: %s %q", tasks[0].State, tasks[0].Error)
+	}
+	if tasks[1].State != store.Pending || tasks[2].State != store.Pending {
+		t.Errorf("tasks 2 and 3: %s, %s; want pending", tasks[1].State, tasks[2].State)
+	}
+	// The job goes on, and the failed task has exactly one callback.
+	var rec recorder
+	done, err := NewJobController(db, Config{OnEvent: rec.add}).Run(context.Background(), job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done.State != store.Failed || done.Failed != 1 || done.Succeeded != 2 {
+		t.Errorf("job ended %s with %d failed, %d succeeded", done.State, done.Failed, done.Succeeded)
+	}
+	checkCallbacks(t, rec.all(), 3)
 }

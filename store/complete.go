@@ -27,39 +27,67 @@ type Result struct {
 // Span is a range of callback ids, inclusive.
 type Span struct{ From, To int64 }
 
+// Start marks a task as started by this runner.
+type Start struct {
+	Seq int64
+	At  time.Time // wall clock, for display
+}
+
 // Batch is one group commit for a job.
 type Batch struct {
-	JobID   int64
-	Round   int
+	JobID int64
+	Round int
+	// Starts are tasks about to run. Each is marked running, durably,
+	// before it runs, so that a crash while it runs is counted against it.
+	Starts  []Start
 	Results []Result
+	// Interrupted are running tasks this runner stopped (a hard stop):
+	// they go back to pending, with nothing counted against them.
+	Interrupted []int64
 	// Elapsed is the job's elapsed time so far, saved with the batch.
 	Elapsed time.Duration
 	// Delivered marks the job's callbacks in this span delivered.
 	Delivered Span
 }
 
+// Committed is what a batch's transaction did.
+type Committed struct {
+	// Callbacks are the new task-callback records, in the order of the
+	// results; a task that was already final has none.
+	Callbacks []Callback
+	// Started[i] is false when Starts[i] must not run: the task is no
+	// longer pending (pcd cancel finished it, say).
+	Started []bool
+}
+
 // CompleteTasks commits a batch: each result and its task-callback record
 // are written in the same transaction. A task that is already final keeps
-// its first result and gets no second callback. It returns the new
-// callback records in the order of the results.
-func (db *DB) CompleteTasks(ctx context.Context, b Batch) ([]Callback, error) {
+// its first result and gets no second callback.
+func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 	now := time.Now()
-	var cbs []Callback
-	err := db.tx(ctx, func(tx *sql.Tx) error {
-		cbs = cbs[:0]
-		update, err := tx.PrepareContext(ctx, `UPDATE tasks SET state = ?, attempts = attempts + 1,
-			result = ?, error = ?, time_ns = ?, started_at = ?, finished_at = ?
-			WHERE job_id = ? AND seq = ? AND state NOT IN ('succeeded', 'failed', 'cancelled')`)
-		if err != nil {
-			return err
+	var out Committed
+	err := db.txAt(ctx, "complete", func(tx *sql.Tx) error {
+		out = Committed{Started: make([]bool, len(b.Starts))}
+		start := tx.StmtContext(ctx, db.stmts.start)
+		for i, st := range b.Starts {
+			res, err := start.ExecContext(ctx, st.At.UnixNano(), b.JobID, st.Seq)
+			if err != nil {
+				return fmt.Errorf("start task %d: %w", st.Seq, err)
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			out.Started[i] = n == 1
 		}
-		defer update.Close()
-		insert, err := tx.PrepareContext(ctx, `INSERT INTO callbacks (event, job_id, task_seq, round, message, created_at)
-			VALUES ('task', ?, ?, ?, ?, ?)`)
-		if err != nil {
-			return err
+		requeue := tx.StmtContext(ctx, db.stmts.requeue)
+		for _, seq := range b.Interrupted {
+			if _, err := requeue.ExecContext(ctx, b.JobID, seq); err != nil {
+				return fmt.Errorf("requeue task %d: %w", seq, err)
+			}
 		}
-		defer insert.Close()
+		update := tx.StmtContext(ctx, db.stmts.result)
+		insert := tx.StmtContext(ctx, db.stmts.taskCallback)
 		var counts [3]int64 // succeeded, failed, cancelled
 		for _, r := range b.Results {
 			res, err := update.ExecContext(ctx, string(r.State), nullBytes(r.Result), nullString(r.Error),
@@ -85,7 +113,7 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) ([]Callback, error) {
 			if err != nil {
 				return err
 			}
-			cbs = append(cbs, Callback{ID: id, Event: EventTask, JobID: b.JobID, TaskSeq: r.Seq,
+			out.Callbacks = append(out.Callbacks, Callback{ID: id, Event: EventTask, JobID: b.JobID, TaskSeq: r.Seq,
 				Round: b.Round, Message: r.Message, CreatedAt: now})
 			switch r.State {
 			case Succeeded:
@@ -98,17 +126,118 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) ([]Callback, error) {
 				return fmt.Errorf("task %d: %q is not a final state", r.Seq, r.State)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET succeeded = succeeded + ?, failed = failed + ?,
-			cancelled = cancelled + ?, elapsed_ns = ? WHERE id = ?`,
+		if _, err := tx.StmtContext(ctx, db.stmts.counts).ExecContext(ctx,
 			counts[0], counts[1], counts[2], int64(b.Elapsed), b.JobID); err != nil {
 			return err
 		}
 		return markDelivered(ctx, tx, b.JobID, b.Delivered, now)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("complete tasks of job %d: %w", b.JobID, err)
+		return Committed{}, fmt.Errorf("complete tasks of job %d: %w", b.JobID, err)
 	}
-	return cbs, nil
+	return out, nil
+}
+
+// statements are prepared once on the writer connection.
+type statements struct {
+	start, requeue, result, taskCallback, counts *sql.Stmt
+}
+
+func (db *DB) prepare(ctx context.Context) error {
+	for _, s := range []struct {
+		stmt **sql.Stmt
+		sql  string
+	}{
+		// A task still marked running was left so by a run of this
+		// process that failed (Recover handles those of a dead process).
+		{&db.stmts.start, `UPDATE tasks SET state = 'running', started_at = ?
+			WHERE job_id = ? AND seq = ? AND state IN ('pending', 'running')`},
+		{&db.stmts.requeue, `UPDATE tasks SET state = 'pending', started_at = NULL
+			WHERE job_id = ? AND seq = ? AND state = 'running'`},
+		{&db.stmts.result, `UPDATE tasks SET state = ?, attempts = attempts + 1,
+			result = ?, error = ?, time_ns = ?, started_at = ?, finished_at = ?
+			WHERE job_id = ? AND seq = ? AND state NOT IN ('succeeded', 'failed', 'cancelled')`},
+		{&db.stmts.taskCallback, `INSERT INTO callbacks (event, job_id, task_seq, round, message, created_at)
+			VALUES ('task', ?, ?, ?, ?, ?)`},
+		{&db.stmts.counts, `UPDATE jobs SET succeeded = succeeded + ?, failed = failed + ?,
+			cancelled = cancelled + ?, elapsed_ns = ? WHERE id = ?`},
+	} {
+		stmt, err := db.w.PrepareContext(ctx, s.sql)
+		if err != nil {
+			return fmt.Errorf("prepare: %w", err)
+		}
+		*s.stmt = stmt
+	}
+	return nil
+}
+
+// Recover runs when a runner starts, before it runs anything. Tasks that
+// were running when the last runner died go back to pending, with the
+// interruption counted but no attempt spent. A task interrupted
+// maxInterrupts times in a row fails instead, with reason "interrupted by
+// N restarts" and its task callback, so a task that kills the process
+// cannot wedge the runner.
+func (db *DB) Recover(ctx context.Context, maxInterrupts int, failMessage func(jobUUID string, t Task, reason string) ([]byte, error)) (requeued, failed int, err error) {
+	now := time.Now()
+	reason := fmt.Sprintf("interrupted by %d restarts", maxInterrupts)
+	err = db.tx(ctx, func(tx *sql.Tx) error {
+		requeued, failed = 0, 0
+		rows, err := tx.QueryContext(ctx, `SELECT t.job_id, j.uuid, j.round, t.seq, t.uuid, t.kind, t.attempts, t.interrupts
+			FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.state = 'running'`)
+		if err != nil {
+			return err
+		}
+		type running struct {
+			Task
+			jobUUID string
+			round   int
+		}
+		var all []running
+		for rows.Next() {
+			var r running
+			if err := rows.Scan(&r.JobID, &r.jobUUID, &r.round, &r.Seq, &r.UUID, &r.Kind, &r.Attempts, &r.Interrupts); err != nil {
+				rows.Close()
+				return err
+			}
+			all = append(all, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, r := range all {
+			r.Interrupts++
+			if r.Interrupts < maxInterrupts {
+				if _, err := tx.ExecContext(ctx, `UPDATE tasks SET state = 'pending', started_at = NULL,
+					interrupts = interrupts + 1 WHERE job_id = ? AND seq = ?`, r.JobID, r.Seq); err != nil {
+					return err
+				}
+				requeued++
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE tasks SET state = 'failed', error = ?, interrupts = interrupts + 1,
+				finished_at = ? WHERE job_id = ? AND seq = ?`, reason, now.UnixNano(), r.JobID, r.Seq); err != nil {
+				return err
+			}
+			msg, err := failMessage(r.jobUUID, r.Task, reason)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO callbacks (event, job_id, task_seq, round, message, created_at)
+				VALUES ('task', ?, ?, ?, ?, ?)`, r.JobID, r.Seq, r.round, string(msg), now.UnixNano()); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, "UPDATE jobs SET failed = failed + 1 WHERE id = ?", r.JobID); err != nil {
+				return err
+			}
+			failed++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("recover: %w", err)
+	}
+	return requeued, failed, nil
 }
 
 // FinishJob commits a job's final state and its job-callback record
@@ -123,7 +252,7 @@ func (db *DB) FinishJob(ctx context.Context, jobID int64, elapsed time.Duration,
 		job Job
 		cb  *Callback
 	)
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.txAt(ctx, "finish", func(tx *sql.Tx) error {
 		cb = nil
 		if err := markDelivered(ctx, tx, jobID, delivered, now); err != nil {
 			return err

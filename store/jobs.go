@@ -72,6 +72,9 @@ type NewJob struct {
 	// Open leaves the job unsealed, for a producer that streams more
 	// tasks with AppendTasks and then calls SealJob.
 	Open bool
+	// Key, if set, makes the submit idempotent: a second job with the same
+	// key is not created, and CreateJob returns the first with ErrDuplicate.
+	Key string
 }
 
 // CreateJob writes a job and its tasks in one transaction: the job exists
@@ -91,10 +94,20 @@ func (db *DB) CreateJob(ctx context.Context, nj NewJob) (Job, error) {
 		Workers: nj.Workers, QueueSize: nj.QueueSize, Total: int64(len(nj.Tasks)),
 		CreatedAt: time.Now(),
 	}
-	err = db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO jobs (uuid, name, state, sealed, workers, queue_size, total, created_at)
-			VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)`,
-			job.UUID, job.Name, job.Sealed, job.Workers, job.QueueSize, job.Total, job.CreatedAt.UnixNano())
+	err = db.txAt(ctx, "submit", func(tx *sql.Tx) error {
+		if nj.Key != "" {
+			existing, err := scanJob(tx.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE key = ?", nj.Key))
+			if err == nil {
+				job = existing
+				return errDuplicateKey
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO jobs (uuid, name, state, sealed, workers, queue_size, total, created_at, key)
+			VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?)`,
+			job.UUID, job.Name, job.Sealed, job.Workers, job.QueueSize, job.Total, job.CreatedAt.UnixNano(), nullString(nj.Key))
 		if err != nil {
 			return err
 		}
@@ -103,11 +116,20 @@ func (db *DB) CreateJob(ctx context.Context, nj NewJob) (Job, error) {
 		}
 		return insertTasks(ctx, tx, job.ID, 1, nj.Tasks)
 	})
+	if errors.Is(err, errDuplicateKey) {
+		return job, fmt.Errorf("create job: key %q: %w", nj.Key, ErrDuplicate)
+	}
 	if err != nil {
 		return Job{}, fmt.Errorf("create job: %w", err)
 	}
 	return job, nil
 }
+
+// ErrDuplicate is returned with the existing job when a job with the same
+// key exists.
+var ErrDuplicate = errors.New("a job with this key exists")
+
+var errDuplicateKey = errors.New("duplicate key")
 
 // insertTasks adds tasks numbered from seq on, with one prepared statement.
 func insertTasks(ctx context.Context, tx *sql.Tx, jobID, seq int64, tasks []NewTask) error {
@@ -288,7 +310,7 @@ func (db *DB) queryJobs(ctx context.Context, q string, args ...any) ([]Job, erro
 
 // AppendTasks adds tasks to an unsealed job in one transaction.
 func (db *DB) AppendTasks(ctx context.Context, jobID int64, tasks []NewTask) error {
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.txAt(ctx, "submit", func(tx *sql.Tx) error {
 		var total int64
 		var sealed bool
 		if err := tx.QueryRowContext(ctx, "SELECT total, sealed FROM jobs WHERE id = ?", jobID).Scan(&total, &sealed); err != nil {

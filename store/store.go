@@ -75,6 +75,7 @@ type DB struct {
 	path  string
 	w     *sql.DB // the one writer
 	r     *sql.DB // read-only pool
+	stmts statements
 	Hooks Hooks
 }
 
@@ -120,6 +121,10 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		db.w.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	if err := db.prepare(ctx); err != nil {
+		db.w.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
 	db.r, err = sql.Open("sqlite", dsn(abs, opts, true))
 	if err != nil {
 		db.w.Close()
@@ -135,7 +140,13 @@ func (db *DB) Path() string { return db.path }
 
 // Close closes both connection pools.
 func (db *DB) Close() error {
-	return errors.Join(db.r.Close(), db.w.Close())
+	var errs []error
+	for _, s := range []*sql.Stmt{db.stmts.start, db.stmts.requeue, db.stmts.result, db.stmts.taskCallback, db.stmts.counts} {
+		if s != nil {
+			errs = append(errs, s.Close())
+		}
+	}
+	return errors.Join(append(errs, db.r.Close(), db.w.Close())...)
 }
 
 // prepareFile makes sure the directory (0700) and file (0600) exist, and

@@ -293,7 +293,8 @@ func TestResultAndCallbackCommitTogether(t *testing.T) {
 	}
 
 	db.Hooks.BetweenResultAndCallback = nil
-	cbs, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: batch})
+	committed, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: batch})
+	cbs := committed.Callbacks
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,16 +312,16 @@ func TestOneResultPerTask(t *testing.T) {
 	job := newJob(t, db, 3)
 	ctx := context.Background()
 	first, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: []store.Result{result(1), result(2)}})
-	if err != nil || len(first) != 2 {
-		t.Fatalf("first batch: %v, %d callbacks", err, len(first))
+	if err != nil || len(first.Callbacks) != 2 {
+		t.Fatalf("first batch: %v, %d callbacks", err, len(first.Callbacks))
 	}
 	again := result(2)
 	again.State, again.Error = store.Failed, "second result"
-	second, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: []store.Result{again, result(3)}})
+	committed, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: []store.Result{again, result(3)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(second) != 1 || second[0].TaskSeq != 3 {
+	if second := committed.Callbacks; len(second) != 1 || second[0].TaskSeq != 3 {
 		t.Fatalf("second batch callbacks %+v, want only task 3", second)
 	}
 	tasks, _ := db.Tasks(ctx, job.ID)
@@ -371,10 +372,11 @@ func TestMarkDelivered(t *testing.T) {
 	db := openDB(t)
 	job := newJob(t, db, 4)
 	ctx := context.Background()
-	cbs, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: []store.Result{result(1), result(2), result(3)}})
+	committed, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: []store.Result{result(1), result(2), result(3)}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	cbs := committed.Callbacks
 	// The next batch marks the previous one delivered.
 	if _, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: []store.Result{result(4)},
 		Delivered: store.Span{From: cbs[0].ID, To: cbs[1].ID}}); err != nil {

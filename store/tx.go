@@ -10,7 +10,13 @@ import (
 // tx runs fn in one write transaction (BEGIN IMMEDIATE on the writer). It
 // commits when fn returns nil and rolls back when fn fails or panics,
 // keeping fn's error.
-func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
+func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	return db.txAt(ctx, "", fn)
+}
+
+// txAt is tx with the failpoints point+"-before-commit" and
+// point+"-after-commit" around its COMMIT.
+func (db *DB) txAt(ctx context.Context, point string, fn func(*sql.Tx) error) (err error) {
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
@@ -29,8 +35,14 @@ func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
 	if err = fn(tx); err != nil {
 		return err
 	}
+	if point != "" {
+		Failpoint(point + "-before-commit")
+	}
 	if err = tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	if point != "" {
+		Failpoint(point + "-after-commit")
 	}
 	return nil
 }
