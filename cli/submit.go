@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 
@@ -32,6 +33,7 @@ works. The job waits durably whether or not a daemon is running.
 			&cli.IntFlag{Name: "queue-size", Aliases: []string{"q"}, EnvVars: []string{"PCD_QUEUE_SIZE"}, Value: engine.DefaultQueueSize, Usage: "capacity of the job's in-memory queue"},
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON object instead of the bare id"},
 			&cli.BoolFlag{Name: "wait", Usage: "follow the job like watch and exit with its outcome"},
+			&cli.StringFlag{Name: "key", Usage: "idempotency `KEY`: if a job with this key exists, print its id instead of submitting again"},
 		},
 		OnUsageError: onUsageError,
 		Action:       func(c *cli.Context) error { return submit(c, env) },
@@ -75,6 +77,7 @@ func submit(c *cli.Context, env Env) error {
 	var job store.Job
 	if stream {
 		nj := jf.NewJob()
+		nj.Key = c.String("key")
 		job, err = engine.StreamJob(c.Context, db, env.Stdin, engine.StreamOptions{
 			Job:      nj,
 			Registry: env.Registry,
@@ -84,7 +87,13 @@ func submit(c *cli.Context, env Env) error {
 			return fmt.Errorf("stdin: %w", err)
 		}
 	} else {
-		if job, err = db.CreateJob(c.Context, jf.NewJob()); err != nil {
+		nj := jf.NewJob()
+		nj.Key = c.String("key")
+		job, err = db.CreateJob(c.Context, nj)
+		if errors.Is(err, store.ErrDuplicate) {
+			err = nil // idempotent: the job exists already
+		}
+		if err != nil {
 			return err
 		}
 	}

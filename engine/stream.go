@@ -15,6 +15,8 @@ import (
 // ErrNoTasks is returned when a stream holds no task.
 var ErrNoTasks = errors.New("no tasks")
 
+var errDuplicate = errors.New("duplicate key")
+
 // StreamOptions configure StreamJob.
 type StreamOptions struct {
 	Job      store.NewJob // name, workers and queue size; Tasks is ignored
@@ -53,6 +55,10 @@ func StreamJob(ctx context.Context, db *store.DB, r io.Reader, opts StreamOption
 			nj := opts.Job
 			nj.Open, nj.Tasks = true, batch
 			j, err := db.CreateJob(ctx, nj)
+			if errors.Is(err, store.ErrDuplicate) {
+				job = j
+				return errDuplicate
+			}
 			if err != nil {
 				return err
 			}
@@ -70,6 +76,9 @@ func StreamJob(ctx context.Context, db *store.DB, r io.Reader, opts StreamOption
 		return nil
 	}
 	fail := func(err error) (store.Job, error) {
+		if errors.Is(err, errDuplicate) {
+			return job, nil // idempotent: the keyed job exists; leave it as it is
+		}
 		if job.ID != 0 {
 			if sealErr := db.SealJob(context.WithoutCancel(ctx), job.ID); sealErr != nil {
 				return job, errors.Join(err, sealErr)

@@ -1,0 +1,293 @@
+package main_test
+
+// The crash-recovery suite: it kills pcd at every failpoint and at random
+// moments, restarts it, and checks the invariants of DESIGN.md.
+//
+// The default run is short. PCD_SOAK=10m runs the random-kill test for as
+// long as it is asked, with the same checks.
+
+import (
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pcd-dev/pcd/store"
+)
+
+// checkInvariants asserts, on a database whose jobs have all finished:
+// every task has exactly one final result and one task-callback record per
+// round it ran in; every job has one job-callback record per round, after
+// all its task records; integrity_check is ok. It returns the number of
+// callback records.
+func checkInvariants(t *testing.T, db string) int {
+	t.Helper()
+	raw, err := sql.Open("sqlite", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	q := func(query string) int {
+		t.Helper()
+		var n int
+		if err := raw.QueryRow(query).Scan(&n); err != nil {
+			t.Fatalf("%s: %v", query, err)
+		}
+		return n
+	}
+	var integrity string
+	if err := raw.QueryRow("PRAGMA integrity_check").Scan(&integrity); err != nil || integrity != "ok" {
+		t.Errorf("integrity_check: %q %v", integrity, err)
+	}
+	checks := []struct {
+		what  string
+		query string
+	}{
+		{"unfinished jobs", "SELECT count(*) FROM jobs WHERE finished_at IS NULL"},
+		{"tasks without a final result", "SELECT count(*) FROM tasks WHERE state NOT IN ('succeeded', 'failed', 'cancelled')"},
+		{"tasks without exactly one task callback", `SELECT count(*) FROM tasks t WHERE
+			(SELECT count(*) FROM callbacks c WHERE c.job_id = t.job_id AND c.task_seq = t.seq AND c.event = 'task') != 1`},
+		{"task callbacks for no task", `SELECT count(*) FROM callbacks c WHERE c.event = 'task' AND NOT EXISTS
+			(SELECT 1 FROM tasks t WHERE t.job_id = c.job_id AND t.seq = c.task_seq)`},
+		{"jobs without exactly one job callback", `SELECT count(*) FROM jobs j WHERE
+			(SELECT count(*) FROM callbacks c WHERE c.job_id = j.id AND c.event = 'job') != 1`},
+		{"job callbacks before a task callback of their job", `SELECT count(*) FROM callbacks j WHERE j.event = 'job' AND
+			EXISTS (SELECT 1 FROM callbacks c WHERE c.job_id = j.job_id AND c.event = 'task' AND c.id > j.id)`},
+		{"jobs whose counts disagree with their tasks", `SELECT count(*) FROM jobs j WHERE
+			j.succeeded != (SELECT count(*) FROM tasks t WHERE t.job_id = j.id AND t.state = 'succeeded') OR
+			j.failed != (SELECT count(*) FROM tasks t WHERE t.job_id = j.id AND t.state = 'failed') OR
+			j.total != (SELECT count(*) FROM tasks t WHERE t.job_id = j.id)`},
+		{"tasks recorded twice (attempts > 1 without a retry)", "SELECT count(*) FROM tasks WHERE attempts > 1"},
+		{"callbacks never delivered", "SELECT count(*) FROM callbacks WHERE delivered_at IS NULL"},
+	}
+	for _, c := range checks {
+		if n := q(c.query); n != 0 {
+			t.Errorf("invariant violated: %d %s", n, c.what)
+		}
+	}
+	return q("SELECT count(*) FROM callbacks")
+}
+
+// checkWatch asserts that a watch that ran through the crashes printed
+// every callback record exactly once.
+func checkWatch(t *testing.T, out string, records int) {
+	t.Helper()
+	seen := map[int64]int{}
+	for _, ev := range parseEvents(t, out) {
+		seen[ev.CallbackID]++
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("watch printed callback %d %d times", id, n)
+		}
+	}
+	if len(seen) != records {
+		t.Errorf("watch printed %d callbacks, the database has %d", len(seen), records)
+	}
+}
+
+// stopWatch waits until the watch has printed n callbacks, then stops it.
+func stopWatch(t *testing.T, w *proc, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.Count(w.stdout.String(), `"callback_id"`) < n && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	w.cmd.Process.Signal(syscall.SIGINT)
+	w.wait(t, 10*time.Second)
+}
+
+// startWith runs pcd with extra environment, such as a failpoint.
+func startWith(t *testing.T, db string, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(pcdBin, args...)
+	cmd.Env = append(append(os.Environ(), "PCD_DB="+db, raceEnv), env...)
+	p := &proc{cmd: cmd, stdout: new(buffer), stderr: new(buffer), done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+func killedBySIGKILL(p *proc) bool {
+	ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+}
+
+// runToEnd starts a daemon and waits until every job has finished.
+func runToEnd(t *testing.T, db string) {
+	t.Helper()
+	d := startDaemon(t, db)
+	waitFor(t, db, "SELECT count(*) = 0 FROM jobs WHERE finished_at IS NULL", 1)
+	stopDaemon(t, d)
+}
+
+func TestCrashAtEveryFailpoint(t *testing.T) {
+	daemonPoints := map[string]string{
+		store.FailAfterTaskStart:       "7",
+		store.FailCompleteBeforeCommit: "3",
+		store.FailCompleteAfterCommit:  "3",
+		store.FailBeforeDeliver:        "5",
+		store.FailAfterDeliver:         "5",
+		store.FailFinishBeforeCommit:   "1",
+		store.FailFinishAfterCommit:    "1",
+	}
+	for _, point := range store.Failpoints {
+		t.Run(point, func(t *testing.T) {
+			dir := t.TempDir()
+			db := filepath.Join(dir, "pcd.db")
+			job := writeJob(t, dir, "job.json", 30, `{"kind":"sleep","payload":{"secs":0.002}}`)
+			fail := []string{"PCD_FAILPOINT=" + point}
+			if n, ok := daemonPoints[point]; ok {
+				fail[0] += ":" + n
+			}
+			var watch *proc
+			switch point {
+			case store.FailSubmitBeforeCommit, store.FailSubmitAfterCommit, store.FailDuringMigration:
+				// Killed while submitting: the job is there whole or not at all.
+				p := startWith(t, db, fail, "submit", "--key", "nightly", job)
+				p.wait(t, time.Minute)
+				if !killedBySIGKILL(p) {
+					t.Fatalf("not killed at %s: exit %d, %s", point, p.cmd.ProcessState.ExitCode(), p.stderr)
+				}
+				if p.stdout.String() != "" {
+					t.Fatalf("printed %q before dying", p.stdout)
+				}
+				wantJobs := 0
+				if point == store.FailSubmitAfterCommit {
+					wantJobs = 1
+				}
+				if point != store.FailDuringMigration {
+					if n := queryDB(t, db, "SELECT count(*) FROM jobs"); n != wantJobs {
+						t.Fatalf("%d jobs after a kill at %s, want %d", n, point, wantJobs)
+					}
+					if n := queryDB(t, db, "SELECT count(*) FROM tasks"); n != 30*wantJobs {
+						t.Fatalf("%d tasks after a kill at %s, want %d", n, point, 30*wantJobs)
+					}
+				}
+				// Submitting again with the key gives the one job.
+				r := pcd(t, db, "submit", "--key", "nightly", job)
+				if r.code != 0 {
+					t.Fatalf("resubmit: exit %d: %s", r.code, r.stderr)
+				}
+				if n := queryDB(t, db, "SELECT count(*) FROM jobs"); n != 1 {
+					t.Fatalf("%d jobs after resubmitting with the key, want 1", n)
+				}
+				watch = start(t, db, nil, "watch", "--all", "--follow", "--json")
+			default:
+				if r := pcd(t, db, "submit", "--workers", "3", job); r.code != 0 {
+					t.Fatalf("submit: %s", r.stderr)
+				}
+				watch = start(t, db, nil, "watch", "--all", "--follow", "--json")
+				d := startWith(t, db, fail, "daemon")
+				d.wait(t, time.Minute)
+				if !killedBySIGKILL(d) {
+					t.Fatalf("daemon not killed at %s: exit %d\n%s", fail[0], d.cmd.ProcessState.ExitCode(), d.stderr)
+				}
+			}
+			runToEnd(t, db)
+			records := checkInvariants(t, db)
+			if records != 31 {
+				t.Errorf("%d callback records, want 31", records)
+			}
+			stopWatch(t, watch, records)
+			checkWatch(t, watch.stdout.String(), records)
+			if point == store.FailAfterTaskStart {
+				if n := queryDB(t, db, "SELECT count(*) FROM tasks WHERE interrupts = 1"); n < 1 {
+					t.Errorf("no task counts the interruption")
+				}
+			}
+		})
+	}
+}
+
+// TestRandomKills SIGKILLs a daemon running several jobs at random
+// moments, restarts it each time, and checks every invariant at the end.
+func TestRandomKills(t *testing.T) {
+	soak, _ := time.ParseDuration(os.Getenv("PCD_SOAK"))
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	t.Logf("seed time %v", time.Now())
+	submitted, jobs := 0, 0
+	submit := func() {
+		for _, spec := range []struct {
+			n    int
+			task func() string
+		}{
+			{2000, func() string { return `{"kind":"noop"}` }},
+			{2000, func() string { return fmt.Sprintf(`{"kind":"sleep","payload":{"secs":%.4f}}`, rng.Float64()*0.004) }},
+			{1000, func() string {
+				if rng.IntN(2) == 0 {
+					return `{"kind":"noop"}`
+				}
+				return fmt.Sprintf(`{"kind":"sleep","payload":{"secs":%.4f}}`, rng.Float64()*0.01)
+			}},
+		} {
+			var b strings.Builder
+			for range spec.n {
+				b.WriteString(spec.task())
+				b.WriteString(",")
+			}
+			path := filepath.Join(dir, fmt.Sprintf("job%d.json", jobs))
+			body := `{"workers": 25, "tasks": [` + strings.TrimSuffix(b.String(), ",") + `]}`
+			os.WriteFile(path, []byte(body), 0o600)
+			if r := pcd(t, db, "submit", path); r.code != 0 {
+				t.Fatalf("submit: %s", r.stderr)
+			}
+			submitted += spec.n
+			jobs++
+		}
+	}
+	submit()
+	watch := start(t, db, nil, "watch", "--all", "--follow", "--json")
+	kills := 0
+	startTime := time.Now()
+	for kills < 20 || time.Since(startTime) < soak {
+		if soak > 0 && queryDB(t, db, "SELECT count(*) FROM jobs WHERE finished_at IS NULL") == 0 {
+			submit()
+		}
+		var d *proc
+		if rng.IntN(5) == 0 {
+			// Sometimes during start-up and recovery.
+			d = start(t, db, nil, "daemon", "--max-jobs", "3")
+			time.Sleep(time.Duration(rng.IntN(100)) * time.Millisecond)
+		} else {
+			d = startDaemon(t, db, "--max-jobs", "3")
+			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+		}
+		d.cmd.Process.Kill()
+		d.wait(t, 10*time.Second)
+		kills++
+	}
+	runToEnd(t, db)
+	records := checkInvariants(t, db)
+	if records != submitted+jobs {
+		t.Errorf("%d callback records, want %d", records, submitted+jobs)
+	}
+	stopWatch(t, watch, records)
+	checkWatch(t, watch.stdout.String(), records)
+	interrupted := queryDB(t, db, "SELECT count(*) FROM tasks WHERE interrupts > 0")
+	failed := queryDB(t, db, "SELECT count(*) FROM tasks WHERE state = 'failed'")
+	t.Logf("kills %d, jobs %d, tasks %d, callbacks %d, tasks interrupted %d, failed after 3 interruptions %d, in %v",
+		kills, jobs, submitted, records, interrupted, failed, time.Since(startTime).Round(time.Second))
+}
