@@ -24,6 +24,7 @@ const (
 	exitConflict  = 7  // the job's state does not allow it, such as cancelling a finished job
 	exitNoDB      = 8  // the database file does not exist
 	exitSoftware  = 70 // anything else (EX_SOFTWARE)
+	exitTempFail  = 75 // the disk is full or the database stayed locked: try again (EX_TEMPFAIL)
 	exitStopped   = 130
 )
 
@@ -56,6 +57,8 @@ func exitCode(err error) int {
 		return exitAmbiguous
 	case errors.Is(err, store.ErrConflict):
 		return exitConflict
+	case errors.Is(err, store.ErrDiskFull), errors.Is(err, store.ErrBusy):
+		return exitTempFail
 	case errors.Is(err, engine.ErrStopped), errors.Is(err, cli.ErrInterrupted):
 		return exitStopped
 	}

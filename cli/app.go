@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/lmittmann/tint"
 	"github.com/mattn/go-isatty"
@@ -91,6 +92,7 @@ func commonFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "db", EnvVars: []string{"PCD_DB"}, Usage: "database `FILE` (default: $XDG_STATE_HOME/pcd/pcd.db)"},
 		&cli.StringFlag{Name: "sync", EnvVars: []string{"PCD_SYNC"}, Value: "full", Usage: "SQLite synchronous `MODE`: full survives power loss, normal survives a process crash"},
+		&cli.StringFlag{Name: "busy-timeout", EnvVars: []string{"PCD_BUSY_TIMEOUT"}, Value: "5s", Usage: "how long a write waits for another process's write lock"},
 		&cli.StringFlag{Name: "log-level", EnvVars: []string{"PCD_LOG_LEVEL"}, Value: "info", Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", EnvVars: []string{"PCD_LOG_FORMAT"}, Value: "text", Usage: "text or json"},
 	}
@@ -145,11 +147,15 @@ func openDB(c *cli.Context, mustExist bool) (*store.DB, error) {
 	if err != nil {
 		return nil, usageError("%w", err)
 	}
+	busy, err := time.ParseDuration(commonString(c, "busy-timeout"))
+	if err != nil || busy <= 0 {
+		return nil, usageError("--busy-timeout must be a positive duration such as 5s, got %q", commonString(c, "busy-timeout"))
+	}
 	path, err := dbPath(c)
 	if err != nil {
 		return nil, err
 	}
-	return store.Open(c.Context, path, store.Options{Sync: sync, MustExist: mustExist})
+	return store.Open(c.Context, path, store.Options{Sync: sync, MustExist: mustExist, BusyTimeout: busy})
 }
 
 // newLogger builds the logger from --log-level and --log-format: tint on a

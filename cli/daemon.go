@@ -27,6 +27,7 @@ next start resumes them. The exit code is then 0.`,
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "max-jobs", EnvVars: []string{"PCD_MAX_JOBS"}, Value: 1, Usage: "jobs to run at once"},
 			&cli.DurationFlag{Name: "grace", EnvVars: []string{"PCD_GRACE"}, Value: 10 * time.Second, Usage: "on a stop signal, how long running tasks may finish"},
+			&cli.DurationFlag{Name: "retry-after", EnvVars: []string{"PCD_RETRY_AFTER"}, Value: 5 * time.Second, Usage: "after a database error (disk full, busy), how long to wait before taking work again"},
 		},
 		OnUsageError: onUsageError,
 		Action:       func(c *cli.Context) error { return runDaemon(c, env) },
@@ -65,7 +66,8 @@ func runDaemon(c *cli.Context, env Env) error {
 			Logger:   log,
 			OnEvent:  logEvent(log),
 		},
-		MaxJobs: c.Int("max-jobs"),
+		MaxJobs:    c.Int("max-jobs"),
+		RetryAfter: c.Duration("retry-after"),
 	})
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()

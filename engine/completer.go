@@ -92,6 +92,7 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 			}
 			continue
 		}
+		m.c.cfg.OnCommit()
 		for i, s := range sreqs {
 			s.reply <- committed.Started[i]
 		}
@@ -105,9 +106,7 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 			}
 			ev := outs[i].event
 			ev.CallbackID = cb.ID
-			store.Failpoint(store.FailBeforeDeliver)
-			m.c.cfg.OnEvent(ev)
-			store.Failpoint(store.FailAfterDeliver)
+			m.c.release(m.job.ID, ev)
 			if m.undelivered.From == 0 {
 				m.undelivered.From = cb.ID
 			}

@@ -44,6 +44,11 @@ type Config struct {
 	// PollEvery is how often the producer of an open job checks for new
 	// tasks when it hears nothing; default 250ms.
 	PollEvery time.Duration
+	// OnCommit, if set, runs after each successful group commit.
+	OnCommit func()
+	// Delivered, if set, is shared by the controllers of one process so
+	// that a retried run does not release a callback twice.
+	Delivered *Delivered
 }
 
 // JobController runs one job. Use it once.
@@ -82,6 +87,12 @@ func NewJobController(db *store.DB, cfg Config) *JobController {
 	}
 	if cfg.PollEvery <= 0 {
 		cfg.PollEvery = 250 * time.Millisecond
+	}
+	if cfg.OnCommit == nil {
+		cfg.OnCommit = func() {}
+	}
+	if cfg.Delivered == nil {
+		cfg.Delivered = NewDelivered()
 	}
 	return &JobController{db: db, cfg: cfg, drain: make(chan struct{}), kill: make(chan struct{})}
 }
@@ -201,13 +212,22 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		// committed.
 		return finished, c.redeliver(bg, job.ID)
 	}
+	c.cfg.OnCommit()
 	ev := jobEvent(finished)
 	ev.CallbackID = cb.ID
-	c.cfg.OnEvent(ev)
+	c.release(job.ID, ev)
 	if err := c.db.MarkDelivered(bg, job.ID, store.Span{From: cb.ID, To: cb.ID}); err != nil {
 		return finished, err
 	}
 	return finished, nil
+}
+
+// release hands one callback to OnEvent, between the delivery failpoints.
+func (c *JobController) release(jobID int64, ev Event) {
+	store.Failpoint(store.FailBeforeDeliver)
+	c.cfg.OnEvent(ev)
+	store.Failpoint(store.FailAfterDeliver)
+	c.cfg.Delivered.mark(jobID, ev.CallbackID)
 }
 
 // redeliver releases the job's committed but undelivered callbacks.
@@ -217,11 +237,14 @@ func (c *JobController) redeliver(ctx context.Context, jobID int64) error {
 		return err
 	}
 	for _, cb := range cbs {
+		if c.cfg.Delivered.seen(jobID, cb.ID) {
+			continue // released by an earlier run of this process
+		}
 		ev, err := EventFromCallback(cb)
 		if err != nil {
 			return err
 		}
-		c.cfg.OnEvent(ev)
+		c.release(jobID, ev)
 	}
 	span := store.Span{From: cbs[0].ID, To: cbs[len(cbs)-1].ID}
 	if err := c.db.MarkDelivered(ctx, jobID, span); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pcd-dev/pcd/store"
@@ -18,8 +19,8 @@ type DaemonConfig struct {
 	// CheckEvery is how often the daemon looks for work when no wake-up
 	// arrives; default 1s. Wake-ups normally arrive over the socket.
 	CheckEvery time.Duration
-	// RetryAfter is how long a job whose run failed (say, the disk was
-	// full) waits before it runs again; default 5s.
+	// RetryAfter is how long the daemon waits after a run failed (say, the
+	// disk was full) before it runs jobs again; default 5s.
 	RetryAfter time.Duration
 }
 
@@ -28,6 +29,11 @@ type DaemonConfig struct {
 type Daemon struct {
 	db  *store.DB
 	cfg DaemonConfig
+
+	// trouble is the environment problem (disk full, busy) the daemon is
+	// waiting out, or nil. It is reported once when it starts and once
+	// when a commit succeeds again.
+	trouble atomic.Pointer[error]
 
 	drainOnce sync.Once
 	drain     chan struct{}
@@ -53,7 +59,20 @@ func NewDaemon(db *store.DB, cfg DaemonConfig) *Daemon {
 	if cfg.Clock == nil {
 		cfg.Clock = SystemClock()
 	}
-	return &Daemon{db: db, cfg: cfg, drain: make(chan struct{})}
+	if cfg.Delivered == nil {
+		cfg.Delivered = NewDelivered()
+	}
+	d := &Daemon{db: db, cfg: cfg, drain: make(chan struct{})}
+	onCommit := cfg.OnCommit
+	d.cfg.OnCommit = func() {
+		if d.trouble.Load() != nil && d.trouble.Swap(nil) != nil {
+			d.cfg.Logger.Info("the database takes writes again; resumed")
+		}
+		if onCommit != nil {
+			onCommit()
+		}
+	}
+	return d
 }
 
 // Drain stops starting tasks; Run returns once the running ones finish.
@@ -72,8 +91,25 @@ type jobDone struct {
 // starts has ended when it returns.
 func (d *Daemon) Run(ctx context.Context) error {
 	log := d.cfg.Logger
-	if err := Recover(ctx, d.db, log); err != nil {
-		return err
+	for {
+		err := Recover(ctx, d.db, log)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, store.ErrDiskFull) && !errors.Is(err, store.ErrBusy) {
+			return err
+		}
+		d.reportTrouble(store.Job{}, err)
+		select {
+		case <-time.After(d.cfg.RetryAfter):
+		case <-ctx.Done():
+			return nil
+		case <-d.drain:
+			return nil
+		}
+	}
+	if d.trouble.Swap(nil) != nil {
+		log.Info("the database takes writes again; resumed")
 	}
 	wake, err := listenWake(d.db.Path(), d.cfg.Wake, log)
 	if err != nil {
@@ -87,7 +123,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer wg.Wait()
 	running := map[int64]*JobController{}
 	done := make(chan jobDone)
-	retryAt := map[int64]time.Time{}
+	var pauseUntil time.Time
 	ticker := time.NewTicker(d.cfg.CheckEvery)
 	defer ticker.Stop()
 	draining := false
@@ -95,7 +131,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for {
 		wakeC := d.cfg.Wake.C()
 		if !draining && ctx.Err() == nil {
-			d.schedule(ctx, running, retryAt, done, &wg)
+			if time.Now().After(pauseUntil) {
+				d.schedule(ctx, running, done, &wg)
+			}
 		}
 		if (draining || ctx.Err() != nil) && len(running) == 0 {
 			return nil
@@ -111,8 +149,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 			case errors.Is(r.err, ErrStopped):
 				log.Info("job stopped; it resumes at the next start", "job", r.job.UUID, "done", r.job.Done(), "total", r.job.Total)
 			default:
-				retryAt[r.id] = time.Now().Add(d.cfg.RetryAfter)
-				log.Error("job run failed; retrying", "job", r.job.UUID, "err", r.err, "in", d.cfg.RetryAfter)
+				// Stop taking work for a while: the problem is more
+				// likely the database's than the job's.
+				pauseUntil = time.Now().Add(d.cfg.RetryAfter)
+				d.reportTrouble(r.job, r.err)
 			}
 		case <-d.drain:
 			if !draining {
@@ -132,10 +172,36 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 }
 
+// reportTrouble logs a failed run: a disk-full or busy database once per
+// episode, anything else every time.
+func (d *Daemon) reportTrouble(job store.Job, err error) {
+	log, wait := d.cfg.Logger, d.cfg.RetryAfter
+	kind := err
+	switch {
+	case errors.Is(err, store.ErrDiskFull):
+		kind = store.ErrDiskFull
+	case errors.Is(err, store.ErrBusy):
+		kind = store.ErrBusy
+	default:
+		log.Error("job run failed; retrying", "job", job.UUID, "err", err, "in", wait)
+		return
+	}
+	if prev := d.trouble.Swap(&kind); prev != nil && *prev == kind {
+		log.Debug("still waiting for the database", "err", err, "retry_in", wait)
+		return
+	}
+	if kind == store.ErrDiskFull {
+		log.Error("the disk is full: stopped taking work until space returns; nothing committed is lost",
+			"db", d.db.Path(), "err", err, "retry_every", wait)
+		return
+	}
+	log.Warn("another process holds the database's write lock: waiting and retrying; nothing is lost",
+		"db", d.db.Path(), "err", err, "retry_every", wait)
+}
+
 // schedule starts unfinished jobs, oldest first, up to MaxJobs, and stops
 // running jobs that someone else finished (pcd cancel).
-func (d *Daemon) schedule(ctx context.Context, running map[int64]*JobController, retryAt map[int64]time.Time,
-	done chan<- jobDone, wg *sync.WaitGroup) {
+func (d *Daemon) schedule(ctx context.Context, running map[int64]*JobController, done chan<- jobDone, wg *sync.WaitGroup) {
 	jobs, err := d.db.UnfinishedJobs(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -152,15 +218,13 @@ func (d *Daemon) schedule(ctx context.Context, running map[int64]*JobController,
 			ctl.Cancel()
 		}
 	}
-	now := time.Now()
 	for _, j := range jobs {
 		if len(running) >= d.cfg.MaxJobs {
 			return
 		}
-		if running[j.ID] != nil || now.Before(retryAt[j.ID]) {
+		if running[j.ID] != nil {
 			continue
 		}
-		delete(retryAt, j.ID)
 		ctl := NewJobController(d.db, d.cfg.Config)
 		running[j.ID] = ctl
 		d.cfg.Logger.Info("job started", "job", j.UUID, "name", j.Name, "tasks", j.Total, "done", j.Done(),

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"modernc.org/sqlite"
@@ -30,6 +31,12 @@ var (
 	ErrCorrupt     = errors.New("database is corrupt")
 	ErrTooNew      = errors.New("database schema is newer than this pcd")
 	ErrNoDatabase  = errors.New("no database here yet (pcd submit or pcd run creates it)")
+)
+
+// Errors of the environment, from any write. Both are temporary: retry.
+var (
+	ErrDiskFull = errors.New("disk full")
+	ErrBusy     = errors.New("database is locked by another process for longer than the busy timeout")
 )
 
 // Sync is the SQLite synchronous level of the writer.
@@ -235,6 +242,11 @@ func inspect(ctx context.Context, path string, busy time.Duration) error {
 
 // classify maps SQLite's error codes to the store's sentinels.
 func classify(err error) error {
+	for _, known := range []error{ErrNotDatabase, ErrCorrupt, ErrDiskFull, ErrBusy} {
+		if errors.Is(err, known) {
+			return err
+		}
+	}
 	var se *sqlite.Error
 	if errors.As(err, &se) {
 		switch se.Code() & 0xff {
@@ -242,7 +254,14 @@ func classify(err error) error {
 			return fmt.Errorf("%w: %w", ErrNotDatabase, err)
 		case sqlite3.SQLITE_CORRUPT:
 			return fmt.Errorf("%w: %w", ErrCorrupt, err)
+		case sqlite3.SQLITE_FULL:
+			return fmt.Errorf("%w: %w", ErrDiskFull, err)
+		case sqlite3.SQLITE_BUSY:
+			return fmt.Errorf("%w: %w", ErrBusy, err)
 		}
+	}
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("%w: %w", ErrDiskFull, err)
 	}
 	return err
 }

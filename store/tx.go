@@ -19,9 +19,10 @@ func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 func (db *DB) txAt(ctx context.Context, point string, fn func(*sql.Tx) error) (err error) {
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+		return fmt.Errorf("begin: %w", classify(err))
 	}
 	defer func() {
+		err = classify(err)
 		if p := recover(); p != nil {
 			_ = tx.Rollback()
 			panic(p)

@@ -1,0 +1,113 @@
+package main_test
+
+// Faults of the environment: a full disk, and another process holding the
+// database's write lock.
+
+import (
+	"context"
+	"database/sql"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// waitLog waits until the process's stderr contains s.
+func waitLog(t *testing.T, p *proc, s string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(p.stderr.String(), s) {
+		select {
+		case <-p.done:
+			t.Fatalf("process exited (%d) before logging %q:\n%s", p.cmd.ProcessState.ExitCode(), s, p.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the log after 60s:\n%s", s, p.stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestDiskFull(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "small")
+	os.Mkdir(dir, 0o700)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a small tmpfs here (%v: %s); the disk-full test needs root", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	db := filepath.Join(dir, "pcd.db")
+	job := writeJob(t, t.TempDir(), "job.json", 3000, `{"kind":"noop"}`)
+	if r := pcd(t, db, "submit", "--workers", "4", job); r.code != 0 {
+		t.Fatalf("submit: %s", r.stderr)
+	}
+	// Leave almost no room.
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil {
+		t.Fatal(err)
+	}
+	filler := filepath.Join(dir, "filler")
+	free := int64(fs.Bavail) * fs.Bsize
+	if err := os.WriteFile(filler, make([]byte, max(free-96<<10, 0)), 0o600); err != nil && !strings.Contains(err.Error(), "no space") {
+		t.Fatal(err)
+	}
+
+	d := startWith(t, db, nil, "daemon", "--retry-after", "100ms", "--max-jobs", "1")
+	waitLog(t, d, "the disk is full")
+	time.Sleep(time.Second) // several retries
+	if n := strings.Count(d.stderr.String(), "the disk is full"); n != 1 {
+		t.Errorf("the disk-full error was logged %d times, want once:\n%s", n, d.stderr)
+	}
+	done := queryDB(t, db, "SELECT count(*) FROM tasks WHERE state = 'succeeded'")
+	if done >= 3000 {
+		t.Fatal("the job finished: the disk was never full")
+	}
+	os.Remove(filler)
+	waitLog(t, d, "resumed")
+	waitFor(t, db, "SELECT count(*) = 0 FROM jobs WHERE finished_at IS NULL", 1)
+	stopDaemon(t, d)
+	checkInvariants(t, db)
+	t.Logf("%d tasks were committed before the disk filled", done)
+}
+
+func TestWriteLockHeldByAnotherProcess(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	job := writeJob(t, dir, "job.json", 200, `{"kind":"sleep","payload":{"secs":0.005}}`)
+	if r := pcd(t, db, "submit", "--workers", "2", job); r.code != 0 {
+		t.Fatalf("submit: %s", r.stderr)
+	}
+	d := startWith(t, db, nil, "--busy-timeout", "200ms", "daemon", "--retry-after", "100ms")
+	waitFor(t, db, "SELECT count(*) FROM tasks WHERE state = 'succeeded'", 10)
+
+	// Another process (this test) takes the write lock and sits on it.
+	raw, err := sql.Open("sqlite", db+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	ctx := context.Background()
+	conn, err := raw.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, d, "holds the database's write lock")
+	time.Sleep(time.Second)
+	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, d, "resumed")
+	waitFor(t, db, "SELECT count(*) = 0 FROM jobs WHERE finished_at IS NULL", 1)
+	stopDaemon(t, d)
+	if n := strings.Count(d.stderr.String(), "holds the database's write lock"); n != 1 {
+		t.Errorf("the busy warning was logged %d times, want once", n)
+	}
+	checkInvariants(t, db)
+}
