@@ -291,3 +291,42 @@ func TestRandomKills(t *testing.T) {
 	t.Logf("kills %d, jobs %d, tasks %d, callbacks %d, tasks interrupted %d, failed after 3 interruptions %d, in %v",
 		kills, jobs, submitted, records, interrupted, failed, time.Since(startTime).Round(time.Second))
 }
+
+// TestRunRecoversAndResumes kills a pcd run mid-job, then shows that the
+// next pcd run says so, and that pcd run --resume finishes the job.
+func TestRunRecoversAndResumes(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	job := writeJob(t, dir, "job.json", 20, `{"kind":"sleep","payload":{"secs":0.01}}`)
+	p := startWith(t, db, []string{"PCD_FAILPOINT=" + store.FailAfterTaskStart + ":6"}, "run", "--workers", "2", job)
+	p.wait(t, time.Minute)
+	if !killedBySIGKILL(p) {
+		t.Fatalf("pcd run was not killed: exit %d", p.cmd.ProcessState.ExitCode())
+	}
+	id := parseOutput(t, strings.SplitN(p.stdout.String(), "\n", 2)[0]+"\n").job
+	if queryDB(t, db, "SELECT count(*) FROM tasks WHERE state = 'running'") == 0 {
+		t.Fatal("no task was left running by the kill")
+	}
+
+	r := pcd(t, db, "run", "testdata/jobs/sleeps.json")
+	if r.code != 0 || !strings.Contains(r.stderr, "1 other unfinished job(s)") {
+		t.Fatalf("run beside an unfinished job: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if queryDB(t, db, "SELECT count(*) FROM tasks WHERE state = 'running'") != 0 {
+		t.Error("the next pcd run did not recover the interrupted tasks")
+	}
+	r = pcd(t, db, "run", "--resume", id[:8])
+	if r.code != 0 {
+		t.Fatalf("run --resume: exit %d: %s", r.code, r.stderr)
+	}
+	if out := parseOutput(t, r.stdout); out.job != id || out.order[len(out.order)-1] != "job" {
+		t.Errorf("resumed run printed %q", r.stdout)
+	}
+	checkInvariants(t, db)
+	if n := queryDB(t, db, "SELECT count(*) FROM tasks WHERE interrupts = 1"); n == 0 {
+		t.Error("no task counts its interruption")
+	}
+	if r := pcd(t, db, "run", "--resume", id); r.code != 7 {
+		t.Errorf("resuming a finished job: exit %d, want 7", r.code)
+	}
+}

@@ -26,7 +26,7 @@ func runCommand(env Env) *cli.Command {
 	return &cli.Command{
 		Name:      "run",
 		Usage:     "run a job in this process, with no daemon",
-		ArgsUsage: "[--demo | FILE]",
+		ArgsUsage: "[--demo | FILE | --resume JOB_ID]",
 		Description: `Runs a job file (or, with --demo, 10 sleep tasks of 0-1 s) on the database,
 printing each callback as it is released. The exit code is 0 when every
 task succeeded and 1 otherwise. On SIGINT or SIGTERM it stops starting
@@ -34,6 +34,7 @@ tasks and lets running ones finish within --grace; a second signal
 interrupts them. Unfinished work stays in the database.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "demo", Usage: "run the classic demo: 10 sleep tasks of 0-1 s"},
+			&cli.StringFlag{Name: "resume", Usage: "run the unfinished job `JOB_ID` (a stopped pcd run, say) here to its end"},
 			&cli.IntFlag{Name: "workers", Aliases: []string{"w"}, EnvVars: []string{"PCD_WORKERS"}, Value: engine.DefaultWorkers, Usage: "consumers running tasks at once"},
 			&cli.IntFlag{Name: "queue-size", Aliases: []string{"q"}, EnvVars: []string{"PCD_QUEUE_SIZE"}, Value: engine.DefaultQueueSize, Usage: "capacity of the in-memory queue"},
 			&cli.StringFlag{Name: "name", Usage: "job name"},
@@ -46,12 +47,20 @@ interrupts them. Unfinished work stays in the database.`,
 }
 
 func runJob(c *cli.Context, env Env) error {
-	jf, err := jobFromArgs(c, env)
-	if err != nil {
-		return err
-	}
-	if err := applySizeFlags(c, &jf); err != nil {
-		return err
+	resume := c.String("resume")
+	var jf engine.JobFile
+	if resume != "" {
+		if c.Bool("demo") || c.NArg() > 0 {
+			return usageError("give --resume JOB_ID alone, without --demo or a job file")
+		}
+	} else {
+		var err error
+		if jf, err = jobFromArgs(c, env); err != nil {
+			return err
+		}
+		if err := applySizeFlags(c, &jf); err != nil {
+			return err
+		}
 	}
 	log, err := newLogger(c, env.Stderr)
 	if err != nil {
@@ -62,9 +71,22 @@ func runJob(c *cli.Context, env Env) error {
 		return err
 	}
 	defer db.Close()
+	var resumed store.Job
+	if resume != "" {
+		if resumed, err = db.FindJob(c.Context, resume); err != nil {
+			return err
+		}
+		if resumed.Finished() {
+			return fmt.Errorf("job %s already %s: %w", resumed.UUID, resumed.State, store.ErrConflict)
+		}
+	}
 	lock, err := store.AcquireRunnerLock(db.Path())
 	var held *store.LockedError
 	if errors.As(err, &held) {
+		if resume != "" {
+			return fmt.Errorf("the daemon runs this database and resumes job %s itself; follow it with `pcd watch %s`: %w",
+				resumed.UUID, resumed.UUID[:8], err)
+		}
 		return handOff(c, env, db, jf, held)
 	}
 	if err != nil {
@@ -77,14 +99,19 @@ func runJob(c *cli.Context, env Env) error {
 
 	if others, err := db.UnfinishedJobs(c.Context); err != nil {
 		return err
-	} else if len(others) > 0 {
-		fmt.Fprintf(env.Stderr, "pcd: note: %d unfinished job(s) in %s are not run by `pcd run`; start `pcd daemon` to resume them\n",
-			len(others), db.Path())
+	} else if n := len(others); n > 0 && !(n == 1 && others[0].ID == resumed.ID) {
+		if resume != "" {
+			n--
+		}
+		fmt.Fprintf(env.Stderr, "pcd: note: %d other unfinished job(s) in %s are not run by `pcd run`; start `pcd daemon` to resume them, or `pcd run --resume JOB_ID`\n",
+			n, db.Path())
 	}
 
-	job, err := db.CreateJob(c.Context, jf.NewJob())
-	if err != nil {
-		return err
+	job := resumed
+	if resume == "" {
+		if job, err = db.CreateJob(c.Context, jf.NewJob()); err != nil {
+			return err
+		}
 	}
 	out := &printer{w: env.Stdout, json: c.Bool("json")}
 	out.start(job)
@@ -101,8 +128,8 @@ func runJob(c *cli.Context, env Env) error {
 
 	done, err := ctl.Run(ctx, job.ID)
 	if errors.Is(err, engine.ErrStopped) {
-		return fmt.Errorf("job %s stopped with %d of %d tasks done; its progress is saved: %w",
-			job.UUID, done.Done(), done.Total, err)
+		return fmt.Errorf("job %s stopped with %d of %d tasks done; its progress is saved (resume it with `pcd run --resume %s`): %w",
+			job.UUID, done.Done(), done.Total, job.UUID[:8], err)
 	}
 	if err != nil {
 		return err
