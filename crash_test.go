@@ -330,3 +330,33 @@ func TestRunRecoversAndResumes(t *testing.T) {
 		t.Errorf("resuming a finished job: exit %d, want 7", r.code)
 	}
 }
+
+func TestConcurrentSubmitsWithOneKey(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	job := writeJob(t, dir, "job.json", 50, `{"kind":"noop"}`)
+	pcd(t, db, "submit", "--sleep", "1") // create the database first
+	const n = 6
+	ids := make(chan string, n)
+	for range n {
+		go func() {
+			r := pcd(t, db, "submit", "--key", "deploy-42", job)
+			if r.code != 0 {
+				t.Errorf("submit: exit %d: %s", r.code, r.stderr)
+			}
+			ids <- strings.TrimSpace(r.stdout)
+		}()
+	}
+	first := <-ids
+	for range n - 1 {
+		if id := <-ids; id != first {
+			t.Errorf("submits with one key printed %s and %s", first, id)
+		}
+	}
+	if got := queryDB(t, db, "SELECT count(*) FROM jobs WHERE key = 'deploy-42'"); got != 1 {
+		t.Errorf("%d jobs with the key, want 1", got)
+	}
+	if got := queryDB(t, db, "SELECT count(*) FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE j.key = 'deploy-42'"); got != 50 {
+		t.Errorf("%d tasks in the keyed job, want 50", got)
+	}
+}
