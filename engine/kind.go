@@ -55,6 +55,7 @@ func NewRegistry() *Registry {
 	r.Register("sleep", Sleep{})
 	r.Register("noop", Noop{})
 	r.Register("fail", Fail{})
+	r.Register("exec", Exec{})
 	return r
 }
 

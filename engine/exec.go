@@ -1,0 +1,314 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unicode/utf8"
+)
+
+// DefaultOutputCap is how much of each of stdout and stderr an exec task
+// keeps: the last 64 KiB.
+const DefaultOutputCap = 64 << 10
+
+// Exec is the exec kind: a command run with no shell, {"argv": [...]}, or
+// with sh -c, {"shell": "..."}. Options: dir, env (added to pcd's
+// environment), stdin (a string) and timeout (seconds, or a duration such
+// as "30s").
+//
+// Each command runs in its own process group. On a timeout, a cancel or a
+// hard stop, the group gets SIGTERM, then SIGKILL after KillGrace. When
+// the command exits, whatever it left running in its group is killed, so
+// no child or grandchild outlives its task.
+type Exec struct {
+	OutputCap int           // bytes of each stream kept; default DefaultOutputCap
+	KillGrace time.Duration // SIGTERM to SIGKILL; default 5s
+}
+
+// ExecPayload is the exec kind's payload.
+type ExecPayload struct {
+	Argv    []string          `json:"argv,omitempty"`
+	Shell   string            `json:"shell,omitempty"`
+	Dir     string            `json:"dir,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
+	Stdin   string            `json:"stdin,omitempty"`
+	Timeout Duration          `json:"timeout,omitempty"`
+}
+
+// ExecResult is an exec task's result.
+type ExecResult struct {
+	ExitCode        int    `json:"exit_code"`
+	Stdout          string `json:"stdout"`
+	Stderr          string `json:"stderr"`
+	StdoutTruncated bool   `json:"stdout_truncated,omitempty"`
+	StderrTruncated bool   `json:"stderr_truncated,omitempty"`
+	TimedOut        bool   `json:"timed_out,omitempty"`
+}
+
+// Duration reads seconds (a JSON number) or a Go duration string.
+type Duration time.Duration
+
+// UnmarshalJSON reads 1.5 or "1500ms".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var secs float64
+	if err := json.Unmarshal(b, &secs); err == nil {
+		if secs < 0 || secs > maxSleep.Seconds() {
+			return fmt.Errorf("duration must be between 0 and %v seconds, got %v", maxSleep.Seconds(), secs)
+		}
+		*d = Duration(secs * float64(time.Second))
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be seconds or a string such as \"30s\", got %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if v < 0 {
+		return fmt.Errorf("duration must not be negative, got %q", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON writes a duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// ParseExec reads and checks an exec payload.
+func ParseExec(payload json.RawMessage) (ExecPayload, error) {
+	var p ExecPayload
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return p, fmt.Errorf(`payload: want {"argv": [...]} or {"shell": "..."}: %w`, jsonFieldError(err))
+	}
+	switch {
+	case p.Shell != "" && len(p.Argv) > 0:
+		return p, errors.New(`give "argv" or "shell", not both`)
+	case p.Shell == "" && p.Argv == nil:
+		return p, errors.New(`missing "argv" or "shell"`)
+	case p.Shell == "" && (len(p.Argv) == 0 || p.Argv[0] == ""):
+		return p, errors.New(`"argv" is empty: it needs a command`)
+	}
+	for k := range p.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return p, fmt.Errorf("env: bad variable name %q", k)
+		}
+	}
+	return p, nil
+}
+
+// Validate checks the payload, and that the directory and command exist
+// here, so that a typo is refused at submit rather than at run time.
+func (Exec) Validate(payload json.RawMessage) error {
+	p, err := ParseExec(payload)
+	if err != nil {
+		return err
+	}
+	if p.Dir != "" {
+		fi, err := os.Stat(p.Dir)
+		if err != nil {
+			return fmt.Errorf("dir: %w", err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("dir %s is not a directory", p.Dir)
+		}
+	}
+	if len(p.Argv) > 0 {
+		return checkCommand(p.Argv[0], p.Dir)
+	}
+	return nil
+}
+
+// checkCommand finds a command as exec would: in PATH, or as a path.
+func checkCommand(name, dir string) error {
+	if !strings.Contains(name, "/") {
+		if _, err := exec.LookPath(name); err != nil {
+			return fmt.Errorf("command %q not found in PATH", name)
+		}
+		return nil
+	}
+	path := name
+	if !filepath.IsAbs(path) && dir != "" {
+		path = filepath.Join(dir, path)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("command %s: %w", name, err)
+	}
+	if fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return fmt.Errorf("command %s is not an executable file", name)
+	}
+	return nil
+}
+
+// Run runs the command.
+func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
+	p, err := ParseExec(t.Payload)
+	if err != nil {
+		return nil, err
+	}
+	capBytes := e.OutputCap
+	if capBytes <= 0 {
+		capBytes = DefaultOutputCap
+	}
+	grace := e.KillGrace
+	if grace <= 0 {
+		grace = 5 * time.Second
+	}
+	argv := p.Argv
+	if p.Shell != "" {
+		argv = []string{"/bin/sh", "-c", p.Shell}
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = p.Dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if len(p.Env) > 0 {
+		cmd.Env = os.Environ()
+		for k, v := range p.Env {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+	}
+	if p.Stdin != "" {
+		cmd.Stdin = strings.NewReader(p.Stdin)
+	}
+	// Our own pipes: when the command exits we kill what it left in its
+	// group, and only then wait for the pipes to drain.
+	stdout, stderr := newTail(capBytes), newTail(capBytes)
+	var readers sync.WaitGroup
+	for _, pipe := range []struct {
+		set  *io.Writer
+		tail *tail
+	}{{&cmd.Stdout, stdout}, {&cmd.Stderr, stderr}} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, fmt.Errorf("pipe: %w", err)
+		}
+		defer w.Close()
+		*pipe.set = w
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			defer r.Close()
+			_, _ = io.Copy(pipe.tail, r)
+		}()
+	}
+	if p.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, time.Duration(p.Timeout), errTimedOut)
+		defer cancel()
+	}
+	if err := cmd.Start(); err != nil {
+		closeWriters(cmd)
+		readers.Wait()
+		return nil, fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	closeWriters(cmd)
+	pgid := cmd.Process.Pid
+	exited := make(chan *os.ProcessState, 1)
+	go func() {
+		state, _ := cmd.Process.Wait() // reaps it: no zombie
+		exited <- state
+	}()
+	var state *os.ProcessState
+	select {
+	case state = <-exited:
+	case <-ctx.Done():
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		timer := time.NewTimer(grace)
+		select {
+		case state = <-exited:
+		case <-timer.C:
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			state = <-exited
+		}
+		timer.Stop()
+	}
+	// Sweep the group: nothing the command started outlives it.
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	readers.Wait()
+
+	res := ExecResult{ExitCode: -1, Stdout: stdout.String(), Stderr: stderr.String(),
+		StdoutTruncated: stdout.cut, StderrTruncated: stderr.cut}
+	if state != nil {
+		res.ExitCode = state.ExitCode()
+	}
+	timedOut := errors.Is(context.Cause(ctx), errTimedOut)
+	res.TimedOut = timedOut
+	out, mErr := json.Marshal(res)
+	if mErr != nil {
+		return nil, mErr
+	}
+	switch {
+	case timedOut:
+		return out, fmt.Errorf("timed out after %v", time.Duration(p.Timeout))
+	case ctx.Err() != nil:
+		return out, context.Cause(ctx)
+	case state == nil:
+		return out, errors.New("lost track of the process")
+	case !state.Success():
+		if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return out, fmt.Errorf("killed by signal %v", ws.Signal())
+		}
+		return out, fmt.Errorf("exit status %d", state.ExitCode())
+	}
+	return out, nil
+}
+
+var errTimedOut = errors.New("timed out")
+
+func closeWriters(cmd *exec.Cmd) {
+	for _, w := range []io.Writer{cmd.Stdout, cmd.Stderr} {
+		if f, ok := w.(*os.File); ok {
+			f.Close()
+		}
+	}
+}
+
+// tail keeps the last max bytes written to it.
+type tail struct {
+	max int
+	buf []byte
+	cut bool
+}
+
+func newTail(max int) *tail { return &tail{max: max} }
+
+func (t *tail) Write(p []byte) (int, error) {
+	n := len(p)
+	if len(p) >= t.max {
+		t.cut = t.cut || len(t.buf) > 0 || len(p) > t.max
+		t.buf = append(t.buf[:0], p[len(p)-t.max:]...)
+		return n, nil
+	}
+	if over := len(t.buf) + len(p) - t.max; over > 0 {
+		t.cut = true
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	t.buf = append(t.buf, p...)
+	return n, nil
+}
+
+// String returns the kept bytes as text; a multi-byte character cut at the
+// start is dropped rather than shown broken.
+func (t *tail) String() string {
+	b := t.buf
+	if t.cut {
+		for i := 0; i < len(b) && i < utf8.UTFMax && !utf8.RuneStart(b[i]); i++ {
+			b = b[1:]
+		}
+	}
+	return string(b)
+}

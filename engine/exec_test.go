@@ -1,0 +1,163 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func runExec(t *testing.T, e Exec, payload string) (ExecResult, error) {
+	t.Helper()
+	out, err := e.Run(context.Background(), Task{Payload: json.RawMessage(payload)})
+	var res ExecResult
+	if out != nil {
+		if jerr := json.Unmarshal(out, &res); jerr != nil {
+			t.Fatalf("result %s: %v", out, jerr)
+		}
+	}
+	return res, err
+}
+
+func TestExecExitCodeAndOutput(t *testing.T) {
+	res, err := runExec(t, Exec{}, `{"shell": "echo out; echo err >&2; exit 3"}`)
+	if err == nil || err.Error() != "exit status 3" {
+		t.Fatalf("error %v, want exit status 3", err)
+	}
+	if res.ExitCode != 3 || res.Stdout != "out\n" || res.Stderr != "err\n" || res.StdoutTruncated {
+		t.Errorf("result %+v", res)
+	}
+	res, err = runExec(t, Exec{}, `{"argv": ["sh", "-c", "cat; echo \"$GREETING\"; pwd"], "stdin": "in\n", "env": {"GREETING": "hi"}, "dir": "/"}`)
+	if err != nil || res.ExitCode != 0 || res.Stdout != "in\nhi\n/\n" {
+		t.Errorf("argv with stdin, env and dir: %v %+v", err, res)
+	}
+}
+
+func TestExecOutputIsCutToTheLastBytes(t *testing.T) {
+	res, err := runExec(t, Exec{OutputCap: 1000}, `{"shell": "i=0; while [ $i -lt 500 ]; do printf '%09d\\n' $i; i=$((i+1)); done"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.StdoutTruncated || len(res.Stdout) != 1000 {
+		t.Fatalf("kept %d bytes, truncated %v; want the last 1000", len(res.Stdout), res.StdoutTruncated)
+	}
+	if !strings.HasSuffix(res.Stdout, "000000499\n") || !strings.HasPrefix(res.Stdout, "000000400\n") {
+		t.Errorf("kept %q...%q, want lines 400 to 499", res.Stdout[:10], res.Stdout[len(res.Stdout)-10:])
+	}
+	if res.StderrTruncated {
+		t.Error("stderr marked cut")
+	}
+}
+
+// gone waits until no process has pid.
+func gone(pid int) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			return true
+		}
+		// A zombie still answers kill 0; it is gone once its parent reaps it.
+		if stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil && strings.Contains(string(stat), ") Z ") {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
+}
+
+func TestExecTimeoutKillsTheWholeGroup(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "grandchild.pid")
+	start := time.Now()
+	res, err := runExec(t, Exec{KillGrace: 200 * time.Millisecond},
+		`{"shell": "sh -c 'trap \"\" TERM; sleep 300' & echo $! > `+pidFile+`; sleep 300", "timeout": "300ms"}`)
+	if err == nil || !strings.Contains(err.Error(), "timed out after 300ms") || !res.TimedOut {
+		t.Fatalf("error %v, result %+v; want a timeout", err, res)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("took %v to kill", took)
+	}
+	raw, rerr := os.ReadFile(pidFile)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if pid <= 0 || !gone(pid) {
+		t.Errorf("grandchild %d (which ignores SIGTERM) is still running", pid)
+	}
+}
+
+func TestExecCancelKillsAndLeavesNothing(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "child.pid")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := Exec{}.Run(ctx, Task{Payload: json.RawMessage(`{"shell": "sleep 300 & echo $! > ` + pidFile + `; wait"}`)})
+		done <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if b, err := os.ReadFile(pidFile); err == nil && len(b) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("command did not start")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want context.Canceled", err)
+	}
+	raw, _ := os.ReadFile(pidFile)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if !gone(pid) {
+		t.Errorf("child %d still running after cancel", pid)
+	}
+}
+
+func TestExecLeavesNoStragglerAfterExit(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "bg.pid")
+	_, err := runExec(t, Exec{}, `{"shell": "sleep 300 > /dev/null 2>&1 & echo $! > `+pidFile+`"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(pidFile)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if !gone(pid) {
+		t.Errorf("background process %d outlived its task", pid)
+	}
+}
+
+func TestExecStartFailure(t *testing.T) {
+	_, err := runExec(t, Exec{}, `{"argv": ["/nonexistent/tool"]}`)
+	if err == nil || !strings.Contains(err.Error(), "start /nonexistent/tool") {
+		t.Fatalf("error %v, want a start failure", err)
+	}
+}
+
+func TestExecValidate(t *testing.T) {
+	for payload, want := range map[string]string{
+		`{"argv": []}`:                      `"argv" is empty`,
+		`{}`:                                `missing "argv" or "shell"`,
+		`{"argv": ["no-such-command-pcd"]}`: `command "no-such-command-pcd" not found in PATH`,
+		`{"argv": ["true"], "dir": "/no/such/dir"}`: "dir: stat /no/such/dir: no such file or directory",
+		`{"argv": ["true"], "shell": "true"}`:       "not both",
+		`{"shell": "true", "timeout": "soon"}`:      `invalid duration "soon"`,
+		`{"shell": "true", "cwd": "/"}`:             `unknown field "cwd"`,
+	} {
+		err := Exec{}.Validate(json.RawMessage(payload))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", payload, err, want)
+		}
+	}
+	if err := (Exec{}).Validate(json.RawMessage(`{"argv": ["true"], "timeout": 2}`)); err != nil {
+		t.Errorf("a good payload: %v", err)
+	}
+}
