@@ -46,12 +46,22 @@ type Env struct {
 	Stderr io.Writer
 	// Registry holds the task kinds; library users add their own.
 	Registry *engine.Registry
+
+	command []string // the arguments after --, for run and submit
 }
 
 // Run runs the pcd command line.
 func Run(ctx context.Context, args []string, env Env) error {
 	if env.Registry == nil {
 		env.Registry = engine.NewRegistry()
+	}
+	// pcd submit -- CMD ARGS: everything after the first -- is the command.
+	for i, a := range args {
+		if a == "--" && i > 1 {
+			env.command = append([]string{}, args[i+1:]...)
+			args = args[:i]
+			break
+		}
 	}
 	app := &cli.App{
 		Name:                 "pcd",
@@ -71,6 +81,7 @@ func Run(ctx context.Context, args []string, env Env) error {
 			tasksCommand(env),
 			cancelCommand(env),
 			retryCommand(env),
+			logsCommand(env),
 		),
 		// Errors are returned to main.go, which prints them once.
 		ExitErrHandler: func(*cli.Context, error) {},

@@ -27,6 +27,7 @@ next start resumes them. The exit code is then 0.`,
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "max-jobs", EnvVars: []string{"PCD_MAX_JOBS"}, Value: 1, Usage: "jobs to run at once"},
 			&cli.DurationFlag{Name: "grace", EnvVars: []string{"PCD_GRACE"}, Value: 10 * time.Second, Usage: "on a stop signal, how long running tasks may finish"},
+			execFlags()[0],
 			&cli.DurationFlag{Name: "retry-after", EnvVars: []string{"PCD_RETRY_AFTER"}, Value: 5 * time.Second, Usage: "after a database error (disk full, busy), how long to wait before taking work again"},
 		},
 		OnUsageError: onUsageError,
@@ -40,6 +41,9 @@ func runDaemon(c *cli.Context, env Env) error {
 	}
 	if n := c.Int("max-jobs"); n < 1 || n > maxWorkers {
 		return usageError("--max-jobs must be between 1 and %d, got %d", maxWorkers, n)
+	}
+	if err := configureExec(c, env); err != nil {
+		return err
 	}
 	log, err := newLogger(c, env.Stderr)
 	if err != nil {

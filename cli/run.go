@@ -26,7 +26,7 @@ func runCommand(env Env) *cli.Command {
 	return &cli.Command{
 		Name:      "run",
 		Usage:     "run a job in this process, with no daemon",
-		ArgsUsage: "[--demo | FILE | --resume JOB_ID]",
+		ArgsUsage: "[--demo | FILE | --sleep N | --lines FILE | --resume JOB_ID | -- CMD ARGS...]",
 		Description: `Runs a job file (or, with --demo, 10 sleep tasks of 0-1 s) on the database,
 printing each callback as it is released. The exit code is 0 when every
 task succeeded and 1 otherwise. On SIGINT or SIGTERM it stops starting
@@ -34,6 +34,7 @@ tasks and lets running ones finish within --grace; a second signal
 interrupts them. Unfinished work stays in the database.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "demo", Usage: "run the classic demo: 10 sleep tasks of 0-1 s"},
+			sourceFlags()[0], sourceFlags()[1], execFlags()[0],
 			&cli.StringFlag{Name: "resume", Usage: "run the unfinished job `JOB_ID` (a stopped pcd run, say) here to its end"},
 			&cli.IntFlag{Name: "workers", Aliases: []string{"w"}, EnvVars: []string{"PCD_WORKERS"}, Value: engine.DefaultWorkers, Usage: "consumers running tasks at once"},
 			&cli.IntFlag{Name: "queue-size", Aliases: []string{"q"}, EnvVars: []string{"PCD_QUEUE_SIZE"}, Value: engine.DefaultQueueSize, Usage: "capacity of the in-memory queue"},
@@ -48,15 +49,25 @@ interrupts them. Unfinished work stays in the database.`,
 
 func runJob(c *cli.Context, env Env) error {
 	resume := c.String("resume")
+	if err := configureExec(c, env); err != nil {
+		return err
+	}
 	var jf engine.JobFile
 	if resume != "" {
-		if c.Bool("demo") || c.NArg() > 0 {
-			return usageError("give --resume JOB_ID alone, without --demo or a job file")
+		if c.Bool("demo") || c.NArg() > 0 || c.IsSet("sleep") || c.IsSet("lines") || env.command != nil {
+			return usageError("give --resume JOB_ID alone, without another job source")
 		}
 	} else {
 		var err error
-		if jf, err = jobFromArgs(c, env); err != nil {
+		var stream bool
+		if jf, stream, err = jobSource(c, env, c.Bool("demo")); err != nil {
 			return err
+		}
+		if stream {
+			return usageError("pcd run takes no NDJSON stream; use pcd submit - with a daemon")
+		}
+		if c.IsSet("name") {
+			jf.Name = c.String("name")
 		}
 		if err := applySizeFlags(c, &jf); err != nil {
 			return err
@@ -204,24 +215,6 @@ func handleStop(ctx context.Context, ctl interface{ Drain() }, cancel context.Ca
 		<-stopped
 	}
 }
-
-// jobFromArgs reads the job from --demo or a FILE argument.
-func jobFromArgs(c *cli.Context, env Env) (engine.JobFile, error) {
-	switch {
-	case c.Bool("demo") && c.NArg() > 0:
-		return engine.JobFile{}, usageError("give --demo or a job file, not both")
-	case c.Bool("demo"):
-		return demoJob(), nil
-	case c.NArg() == 0:
-		return engine.JobFile{}, usageError("no job: give a job FILE, or --demo")
-	case c.NArg() > 1:
-		return engine.JobFile{}, usageError("one job file at a time, got %d", c.NArg())
-	}
-	return readJobFile(c.Args().First(), env)
-}
-
-// demoJob is the classic example: 10 sleeps of 0-1 s at random.
-func demoJob() engine.JobFile { return sleepJob(10) }
 
 // sleepJob is n sleeps of 0-1 s at random.
 func sleepJob(n int) engine.JobFile {

@@ -16,7 +16,7 @@ func submitCommand(env Env) *cli.Command {
 	return &cli.Command{
 		Name:      "submit",
 		Usage:     "write a job to the database for the daemon, and print its id",
-		ArgsUsage: "FILE | - | --sleep N",
+		ArgsUsage: "FILE | - | --sleep N | --lines FILE | -- CMD ARGS...",
 		Description: `Writes a job and prints its id alone on stdout, so that
   id=$(pcd submit job.json)
 works. The job waits durably whether or not a daemon is running.
@@ -25,9 +25,11 @@ works. The job waits durably whether or not a daemon is running.
   pcd submit -         NDJSON tasks from stdin, one {"kind":..,"payload":..} per
                        line, committed in batches while they are read, so the
                        daemon starts on them at once; the job is sealed at EOF
-  pcd submit --sleep N N sleep tasks of 0-1 s, the demo`,
+  pcd submit --sleep N N sleep tasks of 0-1 s, the demo
+  pcd submit --lines F one shell command per line of F (- for stdin)
+  pcd submit -- CMD A  one exec task running CMD A, with no shell`,
 		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "sleep", Usage: "submit `N` random sleeps of 0-1 s"},
+			sourceFlags()[0], sourceFlags()[1],
 			&cli.StringFlag{Name: "name", Usage: "job name"},
 			&cli.IntFlag{Name: "workers", Aliases: []string{"w"}, EnvVars: []string{"PCD_WORKERS"}, Value: engine.DefaultWorkers, Usage: "consumers running the job's tasks at once"},
 			&cli.IntFlag{Name: "queue-size", Aliases: []string{"q"}, EnvVars: []string{"PCD_QUEUE_SIZE"}, Value: engine.DefaultQueueSize, Usage: "capacity of the job's in-memory queue"},
@@ -41,26 +43,9 @@ works. The job waits durably whether or not a daemon is running.
 }
 
 func submit(c *cli.Context, env Env) error {
-	stream := c.NArg() == 1 && c.Args().First() == "-"
-	var jf engine.JobFile
-	switch {
-	case c.IsSet("sleep") && c.NArg() > 0:
-		return usageError("give --sleep N or a job source, not both")
-	case c.IsSet("sleep"):
-		n := c.Int("sleep")
-		if n < 1 || n > 10_000_000 {
-			return usageError("--sleep must be between 1 and 10000000, got %d", n)
-		}
-		jf = sleepJob(n)
-	case c.NArg() == 0:
-		return usageError("no job: give a job FILE, - for NDJSON on stdin, or --sleep N")
-	case c.NArg() > 1:
-		return usageError("one job source at a time, got %d", c.NArg())
-	case !stream:
-		var err error
-		if jf, err = readJobFile(c.Args().First(), env); err != nil {
-			return err
-		}
+	jf, stream, err := jobSource(c, env, false)
+	if err != nil {
+		return err
 	}
 	if c.IsSet("name") {
 		jf.Name = c.String("name")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -114,4 +115,43 @@ func (db *DB) TasksInState(ctx context.Context, jobID int64, state State, afterS
 		return nil, fmt.Errorf("tasks of job %d: %w", jobID, err)
 	}
 	return out, nil
+}
+
+// FindTask finds a task by its uuid or a unique prefix of it.
+func (db *DB) FindTask(ctx context.Context, ref string) (TaskRow, error) {
+	ref = strings.ToLower(strings.TrimSpace(ref))
+	if ref == "" || strings.Trim(ref, "0123456789abcdef-") != "" {
+		return TaskRow{}, fmt.Errorf("task %q: %w: a task id is hex digits and dashes", ref, ErrNotFound)
+	}
+	rows, err := db.r.QueryContext(ctx, "SELECT job_id, seq FROM tasks WHERE uuid >= ? AND uuid < ? ORDER BY uuid LIMIT 2", ref, ref+"\x7f")
+	if err != nil {
+		return TaskRow{}, fmt.Errorf("find task %s: %w", ref, err)
+	}
+	var keys [][2]int64
+	for rows.Next() {
+		var k [2]int64
+		if err := rows.Scan(&k[0], &k[1]); err != nil {
+			rows.Close()
+			return TaskRow{}, fmt.Errorf("find task %s: %w", ref, err)
+		}
+		keys = append(keys, k)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return TaskRow{}, fmt.Errorf("find task %s: %w", ref, err)
+	}
+	switch len(keys) {
+	case 0:
+		return TaskRow{}, fmt.Errorf("task %s: %w", ref, ErrNotFound)
+	case 2:
+		return TaskRow{}, fmt.Errorf("task %s: %w: give more characters", ref, ErrAmbiguous)
+	}
+	found, err := db.TasksInState(ctx, keys[0][0], "", keys[0][1]-1, 1)
+	if err != nil {
+		return TaskRow{}, err
+	}
+	if len(found) == 0 {
+		return TaskRow{}, fmt.Errorf("task %s: %w", ref, ErrNotFound)
+	}
+	return found[0], nil
 }

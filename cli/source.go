@@ -1,0 +1,147 @@
+package cli
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pcd-dev/pcd/engine"
+)
+
+// sourceFlags choose where run and submit take their job from, besides a
+// FILE argument, - for NDJSON and -- CMD ARGS.
+func sourceFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "sleep", Usage: "the job is `N` random sleeps of 0-1 s"},
+		&cli.StringFlag{Name: "lines", Usage: "the job is one shell command per line of `FILE` (- for stdin), like xargs or parallel"},
+	}
+}
+
+// jobSource reads the job the arguments name. stream is true for -, NDJSON
+// on stdin, which the caller streams; demo is --demo's job.
+func jobSource(c *cli.Context, env Env, demo bool) (jf engine.JobFile, stream bool, err error) {
+	var sources []string
+	if demo {
+		sources = append(sources, "--demo")
+	}
+	if c.IsSet("sleep") {
+		sources = append(sources, "--sleep")
+	}
+	if c.IsSet("lines") {
+		sources = append(sources, "--lines")
+	}
+	if env.command != nil {
+		sources = append(sources, "-- CMD")
+	}
+	if c.NArg() > 0 {
+		sources = append(sources, "a job file")
+	}
+	switch {
+	case len(sources) == 0:
+		return jf, false, usageError("no job: give a job FILE, - for NDJSON tasks on stdin, --sleep N, --lines FILE or -- CMD ARGS")
+	case len(sources) > 1:
+		return jf, false, usageError("one job source at a time, got %s", strings.Join(sources, " and "))
+	case c.NArg() > 1:
+		return jf, false, usageError("one job file at a time, got %d", c.NArg())
+	}
+	switch sources[0] {
+	case "--demo":
+		return sleepJob(10), false, nil
+	case "--sleep":
+		n := c.Int("sleep")
+		if n < 1 || n > 10_000_000 {
+			return jf, false, usageError("--sleep must be between 1 and 10000000, got %d", n)
+		}
+		return sleepJob(n), false, nil
+	case "-- CMD":
+		if len(env.command) == 0 || env.command[0] == "" {
+			return jf, false, usageError("-- needs a command after it")
+		}
+		jf, err := execJob(env.command[0], [][]string{env.command}, nil, env)
+		return jf, false, err
+	case "--lines":
+		return linesJob(c.String("lines"), env)
+	}
+	if c.Args().First() == "-" {
+		return jf, true, nil
+	}
+	jf, err = readJobFile(c.Args().First(), env)
+	return jf, false, err
+}
+
+// execJob is a job of exec tasks, one per argv or per shell line.
+func execJob(name string, argvs [][]string, lines []string, env Env) (engine.JobFile, error) {
+	jf := engine.JobFile{Name: name}
+	add := func(p engine.ExecPayload) error {
+		payload, err := json.Marshal(p)
+		if err != nil {
+			return err
+		}
+		jf.Tasks = append(jf.Tasks, engine.TaskSpec{Kind: "exec", Payload: payload})
+		return nil
+	}
+	for _, argv := range argvs {
+		if err := add(engine.ExecPayload{Argv: argv}); err != nil {
+			return jf, err
+		}
+	}
+	for _, line := range lines {
+		if err := add(engine.ExecPayload{Shell: line}); err != nil {
+			return jf, err
+		}
+	}
+	if err := jf.Validate(env.Registry); err != nil {
+		return jf, usageError("%w", err)
+	}
+	return jf, nil
+}
+
+// linesJob reads one shell command per non-blank line.
+func linesJob(path string, env Env) (engine.JobFile, bool, error) {
+	var r io.Reader = env.Stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return engine.JobFile{}, false, usageError("--lines: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	var lines []string
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if line := strings.TrimSpace(sc.Text()); line != "" && !strings.HasPrefix(line, "#") {
+			lines = append(lines, line)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return engine.JobFile{}, false, usageError("--lines %s: %w", path, err)
+	}
+	if len(lines) == 0 {
+		return engine.JobFile{}, false, usageError("--lines %s: no commands", path)
+	}
+	jf, err := execJob("lines", nil, lines, env)
+	return jf, false, err
+}
+
+// execFlags configure the exec kind in the process that runs tasks.
+func execFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "output-cap", EnvVars: []string{"PCD_OUTPUT_CAP"}, Value: engine.DefaultOutputCap, Usage: "bytes of each of an exec task's stdout and stderr to keep (the last ones)"},
+	}
+}
+
+// configureExec applies execFlags to the registry.
+func configureExec(c *cli.Context, env Env) error {
+	n := c.Int("output-cap")
+	if n < 1 || n > 64<<20 {
+		return usageError("--output-cap must be between 1 and %d bytes, got %d", 64<<20, n)
+	}
+	env.Registry.Register("exec", engine.Exec{OutputCap: n})
+	return nil
+}
