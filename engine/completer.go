@@ -93,15 +93,25 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 			continue
 		}
 		m.c.cfg.OnCommit()
+		refused := 0
 		for i, s := range sreqs {
 			s.reply <- committed.Started[i]
+			if !committed.Started[i] {
+				refused++
+			}
 		}
+		for _, o := range outs {
+			if !o.res.RetryAt.IsZero() {
+				m.c.retries.wait(o.task)
+			}
+		}
+		m.c.retries.resolved(refused + len(outs))
 		m.undelivered = store.Span{}
-		// The callbacks are the subsequence of outs whose tasks were not
-		// final yet.
+		// The callbacks are the subsequence of outs that are final results
+		// of tasks that were not final yet.
 		i := 0
 		for _, cb := range committed.Callbacks {
-			for outs[i].interrupted || outs[i].task.Seq != cb.TaskSeq {
+			for outs[i].interrupted || !outs[i].res.RetryAt.IsZero() || outs[i].task.Seq != cb.TaskSeq {
 				i++
 			}
 			ev := outs[i].event

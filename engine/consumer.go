@@ -3,7 +3,9 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"runtime/debug"
 	"time"
 
@@ -61,15 +63,26 @@ func (c *JobController) consume(ctx context.Context, job store.Job, queue <-chan
 }
 
 // runTask runs one task and reports its outcome, which is interrupted when
-// cancellation stopped the task rather than the task finishing.
+// cancellation stopped the task rather than the task finishing, and a
+// retry when a failed attempt has attempts left.
 func (c *JobController) runTask(ctx context.Context, job store.Job, t store.Task) outcome {
-	task := Task{JobID: job.UUID, ID: t.UUID, Number: t.Seq, Kind: t.Kind, Payload: json.RawMessage(t.Payload), Attempt: t.Attempts + 1}
+	attempt := t.Attempts + 1
+	task := Task{JobID: job.UUID, ID: t.UUID, Number: t.Seq, Kind: t.Kind, Payload: json.RawMessage(t.Payload), Attempt: attempt}
+	taskCtx := ctx
+	if t.Retry.Timeout > 0 {
+		var cancel context.CancelFunc
+		taskCtx, cancel = context.WithTimeoutCause(ctx, t.Retry.Timeout, errTaskTimeout)
+		defer cancel()
+	}
 	wallStart := c.cfg.Clock.Now()
 	start := c.cfg.Clock.Mono()
-	result, err := c.call(ctx, task)
+	result, err := c.call(taskCtx, task)
 	took := c.cfg.Clock.Mono() - start
 	if err != nil && ctx.Err() != nil {
 		return outcome{task: t, interrupted: true}
+	}
+	if err != nil && taskCtx.Err() != nil && errors.Is(context.Cause(taskCtx), errTaskTimeout) {
+		err = fmt.Errorf("timed out after %v", t.Retry.Timeout)
 	}
 	state := store.Succeeded
 	var errText string
@@ -79,19 +92,45 @@ func (c *JobController) runTask(ctx context.Context, job store.Job, t store.Task
 	if result != nil && !json.Valid(result) {
 		state, errText, result = store.Failed, "task returned a result that is not valid JSON", nil
 	}
+	res := store.Result{
+		Seq: t.Seq, State: state, Result: result, Error: errText, Time: took,
+		StartedAt: wallStart, FinishedAt: wallStart.Add(took),
+	}
+	if t.Retry.MaxAttempts > 1 {
+		res.Attempt = attempt
+	}
+	if state == store.Failed && attempt < t.Retry.MaxAttempts {
+		res.RetryAt = c.cfg.Clock.Now().Add(backoff(t.Retry, attempt))
+		t.Attempts, t.NotBefore = attempt, res.RetryAt
+		return outcome{task: t, res: res}
+	}
 	ev := Event{Type: store.EventTask, JobID: job.UUID, Task: &TaskEvent{
 		ID: t.UUID, Number: t.Seq, Kind: t.Kind, State: state, TimeSecs: took.Seconds(),
-		Attempts: task.Attempt, Result: result, Error: errText,
+		Attempts: attempt, Result: result, Error: errText,
 	}}
 	msg, mErr := ev.MarshalJSON()
 	if mErr != nil {
 		// Unreachable for a valid event; fail loudly rather than drop it.
 		panic(fmt.Sprintf("marshal task event: %v", mErr))
 	}
-	return outcome{task: t, event: ev, res: store.Result{
-		Seq: t.Seq, State: state, Result: result, Error: errText, Time: took,
-		StartedAt: wallStart, FinishedAt: wallStart.Add(took), Message: msg,
-	}}
+	res.Message = msg
+	return outcome{task: t, event: ev, res: res}
+}
+
+var errTaskTimeout = errors.New("task timed out")
+
+// backoff is the wait after a failed attempt: base×2^(attempt-1), at most
+// cap, with jitter that keeps it in [d/2, d).
+func backoff(r store.Retry, attempt int) time.Duration {
+	d := r.BackoffBase
+	for i := 1; i < attempt && d < r.BackoffCap; i++ {
+		d *= 2
+	}
+	d = min(d, r.BackoffCap)
+	if d <= 0 {
+		return 0
+	}
+	return d/2 + rand.N(d/2+1)
 }
 
 // call runs the task's kind; a panic fails the task instead of the process.

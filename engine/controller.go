@@ -60,6 +60,7 @@ type JobController struct {
 	drain     chan struct{}
 	killOnce  sync.Once
 	kill      chan struct{}
+	retries   *retries
 
 	// onProduce, when set by a test, sees each task the producer queues.
 	onProduce func(store.Task)
@@ -94,7 +95,7 @@ func NewJobController(db *store.DB, cfg Config) *JobController {
 	if cfg.Delivered == nil {
 		cfg.Delivered = NewDelivered()
 	}
-	return &JobController{db: db, cfg: cfg, drain: make(chan struct{}), kill: make(chan struct{})}
+	return &JobController{db: db, cfg: cfg, drain: make(chan struct{}), kill: make(chan struct{}), retries: newRetries()}
 }
 
 // Cancel interrupts the run at once, as cancelling Run's context does. It

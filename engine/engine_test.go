@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -490,4 +491,85 @@ func TestRecoverCountsInterruptionsAndFailsAfterThree(t *testing.T) {
 		t.Errorf("job ended %s with %d failed, %d succeeded", done.State, done.Failed, done.Succeeded)
 	}
 	checkCallbacks(t, rec.all(), 3)
+}
+
+func TestRetriesWithBackoffHoldNoWorker(t *testing.T) {
+	db := openDB(t)
+	var mu sync.Mutex
+	var starts []string
+	tries := map[int64]int{}
+	reg := NewRegistry()
+	reg.Register("flaky", Func(func(_ context.Context, task Task) (json.RawMessage, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		tries[task.Number]++
+		starts = append(starts, fmt.Sprintf("%d.%d", task.Number, task.Attempt))
+		if task.Number == 1 && tries[1] < 3 {
+			return nil, fmt.Errorf("attempt %d failed", tries[1])
+		}
+		return nil, nil
+	}))
+	jf := JobFile{Workers: 1, QueueSize: 4, RetrySpec: RetrySpec{MaxAttempts: 3,
+		Backoff: &BackoffSpec{Base: Duration(100 * time.Millisecond), Cap: Duration(200 * time.Millisecond)}},
+		Tasks: repeat(3, "flaky", "")}
+	if err := jf.Validate(reg); err != nil {
+		t.Fatal(err)
+	}
+	job, err := db.CreateJob(context.Background(), jf.NewJob())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec recorder
+	done, err := NewJobController(db, Config{Registry: reg, OnEvent: rec.add}).Run(context.Background(), job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done.State != store.Succeeded {
+		t.Fatalf("job %s", done.State)
+	}
+	// One worker: tasks 2 and 3 ran while task 1 waited out its backoff.
+	if got := strings.Join(starts, " "); got != "1.1 2.1 3.1 1.2 1.3" {
+		t.Errorf("runs in order %q, want 1.1 2.1 3.1 1.2 1.3", got)
+	}
+	checkCallbacks(t, rec.all(), 3)
+	for _, e := range rec.all() {
+		if e.Task != nil && e.Task.Number == 1 && e.Task.Attempts != 3 {
+			t.Errorf("task 1's callback says %d attempts, want 3", e.Task.Attempts)
+		}
+	}
+	attempts, err := db.Attempts(context.Background(), job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range attempts {
+		got = append(got, fmt.Sprintf("%d.%d:%s", a.Seq, a.Attempt, a.State))
+		if a.Seq == 1 && a.Attempt == 2 {
+			if gap := a.StartedAt.Sub(attempts[0].FinishedAt); gap < 50*time.Millisecond {
+				t.Errorf("attempt 2 started %v after attempt 1, before its backoff (>= 50ms)", gap)
+			}
+		}
+	}
+	want := "1.1:failed 1.2:failed 1.3:succeeded 2.1:succeeded 3.1:succeeded"
+	if strings.Join(got, " ") != want {
+		t.Errorf("attempts %q, want %q", strings.Join(got, " "), want)
+	}
+}
+
+func TestTaskTimeoutFailsTheAttempt(t *testing.T) {
+	db := openDB(t)
+	jf := JobFile{Workers: 1, QueueSize: 1, Tasks: []TaskSpec{{Kind: "sleep", Payload: json.RawMessage(`{"secs": 5}`),
+		RetrySpec: RetrySpec{Timeout: Duration(50 * time.Millisecond)}}}}
+	job, err := db.CreateJob(context.Background(), jf.NewJob())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err := NewJobController(db, Config{}).Run(context.Background(), job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks, _ := db.Tasks(context.Background(), job.ID)
+	if done.Failed != 1 || tasks[0].Error != "timed out after 50ms" {
+		t.Errorf("job %s, task error %q; want a timeout", done.State, tasks[0].Error)
+	}
 }

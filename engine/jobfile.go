@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/pcd-dev/pcd/store"
 )
@@ -33,6 +34,7 @@ type JobFile struct {
 	Name      string     `json:"name"`
 	Workers   int        `json:"workers"`
 	QueueSize int        `json:"queue_size"`
+	RetrySpec            // the defaults of every task
 	Tasks     []TaskSpec `json:"tasks"`
 }
 
@@ -40,6 +42,68 @@ type JobFile struct {
 type TaskSpec struct {
 	Kind    string          `json:"kind"`
 	Payload json.RawMessage `json:"payload"`
+	RetrySpec
+}
+
+// RetrySpec is how a task retries, set per job or per task.
+type RetrySpec struct {
+	MaxAttempts int          `json:"max_attempts,omitempty"`
+	Backoff     *BackoffSpec `json:"backoff,omitempty"`
+	Timeout     Duration     `json:"timeout,omitempty"`
+}
+
+// BackoffSpec is an exponential backoff with jitter: the wait before
+// attempt n+1 is up to base×2^(n-1), at most cap.
+type BackoffSpec struct {
+	Base Duration `json:"base"`
+	Cap  Duration `json:"cap"`
+}
+
+// Defaults of a backoff given without its fields, or of max_attempts > 1
+// with no backoff.
+const (
+	DefaultBackoffBase = time.Second
+	DefaultBackoffCap  = 5 * time.Minute
+	maxAttemptsLimit   = 1000
+)
+
+func (r RetrySpec) validate() error {
+	if r.MaxAttempts < 0 || r.MaxAttempts > maxAttemptsLimit {
+		return fmt.Errorf("max_attempts must be between 1 and %d, got %d", maxAttemptsLimit, r.MaxAttempts)
+	}
+	if b := r.Backoff; b != nil {
+		if b.Base < 0 || b.Cap < 0 || (b.Cap > 0 && b.Base > b.Cap) {
+			return fmt.Errorf("backoff: want 0 < base <= cap, got base %v, cap %v", time.Duration(b.Base), time.Duration(b.Cap))
+		}
+	}
+	return nil
+}
+
+// over fills what r leaves unset from def.
+func (r RetrySpec) over(def RetrySpec) store.Retry {
+	if r.MaxAttempts == 0 {
+		r.MaxAttempts = def.MaxAttempts
+	}
+	if r.Backoff == nil {
+		r.Backoff = def.Backoff
+	}
+	if r.Timeout == 0 {
+		r.Timeout = def.Timeout
+	}
+	out := store.Retry{MaxAttempts: max(r.MaxAttempts, 1), Timeout: time.Duration(r.Timeout)}
+	if out.MaxAttempts > 1 {
+		out.BackoffBase, out.BackoffCap = DefaultBackoffBase, DefaultBackoffCap
+		if r.Backoff != nil {
+			if r.Backoff.Base > 0 {
+				out.BackoffBase = time.Duration(r.Backoff.Base)
+			}
+			if r.Backoff.Cap > 0 {
+				out.BackoffCap = time.Duration(r.Backoff.Cap)
+			}
+			out.BackoffCap = max(out.BackoffCap, out.BackoffBase)
+		}
+	}
+	return out
 }
 
 // ParseJobFile reads and validates a job file against the registry. Every
@@ -74,6 +138,9 @@ func (jf JobFile) Validate(reg *Registry) error {
 	if jf.QueueSize < 0 {
 		return badJob("queue_size must be positive, got %d", jf.QueueSize)
 	}
+	if err := jf.RetrySpec.validate(); err != nil {
+		return badJob("%w", err)
+	}
 	if len(jf.Tasks) == 0 {
 		return badJob("no tasks: want \"tasks\": [{\"kind\": ..., \"payload\": ...}, ...]")
 	}
@@ -82,6 +149,9 @@ func (jf JobFile) Validate(reg *Registry) error {
 			return badJob("task %d: missing \"kind\"", i+1)
 		}
 		if err := reg.Validate(t.Kind, t.Payload); err != nil {
+			return badJob("task %d: %w", i+1, err)
+		}
+		if err := t.RetrySpec.validate(); err != nil {
 			return badJob("task %d: %w", i+1, err)
 		}
 	}
@@ -99,13 +169,14 @@ func (jf JobFile) NewJob() store.NewJob {
 		nj.QueueSize = DefaultQueueSize
 	}
 	for i, t := range jf.Tasks {
-		nj.Tasks[i] = t.newTask()
+		nj.Tasks[i] = t.newTask(jf.RetrySpec)
 	}
 	return nj
 }
 
-// newTask stores the payload compacted, and an absent one as null.
-func (t TaskSpec) newTask() store.NewTask {
+// newTask stores the payload compacted, and an absent one as null, with
+// the job's retry defaults under the task's own.
+func (t TaskSpec) newTask(def RetrySpec) store.NewTask {
 	payload := t.Payload
 	if len(payload) == 0 {
 		payload = json.RawMessage("null")
@@ -115,7 +186,7 @@ func (t TaskSpec) newTask() store.NewTask {
 			payload = buf.Bytes()
 		}
 	}
-	return store.NewTask{Kind: t.Kind, Payload: payload}
+	return store.NewTask{Kind: t.Kind, Payload: payload, Retry: t.RetrySpec.over(def)}
 }
 
 // describeJSONError adds a line and column to encoding/json's errors.

@@ -20,6 +20,7 @@ var errDuplicate = errors.New("duplicate key")
 // StreamOptions configure StreamJob.
 type StreamOptions struct {
 	Job      store.NewJob // name, workers and queue size; Tasks is ignored
+	Retry    RetrySpec    // the defaults of every task
 	Registry *Registry
 	// MaxBatch caps the tasks committed in one transaction; default 1000.
 	MaxBatch int
@@ -97,7 +98,7 @@ func StreamJob(ctx context.Context, db *store.DB, r io.Reader, opts StreamOption
 		raw, readErr := in.ReadBytes('\n')
 		if len(raw) > 0 {
 			line++
-			if t, ok, err := parseTaskLine(raw, opts.Registry); err != nil {
+			if t, ok, err := parseTaskLine(raw, opts.Registry, opts.Retry); err != nil {
 				err = badJob("line %d: %w", line, err)
 				if job.ID != 0 {
 					err = fmt.Errorf("%w (job %s keeps the %d tasks committed before that line's batch, and is sealed)", err, job.UUID, job.Total)
@@ -131,7 +132,7 @@ func StreamJob(ctx context.Context, db *store.DB, r io.Reader, opts StreamOption
 }
 
 // parseTaskLine reads one NDJSON task; ok is false for a blank line.
-func parseTaskLine(raw []byte, reg *Registry) (store.NewTask, bool, error) {
+func parseTaskLine(raw []byte, reg *Registry, def RetrySpec) (store.NewTask, bool, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
 		return store.NewTask{}, false, nil
@@ -151,5 +152,8 @@ func parseTaskLine(raw []byte, reg *Registry) (store.NewTask, bool, error) {
 	if err := reg.Validate(spec.Kind, spec.Payload); err != nil {
 		return store.NewTask{}, false, err
 	}
-	return spec.newTask(), true, nil
+	if err := spec.RetrySpec.validate(); err != nil {
+		return store.NewTask{}, false, err
+	}
+	return spec.newTask(def), true, nil
 }

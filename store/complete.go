@@ -22,6 +22,11 @@ type Result struct {
 	StartedAt  time.Time
 	FinishedAt time.Time
 	Message    []byte // the task callback's JSON
+	// RetryAt, if set, makes this a failed attempt that is not final: the
+	// task goes back to pending until then, with no callback.
+	RetryAt time.Time
+	// Attempt, if positive, records this attempt as that number.
+	Attempt int
 }
 
 // Span is a range of callback ids, inclusive.
@@ -87,11 +92,19 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 			}
 		}
 		update := tx.StmtContext(ctx, db.stmts.result)
+		retry := tx.StmtContext(ctx, db.stmts.retry)
+		attempt := tx.StmtContext(ctx, db.stmts.attempt)
 		insert := tx.StmtContext(ctx, db.stmts.taskCallback)
 		var counts [3]int64 // succeeded, failed, cancelled
 		for _, r := range b.Results {
-			res, err := update.ExecContext(ctx, string(r.State), nullBytes(r.Result), nullString(r.Error),
-				int64(r.Time), r.StartedAt.UnixNano(), r.FinishedAt.UnixNano(), b.JobID, r.Seq)
+			var res sql.Result
+			var err error
+			if !r.RetryAt.IsZero() {
+				res, err = retry.ExecContext(ctx, nullString(r.Error), r.RetryAt.UnixNano(), b.JobID, r.Seq)
+			} else {
+				res, err = update.ExecContext(ctx, string(r.State), nullBytes(r.Result), nullString(r.Error),
+					int64(r.Time), r.StartedAt.UnixNano(), r.FinishedAt.UnixNano(), b.JobID, r.Seq)
+			}
 			if err != nil {
 				return fmt.Errorf("task %d: %w", r.Seq, err)
 			}
@@ -99,6 +112,19 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 				return err
 			} else if n == 0 {
 				continue // already final: one result per task
+			}
+			if r.Attempt > 0 {
+				state := r.State
+				if !r.RetryAt.IsZero() {
+					state = Failed
+				}
+				if _, err := attempt.ExecContext(ctx, b.JobID, r.Seq, r.Attempt, string(state), nullString(r.Error),
+					int64(r.Time), r.StartedAt.UnixNano(), r.FinishedAt.UnixNano()); err != nil {
+					return fmt.Errorf("attempt %d of task %d: %w", r.Attempt, r.Seq, err)
+				}
+			}
+			if !r.RetryAt.IsZero() {
+				continue // not final: no callback yet
 			}
 			if hook := db.Hooks.BetweenResultAndCallback; hook != nil {
 				if err := hook(b.JobID, r.Seq); err != nil {
@@ -140,7 +166,7 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 
 // statements are prepared once on the writer connection.
 type statements struct {
-	start, requeue, result, taskCallback, counts *sql.Stmt
+	start, requeue, result, retry, attempt, taskCallback, counts *sql.Stmt
 }
 
 func (db *DB) prepare(ctx context.Context) error {
@@ -150,11 +176,16 @@ func (db *DB) prepare(ctx context.Context) error {
 	}{
 		// A task still marked running was left so by a run of this
 		// process that failed (Recover handles those of a dead process).
-		{&db.stmts.start, `UPDATE tasks SET state = 'running', started_at = ?
+		{&db.stmts.start, `UPDATE tasks SET state = 'running', started_at = ?, not_before = NULL
 			WHERE job_id = ? AND seq = ? AND state IN ('pending', 'running')`},
+		{&db.stmts.retry, `UPDATE tasks SET state = 'pending', attempts = attempts + 1, error = ?,
+			not_before = ?, started_at = NULL
+			WHERE job_id = ? AND seq = ? AND state NOT IN ('succeeded', 'failed', 'cancelled')`},
+		{&db.stmts.attempt, `INSERT INTO attempts (job_id, seq, attempt, state, error, time_ns, started_at, finished_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&db.stmts.requeue, `UPDATE tasks SET state = 'pending', started_at = NULL
 			WHERE job_id = ? AND seq = ? AND state = 'running'`},
-		{&db.stmts.result, `UPDATE tasks SET state = ?, attempts = attempts + 1,
+		{&db.stmts.result, `UPDATE tasks SET state = ?, attempts = attempts + 1, not_before = NULL,
 			result = ?, error = ?, time_ns = ?, started_at = ?, finished_at = ?
 			WHERE job_id = ? AND seq = ? AND state NOT IN ('succeeded', 'failed', 'cancelled')`},
 		{&db.stmts.taskCallback, `INSERT INTO callbacks (event, job_id, task_seq, round, message, created_at)
@@ -215,7 +246,7 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int, failMessage func(j
 				requeued++
 				continue
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE tasks SET state = 'failed', error = ?, interrupts = interrupts + 1,
+			if _, err := tx.ExecContext(ctx, `UPDATE tasks SET state = 'failed', error = ?, interrupts = interrupts + 1, not_before = NULL,
 				finished_at = ? WHERE job_id = ? AND seq = ?`, reason, now.UnixNano(), r.JobID, r.Seq); err != nil {
 				return err
 			}
@@ -332,7 +363,7 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(Task)
 		if job.Finished() {
 			return fmt.Errorf("%w: job %s already %s", ErrConflict, job.UUID, job.State)
 		}
-		update, err := tx.PrepareContext(ctx, `UPDATE tasks SET state = 'cancelled', error = 'cancelled', finished_at = ?
+		update, err := tx.PrepareContext(ctx, `UPDATE tasks SET state = 'cancelled', error = 'cancelled', finished_at = ?, not_before = NULL
 			WHERE job_id = ? AND seq = ?`)
 		if err != nil {
 			return err

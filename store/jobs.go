@@ -61,6 +61,15 @@ func (j Job) Finished() bool { return !j.FinishedAt.IsZero() }
 type NewTask struct {
 	Kind    string
 	Payload []byte // JSON
+	Retry   Retry
+}
+
+// Retry is how a task retries and how long an attempt may take.
+type Retry struct {
+	MaxAttempts int           // 0 or 1: no retry
+	BackoffBase time.Duration // the first wait; it doubles, with jitter
+	BackoffCap  time.Duration // the longest wait
+	Timeout     time.Duration // per attempt; 0 for none
 }
 
 // NewJob describes a job to create.
@@ -133,7 +142,8 @@ var errDuplicateKey = errors.New("duplicate key")
 
 // insertTasks adds tasks numbered from seq on, with one prepared statement.
 func insertTasks(ctx context.Context, tx *sql.Tx, jobID, seq int64, tasks []NewTask) error {
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO tasks (job_id, seq, uuid, kind, payload) VALUES (?, ?, ?, ?, ?)`)
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO tasks (job_id, seq, uuid, kind, payload,
+		max_attempts, backoff_base_ns, backoff_cap_ns, timeout_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
 		return err
 	}
@@ -143,7 +153,8 @@ func insertTasks(ctx context.Context, tx *sql.Tx, jobID, seq int64, tasks []NewT
 		if err != nil {
 			return err
 		}
-		if _, err := stmt.ExecContext(ctx, jobID, seq+int64(i), id.String(), t.Kind, string(t.Payload)); err != nil {
+		if _, err := stmt.ExecContext(ctx, jobID, seq+int64(i), id.String(), t.Kind, string(t.Payload),
+			max(t.Retry.MaxAttempts, 1), int64(t.Retry.BackoffBase), int64(t.Retry.BackoffCap), int64(t.Retry.Timeout)); err != nil {
 			return fmt.Errorf("task %d: %w", seq+int64(i), err)
 		}
 	}
@@ -367,7 +378,7 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (Job, error) {
 		if job.Failed+job.Cancelled == 0 {
 			return fmt.Errorf("%w: job %s has no failed or cancelled task to retry", ErrConflict, job.UUID)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET state = 'pending', result = NULL, error = NULL
+		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET state = 'pending', result = NULL, error = NULL, not_before = NULL
 			WHERE job_id = ? AND state IN ('failed', 'cancelled')`, jobID); err != nil {
 			return err
 		}

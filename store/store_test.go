@@ -246,7 +246,7 @@ func TestPendingTasksPagesBySeq(t *testing.T) {
 	var got []int64
 	var after int64
 	for {
-		page, err := db.PendingTasks(ctx, job.ID, after, 3)
+		page, err := db.PendingTasks(ctx, job.ID, after, 3, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -17,27 +18,67 @@ type Task struct {
 	Payload    []byte
 	Attempts   int
 	Interrupts int
+	Retry      Retry
+	NotBefore  time.Time // zero unless waiting out a backoff
+}
+
+const taskColumns = `seq, uuid, kind, payload, attempts, interrupts,
+	max_attempts, backoff_base_ns, backoff_cap_ns, timeout_ns, not_before`
+
+func scanTask(s scanner, t *Task) error {
+	var base, capNS, timeout int64
+	var notBefore sql.NullInt64
+	if err := s.Scan(&t.Seq, &t.UUID, &t.Kind, &t.Payload, &t.Attempts, &t.Interrupts,
+		&t.Retry.MaxAttempts, &base, &capNS, &timeout, &notBefore); err != nil {
+		return err
+	}
+	t.Retry.BackoffBase, t.Retry.BackoffCap, t.Retry.Timeout = time.Duration(base), time.Duration(capNS), time.Duration(timeout)
+	if notBefore.Valid {
+		t.NotBefore = time.Unix(0, notBefore.Int64)
+	}
+	return nil
 }
 
 // PendingTasks returns up to limit unfinished tasks of a job with seq after
-// afterSeq, in seq order. Paging by key keeps every page as cheap as the
-// first.
-func (db *DB) PendingTasks(ctx context.Context, jobID, afterSeq int64, limit int) ([]Task, error) {
-	return queryPending(ctx, db.r, jobID, afterSeq, limit)
+// afterSeq, in seq order, leaving out those waiting out a backoff until
+// after due. Paging by key keeps every page as cheap as the first.
+func (db *DB) PendingTasks(ctx context.Context, jobID, afterSeq int64, limit int, due time.Time) ([]Task, error) {
+	return queryPending(ctx, db.r, jobID, afterSeq, limit, due.UnixNano())
 }
 
 func pendingTx(ctx context.Context, tx *sql.Tx, jobID, afterSeq int64, limit int) ([]Task, error) {
-	return queryPending(ctx, tx, jobID, afterSeq, limit)
+	return queryPending(ctx, tx, jobID, afterSeq, limit, math.MaxInt64)
+}
+
+// WaitingTasks returns a job's pending tasks that wait out a backoff until
+// after now.
+func (db *DB) WaitingTasks(ctx context.Context, jobID int64, now time.Time) ([]Task, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT `+taskColumns+` FROM tasks
+		WHERE job_id = ? AND not_before > ? AND state = 'pending'`, jobID, now.UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("waiting tasks of job %d: %w", jobID, err)
+	}
+	defer rows.Close()
+	var tasks []Task
+	for rows.Next() {
+		t := Task{JobID: jobID}
+		if err := scanTask(rows, &t); err != nil {
+			return nil, fmt.Errorf("waiting tasks of job %d: %w", jobID, err)
+		}
+		tasks = append(tasks, t)
+	}
+	return tasks, rows.Err()
 }
 
 type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-func queryPending(ctx context.Context, q querier, jobID, afterSeq int64, limit int) ([]Task, error) {
-	rows, err := q.QueryContext(ctx, `SELECT seq, uuid, kind, payload, attempts, interrupts FROM tasks
-		WHERE job_id = ? AND seq > ? AND state IN ('pending', 'running') ORDER BY seq LIMIT ?`,
-		jobID, afterSeq, limit)
+func queryPending(ctx context.Context, q querier, jobID, afterSeq int64, limit int, due int64) ([]Task, error) {
+	rows, err := q.QueryContext(ctx, `SELECT `+taskColumns+` FROM tasks
+		WHERE job_id = ? AND seq > ? AND state IN ('pending', 'running') AND (not_before IS NULL OR not_before <= ?)
+		ORDER BY seq LIMIT ?`,
+		jobID, afterSeq, due, limit)
 	if err != nil {
 		return nil, fmt.Errorf("pending tasks of job %d: %w", jobID, err)
 	}
@@ -45,7 +86,7 @@ func queryPending(ctx context.Context, q querier, jobID, afterSeq int64, limit i
 	tasks := make([]Task, 0, limit)
 	for rows.Next() {
 		t := Task{JobID: jobID}
-		if err := rows.Scan(&t.Seq, &t.UUID, &t.Kind, &t.Payload, &t.Attempts, &t.Interrupts); err != nil {
+		if err := scanTask(rows, &t); err != nil {
 			return nil, fmt.Errorf("pending tasks of job %d: %w", jobID, err)
 		}
 		tasks = append(tasks, t)
@@ -154,4 +195,36 @@ func (db *DB) FindTask(ctx context.Context, ref string) (TaskRow, error) {
 		return TaskRow{}, fmt.Errorf("task %s: %w", ref, ErrNotFound)
 	}
 	return found[0], nil
+}
+
+// Attempt is one recorded run of a task that may retry.
+type Attempt struct {
+	Seq        int64
+	Attempt    int
+	State      State
+	Error      string
+	Time       time.Duration
+	StartedAt  time.Time
+	FinishedAt time.Time
+}
+
+// Attempts lists a job's recorded attempts, by task and attempt.
+func (db *DB) Attempts(ctx context.Context, jobID int64) ([]Attempt, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT seq, attempt, state, coalesce(error, ''), time_ns, started_at, finished_at
+		FROM attempts WHERE job_id = ? ORDER BY seq, attempt`, jobID)
+	if err != nil {
+		return nil, fmt.Errorf("attempts of job %d: %w", jobID, err)
+	}
+	defer rows.Close()
+	var out []Attempt
+	for rows.Next() {
+		var a Attempt
+		var took, started, finished int64
+		if err := rows.Scan(&a.Seq, &a.Attempt, &a.State, &a.Error, &took, &started, &finished); err != nil {
+			return nil, fmt.Errorf("attempts of job %d: %w", jobID, err)
+		}
+		a.Time, a.StartedAt, a.FinishedAt = time.Duration(took), time.Unix(0, started), time.Unix(0, finished)
+		out = append(out, a)
+	}
+	return out, rows.Err()
 }
