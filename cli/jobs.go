@@ -194,6 +194,7 @@ func tasksCommand(env Env) *cli.Command {
 		ArgsUsage: "JOB_ID",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "state", Usage: "only tasks in this `STATE`"},
+			&cli.BoolFlag{Name: "attempts", Usage: "list every recorded attempt of tasks that may retry"},
 			jsonFlag,
 		},
 		OnUsageError: onUsageError,
@@ -201,6 +202,9 @@ func tasksCommand(env Env) *cli.Command {
 			state, err := parseState(c.String("state"))
 			if err != nil {
 				return err
+			}
+			if c.Bool("attempts") {
+				return withJob(c, func(db *store.DB, j store.Job) error { return listAttempts(c, env, db, j) })
 			}
 			return withJob(c, func(db *store.DB, j store.Job) error {
 				var enc *json.Encoder
@@ -302,4 +306,37 @@ daemon runs them, and a new job callback follows when they are done.`,
 			})
 		},
 	}
+}
+
+type attemptView struct {
+	Number     int64       `json:"number"`
+	Attempt    int         `json:"attempt"`
+	State      store.State `json:"state"`
+	TimeSecs   float64     `json:"time_secs"`
+	StartedAt  time.Time   `json:"started_at"`
+	FinishedAt time.Time   `json:"finished_at"`
+	Error      string      `json:"error,omitempty"`
+}
+
+func listAttempts(c *cli.Context, env Env, db *store.DB, j store.Job) error {
+	attempts, err := db.Attempts(c.Context, j.ID)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		enc := json.NewEncoder(env.Stdout)
+		for _, a := range attempts {
+			if err := enc.Encode(attemptView{Number: a.Seq, Attempt: a.Attempt, State: a.State, TimeSecs: a.Time.Seconds(),
+				StartedAt: a.StartedAt, FinishedAt: a.FinishedAt, Error: a.Error}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	rows := make([][]string, 0, len(attempts))
+	for _, a := range attempts {
+		rows = append(rows, []string{fmt.Sprint(a.Seq), fmt.Sprint(a.Attempt), string(a.State),
+			fmt.Sprintf("%.4f", a.Time.Seconds()), ago(a.StartedAt), oneLine(a.Error)})
+	}
+	return table(env.Stdout, "NUMBER\tATTEMPT\tSTATE\tTIME_SECS\tSTARTED\tERROR", rows)
 }

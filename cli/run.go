@@ -35,6 +35,7 @@ interrupts them. Unfinished work stays in the database.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "demo", Usage: "run the classic demo: 10 sleep tasks of 0-1 s"},
 			sourceFlags()[0], sourceFlags()[1], execFlags()[0],
+			retryFlags()[0], retryFlags()[1], retryFlags()[2], retryFlags()[3],
 			&cli.StringFlag{Name: "resume", Usage: "run the unfinished job `JOB_ID` (a stopped pcd run, say) here to its end"},
 			&cli.IntFlag{Name: "workers", Aliases: []string{"w"}, EnvVars: []string{"PCD_WORKERS"}, Value: engine.DefaultWorkers, Usage: "consumers running tasks at once"},
 			&cli.IntFlag{Name: "queue-size", Aliases: []string{"q"}, EnvVars: []string{"PCD_QUEUE_SIZE"}, Value: engine.DefaultQueueSize, Usage: "capacity of the in-memory queue"},
@@ -70,6 +71,9 @@ func runJob(c *cli.Context, env Env) error {
 			jf.Name = c.String("name")
 		}
 		if err := applySizeFlags(c, &jf); err != nil {
+			return err
+		}
+		if err := applyRetryFlags(c, &jf); err != nil {
 			return err
 		}
 	}

@@ -129,6 +129,47 @@ func linesJob(path string, env Env) (engine.JobFile, bool, error) {
 	return jf, false, err
 }
 
+// retryFlags set the job's retry defaults, over the job file's.
+func retryFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "max-attempts", Usage: "attempts per task before it fails (default 1: no retry)"},
+		&cli.DurationFlag{Name: "backoff-base", Usage: "the first wait before a retry; it doubles each time, with jitter (default 1s)"},
+		&cli.DurationFlag{Name: "backoff-cap", Usage: "the longest wait before a retry (default 5m)"},
+		&cli.DurationFlag{Name: "timeout", Usage: "how long one attempt of a task may run (default: no limit)"},
+	}
+}
+
+// applyRetryFlags puts the retry flags into the job's defaults.
+func applyRetryFlags(c *cli.Context, jf *engine.JobFile) error {
+	if c.IsSet("max-attempts") {
+		if c.Int("max-attempts") < 1 {
+			return usageError("--max-attempts must be at least 1, got %d", c.Int("max-attempts"))
+		}
+		jf.MaxAttempts = c.Int("max-attempts")
+	}
+	if c.IsSet("backoff-base") || c.IsSet("backoff-cap") {
+		if jf.Backoff == nil {
+			jf.Backoff = &engine.BackoffSpec{}
+		}
+		if c.IsSet("backoff-base") {
+			jf.Backoff.Base = engine.Duration(c.Duration("backoff-base"))
+		}
+		if c.IsSet("backoff-cap") {
+			jf.Backoff.Cap = engine.Duration(c.Duration("backoff-cap"))
+		}
+	}
+	if c.IsSet("timeout") {
+		if c.Duration("timeout") < 0 {
+			return usageError("--timeout must not be negative")
+		}
+		jf.Timeout = engine.Duration(c.Duration("timeout"))
+	}
+	if err := jf.RetrySpec.Validate(); err != nil {
+		return usageError("%w", err)
+	}
+	return nil
+}
+
 // execFlags configure the exec kind in the process that runs tasks.
 func execFlags() []cli.Flag {
 	return []cli.Flag{

@@ -30,6 +30,7 @@ works. The job waits durably whether or not a daemon is running.
   pcd submit -- CMD A  one exec task running CMD A, with no shell`,
 		Flags: []cli.Flag{
 			sourceFlags()[0], sourceFlags()[1],
+			retryFlags()[0], retryFlags()[1], retryFlags()[2], retryFlags()[3],
 			&cli.StringFlag{Name: "name", Usage: "job name"},
 			&cli.IntFlag{Name: "workers", Aliases: []string{"w"}, EnvVars: []string{"PCD_WORKERS"}, Value: engine.DefaultWorkers, Usage: "consumers running the job's tasks at once"},
 			&cli.IntFlag{Name: "queue-size", Aliases: []string{"q"}, EnvVars: []string{"PCD_QUEUE_SIZE"}, Value: engine.DefaultQueueSize, Usage: "capacity of the job's in-memory queue"},
@@ -53,6 +54,9 @@ func submit(c *cli.Context, env Env) error {
 	if err := applySizeFlags(c, &jf); err != nil {
 		return err
 	}
+	if err := applyRetryFlags(c, &jf); err != nil {
+		return err
+	}
 	db, err := openDB(c, false)
 	if err != nil {
 		return err
@@ -65,6 +69,7 @@ func submit(c *cli.Context, env Env) error {
 		nj.Key = c.String("key")
 		job, err = engine.StreamJob(c.Context, db, env.Stdin, engine.StreamOptions{
 			Job:      nj,
+			Retry:    jf.RetrySpec,
 			Registry: env.Registry,
 			OnCommit: func(store.Job) { _ = engine.Wake(db.Path()) },
 		})

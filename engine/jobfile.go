@@ -67,7 +67,8 @@ const (
 	maxAttemptsLimit   = 1000
 )
 
-func (r RetrySpec) validate() error {
+// Validate checks the settings.
+func (r RetrySpec) Validate() error {
 	if r.MaxAttempts < 0 || r.MaxAttempts > maxAttemptsLimit {
 		return fmt.Errorf("max_attempts must be between 1 and %d, got %d", maxAttemptsLimit, r.MaxAttempts)
 	}
@@ -138,7 +139,7 @@ func (jf JobFile) Validate(reg *Registry) error {
 	if jf.QueueSize < 0 {
 		return badJob("queue_size must be positive, got %d", jf.QueueSize)
 	}
-	if err := jf.RetrySpec.validate(); err != nil {
+	if err := jf.RetrySpec.Validate(); err != nil {
 		return badJob("%w", err)
 	}
 	if len(jf.Tasks) == 0 {
@@ -151,7 +152,7 @@ func (jf JobFile) Validate(reg *Registry) error {
 		if err := reg.Validate(t.Kind, t.Payload); err != nil {
 			return badJob("task %d: %w", i+1, err)
 		}
-		if err := t.RetrySpec.validate(); err != nil {
+		if err := t.RetrySpec.Validate(); err != nil {
 			return badJob("task %d: %w", i+1, err)
 		}
 	}

@@ -152,7 +152,7 @@ func parseTaskLine(raw []byte, reg *Registry, def RetrySpec) (store.NewTask, boo
 	if err := reg.Validate(spec.Kind, spec.Payload); err != nil {
 		return store.NewTask{}, false, err
 	}
-	if err := spec.RetrySpec.validate(); err != nil {
+	if err := spec.RetrySpec.Validate(); err != nil {
 		return store.NewTask{}, false, err
 	}
 	return spec.newTask(def), true, nil
