@@ -82,6 +82,7 @@ func Run(ctx context.Context, args []string, env Env) error {
 			cancelCommand(env),
 			retryCommand(env),
 			logsCommand(env),
+			callbacksCommand(env),
 		),
 		// Errors are returned to main.go, which prints them once.
 		ExitErrHandler: func(*cli.Context, error) {},

@@ -28,6 +28,8 @@ next start resumes them. The exit code is then 0.`,
 			&cli.IntFlag{Name: "max-jobs", EnvVars: []string{"PCD_MAX_JOBS"}, Value: 1, Usage: "jobs to run at once"},
 			&cli.DurationFlag{Name: "grace", EnvVars: []string{"PCD_GRACE"}, Value: 10 * time.Second, Usage: "on a stop signal, how long running tasks may finish"},
 			execFlags()[0],
+			sinkFlags()[0], sinkFlags()[1], sinkFlags()[2],
+			deliveryFlags()[0], deliveryFlags()[1], deliveryFlags()[2], deliveryFlags()[3], deliveryFlags()[4],
 			&cli.DurationFlag{Name: "retry-after", EnvVars: []string{"PCD_RETRY_AFTER"}, Value: 5 * time.Second, Usage: "after a database error (disk full, busy), how long to wait before taking work again"},
 		},
 		OnUsageError: onUsageError,
@@ -49,6 +51,12 @@ func runDaemon(c *cli.Context, env Env) error {
 	if err != nil {
 		return err
 	}
+	if _, err := deliveryConfig(c, log); err != nil {
+		return err
+	}
+	if _, err := sinksFromFlags(c); err != nil {
+		return err
+	}
 	db, err := openDB(c, false)
 	if err != nil {
 		return err
@@ -64,7 +72,15 @@ func runDaemon(c *cli.Context, env Env) error {
 	}
 	defer lock.Release()
 
+	delivery, err := deliveryConfig(c, log)
+	if err != nil {
+		return err
+	}
+	if delivery.Sinks, err = sinksFromFlags(c); err != nil {
+		return err
+	}
 	d := engine.NewDaemon(db, engine.DaemonConfig{
+		Delivery: delivery,
 		Config: engine.Config{
 			Registry: env.Registry,
 			Logger:   log,

@@ -36,6 +36,8 @@ interrupts them. Unfinished work stays in the database.`,
 			&cli.BoolFlag{Name: "demo", Usage: "run the classic demo: 10 sleep tasks of 0-1 s"},
 			sourceFlags()[0], sourceFlags()[1], execFlags()[0],
 			retryFlags()[0], retryFlags()[1], retryFlags()[2], retryFlags()[3],
+			sinkFlags()[0], sinkFlags()[1], sinkFlags()[2],
+			deliveryFlags()[0], deliveryFlags()[1], deliveryFlags()[2], deliveryFlags()[3], deliveryFlags()[4],
 			&cli.StringFlag{Name: "resume", Usage: "run the unfinished job `JOB_ID` (a stopped pcd run, say) here to its end"},
 			&cli.IntFlag{Name: "workers", Aliases: []string{"w"}, EnvVars: []string{"PCD_WORKERS"}, Value: engine.DefaultWorkers, Usage: "consumers running tasks at once"},
 			&cli.IntFlag{Name: "queue-size", Aliases: []string{"q"}, EnvVars: []string{"PCD_QUEUE_SIZE"}, Value: engine.DefaultQueueSize, Usage: "capacity of the in-memory queue"},
@@ -76,8 +78,15 @@ func runJob(c *cli.Context, env Env) error {
 		if err := applyRetryFlags(c, &jf); err != nil {
 			return err
 		}
+		if err := applySinkFlags(c, &jf); err != nil {
+			return err
+		}
 	}
 	log, err := newLogger(c, env.Stderr)
+	if err != nil {
+		return err
+	}
+	delivery, err := deliveryConfig(c, log)
 	if err != nil {
 		return err
 	}
@@ -130,18 +139,31 @@ func runJob(c *cli.Context, env Env) error {
 	}
 	out := &printer{w: env.Stdout, json: c.Bool("json")}
 	out.start(job)
+	// The job's hooks and webhooks, delivered here as its callbacks commit.
+	delivery.Scope, delivery.Wake = job.ID, engine.NewNotifier()
+	deliveries := engine.NewDeliveries(db, delivery)
 	ctl := engine.NewJobController(db, engine.Config{
 		Registry: env.Registry,
 		Logger:   log,
 		OnEvent:  out.event,
+		OnCommit: delivery.Wake.Notify,
 	})
 
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
 	stopSignals := handleStop(ctx, ctl, cancel, c.Duration("grace"), log)
 	defer stopSignals()
+	deliveryCtx, stopDelivery := context.WithCancel(ctx)
+	defer deliveries.Wait()
+	defer stopDelivery()
+	deliveries.Ensure(deliveryCtx)
 
 	done, err := ctl.Run(ctx, job.ID)
+	if err == nil {
+		// The job is finished: its sinks finish once its callbacks are out.
+		delivery.Wake.Notify()
+		deliveries.Wait()
+	}
 	if errors.Is(err, engine.ErrStopped) {
 		return fmt.Errorf("job %s stopped with %d of %d tasks done; its progress is saved (resume it with `pcd run --resume %s`): %w",
 			job.UUID, done.Done(), done.Total, job.UUID[:8], err)

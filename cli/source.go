@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -168,6 +170,71 @@ func applyRetryFlags(c *cli.Context, jf *engine.JobFile) error {
 		return usageError("%w", err)
 	}
 	return nil
+}
+
+// sinkFlags name callback destinations: the job's own for run and submit,
+// every job's for the daemon.
+func sinkFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "on-task", EnvVars: []string{"PCD_ON_TASK"}, Usage: "run `CMD` (with sh -c) for each task callback: the event is JSON on stdin and in PCD_* variables"},
+		&cli.StringFlag{Name: "on-job", EnvVars: []string{"PCD_ON_JOB"}, Usage: "run `CMD` for each job callback"},
+		&cli.StringSliceFlag{Name: "webhook", EnvVars: []string{"PCD_WEBHOOK"}, Usage: "POST each callback as JSON to `URL`, with an Idempotency-Key header (repeatable)"},
+	}
+}
+
+// deliveryFlags tune delivery, in the processes that deliver.
+func deliveryFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "delivery-attempts", EnvVars: []string{"PCD_DELIVERY_ATTEMPTS"}, Value: 8, Usage: "attempts to deliver a callback to a hook or webhook before it is marked dead"},
+		&cli.DurationFlag{Name: "delivery-backoff", EnvVars: []string{"PCD_DELIVERY_BACKOFF"}, Value: time.Second, Usage: "the first wait before a delivery is retried; it doubles, with jitter"},
+		&cli.DurationFlag{Name: "delivery-backoff-cap", EnvVars: []string{"PCD_DELIVERY_BACKOFF_CAP"}, Value: time.Minute, Usage: "the longest wait before a delivery is retried"},
+		&cli.DurationFlag{Name: "webhook-timeout", EnvVars: []string{"PCD_WEBHOOK_TIMEOUT"}, Value: 10 * time.Second, Usage: "timeout of one webhook request"},
+		&cli.DurationFlag{Name: "hook-timeout", EnvVars: []string{"PCD_HOOK_TIMEOUT"}, Value: 30 * time.Second, Usage: "timeout of one hook command"},
+	}
+}
+
+// sinksFromFlags reads sinkFlags.
+func sinksFromFlags(c *cli.Context) (engine.Sinks, error) {
+	s := engine.Sinks{OnTask: c.String("on-task"), OnJob: c.String("on-job"), Webhooks: c.StringSlice("webhook")}
+	if err := s.Validate(); err != nil {
+		return s, usageError("%w", err)
+	}
+	return s, nil
+}
+
+// applySinkFlags adds the flags' sinks to the job's.
+func applySinkFlags(c *cli.Context, jf *engine.JobFile) error {
+	s, err := sinksFromFlags(c)
+	if err != nil {
+		return err
+	}
+	if s.OnTask != "" {
+		jf.OnTask = s.OnTask
+	}
+	if s.OnJob != "" {
+		jf.OnJob = s.OnJob
+	}
+	jf.Webhooks = append(jf.Webhooks, s.Webhooks...)
+	return nil
+}
+
+// deliveryConfig reads deliveryFlags.
+func deliveryConfig(c *cli.Context, log *slog.Logger) (engine.DeliveryConfig, error) {
+	n := c.Int("delivery-attempts")
+	if n < 1 || n > 1000 {
+		return engine.DeliveryConfig{}, usageError("--delivery-attempts must be between 1 and 1000, got %d", n)
+	}
+	for _, f := range []string{"webhook-timeout", "hook-timeout", "delivery-backoff", "delivery-backoff-cap"} {
+		if c.Duration(f) <= 0 {
+			return engine.DeliveryConfig{}, usageError("--%s must be positive, got %v", f, c.Duration(f))
+		}
+	}
+	return engine.DeliveryConfig{
+		Policy: engine.DeliveryPolicy{MaxAttempts: n, BackoffBase: c.Duration("delivery-backoff"),
+			BackoffCap: max(c.Duration("delivery-backoff-cap"), c.Duration("delivery-backoff"))},
+		Options: engine.SinkOptions{HookTimeout: c.Duration("hook-timeout"), WebhookTimeout: c.Duration("webhook-timeout")},
+		Logger:  log,
+	}, nil
 }
 
 // execFlags configure the exec kind in the process that runs tasks.

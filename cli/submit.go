@@ -31,6 +31,7 @@ works. The job waits durably whether or not a daemon is running.
 		Flags: []cli.Flag{
 			sourceFlags()[0], sourceFlags()[1],
 			retryFlags()[0], retryFlags()[1], retryFlags()[2], retryFlags()[3],
+			sinkFlags()[0], sinkFlags()[1], sinkFlags()[2],
 			&cli.StringFlag{Name: "name", Usage: "job name"},
 			&cli.IntFlag{Name: "workers", Aliases: []string{"w"}, EnvVars: []string{"PCD_WORKERS"}, Value: engine.DefaultWorkers, Usage: "consumers running the job's tasks at once"},
 			&cli.IntFlag{Name: "queue-size", Aliases: []string{"q"}, EnvVars: []string{"PCD_QUEUE_SIZE"}, Value: engine.DefaultQueueSize, Usage: "capacity of the job's in-memory queue"},
@@ -57,6 +58,9 @@ func submit(c *cli.Context, env Env) error {
 	if err := applyRetryFlags(c, &jf); err != nil {
 		return err
 	}
+	if err := applySinkFlags(c, &jf); err != nil {
+		return err
+	}
 	db, err := openDB(c, false)
 	if err != nil {
 		return err
@@ -67,6 +71,7 @@ func submit(c *cli.Context, env Env) error {
 	if stream {
 		nj := jf.NewJob()
 		nj.Key = c.String("key")
+		nj.Sinks = jf.Sinks.Encode()
 		job, err = engine.StreamJob(c.Context, db, env.Stdin, engine.StreamOptions{
 			Job:      nj,
 			Retry:    jf.RetrySpec,

@@ -22,6 +22,9 @@ type DaemonConfig struct {
 	// RetryAfter is how long the daemon waits after a run failed (say, the
 	// disk was full) before it runs jobs again; default 5s.
 	RetryAfter time.Duration
+	// Delivery sets the daemon's own callback sinks, for every job, and
+	// how deliveries retry. Jobs' own sinks are delivered too.
+	Delivery DeliveryConfig
 }
 
 // Daemon runs a database's unfinished jobs until stopped. The caller holds
@@ -62,9 +65,17 @@ func NewDaemon(db *store.DB, cfg DaemonConfig) *Daemon {
 	if cfg.Delivered == nil {
 		cfg.Delivered = NewDelivered()
 	}
+	if cfg.Delivery.Wake == nil {
+		cfg.Delivery.Wake = NewNotifier()
+	}
+	if cfg.Delivery.Logger == nil {
+		cfg.Delivery.Logger = cfg.Logger
+	}
 	d := &Daemon{db: db, cfg: cfg, drain: make(chan struct{})}
 	onCommit := cfg.OnCommit
+	commits := cfg.Delivery.Wake
 	d.cfg.OnCommit = func() {
+		commits.Notify()
 		if d.trouble.Load() != nil && d.trouble.Swap(nil) != nil {
 			d.cfg.Logger.Info("the database takes writes again; resumed")
 		}
@@ -119,6 +130,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.redeliverFinished(ctx)
 
+	// Deliveries outlive a graceful drain only until Run returns.
+	deliveryCtx, stopDelivery := context.WithCancel(context.WithoutCancel(ctx))
+	deliveries := NewDeliveries(d.db, d.cfg.Delivery)
+	defer deliveries.Wait()
+	defer stopDelivery()
+
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	running := map[int64]*JobController{}
@@ -130,6 +147,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	for {
 		wakeC := d.cfg.Wake.C()
+		deliveries.Ensure(deliveryCtx)
 		if !draining && ctx.Err() == nil {
 			if time.Now().After(pauseUntil) {
 				d.schedule(ctx, running, done, &wg)
@@ -140,6 +158,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		select {
 		case <-wakeC:
+			d.cfg.Delivery.Wake.Notify() // pcd cancel commits callbacks too
 		case <-ticker.C:
 		case r := <-done:
 			delete(running, r.id)

@@ -35,6 +35,7 @@ type JobFile struct {
 	Workers   int        `json:"workers"`
 	QueueSize int        `json:"queue_size"`
 	RetrySpec            // the defaults of every task
+	Sinks                // the job's own callback destinations
 	Tasks     []TaskSpec `json:"tasks"`
 }
 
@@ -142,6 +143,9 @@ func (jf JobFile) Validate(reg *Registry) error {
 	if err := jf.RetrySpec.Validate(); err != nil {
 		return badJob("%w", err)
 	}
+	if err := jf.Sinks.Validate(); err != nil {
+		return badJob("%w", err)
+	}
 	if len(jf.Tasks) == 0 {
 		return badJob("no tasks: want \"tasks\": [{\"kind\": ..., \"payload\": ...}, ...]")
 	}
@@ -172,7 +176,17 @@ func (jf JobFile) NewJob() store.NewJob {
 	for i, t := range jf.Tasks {
 		nj.Tasks[i] = t.newTask(jf.RetrySpec)
 	}
+	nj.Sinks = jf.Sinks.Encode()
 	return nj
+}
+
+// Encode is the sinks as stored with a job; nil for none.
+func (s Sinks) Encode() []byte {
+	if s.Empty() {
+		return nil
+	}
+	b, _ := json.Marshal(s)
+	return b
 }
 
 // newTask stores the payload compacted, and an absent one as null, with

@@ -54,7 +54,7 @@ func StreamJob(ctx context.Context, db *store.DB, r io.Reader, opts StreamOption
 		}
 		if job.ID == 0 {
 			nj := opts.Job
-			nj.Open, nj.Tasks = true, batch
+			nj.Open, nj.Tasks = true, batch // Sinks and Key come with opts.Job
 			j, err := db.CreateJob(ctx, nj)
 			if errors.Is(err, store.ErrDuplicate) {
 				job = j

@@ -49,6 +49,7 @@ type Job struct {
 	CreatedAt  time.Time
 	StartedAt  time.Time // zero until first started
 	FinishedAt time.Time // zero until finished
+	Sinks      []byte    // the job's own callback sinks, JSON; nil for none
 }
 
 // Done is the number of tasks in a final state.
@@ -84,6 +85,8 @@ type NewJob struct {
 	// Key, if set, makes the submit idempotent: a second job with the same
 	// key is not created, and CreateJob returns the first with ErrDuplicate.
 	Key string
+	// Sinks are the job's own callback sinks, JSON, or nil.
+	Sinks []byte
 }
 
 // CreateJob writes a job and its tasks in one transaction: the job exists
@@ -101,7 +104,7 @@ func (db *DB) CreateJob(ctx context.Context, nj NewJob) (Job, error) {
 	job := Job{
 		UUID: id.String(), Name: nj.Name, State: Pending, Sealed: !nj.Open,
 		Workers: nj.Workers, QueueSize: nj.QueueSize, Total: int64(len(nj.Tasks)),
-		CreatedAt: time.Now(),
+		CreatedAt: time.Now(), Sinks: nj.Sinks,
 	}
 	err = db.txAt(ctx, "submit", func(tx *sql.Tx) error {
 		if nj.Key != "" {
@@ -114,9 +117,10 @@ func (db *DB) CreateJob(ctx context.Context, nj NewJob) (Job, error) {
 				return err
 			}
 		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO jobs (uuid, name, state, sealed, workers, queue_size, total, created_at, key)
-			VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?)`,
-			job.UUID, job.Name, job.Sealed, job.Workers, job.QueueSize, job.Total, job.CreatedAt.UnixNano(), nullString(nj.Key))
+		res, err := tx.ExecContext(ctx, `INSERT INTO jobs (uuid, name, state, sealed, workers, queue_size, total, created_at, key, sinks)
+			VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)`,
+			job.UUID, job.Name, job.Sealed, job.Workers, job.QueueSize, job.Total, job.CreatedAt.UnixNano(), nullString(nj.Key),
+			nullBytes(nj.Sinks))
 		if err != nil {
 			return err
 		}
@@ -162,7 +166,7 @@ func insertTasks(ctx context.Context, tx *sql.Tx, jobID, seq int64, tasks []NewT
 }
 
 const jobColumns = `id, uuid, name, state, sealed, round, workers, queue_size, total,
-	succeeded, failed, cancelled, elapsed_ns, created_at, started_at, finished_at`
+	succeeded, failed, cancelled, elapsed_ns, created_at, started_at, finished_at, sinks`
 
 type scanner interface{ Scan(...any) error }
 
@@ -171,9 +175,10 @@ func scanJob(s scanner) (Job, error) {
 		j                 Job
 		elapsed, created  int64
 		started, finished sql.NullInt64
+		sinks             sql.NullString
 	)
 	err := s.Scan(&j.ID, &j.UUID, &j.Name, &j.State, &j.Sealed, &j.Round, &j.Workers, &j.QueueSize,
-		&j.Total, &j.Succeeded, &j.Failed, &j.Cancelled, &elapsed, &created, &started, &finished)
+		&j.Total, &j.Succeeded, &j.Failed, &j.Cancelled, &elapsed, &created, &started, &finished, &sinks)
 	if err != nil {
 		return Job{}, err
 	}
@@ -184,6 +189,9 @@ func scanJob(s scanner) (Job, error) {
 	}
 	if finished.Valid {
 		j.FinishedAt = time.Unix(0, finished.Int64)
+	}
+	if sinks.Valid && sinks.String != "" {
+		j.Sinks = []byte(sinks.String)
 	}
 	return j, nil
 }
@@ -393,4 +401,9 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (Job, error) {
 		return Job{}, fmt.Errorf("retry job %d: %w", jobID, err)
 	}
 	return job, nil
+}
+
+// JobsWithSinks lists the jobs that have their own callback sinks.
+func (db *DB) JobsWithSinks(ctx context.Context) ([]Job, error) {
+	return db.queryJobs(ctx, "SELECT "+jobColumns+" FROM jobs WHERE sinks IS NOT NULL ORDER BY id")
 }

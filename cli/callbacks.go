@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pcd-dev/pcd/store"
+)
+
+type deliveryView struct {
+	CallbackID  int64      `json:"callback_id"`
+	Event       string     `json:"event"`
+	Number      int64      `json:"number,omitempty"`
+	Sink        string     `json:"sink"`
+	State       string     `json:"state"`
+	Attempts    int        `json:"attempts"`
+	DeliveredAt *time.Time `json:"delivered_at,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+}
+
+func callbacksCommand(env Env) *cli.Command {
+	return &cli.Command{
+		Name:      "callbacks",
+		Usage:     "show the delivery state of a job's callbacks",
+		ArgsUsage: "JOB_ID",
+		Description: `Lists each callback record of the job with its delivery state at each sink:
+"runner" is the log or output of the process that ran the job; hooks and
+webhooks are named by their command or URL. A state is pending (not tried
+yet), retrying, delivered, or dead (given up after --delivery-attempts).`,
+		Flags:        []cli.Flag{jsonFlag},
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			return withJob(c, func(db *store.DB, j store.Job) error {
+				rows, err := db.Deliveries(c.Context, j.ID)
+				if err != nil {
+					return err
+				}
+				var views []deliveryView
+				last := int64(0)
+				for _, r := range rows {
+					if r.ID != last {
+						// The runner's own delivery: its log or output.
+						v := deliveryView{CallbackID: r.ID, Event: r.Event, Number: r.TaskSeq, Sink: "runner", State: "pending", Attempts: r.Callback.Attempts}
+						if !r.Callback.DeliveredAt.IsZero() {
+							t := r.Callback.DeliveredAt
+							v.State, v.DeliveredAt = "delivered", &t
+						}
+						views = append(views, v)
+						last = r.ID
+					}
+					if r.Sink == "" {
+						continue
+					}
+					sink := strings.TrimPrefix(r.Sink, "job "+j.UUID+" ")
+					v := deliveryView{CallbackID: r.ID, Event: r.Event, Number: r.TaskSeq, Sink: sink, State: r.State, Attempts: r.Attempts, LastError: r.LastError}
+					if !r.DeliveredAt.IsZero() {
+						t := r.DeliveredAt
+						v.DeliveredAt = &t
+					}
+					views = append(views, v)
+				}
+				if c.Bool("json") {
+					enc := json.NewEncoder(env.Stdout)
+					for _, v := range views {
+						if err := enc.Encode(v); err != nil {
+							return err
+						}
+					}
+					return nil
+				}
+				out := make([][]string, 0, len(views))
+				for _, v := range views {
+					task, at := "-", "-"
+					if v.Number > 0 {
+						task = fmt.Sprint(v.Number)
+					}
+					if v.DeliveredAt != nil {
+						at = ago(*v.DeliveredAt)
+					}
+					sink := v.Sink
+					if len(sink) > 60 {
+						sink = sink[:57] + "..."
+					}
+					out = append(out, []string{fmt.Sprint(v.CallbackID), v.Event, task, sink, v.State, fmt.Sprint(v.Attempts), at, oneLine(v.LastError)})
+				}
+				return table(env.Stdout, "ID\tEVENT\tTASK\tSINK\tSTATE\tATTEMPTS\tDELIVERED\tLAST_ERROR", out)
+			})
+		},
+	}
+}

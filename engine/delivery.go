@@ -1,0 +1,255 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pcd-dev/pcd/store"
+)
+
+// DeliveryPolicy is how a sink retries a failed delivery: exponential
+// backoff with jitter, then dead after MaxAttempts.
+type DeliveryPolicy struct {
+	MaxAttempts int           // default 8
+	BackoffBase time.Duration // default 1s
+	BackoffCap  time.Duration // default 1m
+}
+
+func (p DeliveryPolicy) withDefaults() DeliveryPolicy {
+	if p.MaxAttempts <= 0 {
+		p.MaxAttempts = 8
+	}
+	if p.BackoffBase <= 0 {
+		p.BackoffBase = time.Second
+	}
+	if p.BackoffCap <= 0 {
+		p.BackoffCap = time.Minute
+	}
+	return p
+}
+
+// Deliveries runs one goroutine per sink, each delivering that sink's
+// callbacks in id order, after they commit. A slow or failing sink holds up
+// only itself: never task execution, never another sink. Progress is kept
+// in the database, so delivery is at-least-once across restarts, with the
+// callback id to drop duplicates.
+type Deliveries struct {
+	db      *store.DB
+	global  []Sink // the daemon's sinks, for every job; or pcd run's
+	scope   int64  // if set, global sinks take only this job's callbacks
+	policy  DeliveryPolicy
+	options SinkOptions
+	wake    *Notifier
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	running map[string]bool
+	done    map[string]bool
+	wg      sync.WaitGroup
+}
+
+// DeliveryConfig configures NewDeliveries.
+type DeliveryConfig struct {
+	Sinks   Sinks // for every job (or Scope's)
+	Scope   int64 // restrict Sinks to this job
+	Policy  DeliveryPolicy
+	Options SinkOptions
+	Wake    *Notifier // notified after commits
+	Logger  *slog.Logger
+}
+
+// NewDeliveries returns a delivery manager. Start sinks with Ensure.
+func NewDeliveries(db *store.DB, cfg DeliveryConfig) *Deliveries {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Wake == nil {
+		cfg.Wake = NewNotifier()
+	}
+	return &Deliveries{db: db, global: cfg.Sinks.build("all", cfg.Options), scope: cfg.Scope,
+		policy: cfg.Policy.withDefaults(), options: cfg.Options, wake: cfg.Wake, log: cfg.Logger,
+		running: map[string]bool{}, done: map[string]bool{}}
+}
+
+// Ensure starts a deliverer for each global sink and for each sink of a
+// job that has its own, unless one runs or has finished in this process.
+func (m *Deliveries) Ensure(ctx context.Context) {
+	for _, s := range m.global {
+		m.start(ctx, s, m.scope)
+	}
+	jobs, err := m.db.JobsWithSinks(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.Error("list jobs with sinks", "err", err)
+		}
+		return
+	}
+	for _, j := range jobs {
+		if m.scope != 0 && j.ID != m.scope {
+			continue
+		}
+		var s Sinks
+		if err := json.Unmarshal(j.Sinks, &s); err != nil {
+			m.log.Error("job sinks", "job", j.UUID, "err", err)
+			continue
+		}
+		for _, sink := range s.build("job "+j.UUID, m.options) {
+			m.start(ctx, sink, j.ID)
+		}
+	}
+}
+
+func (m *Deliveries) start(ctx context.Context, s Sink, jobID int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.running[s.Name()] || m.done[s.Name()] {
+		return
+	}
+	m.running[s.Name()] = true
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		finished := m.deliver(ctx, s, jobID)
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		delete(m.running, s.Name())
+		if finished {
+			m.done[s.Name()] = true
+		}
+	}()
+}
+
+// Wait waits for every deliverer; cancel their context first, or use
+// WaitJob for a job's.
+func (m *Deliveries) Wait() { m.wg.Wait() }
+
+// deliver delivers a sink's callbacks until ctx ends, or, for a job's
+// sink, until the job has finished and all its callbacks are delivered.
+// It reports whether it finished.
+func (m *Deliveries) deliver(ctx context.Context, s Sink, jobID int64) bool {
+	log := m.log.With("sink", s.Name())
+	after, err := m.db.SinkCursor(ctx, s.Name())
+	if err != nil {
+		log.Error("read sink cursor", "err", err)
+		return false
+	}
+	var jobs []int64
+	if jobID != 0 {
+		jobs = []int64{jobID}
+	}
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
+	for {
+		wake := m.wake.C()
+		finished := false
+		if jobID != 0 {
+			j, err := m.db.Job(ctx, jobID)
+			if err != nil {
+				return false
+			}
+			finished = j.Finished()
+		}
+		cbs, err := m.db.CallbacksAfter(ctx, after, jobs, 200)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error("read callbacks", "err", err)
+			}
+			return false
+		}
+		for _, cb := range cbs {
+			ev, err := EventFromCallback(cb)
+			if err != nil {
+				log.Error("bad callback record", "callback_id", cb.ID, "err", err)
+				after = cb.ID
+				continue
+			}
+			if s.Wants(ev) {
+				if !m.deliverOne(ctx, log, s, ev) {
+					return false // ctx ended
+				}
+			}
+			after = cb.ID
+		}
+		if len(cbs) > 0 {
+			continue
+		}
+		if finished {
+			return true // the job's last callback is out
+		}
+		select {
+		case <-wake:
+		case <-ticker.C:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// deliverOne tries until delivered or dead; false means ctx ended.
+func (m *Deliveries) deliverOne(ctx context.Context, log *slog.Logger, s Sink, ev Event) bool {
+	body, err := ev.MarshalJSON()
+	if err != nil {
+		log.Error("encode callback", "callback_id", ev.CallbackID, "err", err)
+		return true
+	}
+	attempt, err := m.db.DeliveryAttempts(ctx, s.Name(), ev.CallbackID)
+	if err != nil {
+		return ctx.Err() == nil
+	}
+	for {
+		attempt++
+		err := s.Deliver(ctx, ev, body)
+		if ctx.Err() != nil {
+			return false // not an attempt: we are stopping
+		}
+		d := store.Delivery{Sink: s.Name(), CallbackID: ev.CallbackID, Attempts: attempt, State: "delivered"}
+		if err != nil {
+			d.State, d.LastError = "retrying", err.Error()
+			if attempt >= m.policy.MaxAttempts {
+				d.State = "dead"
+			}
+		}
+		if rerr := m.record(ctx, d); rerr != nil {
+			return false
+		}
+		switch d.State {
+		case "delivered":
+			return true
+		case "dead":
+			log.Warn("callback delivery failed for good", "callback_id", ev.CallbackID, "attempts", attempt, "err", err)
+			return true
+		}
+		wait := backoff(store.Retry{BackoffBase: m.policy.BackoffBase, BackoffCap: m.policy.BackoffCap}, attempt)
+		log.Debug("callback delivery failed; retrying", "callback_id", ev.CallbackID, "attempt", attempt, "in", wait, "err", err)
+		timer := time.NewTimer(wait)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return false
+		}
+	}
+}
+
+// record saves a delivery outcome, retrying while the database is busy or
+// full: the outcome must not be lost, or the callback would go again.
+func (m *Deliveries) record(ctx context.Context, d store.Delivery) error {
+	for {
+		err := m.db.RecordDelivery(context.WithoutCancel(ctx), d)
+		if err == nil || !(errors.Is(err, store.ErrBusy) || errors.Is(err, store.ErrDiskFull)) {
+			if err != nil {
+				m.log.Error("record delivery", "err", err)
+			}
+			return err
+		}
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,192 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pcd-dev/pcd/store"
+)
+
+// Sink is a destination for callbacks: a command hook or a webhook.
+type Sink interface {
+	// Name identifies the sink; its delivery progress is kept under it.
+	Name() string
+	// Wants says whether the sink takes this event.
+	Wants(Event) bool
+	// Deliver delivers one event; body is its JSON.
+	Deliver(ctx context.Context, ev Event, body []byte) error
+}
+
+// Sinks are the callback destinations of a job, or of a daemon: command
+// hooks for task and job events, and webhooks for both.
+type Sinks struct {
+	OnTask   string   `json:"on_task,omitempty"`
+	OnJob    string   `json:"on_job,omitempty"`
+	Webhooks []string `json:"webhooks,omitempty"`
+}
+
+// Empty reports whether there is no sink.
+func (s Sinks) Empty() bool { return s.OnTask == "" && s.OnJob == "" && len(s.Webhooks) == 0 }
+
+// Validate checks that hook commands exist and webhook URLs are HTTP.
+func (s Sinks) Validate() error {
+	for _, h := range []struct{ flag, cmd string }{{"on_task", s.OnTask}, {"on_job", s.OnJob}} {
+		if h.cmd == "" {
+			continue
+		}
+		fields := strings.Fields(h.cmd)
+		if len(fields) == 0 {
+			return fmt.Errorf("%s: empty command", h.flag)
+		}
+		if err := checkCommand(fields[0], ""); err != nil {
+			return fmt.Errorf("%s hook: %w", h.flag, err)
+		}
+	}
+	for _, raw := range s.Webhooks {
+		if err := checkWebhookURL(raw); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkWebhookURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("webhook %q: %w", raw, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("webhook %q: the scheme must be http or https", raw)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("webhook %q: no host", raw)
+	}
+	return nil
+}
+
+// SinkOptions tune hooks and webhooks.
+type SinkOptions struct {
+	HookTimeout    time.Duration // default 30s
+	WebhookTimeout time.Duration // default 10s
+	Client         *http.Client  // default a client with WebhookTimeout
+}
+
+// build makes the sinks; scope prefixes their names ("job <uuid>" or
+// "daemon").
+func (s Sinks) build(scope string, o SinkOptions) []Sink {
+	if o.HookTimeout <= 0 {
+		o.HookTimeout = 30 * time.Second
+	}
+	if o.WebhookTimeout <= 0 {
+		o.WebhookTimeout = 10 * time.Second
+	}
+	if o.Client == nil {
+		o.Client = &http.Client{Timeout: o.WebhookTimeout}
+	}
+	var out []Sink
+	if s.OnTask != "" {
+		out = append(out, hookSink{name: scope + " on-task " + s.OnTask, event: store.EventTask, cmd: s.OnTask, timeout: o.HookTimeout})
+	}
+	if s.OnJob != "" {
+		out = append(out, hookSink{name: scope + " on-job " + s.OnJob, event: store.EventJob, cmd: s.OnJob, timeout: o.HookTimeout})
+	}
+	for _, u := range s.Webhooks {
+		out = append(out, webhookSink{name: scope + " webhook " + u, url: u, client: o.Client})
+	}
+	return out
+}
+
+// hookSink runs a command with the event as JSON on stdin and in
+// PCD_* environment variables. Nothing is templated into the command.
+type hookSink struct {
+	name, event, cmd string
+	timeout          time.Duration
+}
+
+func (h hookSink) Name() string        { return h.name }
+func (h hookSink) Wants(ev Event) bool { return ev.Type == h.event }
+
+func (h hookSink) Deliver(ctx context.Context, ev Event, body []byte) error {
+	env := map[string]string{
+		"PCD_EVENT":       ev.Type,
+		"PCD_JOB_ID":      ev.JobID,
+		"PCD_CALLBACK_ID": strconv.FormatInt(ev.CallbackID, 10),
+	}
+	switch {
+	case ev.Task != nil:
+		env["PCD_TASK_ID"], env["PCD_STATE"] = ev.Task.ID, string(ev.Task.State)
+	case ev.Job != nil:
+		env["PCD_TASK_ID"], env["PCD_STATE"] = "", string(ev.Job.Outcome)
+	}
+	payload, err := json.Marshal(ExecPayload{Shell: h.cmd, Stdin: string(body), Env: env, Timeout: Duration(h.timeout)})
+	if err != nil {
+		return err
+	}
+	out, err := Exec{OutputCap: 2048, KillGrace: time.Second}.Run(ctx, Task{Payload: payload})
+	if err != nil {
+		var res ExecResult
+		if json.Unmarshal(out, &res) == nil {
+			if last := lastLine(res.Stderr); last != "" {
+				return fmt.Errorf("hook %s: %s", err, last)
+			}
+		}
+		return fmt.Errorf("hook %w", err)
+	}
+	return nil
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+// webhookSink POSTs the event as JSON with an Idempotency-Key header: the
+// callback's id, the same at every attempt.
+type webhookSink struct {
+	name, url string
+	client    *http.Client
+}
+
+func (w webhookSink) Name() string   { return w.name }
+func (webhookSink) Wants(Event) bool { return true }
+
+func (w webhookSink) Deliver(ctx context.Context, ev Event, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", strconv.FormatInt(ev.CallbackID, 10))
+	req.Header.Set("User-Agent", "pcd")
+	req.Header.Set("X-PCD-Event", ev.Type)
+	resp, err := w.client.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return fmt.Errorf("POST: %w", ue.Err)
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		return nil
+	}
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+	return fmt.Errorf("HTTP %s: %s", resp.Status, strings.TrimSpace(string(snippet)))
+}

@@ -1,0 +1,119 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// SinkCursor is the last callback id a sink is done with.
+func (db *DB) SinkCursor(ctx context.Context, sink string) (int64, error) {
+	var last int64
+	err := db.r.QueryRowContext(ctx, "SELECT last_id FROM sink_cursors WHERE sink = ?", sink).Scan(&last)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("cursor of sink %s: %w", sink, err)
+	}
+	return last, nil
+}
+
+// DeliveryAttempts is how many times a sink has tried a callback.
+func (db *DB) DeliveryAttempts(ctx context.Context, sink string, callbackID int64) (int, error) {
+	var n int
+	err := db.r.QueryRowContext(ctx, "SELECT attempts FROM deliveries WHERE callback_id = ? AND sink = ?", callbackID, sink).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("delivery attempts of callback %d: %w", callbackID, err)
+	}
+	return n, nil
+}
+
+// Delivery is one attempt's outcome at a sink.
+type Delivery struct {
+	Sink       string
+	CallbackID int64
+	State      string // retrying, delivered or dead
+	Attempts   int
+	LastError  string
+}
+
+// RecordDelivery records an attempt. A delivered or dead callback moves
+// the sink's cursor past it, in the same transaction.
+func (db *DB) RecordDelivery(ctx context.Context, d Delivery) error {
+	now := time.Now().UnixNano()
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var delivered any
+		if d.State == "delivered" {
+			delivered = now
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO deliveries (callback_id, sink, state, attempts, last_error, delivered_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (callback_id, sink) DO UPDATE SET state = excluded.state, attempts = excluded.attempts,
+				last_error = excluded.last_error, delivered_at = excluded.delivered_at, updated_at = excluded.updated_at`,
+			d.CallbackID, d.Sink, d.State, d.Attempts, nullString(d.LastError), delivered, now); err != nil {
+			return err
+		}
+		if d.State == "retrying" {
+			return nil
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO sink_cursors (sink, last_id) VALUES (?, ?)
+			ON CONFLICT (sink) DO UPDATE SET last_id = max(last_id, excluded.last_id)`, d.Sink, d.CallbackID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("record delivery of callback %d to %s: %w", d.CallbackID, d.Sink, err)
+	}
+	return nil
+}
+
+// DeliveryRow is a callback with its delivery state at one sink, for
+// display; a callback no sink has tried yet has an empty Sink.
+type DeliveryRow struct {
+	Callback
+	Sink        string
+	State       string
+	Attempts    int
+	LastError   string
+	DeliveredAt time.Time
+}
+
+// Deliveries lists a job's callbacks with their delivery state at each
+// sink that has tried them.
+func (db *DB) Deliveries(ctx context.Context, jobID int64) ([]DeliveryRow, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT c.id, c.event, c.job_id, coalesce(c.task_seq, 0), c.round, c.message, c.created_at, c.attempts, c.delivered_at,
+		coalesce(d.sink, ''), coalesce(d.state, ''), coalesce(d.attempts, 0), coalesce(d.last_error, ''), d.delivered_at
+		FROM callbacks c LEFT JOIN deliveries d ON d.callback_id = c.id
+		WHERE c.job_id = ? ORDER BY c.id, d.sink`, jobID)
+	if err != nil {
+		return nil, fmt.Errorf("deliveries of job %d: %w", jobID, err)
+	}
+	defer rows.Close()
+	var out []DeliveryRow
+	for rows.Next() {
+		var (
+			r         DeliveryRow
+			created   int64
+			logged    sql.NullInt64
+			delivered sql.NullInt64
+		)
+		if err := rows.Scan(&r.ID, &r.Event, &r.JobID, &r.TaskSeq, &r.Round, &r.Message, &created, &r.Callback.Attempts, &logged,
+			&r.Sink, &r.State, &r.Attempts, &r.LastError, &delivered); err != nil {
+			return nil, fmt.Errorf("deliveries of job %d: %w", jobID, err)
+		}
+		r.CreatedAt = time.Unix(0, created)
+		if logged.Valid {
+			r.Callback.DeliveredAt = time.Unix(0, logged.Int64)
+		}
+		if delivered.Valid {
+			r.DeliveredAt = time.Unix(0, delivered.Int64)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
