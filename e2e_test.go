@@ -33,6 +33,9 @@ var pcdBin string
 const raceEnv = "GORACE=atexit_sleep_ms=0"
 
 func TestMain(m *testing.M) {
+	if out := os.Getenv("PCD_TEST_HOOK_OUT"); out != "" {
+		os.Exit(hookHelper(out))
+	}
 	dir, err := os.MkdirTemp("", "pcd-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -55,7 +55,7 @@ func (db *DB) RecordDelivery(ctx context.Context, d Delivery) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO deliveries (callback_id, sink, state, attempts, last_error, delivered_at, updated_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (callback_id, sink) DO UPDATE SET state = excluded.state, attempts = excluded.attempts,
-				last_error = excluded.last_error, delivered_at = excluded.delivered_at, updated_at = excluded.updated_at`,
+				last_error = coalesce(excluded.last_error, deliveries.last_error), delivered_at = excluded.delivered_at, updated_at = excluded.updated_at`,
 			d.CallbackID, d.Sink, d.State, d.Attempts, nullString(d.LastError), delivered, now); err != nil {
 			return err
 		}
