@@ -154,3 +154,43 @@ func BenchmarkDemo(b *testing.B) {
 	b.ReportMetric(gaps[len(gaps)/2], "p50-gap-ms")
 	b.ReportMetric(gaps[len(gaps)-1], "max-gap-ms")
 }
+
+// BenchmarkExecVsXargs runs 2,000 `true` commands with 25 at a time, by
+// pcd run and by xargs -P 25 -n 1 on the same input, in the same run, and
+// reports the ratio of their medians.
+func BenchmarkExecVsXargs(b *testing.B) {
+	dir := b.TempDir()
+	var tasks []string
+	for range 2000 {
+		tasks = append(tasks, `{"kind":"exec","payload":{"argv":["true"]}}`)
+	}
+	job := filepath.Join(dir, "true.json")
+	os.WriteFile(job, []byte(`{"workers":25,"tasks":[`+strings.Join(tasks, ",")+`]}`), 0o600)
+	input := filepath.Join(dir, "input")
+	os.WriteFile(input, []byte(strings.Repeat("x\n", 2000)), 0o600)
+	var pcdTimes, xargsTimes []float64
+	for b.Loop() {
+		db := filepath.Join(dir, "pcd.db")
+		os.Remove(db)
+		cmd := exec.Command(fastPCD(b), "run", "--json", job)
+		cmd.Env = append(os.Environ(), "PCD_DB="+db)
+		t0 := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("pcd: %v\n%s", err, out[max(len(out)-500, 0):])
+		}
+		pcdTimes = append(pcdTimes, time.Since(t0).Seconds())
+
+		x := exec.Command("sh", "-c", "xargs -P 25 -n 1 true < "+input)
+		t0 = time.Now()
+		if out, err := x.CombinedOutput(); err != nil {
+			b.Fatalf("xargs: %v\n%s", err, out)
+		}
+		xargsTimes = append(xargsTimes, time.Since(t0).Seconds())
+	}
+	slices.Sort(pcdTimes)
+	slices.Sort(xargsTimes)
+	p, x := pcdTimes[len(pcdTimes)/2], xargsTimes[len(xargsTimes)/2]
+	b.ReportMetric(p, "pcd-s")
+	b.ReportMetric(x, "xargs-s")
+	b.ReportMetric(p/x, "ratio")
+}
