@@ -301,3 +301,38 @@ func TestDeadDelivery(t *testing.T) {
 		t.Errorf("pcd callbacks after a dead webhook:\n%s", cb.stdout)
 	}
 }
+
+// TestRetriesOfARealCommand runs a command that fails twice, then
+// succeeds, and checks the attempts and the single callback.
+func TestRetriesOfARealCommand(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	counter := filepath.Join(dir, "count")
+	script := `n=$(cat ` + counter + ` 2>/dev/null || echo 0); n=$((n+1)); echo $n > ` + counter + `; echo "try $n" >&2; [ $n -ge 3 ]`
+	r := pcd(t, db, "run", "--json", "--max-attempts", "5", "--backoff-base", "50ms", "--", "sh", "-c", script)
+	if r.code != 0 {
+		t.Fatalf("run: exit %d: %s", r.code, r.stderr)
+	}
+	evs := parseEvents(t, r.stdout)
+	if len(evs) != 2 || evs[0].State != "succeeded" {
+		t.Fatalf("events: %s", r.stdout)
+	}
+	if !strings.Contains(r.stdout, `"attempts":3`) {
+		t.Errorf("the task callback does not say 3 attempts: %s", r.stdout)
+	}
+	a := pcd(t, db, "tasks", "--attempts", "--json", evs[0].JobID)
+	lines := strings.Split(strings.TrimSpace(a.stdout), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], `"state":"failed"`) || !strings.Contains(lines[0], `"error":"exit status 1"`) ||
+		!strings.Contains(lines[2], `"state":"succeeded"`) {
+		t.Errorf("attempts:\n%s", a.stdout)
+	}
+	var first, second struct {
+		StartedAt  time.Time `json:"started_at"`
+		FinishedAt time.Time `json:"finished_at"`
+	}
+	json.Unmarshal([]byte(lines[0]), &first)
+	json.Unmarshal([]byte(lines[1]), &second)
+	if gap := second.StartedAt.Sub(first.FinishedAt); gap < 25*time.Millisecond {
+		t.Errorf("the second attempt started %v after the first ended: no backoff", gap)
+	}
+}
