@@ -300,8 +300,11 @@ daemon runs them, and a new job callback follows when they are done.`,
 				if c.Bool("json") {
 					return writeJSON(env.Stdout, viewJob(again))
 				}
-				_, err = fmt.Fprintf(env.Stdout, "job %s: %d tasks back to pending (round %d); `pcd daemon` runs them\n",
+				_, err = fmt.Fprintf(env.Stdout, "job %s: %d tasks back to pending (round %d)\n",
 					again.UUID, j.Failed+j.Cancelled, again.Round)
+				if err == nil && !engine.DaemonListening(db.Path()) {
+					fmt.Fprintln(env.Stderr, "pcd: note: no daemon is running on this database; `pcd daemon` runs the job, or `pcd run --resume "+again.UUID[:8]+"`")
+				}
 				return err
 			})
 		},

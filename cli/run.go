@@ -101,7 +101,7 @@ func runJob(c *cli.Context, env Env) error {
 			return err
 		}
 		if resumed.Finished() {
-			return fmt.Errorf("job %s already %s: %w", resumed.UUID, resumed.State, store.ErrConflict)
+			return fmt.Errorf("job %s already %s; nothing to resume: %w", resumed.UUID, resumed.State, store.ErrConflict)
 		}
 	}
 	lock, err := store.AcquireRunnerLock(db.Path())

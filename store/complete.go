@@ -361,7 +361,7 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(Task)
 			return err
 		}
 		if job.Finished() {
-			return fmt.Errorf("%w: job %s already %s", ErrConflict, job.UUID, job.State)
+			return conflict("job %s already %s", job.UUID, job.State)
 		}
 		update, err := tx.PrepareContext(ctx, `UPDATE tasks SET state = 'cancelled', error = 'cancelled', finished_at = ?, not_before = NULL
 			WHERE job_id = ? AND seq = ?`)
@@ -407,6 +407,9 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(Task)
 		_, err = finishTx(ctx, tx, &job, now, jobMessage)
 		return err
 	})
+	if errors.Is(err, ErrConflict) {
+		return Job{}, err
+	}
 	if err != nil {
 		return Job{}, fmt.Errorf("cancel job %d: %w", jobID, err)
 	}

@@ -261,6 +261,14 @@ var (
 	ErrSealed    = errors.New("job is sealed")
 )
 
+// conflictError is a state conflict, told in a sentence of its own.
+type conflictError struct{ msg string }
+
+func (e conflictError) Error() string        { return e.msg }
+func (e conflictError) Is(target error) bool { return target == ErrConflict }
+
+func conflict(format string, a ...any) error { return conflictError{fmt.Sprintf(format, a...)} }
+
 // FindJob finds a job by its uuid or a unique prefix of it, as git does
 // with hashes.
 func (db *DB) FindJob(ctx context.Context, ref string) (Job, error) {
@@ -381,10 +389,10 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (Job, error) {
 			return err
 		}
 		if !job.Finished() {
-			return fmt.Errorf("%w: job %s is still %s", ErrConflict, job.UUID, job.State)
+			return conflict("job %s is still %s: only a finished job can be retried", job.UUID, job.State)
 		}
 		if job.Failed+job.Cancelled == 0 {
-			return fmt.Errorf("%w: job %s has no failed or cancelled task to retry", ErrConflict, job.UUID)
+			return conflict("job %s has no failed or cancelled task to retry", job.UUID)
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET state = 'pending', result = NULL, error = NULL, not_before = NULL
 			WHERE job_id = ? AND state IN ('failed', 'cancelled')`, jobID); err != nil {
@@ -397,6 +405,9 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (Job, error) {
 		job.State, job.Round, job.Failed, job.Cancelled, job.FinishedAt = Pending, job.Round+1, 0, 0, time.Time{}
 		return nil
 	})
+	if errors.Is(err, ErrConflict) {
+		return Job{}, err
+	}
 	if err != nil {
 		return Job{}, fmt.Errorf("retry job %d: %w", jobID, err)
 	}
