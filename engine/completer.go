@@ -62,15 +62,28 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 		}
 		if failed != nil {
 			for _, s := range sreqs {
-				s.reply <- false
+				if s.reply != nil {
+					s.reply <- false
+				}
 			}
 			continue
 		}
 		batch = store.Batch{JobID: m.job.ID, Round: m.job.Round, Elapsed: m.elapsed(), Delivered: m.undelivered,
 			Starts: batch.Starts[:0], Interrupted: batch.Interrupted[:0]}
-		for _, s := range sreqs {
-			batch.Starts = append(batch.Starts, store.Start{Seq: s.task.Seq, At: s.at})
+		// A task whose result commits in this batch needs no start mark.
+		finishing := make(map[int64]bool, len(outs))
+		for _, o := range outs {
+			finishing[o.task.Seq] = true
 		}
+		waited := sreqs[:0:0]
+		for _, s := range sreqs {
+			if s.reply == nil && finishing[s.task.Seq] {
+				continue
+			}
+			batch.Starts = append(batch.Starts, store.Start{Seq: s.task.Seq, At: s.at})
+			waited = append(waited, s)
+		}
+		sreqs = waited
 		records = records[:0]
 		for _, o := range outs {
 			if o.interrupted {
@@ -88,13 +101,21 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 			failed = err
 			cancel(err)
 			for _, s := range sreqs {
-				s.reply <- false
+				if s.reply != nil {
+					s.reply <- false
+				}
 			}
 			continue
 		}
 		m.c.cfg.OnCommit()
+		if len(batch.Starts) > 0 {
+			store.Failpoint(store.FailAfterTaskStart) // a task is durably running
+		}
 		refused := 0
 		for i, s := range sreqs {
+			if s.reply == nil {
+				continue // its outcome resolves it
+			}
 			s.reply <- committed.Started[i]
 			if !committed.Started[i] {
 				refused++

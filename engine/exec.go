@@ -110,6 +110,9 @@ func ParseExec(payload json.RawMessage) (ExecPayload, error) {
 	return p, nil
 }
 
+// Isolated: the command runs in its own process.
+func (Exec) Isolated() bool { return true }
+
 // Validate checks the payload, and that the directory and command exist
 // here, so that a typo is refused at submit rather than at run time.
 func (Exec) Validate(payload json.RawMessage) error {

@@ -34,6 +34,22 @@ type Kind interface {
 	Run(ctx context.Context, t Task) (json.RawMessage, error)
 }
 
+// Isolated is implemented by kinds whose tasks cannot take the process down
+// with them: they do nothing risky in-process (sleep, noop) or run out of
+// process (exec). Their tasks run without waiting for a durable start
+// mark; the mark is written with the next group commit instead, or not at
+// all when the result commits with it. Other kinds, such as Go functions,
+// wait for the mark, so that a task that crashes pcd is always counted as
+// interrupted and fails after three restarts.
+type Isolated interface {
+	Isolated() bool
+}
+
+func isolated(k Kind) bool {
+	i, ok := k.(Isolated)
+	return ok && i.Isolated()
+}
+
 // Func adapts a Go function to a Kind that accepts any payload.
 type Func func(ctx context.Context, t Task) (json.RawMessage, error)
 

@@ -64,6 +64,9 @@ func ParseSleep(payload json.RawMessage) (time.Duration, error) {
 	return d, nil
 }
 
+// Isolated: a sleep cannot crash pcd.
+func (Sleep) Isolated() bool { return true }
+
 // Validate checks the payload.
 func (Sleep) Validate(payload json.RawMessage) error {
 	_, err := ParseSleep(payload)
@@ -88,6 +91,9 @@ func (Sleep) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 
 // Noop is the noop kind: it does nothing, for benchmarks.
 type Noop struct{}
+
+// Isolated: a noop cannot crash pcd.
+func (Noop) Isolated() bool { return true }
 
 // Validate accepts no payload or an empty object.
 func (Noop) Validate(payload json.RawMessage) error {
@@ -133,6 +139,9 @@ func parseFail(payload json.RawMessage) (string, error) {
 	}
 	return p.Error, nil
 }
+
+// Isolated: a fail task cannot crash pcd.
+func (Fail) Isolated() bool { return true }
 
 // Validate checks the payload.
 func (Fail) Validate(payload json.RawMessage) error {

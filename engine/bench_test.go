@@ -1,0 +1,63 @@
+package engine
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/pcd-dev/pcd/store"
+)
+
+// BenchmarkRunNoop runs one job of b.N no-op tasks with 25 workers and a
+// queue of 100, on synchronous=FULL, and reports tasks per second.
+func BenchmarkRunNoop(b *testing.B) {
+	benchmarkRun(b, store.SyncFull)
+}
+
+// BenchmarkRunNoopSyncNormal is the same with synchronous=NORMAL.
+func BenchmarkRunNoopSyncNormal(b *testing.B) {
+	benchmarkRun(b, store.SyncNormal)
+}
+
+func benchmarkRun(b *testing.B, sync store.Sync) {
+	db, err := store.Open(context.Background(), filepath.Join(b.TempDir(), "pcd.db"), store.Options{Sync: sync})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	jf := JobFile{Workers: DefaultWorkers, QueueSize: DefaultQueueSize, Tasks: repeatNoop(b.N)}
+	job, err := db.CreateJob(context.Background(), jf.NewJob())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	done, err := NewJobController(db, Config{}).Run(context.Background(), job.ID)
+	b.StopTimer()
+	if err != nil || done.Succeeded != int64(b.N) {
+		b.Fatalf("run: %v, %d succeeded of %d", err, done.Succeeded, b.N)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+}
+
+// BenchmarkCreateJob writes one job of b.N no-op tasks in one transaction.
+func BenchmarkCreateJob(b *testing.B) {
+	db, err := store.Open(context.Background(), filepath.Join(b.TempDir(), "pcd.db"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	nj := JobFile{Tasks: repeatNoop(b.N)}.NewJob()
+	b.ResetTimer()
+	if _, err := db.CreateJob(context.Background(), nj); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+}
+
+func repeatNoop(n int) []TaskSpec {
+	tasks := make([]TaskSpec, n)
+	for i := range tasks {
+		tasks[i] = TaskSpec{Kind: "noop"}
+	}
+	return tasks
+}
