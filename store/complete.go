@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -94,7 +95,6 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 		update := tx.StmtContext(ctx, db.stmts.result)
 		retry := tx.StmtContext(ctx, db.stmts.retry)
 		attempt := tx.StmtContext(ctx, db.stmts.attempt)
-		insert := tx.StmtContext(ctx, db.stmts.taskCallback)
 		var counts [3]int64 // succeeded, failed, cancelled
 		for _, r := range b.Results {
 			var res sql.Result
@@ -131,15 +131,7 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 					return err
 				}
 			}
-			res, err = insert.ExecContext(ctx, b.JobID, r.Seq, b.Round, string(r.Message), now.UnixNano())
-			if err != nil {
-				return fmt.Errorf("callback of task %d: %w", r.Seq, err)
-			}
-			id, err := res.LastInsertId()
-			if err != nil {
-				return err
-			}
-			out.Callbacks = append(out.Callbacks, Callback{ID: id, Event: EventTask, JobID: b.JobID, TaskSeq: r.Seq,
+			out.Callbacks = append(out.Callbacks, Callback{Event: EventTask, JobID: b.JobID, TaskSeq: r.Seq,
 				Round: b.Round, Message: r.Message, CreatedAt: now})
 			switch r.State {
 			case Succeeded:
@@ -151,6 +143,9 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 			default:
 				return fmt.Errorf("task %d: %q is not a final state", r.Seq, r.State)
 			}
+		}
+		if err := db.insertTaskCallbacks(ctx, tx, out.Callbacks, now); err != nil {
+			return err
 		}
 		if _, err := tx.StmtContext(ctx, db.stmts.counts).ExecContext(ctx,
 			counts[0], counts[1], counts[2], int64(b.Elapsed), b.JobID); err != nil {
@@ -164,9 +159,47 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 	return out, nil
 }
 
+// callbackChunks are the row counts of the prepared multi-row INSERTs of
+// task callbacks; a batch is written with the largest that fit.
+var callbackChunks = []int{128, 32, 8, 1}
+
+// insertTaskCallbacks writes the records with multi-row INSERTs and sets
+// their ids. The writer is the only one, so one statement's rows get
+// consecutive ids, ending at the last insert id.
+func (db *DB) insertTaskCallbacks(ctx context.Context, tx *sql.Tx, cbs []Callback, now time.Time) error {
+	args := make([]any, 0, 5*callbackChunks[0])
+	for len(cbs) > 0 {
+		n := 0
+		for n = range callbackChunks {
+			if callbackChunks[n] <= len(cbs) {
+				break
+			}
+		}
+		chunk := cbs[:callbackChunks[n]]
+		cbs = cbs[len(chunk):]
+		args = args[:0]
+		for _, cb := range chunk {
+			args = append(args, cb.JobID, cb.TaskSeq, cb.Round, string(cb.Message), now.UnixNano())
+		}
+		res, err := tx.StmtContext(ctx, db.stmts.callbacks[n]).ExecContext(ctx, args...)
+		if err != nil {
+			return fmt.Errorf("task callbacks: %w", err)
+		}
+		last, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		for i := range chunk {
+			chunk[i].ID = last - int64(len(chunk)-1-i)
+		}
+	}
+	return nil
+}
+
 // statements are prepared once on the writer connection.
 type statements struct {
-	start, requeue, result, retry, attempt, taskCallback, counts *sql.Stmt
+	start, requeue, result, retry, attempt, counts *sql.Stmt
+	callbacks                                      []*sql.Stmt // one per callbackChunks
 }
 
 func (db *DB) prepare(ctx context.Context) error {
@@ -188,8 +221,6 @@ func (db *DB) prepare(ctx context.Context) error {
 		{&db.stmts.result, `UPDATE tasks SET state = ?, attempts = attempts + 1, not_before = NULL,
 			result = ?, error = ?, time_ns = ?, started_at = ?, finished_at = ?
 			WHERE job_id = ? AND seq = ? AND state NOT IN ('succeeded', 'failed', 'cancelled')`},
-		{&db.stmts.taskCallback, `INSERT INTO callbacks (event, job_id, task_seq, round, message, created_at)
-			VALUES ('task', ?, ?, ?, ?, ?)`},
 		{&db.stmts.counts, `UPDATE jobs SET succeeded = succeeded + ?, failed = failed + ?,
 			cancelled = cancelled + ?, elapsed_ns = ? WHERE id = ?`},
 	} {
@@ -198,6 +229,14 @@ func (db *DB) prepare(ctx context.Context) error {
 			return fmt.Errorf("prepare: %w", err)
 		}
 		*s.stmt = stmt
+	}
+	for _, n := range callbackChunks {
+		stmt, err := db.w.PrepareContext(ctx, "INSERT INTO callbacks (event, job_id, task_seq, round, message, created_at) VALUES "+
+			strings.TrimSuffix(strings.Repeat("('task', ?, ?, ?, ?, ?), ", n), ", "))
+		if err != nil {
+			return fmt.Errorf("prepare: %w", err)
+		}
+		db.stmts.callbacks = append(db.stmts.callbacks, stmt)
 	}
 	return nil
 }

@@ -148,8 +148,10 @@ func (db *DB) Path() string { return db.path }
 // Close closes both connection pools.
 func (db *DB) Close() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{db.stmts.start, db.stmts.requeue, db.stmts.result, db.stmts.retry,
-		db.stmts.attempt, db.stmts.taskCallback, db.stmts.counts} {
+	stmts := []*sql.Stmt{db.stmts.start, db.stmts.requeue, db.stmts.result, db.stmts.retry,
+		db.stmts.attempt, db.stmts.counts}
+	stmts = append(stmts, db.stmts.callbacks...)
+	for _, s := range stmts {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
