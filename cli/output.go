@@ -13,12 +13,16 @@ import (
 // printer writes events as text lines, in the classic lesson's shape, or
 // as NDJSON.
 type printer struct {
-	w    io.Writer
-	json bool
-	err  error // the first write error; later writes are skipped
+	w     io.Writer
+	json  bool
+	quiet bool  // only the job events
+	err   error // the first write error; later writes are skipped
 }
 
 func (p *printer) start(job store.Job) {
+	if p.quiet {
+		return
+	}
 	if p.json {
 		p.writeJSON(map[string]any{"event": "start", "job_id": job.UUID, "name": job.Name, "total": job.Total})
 		return
@@ -27,6 +31,9 @@ func (p *printer) start(job store.Job) {
 }
 
 func (p *printer) event(ev engine.Event) {
+	if p.quiet && ev.Job == nil {
+		return
+	}
 	if p.json {
 		p.writeJSON(ev)
 		return

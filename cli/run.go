@@ -43,6 +43,7 @@ interrupts them. Unfinished work stays in the database.`,
 			&cli.IntFlag{Name: "queue-size", Aliases: []string{"q"}, EnvVars: []string{"PCD_QUEUE_SIZE"}, Value: engine.DefaultQueueSize, Usage: "capacity of the in-memory queue"},
 			&cli.StringFlag{Name: "name", Usage: "job name"},
 			&cli.BoolFlag{Name: "json", Usage: "print events as NDJSON"},
+			&cli.BoolFlag{Name: "quiet", Usage: "print only the job's completion"},
 			&cli.DurationFlag{Name: "grace", EnvVars: []string{"PCD_GRACE"}, Value: 10 * time.Second, Usage: "on a stop signal, how long running tasks may finish"},
 		},
 		OnUsageError: onUsageError,
@@ -137,7 +138,7 @@ func runJob(c *cli.Context, env Env) error {
 			return err
 		}
 	}
-	out := &printer{w: env.Stdout, json: c.Bool("json")}
+	out := &printer{w: env.Stdout, json: c.Bool("json"), quiet: c.Bool("quiet")}
 	out.start(job)
 	// The job's hooks and webhooks, delivered here as its callbacks commit.
 	delivery.Scope, delivery.Wake = job.ID, engine.NewNotifier()
@@ -195,7 +196,7 @@ func handOff(c *cli.Context, env Env, db *store.DB, jf engine.JobFile, held *sto
 		who = fmt.Sprintf("pid %d", held.PID)
 	}
 	fmt.Fprintf(env.Stderr, "pcd: %s runs this database; job %s was handed to it\n", who, job.UUID)
-	out := &printer{w: env.Stdout, json: c.Bool("json")}
+	out := &printer{w: env.Stdout, json: c.Bool("json"), quiet: c.Bool("quiet")}
 	out.start(job)
 	return follow(c, env, db, followOptions{jobIDs: []int64{job.ID}, json: c.Bool("json"), out: out})
 }

@@ -1,0 +1,523 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pcd-dev/pcd/engine"
+	"github.com/pcd-dev/pcd/store"
+)
+
+// pcd bench measures the workloads of the performance budget in DESIGN.md
+// by running this binary as a user would, on temporary databases.
+
+func benchCommand(env Env) *cli.Command {
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "measure the performance budget's workloads and print a table",
+		Description: `Runs each workload several times on a temporary database (synchronous=FULL
+unless a row says otherwise), each run in its own pcd process, and prints
+the median, min and max of each, with the peak RSS of the process that ran
+the work. --quick runs small sizes once: a smoke test, not a measurement.`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "quick", Usage: "small sizes, one run each (a smoke test)"},
+			&cli.IntFlag{Name: "runs", Value: 3, Usage: "runs per workload"},
+			&cli.IntFlag{Name: "tasks", Value: 1_000_000, Usage: "tasks in the large no-op job"},
+			&cli.StringFlag{Name: "dir", Usage: "where the temporary databases go (default: a new temp dir)"},
+			&cli.StringFlag{Name: "only", Usage: "run only the workloads whose names contain `TEXT`"},
+			jsonFlag,
+		},
+		OnUsageError: onUsageError,
+		Action:       func(c *cli.Context) error { return runBench(c, env) },
+	}
+}
+
+// benchRow is one line of the table.
+type benchRow struct {
+	Workload string    `json:"workload"`
+	Unit     string    `json:"unit"`
+	Target   string    `json:"target"`
+	Values   []float64 `json:"values"`
+	RSSMiB   float64   `json:"peak_rss_mib,omitempty"`
+	Note     string    `json:"note,omitempty"`
+}
+
+func (r benchRow) median() float64 {
+	v := slices.Clone(r.Values)
+	slices.Sort(v)
+	if len(v) == 0 {
+		return 0
+	}
+	return v[len(v)/2]
+}
+
+type bench struct {
+	self  string
+	dir   string
+	runs  int
+	quick bool
+	out   io.Writer
+	log   io.Writer
+	seq   int
+}
+
+func runBench(c *cli.Context, env Env) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	dir := c.String("dir")
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "pcd-bench-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	b := &bench{self: self, dir: dir, runs: c.Int("runs"), quick: c.Bool("quick"), out: env.Stdout, log: env.Stderr}
+	big := c.Int("tasks")
+	small := big / 10
+	if b.quick {
+		b.runs, big, small = 1, 20_000, 2_000
+	}
+	if b.runs < 1 || big < 10 {
+		return usageError("--runs must be at least 1 and --tasks at least 10")
+	}
+	type workload struct {
+		name string
+		run  func() (benchRow, error)
+	}
+	workloads := []workload{
+		{"noop", func() (benchRow, error) { return b.noop(big, "full", false) }},
+		{"noop-sync-normal", func() (benchRow, error) { return b.noop(big, "normal", false) }},
+		{"noop-small", func() (benchRow, error) { return b.noop(small, "full", true) }},
+		{"submit", func() (benchRow, error) { return b.submit(big) }},
+		{"demo", b.demo},
+		{"exec-vs-xargs", b.execVsXargs},
+		{"latency", b.latency},
+		{"idle", b.idle},
+		{"restart", func() (benchRow, error) { return b.restart(big) }},
+	}
+	var rows []benchRow
+	for _, w := range workloads {
+		if only := c.String("only"); only != "" && !strings.Contains(w.name, only) {
+			continue
+		}
+		fmt.Fprintf(b.log, "pcd bench: %s...\n", w.name)
+		row, err := w.run()
+		if err != nil {
+			return fmt.Errorf("bench %s: %w", w.name, err)
+		}
+		rows = append(rows, row)
+	}
+	rows = rssRow(rows)
+	if c.Bool("json") {
+		return writeJSON(env.Stdout, rows)
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKLOAD\tMEDIAN\tMIN\tMAX\tUNIT\tPEAK RSS\tTARGET\tRUNS")
+	for _, r := range rows {
+		lo, hi := slices.Min(r.Values), slices.Max(r.Values)
+		rss := "-"
+		if r.RSSMiB > 0 {
+			rss = fmt.Sprintf("%.1f MiB", r.RSSMiB)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", r.Workload, num(r.median()), num(lo), num(hi), r.Unit, rss, r.Target, len(r.Values))
+	}
+	return tw.Flush()
+}
+
+func num(v float64) string {
+	switch {
+	case v >= 1000:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 3, 64)
+}
+
+// rssRow adds the memory row: the big job's peak RSS against the small's.
+func rssRow(rows []benchRow) []benchRow {
+	var big, small *benchRow
+	for i := range rows {
+		if strings.HasPrefix(rows[i].Workload, "no-op run, sync full") {
+			big = &rows[i]
+		}
+		if strings.HasPrefix(rows[i].Workload, "no-op run (small)") {
+			small = &rows[i]
+		}
+	}
+	if big == nil || small == nil || small.RSSMiB == 0 {
+		return rows
+	}
+	return append(rows, benchRow{Workload: "peak RSS, big job / small job", Unit: "ratio", Target: "<= 1.10, big <= 64 MiB",
+		Values: []float64{big.RSSMiB / small.RSSMiB}})
+}
+
+// db returns a fresh database path.
+func (b *bench) db() string {
+	b.seq++
+	return filepath.Join(b.dir, fmt.Sprintf("bench-%d.db", b.seq))
+}
+
+// pcd runs this binary and returns its stdout and peak RSS in MiB.
+func (b *bench) pcd(ctx context.Context, db string, extraEnv []string, args ...string) (string, float64, error) {
+	cmd := exec.CommandContext(ctx, b.self, args...)
+	cmd.Env = append(append(os.Environ(), "PCD_DB="+db, "PCD_LOG_LEVEL=warn"), extraEnv...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), 0, fmt.Errorf("pcd %s: %w: %s", strings.Join(args, " "), err, lastLine(stderr.String()))
+	}
+	return string(out), maxRSS(cmd.ProcessState), nil
+}
+
+func maxRSS(ps *os.ProcessState) float64 {
+	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+		return float64(ru.Maxrss) / 1024 // KiB on Linux
+	}
+	return 0
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+// jobFile writes a job file of n tasks of one kind and payload.
+func (b *bench) jobFile(name string, n int, task string) (string, error) {
+	path := filepath.Join(b.dir, name)
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	w.WriteString(`{"workers": 25, "queue_size": 100, "tasks": [`)
+	for i := range n {
+		if i > 0 {
+			w.WriteByte(',')
+		}
+		w.WriteString(task)
+	}
+	w.WriteString("]}\n")
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return "", err
+	}
+	return path, f.Close()
+}
+
+// noop: n no-op tasks, submitted first, then run to the job callback.
+func (b *bench) noop(n int, sync string, small bool) (benchRow, error) {
+	name := fmt.Sprintf("no-op run, sync %s, %d tasks", sync, n)
+	target := ">= 100000"
+	if sync == "normal" {
+		target = "report"
+	}
+	row := benchRow{Workload: name, Unit: "tasks/s", Target: target}
+	if small {
+		row.Workload = fmt.Sprintf("no-op run (small), %d tasks", n)
+		row.Target = "(RSS baseline)"
+	}
+	file, err := b.jobFile("noop.json", n, `{"kind":"noop"}`)
+	if err != nil {
+		return row, err
+	}
+	ctx := context.Background()
+	for range b.runs {
+		db := b.db()
+		out, _, err := b.pcd(ctx, db, nil, "submit", file)
+		if err != nil {
+			return row, err
+		}
+		id := strings.TrimSpace(out)
+		out, rss, err := b.pcd(ctx, db, nil, "--sync", sync, "run", "--quiet", "--json", "--resume", id)
+		if err != nil {
+			return row, err
+		}
+		var ev engine.JobEvent
+		if err := json.Unmarshal([]byte(lastLine(out)), &ev); err != nil || ev.ElapsedSecs <= 0 {
+			return row, fmt.Errorf("no job event in %q", out)
+		}
+		row.Values = append(row.Values, float64(n)/ev.ElapsedSecs)
+		row.RSSMiB = max(row.RSSMiB, rss)
+		os.Remove(db)
+	}
+	return row, nil
+}
+
+// submit: n tasks from a file, the whole pcd submit process.
+func (b *bench) submit(n int) (benchRow, error) {
+	row := benchRow{Workload: fmt.Sprintf("submit %d tasks from a file", n), Unit: "tasks/s", Target: ">= 150000"}
+	file, err := b.jobFile("submit.json", n, `{"kind":"noop"}`)
+	if err != nil {
+		return row, err
+	}
+	for range b.runs {
+		db := b.db()
+		t0 := time.Now()
+		_, rss, err := b.pcd(context.Background(), db, nil, "submit", file)
+		if err != nil {
+			return row, err
+		}
+		row.Values = append(row.Values, float64(n)/time.Since(t0).Seconds())
+		row.RSSMiB = max(row.RSSMiB, rss)
+		os.Remove(db)
+	}
+	return row, nil
+}
+
+// demo: how long after its longest sleep pcd run --demo completes.
+func (b *bench) demo() (benchRow, error) {
+	row := benchRow{Workload: "pcd run --demo: completion after the longest sleep", Unit: "ms", Target: "<= 10"}
+	db := b.db()
+	for range max(b.runs, 5) {
+		out, rss, err := b.pcd(context.Background(), db, nil, "run", "--demo", "--json")
+		if err != nil {
+			return row, err
+		}
+		var longest, elapsed float64
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var ev struct {
+				Event       string  `json:"event"`
+				TimeSecs    float64 `json:"time_secs"`
+				ElapsedSecs float64 `json:"elapsed_secs"`
+			}
+			if err := json.Unmarshal([]byte(line), &ev); err != nil {
+				return row, err
+			}
+			longest = max(longest, ev.TimeSecs)
+			if ev.Event == "job" {
+				elapsed = ev.ElapsedSecs
+			}
+		}
+		row.Values = append(row.Values, (elapsed-longest)*1000)
+		row.RSSMiB = max(row.RSSMiB, rss)
+	}
+	return row, nil
+}
+
+// execVsXargs: 2,000 `true` commands, 25 at a time, pcd against xargs.
+func (b *bench) execVsXargs() (benchRow, error) {
+	n := 2000
+	if b.quick {
+		n = 200
+	}
+	row := benchRow{Workload: fmt.Sprintf("%d `true` exec tasks / xargs -P 25 -n 1", n), Unit: "ratio", Target: "<= 1.2"}
+	file, err := b.jobFile("true.json", n, `{"kind":"exec","payload":{"argv":["true"]}}`)
+	if err != nil {
+		return row, err
+	}
+	input := filepath.Join(b.dir, "xargs-input")
+	if err := os.WriteFile(input, []byte(strings.Repeat("x\n", n)), 0o600); err != nil {
+		return row, err
+	}
+	for range b.runs {
+		db := b.db()
+		t0 := time.Now()
+		_, rss, err := b.pcd(context.Background(), db, nil, "run", "--quiet", file)
+		if err != nil {
+			return row, err
+		}
+		p := time.Since(t0)
+		t0 = time.Now()
+		if out, err := exec.Command("sh", "-c", "xargs -P 25 -n 1 true < "+input).CombinedOutput(); err != nil {
+			return row, fmt.Errorf("xargs: %w: %s", err, out)
+		}
+		x := time.Since(t0)
+		row.Values = append(row.Values, p.Seconds()/x.Seconds())
+		row.RSSMiB = max(row.RSSMiB, rss)
+		os.Remove(db)
+	}
+	return row, nil
+}
+
+// daemon starts pcd daemon on db and waits until it listens.
+func (b *bench) daemon(db string) (*exec.Cmd, error) {
+	cmd := exec.Command(b.self, "daemon", "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "PCD_DB="+db)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !engine.DaemonListening(db) {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			return nil, errors.New("the daemon did not start")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return cmd, nil
+}
+
+func stop(cmd *exec.Cmd) float64 {
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	return maxRSS(cmd.ProcessState)
+}
+
+// latency: pcd submit returns -> the daemon starts the job's first task.
+func (b *bench) latency() (row benchRow, err error) {
+	row = benchRow{Workload: "submit returns -> first task starts (daemon)", Unit: "ms", Target: "<= 20 (p50)"}
+	db := b.db()
+	d, err := b.daemon(db)
+	if err != nil {
+		return row, err
+	}
+	defer func() { row.RSSMiB = stop(d) }()
+	file, err := b.jobFile("one.json", 1, `{"kind":"noop"}`)
+	if err != nil {
+		return row, err
+	}
+	s, err := store.Open(context.Background(), db, store.Options{MustExist: true})
+	if err != nil {
+		return row, err
+	}
+	defer s.Close()
+	for range max(b.runs*5, 5) {
+		out, _, err := b.pcd(context.Background(), db, nil, "submit", file)
+		returned := time.Now()
+		if err != nil {
+			return row, err
+		}
+		job, err := s.FindJob(context.Background(), strings.TrimSpace(out))
+		if err != nil {
+			return row, err
+		}
+		var started time.Time
+		for deadline := time.Now().Add(10 * time.Second); started.IsZero(); {
+			tasks, err := s.Tasks(context.Background(), job.ID)
+			if err != nil {
+				return row, err
+			}
+			if len(tasks) == 1 && !tasks[0].StartedAt.IsZero() {
+				started = tasks[0].StartedAt
+			} else if time.Now().After(deadline) {
+				return row, errors.New("the task never started")
+			} else {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		row.Values = append(row.Values, float64(started.Sub(returned))/1e6)
+	}
+	return row, nil
+}
+
+// idle: an idle daemon's CPU use.
+func (b *bench) idle() (row benchRow, err error) {
+	span := 10 * time.Second
+	if b.quick {
+		span = time.Second
+	}
+	row = benchRow{Workload: fmt.Sprintf("idle daemon CPU over %v", span), Unit: "% core", Target: "< 1"}
+	d, err := b.daemon(b.db())
+	if err != nil {
+		return row, err
+	}
+	defer func() { row.RSSMiB = stop(d) }()
+	time.Sleep(500 * time.Millisecond)
+	for range b.runs {
+		before, err := cpuTicks(d.Process.Pid)
+		if err != nil {
+			return row, err
+		}
+		t0 := time.Now()
+		time.Sleep(span)
+		after, err := cpuTicks(d.Process.Pid)
+		if err != nil {
+			return row, err
+		}
+		row.Values = append(row.Values, float64(after-before)/100/time.Since(t0).Seconds()*100)
+	}
+	return row, nil
+}
+
+// cpuTicks reads a process's utime+stime in clock ticks (100 Hz).
+func cpuTicks(pid int) (int64, error) {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	s := string(raw)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return utime + stime, nil
+}
+
+// restart: a daemon SIGKILLed with a big job half done; how long the next
+// daemon takes to complete a task again.
+func (b *bench) restart(n int) (benchRow, error) {
+	row := benchRow{Workload: fmt.Sprintf("restart with a %d-task job half done -> running again", n), Unit: "s", Target: "<= 1"}
+	file, err := b.jobFile("restart.json", n, `{"kind":"noop"}`)
+	if err != nil {
+		return row, err
+	}
+	for range b.runs {
+		db := b.db()
+		if _, _, err := b.pcd(context.Background(), db, nil, "submit", file); err != nil {
+			return row, err
+		}
+		d, err := b.daemon(db)
+		if err != nil {
+			return row, err
+		}
+		s, err := store.Open(context.Background(), db, store.Options{MustExist: true})
+		if err != nil {
+			d.Process.Kill()
+			d.Wait()
+			return row, err
+		}
+		done := func() int64 {
+			jobs, _ := s.ListJobs(context.Background(), "", 1)
+			if len(jobs) == 0 {
+				return 0
+			}
+			return jobs[0].Done()
+		}
+		for done() < int64(n/2) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		d.Process.Kill()
+		d.Wait()
+		before := done()
+		t0 := time.Now()
+		cmd := exec.Command(b.self, "daemon", "--log-level", "warn")
+		cmd.Env = append(os.Environ(), "PCD_DB="+db)
+		if err := cmd.Start(); err != nil {
+			s.Close()
+			return row, err
+		}
+		for done() <= before {
+			if time.Since(t0) > time.Minute {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		row.Values = append(row.Values, time.Since(t0).Seconds())
+		row.RSSMiB = max(row.RSSMiB, stop(cmd))
+		s.Close()
+		os.Remove(db)
+	}
+	return row, nil
+}
