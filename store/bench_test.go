@@ -1,0 +1,82 @@
+package store_test
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pcd-dev/pcd/store"
+)
+
+// BenchmarkSQLiteInsertRaw is the floor: prepared single-row INSERTs into a
+// two-column table, 1000 per FULL-synchronous transaction, through the same
+// driver. Compare BenchmarkCompleteTasks with it.
+func BenchmarkSQLiteInsertRaw(b *testing.B) {
+	raw, err := sql.Open("sqlite", filepath.Join(b.TempDir(), "raw.db")+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetMaxOpenConns(1)
+	if _, err := raw.Exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"); err != nil {
+		b.Fatal(err)
+	}
+	stmt, err := raw.Prepare("INSERT INTO t (v) VALUES (?)")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer stmt.Close()
+	b.ResetTimer()
+	for i := 0; i < b.N; {
+		tx, err := raw.Begin()
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := tx.Stmt(stmt)
+		for j := 0; j < 1000 && i < b.N; j, i = j+1, i+1 {
+			if _, err := s.Exec(`{"event":"task"}`); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+}
+
+// BenchmarkCompleteTasks is the store's share of running a task: results
+// with their callback records, committed 1000 per group commit.
+func BenchmarkCompleteTasks(b *testing.B) {
+	db, err := store.Open(context.Background(), filepath.Join(b.TempDir(), "pcd.db"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	nj := store.NewJob{Workers: 25, QueueSize: 100, Tasks: make([]store.NewTask, b.N)}
+	for i := range nj.Tasks {
+		nj.Tasks[i] = store.NewTask{Kind: "noop", Payload: []byte("null")}
+	}
+	job, err := db.CreateJob(context.Background(), nj)
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	msg := []byte(`{"event":"task","job_id":"x","task_id":"y","number":1,"kind":"noop","state":"succeeded","time_secs":0.000001,"attempts":1}`)
+	b.ResetTimer()
+	var last store.Span
+	for seq := int64(1); seq <= int64(b.N); {
+		batch := store.Batch{JobID: job.ID, Delivered: last}
+		for j := 0; j < 1000 && seq <= int64(b.N); j, seq = j+1, seq+1 {
+			batch.Results = append(batch.Results, store.Result{Seq: seq, State: store.Succeeded, StartedAt: now, FinishedAt: now, Message: msg})
+		}
+		c, err := db.CompleteTasks(context.Background(), batch)
+		if err != nil {
+			b.Fatal(err)
+		}
+		last = store.Span{From: c.Callbacks[0].ID, To: c.Callbacks[len(c.Callbacks)-1].ID}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+}
