@@ -9,6 +9,7 @@ package main_test
 import (
 	"database/sql"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -103,13 +104,19 @@ func stopWatch(t *testing.T, w *proc, n int) {
 	w.wait(t, 10*time.Second)
 }
 
-// startWith runs pcd with extra environment, such as a failpoint.
+// startWith runs pcd in the background with extra environment, such as a
+// failpoint; the test kills it if it is left.
 func startWith(t *testing.T, db string, env []string, args ...string) *proc {
+	t.Helper()
+	return startIn(t, db, env, nil, args...)
+}
+
+func startIn(t *testing.T, db string, env []string, stdin io.Reader, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(pcdBin, args...)
 	cmd.Env = append(append(os.Environ(), "PCD_DB="+db, raceEnv), env...)
 	p := &proc{cmd: cmd, stdout: new(buffer), stderr: new(buffer), done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, p.stdout, p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -39,29 +39,11 @@ func (p *proc) wait(t *testing.T, d time.Duration) int {
 	return p.cmd.ProcessState.ExitCode()
 }
 
-// start runs pcd in the background; the test kills it if it is left.
+// start runs pcd in the background with stdin; the test kills it if it is
+// left.
 func start(t *testing.T, db string, stdin io.Reader, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(pcdBin, args...)
-	cmd.Env = append(os.Environ(), "PCD_DB="+db, raceEnv)
-	p := &proc{cmd: cmd, stdout: new(buffer), stderr: new(buffer), done: make(chan struct{})}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, p.stdout, p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
+	return startIn(t, db, nil, stdin, args...)
 }
 
 // buffer is a bytes.Buffer safe to read while a process writes to it.

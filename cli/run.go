@@ -70,16 +70,7 @@ func runJob(c *cli.Context, env Env) error {
 		if stream {
 			return usageError("pcd run takes no NDJSON stream; use pcd submit - with a daemon")
 		}
-		if c.IsSet("name") {
-			jf.Name = c.String("name")
-		}
-		if err := applySizeFlags(c, &jf); err != nil {
-			return err
-		}
-		if err := applyRetryFlags(c, &jf); err != nil {
-			return err
-		}
-		if err := applySinkFlags(c, &jf); err != nil {
+		if err := applyJobFlags(c, &jf); err != nil {
 			return err
 		}
 	}

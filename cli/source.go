@@ -131,6 +131,20 @@ func linesJob(path string, env Env) (engine.JobFile, bool, error) {
 	return jf, false, err
 }
 
+// applyJobFlags applies --name and the size, retry and sink flags to the
+// job read from its source.
+func applyJobFlags(c *cli.Context, jf *engine.JobFile) error {
+	if c.IsSet("name") {
+		jf.Name = c.String("name")
+	}
+	for _, apply := range []func(*cli.Context, *engine.JobFile) error{applySizeFlags, applyRetryFlags, applySinkFlags} {
+		if err := apply(c, jf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // retryFlags set the job's retry defaults, over the job file's.
 func retryFlags() []cli.Flag {
 	return []cli.Flag{

@@ -49,16 +49,7 @@ func submit(c *cli.Context, env Env) error {
 	if err != nil {
 		return err
 	}
-	if c.IsSet("name") {
-		jf.Name = c.String("name")
-	}
-	if err := applySizeFlags(c, &jf); err != nil {
-		return err
-	}
-	if err := applyRetryFlags(c, &jf); err != nil {
-		return err
-	}
-	if err := applySinkFlags(c, &jf); err != nil {
+	if err := applyJobFlags(c, &jf); err != nil {
 		return err
 	}
 	db, err := openDB(c, false)

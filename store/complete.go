@@ -328,10 +328,7 @@ func (db *DB) FinishJob(ctx context.Context, jobID int64, elapsed time.Duration,
 			return err
 		}
 		var err error
-		job, err = scanJob(tx.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id = ?", jobID))
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
-		}
+		job, err = jobTx(ctx, tx, jobID)
 		if err != nil {
 			return err
 		}
@@ -392,10 +389,7 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(Task)
 	var job Job
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var err error
-		job, err = scanJob(tx.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id = ?", jobID))
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
-		}
+		job, err = jobTx(ctx, tx, jobID)
 		if err != nil {
 			return err
 		}

@@ -196,6 +196,15 @@ func scanJob(s scanner) (Job, error) {
 	return j, nil
 }
 
+// jobTx reads one job inside a write transaction.
+func jobTx(ctx context.Context, tx *sql.Tx, id int64) (Job, error) {
+	j, err := scanJob(tx.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id = ?", id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Job{}, ErrNotFound
+	}
+	return j, err
+}
+
 // Job reads one job by its number.
 func (db *DB) Job(ctx context.Context, id int64) (Job, error) {
 	j, err := scanJob(db.r.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id = ?", id))
@@ -381,10 +390,7 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (Job, error) {
 	var job Job
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var err error
-		job, err = scanJob(tx.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id = ?", jobID))
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
-		}
+		job, err = jobTx(ctx, tx, jobID)
 		if err != nil {
 			return err
 		}
