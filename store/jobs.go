@@ -146,24 +146,54 @@ var errDuplicateKey = errors.New("duplicate key")
 
 // insertTasks adds tasks numbered from seq on, with one prepared statement.
 func insertTasks(ctx context.Context, tx *sql.Tx, jobID, seq int64, tasks []NewTask) error {
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO tasks (job_id, seq, uuid, kind, payload,
-		max_attempts, backoff_base_ns, backoff_cap_ns, timeout_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		return err
-	}
-	defer stmt.Close()
-	for i, t := range tasks {
-		id, err := uuid.NewV7()
-		if err != nil {
-			return err
+	// Multi-row INSERTs: per-statement overhead, not SQLite, dominates
+	// one-row inserts through database/sql.
+	const cols = 9
+	stmts := map[int]*sql.Stmt{}
+	defer func() {
+		for _, s := range stmts {
+			s.Close()
 		}
-		if _, err := stmt.ExecContext(ctx, jobID, seq+int64(i), id.String(), t.Kind, string(t.Payload),
-			max(t.Retry.MaxAttempts, 1), int64(t.Retry.BackoffBase), int64(t.Retry.BackoffCap), int64(t.Retry.Timeout)); err != nil {
-			return fmt.Errorf("task %d: %w", seq+int64(i), err)
+	}()
+	args := make([]any, 0, cols*taskChunks[0])
+	for len(tasks) > 0 {
+		n := taskChunks[len(taskChunks)-1]
+		for _, size := range taskChunks {
+			if size <= len(tasks) {
+				n = size
+				break
+			}
 		}
+		stmt := stmts[n]
+		if stmt == nil {
+			var err error
+			stmt, err = tx.PrepareContext(ctx, `INSERT INTO tasks (job_id, seq, uuid, kind, payload,
+				max_attempts, backoff_base_ns, backoff_cap_ns, timeout_ns) VALUES `+
+				strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?), ", n), ", "))
+			if err != nil {
+				return err
+			}
+			stmts[n] = stmt
+		}
+		args = args[:0]
+		for i, t := range tasks[:n] {
+			id, err := uuid.NewV7()
+			if err != nil {
+				return err
+			}
+			args = append(args, jobID, seq+int64(i), id.String(), t.Kind, string(t.Payload),
+				max(t.Retry.MaxAttempts, 1), int64(t.Retry.BackoffBase), int64(t.Retry.BackoffCap), int64(t.Retry.Timeout))
+		}
+		if _, err := stmt.ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("tasks %d to %d: %w", seq, seq+int64(n)-1, err)
+		}
+		tasks, seq = tasks[n:], seq+int64(n)
 	}
 	return nil
 }
+
+// taskChunks are the row counts of the multi-row INSERTs of tasks.
+var taskChunks = []int{256, 32, 4, 1}
 
 const jobColumns = `id, uuid, name, state, sealed, round, workers, queue_size, total,
 	succeeded, failed, cancelled, elapsed_ns, created_at, started_at, finished_at, sinks`
