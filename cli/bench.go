@@ -111,6 +111,7 @@ func runBench(c *cli.Context, env Env) error {
 		{"latency", b.latency},
 		{"idle", b.idle},
 		{"restart", func() (benchRow, error) { return b.restart(max(big, 100_000)) }},
+		{"watch-lag", func() (benchRow, error) { return b.watchLag(max(big, 100_000)) }},
 	}
 	var rows []benchRow
 	for _, w := range workloads {
@@ -523,6 +524,103 @@ func (b *bench) restart(n int) (benchRow, error) {
 		row.Values = append(row.Values, time.Since(t0).Seconds())
 		row.RSSMiB = max(row.RSSMiB, stop(cmd))
 		s.Close()
+		os.Remove(db)
+	}
+	return row, nil
+}
+
+// watchLag: pcd watch --json on a running job; how far its output falls
+// behind the commits. Every 50 ms the bench reads the newest committed
+// callback id; the lag of a sample is how long until watch prints it.
+func (b *bench) watchLag(n int) (row benchRow, err error) {
+	row = benchRow{Workload: fmt.Sprintf("pcd watch lag behind the commits, %d-task job", n), Unit: "s (max)", Target: "< 1"}
+	file, err := b.jobFile("watch.json", n, `{"kind":"noop"}`)
+	if err != nil {
+		return row, err
+	}
+	for range b.runs {
+		db := b.db()
+		out, _, err := b.pcd(context.Background(), db, nil, "submit", file)
+		if err != nil {
+			return row, err
+		}
+		id := strings.TrimSpace(out)
+		d, err := b.daemon(db)
+		if err != nil {
+			return row, err
+		}
+		s, err := store.Open(context.Background(), db, store.Options{MustExist: true})
+		if err != nil {
+			stop(d)
+			return row, err
+		}
+		w := exec.Command(b.self, "watch", "--json", id)
+		w.Env = append(os.Environ(), "PCD_DB="+db)
+		pipe, err := w.StdoutPipe()
+		if err != nil {
+			s.Close()
+			stop(d)
+			return row, err
+		}
+		if err := w.Start(); err != nil {
+			s.Close()
+			stop(d)
+			return row, err
+		}
+		// printed[i] is when watch printed callback id i; read as it goes.
+		type seen struct {
+			id int64
+			at time.Time
+		}
+		printed := make(chan seen, 1024)
+		go func() {
+			defer close(printed)
+			sc := bufio.NewScanner(pipe)
+			sc.Buffer(make([]byte, 1<<20), 1<<20)
+			for sc.Scan() {
+				var ev struct {
+					CallbackID int64 `json:"callback_id"`
+				}
+				if json.Unmarshal(sc.Bytes(), &ev) == nil {
+					printed <- seen{ev.CallbackID, time.Now()}
+				}
+			}
+		}()
+		type sample struct {
+			id int64
+			at time.Time
+		}
+		var samples []sample
+		var maxLag time.Duration
+		var lastPrinted int64
+		ticker := time.NewTicker(50 * time.Millisecond)
+	loop:
+		for {
+			select {
+			case p, ok := <-printed:
+				if !ok {
+					break loop
+				}
+				lastPrinted = p.id
+				for len(samples) > 0 && samples[0].id <= p.id {
+					maxLag = max(maxLag, p.at.Sub(samples[0].at))
+					samples = samples[1:]
+				}
+			case now := <-ticker.C:
+				if last, err := s.LastCallbackID(context.Background()); err == nil && last > lastPrinted {
+					samples = append(samples, sample{last, now})
+				}
+				if len(samples) > 0 {
+					maxLag = max(maxLag, now.Sub(samples[0].at))
+				}
+			}
+		}
+		ticker.Stop()
+		w.Wait()
+		s.Close()
+		row.RSSMiB = max(row.RSSMiB, maxRSS(w.ProcessState))
+		stop(d)
+		row.Values = append(row.Values, maxLag.Seconds())
 		os.Remove(db)
 	}
 	return row, nil

@@ -102,6 +102,15 @@ func (db *DB) CallbacksAfter(ctx context.Context, afterID int64, jobIDs []int64,
 	return out, nil
 }
 
+// LastCallbackID is the newest committed callback record's id, 0 if none.
+func (db *DB) LastCallbackID(ctx context.Context) (int64, error) {
+	var id int64
+	if err := db.r.QueryRowContext(ctx, "SELECT coalesce(max(id), 0) FROM callbacks").Scan(&id); err != nil {
+		return 0, fmt.Errorf("last callback: %w", err)
+	}
+	return id, nil
+}
+
 // UndeliveredJobs lists the jobs that have callback records not yet
 // delivered, oldest first.
 func (db *DB) UndeliveredJobs(ctx context.Context) ([]int64, error) {
