@@ -150,7 +150,7 @@ func runToEnd(t *testing.T, db string) {
 
 func TestCrashAtEveryFailpoint(t *testing.T) {
 	daemonPoints := map[string]string{
-		store.FailAfterTaskStart:       "7",
+		store.FailAfterTaskStart:       "2", // counts commits that mark tasks running
 		store.FailCompleteBeforeCommit: "3",
 		store.FailCompleteAfterCommit:  "3",
 		store.FailBeforeDeliver:        "5",
@@ -162,7 +162,8 @@ func TestCrashAtEveryFailpoint(t *testing.T) {
 		t.Run(point, func(t *testing.T) {
 			dir := t.TempDir()
 			db := filepath.Join(dir, "pcd.db")
-			job := writeJob(t, dir, "job.json", 30, `{"kind":"sleep","payload":{"secs":0.002}}`)
+			// Tasks long enough that their starts commit before their results.
+			job := writeJob(t, dir, "job.json", 30, `{"kind":"sleep","payload":{"secs":0.02}}`)
 			fail := []string{"PCD_FAILPOINT=" + point}
 			if n, ok := daemonPoints[point]; ok {
 				fail[0] += ":" + n
@@ -305,7 +306,7 @@ func TestRunRecoversAndResumes(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pcd.db")
 	job := writeJob(t, dir, "job.json", 20, `{"kind":"sleep","payload":{"secs":0.01}}`)
-	p := startWith(t, db, []string{"PCD_FAILPOINT=" + store.FailAfterTaskStart + ":6"}, "run", "--workers", "2", job)
+	p := startWith(t, db, []string{"PCD_FAILPOINT=" + store.FailAfterTaskStart + ":3"}, "run", "--workers", "2", job)
 	p.wait(t, time.Minute)
 	if !killedBySIGKILL(p) {
 		t.Fatalf("pcd run was not killed: exit %d", p.cmd.ProcessState.ExitCode())
