@@ -154,7 +154,7 @@ func runJob(c *cli.Context, env Env) error {
 	if err == nil {
 		// The job is finished: its sinks finish once its callbacks are out.
 		delivery.Wake.Notify()
-		deliveries.Wait()
+		waitDeliveries(deliveries, env)
 	}
 	if errors.Is(err, engine.ErrStopped) {
 		return fmt.Errorf("job %s stopped with %d of %d tasks done; its progress is saved (resume it with `pcd run --resume %s`): %w",
@@ -173,6 +173,24 @@ func runJob(c *cli.Context, env Env) error {
 }
 
 func pidOf() int { return os.Getpid() }
+
+// waitDeliveries waits for the job's hooks and webhooks, saying so when
+// that takes a while: a receiver that is down makes pcd run wait through
+// the delivery retries.
+func waitDeliveries(d *engine.Deliveries, env Env) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.Wait()
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		fmt.Fprintln(env.Stderr, "pcd: waiting for the job's callbacks to reach its hooks and webhooks "+
+			"(`pcd callbacks` shows them; a second Ctrl-C leaves them to `pcd daemon`)")
+		<-done
+	}
+}
 
 // handOff gives the job to the daemon that holds the runner lock and
 // follows it there, with the same output as running it here.
