@@ -154,8 +154,11 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		}
 	}()
 	queue := make(chan store.Task, job.QueueSize)
-	starts := make(chan startReq, job.Workers)
-	results := make(chan outcome, job.Workers)
+	// Room for a whole group commit's worth of starts and results, so that
+	// consumers keep running while the completer waits for its fsync and
+	// the next batch is ready when it returns.
+	starts := make(chan startReq, c.cfg.MaxBatch)
+	results := make(chan outcome, c.cfg.MaxBatch)
 
 	var prodErr error
 	wg.Add(1)

@@ -92,25 +92,25 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 				return fmt.Errorf("requeue task %d: %w", seq, err)
 			}
 		}
-		update := tx.StmtContext(ctx, db.stmts.result)
+		applied, err := db.finalResults(ctx, tx, b)
+		if err != nil {
+			return err
+		}
 		retry := tx.StmtContext(ctx, db.stmts.retry)
 		attempt := tx.StmtContext(ctx, db.stmts.attempt)
 		var counts [3]int64 // succeeded, failed, cancelled
 		for _, r := range b.Results {
-			var res sql.Result
-			var err error
 			if !r.RetryAt.IsZero() {
-				res, err = retry.ExecContext(ctx, nullString(r.Error), r.RetryAt.UnixNano(), b.JobID, r.Seq)
-			} else {
-				res, err = update.ExecContext(ctx, string(r.State), nullBytes(r.Result), nullString(r.Error),
-					int64(r.Time), r.StartedAt.UnixNano(), r.FinishedAt.UnixNano(), b.JobID, r.Seq)
-			}
-			if err != nil {
-				return fmt.Errorf("task %d: %w", r.Seq, err)
-			}
-			if n, err := res.RowsAffected(); err != nil {
-				return err
-			} else if n == 0 {
+				res, err := retry.ExecContext(ctx, nullString(r.Error), r.RetryAt.UnixNano(), b.JobID, r.Seq)
+				if err != nil {
+					return fmt.Errorf("task %d: %w", r.Seq, err)
+				}
+				if n, err := res.RowsAffected(); err != nil {
+					return err
+				} else if n == 0 {
+					continue // already final
+				}
+			} else if !applied[r.Seq] {
 				continue // already final: one result per task
 			}
 			if r.Attempt > 0 {
@@ -159,6 +159,55 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 	return out, nil
 }
 
+// finalResults writes the batch's final results with multi-row
+// UPDATE … FROM (VALUES …) statements and returns the tasks it changed:
+// a task that was already final keeps its first result.
+func (db *DB) finalResults(ctx context.Context, tx *sql.Tx, b Batch) (map[int64]bool, error) {
+	applied := make(map[int64]bool, len(b.Results))
+	finals := make([]Result, 0, len(b.Results))
+	for _, r := range b.Results {
+		if r.RetryAt.IsZero() {
+			finals = append(finals, r)
+		}
+	}
+	args := make([]any, 0, 7*callbackChunks[0]+1)
+	for len(finals) > 0 {
+		n := 0
+		for n = range callbackChunks {
+			if callbackChunks[n] <= len(finals) {
+				break
+			}
+		}
+		chunk := finals[:callbackChunks[n]]
+		finals = finals[len(chunk):]
+		args = args[:0]
+		for _, r := range chunk {
+			args = append(args, r.Seq, string(r.State), nullBytes(r.Result), nullString(r.Error),
+				int64(r.Time), r.StartedAt.UnixNano(), r.FinishedAt.UnixNano())
+		}
+		args = append(args, b.JobID)
+		rows, err := tx.StmtContext(ctx, db.stmts.results[n]).QueryContext(ctx, args...)
+		if err != nil {
+			return nil, fmt.Errorf("results: %w", err)
+		}
+		for rows.Next() {
+			var seq int64
+			if err := rows.Scan(&seq); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			applied[seq] = true
+		}
+		if err := rows.Close(); err != nil {
+			return nil, err
+		}
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return applied, nil
+}
+
 // callbackChunks are the row counts of the prepared multi-row INSERTs of
 // task callbacks; a batch is written with the largest that fit.
 var callbackChunks = []int{128, 32, 8, 1}
@@ -198,8 +247,8 @@ func (db *DB) insertTaskCallbacks(ctx context.Context, tx *sql.Tx, cbs []Callbac
 
 // statements are prepared once on the writer connection.
 type statements struct {
-	start, requeue, result, retry, attempt, counts *sql.Stmt
-	callbacks                                      []*sql.Stmt // one per callbackChunks
+	start, requeue, retry, attempt, counts *sql.Stmt
+	callbacks, results                     []*sql.Stmt // one per callbackChunks
 }
 
 func (db *DB) prepare(ctx context.Context) error {
@@ -218,9 +267,6 @@ func (db *DB) prepare(ctx context.Context) error {
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&db.stmts.requeue, `UPDATE tasks SET state = 'pending', started_at = NULL
 			WHERE job_id = ? AND seq = ? AND state = 'running'`},
-		{&db.stmts.result, `UPDATE tasks SET state = ?, attempts = attempts + 1, not_before = NULL,
-			result = ?, error = ?, time_ns = ?, started_at = ?, finished_at = ?
-			WHERE job_id = ? AND seq = ? AND state NOT IN ('succeeded', 'failed', 'cancelled')`},
 		{&db.stmts.counts, `UPDATE jobs SET succeeded = succeeded + ?, failed = failed + ?,
 			cancelled = cancelled + ?, elapsed_ns = ? WHERE id = ?`},
 	} {
@@ -237,6 +283,15 @@ func (db *DB) prepare(ctx context.Context) error {
 			return fmt.Errorf("prepare: %w", err)
 		}
 		db.stmts.callbacks = append(db.stmts.callbacks, stmt)
+		stmt, err = db.w.PrepareContext(ctx, `UPDATE tasks SET state = v.column2, attempts = attempts + 1, not_before = NULL,
+			result = v.column3, error = v.column4, time_ns = v.column5, started_at = v.column6, finished_at = v.column7
+			FROM (VALUES `+strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?), ", n), ", ")+`) AS v
+			WHERE tasks.job_id = ? AND tasks.seq = v.column1 AND tasks.state NOT IN ('succeeded', 'failed', 'cancelled')
+			RETURNING tasks.seq`)
+		if err != nil {
+			return fmt.Errorf("prepare: %w", err)
+		}
+		db.stmts.results = append(db.stmts.results, stmt)
 	}
 	return nil
 }
