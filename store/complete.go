@@ -172,12 +172,7 @@ func (db *DB) finalResults(ctx context.Context, tx *sql.Tx, b Batch) (map[int64]
 	}
 	args := make([]any, 0, 7*callbackChunks[0]+1)
 	for len(finals) > 0 {
-		n := 0
-		for n = range callbackChunks {
-			if callbackChunks[n] <= len(finals) {
-				break
-			}
-		}
+		n := chunkFor(len(finals))
 		chunk := finals[:callbackChunks[n]]
 		finals = finals[len(chunk):]
 		args = args[:0]
@@ -208,9 +203,20 @@ func (db *DB) finalResults(ctx context.Context, tx *sql.Tx, b Batch) (map[int64]
 	return applied, nil
 }
 
-// callbackChunks are the row counts of the prepared multi-row INSERTs of
-// task callbacks; a batch is written with the largest that fit.
+// callbackChunks are the row counts of the prepared multi-row statements
+// that write results and task callbacks; a batch is written with the
+// largest that fit.
 var callbackChunks = []int{128, 32, 8, 1}
+
+// chunkFor is the index in callbackChunks of the largest that fits n rows.
+func chunkFor(n int) int {
+	for i, size := range callbackChunks {
+		if size <= n {
+			return i
+		}
+	}
+	return len(callbackChunks) - 1
+}
 
 // insertTaskCallbacks writes the records with multi-row INSERTs and sets
 // their ids. The writer is the only one, so one statement's rows get
@@ -218,12 +224,7 @@ var callbackChunks = []int{128, 32, 8, 1}
 func (db *DB) insertTaskCallbacks(ctx context.Context, tx *sql.Tx, cbs []Callback, now time.Time) error {
 	args := make([]any, 0, 5*callbackChunks[0])
 	for len(cbs) > 0 {
-		n := 0
-		for n = range callbackChunks {
-			if callbackChunks[n] <= len(cbs) {
-				break
-			}
-		}
+		n := chunkFor(len(cbs))
 		chunk := cbs[:callbackChunks[n]]
 		cbs = cbs[len(chunk):]
 		args = args[:0]
