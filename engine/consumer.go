@@ -55,7 +55,9 @@ func (c *JobController) consume(ctx context.Context, job store.Job, queue <-chan
 		if c.draining() {
 			return // taken but not started: it stays pending
 		}
-		if k, err := c.cfg.Registry.Lookup(t.Kind); err == nil && isolated(k) {
+		// An unknown kind fails the task in runTask, with the lookup's error.
+		kind, kindErr := c.cfg.Registry.Lookup(t.Kind)
+		if kindErr == nil && isolated(kind) {
 			starts <- startReq{task: t, at: c.cfg.Clock.Now()}
 		} else {
 			starts <- startReq{task: t, at: c.cfg.Clock.Now(), reply: reply}
@@ -63,14 +65,14 @@ func (c *JobController) consume(ctx context.Context, job store.Job, queue <-chan
 				continue // no longer pending (cancelled), or the commit failed
 			}
 		}
-		results <- c.runTask(ctx, job, t)
+		results <- c.runTask(ctx, job, t, kind, kindErr)
 	}
 }
 
 // runTask runs one task and reports its outcome, which is interrupted when
 // cancellation stopped the task rather than the task finishing, and a
 // retry when a failed attempt has attempts left.
-func (c *JobController) runTask(ctx context.Context, job store.Job, t store.Task) outcome {
+func (c *JobController) runTask(ctx context.Context, job store.Job, t store.Task, kind Kind, kindErr error) outcome {
 	attempt := t.Attempts + 1
 	task := Task{JobID: job.UUID, ID: t.UUID, Number: t.Seq, Kind: t.Kind, Payload: json.RawMessage(t.Payload), Attempt: attempt}
 	taskCtx := ctx
@@ -81,7 +83,11 @@ func (c *JobController) runTask(ctx context.Context, job store.Job, t store.Task
 	}
 	wallStart := c.cfg.Clock.Now()
 	start := c.cfg.Clock.Mono()
-	result, err := c.call(taskCtx, task)
+	var result json.RawMessage
+	err := kindErr
+	if err == nil {
+		result, err = c.call(taskCtx, kind, task)
+	}
 	took := c.cfg.Clock.Mono() - start
 	if err != nil && ctx.Err() != nil {
 		return outcome{task: t, interrupted: true}
@@ -139,16 +145,12 @@ func backoff(r store.Retry, attempt int) time.Duration {
 }
 
 // call runs the task's kind; a panic fails the task instead of the process.
-func (c *JobController) call(ctx context.Context, t Task) (res json.RawMessage, err error) {
+func (c *JobController) call(ctx context.Context, k Kind, t Task) (res json.RawMessage, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			c.cfg.Logger.Error("task panicked", "job", t.JobID, "task", t.ID, "panic", p, "stack", string(debug.Stack()))
 			res, err = nil, fmt.Errorf("panic: %v", p)
 		}
 	}()
-	k, err := c.cfg.Registry.Lookup(t.Kind)
-	if err != nil {
-		return nil, err
-	}
 	return k.Run(ctx, t)
 }
