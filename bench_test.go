@@ -78,7 +78,7 @@ func BenchmarkSubmitToFirstTask(b *testing.B) {
 		id := strings.TrimSpace(string(out))
 		var started int64
 		for deadline := time.Now().Add(10 * time.Second); started == 0; {
-			started = int64(queryDBAny(b, db, "SELECT coalesce(max(t.started_at), 0) FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE j.uuid = '"+id+"'"))
+			started = int64(queryDBAny(b, db, "SELECT max(coalesce((SELECT max(u.started_at) FROM running u JOIN jobs j ON j.id = u.job_id WHERE j.uuid = '"+id+"'), 0), coalesce((SELECT max(r.started_at) FROM results r JOIN jobs j ON j.id = r.job_id WHERE j.uuid = '"+id+"'), 0))"))
 			if time.Now().After(deadline) {
 				b.Fatal("task never started")
 			}

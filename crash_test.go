@@ -51,7 +51,11 @@ func checkInvariants(t *testing.T, db string) int {
 		query string
 	}{
 		{"unfinished jobs", "SELECT count(*) FROM jobs WHERE finished_at IS NULL"},
-		{"tasks without a final result", "SELECT count(*) FROM tasks WHERE state NOT IN ('succeeded', 'failed', 'cancelled')"},
+		{"tasks without a final result", `SELECT count(*) FROM tasks t WHERE NOT EXISTS
+			(SELECT 1 FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq)`},
+		{"results for no task", `SELECT count(*) FROM results r WHERE NOT EXISTS
+			(SELECT 1 FROM tasks t WHERE t.job_id = r.job_id AND t.seq = r.seq)`},
+		{"start marks left behind", "SELECT count(*) FROM running"},
 		{"tasks without exactly one task callback", `SELECT count(*) FROM tasks t WHERE
 			(SELECT count(*) FROM callbacks c WHERE c.job_id = t.job_id AND c.task_seq = t.seq AND c.event = 'task') != 1`},
 		{"task callbacks for no task", `SELECT count(*) FROM callbacks c WHERE c.event = 'task' AND NOT EXISTS
@@ -61,11 +65,11 @@ func checkInvariants(t *testing.T, db string) int {
 		{"job callbacks before a task callback of their job", `SELECT count(*) FROM callbacks j WHERE j.event = 'job' AND
 			EXISTS (SELECT 1 FROM callbacks c WHERE c.job_id = j.job_id AND c.event = 'task' AND c.id > j.id)`},
 		{"jobs whose counts disagree with their tasks", `SELECT count(*) FROM jobs j WHERE
-			j.succeeded != (SELECT count(*) FROM tasks t WHERE t.job_id = j.id AND t.state = 'succeeded') OR
-			j.failed != (SELECT count(*) FROM tasks t WHERE t.job_id = j.id AND t.state = 'failed') OR
+			j.succeeded != (SELECT count(*) FROM results r WHERE r.job_id = j.id AND r.state = 'succeeded') OR
+			j.failed != (SELECT count(*) FROM results r WHERE r.job_id = j.id AND r.state = 'failed') OR
 			j.total != (SELECT count(*) FROM tasks t WHERE t.job_id = j.id)`},
-		{"tasks recorded twice (attempts > 1 without a retry)", "SELECT count(*) FROM tasks WHERE attempts > 1"},
-		{"callbacks never delivered", "SELECT count(*) FROM callbacks WHERE delivered_at IS NULL"},
+		{"tasks run twice (attempts > 1 without a retry)", "SELECT count(*) FROM results WHERE attempts > 1"},
+		{"callbacks never delivered", "SELECT count(*) FROM callbacks c JOIN jobs j ON j.id = c.job_id WHERE c.id > j.delivered_id"},
 	}
 	for _, c := range checks {
 		if n := q(c.query); n != 0 {
@@ -295,7 +299,7 @@ func TestRandomKills(t *testing.T) {
 	stopWatch(t, watch, records)
 	checkWatch(t, watch.stdout.String(), records)
 	interrupted := queryDB(t, db, "SELECT count(*) FROM tasks WHERE interrupts > 0")
-	failed := queryDB(t, db, "SELECT count(*) FROM tasks WHERE state = 'failed'")
+	failed := queryDB(t, db, "SELECT count(*) FROM results WHERE state = 'failed'")
 	t.Logf("kills %d, jobs %d, tasks %d, callbacks %d, tasks interrupted %d, failed after 3 interruptions %d, in %v",
 		kills, jobs, submitted, records, interrupted, failed, time.Since(startTime).Round(time.Second))
 }
@@ -312,7 +316,7 @@ func TestRunRecoversAndResumes(t *testing.T) {
 		t.Fatalf("pcd run was not killed: exit %d", p.cmd.ProcessState.ExitCode())
 	}
 	id := parseOutput(t, strings.SplitN(p.stdout.String(), "\n", 2)[0]+"\n").job
-	if queryDB(t, db, "SELECT count(*) FROM tasks WHERE state = 'running'") == 0 {
+	if queryDB(t, db, "SELECT count(*) FROM running") == 0 {
 		t.Fatal("no task was left running by the kill")
 	}
 
@@ -320,7 +324,7 @@ func TestRunRecoversAndResumes(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stderr, "1 other unfinished job(s)") {
 		t.Fatalf("run beside an unfinished job: exit %d, stderr %q", r.code, r.stderr)
 	}
-	if queryDB(t, db, "SELECT count(*) FROM tasks WHERE state = 'running'") != 0 {
+	if queryDB(t, db, "SELECT count(*) FROM running") != 0 {
 		t.Error("the next pcd run did not recover the interrupted tasks")
 	}
 	r = pcd(t, db, "run", "--resume", id[:8])

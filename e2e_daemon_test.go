@@ -258,7 +258,8 @@ func TestHardStopPutsTasksBackToPending(t *testing.T) {
 	d := startDaemon(t, db, "--grace", "100ms")
 	waitFor(t, db, "SELECT count(*) FROM jobs WHERE state = 'running'", 1)
 	stopDaemon(t, d) // the grace runs out: the two sleeping tasks are interrupted
-	if n := queryDB(t, db, "SELECT count(*) FROM tasks WHERE state = 'pending' AND attempts = 0"); n != 6 {
+	if n := queryDB(t, db, `SELECT count(*) FROM tasks t WHERE attempts = 0 AND NOT EXISTS (SELECT 1 FROM running u WHERE u.job_id = t.job_id AND u.seq = t.seq)
+		AND NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq)`); n != 6 {
 		t.Fatalf("%d tasks pending with no attempt spent, want 6", n)
 	}
 	r = pcd(t, db, "status", "--json", id)
@@ -310,7 +311,7 @@ func TestStreamSubmitRunsWhileReading(t *testing.T) {
 	}
 	w.Flush()
 	// Stdin is still open, and the daemon is already running the first tasks.
-	waitFor(t, db, "SELECT count(*) FROM tasks WHERE state = 'succeeded'", 1)
+	waitFor(t, db, "SELECT count(*) FROM results WHERE state = 'succeeded'", 1)
 	if queryDB(t, db, "SELECT sealed FROM jobs") != 0 {
 		t.Fatal("job sealed before EOF")
 	}

@@ -61,7 +61,7 @@ func TestDiskFull(t *testing.T) {
 	if n := strings.Count(d.stderr.String(), "the disk is full"); n != 1 {
 		t.Errorf("the disk-full error was logged %d times, want once:\n%s", n, d.stderr)
 	}
-	done := queryDB(t, db, "SELECT count(*) FROM tasks WHERE state = 'succeeded'")
+	done := queryDB(t, db, "SELECT count(*) FROM results WHERE state = 'succeeded'")
 	if done >= 3000 {
 		t.Fatal("the job finished: the disk was never full")
 	}
@@ -81,7 +81,7 @@ func TestWriteLockHeldByAnotherProcess(t *testing.T) {
 		t.Fatalf("submit: %s", r.stderr)
 	}
 	d := startWith(t, db, nil, "--busy-timeout", "200ms", "daemon", "--retry-after", "100ms")
-	waitFor(t, db, "SELECT count(*) FROM tasks WHERE state = 'succeeded'", 10)
+	waitFor(t, db, "SELECT count(*) FROM results WHERE state = 'succeeded'", 10)
 
 	// Another process (this test) takes the write lock and sits on it.
 	raw, err := sql.Open("sqlite", db+"?_pragma=busy_timeout(10000)")

@@ -17,7 +17,7 @@ type deliveryView struct {
 	Number      int64      `json:"number,omitempty"`
 	Sink        string     `json:"sink"`
 	State       string     `json:"state"`
-	Attempts    int        `json:"attempts"`
+	Attempts    int        `json:"attempts,omitempty"` // not counted for the runner
 	DeliveredAt *time.Time `json:"delivered_at,omitempty"`
 	LastError   string     `json:"last_error,omitempty"`
 }
@@ -43,11 +43,11 @@ yet), retrying, delivered, or dead (given up after --delivery-attempts).`,
 				last := int64(0)
 				for _, r := range rows {
 					if r.ID != last {
-						// The runner's own delivery: its log or output.
-						v := deliveryView{CallbackID: r.ID, Event: r.Event, Number: r.TaskSeq, Sink: "runner", State: "pending", Attempts: r.Callback.Attempts}
-						if !r.Callback.DeliveredAt.IsZero() {
-							t := r.Callback.DeliveredAt
-							v.State, v.DeliveredAt = "delivered", &t
+						// The runner's own delivery: its log or output. It
+						// keeps a cursor, not a time or count per callback.
+						v := deliveryView{CallbackID: r.ID, Event: r.Event, Number: r.TaskSeq, Sink: "runner", State: "pending"}
+						if r.Released {
+							v.State = "delivered"
 						}
 						views = append(views, v)
 						last = r.ID
@@ -74,7 +74,10 @@ yet), retrying, delivered, or dead (given up after --delivery-attempts).`,
 				}
 				out := make([][]string, 0, len(views))
 				for _, v := range views {
-					task, at := "-", "-"
+					task, at, attempts := "-", "-", "-"
+					if v.Attempts > 0 {
+						attempts = fmt.Sprint(v.Attempts)
+					}
 					if v.Number > 0 {
 						task = fmt.Sprint(v.Number)
 					}
@@ -85,7 +88,7 @@ yet), retrying, delivered, or dead (given up after --delivery-attempts).`,
 					if len(sink) > 60 {
 						sink = sink[:57] + "..."
 					}
-					out = append(out, []string{fmt.Sprint(v.CallbackID), v.Event, task, sink, v.State, fmt.Sprint(v.Attempts), at, oneLine(v.LastError)})
+					out = append(out, []string{fmt.Sprint(v.CallbackID), v.Event, task, sink, v.State, attempts, at, oneLine(v.LastError)})
 				}
 				return table(env.Stdout, "ID\tEVENT\tTASK\tSINK\tSTATE\tATTEMPTS\tDELIVERED\tLAST_ERROR", out)
 			})

@@ -106,9 +106,7 @@ func (c *JobController) runTask(ctx context.Context, job store.Job, t store.Task
 	res := store.Result{
 		Seq: t.Seq, State: state, Result: result, Error: errText, Time: took,
 		StartedAt: wallStart, FinishedAt: wallStart.Add(took),
-	}
-	if t.Retry.MaxAttempts > 1 {
-		res.Attempt = attempt
+		Attempt: attempt, Record: t.Retry.MaxAttempts > 1,
 	}
 	if state == store.Failed && attempt < t.Retry.MaxAttempts {
 		res.RetryAt = c.cfg.Clock.Now().Add(backoff(t.Retry, attempt))

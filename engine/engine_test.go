@@ -136,7 +136,7 @@ func TestRunCompletesEveryTaskOnce(t *testing.T) {
 	if n := count(t, raw, "SELECT count(*) FROM callbacks WHERE event = 'task'"); n != 2000 {
 		t.Errorf("%d task callback records, want 2000", n)
 	}
-	if n := count(t, raw, "SELECT count(*) FROM callbacks WHERE delivered_at IS NULL"); n != 0 {
+	if n := count(t, raw, "SELECT count(*) FROM callbacks c JOIN jobs j ON j.id = c.job_id WHERE c.id > j.delivered_id"); n != 0 {
 		t.Errorf("%d callbacks not marked delivered", n)
 	}
 	// A second run of a finished job does nothing.
@@ -406,7 +406,7 @@ func TestCommitFailureKeepsResultsWithCallbacks(t *testing.T) {
 		t.Fatalf("run: %v, want the injected error", err)
 	}
 	raw := rawDB(t, db)
-	if n := count(t, raw, `SELECT count(*) FROM tasks t WHERE (t.state IN ('succeeded', 'failed', 'cancelled')) !=
+	if n := count(t, raw, `SELECT count(*) FROM tasks t WHERE EXISTS (SELECT 1 FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq) !=
 		EXISTS (SELECT 1 FROM callbacks c WHERE c.job_id = t.job_id AND c.task_seq = t.seq)`); n != 0 {
 		t.Fatalf("%d tasks have a result without a callback or a callback without a result", n)
 	}
@@ -430,7 +430,7 @@ func TestRedeliversUndeliveredCallbacks(t *testing.T) {
 	raw := rawDB(t, db)
 	// As if the process died after committing the last two but before
 	// delivering them.
-	if _, err := raw.Exec("UPDATE callbacks SET delivered_at = NULL WHERE id > (SELECT max(id) - 2 FROM callbacks)"); err != nil {
+	if _, err := raw.Exec("UPDATE jobs SET delivered_id = (SELECT max(id) - 2 FROM callbacks)"); err != nil {
 		t.Fatal(err)
 	}
 	var again recorder
@@ -445,7 +445,7 @@ func TestRedeliversUndeliveredCallbacks(t *testing.T) {
 	if got[0].CallbackID != all[len(all)-2].CallbackID || got[1].CallbackID != all[len(all)-1].CallbackID {
 		t.Error("redelivered callbacks carry different ids")
 	}
-	if n := count(t, raw, "SELECT count(*) FROM callbacks WHERE delivered_at IS NULL"); n != 0 {
+	if n := count(t, raw, "SELECT count(*) FROM callbacks c JOIN jobs j ON j.id = c.job_id WHERE c.id > j.delivered_id"); n != 0 {
 		t.Errorf("%d callbacks still undelivered", n)
 	}
 }
@@ -457,7 +457,8 @@ func TestRecoverCountsInterruptionsAndFailsAfterThree(t *testing.T) {
 	crash := func() {
 		t.Helper()
 		// As if a runner had started tasks 1 and 2 and then died.
-		if _, err := raw.Exec("UPDATE tasks SET state = 'running' WHERE seq IN (1, 2) AND state != 'failed'"); err != nil {
+		if _, err := raw.Exec(`INSERT OR IGNORE INTO running (job_id, seq, started_at) SELECT job_id, seq, 0 FROM tasks t
+			WHERE seq IN (1, 2) AND NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq)`); err != nil {
 			t.Fatal(err)
 		}
 		if err := Recover(context.Background(), db, nil); err != nil {

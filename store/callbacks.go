@@ -16,41 +16,35 @@ const (
 
 // Callback is a record of the callback outbox.
 type Callback struct {
-	ID          int64 // increasing; receivers drop duplicates by it
-	Event       string
-	JobID       int64
-	TaskSeq     int64 // 0 for a job event
-	Round       int
-	Message     []byte // JSON
-	CreatedAt   time.Time
-	Attempts    int
-	DeliveredAt time.Time // zero until delivered
+	ID        int64 // increasing; receivers drop duplicates by it
+	Event     string
+	JobID     int64
+	TaskSeq   int64 // 0 for a job event
+	Round     int
+	Message   []byte // JSON
+	CreatedAt time.Time
 }
 
-const callbackColumns = "id, event, job_id, coalesce(task_seq, 0), round, message, created_at, attempts, delivered_at"
+const callbackColumns = "id, event, job_id, coalesce(task_seq, 0), round, message, created_at"
 
 func scanCallback(s scanner) (Callback, error) {
 	var (
-		c         Callback
-		created   int64
-		delivered sql.NullInt64
+		c       Callback
+		created int64
 	)
-	if err := s.Scan(&c.ID, &c.Event, &c.JobID, &c.TaskSeq, &c.Round, &c.Message, &created, &c.Attempts, &delivered); err != nil {
+	if err := s.Scan(&c.ID, &c.Event, &c.JobID, &c.TaskSeq, &c.Round, &c.Message, &created); err != nil {
 		return Callback{}, err
 	}
 	c.CreatedAt = time.Unix(0, created)
-	if delivered.Valid {
-		c.DeliveredAt = time.Unix(0, delivered.Int64)
-	}
 	return c, nil
 }
 
 // Callbacks lists a job's callback records with id after afterID, in id
-// order; undeliveredOnly keeps those not yet delivered.
+// order; undeliveredOnly keeps those the runner has not delivered yet.
 func (db *DB) Callbacks(ctx context.Context, jobID, afterID int64, undeliveredOnly bool) ([]Callback, error) {
-	q := "SELECT " + callbackColumns + " FROM callbacks WHERE job_id = ? AND id > ?"
+	q := "SELECT " + callbackColumns + " FROM callbacks WHERE job_id = ?1 AND id > ?2"
 	if undeliveredOnly {
-		q += " AND delivered_at IS NULL"
+		q += " AND id > (SELECT delivered_id FROM jobs WHERE id = ?1)"
 	}
 	rows, err := db.r.QueryContext(ctx, q+" ORDER BY id", jobID, afterID)
 	if err != nil {
@@ -111,10 +105,11 @@ func (db *DB) LastCallbackID(ctx context.Context) (int64, error) {
 	return id, nil
 }
 
-// UndeliveredJobs lists the jobs that have callback records not yet
-// delivered, oldest first.
+// UndeliveredJobs lists the jobs that have callback records the runner
+// has not delivered yet, oldest first.
 func (db *DB) UndeliveredJobs(ctx context.Context) ([]int64, error) {
-	rows, err := db.r.QueryContext(ctx, "SELECT DISTINCT job_id FROM callbacks WHERE delivered_at IS NULL ORDER BY job_id")
+	rows, err := db.r.QueryContext(ctx, `SELECT id FROM jobs j
+		WHERE EXISTS (SELECT 1 FROM callbacks c WHERE c.job_id = j.id AND c.id > j.delivered_id) ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("undelivered callbacks: %w", err)
 	}
@@ -130,10 +125,11 @@ func (db *DB) UndeliveredJobs(ctx context.Context) ([]int64, error) {
 	return ids, rows.Err()
 }
 
-// MarkDelivered records that a job's callbacks in span were delivered.
+// MarkDelivered records that the runner delivered a job's callbacks up to
+// span.To. It releases them in id order, so that is all of them up to there.
 func (db *DB) MarkDelivered(ctx context.Context, jobID int64, span Span) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		return markDelivered(ctx, tx, jobID, span, time.Now())
+		return markDelivered(ctx, tx, jobID, span)
 	})
 	if err != nil {
 		return fmt.Errorf("mark callbacks of job %d delivered: %w", jobID, err)
@@ -141,11 +137,10 @@ func (db *DB) MarkDelivered(ctx context.Context, jobID int64, span Span) error {
 	return nil
 }
 
-func markDelivered(ctx context.Context, tx *sql.Tx, jobID int64, span Span, now time.Time) error {
-	if span.From <= 0 || span.To < span.From {
+func markDelivered(ctx context.Context, tx *sql.Tx, jobID int64, span Span) error {
+	if span.To <= 0 {
 		return nil
 	}
-	_, err := tx.ExecContext(ctx, `UPDATE callbacks SET delivered_at = ?, attempts = attempts + 1
-		WHERE job_id = ? AND id BETWEEN ? AND ? AND delivered_at IS NULL`, now.UnixNano(), jobID, span.From, span.To)
+	_, err := tx.ExecContext(ctx, "UPDATE jobs SET delivered_id = max(delivered_id, ?) WHERE id = ?", span.To, jobID)
 	return err
 }

@@ -13,7 +13,8 @@ import (
 // tasks or is not sealed.
 var ErrNotDone = errors.New("job has unfinished tasks")
 
-// Result is the final outcome of one task, with its callback message.
+// Result is the outcome of one attempt of a task, with its callback
+// message when the outcome is final.
 type Result struct {
 	Seq        int64
 	State      State // Succeeded, Failed or Cancelled
@@ -23,11 +24,15 @@ type Result struct {
 	StartedAt  time.Time
 	FinishedAt time.Time
 	Message    []byte // the task callback's JSON
+	// Attempt is this attempt's number, 1-based: the attempts spent on the
+	// task, this one included.
+	Attempt int
+	// Record keeps a row for this attempt in the attempts table (tasks
+	// that may retry).
+	Record bool
 	// RetryAt, if set, makes this a failed attempt that is not final: the
 	// task goes back to pending until then, with no callback.
 	RetryAt time.Time
-	// Attempt, if positive, records this attempt as that number.
-	Attempt int
 }
 
 // Span is a range of callback ids, inclusive.
@@ -52,7 +57,7 @@ type Batch struct {
 	Interrupted []int64
 	// Elapsed is the job's elapsed time so far, saved with the batch.
 	Elapsed time.Duration
-	// Delivered marks the job's callbacks in this span delivered.
+	// Delivered marks the job's callbacks up to Delivered.To delivered.
 	Delivered Span
 }
 
@@ -61,8 +66,8 @@ type Committed struct {
 	// Callbacks are the new task-callback records, in the order of the
 	// results; a task that was already final has none.
 	Callbacks []Callback
-	// Started[i] is false when Starts[i] must not run: the task is no
-	// longer pending (pcd cancel finished it, say).
+	// Started[i] is false when Starts[i] must not run: the task is already
+	// final (pcd cancel finished it, say).
 	Started []bool
 }
 
@@ -76,7 +81,7 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 		out = Committed{Started: make([]bool, len(b.Starts))}
 		start := tx.StmtContext(ctx, db.stmts.start)
 		for i, st := range b.Starts {
-			res, err := start.ExecContext(ctx, st.At.UnixNano(), b.JobID, st.Seq)
+			res, err := start.ExecContext(ctx, b.JobID, st.Seq, st.At.UnixNano())
 			if err != nil {
 				return fmt.Errorf("start task %d: %w", st.Seq, err)
 			}
@@ -86,9 +91,9 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 			}
 			out.Started[i] = n == 1
 		}
-		requeue := tx.StmtContext(ctx, db.stmts.requeue)
+		stop := tx.StmtContext(ctx, db.stmts.stop)
 		for _, seq := range b.Interrupted {
-			if _, err := requeue.ExecContext(ctx, b.JobID, seq); err != nil {
+			if _, err := stop.ExecContext(ctx, b.JobID, seq); err != nil {
 				return fmt.Errorf("requeue task %d: %w", seq, err)
 			}
 		}
@@ -101,7 +106,7 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 		var counts [3]int64 // succeeded, failed, cancelled
 		for _, r := range b.Results {
 			if !r.RetryAt.IsZero() {
-				res, err := retry.ExecContext(ctx, nullString(r.Error), r.RetryAt.UnixNano(), b.JobID, r.Seq)
+				res, err := retry.ExecContext(ctx, nullString(r.Error), r.RetryAt.UnixNano(), r.Attempt, b.JobID, r.Seq)
 				if err != nil {
 					return fmt.Errorf("task %d: %w", r.Seq, err)
 				}
@@ -110,10 +115,13 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 				} else if n == 0 {
 					continue // already final
 				}
+				if _, err := stop.ExecContext(ctx, b.JobID, r.Seq); err != nil {
+					return fmt.Errorf("task %d: %w", r.Seq, err)
+				}
 			} else if !applied[r.Seq] {
 				continue // already final: one result per task
 			}
-			if r.Attempt > 0 {
+			if r.Record {
 				state := r.State
 				if !r.RetryAt.IsZero() {
 					state = Failed
@@ -144,14 +152,21 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 				return fmt.Errorf("task %d: %q is not a final state", r.Seq, r.State)
 			}
 		}
+		if len(applied) > 0 {
+			// Start marks of tasks now final: at most the job's workers
+			// plus a batch of starts, each checked by primary key.
+			if _, err := tx.StmtContext(ctx, db.stmts.finished).ExecContext(ctx, b.JobID); err != nil {
+				return err
+			}
+		}
 		if err := db.insertTaskCallbacks(ctx, tx, out.Callbacks, now); err != nil {
 			return err
 		}
 		if _, err := tx.StmtContext(ctx, db.stmts.counts).ExecContext(ctx,
-			counts[0], counts[1], counts[2], int64(b.Elapsed), b.JobID); err != nil {
+			counts[0], counts[1], counts[2], int64(b.Elapsed), b.Delivered.To, b.JobID); err != nil {
 			return err
 		}
-		return markDelivered(ctx, tx, b.JobID, b.Delivered, now)
+		return nil
 	})
 	if err != nil {
 		return Committed{}, fmt.Errorf("complete tasks of job %d: %w", b.JobID, err)
@@ -159,28 +174,30 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 	return out, nil
 }
 
-// finalResults writes the batch's final results with multi-row
-// UPDATE … FROM (VALUES …) statements and returns the tasks it changed:
-// a task that was already final keeps its first result.
+// finalResults inserts the batch's final results with multi-row INSERTs
+// and returns the tasks they were written for: a task that was already
+// final keeps its first result (the primary key refuses a second).
 func (db *DB) finalResults(ctx context.Context, tx *sql.Tx, b Batch) (map[int64]bool, error) {
 	applied := make(map[int64]bool, len(b.Results))
 	finals := make([]Result, 0, len(b.Results))
 	for _, r := range b.Results {
+		if r.Attempt < 1 {
+			return nil, fmt.Errorf("task %d: attempt %d: attempts are numbered from 1", r.Seq, r.Attempt)
+		}
 		if r.RetryAt.IsZero() {
 			finals = append(finals, r)
 		}
 	}
-	args := make([]any, 0, 7*callbackChunks[0]+1)
+	args := make([]any, 0, resultColumns*callbackChunks[0]+1)
 	for len(finals) > 0 {
 		n := chunkFor(len(finals))
 		chunk := finals[:callbackChunks[n]]
 		finals = finals[len(chunk):]
-		args = args[:0]
+		args = append(args[:0], b.JobID)
 		for _, r := range chunk {
-			args = append(args, r.Seq, string(r.State), nullBytes(r.Result), nullString(r.Error),
+			args = append(args, r.Seq, string(r.State), r.Attempt, nullBytes(r.Result), nullString(r.Error),
 				int64(r.Time), r.StartedAt.UnixNano(), r.FinishedAt.UnixNano())
 		}
-		args = append(args, b.JobID)
 		rows, err := tx.StmtContext(ctx, db.stmts.results[n]).QueryContext(ctx, args...)
 		if err != nil {
 			return nil, fmt.Errorf("results: %w", err)
@@ -202,6 +219,10 @@ func (db *DB) finalResults(ctx context.Context, tx *sql.Tx, b Batch) (map[int64]
 	}
 	return applied, nil
 }
+
+// resultColumns is the number of values a result row takes in the
+// multi-row results INSERT, after the job id.
+const resultColumns = 8
 
 // callbackChunks are the row counts of the prepared multi-row statements
 // that write results and task callbacks; a batch is written with the
@@ -248,8 +269,8 @@ func (db *DB) insertTaskCallbacks(ctx context.Context, tx *sql.Tx, cbs []Callbac
 
 // statements are prepared once on the writer connection.
 type statements struct {
-	start, requeue, retry, attempt, counts *sql.Stmt
-	callbacks, results                     []*sql.Stmt // one per callbackChunks
+	start, stop, finished, retry, attempt, counts *sql.Stmt
+	callbacks, results                            []*sql.Stmt // one per callbackChunks
 }
 
 func (db *DB) prepare(ctx context.Context) error {
@@ -257,19 +278,20 @@ func (db *DB) prepare(ctx context.Context) error {
 		stmt **sql.Stmt
 		sql  string
 	}{
-		// A task still marked running was left so by a run of this
+		// A task already marked running was left so by a run of this
 		// process that failed (Recover handles those of a dead process).
-		{&db.stmts.start, `UPDATE tasks SET state = 'running', started_at = ?, not_before = NULL
-			WHERE job_id = ? AND seq = ? AND state IN ('pending', 'running')`},
-		{&db.stmts.retry, `UPDATE tasks SET state = 'pending', attempts = attempts + 1, error = ?,
-			not_before = ?, started_at = NULL
-			WHERE job_id = ? AND seq = ? AND state NOT IN ('succeeded', 'failed', 'cancelled')`},
+		{&db.stmts.start, `INSERT INTO running (job_id, seq, started_at)
+			SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM results WHERE job_id = ?1 AND seq = ?2)
+			ON CONFLICT (job_id, seq) DO UPDATE SET started_at = excluded.started_at`},
+		{&db.stmts.stop, `DELETE FROM running WHERE job_id = ? AND seq = ?`},
+		{&db.stmts.finished, `DELETE FROM running WHERE job_id = ?1
+			AND EXISTS (SELECT 1 FROM results r WHERE r.job_id = ?1 AND r.seq = running.seq)`},
+		{&db.stmts.retry, `UPDATE tasks SET attempts = ?3, error = ?1, not_before = ?2
+			WHERE job_id = ?4 AND seq = ?5 AND NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = ?4 AND r.seq = ?5)`},
 		{&db.stmts.attempt, `INSERT INTO attempts (job_id, seq, attempt, state, error, time_ns, started_at, finished_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
-		{&db.stmts.requeue, `UPDATE tasks SET state = 'pending', started_at = NULL
-			WHERE job_id = ? AND seq = ? AND state = 'running'`},
 		{&db.stmts.counts, `UPDATE jobs SET succeeded = succeeded + ?, failed = failed + ?,
-			cancelled = cancelled + ?, elapsed_ns = ? WHERE id = ?`},
+			cancelled = cancelled + ?, elapsed_ns = ?, delivered_id = max(delivered_id, ?) WHERE id = ?`},
 	} {
 		stmt, err := db.w.PrepareContext(ctx, s.sql)
 		if err != nil {
@@ -284,11 +306,9 @@ func (db *DB) prepare(ctx context.Context) error {
 			return fmt.Errorf("prepare: %w", err)
 		}
 		db.stmts.callbacks = append(db.stmts.callbacks, stmt)
-		stmt, err = db.w.PrepareContext(ctx, `UPDATE tasks SET state = v.column2, attempts = attempts + 1, not_before = NULL,
-			result = v.column3, error = v.column4, time_ns = v.column5, started_at = v.column6, finished_at = v.column7
-			FROM (VALUES `+strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?), ", n), ", ")+`) AS v
-			WHERE tasks.job_id = ? AND tasks.seq = v.column1 AND tasks.state NOT IN ('succeeded', 'failed', 'cancelled')
-			RETURNING tasks.seq`)
+		stmt, err = db.w.PrepareContext(ctx, `INSERT INTO results (job_id, seq, state, attempts, result, error, time_ns, started_at, finished_at) VALUES `+
+			strings.TrimSuffix(strings.Repeat("(?1, ?, ?, ?, ?, ?, ?, ?, ?), ", n), ", ")+`
+			ON CONFLICT (job_id, seq) DO NOTHING RETURNING seq`)
 		if err != nil {
 			return fmt.Errorf("prepare: %w", err)
 		}
@@ -308,8 +328,14 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int, failMessage func(j
 	reason := fmt.Sprintf("interrupted by %d restarts", maxInterrupts)
 	err = db.tx(ctx, func(tx *sql.Tx) error {
 		requeued, failed = 0, 0
+		// Start marks of tasks that finished anyway are stale, not
+		// interruptions.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM running
+			WHERE EXISTS (SELECT 1 FROM results r WHERE r.job_id = running.job_id AND r.seq = running.seq)`); err != nil {
+			return err
+		}
 		rows, err := tx.QueryContext(ctx, `SELECT t.job_id, j.uuid, j.round, t.seq, t.uuid, t.kind, t.attempts, t.interrupts
-			FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.state = 'running'`)
+			FROM running u JOIN tasks t ON t.job_id = u.job_id AND t.seq = u.seq JOIN jobs j ON j.id = u.job_id`)
 		if err != nil {
 			return err
 		}
@@ -333,16 +359,19 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int, failMessage func(j
 		}
 		for _, r := range all {
 			r.Interrupts++
+			if _, err := tx.ExecContext(ctx, `DELETE FROM running WHERE job_id = ? AND seq = ?`, r.JobID, r.Seq); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE tasks SET interrupts = interrupts + 1 WHERE job_id = ? AND seq = ?`,
+				r.JobID, r.Seq); err != nil {
+				return err
+			}
 			if r.Interrupts < maxInterrupts {
-				if _, err := tx.ExecContext(ctx, `UPDATE tasks SET state = 'pending', started_at = NULL,
-					interrupts = interrupts + 1 WHERE job_id = ? AND seq = ?`, r.JobID, r.Seq); err != nil {
-					return err
-				}
 				requeued++
 				continue
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE tasks SET state = 'failed', error = ?, interrupts = interrupts + 1, not_before = NULL,
-				finished_at = ? WHERE job_id = ? AND seq = ?`, reason, now.UnixNano(), r.JobID, r.Seq); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO results (job_id, seq, state, attempts, error, finished_at)
+				VALUES (?, ?, 'failed', ?, ?, ?)`, r.JobID, r.Seq, r.Attempts, reason, now.UnixNano()); err != nil {
 				return err
 			}
 			msg, err := failMessage(r.jobUUID, r.Task, reason)
@@ -369,8 +398,8 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int, failMessage func(j
 // FinishJob commits a job's final state and its job-callback record
 // together, once every task is final. message builds the callback's JSON
 // from the finished job inside the transaction. If the job had already
-// finished, FinishJob returns it with a nil callback. The callbacks in
-// delivered are marked delivered in the same transaction.
+// finished, FinishJob returns it with a nil callback. The job's callbacks
+// up to delivered.To are marked delivered in the same transaction.
 func (db *DB) FinishJob(ctx context.Context, jobID int64, elapsed time.Duration, delivered Span,
 	message func(Job) ([]byte, error)) (Job, *Callback, error) {
 	now := time.Now()
@@ -380,7 +409,7 @@ func (db *DB) FinishJob(ctx context.Context, jobID int64, elapsed time.Duration,
 	)
 	err := db.txAt(ctx, "finish", func(tx *sql.Tx) error {
 		cb = nil
-		if err := markDelivered(ctx, tx, jobID, delivered, now); err != nil {
+		if err := markDelivered(ctx, tx, jobID, delivered); err != nil {
 			return err
 		}
 		var err error
@@ -452,8 +481,8 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(Task)
 		if job.Finished() {
 			return conflict("job %s already %s", job.UUID, job.State)
 		}
-		update, err := tx.PrepareContext(ctx, `UPDATE tasks SET state = 'cancelled', error = 'cancelled', finished_at = ?, not_before = NULL
-			WHERE job_id = ? AND seq = ?`)
+		update, err := tx.PrepareContext(ctx, `INSERT INTO results (job_id, seq, state, attempts, error, finished_at)
+			VALUES (?, ?, 'cancelled', ?, 'cancelled', ?)`)
 		if err != nil {
 			return err
 		}
@@ -479,7 +508,7 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(Task)
 				if err != nil {
 					return err
 				}
-				if _, err := update.ExecContext(ctx, now.UnixNano(), jobID, t.Seq); err != nil {
+				if _, err := update.ExecContext(ctx, jobID, t.Seq, t.Attempts, now.UnixNano()); err != nil {
 					return err
 				}
 				if _, err := insert.ExecContext(ctx, jobID, t.Seq, job.Round, string(msg), now.UnixNano()); err != nil {
@@ -487,6 +516,9 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(Task)
 				}
 				cancelled++
 			}
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM running WHERE job_id = ?", jobID); err != nil {
+			return err
 		}
 		job.Cancelled += cancelled
 		job.Sealed = true

@@ -76,6 +76,9 @@ func (db *DB) RecordDelivery(ctx context.Context, d Delivery) error {
 // display; a callback no sink has tried yet has an empty Sink.
 type DeliveryRow struct {
 	Callback
+	// Released is true once the runner has delivered the callback to its
+	// own output (log, stdout).
+	Released    bool
 	Sink        string
 	State       string
 	Attempts    int
@@ -86,9 +89,9 @@ type DeliveryRow struct {
 // Deliveries lists a job's callbacks with their delivery state at each
 // sink that has tried them.
 func (db *DB) Deliveries(ctx context.Context, jobID int64) ([]DeliveryRow, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT c.id, c.event, c.job_id, coalesce(c.task_seq, 0), c.round, c.message, c.created_at, c.attempts, c.delivered_at,
+	rows, err := db.r.QueryContext(ctx, `SELECT c.id, c.event, c.job_id, coalesce(c.task_seq, 0), c.round, c.message, c.created_at, c.id <= j.delivered_id,
 		coalesce(d.sink, ''), coalesce(d.state, ''), coalesce(d.attempts, 0), coalesce(d.last_error, ''), d.delivered_at
-		FROM callbacks c LEFT JOIN deliveries d ON d.callback_id = c.id
+		FROM callbacks c JOIN jobs j ON j.id = c.job_id LEFT JOIN deliveries d ON d.callback_id = c.id
 		WHERE c.job_id = ? ORDER BY c.id, d.sink`, jobID)
 	if err != nil {
 		return nil, fmt.Errorf("deliveries of job %d: %w", jobID, err)
@@ -99,17 +102,13 @@ func (db *DB) Deliveries(ctx context.Context, jobID int64) ([]DeliveryRow, error
 		var (
 			r         DeliveryRow
 			created   int64
-			logged    sql.NullInt64
 			delivered sql.NullInt64
 		)
-		if err := rows.Scan(&r.ID, &r.Event, &r.JobID, &r.TaskSeq, &r.Round, &r.Message, &created, &r.Callback.Attempts, &logged,
+		if err := rows.Scan(&r.ID, &r.Event, &r.JobID, &r.TaskSeq, &r.Round, &r.Message, &created, &r.Released,
 			&r.Sink, &r.State, &r.Attempts, &r.LastError, &delivered); err != nil {
 			return nil, fmt.Errorf("deliveries of job %d: %w", jobID, err)
 		}
 		r.CreatedAt = time.Unix(0, created)
-		if logged.Valid {
-			r.Callback.DeliveredAt = time.Unix(0, logged.Int64)
-		}
 		if delivered.Valid {
 			r.DeliveredAt = time.Unix(0, delivered.Int64)
 		}

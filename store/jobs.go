@@ -430,8 +430,13 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (Job, error) {
 		if job.Failed+job.Cancelled == 0 {
 			return conflict("job %s has no failed or cancelled task to retry", job.UUID)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET state = 'pending', result = NULL, error = NULL, not_before = NULL
-			WHERE job_id = ? AND state IN ('failed', 'cancelled')`, jobID); err != nil {
+		// The tasks keep the attempts they spent.
+		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET attempts = r.attempts, error = NULL, not_before = NULL
+			FROM results r WHERE r.job_id = tasks.job_id AND r.seq = tasks.seq
+			AND tasks.job_id = ?1 AND r.job_id = ?1 AND r.state IN ('failed', 'cancelled')`, jobID); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM results WHERE job_id = ? AND state IN ('failed', 'cancelled')`, jobID); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = 'pending', round = round + 1, failed = 0,

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/pcd-dev/pcd/migrations"
 	"github.com/pcd-dev/pcd/store"
 )
 
@@ -69,7 +71,7 @@ func newJob(t *testing.T, db *store.DB, n int) store.Job {
 
 func result(seq int64) store.Result {
 	now := time.Now()
-	return store.Result{Seq: seq, State: store.Succeeded, Time: time.Millisecond, StartedAt: now, FinishedAt: now,
+	return store.Result{Seq: seq, State: store.Succeeded, Attempt: 1, Time: time.Millisecond, StartedAt: now, FinishedAt: now,
 		Message: fmt.Appendf(nil, `{"event":"task","number":%d}`, seq)}
 }
 
@@ -285,7 +287,7 @@ func TestResultAndCallbackCommitTogether(t *testing.T) {
 		t.Fatalf("got %v, want the injected error", err)
 	}
 	raw := rawDB(t, db.Path())
-	if n := queryInt(t, raw, "SELECT count(*) FROM tasks WHERE state != 'pending'"); n != 0 {
+	if n := queryInt(t, raw, "SELECT count(*) FROM results"); n != 0 {
 		t.Errorf("%d results committed without their callbacks", n)
 	}
 	if n := queryInt(t, raw, "SELECT count(*) FROM callbacks"); n != 0 {
@@ -301,8 +303,8 @@ func TestResultAndCallbackCommitTogether(t *testing.T) {
 	if len(cbs) != 10 {
 		t.Fatalf("%d callbacks, want 10", len(cbs))
 	}
-	if n := queryInt(t, raw, `SELECT count(*) FROM tasks t JOIN callbacks c ON c.job_id = t.job_id AND c.task_seq = t.seq
-		WHERE t.state = 'succeeded'`); n != 10 {
+	if n := queryInt(t, raw, `SELECT count(*) FROM results r JOIN callbacks c ON c.job_id = r.job_id AND c.task_seq = r.seq
+		WHERE r.state = 'succeeded'`); n != 10 {
 		t.Errorf("%d tasks have both result and callback, want 10", n)
 	}
 }
@@ -413,4 +415,83 @@ func TestRunnerLock(t *testing.T) {
 		t.Fatalf("lock after release: %v", err)
 	}
 	again.Release()
+}
+
+// TestMigrationMovesResultsOutOfTasks builds a database at schema version 4,
+// as pcd 0.4 left it, and checks what version 5 makes of each kind of task
+// and of the runner's delivery marks.
+func TestMigrationMovesResultsOutOfTasks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pcd.db")
+	raw := rawDB(t, path)
+	if _, err := raw.Exec(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	for v, name := range []string{"0001_init.sql", "0002_recovery.sql", "0003_retries.sql", "0004_delivery.sql"} {
+		body, err := fs.ReadFile(migrations.FS, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := raw.Exec(string(body)); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if _, err := raw.Exec("INSERT INTO schema_migrations VALUES (?, ?, 1)", v+1, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, q := range []string{
+		`INSERT INTO jobs (id, uuid, state, sealed, workers, queue_size, total, succeeded, failed, created_at)
+			VALUES (1, 'j1', 'running', 1, 2, 4, 4, 1, 1, 1)`,
+		`INSERT INTO tasks (job_id, seq, uuid, kind, payload, state, attempts, result, error, time_ns, started_at, finished_at) VALUES
+			(1, 1, 't1', 'noop', 'null', 'succeeded', 1, '{"ok":true}', NULL, 5, 10, 15),
+			(1, 2, 't2', 'noop', 'null', 'failed', 2, NULL, 'boom', 6, 20, 26),
+			(1, 3, 't3', 'noop', 'null', 'running', 1, NULL, 'first try failed', NULL, 30, NULL),
+			(1, 4, 't4', 'noop', 'null', 'pending', 0, NULL, NULL, NULL, NULL, NULL)`,
+		`INSERT INTO callbacks (id, event, job_id, task_seq, message, created_at, attempts, delivered_at) VALUES
+			(7, 'task', 1, 1, '{}', 1, 1, 100), (8, 'task', 1, 2, '{}', 1, 0, NULL)`,
+	} {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	raw.Close()
+
+	db := openPath(t, path)
+	ctx := context.Background()
+	tasks, err := db.Tasks(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type view struct {
+		state    store.State
+		attempts int
+		result   string
+		err      string
+		started  int64
+	}
+	want := []view{
+		{store.Succeeded, 1, `{"ok":true}`, "", 10},
+		{store.Failed, 2, "", "boom", 20},
+		{store.Running, 1, "", "first try failed", 30},
+		{store.Pending, 0, "", "", 0},
+	}
+	for i, task := range tasks {
+		var started int64
+		if !task.StartedAt.IsZero() {
+			started = task.StartedAt.UnixNano()
+		}
+		if got := (view{task.State, task.Attempts, string(task.Result), task.Error, started}); got != want[i] {
+			t.Errorf("task %d after migrating: %+v, want %+v", task.Seq, got, want[i])
+		}
+	}
+	if ids, err := db.UndeliveredJobs(ctx); err != nil || len(ids) != 1 {
+		t.Fatalf("undelivered jobs %v, %v: want job 1", ids, err)
+	}
+	cbs, err := db.Callbacks(ctx, 1, 0, true)
+	if err != nil || len(cbs) != 1 || cbs[0].ID != 8 {
+		t.Errorf("undelivered callbacks %+v, %v: want only 8", cbs, err)
+	}
+	pending, err := db.PendingTasks(ctx, 1, 0, 10, time.Now())
+	if err != nil || len(pending) != 2 || pending[0].Seq != 3 || pending[1].Seq != 4 {
+		t.Errorf("pending after migrating: %+v, %v: want tasks 3 and 4", pending, err)
+	}
 }

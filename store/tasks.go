@@ -22,8 +22,11 @@ type Task struct {
 	NotBefore  time.Time // zero unless waiting out a backoff
 }
 
-const taskColumns = `seq, uuid, kind, payload, attempts, interrupts,
-	max_attempts, backoff_base_ns, backoff_cap_ns, timeout_ns, not_before`
+const taskColumns = `t.seq, t.uuid, t.kind, t.payload, t.attempts, t.interrupts,
+	t.max_attempts, t.backoff_base_ns, t.backoff_cap_ns, t.timeout_ns, t.not_before`
+
+// unfinished is the condition on a task t that it has no result yet.
+const unfinished = `NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq)`
 
 func scanTask(s scanner, t *Task) error {
 	var base, capNS, timeout int64
@@ -53,8 +56,8 @@ func pendingTx(ctx context.Context, tx *sql.Tx, jobID, afterSeq int64, limit int
 // WaitingTasks returns a job's pending tasks that wait out a backoff until
 // after now.
 func (db *DB) WaitingTasks(ctx context.Context, jobID int64, now time.Time) ([]Task, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT `+taskColumns+` FROM tasks
-		WHERE job_id = ? AND not_before > ? AND state = 'pending'`, jobID, now.UnixNano())
+	rows, err := db.r.QueryContext(ctx, `SELECT `+taskColumns+` FROM tasks t
+		WHERE t.job_id = ? AND t.not_before > ? AND `+unfinished, jobID, now.UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("waiting tasks of job %d: %w", jobID, err)
 	}
@@ -75,9 +78,9 @@ type querier interface {
 }
 
 func queryPending(ctx context.Context, q querier, jobID, afterSeq int64, limit int, due int64) ([]Task, error) {
-	rows, err := q.QueryContext(ctx, `SELECT `+taskColumns+` FROM tasks
-		WHERE job_id = ? AND seq > ? AND state IN ('pending', 'running') AND (not_before IS NULL OR not_before <= ?)
-		ORDER BY seq LIMIT ?`,
+	rows, err := q.QueryContext(ctx, `SELECT `+taskColumns+` FROM tasks t
+		WHERE t.job_id = ? AND t.seq > ? AND (t.not_before IS NULL OR t.not_before <= ?) AND `+unfinished+`
+		ORDER BY t.seq LIMIT ?`,
 		jobID, afterSeq, due, limit)
 	if err != nil {
 		return nil, fmt.Errorf("pending tasks of job %d: %w", jobID, err)
@@ -116,11 +119,16 @@ func (db *DB) Tasks(ctx context.Context, jobID int64) ([]TaskRow, error) {
 // TasksInState lists a job's tasks in seq order after afterSeq, only those
 // in state unless it is empty, at most limit (negative for all).
 func (db *DB) TasksInState(ctx context.Context, jobID int64, state State, afterSeq int64, limit int) ([]TaskRow, error) {
-	q := `SELECT seq, uuid, kind, payload, attempts, interrupts, state,
-		result, error, time_ns, started_at, finished_at FROM tasks WHERE job_id = ? AND seq > ?`
+	q := `SELECT * FROM (SELECT t.seq, t.uuid, t.kind, t.payload, coalesce(r.attempts, t.attempts), t.interrupts,
+			CASE WHEN r.state IS NOT NULL THEN r.state WHEN u.seq IS NOT NULL THEN 'running' ELSE 'pending' END AS state,
+			r.result, coalesce(r.error, t.error), r.time_ns, coalesce(r.started_at, u.started_at), r.finished_at
+		FROM tasks t
+		LEFT JOIN results r ON r.job_id = t.job_id AND r.seq = t.seq
+		LEFT JOIN running u ON u.job_id = t.job_id AND u.seq = t.seq
+		WHERE t.job_id = ? AND t.seq > ?)`
 	args := []any{jobID, afterSeq}
 	if state != "" {
-		q += " AND state = ?"
+		q += " WHERE state = ?"
 		args = append(args, string(state))
 	}
 	rows, err := db.r.QueryContext(ctx, q+" ORDER BY seq LIMIT ?", append(args, limit)...)
