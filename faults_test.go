@@ -76,12 +76,14 @@ func TestDiskFull(t *testing.T) {
 func TestWriteLockHeldByAnotherProcess(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pcd.db")
-	job := writeJob(t, dir, "job.json", 200, `{"kind":"sleep","payload":{"secs":0.005}}`)
+	// Long enough (2.5 s) that the job is still running when the lock is
+	// taken, even on a loaded machine.
+	job := writeJob(t, dir, "job.json", 100, `{"kind":"sleep","payload":{"secs":0.05}}`)
 	if r := pcd(t, db, "submit", "--workers", "2", job); r.code != 0 {
 		t.Fatalf("submit: %s", r.stderr)
 	}
 	d := startWith(t, db, nil, "--busy-timeout", "200ms", "daemon", "--retry-after", "100ms")
-	waitFor(t, db, "SELECT count(*) FROM results WHERE state = 'succeeded'", 10)
+	waitFor(t, db, "SELECT count(*) FROM results WHERE state = 'succeeded'", 4)
 
 	// Another process (this test) takes the write lock and sits on it.
 	raw, err := sql.Open("sqlite", db+"?_pragma=busy_timeout(10000)")
@@ -97,6 +99,10 @@ func TestWriteLockHeldByAnotherProcess(t *testing.T) {
 	defer conn.Close()
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		t.Fatal(err)
+	}
+	var unfinished int
+	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM jobs WHERE finished_at IS NULL").Scan(&unfinished); err != nil || unfinished != 1 {
+		t.Fatalf("the job finished before the lock was taken (%d unfinished, %v): nothing left to write", unfinished, err)
 	}
 	waitLog(t, d, "holds the database's write lock")
 	time.Sleep(time.Second)

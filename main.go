@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/pprof"
 
 	"github.com/pcd-dev/pcd/cli"
 	"github.com/pcd-dev/pcd/engine"
@@ -29,11 +30,33 @@ const (
 )
 
 func main() {
+	stop := profile(os.Getenv("PCD_CPUPROFILE"))
 	err := cli.Run(context.Background(), os.Args, cli.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pcd:", err)
 	}
+	stop()
 	os.Exit(exitCode(err))
+}
+
+// profile writes a CPU profile of the whole process to path, if set, for
+// go tool pprof. The returned func ends it.
+func profile(path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pcd: PCD_CPUPROFILE:", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 func exitCode(err error) int {

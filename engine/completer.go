@@ -13,6 +13,7 @@ type completer struct {
 	c       *JobController
 	job     store.Job
 	elapsed func() time.Duration
+	slots   *runSlots
 
 	// undelivered is the span of callbacks released since the last commit;
 	// the next transaction marks them delivered, so delivery bookkeeping
@@ -48,6 +49,7 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 			sreqs = append(sreqs, s)
 		case o, ok := <-results:
 			add(o, ok)
+		case <-m.slots.poke:
 		}
 	fill:
 		for !closed && len(sreqs)+len(outs) < max {
@@ -62,28 +64,18 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 		}
 		if failed != nil {
 			for _, s := range sreqs {
-				if s.reply != nil {
-					s.reply <- false
-				}
+				s.reply <- false
 			}
 			continue
 		}
 		batch = store.Batch{JobID: m.job.ID, Round: m.job.Round, Elapsed: m.elapsed(), Delivered: m.undelivered,
 			Starts: batch.Starts[:0], Interrupted: batch.Interrupted[:0]}
-		// A task whose result commits in this batch needs no start mark.
-		finishing := make(map[int64]bool, len(outs))
-		for _, o := range outs {
-			finishing[o.task.Seq] = true
-		}
-		waited := sreqs[:0:0]
 		for _, s := range sreqs {
-			if s.reply == nil && finishing[s.task.Seq] {
-				continue
-			}
 			batch.Starts = append(batch.Starts, store.Start{Seq: s.task.Seq, At: s.at})
-			waited = append(waited, s)
 		}
-		sreqs = waited
+		// Isolated tasks still running after the results above were sent:
+		// their marks come after the waited starts, so Started lines up.
+		batch.Starts = m.slots.unmarked(batch.Starts)
 		records = records[:0]
 		for _, o := range outs {
 			if o.interrupted {
@@ -93,17 +85,15 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 			}
 		}
 		batch.Results = records
-		if len(sreqs) == 0 && len(records) == 0 && len(batch.Interrupted) == 0 {
-			continue // only the close
+		if len(batch.Starts) == 0 && len(records) == 0 && len(batch.Interrupted) == 0 {
+			continue // only the close, or a task that has finished already
 		}
 		committed, err := m.c.db.CompleteTasks(ctx, batch)
 		if err != nil {
 			failed = err
 			cancel(err)
 			for _, s := range sreqs {
-				if s.reply != nil {
-					s.reply <- false
-				}
+				s.reply <- false
 			}
 			continue
 		}
@@ -113,9 +103,6 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 		}
 		refused := 0
 		for i, s := range sreqs {
-			if s.reply == nil {
-				continue // its outcome resolves it
-			}
 			s.reply <- committed.Started[i]
 			if !committed.Started[i] {
 				refused++

@@ -20,10 +20,9 @@ type outcome struct {
 	interrupted bool // stopped by cancellation: back to pending
 }
 
-// startReq asks the completer to mark a task running. With a reply, the
-// consumer waits for the mark to commit, and the reply says whether the
-// task may run; with none (an Isolated kind), the task runs at once and
-// the mark goes with the next commit.
+// startReq asks the completer to mark a task running and waits for the
+// mark to commit: the reply says whether the task may run. Tasks of
+// Isolated kinds do not ask; see runSlots.
 type startReq struct {
 	task  store.Task
 	at    time.Time
@@ -31,10 +30,11 @@ type startReq struct {
 }
 
 // consume runs tasks from queue until it is closed, ctx is cancelled, or
-// the controller drains. Each task is marked running (group-committed with
-// other starts and results) before it runs.
+// the controller drains. A task that could crash the process is marked
+// running (group-committed with other starts and results) before it runs;
+// an Isolated one runs at once, in slot i of slots.
 func (c *JobController) consume(ctx context.Context, job store.Job, queue <-chan store.Task,
-	starts chan<- startReq, results chan<- outcome) {
+	starts chan<- startReq, results chan<- outcome, slots *runSlots, i int) {
 	reply := make(chan bool, 1)
 	for {
 		if c.draining() {
@@ -58,14 +58,16 @@ func (c *JobController) consume(ctx context.Context, job store.Job, queue <-chan
 		// An unknown kind fails the task in runTask, with the lookup's error.
 		kind, kindErr := c.cfg.Registry.Lookup(t.Kind)
 		if kindErr == nil && isolated(kind) {
-			starts <- startReq{task: t, at: c.cfg.Clock.Now()}
+			slots.begin(i, t.Seq, c.cfg.Clock.Now())
 		} else {
 			starts <- startReq{task: t, at: c.cfg.Clock.Now(), reply: reply}
 			if !<-reply {
 				continue // no longer pending (cancelled), or the commit failed
 			}
 		}
-		results <- c.runTask(ctx, job, t, kind, kindErr)
+		out := c.runTask(ctx, job, t, kind, kindErr)
+		slots.end(i)
+		results <- out
 	}
 }
 

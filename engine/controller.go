@@ -167,12 +167,13 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		defer close(queue)
 		prodErr = c.produce(runCtx, job, queue)
 	}()
+	slots := newRunSlots(job.Workers)
 	var consumers sync.WaitGroup
-	for range job.Workers {
+	for i := range job.Workers {
 		consumers.Add(1)
 		go func() {
 			defer consumers.Done()
-			c.consume(runCtx, job, queue, starts, results)
+			c.consume(runCtx, job, queue, starts, results, slots, i)
 		}()
 	}
 	wg.Add(1)
@@ -182,7 +183,7 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		close(results)
 	}()
 
-	comp := completer{c: c, job: job, elapsed: elapsed}
+	comp := completer{c: c, job: job, elapsed: elapsed, slots: slots}
 	compErr := comp.run(bg, starts, results, cancel)
 	cancel(nil) // ends the kill watcher
 	wg.Wait()

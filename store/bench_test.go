@@ -80,3 +80,36 @@ func BenchmarkCompleteTasks(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
 }
+
+// BenchmarkPendingTasks is the producer's read path: the pending tasks of
+// a job, a page of 100 (the default queue size) at a time, by key.
+func BenchmarkPendingTasks(b *testing.B) {
+	db, err := store.Open(context.Background(), filepath.Join(b.TempDir(), "pcd.db"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	nj := store.NewJob{Workers: 25, QueueSize: 100, Tasks: make([]store.NewTask, b.N)}
+	for i := range nj.Tasks {
+		nj.Tasks[i] = store.NewTask{Kind: "noop", Payload: []byte("null")}
+	}
+	job, err := db.CreateJob(context.Background(), nj)
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	b.ResetTimer()
+	var after int64
+	for read := 0; read < b.N; {
+		page, err := db.PendingTasks(context.Background(), job.ID, after, 100, now)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(page) == 0 {
+			b.Fatalf("no tasks after %d", after)
+		}
+		read += len(page)
+		after = page[len(page)-1].Seq
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+}
