@@ -82,6 +82,7 @@ type DB struct {
 	path  string
 	w     *sql.DB // the one writer
 	r     *sql.DB // read-only pool
+	ckpt  *checkpointer
 	stmts statements
 	Hooks Hooks
 }
@@ -139,6 +140,12 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	}
 	db.r.SetMaxOpenConns(opts.ReadConns)
 	db.r.SetMaxIdleConns(opts.ReadConns)
+	db.ckpt, err = startCheckpointer(dsn(abs, opts, false))
+	if err != nil {
+		db.r.Close()
+		db.w.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
 	return db, nil
 }
 
@@ -148,14 +155,16 @@ func (db *DB) Path() string { return db.path }
 // Close closes both connection pools.
 func (db *DB) Close() error {
 	var errs []error
-	stmts := []*sql.Stmt{db.stmts.start, db.stmts.stop, db.stmts.finished, db.stmts.retry, db.stmts.attempt, db.stmts.counts}
+	stmts := []*sql.Stmt{db.stmts.start, db.stmts.stop, db.stmts.finished, db.stmts.retry, db.stmts.attempt, db.stmts.counts, db.stmts.resultOnce}
 	stmts = append(append(stmts, db.stmts.callbacks...), db.stmts.results...)
 	for _, s := range stmts {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
 	}
-	return errors.Join(append(errs, db.r.Close(), db.w.Close())...)
+	// The writer closes last: the last connection to close checkpoints
+	// what is left and removes the WAL.
+	return errors.Join(append(errs, db.ckpt.close(), db.r.Close(), db.w.Close())...)
 }
 
 // prepareFile makes sure the directory (0700) and file (0600) exist, and
@@ -268,6 +277,13 @@ func classify(err error) error {
 	return err
 }
 
+// isPrimaryKeyConflict reports a statement refused for a duplicate key.
+// SQLite has undone the statement; the transaction goes on.
+func isPrimaryKeyConflict(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+}
+
 func firstLine(s string) string {
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
 		return s[:i] + " ..."
@@ -283,6 +299,7 @@ func dsn(path string, opts Options, readOnly bool) string {
 		q.Add("_pragma", "query_only(1)")
 	} else {
 		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", "wal_autocheckpoint("+strconv.Itoa(walBackstop)+")")
 		q.Add("_pragma", "synchronous("+strings.ToUpper(string(opts.Sync))+")")
 		q.Set("_txlock", "immediate")
 	}

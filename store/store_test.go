@@ -309,6 +309,48 @@ func TestResultAndCallbackCommitTogether(t *testing.T) {
 	}
 }
 
+// TestOneResultPerTaskInALargeBatch has the already-final task inside a
+// multi-row chunk, which takes the row-by-row path.
+func TestOneResultPerTaskInALargeBatch(t *testing.T) {
+	db := openDB(t)
+	job := newJob(t, db, 300)
+	ctx := context.Background()
+	if _, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: []store.Result{result(17), result(200)}}); err != nil {
+		t.Fatal(err)
+	}
+	var batch []store.Result
+	for seq := int64(1); seq <= 300; seq++ {
+		r := result(seq)
+		r.Error = "second"
+		batch = append(batch, r)
+	}
+	committed, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: batch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(committed.Callbacks) != 298 {
+		t.Fatalf("%d callbacks, want 298", len(committed.Callbacks))
+	}
+	for _, cb := range committed.Callbacks {
+		if cb.TaskSeq == 17 || cb.TaskSeq == 200 {
+			t.Errorf("task %d got a second callback", cb.TaskSeq)
+		}
+	}
+	tasks, _ := db.Tasks(ctx, job.ID)
+	for _, task := range tasks {
+		want := "second"
+		if task.Seq == 17 || task.Seq == 200 {
+			want = ""
+		}
+		if task.State != store.Succeeded || task.Error != want {
+			t.Errorf("task %d: %s %q, want succeeded %q", task.Seq, task.State, task.Error, want)
+		}
+	}
+	if j, _ := db.Job(ctx, job.ID); j.Succeeded != 300 {
+		t.Errorf("job counts %d succeeded, want 300", j.Succeeded)
+	}
+}
+
 func TestOneResultPerTask(t *testing.T) {
 	db := openDB(t)
 	job := newJob(t, db, 3)

@@ -42,6 +42,7 @@ func (db *DB) txAt(ctx context.Context, point string, fn func(*sql.Tx) error) (e
 	if err = tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	db.ckpt.committed()
 	if point != "" {
 		Failpoint(point + "-after-commit")
 	}
