@@ -25,8 +25,10 @@ var ErrStopped = errors.New("job stopped before it finished")
 const (
 	DefaultWorkers   = 25
 	DefaultQueueSize = 100
-	// DefaultMaxBatch caps how many results one group commit writes.
-	DefaultMaxBatch = 1024
+	// DefaultMaxBatch caps how many results one group commit writes. A
+	// batch only grows while the completer is busy: one fsync per 4096
+	// no-ops ran 1M of them 10-20 % faster than one per 1024.
+	DefaultMaxBatch = 4096
 )
 
 // Config configures a JobController.

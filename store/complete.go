@@ -250,18 +250,21 @@ func chunkFor(n int) int {
 	return len(callbackChunks) - 1
 }
 
-// insertTaskCallbacks writes the records with multi-row INSERTs and sets
-// their ids. The writer is the only one, so one statement's rows get
-// consecutive ids, ending at the last insert id.
+// insertTaskCallbacks writes the records, all of one job and round, with
+// multi-row INSERTs and sets their ids. The writer is the only one, so one
+// statement's rows get consecutive ids, ending at the last insert id.
 func (db *DB) insertTaskCallbacks(ctx context.Context, tx *sql.Tx, cbs []Callback, now time.Time) error {
-	args := make([]any, 0, 5*callbackChunks[0])
+	if len(cbs) == 0 {
+		return nil
+	}
+	args := make([]any, 0, 3+2*callbackChunks[0])
 	for len(cbs) > 0 {
 		n := chunkFor(len(cbs))
 		chunk := cbs[:callbackChunks[n]]
 		cbs = cbs[len(chunk):]
-		args = args[:0]
+		args = append(args[:0], chunk[0].JobID, chunk[0].Round, now.UnixNano())
 		for _, cb := range chunk {
-			args = append(args, cb.JobID, cb.TaskSeq, cb.Round, string(cb.Message), now.UnixNano())
+			args = append(args, cb.TaskSeq, string(cb.Message))
 		}
 		res, err := tx.StmtContext(ctx, db.stmts.callbacks[n]).ExecContext(ctx, args...)
 		if err != nil {
@@ -313,8 +316,9 @@ func (db *DB) prepare(ctx context.Context) error {
 		*s.stmt = stmt
 	}
 	for _, n := range callbackChunks {
-		stmt, err := db.w.PrepareContext(ctx, "INSERT INTO callbacks (event, job_id, task_seq, round, message, created_at) VALUES "+
-			strings.TrimSuffix(strings.Repeat("('task', ?, ?, ?, ?, ?), ", n), ", "))
+		// One job, round and time for every row: ?1, ?2 and ?3.
+		stmt, err := db.w.PrepareContext(ctx, "INSERT INTO callbacks (event, job_id, round, created_at, task_seq, message) VALUES "+
+			strings.TrimSuffix(strings.Repeat("('task', ?1, ?2, ?3, ?, ?), ", n), ", "))
 		if err != nil {
 			return fmt.Errorf("prepare: %w", err)
 		}
