@@ -109,6 +109,13 @@ func runJob(c *cli.Context, env Env) error {
 		return err
 	}
 	defer lock.Release()
+	if db.CheckDeferred() {
+		// The daemon checks a large file in the background; pcd run, a
+		// single job, finishes the check before it writes.
+		if err := db.Check(c.Context); err != nil {
+			return err
+		}
+	}
 	if err := engine.Recover(c.Context, db, log); err != nil {
 		return err
 	}

@@ -102,6 +102,25 @@ type jobDone struct {
 // starts has ended when it returns.
 func (d *Daemon) Run(ctx context.Context) error {
 	log := d.cfg.Logger
+	ctx, stopRun := context.WithCancelCause(ctx)
+	var check sync.WaitGroup
+	defer check.Wait()
+	defer stopRun(nil)
+	if d.db.CheckDeferred() {
+		check.Add(1)
+		go func() {
+			defer check.Done()
+			d.checkInBackground(ctx, stopRun)
+		}()
+	}
+	// stopped is what Run returns once it has stopped every job: nil,
+	// unless the background check found the file corrupt.
+	stopped := func() error {
+		if err := context.Cause(ctx); errors.Is(err, store.ErrCorrupt) {
+			return err
+		}
+		return nil
+	}
 	for {
 		err := Recover(ctx, d.db, log)
 		if err == nil {
@@ -154,7 +173,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		}
 		if (draining || ctx.Err() != nil) && len(running) == 0 {
-			return nil
+			return stopped()
 		}
 		select {
 		case <-wakeC:
@@ -186,8 +205,26 @@ func (d *Daemon) Run(ctx context.Context) error {
 				r := <-done
 				delete(running, r.id)
 			}
-			return nil
+			return stopped()
 		}
+	}
+}
+
+// checkInBackground runs the integrity check that Open left undone on a
+// large file, and stops the daemon if the file is corrupt.
+func (d *Daemon) checkInBackground(ctx context.Context, stop context.CancelCauseFunc) {
+	log := d.cfg.Logger
+	start := time.Now()
+	log.Info("checking the database file in the background", "db", d.db.Path())
+	err := d.db.Check(ctx)
+	switch {
+	case err == nil:
+		log.Info("database check ok", "took", time.Since(start).Round(time.Millisecond))
+	case errors.Is(err, store.ErrCorrupt):
+		log.Error("the database file is corrupt: stopping; restore it from a backup", "err", err)
+		stop(err)
+	case ctx.Err() == nil:
+		log.Warn("could not finish the database check", "err", err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -572,5 +573,38 @@ func TestTaskTimeoutFailsTheAttempt(t *testing.T) {
 	tasks, _ := db.Tasks(context.Background(), job.ID)
 	if done.Failed != 1 || tasks[0].Error != "timed out after 50ms" {
 		t.Errorf("job %s, task error %q; want a timeout", done.State, tasks[0].Error)
+	}
+}
+
+// TestDaemonStopsOnCorruptionFoundInBackground: a file too large for the
+// check at open is checked once the daemon runs, and corruption stops it.
+func TestDaemonStopsOnCorruptionFoundInBackground(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pcd.db")
+	db, err := store.Open(context.Background(), path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	createJob(t, db, 2, 2, repeat(3000, "noop", "")...)
+	db.Close()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(b) / 2; i < len(b)/2+8192; i++ {
+		b[i] = 0xA5
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err = store.Open(context.Background(), path, store.Options{FullCheckMax: 4096})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = NewDaemon(db, DaemonConfig{}).Run(ctx)
+	if !errors.Is(err, store.ErrCorrupt) {
+		t.Fatalf("daemon returned %v, want ErrCorrupt", err)
 	}
 }

@@ -13,7 +13,7 @@ const checkpointEvery = 100 * time.Millisecond
 
 // walBackstop is the WAL size, in pages, at which the writer checkpoints
 // by itself: only when the checkpointer cannot keep up or fails.
-const walBackstop = 16384 // 64 MiB of 4 KiB pages
+const walBackstop = 4096 // 16 MiB of 4 KiB pages
 
 // checkpointer copies the write-ahead log back into the database file from
 // a connection and a goroutine of its own. Left to SQLite, the writer does
@@ -25,6 +25,7 @@ type checkpointer struct {
 	poke chan struct{} // capacity 1: a commit happened
 	stop chan struct{}
 	wg   sync.WaitGroup
+	once sync.Once
 }
 
 func startCheckpointer(dsn string) (*checkpointer, error) {
@@ -76,7 +77,7 @@ func (c *checkpointer) committed() {
 }
 
 func (c *checkpointer) close() error {
-	close(c.stop)
+	c.once.Do(func() { close(c.stop) })
 	c.wg.Wait()
 	return c.conn.Close()
 }

@@ -208,6 +208,36 @@ func TestRefusesBadFiles(t *testing.T) {
 	}
 }
 
+// TestLargeFileIsCheckedLater: above FullCheckMax, Open checks only the
+// small tables, and Check finds what it left.
+func TestLargeFileIsCheckedLater(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pcd.db")
+	db := openPath(t, path)
+	newJob(t, db, 2000)
+	if db.CheckDeferred() {
+		t.Error("a new file's check was deferred")
+	}
+	db.Close()
+	b := readFile(t, path)
+	for i := len(b) / 2; i < len(b)/2+8192; i++ {
+		b[i] = 0xA5
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(context.Background(), path, store.Options{FullCheckMax: 4096})
+	if err != nil {
+		t.Fatalf("open with the check deferred: %v", err)
+	}
+	defer db.Close()
+	if !db.CheckDeferred() {
+		t.Fatal("the check of a file over FullCheckMax was not deferred")
+	}
+	if err := db.Check(context.Background()); !errors.Is(err, store.ErrCorrupt) {
+		t.Fatalf("Check: %v, want ErrCorrupt", err)
+	}
+}
+
 func TestMustExist(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "missing.db")
 	_, err := store.Open(context.Background(), path, store.Options{MustExist: true})
