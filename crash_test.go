@@ -290,6 +290,9 @@ func TestRandomKills(t *testing.T) {
 		d.cmd.Process.Kill()
 		d.wait(t, 10*time.Second)
 		kills++
+		if n := queryDB(t, db, frontierPassesUnfinished); n != 0 {
+			t.Fatalf("after kill %d: %d jobs say every task up to done_through is final, and one is not", kills, n)
+		}
 	}
 	runToEnd(t, db)
 	records := checkInvariants(t, db)
@@ -303,6 +306,12 @@ func TestRandomKills(t *testing.T) {
 	t.Logf("kills %d, jobs %d, tasks %d, callbacks %d, tasks interrupted %d, failed after 3 interruptions %d, in %v",
 		kills, jobs, submitted, records, interrupted, failed, time.Since(startTime).Round(time.Second))
 }
+
+// frontierPassesUnfinished counts jobs whose saved finished prefix
+// (done_through) covers a task with no final result.
+const frontierPassesUnfinished = `SELECT count(*) FROM jobs j WHERE EXISTS (SELECT 1 FROM tasks t
+	WHERE t.job_id = j.id AND t.seq <= j.done_through
+	AND NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq))`
 
 // TestRunRecoversAndResumes kills a pcd run mid-job, then shows that the
 // next pcd run says so, and that pcd run --resume finishes the job.

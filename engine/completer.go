@@ -69,7 +69,7 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 			continue
 		}
 		batch = store.Batch{JobID: m.job.ID, Round: m.job.Round, Elapsed: m.elapsed(), Delivered: m.undelivered,
-			Starts: batch.Starts[:0], Interrupted: batch.Interrupted[:0]}
+			DoneThrough: m.c.frontier.through(), Starts: batch.Starts[:0], Interrupted: batch.Interrupted[:0]}
 		for _, s := range sreqs {
 			batch.Starts = append(batch.Starts, store.Start{Seq: s.task.Seq, At: s.at})
 		}
@@ -119,6 +119,7 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 		// of tasks that were not final yet.
 		i := 0
 		for _, cb := range committed.Callbacks {
+			m.c.frontier.finished(cb.TaskSeq)
 			for outs[i].interrupted || !outs[i].res.RetryAt.IsZero() || outs[i].task.Seq != cb.TaskSeq {
 				i++
 			}

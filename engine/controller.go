@@ -63,6 +63,7 @@ type JobController struct {
 	killOnce  sync.Once
 	kill      chan struct{}
 	retries   *retries
+	frontier  *frontier
 
 	// onProduce, when set by a test, sees each task the producer queues.
 	onProduce func(store.Task)
@@ -156,6 +157,7 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		}
 	}()
 	queue := make(chan store.Task, job.QueueSize)
+	c.frontier = newFrontier(job.DoneThrough)
 	// Room for a whole group commit's worth of starts and results, so that
 	// consumers keep running while the completer waits for its fsync and
 	// the next batch is ready when it returns.

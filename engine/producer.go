@@ -103,6 +103,7 @@ func (c *JobController) produce(ctx context.Context, job store.Job, queue chan<-
 	}
 	for _, t := range waiting {
 		c.retries.wait(t)
+		c.frontier.held(t.Seq)
 	}
 	send := func(t store.Task) bool {
 		select {
@@ -117,7 +118,7 @@ func (c *JobController) produce(ctx context.Context, job store.Job, queue chan<-
 		}
 		return true
 	}
-	var after int64
+	after := job.DoneThrough // every task up to it is final
 	passDone := false
 	for {
 		if c.draining() {
@@ -148,6 +149,7 @@ func (c *JobController) produce(ctx context.Context, job store.Job, queue chan<-
 			if len(page) > 0 {
 				for _, t := range page {
 					c.retries.queued()
+					c.frontier.queued(t.Seq)
 					if !send(t) {
 						return context.Cause(ctx)
 					}

@@ -59,6 +59,9 @@ type Batch struct {
 	Elapsed time.Duration
 	// Delivered marks the job's callbacks up to Delivered.To delivered.
 	Delivered Span
+	// DoneThrough, if more than the job's, is saved as its DoneThrough:
+	// every task up to it has a committed final result.
+	DoneThrough int64
 }
 
 // Committed is what a batch's transaction did.
@@ -163,7 +166,7 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 			return err
 		}
 		if _, err := tx.StmtContext(ctx, db.stmts.counts).ExecContext(ctx,
-			counts[0], counts[1], counts[2], int64(b.Elapsed), b.Delivered.To, b.JobID); err != nil {
+			counts[0], counts[1], counts[2], int64(b.Elapsed), b.Delivered.To, b.DoneThrough, b.JobID); err != nil {
 			return err
 		}
 		return nil
@@ -307,7 +310,8 @@ func (db *DB) prepare(ctx context.Context) error {
 		{&db.stmts.attempt, `INSERT INTO attempts (job_id, seq, attempt, state, error, time_ns, started_at, finished_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&db.stmts.counts, `UPDATE jobs SET succeeded = succeeded + ?, failed = failed + ?,
-			cancelled = cancelled + ?, elapsed_ns = ?, delivered_id = max(delivered_id, ?) WHERE id = ?`},
+			cancelled = cancelled + ?, elapsed_ns = ?, delivered_id = max(delivered_id, ?),
+			done_through = max(done_through, ?) WHERE id = ?`},
 	} {
 		stmt, err := db.w.PrepareContext(ctx, s.sql)
 		if err != nil {

@@ -50,6 +50,10 @@ type Job struct {
 	StartedAt  time.Time // zero until first started
 	FinishedAt time.Time // zero until finished
 	Sinks      []byte    // the job's own callback sinks, JSON; nil for none
+	// DoneThrough is a lower bound of the job's finished prefix: every task
+	// with seq up to it is final. A runner starts reading pending tasks
+	// there instead of at the first task.
+	DoneThrough int64
 }
 
 // Done is the number of tasks in a final state.
@@ -196,7 +200,7 @@ func insertTasks(ctx context.Context, tx *sql.Tx, jobID, seq int64, tasks []NewT
 var taskChunks = []int{256, 32, 4, 1}
 
 const jobColumns = `id, uuid, name, state, sealed, round, workers, queue_size, total,
-	succeeded, failed, cancelled, elapsed_ns, created_at, started_at, finished_at, sinks`
+	succeeded, failed, cancelled, elapsed_ns, created_at, started_at, finished_at, sinks, done_through`
 
 type scanner interface{ Scan(...any) error }
 
@@ -208,7 +212,7 @@ func scanJob(s scanner) (Job, error) {
 		sinks             sql.NullString
 	)
 	err := s.Scan(&j.ID, &j.UUID, &j.Name, &j.State, &j.Sealed, &j.Round, &j.Workers, &j.QueueSize,
-		&j.Total, &j.Succeeded, &j.Failed, &j.Cancelled, &elapsed, &created, &started, &finished, &sinks)
+		&j.Total, &j.Succeeded, &j.Failed, &j.Cancelled, &elapsed, &created, &started, &finished, &sinks, &j.DoneThrough)
 	if err != nil {
 		return Job{}, err
 	}
@@ -440,10 +444,11 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (Job, error) {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = 'pending', round = round + 1, failed = 0,
-			cancelled = 0, sealed = 1, finished_at = NULL WHERE id = ?`, jobID); err != nil {
+			cancelled = 0, sealed = 1, finished_at = NULL, done_through = 0 WHERE id = ?`, jobID); err != nil {
 			return err
 		}
 		job.State, job.Round, job.Failed, job.Cancelled, job.FinishedAt = Pending, job.Round+1, 0, 0, time.Time{}
+		job.DoneThrough = 0
 		return nil
 	})
 	if errors.Is(err, ErrConflict) {
