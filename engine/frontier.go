@@ -23,8 +23,8 @@ const maxFrontierFinals = 1 << 16
 // it did not report was final when it read its page.
 type frontier struct {
 	mu      sync.Mutex
-	read    int64    // every pending task up to here is reported
-	open    seqHeap  // reported, not known final (or final, not yet popped)
+	read    int64   // every pending task up to here is reported
+	open    seqHeap // reported, not known final (or final, not yet popped)
 	final   map[int64]bool
 	stopped bool // too much to remember: the frontier stays where it is
 }

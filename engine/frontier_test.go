@@ -10,7 +10,7 @@ func TestFrontier(t *testing.T) {
 	if got := f.through(); got != 10 {
 		t.Fatalf("fresh: %d, want 10", got)
 	}
-	f.held(14) // waits out a backoff; read from the database first
+	f.held(14)                                        // waits out a backoff; read from the database first
 	for _, seq := range []int64{11, 12, 13, 15, 17} { // 16 was final when read
 		f.queued(seq)
 	}
