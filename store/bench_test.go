@@ -47,14 +47,15 @@ func BenchmarkSQLiteInsertRaw(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 }
 
-// BenchmarkCompleteTasks is the store's share of running a task: results
-// with their callback records, committed 1000 per group commit.
-func BenchmarkCompleteTasks(b *testing.B) {
+// benchJob opens a fresh database with a job of b.N no-op tasks; the
+// database closes with the benchmark.
+func benchJob(b *testing.B) (*store.DB, store.Job) {
+	b.Helper()
 	db, err := store.Open(context.Background(), filepath.Join(b.TempDir(), "pcd.db"), store.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer db.Close()
+	b.Cleanup(func() { db.Close() })
 	nj := store.NewJob{Workers: 25, QueueSize: 100, Tasks: make([]store.NewTask, b.N)}
 	for i := range nj.Tasks {
 		nj.Tasks[i] = store.NewTask{Kind: "noop", Payload: []byte("null")}
@@ -63,6 +64,13 @@ func BenchmarkCompleteTasks(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return db, job
+}
+
+// BenchmarkCompleteTasks is the store's share of running a task: results
+// with their callback records, committed 1000 per group commit.
+func BenchmarkCompleteTasks(b *testing.B) {
+	db, job := benchJob(b)
 	now := time.Now()
 	msg := []byte(`{"event":"task","job_id":"x","task_id":"y","number":1,"kind":"noop","state":"succeeded","time_secs":0.000001,"attempts":1}`)
 	b.ResetTimer()
@@ -82,26 +90,14 @@ func BenchmarkCompleteTasks(b *testing.B) {
 }
 
 // BenchmarkPendingTasks is the producer's read path: the pending tasks of
-// a job, a page of 100 (the default queue size) at a time, by key.
+// a job, a page of 1000 (the producer's smallest) at a time, by key.
 func BenchmarkPendingTasks(b *testing.B) {
-	db, err := store.Open(context.Background(), filepath.Join(b.TempDir(), "pcd.db"), store.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	nj := store.NewJob{Workers: 25, QueueSize: 100, Tasks: make([]store.NewTask, b.N)}
-	for i := range nj.Tasks {
-		nj.Tasks[i] = store.NewTask{Kind: "noop", Payload: []byte("null")}
-	}
-	job, err := db.CreateJob(context.Background(), nj)
-	if err != nil {
-		b.Fatal(err)
-	}
+	db, job := benchJob(b)
 	now := time.Now()
 	b.ResetTimer()
 	var after int64
 	for read := 0; read < b.N; {
-		page, err := db.PendingTasks(context.Background(), job.ID, after, 100, now)
+		page, err := db.PendingTasks(context.Background(), job.ID, after, 1000, now)
 		if err != nil {
 			b.Fatal(err)
 		}
