@@ -17,6 +17,7 @@ type printer struct {
 	json  bool
 	quiet bool  // only the job events
 	err   error // the first write error; later writes are skipped
+	buf   []byte
 }
 
 func (p *printer) start(job store.Job) {
@@ -72,6 +73,19 @@ func formatEvent(ev engine.Event) string {
 func pyQuote(s string) string {
 	s = strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\n", `\n`, "\r", `\r`, "\t", `\t`).Replace(s)
 	return "'" + s + "'"
+}
+
+// callback prints a record's event as JSON without decoding it.
+func (p *printer) callback(cb store.Callback) {
+	if p.err != nil {
+		return
+	}
+	var err error
+	if p.buf, err = engine.CallbackJSON(p.buf[:0], cb); err != nil {
+		p.err = err
+		return
+	}
+	_, p.err = p.w.Write(append(p.buf, '\n'))
 }
 
 func (p *printer) writeJSON(v any) {

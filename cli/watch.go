@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"os/signal"
@@ -70,8 +71,14 @@ type followOptions struct {
 // ErrJobFailed if any job did not succeed.
 func follow(c *cli.Context, env Env, db *store.DB, o followOptions) error {
 	out := o.out
+	var flush func() error
 	if out == nil {
-		out = &printer{w: env.Stdout, json: o.json}
+		// Buffered, and flushed after each catch-up: a line per write
+		// could not keep up with a runner committing 100k callbacks a
+		// second.
+		w := bufio.NewWriterSize(env.Stdout, 64<<10)
+		out, flush = &printer{w: w, json: o.json}, w.Flush
+		defer w.Flush()
 	}
 	var bar *progress
 	if !o.json && isTerminal(env.Stderr) {
@@ -85,21 +92,32 @@ func follow(c *cli.Context, env Env, db *store.DB, o followOptions) error {
 	outcomes := map[string]store.State{}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	err := engine.Watch(ctx, db, engine.WatchOptions{
-		JobIDs: o.jobIDs,
-		Follow: o.follow,
-		After:  o.after,
-		OnEvent: func(ev engine.Event) error {
-			bar.clear()
-			out.event(ev)
-			if ev.Job != nil {
-				outcomes[ev.JobID] = ev.Job.Outcome
+	onEvent := func(ev engine.Event) error {
+		bar.clear()
+		out.event(ev)
+		if ev.Job != nil {
+			outcomes[ev.JobID] = ev.Job.Outcome
+		}
+		bar.event(ev)
+		return out.err
+	}
+	opts := engine.WatchOptions{JobIDs: o.jobIDs, Follow: o.follow, After: o.after, OnEvent: onEvent, OnJobs: bar.jobs, Flush: flush}
+	if o.json && bar == nil && !out.quiet {
+		// Pass each record's JSON on as it is; decode only job events,
+		// for the exit status.
+		opts.OnCallback = func(cb store.Callback) error {
+			if cb.Event == store.EventJob {
+				ev, err := engine.EventFromCallback(cb)
+				if err != nil {
+					return err
+				}
+				return onEvent(ev)
 			}
-			bar.event(ev)
+			out.callback(cb)
 			return out.err
-		},
-		OnJobs: bar.jobs,
-	})
+		}
+	}
+	err := engine.Watch(ctx, db, opts)
 	bar.finish()
 	if ctx.Err() != nil && c.Context.Err() == nil {
 		return ErrInterrupted

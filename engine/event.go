@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	"github.com/pcd-dev/pcd/store"
 )
@@ -91,6 +92,21 @@ func EventFromCallback(cb store.Callback) (Event, error) {
 	}
 	e.CallbackID = cb.ID
 	return e, nil
+}
+
+// CallbackJSON appends to dst the event of a callback record as JSON, as
+// MarshalJSON writes it with its callback id, without decoding it: the
+// record's message is that JSON without the id, which comes first.
+func CallbackJSON(dst []byte, cb store.Callback) ([]byte, error) {
+	msg := cb.Message
+	if len(msg) < 2 || msg[0] != '{' || msg[len(msg)-1] != '}' {
+		return dst, fmt.Errorf("callback %d: the message is not a JSON object", cb.ID)
+	}
+	dst = strconv.AppendInt(append(dst, `{"callback_id":`...), cb.ID, 10)
+	if msg[1] != '}' {
+		dst = append(dst, ',')
+	}
+	return append(dst, msg[1:]...), nil
 }
 
 func jobEvent(job store.Job) Event {

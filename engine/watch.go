@@ -19,6 +19,13 @@ type WatchOptions struct {
 	PollEvery time.Duration
 	// OnEvent receives each committed callback once, in id order.
 	OnEvent func(Event) error
+	// OnCallback, if set, receives each record instead of OnEvent, as
+	// committed: for a reader that passes the JSON on (see CallbackJSON)
+	// and need not decode it.
+	OnCallback func(store.Callback) error
+	// Flush, if set, runs after each catch-up, before Watch waits for the
+	// next commit: output may be buffered until then.
+	Flush func() error
 	// OnJobs, if set, receives the watched jobs' rows before each catch-up,
 	// for progress displays. For an all-jobs watch, the unfinished ones.
 	OnJobs func([]store.Job)
@@ -46,16 +53,15 @@ func Watch(ctx context.Context, db *store.DB, opts WatchOptions) error {
 				return err
 			}
 			for _, cb := range cbs {
-				ev, err := EventFromCallback(cb)
-				if err != nil {
-					return err
-				}
-				if err := opts.OnEvent(ev); err != nil {
+				if err := deliverWatched(cb, opts); err != nil {
 					return err
 				}
 				after = cb.ID
 			}
 			if len(cbs) < 1000 {
+				if opts.Flush != nil {
+					return opts.Flush()
+				}
 				return nil
 			}
 		}
@@ -89,6 +95,17 @@ func Watch(ctx context.Context, db *store.DB, opts WatchOptions) error {
 			}
 		}
 	}
+}
+
+func deliverWatched(cb store.Callback, opts WatchOptions) error {
+	if opts.OnCallback != nil {
+		return opts.OnCallback(cb)
+	}
+	ev, err := EventFromCallback(cb)
+	if err != nil {
+		return err
+	}
+	return opts.OnEvent(ev)
 }
 
 func watchedJobs(ctx context.Context, db *store.DB, ids []int64) ([]store.Job, error) {
