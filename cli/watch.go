@@ -70,19 +70,23 @@ type followOptions struct {
 // follow streams the jobs' callbacks until they are complete, and returns
 // ErrJobFailed if any job did not succeed.
 func follow(c *cli.Context, env Env, db *store.DB, o followOptions) error {
-	out := o.out
-	var flush func() error
-	if out == nil {
-		// Buffered, and flushed after each catch-up: a line per write
-		// could not keep up with a runner committing 100k callbacks a
-		// second.
-		w := bufio.NewWriterSize(env.Stdout, 64<<10)
-		out, flush = &printer{w: w, json: o.json}, w.Flush
-		defer w.Flush()
-	}
 	var bar *progress
 	if !o.json && isTerminal(env.Stderr) {
 		bar = newProgress(env.Stderr, len(o.jobIDs) == 0)
+	}
+	out := o.out
+	var flush func() error
+	if out == nil {
+		out = &printer{w: env.Stdout, json: o.json}
+		if bar == nil {
+			// Buffered, and flushed after each catch-up: a write per line
+			// could not keep up with a runner committing 100k callbacks a
+			// second. (Under a progress bar, lines go out one by one, so
+			// they never land in the middle of it.)
+			w := bufio.NewWriterSize(env.Stdout, 64<<10)
+			out.w, flush = w, w.Flush
+			defer w.Flush()
+		}
 	}
 	if !o.follow && !engine.DaemonListening(db.Path()) {
 		if unfinished, err := db.UnfinishedJobs(c.Context); err == nil && len(unfinished) > 0 {
