@@ -229,16 +229,19 @@ func fileSum(t *testing.T, path string) [32]byte {
 
 func TestBadJobFilesChangeNothing(t *testing.T) {
 	cases := map[string]string{
-		"not-json.json":       "line 3, column 21: invalid character",
-		"empty.json":          "empty input",
-		"unknown-kind.json":   `task 2: unknown task kind "slep"`,
-		"missing-kind.json":   `task 3: missing "kind"`,
-		"missing-secs.json":   `task 1: sleep: missing "secs"`,
-		"negative-sleep.json": "task 2: sleep: secs must not be negative, got -1",
-		"bad-duration.json":   `task 1: sleep: secs: time: invalid duration "ten seconds"`,
-		"no-tasks.json":       "no tasks",
-		"unknown-field.json":  `unknown field "worker"`,
-		"wrong-type.json":     `"workers" must be int, got string`,
+		"not-json.json":        "line 3, column 21: invalid character",
+		"empty.json":           "empty input",
+		"unknown-kind.json":    `task 2: unknown task kind "slep"`,
+		"missing-kind.json":    `task 3: missing "kind"`,
+		"missing-secs.json":    `task 1: sleep: missing "secs"`,
+		"negative-sleep.json":  "task 2: sleep: secs must not be negative, got -1",
+		"bad-duration.json":    `task 1: sleep: secs: time: invalid duration "ten seconds"`,
+		"no-tasks.json":        "no tasks",
+		"unknown-field.json":   `unknown field "worker"`,
+		"wrong-type.json":      `"workers" must be int, got string`,
+		"cut-short.json":       "the JSON is cut short",
+		"two-objects.json":     "line 2, column 1: unexpected data after the job object",
+		"task-wrong-type.json": `task 2: "max_attempts" must be int, got string`,
 	}
 	files, _ := filepath.Glob("testdata/bad/*.json")
 	if len(files) != len(cases) {

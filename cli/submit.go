@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/urfave/cli/v2"
 
@@ -99,14 +98,12 @@ func submit(c *cli.Context, env Env) error {
 
 // readJobFile parses a job file, reporting problems as usage errors.
 func readJobFile(path string, env Env) (engine.JobFile, error) {
-	f, err := os.Open(path)
+	jf, err := engine.ReadJobFile(path, env.Registry)
+	if errors.Is(err, engine.ErrBadJob) {
+		return engine.JobFile{}, usageError("job file %s: %w", path, err)
+	}
 	if err != nil {
 		return engine.JobFile{}, usageError("job file: %w", err)
-	}
-	defer f.Close()
-	jf, err := engine.ParseJobFile(f, env.Registry)
-	if err != nil {
-		return engine.JobFile{}, usageError("job file %s: %w", path, err)
 	}
 	return jf, nil
 }

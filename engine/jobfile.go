@@ -1,11 +1,14 @@
 package engine
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"iter"
+	"os"
 	"strings"
 	"time"
 
@@ -37,6 +40,10 @@ type JobFile struct {
 	RetrySpec            // the defaults of every task
 	Sinks                // the job's own callback destinations
 	Tasks     []TaskSpec `json:"tasks"`
+
+	// file and count: a job read by ReadJobFile, whose tasks stay there.
+	file  string
+	count int
 }
 
 // TaskSpec is one task of a job file.
@@ -117,19 +124,192 @@ func ParseJobFile(r io.Reader, reg *Registry) (JobFile, error) {
 		return JobFile{}, err
 	}
 	var jf JobFile
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&jf); err != nil {
-		return JobFile{}, badJob("%w", describeJSONError(data, err))
-	}
-	if dec.More() {
-		line, col := position(data, int(dec.InputOffset()))
-		return JobFile{}, badJob("line %d, column %d: unexpected data after the job object", line, col)
+	_, err = scanJobFile(bytes.NewReader(data), &jf, func(_ int, t TaskSpec) error {
+		jf.Tasks = append(jf.Tasks, t)
+		return nil
+	})
+	if err != nil {
+		return JobFile{}, badJob("%w", describeJSONError(func(off int64) (int, int) { return position(data, off) }, err))
 	}
 	if err := jf.Validate(reg); err != nil {
 		return JobFile{}, err
 	}
 	return jf, nil
+}
+
+// ReadJobFile is ParseJobFile for a file that may hold millions of tasks:
+// it validates them all but keeps none in memory. The job's tasks are read
+// again, in batches, as NewJob's store.NewJob creates the job.
+func ReadJobFile(path string, reg *Registry) (JobFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return JobFile{}, err
+	}
+	defer f.Close()
+	var jf JobFile
+	n, err := scanJobFile(f, &jf, func(i int, t TaskSpec) error { return validateTask(i, t, reg) })
+	if err != nil {
+		if errors.Is(err, ErrBadJob) {
+			return JobFile{}, err
+		}
+		return JobFile{}, badJob("%w", describeJSONError(func(off int64) (int, int) { return filePosition(path, off) }, err))
+	}
+	jf.file, jf.count = path, n
+	if err := jf.Validate(reg); err != nil {
+		return JobFile{}, err
+	}
+	return jf, nil
+}
+
+// scanJobFile decodes a job object from r into jf, handing each task of its
+// "tasks" array to each, numbered from 1, as it is read: the tasks are
+// never all in memory. It returns the number of tasks. Other keys decode
+// into jf as they would with json.Unmarshal, unknown ones refused.
+func scanJobFile(src source, jf *JobFile, each func(int, TaskSpec) error) (_ int, err error) {
+	dec := json.NewDecoder(bufio.NewReaderSize(src, 64<<10))
+	dec.DisallowUnknownFields()
+	tok, err := dec.Token()
+	if err != nil {
+		return 0, err // io.EOF: the input is empty
+	}
+	defer func() {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+	}()
+	if tok != json.Delim('{') {
+		return 0, errors.New(`want a JSON job object: {"tasks": [...]}`)
+	}
+	n, seenTasks := 0, false
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return n, err
+		}
+		key, _ := tok.(string)
+		if !strings.EqualFold(key, "tasks") {
+			if err := decodeField(dec, src, jf, key); err != nil {
+				return n, err
+			}
+			continue
+		}
+		if seenTasks {
+			return n, errors.New(`"tasks" is given twice`)
+		}
+		seenTasks = true
+		if tok, err = dec.Token(); err != nil {
+			return n, err
+		} else if tok == nil {
+			continue // "tasks": null is no tasks
+		} else if tok != json.Delim('[') {
+			return n, errors.New(`"tasks" must be an array of tasks`)
+		}
+		for dec.More() {
+			var t TaskSpec
+			if err := decodeAt(dec, src, &t); err != nil {
+				return n, taskError(n+1, err)
+			}
+			n++
+			if err := each(n, t); err != nil {
+				return n, err
+			}
+		}
+		if _, err := dec.Token(); err != nil { // ]
+			return n, err
+		}
+	}
+	if _, err := dec.Token(); err != nil { // }
+		return n, err
+	}
+	end := dec.InputOffset()
+	if _, err := dec.Token(); err != io.EOF {
+		// Point at the first byte after the object that is not space.
+		buf := make([]byte, 4096)
+		k, _ := src.ReadAt(buf, end)
+		skip := len(buf[:k]) - len(bytes.TrimLeft(buf[:k], " \t\r\n"))
+		return n, trailingData{end + int64(skip)}
+	}
+	return n, nil
+}
+
+// source is a job file being scanned: read in order, and at an offset
+// again to place a syntax error.
+type source interface {
+	io.Reader
+	io.ReaderAt
+}
+
+// decodeAt is dec.Decode(v), with a syntax error placed in the file. The
+// offset of a streaming Decoder's syntax error counts more than the bytes
+// before it, so the value is read again, from where it starts, on its own.
+func decodeAt(dec *json.Decoder, src source, v any) error {
+	start := dec.InputOffset()
+	err := dec.Decode(v)
+	var syn *json.SyntaxError
+	if !errors.As(err, &syn) {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	n, _ := src.ReadAt(buf, start)
+	buf = buf[:n]
+	skip := 0
+	for skip < len(buf) && bytes.IndexByte([]byte(" \t\r\n,:"), buf[skip]) >= 0 {
+		skip++
+	}
+	var raw json.RawMessage
+	if again := json.NewDecoder(bytes.NewReader(buf[skip:])).Decode(&raw); errors.As(again, &syn) {
+		return syntaxAt{start + int64(skip) + syn.Offset, syn}
+	}
+	return err
+}
+
+// syntaxAt is a syntax error at an offset of the whole file.
+type syntaxAt struct {
+	offset int64
+	err    error
+}
+
+func (e syntaxAt) Error() string { return e.err.Error() }
+func (e syntaxAt) Unwrap() error { return e.err }
+
+// trailingData is what follows the job object, at offset.
+type trailingData struct{ offset int64 }
+
+func (e trailingData) Error() string { return "unexpected data after the job object" }
+
+// errReadStopped ends a read of a job file whose reader went away.
+var errReadStopped = errors.New("job file read stopped")
+
+// decodeField decodes the value of one key of the job object into jf,
+// with errors placed as if the whole object had been decoded.
+func decodeField(dec *json.Decoder, src source, jf *JobFile, key string) error {
+	var raw json.RawMessage
+	if err := decodeAt(dec, src, &raw); err != nil {
+		return err
+	}
+	start := dec.InputOffset() - int64(len(raw))
+	name, _ := json.Marshal(key)
+	head := append(append([]byte{'{'}, name...), ':')
+	one := json.NewDecoder(bytes.NewReader(append(append(head, raw...), '}')))
+	one.DisallowUnknownFields()
+	err := one.Decode(jf)
+	var typ *json.UnmarshalTypeError
+	if errors.As(err, &typ) {
+		typ.Offset += start - int64(len(head))
+	}
+	return err
+}
+
+// taskError names the task a decoding error is in.
+func taskError(i int, err error) error {
+	var typ *json.UnmarshalTypeError
+	if errors.As(err, &typ) {
+		return badJob("task %d: %w", i, jsonFieldError(err))
+	}
+	if msg, ok := strings.CutPrefix(err.Error(), "json: "); ok && !errors.As(err, new(*json.SyntaxError)) {
+		return badJob("task %d: %s", i, msg)
+	}
+	return err
 }
 
 // Validate checks the job's settings and every task's kind and payload.
@@ -146,25 +326,34 @@ func (jf JobFile) Validate(reg *Registry) error {
 	if err := jf.Sinks.Validate(); err != nil {
 		return badJob("%w", err)
 	}
-	if len(jf.Tasks) == 0 {
+	if len(jf.Tasks) == 0 && jf.count == 0 {
 		return badJob("no tasks: want \"tasks\": [{\"kind\": ..., \"payload\": ...}, ...]")
 	}
 	for i, t := range jf.Tasks {
-		if t.Kind == "" {
-			return badJob("task %d: missing \"kind\"", i+1)
-		}
-		if err := reg.Validate(t.Kind, t.Payload); err != nil {
-			return badJob("task %d: %w", i+1, err)
-		}
-		if err := t.RetrySpec.Validate(); err != nil {
-			return badJob("task %d: %w", i+1, err)
+		if err := validateTask(i+1, t, reg); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
+// validateTask checks task number i's kind, payload and retry settings.
+func validateTask(i int, t TaskSpec, reg *Registry) error {
+	if t.Kind == "" {
+		return badJob("task %d: missing \"kind\"", i)
+	}
+	if err := reg.Validate(t.Kind, t.Payload); err != nil {
+		return badJob("task %d: %w", i, err)
+	}
+	if err := t.RetrySpec.Validate(); err != nil {
+		return badJob("task %d: %w", i, err)
+	}
+	return nil
+}
+
 // NewJob turns the file into a job to create, with workers and queue size
-// defaulted where the file left them out.
+// defaulted where the file left them out. A job read by ReadJobFile has its
+// tasks read again, in batches, by the returned job's More.
 func (jf JobFile) NewJob() store.NewJob {
 	nj := store.NewJob{Name: jf.Name, Workers: jf.Workers, QueueSize: jf.QueueSize, Tasks: make([]store.NewTask, len(jf.Tasks))}
 	if nj.Workers == 0 {
@@ -176,8 +365,53 @@ func (jf JobFile) NewJob() store.NewJob {
 	for i, t := range jf.Tasks {
 		nj.Tasks[i] = t.newTask(jf.RetrySpec)
 	}
+	if jf.file != "" {
+		nj.More = jf.batches()
+	}
 	nj.Sinks = jf.Sinks.Encode()
 	return nj
+}
+
+// fileBatch is how many tasks of a job file are held at a time.
+const fileBatch = 4096
+
+// batches reads the tasks of the job file again, fileBatch at a time. It
+// fails if the file no longer holds what ReadJobFile validated.
+func (jf JobFile) batches() iter.Seq2[[]store.NewTask, error] {
+	return func(yield func([]store.NewTask, error) bool) {
+		f, err := os.Open(jf.file)
+		if err != nil {
+			yield(nil, err)
+			return
+		}
+		defer f.Close()
+		var again JobFile
+		cur := make([]store.NewTask, 0, fileBatch)
+		n, err := scanJobFile(f, &again, func(_ int, t TaskSpec) error {
+			cur = append(cur, t.newTask(jf.RetrySpec))
+			if len(cur) < fileBatch {
+				return nil
+			}
+			if !yield(cur, nil) {
+				return errReadStopped
+			}
+			cur = cur[:0] // the store does not keep a batch
+			return nil
+		})
+		switch {
+		case errors.Is(err, errReadStopped):
+			return
+		case err == nil && n != jf.count:
+			err = fmt.Errorf("job file %s changed while it was read: %d tasks, then %d", jf.file, jf.count, n)
+		}
+		if err != nil {
+			yield(nil, err)
+			return
+		}
+		if len(cur) > 0 {
+			yield(cur, nil)
+		}
+	}
 }
 
 // Encode is the sinks as stored with a job; nil for none.
@@ -204,16 +438,27 @@ func (t TaskSpec) newTask(def RetrySpec) store.NewTask {
 	return store.NewTask{Kind: t.Kind, Payload: payload, Retry: t.RetrySpec.over(def)}
 }
 
-// describeJSONError adds a line and column to encoding/json's errors.
-func describeJSONError(data []byte, err error) error {
+// describeJSONError adds a line and column, from pos, to encoding/json's
+// errors.
+func describeJSONError(pos func(offset int64) (line, col int), err error) error {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
+	var trail trailingData
+	var at syntaxAt
 	switch {
+	case errors.Is(err, ErrBadJob):
+		return err
+	case errors.As(err, &at):
+		line, col := pos(at.offset)
+		return fmt.Errorf("line %d, column %d: %s", line, col, at.err.Error())
+	case errors.As(err, &trail):
+		line, col := pos(trail.offset)
+		return fmt.Errorf("line %d, column %d: %s", line, col, trail.Error())
 	case errors.As(err, &syn):
-		line, col := position(data, int(syn.Offset))
+		line, col := pos(syn.Offset)
 		return fmt.Errorf("line %d, column %d: %s", line, col, syn.Error())
 	case errors.As(err, &typ):
-		line, col := position(data, int(typ.Offset))
+		line, col := pos(typ.Offset)
 		return fmt.Errorf("line %d, column %d: %w", line, col, jsonFieldError(err))
 	case errors.Is(err, io.EOF):
 		return errors.New("empty input: want a JSON job object")
@@ -227,10 +472,21 @@ func describeJSONError(data []byte, err error) error {
 }
 
 // position converts a byte offset to a 1-based line and column.
-func position(data []byte, offset int) (line, col int) {
-	offset = min(max(offset, 0), len(data))
+func position(data []byte, offset int64) (line, col int) {
+	offset = min(max(offset, 0), int64(len(data)))
 	before := data[:offset]
 	line = bytes.Count(before, []byte("\n")) + 1
-	col = offset - bytes.LastIndexByte(before, '\n')
+	col = int(offset) - bytes.LastIndexByte(before, '\n')
 	return line, col
+}
+
+// filePosition is position for an offset in a file, read up to there.
+func filePosition(path string, offset int64) (line, col int) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0
+	}
+	defer f.Close()
+	data, _ := io.ReadAll(io.LimitReader(f, max(offset, 0)))
+	return position(data, offset)
 }

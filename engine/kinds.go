@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
+	"unicode"
 )
 
 // maxSleep bounds a sleep task, so a typo cannot park a worker for years.
@@ -108,11 +110,24 @@ func (Noop) Validate(payload json.RawMessage) error {
 func (Noop) Run(context.Context, Task) (json.RawMessage, error) { return nil, nil }
 
 // jsonFieldError turns encoding/json's errors into short messages.
+// jsonField is a decoding error's field path without the names of
+// embedded Go structs (RetrySpec.max_attempts is max_attempts): pcd's JSON
+// keys are lower case.
+func jsonField(path string) string {
+	var keep []string
+	for _, part := range strings.Split(path, ".") {
+		if part != "" && !unicode.IsUpper(rune(part[0])) {
+			keep = append(keep, part)
+		}
+	}
+	return strings.Join(keep, ".")
+}
+
 func jsonFieldError(err error) error {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		if te.Field != "" {
-			return fmt.Errorf("%q must be %s, got %s", te.Field, te.Type, te.Value)
+		if field := jsonField(te.Field); field != "" {
+			return fmt.Errorf("%q must be %s, got %s", field, te.Type, te.Value)
 		}
 		return fmt.Errorf("must be %s, got %s", te.Type, te.Value)
 	}

@@ -141,7 +141,7 @@ func parseTaskLine(raw []byte, reg *Registry, def RetrySpec) (store.NewTask, boo
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&spec); err != nil {
-		return store.NewTask{}, false, describeJSONError(raw, err)
+		return store.NewTask{}, false, describeJSONError(func(off int64) (int, int) { return position(raw, off) }, err)
 	}
 	if dec.More() {
 		return store.NewTask{}, false, errors.New("more than one JSON value on the line")

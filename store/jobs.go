@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"iter"
 	"strings"
 	"time"
 
@@ -83,6 +84,10 @@ type NewJob struct {
 	Workers   int
 	QueueSize int
 	Tasks     []NewTask
+	// More, if set, yields further tasks after Tasks, in batches that
+	// CreateJob does not keep. They go into the same transaction: an error
+	// from More leaves nothing written.
+	More iter.Seq2[[]NewTask, error]
 	// Open leaves the job unsealed, for a producer that streams more
 	// tasks with AppendTasks and then calls SealJob.
 	Open bool
@@ -131,7 +136,23 @@ func (db *DB) CreateJob(ctx context.Context, nj NewJob) (Job, error) {
 		if job.ID, err = res.LastInsertId(); err != nil {
 			return err
 		}
-		return insertTasks(ctx, tx, job.ID, 1, nj.Tasks)
+		if err := insertTasks(ctx, tx, job.ID, 1, nj.Tasks); err != nil {
+			return err
+		}
+		if nj.More == nil {
+			return nil
+		}
+		for batch, err := range nj.More {
+			if err != nil {
+				return err
+			}
+			if err := insertTasks(ctx, tx, job.ID, job.Total+1, batch); err != nil {
+				return err
+			}
+			job.Total += int64(len(batch))
+		}
+		_, err = tx.ExecContext(ctx, "UPDATE jobs SET total = ? WHERE id = ?", job.Total, job.ID)
+		return err
 	})
 	if errors.Is(err, errDuplicateKey) {
 		return job, fmt.Errorf("create job: key %q: %w", nj.Key, ErrDuplicate)

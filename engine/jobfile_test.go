@@ -1,0 +1,84 @@
+package engine
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// writeTasks writes a job file of n noop tasks with the job's settings
+// after its tasks, where a decoder that stops at "tasks" would miss them.
+func writeTasks(t *testing.T, n int) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString(`{"name": "big", "tasks": [`)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(",\n")
+		}
+		b.WriteString(`{"kind": "noop"}`)
+	}
+	b.WriteString(`], "workers": 3, "max_attempts": 2}`)
+	path := filepath.Join(t.TempDir(), "job.json")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestReadJobFileStreamsItsTasks(t *testing.T) {
+	const n = 3*fileBatch + 17
+	path := writeTasks(t, n)
+	jf, err := ReadJobFile(path, NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jf.Tasks) != 0 || jf.count != n {
+		t.Fatalf("%d tasks held, %d counted; want none held and %d counted", len(jf.Tasks), jf.count, n)
+	}
+	db := openDB(t)
+	job, err := db.CreateJob(context.Background(), jf.NewJob())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.Total != n || job.Workers != 3 || job.Name != "big" {
+		t.Errorf("job: total %d, workers %d, name %q; want %d, 3, big", job.Total, job.Workers, job.Name, n)
+	}
+	tasks, err := db.PendingTasks(context.Background(), job.ID, 0, n+1, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tasks) != n || tasks[n-1].Seq != n {
+		t.Fatalf("%d tasks stored, want %d", len(tasks), n)
+	}
+	for _, task := range []int{0, fileBatch, n - 1} {
+		if got := tasks[task].Retry.MaxAttempts; got != 2 {
+			t.Errorf("task %d: max_attempts %d, want the job's 2 (given after the tasks)", task+1, got)
+		}
+	}
+}
+
+// TestJobFileChangedWhileReadChangesNothing: the tasks are read twice; if
+// the file changes in between, the job is not created at all.
+func TestJobFileChangedWhileReadChangesNothing(t *testing.T) {
+	path := writeTasks(t, fileBatch+10)
+	jf, err := ReadJobFile(path, NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	shorter := writeTasks(t, fileBatch+9)
+	if err := os.Rename(shorter, path); err != nil {
+		t.Fatal(err)
+	}
+	db := openDB(t)
+	_, err = db.CreateJob(context.Background(), jf.NewJob())
+	if err == nil || !strings.Contains(err.Error(), "changed while it was read") {
+		t.Fatalf("create from a changed file: %v", err)
+	}
+	if jobs, _ := db.ListJobs(context.Background(), "", 10); len(jobs) != 0 {
+		t.Errorf("%d jobs created from a changed file", len(jobs))
+	}
+}
