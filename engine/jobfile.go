@@ -304,6 +304,9 @@ func decodeField(dec *json.Decoder, src source, jf *JobFile, key string) error {
 func taskError(i int, err error) error {
 	var typ *json.UnmarshalTypeError
 	if errors.As(err, &typ) {
+		if jsonField(typ.Field) == "" {
+			return badJob(`task %d: want an object {"kind": ..., "payload": ...}, got %s`, i, typ.Value)
+		}
 		return badJob("task %d: %w", i, jsonFieldError(err))
 	}
 	if msg, ok := strings.CutPrefix(err.Error(), "json: "); ok && !errors.As(err, new(*json.SyntaxError)) {
