@@ -126,6 +126,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err == nil {
 			break
 		}
+		if ctx.Err() != nil {
+			return stopped() // stopped, or the check found the file corrupt
+		}
 		if !errors.Is(err, store.ErrDiskFull) && !errors.Is(err, store.ErrBusy) {
 			return err
 		}
