@@ -115,31 +115,11 @@ func (r RetrySpec) over(def RetrySpec) store.Retry {
 	return out
 }
 
-// ParseJobFile reads and validates a job file against the registry. Every
-// error wraps ErrBadJob and names the place: a line and column, or a task
-// number.
-func ParseJobFile(r io.Reader, reg *Registry) (JobFile, error) {
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return JobFile{}, err
-	}
-	var jf JobFile
-	_, err = scanJobFile(bytes.NewReader(data), &jf, func(_ int, t TaskSpec) error {
-		jf.Tasks = append(jf.Tasks, t)
-		return nil
-	})
-	if err != nil {
-		return JobFile{}, badJob("%w", describeJSONError(func(off int64) (int, int) { return position(data, off) }, err))
-	}
-	if err := jf.Validate(reg); err != nil {
-		return JobFile{}, err
-	}
-	return jf, nil
-}
-
-// ReadJobFile is ParseJobFile for a file that may hold millions of tasks:
-// it validates them all but keeps none in memory. The job's tasks are read
-// again, in batches, as NewJob's store.NewJob creates the job.
+// ReadJobFile reads and validates a job file against the registry, for a
+// file that may hold millions of tasks: it validates them all but keeps
+// none in memory. The job's tasks are read again, in batches, as NewJob's
+// store.NewJob creates the job. Every error about the content wraps
+// ErrBadJob and names the place: a line and column, or a task number.
 func ReadJobFile(path string, reg *Registry) (JobFile, error) {
 	f, err := os.Open(path)
 	if err != nil {

@@ -201,8 +201,7 @@ func (db *DB) finalResults(ctx context.Context, tx *sql.Tx, b Batch) (map[int64]
 		finals = finals[len(chunk):]
 		args = append(args[:0], b.JobID)
 		for _, r := range chunk {
-			args = append(args, r.Seq, string(r.State), r.Attempt, nullBytes(r.Result), nullString(r.Error),
-				int64(r.Time), r.StartedAt.UnixNano(), r.FinishedAt.UnixNano())
+			args = appendResult(args, r)
 		}
 		_, err := tx.StmtContext(ctx, db.stmts.results[n]).ExecContext(ctx, args...)
 		if err == nil {
@@ -219,8 +218,7 @@ func (db *DB) finalResults(ctx context.Context, tx *sql.Tx, b Batch) (map[int64]
 		// row by row, keeping each task's first result.
 		once := tx.StmtContext(ctx, db.stmts.resultOnce)
 		for _, r := range chunk {
-			res, err := once.ExecContext(ctx, b.JobID, r.Seq, string(r.State), r.Attempt, nullBytes(r.Result), nullString(r.Error),
-				int64(r.Time), r.StartedAt.UnixNano(), r.FinishedAt.UnixNano())
+			res, err := once.ExecContext(ctx, appendResult([]any{b.JobID}, r)...)
 			if err != nil {
 				return nil, fmt.Errorf("result of task %d: %w", r.Seq, err)
 			}
@@ -234,9 +232,17 @@ func (db *DB) finalResults(ctx context.Context, tx *sql.Tx, b Batch) (map[int64]
 	return applied, nil
 }
 
-// resultColumns is the number of values a result row takes in the
-// multi-row results INSERT, after the job id.
+// resultColumns is the number of values appendResult adds: a result row
+// of the results INSERTs, after the job id.
 const resultColumns = 8
+
+// appendResult appends a result's values in the column order of the
+// results INSERTs: seq, state, attempts, result, error, time_ns,
+// started_at, finished_at.
+func appendResult(args []any, r Result) []any {
+	return append(args, r.Seq, string(r.State), r.Attempt, nullBytes(r.Result), nullString(r.Error),
+		int64(r.Time), r.StartedAt.UnixNano(), r.FinishedAt.UnixNano())
+}
 
 // callbackChunks are the row counts of the prepared multi-row statements
 // that write results and task callbacks; a batch is written with the

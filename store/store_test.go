@@ -168,14 +168,7 @@ func TestRefusesBadFiles(t *testing.T) {
 			}
 			newJob(t, db, 2000)
 			db.Close()
-			// Scribble over pages in the middle of the file, past the header.
-			b := readFile(t, path)
-			for i := len(b) / 2; i < len(b)/2+8192 && i < len(b); i++ {
-				b[i] = 0xA5
-			}
-			if err := os.WriteFile(path, b, 0o600); err != nil {
-				t.Fatal(err)
-			}
+			scribble(t, path)
 		}, store.ErrCorrupt},
 		{"another application's database", func(t *testing.T, path string) {
 			raw := rawDB(t, path)
@@ -208,6 +201,18 @@ func TestRefusesBadFiles(t *testing.T) {
 	}
 }
 
+// scribble corrupts pages in the middle of the file, past the header.
+func scribble(t *testing.T, path string) {
+	t.Helper()
+	b := readFile(t, path)
+	for i := len(b) / 2; i < len(b)/2+8192 && i < len(b); i++ {
+		b[i] = 0xA5
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestLargeFileIsCheckedLater: above FullCheckMax, Open checks only the
 // small tables, and Check finds what it left.
 func TestLargeFileIsCheckedLater(t *testing.T) {
@@ -218,13 +223,7 @@ func TestLargeFileIsCheckedLater(t *testing.T) {
 		t.Error("a new file's check was deferred")
 	}
 	db.Close()
-	b := readFile(t, path)
-	for i := len(b) / 2; i < len(b)/2+8192; i++ {
-		b[i] = 0xA5
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	scribble(t, path)
 	db, err := store.Open(context.Background(), path, store.Options{FullCheckMax: 4096})
 	if err != nil {
 		t.Fatalf("open with the check deferred: %v", err)
