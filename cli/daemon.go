@@ -72,6 +72,11 @@ func runDaemon(c *cli.Context, env Env) error {
 	}
 	defer lock.Release()
 
+	stopReaping, err := engine.Subreaper()
+	if err != nil {
+		log.Warn("descendants of tasks that leave their process group may outlive them", "err", err)
+	}
+	defer stopReaping()
 	delivery, err := deliveryConfig(c, log)
 	if err != nil {
 		return err

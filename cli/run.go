@@ -116,6 +116,11 @@ func runJob(c *cli.Context, env Env) error {
 			return err
 		}
 	}
+	stopReaping, err := engine.Subreaper()
+	if err != nil {
+		log.Warn("descendants of tasks that leave their process group may outlive them", "err", err)
+	}
+	defer stopReaping()
 	if err := engine.Recover(c.Context, db, log); err != nil {
 		return err
 	}

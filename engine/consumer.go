@@ -36,6 +36,9 @@ type startReq struct {
 func (c *JobController) consume(ctx context.Context, job store.Job, queue <-chan store.Task,
 	starts chan<- startReq, results chan<- outcome, slots *runSlots, i int) {
 	reply := make(chan bool, 1)
+	// An exec task reports its process group through the context, into
+	// this consumer's slot, so the start mark records it.
+	procCtx := withProcessReporter(ctx, func(p Proc) { slots.setProc(i, p) })
 	for {
 		if c.draining() {
 			return
@@ -65,7 +68,7 @@ func (c *JobController) consume(ctx context.Context, job store.Job, queue <-chan
 				continue // no longer pending (cancelled), or the commit failed
 			}
 		}
-		out := c.runTask(ctx, job, t, kind, kindErr)
+		out := c.runTask(procCtx, job, t, kind, kindErr)
 		slots.end(i)
 		results <- out
 	}

@@ -10,8 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -157,6 +159,34 @@ func checkCommand(name, dir string) error {
 	return nil
 }
 
+// runIDVar is the environment variable that marks every process a
+// command starts: "<task uuid>.<attempt>" for a task, "hook.<n>" for a
+// hook. Descendants inherit it, so pcd finds them even outside the
+// command's process group.
+const runIDVar = "PCD_RUN_ID"
+
+// taskOfCookie is the task uuid in a run id, or "".
+func taskOfCookie(cookie string) string {
+	id, _, ok := strings.Cut(cookie, ".")
+	if !ok || id == "hook" {
+		return ""
+	}
+	return id
+}
+
+var hookRuns atomic.Int64
+
+// ErrResource marks a command that could not start for want of a resource
+// that may come back (file descriptors, processes, memory). The task did
+// not run: it waits and runs again without spending an attempt.
+var ErrResource = errors.New("out of a system resource")
+
+// drainWait bounds how long the output pipes may stay open once the
+// command and everything it left behind are killed: a process outside the
+// task's reach (one that cleared its environment and left its group) may
+// still hold them, and a task must end anyway.
+const drainWait = 2 * time.Second
+
 // Run runs the command.
 func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 	p, err := ParseExec(t.Payload)
@@ -175,36 +205,46 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 	if p.Shell != "" {
 		argv = []string{"/bin/sh", "-c", p.Shell}
 	}
+	cookie := t.ID + "." + strconv.Itoa(t.Attempt)
+	if t.ID == "" {
+		cookie = "hook." + strconv.FormatInt(hookRuns.Add(1), 10)
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = p.Dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if len(p.Env) > 0 {
-		cmd.Env = os.Environ()
-		for k, v := range p.Env {
-			cmd.Env = append(cmd.Env, k+"="+v)
-		}
+	cmd.Env = append(os.Environ(), runIDVar+"="+cookie)
+	if t.ID != "" {
+		cmd.Env = append(cmd.Env, "PCD_JOB_ID="+t.JobID, "PCD_TASK_ID="+t.ID)
+	}
+	for k, v := range p.Env {
+		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	if p.Stdin != "" {
 		cmd.Stdin = strings.NewReader(p.Stdin)
 	}
-	// Our own pipes: when the command exits we kill what it left in its
-	// group, and only then wait for the pipes to drain.
+	// Our own pipes: when the command exits we kill what it left behind,
+	// and only then wait, a bounded time, for the pipes to drain.
 	stdout, stderr := newTail(capBytes), newTail(capBytes)
 	var readers sync.WaitGroup
+	var readEnds []*os.File
+	defer func() {
+		for _, r := range readEnds {
+			r.Close()
+		}
+	}()
 	for _, pipe := range []struct {
 		set  *io.Writer
 		tail *tail
 	}{{&cmd.Stdout, stdout}, {&cmd.Stderr, stderr}} {
 		r, w, err := os.Pipe()
 		if err != nil {
-			return nil, fmt.Errorf("pipe: %w", err)
+			closeWriters(cmd)
+			return nil, startError(argv[0], fmt.Errorf("pipe: %w", err))
 		}
-		defer w.Close()
 		*pipe.set = w
+		readEnds = append(readEnds, r)
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
-			defer r.Close()
 			_, _ = io.Copy(pipe.tail, r)
 		}()
 	}
@@ -213,16 +253,18 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 		ctx, cancel = context.WithTimeoutCause(ctx, time.Duration(p.Timeout), errTimedOut)
 		defer cancel()
 	}
-	if err := cmd.Start(); err != nil {
+	if err := startProcess(cmd); err != nil {
 		closeWriters(cmd)
 		readers.Wait()
-		return nil, fmt.Errorf("start %s: %w", argv[0], err)
+		return nil, startError(argv[0], err)
 	}
 	closeWriters(cmd)
 	pgid := cmd.Process.Pid
+	reportProcess(ctx, Proc{Pgid: pgid, Start: processStart(pgid)})
 	exited := make(chan *os.ProcessState, 1)
 	go func() {
 		state, _ := cmd.Process.Wait() // reaps it: no zombie
+		processDone(pgid)
 		exited <- state
 	}()
 	var state *os.ProcessState
@@ -239,9 +281,23 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 		}
 		timer.Stop()
 	}
-	// Sweep the group: nothing the command started outlives it.
+	// Sweep the group, then what left it: nothing the command started
+	// outlives it.
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	readers.Wait()
+	sweepAdopted(cookie)
+	drained := make(chan struct{})
+	go func() {
+		readers.Wait()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+	case <-time.After(drainWait):
+		for _, r := range readEnds {
+			r.Close() // ends the readers' Copy
+		}
+		<-drained
+	}
 
 	res := ExecResult{ExitCode: -1, Stdout: stdout.String(), Stderr: stderr.String(),
 		StdoutTruncated: stdout.cut, StderrTruncated: stderr.cut}
@@ -268,6 +324,26 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 		return out, fmt.Errorf("exit status %d", state.ExitCode())
 	}
 	return out, nil
+}
+
+// startError reports a command that did not start, marked ErrResource
+// when the cause may go away.
+func startError(name string, err error) error {
+	if isResourceError(err) {
+		return fmt.Errorf("start %s: %w (%w)", name, err, ErrResource)
+	}
+	return fmt.Errorf("start %s: %w", name, err)
+}
+
+// isResourceError reports a failure for want of a resource that may come
+// back: file descriptors, processes, memory.
+func isResourceError(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.EAGAIN, syscall.ENOMEM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 var errTimedOut = errors.New("timed out")
@@ -314,4 +390,18 @@ func (t *tail) String() string {
 		}
 	}
 	return string(b)
+}
+
+type procReporterKey struct{}
+
+// withProcessReporter returns a context through which the exec kind
+// reports the process group of the command it starts.
+func withProcessReporter(ctx context.Context, f func(Proc)) context.Context {
+	return context.WithValue(ctx, procReporterKey{}, f)
+}
+
+func reportProcess(ctx context.Context, p Proc) {
+	if f, ok := ctx.Value(procReporterKey{}).(func(Proc)); ok {
+		f(p)
+	}
 }

@@ -2,7 +2,9 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/pcd-dev/pcd/store"
 )
@@ -11,11 +13,30 @@ import (
 // it fails.
 const MaxInterrupts = 3
 
-// Recover prepares a database for a new runner: tasks that were running
-// when the last runner died go back to pending, with the interruption
-// counted, and a task interrupted MaxInterrupts times fails. Call it once,
-// holding the runner lock, before running anything.
+// Recover prepares a database for a new runner. First it kills whatever a
+// dead runner's tasks left running (see killLeftovers), so that no task
+// runs twice at once. Then tasks that were running when the last runner
+// died go back to pending, with the interruption counted, and a task
+// interrupted MaxInterrupts times fails. Call it once, holding the runner
+// lock, before running anything.
 func Recover(ctx context.Context, db *store.DB, log *slog.Logger) error {
+	groups, err := db.RunningGroups(ctx)
+	if err != nil {
+		return err
+	}
+	procs := make([]Proc, len(groups))
+	for i, g := range groups {
+		procs[i] = Proc{Pgid: g.Pgid, Start: g.PStart}
+	}
+	killed, err := killLeftovers(procs, func(ids []string) (map[string]bool, error) {
+		return db.KnownTasks(ctx, ids)
+	}, 10*time.Second)
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	if killed > 0 && log != nil {
+		log.Warn("killed processes left running by the last runner's tasks", "processes", killed)
+	}
 	requeued, failed, err := db.Recover(ctx, MaxInterrupts, func(jobUUID string, t store.Task, reason string) ([]byte, error) {
 		return Event{Type: store.EventTask, JobID: jobUUID, Task: &TaskEvent{
 			ID: t.UUID, Number: t.Seq, Kind: t.Kind, State: store.Failed, Attempts: t.Attempts, Error: reason,

@@ -24,6 +24,10 @@ type runSlot struct {
 	seq    int64 // 0 when idle
 	at     time.Time
 	marked bool
+	// proc is the task's process group, once an exec task has started
+	// it; procMarked once a mark with it has been handed out.
+	proc       Proc
+	procMarked bool
 }
 
 func newRunSlots(n int) *runSlots {
@@ -35,11 +39,28 @@ func (r *runSlots) begin(i int, seq int64, at time.Time) {
 	s := &r.slots[i]
 	s.mu.Lock()
 	s.seq, s.at, s.marked = seq, at, false
+	s.proc, s.procMarked = Proc{}, false
 	s.mu.Unlock()
+	r.wake()
+}
+
+func (r *runSlots) wake() {
 	select {
 	case r.poke <- struct{}{}:
 	default:
 	}
+}
+
+// setProc records the process group of consumer i's task, to be written
+// with (or added to) its start mark.
+func (r *runSlots) setProc(i int, p Proc) {
+	s := &r.slots[i]
+	s.mu.Lock()
+	if s.seq != 0 {
+		s.proc, s.procMarked = p, false
+	}
+	s.mu.Unlock()
+	r.wake()
 }
 
 // end records that consumer i is done with its task. It must come before
@@ -53,14 +74,16 @@ func (r *runSlots) end(i int) {
 }
 
 // unmarked appends to dst a start for each task still running that has no
-// mark yet, and counts them as marked.
+// mark yet, or whose process group is not in its mark yet, and counts them
+// as marked.
 func (r *runSlots) unmarked(dst []store.Start) []store.Start {
 	for i := range r.slots {
 		s := &r.slots[i]
 		s.mu.Lock()
-		if s.seq != 0 && !s.marked {
-			dst = append(dst, store.Start{Seq: s.seq, At: s.at})
+		if s.seq != 0 && (!s.marked || (s.proc.Pgid != 0 && !s.procMarked)) {
+			dst = append(dst, store.Start{Seq: s.seq, At: s.at, Pgid: s.proc.Pgid, PStart: s.proc.Start})
 			s.marked = true
+			s.procMarked = s.proc.Pgid != 0
 		}
 		s.mu.Unlock()
 	}

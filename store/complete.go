@@ -42,6 +42,11 @@ type Span struct{ From, To int64 }
 type Start struct {
 	Seq int64
 	At  time.Time // wall clock, for display
+	// Pgid and PStart, if set, are the process group the task runs in and
+	// its leader's start time, for the next runner to kill if this one
+	// dies. A task already marked gets them added.
+	Pgid   int
+	PStart uint64
 }
 
 // Batch is one group commit for a job.
@@ -84,7 +89,11 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 		out = Committed{Started: make([]bool, len(b.Starts))}
 		start := tx.StmtContext(ctx, db.stmts.start)
 		for i, st := range b.Starts {
-			res, err := start.ExecContext(ctx, b.JobID, st.Seq, st.At.UnixNano())
+			var pgid, pstart any
+			if st.Pgid > 0 {
+				pgid, pstart = st.Pgid, int64(st.PStart)
+			}
+			res, err := start.ExecContext(ctx, b.JobID, st.Seq, st.At.UnixNano(), pgid, pstart)
 			if err != nil {
 				return fmt.Errorf("start task %d: %w", st.Seq, err)
 			}
@@ -303,9 +312,10 @@ func (db *DB) prepare(ctx context.Context) error {
 	}{
 		// A task already marked running was left so by a run of this
 		// process that failed (Recover handles those of a dead process).
-		{&db.stmts.start, `INSERT INTO running (job_id, seq, started_at)
-			SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM results WHERE job_id = ?1 AND seq = ?2)
-			ON CONFLICT (job_id, seq) DO UPDATE SET started_at = excluded.started_at`},
+		{&db.stmts.start, `INSERT INTO running (job_id, seq, started_at, pgid, pstart)
+			SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM results WHERE job_id = ?1 AND seq = ?2)
+			ON CONFLICT (job_id, seq) DO UPDATE SET started_at = excluded.started_at,
+				pgid = coalesce(excluded.pgid, pgid), pstart = coalesce(excluded.pstart, pstart)`},
 		{&db.stmts.stop, `DELETE FROM running WHERE job_id = ? AND seq = ?`},
 		{&db.stmts.finished, `DELETE FROM running WHERE job_id = ?1
 			AND EXISTS (SELECT 1 FROM results r WHERE r.job_id = ?1 AND r.seq = running.seq)`},
@@ -358,6 +368,11 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int, failMessage func(j
 		// interruptions.
 		if _, err := tx.ExecContext(ctx, `DELETE FROM running
 			WHERE EXISTS (SELECT 1 FROM results r WHERE r.job_id = running.job_id AND r.seq = running.seq)`); err != nil {
+			return err
+		}
+		// No runner runs anything now: a job left "running" by a dead one
+		// is waiting for this one.
+		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = 'pending' WHERE state = 'running' AND finished_at IS NULL`); err != nil {
 			return err
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT t.job_id, j.uuid, j.round, t.seq, t.uuid, t.kind, t.attempts, t.interrupts
@@ -419,6 +434,63 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int, failMessage func(j
 		return 0, 0, fmt.Errorf("recover: %w", err)
 	}
 	return requeued, failed, nil
+}
+
+// RunningGroup is the process group of a task marked running.
+type RunningGroup struct {
+	Pgid   int
+	PStart uint64
+}
+
+// RunningGroups lists the process groups recorded with the start marks of
+// running tasks: after a crash, those a dead runner's tasks ran in.
+func (db *DB) RunningGroups(ctx context.Context) ([]RunningGroup, error) {
+	rows, err := db.r.QueryContext(ctx, "SELECT pgid, coalesce(pstart, 0) FROM running WHERE pgid IS NOT NULL")
+	if err != nil {
+		return nil, fmt.Errorf("running process groups: %w", err)
+	}
+	defer rows.Close()
+	var out []RunningGroup
+	for rows.Next() {
+		var g RunningGroup
+		var start int64
+		if err := rows.Scan(&g.Pgid, &start); err != nil {
+			return nil, fmt.Errorf("running process groups: %w", err)
+		}
+		g.PStart = uint64(start)
+		out = append(out, g)
+	}
+	return out, rows.Err()
+}
+
+// KnownTasks reports which of the task uuids are this database's.
+func (db *DB) KnownTasks(ctx context.Context, uuids []string) (map[string]bool, error) {
+	known := map[string]bool{}
+	for len(uuids) > 0 {
+		n := min(len(uuids), 500)
+		args := make([]any, n)
+		for i, u := range uuids[:n] {
+			args[i] = u
+		}
+		rows, err := db.r.QueryContext(ctx, "SELECT uuid FROM tasks WHERE uuid IN (?"+strings.Repeat(", ?", n-1)+")", args...)
+		if err != nil {
+			return nil, fmt.Errorf("known tasks: %w", err)
+		}
+		for rows.Next() {
+			var u string
+			if err := rows.Scan(&u); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("known tasks: %w", err)
+			}
+			known[u] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("known tasks: %w", err)
+		}
+		uuids = uuids[n:]
+	}
+	return known, nil
 }
 
 // FinishJob commits a job's final state and its job-callback record

@@ -1,0 +1,405 @@
+package engine
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Process control for exec tasks and hooks, on Linux.
+//
+// Every command runs in a process group of its own, with PCD_RUN_ID in
+// its environment: a cookie its descendants inherit, as Jenkins'
+// ProcessTreeKiller uses BUILD_ID. Three mechanisms make sure nothing a
+// task started outlives it:
+//
+//   - The runner is a child subreaper (Subreaper), so a descendant that
+//     leaves the task's group (setsid, a double fork) is re-parented to pcd
+//     instead of init, and the sweep at the task's end finds it among pcd's
+//     children by its cookie.
+//   - The command gets SIGKILL when its parent dies (Pdeathsig). The parent
+//     is the thread that forked it, so every command is forked from one
+//     goroutine locked to its thread: no other goroutine runs there, so the
+//     thread cannot exit under a running command.
+//   - A runner that was SIGKILLed cannot sweep; the next one does, in
+//     KillLeftovers, from the process group and start time recorded with
+//     each running task, and from the cookie.
+
+// procs is the spawner: the locked goroutine that forks commands, and the
+// set of their pids that os/exec has not reaped yet. mu is held from fork
+// to insert, and by the reaper, so the reaper never takes a child that
+// os/exec is about to wait for.
+var procs struct {
+	mu    sync.Mutex
+	live  map[int]bool
+	reqs    chan spawnReq
+	alive   bool // the spawner goroutine runs
+	pending int  // requests sent or about to be sent to it
+	// subreaper is set once this process is a child subreaper.
+	subreaper bool
+}
+
+type spawnReq struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// startProcess starts cmd in a process group of its own, with a death
+// signal, from the spawner's thread.
+func startProcess(cmd *exec.Cmd) error {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	req := spawnReq{cmd: cmd, done: make(chan error, 1)}
+	procs.mu.Lock()
+	procs.pending++
+	if !procs.alive {
+		procs.alive = true
+		procs.reqs = make(chan spawnReq)
+		if procs.live == nil {
+			procs.live = map[int]bool{}
+		}
+		go spawn(procs.reqs)
+	}
+	reqs := procs.reqs
+	procs.mu.Unlock()
+	reqs <- req
+	return <-req.done
+}
+
+// spawn forks commands on its own locked thread. It ends when no command
+// it forked is left unreaped and none waits to start; the thread ends with
+// it, which is safe then: nothing it forked is alive to get the death
+// signal.
+func spawn(reqs chan spawnReq) {
+	runtime.LockOSThread()
+	for req := range reqs {
+		procs.mu.Lock()
+		err := req.cmd.Start()
+		if err == nil {
+			procs.live[req.cmd.Process.Pid] = true
+		}
+		procs.pending--
+		stopSpawnerIfIdle()
+		procs.mu.Unlock()
+		req.done <- err
+	}
+}
+
+// processDone records that os/exec has reaped pid.
+func processDone(pid int) {
+	procs.mu.Lock()
+	defer procs.mu.Unlock()
+	delete(procs.live, pid)
+	stopSpawnerIfIdle()
+}
+
+// stopSpawnerIfIdle ends the spawner when it has nothing alive and nothing
+// to start; the next start begins a new one. procs.mu is held.
+func stopSpawnerIfIdle() {
+	if procs.alive && len(procs.live) == 0 && procs.pending == 0 {
+		procs.alive = false
+		close(procs.reqs)
+	}
+}
+
+// Subreaper makes this process a child subreaper, so that descendants of
+// exec tasks that leave their process group are re-parented here and can
+// be found and killed. A runner calls it once, and calls the returned
+// func when it stops: that kills every adopted process still alive, even
+// one that hid its run id, so nothing a task started outlives its runner.
+// From then on the exec kind also reaps any exited child that it did not
+// start itself: a program that embeds a runner should not start children
+// of its own outside it.
+func Subreaper() (stop func(), err error) {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return func() {}, fmt.Errorf("become a child subreaper: %w", err)
+	}
+	procs.mu.Lock()
+	procs.subreaper = true
+	procs.mu.Unlock()
+	return killAdopted, nil
+}
+
+// killAdopted kills and reaps every child os/exec did not start, with its
+// descendants.
+func killAdopted() {
+	procs.mu.Lock()
+	defer procs.mu.Unlock()
+	var all []int
+	for _, pid := range childrenOf(os.Getpid()) {
+		if !procs.live[pid] {
+			all = append(all, descendantsWith(pid, "")...)
+		}
+	}
+	for _, pid := range all {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	waitGone(all, 2*time.Second)
+}
+
+// waitGone waits, at most wait, until each pid has exited, and reaps those
+// that are this process's children.
+func waitGone(pids []int, wait time.Duration) {
+	self := os.Getpid()
+	deadline := time.Now().Add(wait)
+	for _, pid := range pids {
+		for time.Now().Before(deadline) {
+			st, err := readStat(pid)
+			if err != nil {
+				break // gone
+			}
+			if st.state == 'Z' {
+				if st.ppid == self {
+					reap(pid)
+				}
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+// procStat is what /proc/PID/stat says of a process.
+type procStat struct {
+	pid, ppid, pgrp int
+	state           byte
+	start           uint64 // clock ticks after boot
+}
+
+func readStat(pid int) (procStat, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return procStat{}, err
+	}
+	// The command name is in parentheses and may hold anything: the
+	// fields after it start at the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	f := strings.Fields(string(b[i+2:]))
+	// f[0] is field 3 (state); starttime is field 22.
+	if len(f) < 20 {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	s := procStat{pid: pid, state: f[0][0]}
+	s.ppid, _ = strconv.Atoi(f[1])
+	s.pgrp, _ = strconv.Atoi(f[2])
+	s.start, err = strconv.ParseUint(f[19], 10, 64)
+	return s, err
+}
+
+// processStart is the start time of pid, in clock ticks after boot, or 0
+// if it cannot be read.
+func processStart(pid int) uint64 {
+	s, err := readStat(pid)
+	if err != nil {
+		return 0
+	}
+	return s.start
+}
+
+// cookieOf returns the PCD_RUN_ID in pid's environment, if any. A process
+// of another user, or one gone, has none that we can read.
+func cookieOf(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		return ""
+	}
+	for _, kv := range bytes.Split(b, []byte{0}) {
+		if v, ok := bytes.CutPrefix(kv, []byte(runIDVar+"=")); ok {
+			return string(v)
+		}
+	}
+	return ""
+}
+
+// childrenOf lists pid's children, from every thread's list.
+func childrenOf(pid int) []int {
+	tasks, _ := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/children")
+	var out []int
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// sweepAdopted kills what a command with the given cookie left behind
+// outside its process group: the subreaper adopted such processes, so they
+// are among our children that os/exec did not start, or below them. It
+// also reaps adopted children that have exited, whoever's they were.
+func sweepAdopted(cookie string) {
+	procs.mu.Lock()
+	defer procs.mu.Unlock()
+	if !procs.subreaper {
+		return
+	}
+	var mine []int
+	for _, pid := range childrenOf(os.Getpid()) {
+		if procs.live[pid] {
+			continue
+		}
+		st, err := readStat(pid)
+		if err != nil {
+			continue
+		}
+		if st.state == 'Z' {
+			reap(pid)
+			continue
+		}
+		mine = append(mine, descendantsWith(pid, cookie)...)
+	}
+	if len(mine) == 0 {
+		return
+	}
+	for _, pid := range mine {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	// The task's end means its processes are gone.
+	waitGone(mine, 2*time.Second)
+}
+
+// descendantsWith lists pid and its descendants whose cookie is cookie, or
+// all of them for "". A process without the cookie is not listed, but its
+// children are looked at: a cookie is inherited, and an intermediate
+// process may have cleared its own environment after forking.
+func descendantsWith(pid int, cookie string) []int {
+	var out []int
+	seen := map[int]bool{}
+	queue := []int{pid}
+	for len(queue) > 0 && len(seen) < 10000 {
+		p := queue[0]
+		queue = queue[1:]
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		if cookie == "" || cookieOf(p) == cookie {
+			out = append(out, p)
+		}
+		queue = append(queue, childrenOf(p)...)
+	}
+	return out
+}
+
+func reap(pid int) {
+	var ws syscall.WaitStatus
+	_, _ = syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+}
+
+// Proc is a running task's process group as recorded in the database: the
+// group's id (its leader's pid) and the leader's start time.
+type Proc struct {
+	Pgid  int
+	Start uint64
+}
+
+// leftover is a live process of this user that carries a run id.
+type leftover struct {
+	procStat
+	cookie string
+}
+
+// userProcesses lists this user's live processes other than this one.
+func userProcesses() []leftover {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	uid := uint32(os.Getuid())
+	self := os.Getpid()
+	var out []leftover
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil || fi.Sys().(*syscall.Stat_t).Uid != uid {
+			continue
+		}
+		st, err := readStat(pid)
+		if err != nil || st.state == 'Z' {
+			continue
+		}
+		out = append(out, leftover{procStat: st, cookie: cookieOf(pid)})
+	}
+	return out
+}
+
+// killLeftovers kills what a dead runner's tasks left running, before any
+// of them runs again:
+//   - every process whose run id names a task that ours(taskIDs) says is
+//     this database's (the caller holds the runner lock, so no live runner
+//     runs them);
+//   - every process without a run id in a recorded process group, if the
+//     group's leader is the recorded one (same start time), or the leader
+//     is gone and the process started after it (a group id is not reused
+//     while a member lives).
+//
+// It waits until they are gone, at most wait, and returns how many it
+// killed.
+func killLeftovers(groups []Proc, ours func(taskIDs []string) (map[string]bool, error), wait time.Duration) (int, error) {
+	all := userProcesses()
+	var ids []string
+	for _, p := range all {
+		if id := taskOfCookie(p.cookie); id != "" {
+			ids = append(ids, id)
+		}
+	}
+	known := map[string]bool{}
+	if len(ids) > 0 {
+		var err error
+		if known, err = ours(ids); err != nil {
+			return 0, err
+		}
+	}
+	byGroup := map[int]Proc{}
+	for _, g := range groups {
+		if g.Pgid > 1 {
+			byGroup[g.Pgid] = g
+		}
+	}
+	var victims []int
+	for _, p := range all {
+		kill := known[taskOfCookie(p.cookie)]
+		if g, ok := byGroup[p.pgrp]; ok && p.cookie == "" {
+			leader, err := readStat(g.Pgid)
+			switch {
+			case err == nil && leader.start == g.Start:
+				kill = true
+			case err != nil && p.start >= g.Start:
+				kill = true
+			}
+		}
+		if kill {
+			victims = append(victims, p.pid)
+		}
+	}
+	for _, pid := range victims {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	waitGone(victims, wait)
+	return len(victims), nil
+}
