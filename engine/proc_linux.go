@@ -40,8 +40,8 @@ import (
 // to insert, and by the reaper, so the reaper never takes a child that
 // os/exec is about to wait for.
 var procs struct {
-	mu    sync.Mutex
-	live  map[int]bool
+	mu      sync.Mutex
+	live    map[int]bool
 	reqs    chan spawnReq
 	alive   bool // the spawner goroutine runs
 	pending int  // requests sent or about to be sent to it
