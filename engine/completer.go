@@ -34,7 +34,11 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 		outs    = make([]outcome, 0, max)
 		batch   store.Batch
 		records = make([]store.Result, 0, max)
+		// markTimer wakes the completer when a running task is due for
+		// its start mark.
+		markTimer = time.NewTimer(time.Hour)
 	)
+	defer markTimer.Stop()
 	add := func(o outcome, ok bool) {
 		if !ok {
 			closed = true
@@ -50,6 +54,7 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 		case o, ok := <-results:
 			add(o, ok)
 		case <-m.slots.poke:
+		case <-markTimer.C:
 		}
 	fill:
 		for !closed && len(sreqs)+len(outs) < max {
@@ -75,7 +80,13 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 		}
 		// Isolated tasks still running after the results above were sent:
 		// their marks come after the waited starts, so Started lines up.
-		batch.Starts = m.slots.unmarked(batch.Starts)
+		// Tasks still running: all of them when this commit happens
+		// anyway, else only those due for their marks.
+		var next time.Duration
+		batch.Starts, next = m.slots.unmarked(batch.Starts, len(sreqs) == 0 && len(outs) == 0)
+		if next > 0 {
+			markTimer.Reset(next)
+		}
 		records = records[:0]
 		for _, o := range outs {
 			if o.interrupted {

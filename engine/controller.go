@@ -198,7 +198,7 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 	if compErr != nil {
 		// Best effort: if these fail too, the next run redelivers, which
 		// at-least-once delivery allows.
-		_ = c.db.SaveElapsed(bg, job.ID, elapsed())
+		_ = c.db.StopJob(bg, job.ID, elapsed())
 		_ = c.db.MarkDelivered(bg, job.ID, comp.undelivered)
 		return job, compErr
 	}
@@ -206,11 +206,14 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		return jobEvent(j).MarshalJSON()
 	})
 	if errors.Is(err, store.ErrNotDone) {
-		saveErr := c.db.SaveElapsed(bg, job.ID, elapsed())
+		saveErr := c.db.StopJob(bg, job.ID, elapsed())
 		if markErr := c.db.MarkDelivered(bg, job.ID, comp.undelivered); markErr != nil {
 			return job, markErr
 		}
 		log.Debug("job stopped", "done", comp.done)
+		if now, err := c.db.Job(bg, job.ID); err == nil {
+			job = now // the counts as they are now
+		}
 		return job, errors.Join(ErrStopped, saveErr)
 	}
 	if err != nil {

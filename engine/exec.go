@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -253,7 +254,11 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 		ctx, cancel = context.WithTimeoutCause(ctx, time.Duration(p.Timeout), errTimedOut)
 		defer cancel()
 	}
+	// The death signal is tied to the forking thread: keep this goroutine
+	// on it until the command has been reaped.
+	runtime.LockOSThread()
 	if err := startProcess(cmd); err != nil {
+		runtime.UnlockOSThread()
 		closeWriters(cmd)
 		readers.Wait()
 		return nil, startError(argv[0], err)
@@ -261,26 +266,32 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 	closeWriters(cmd)
 	pgid := cmd.Process.Pid
 	reportProcess(ctx, Proc{Pgid: pgid, Start: processStart(pgid)})
-	exited := make(chan *os.ProcessState, 1)
+	// This goroutine waits in the kernel for the command (its thread is
+	// locked anyway); another stops the command if ctx ends first.
+	exited := make(chan struct{})
+	var stopper sync.WaitGroup
+	stopper.Add(1)
 	go func() {
-		state, _ := cmd.Process.Wait() // reaps it: no zombie
-		processDone(pgid)
-		exited <- state
-	}()
-	var state *os.ProcessState
-	select {
-	case state = <-exited:
-	case <-ctx.Done():
+		defer stopper.Done()
+		select {
+		case <-exited:
+			return
+		case <-ctx.Done():
+		}
 		_ = syscall.Kill(-pgid, syscall.SIGTERM)
 		timer := time.NewTimer(grace)
+		defer timer.Stop()
 		select {
-		case state = <-exited:
+		case <-exited:
 		case <-timer.C:
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			state = <-exited
 		}
-		timer.Stop()
-	}
+	}()
+	state, _ := cmd.Process.Wait() // reaps it: no zombie
+	runtime.UnlockOSThread()
+	close(exited)
+	stopper.Wait()
+	processDone(pgid)
 	// Sweep the group, then what left it: nothing the command started
 	// outlives it.
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,74 +27,50 @@ import (
 //     instead of init, and the sweep at the task's end finds it among pcd's
 //     children by its cookie.
 //   - The command gets SIGKILL when its parent dies (Pdeathsig). The parent
-//     is the thread that forked it, so every command is forked from one
-//     goroutine locked to its thread: no other goroutine runs there, so the
-//     thread cannot exit under a running command.
+//     is the thread that forked it, so the goroutine that runs a command
+//     is locked to its thread until the command has exited: no other
+//     goroutine can run there and end the thread under a running command.
 //   - A runner that was SIGKILLed cannot sweep; the next one does, in
 //     KillLeftovers, from the process group and start time recorded with
 //     each running task, and from the cookie.
 
-// procs is the spawner: the locked goroutine that forks commands, and the
-// set of their pids that os/exec has not reaped yet. mu is held from fork
-// to insert, and by the reaper, so the reaper never takes a child that
-// os/exec is about to wait for.
+// procs is the set of pids that os/exec started and has not reaped yet.
+// The reaper takes only exited children that are not in live, and none
+// while a start is under way, so it never takes a child that os/exec is
+// about to wait for.
 var procs struct {
 	mu      sync.Mutex
 	live    map[int]bool
-	reqs    chan spawnReq
-	alive   bool // the spawner goroutine runs
-	pending int  // requests sent or about to be sent to it
+	forking int // starts under way, whose pid is not in live yet
 	// subreaper is set once this process is a child subreaper.
 	subreaper bool
 }
 
-type spawnReq struct {
-	cmd  *exec.Cmd
-	done chan error
-}
-
 // startProcess starts cmd in a process group of its own, with a death
-// signal, from the spawner's thread.
+// signal. The caller must have locked its goroutine to its thread with
+// runtime.LockOSThread and keep it locked until the process has been
+// reaped: the death signal comes when the forking thread exits, and a
+// locked thread cannot exit under a goroutine that is still running.
 func startProcess(cmd *exec.Cmd) error {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setpgid = true
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	req := spawnReq{cmd: cmd, done: make(chan error, 1)}
 	procs.mu.Lock()
-	procs.pending++
-	if !procs.alive {
-		procs.alive = true
-		procs.reqs = make(chan spawnReq)
-		if procs.live == nil {
-			procs.live = map[int]bool{}
-		}
-		go spawn(procs.reqs)
+	procs.forking++
+	if procs.live == nil {
+		procs.live = map[int]bool{}
 	}
-	reqs := procs.reqs
 	procs.mu.Unlock()
-	reqs <- req
-	return <-req.done
-}
-
-// spawn forks commands on its own locked thread. It ends when no command
-// it forked is left unreaped and none waits to start; the thread ends with
-// it, which is safe then: nothing it forked is alive to get the death
-// signal.
-func spawn(reqs chan spawnReq) {
-	runtime.LockOSThread()
-	for req := range reqs {
-		procs.mu.Lock()
-		err := req.cmd.Start()
-		if err == nil {
-			procs.live[req.cmd.Process.Pid] = true
-		}
-		procs.pending--
-		stopSpawnerIfIdle()
-		procs.mu.Unlock()
-		req.done <- err
+	err := cmd.Start()
+	procs.mu.Lock()
+	procs.forking--
+	if err == nil {
+		procs.live[cmd.Process.Pid] = true
 	}
+	procs.mu.Unlock()
+	return err
 }
 
 // processDone records that os/exec has reaped pid.
@@ -103,16 +78,6 @@ func processDone(pid int) {
 	procs.mu.Lock()
 	defer procs.mu.Unlock()
 	delete(procs.live, pid)
-	stopSpawnerIfIdle()
-}
-
-// stopSpawnerIfIdle ends the spawner when it has nothing alive and nothing
-// to start; the next start begins a new one. procs.mu is held.
-func stopSpawnerIfIdle() {
-	if procs.alive && len(procs.live) == 0 && procs.pending == 0 {
-		procs.alive = false
-		close(procs.reqs)
-	}
 }
 
 // Subreaper makes this process a child subreaper, so that descendants of
@@ -249,27 +214,41 @@ func childrenOf(pid int) []int {
 // outside its process group: the subreaper adopted such processes, so they
 // are among our children that os/exec did not start, or below them. It
 // also reaps adopted children that have exited, whoever's they were.
+//
+// The kernel gives orphans to the first live thread of the subreaper,
+// the main one, so its list is read at each task's end (one small read);
+// killAdopted, at the runner's stop, reads every thread's.
 func sweepAdopted(cookie string) {
-	procs.mu.Lock()
-	defer procs.mu.Unlock()
-	if !procs.subreaper {
+	if !isSubreaper() {
 		return
 	}
-	var mine []int
-	for _, pid := range childrenOf(os.Getpid()) {
-		if procs.live[pid] {
-			continue
-		}
-		st, err := readStat(pid)
+	self := os.Getpid()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(self) + "/task/" + strconv.Itoa(self) + "/children")
+	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+		return
+	}
+	var mine, zombies []int
+	for _, f := range strings.Fields(string(b)) {
+		pid, err := strconv.Atoi(f)
 		if err != nil {
 			continue
 		}
-		if st.state == 'Z' {
-			reap(pid)
-			continue
+		st, err := readStat(pid)
+		switch {
+		case err != nil:
+		case st.state == 'Z':
+			zombies = append(zombies, pid)
+		default:
+			mine = append(mine, descendantsWith(pid, cookie)...)
 		}
-		mine = append(mine, descendantsWith(pid, cookie)...)
 	}
+	procs.mu.Lock()
+	for _, pid := range zombies {
+		if !procs.live[pid] && procs.forking == 0 {
+			reap(pid)
+		}
+	}
+	procs.mu.Unlock()
 	if len(mine) == 0 {
 		return
 	}
@@ -278,6 +257,12 @@ func sweepAdopted(cookie string) {
 	}
 	// The task's end means its processes are gone.
 	waitGone(mine, 2*time.Second)
+}
+
+func isSubreaper() bool {
+	procs.mu.Lock()
+	defer procs.mu.Unlock()
+	return procs.subreaper
 }
 
 // descendantsWith lists pid and its descendants whose cookie is cookie, or

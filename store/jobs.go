@@ -306,14 +306,15 @@ func (db *DB) StartJob(ctx context.Context, id int64, now time.Time) error {
 	return nil
 }
 
-// SaveElapsed records a job's elapsed time so far.
-func (db *DB) SaveElapsed(ctx context.Context, id int64, elapsed time.Duration) error {
+// StopJob records that a runner stopped running an unfinished job: it is
+// pending again, waiting for a runner, with its elapsed time so far.
+func (db *DB) StopJob(ctx context.Context, id int64, elapsed time.Duration) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, "UPDATE jobs SET elapsed_ns = ? WHERE id = ? AND finished_at IS NULL", int64(elapsed), id)
+		_, err := tx.ExecContext(ctx, "UPDATE jobs SET elapsed_ns = ?, state = 'pending' WHERE id = ? AND finished_at IS NULL", int64(elapsed), id)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("save elapsed of job %d: %w", id, err)
+		return fmt.Errorf("stop job %d: %w", id, err)
 	}
 	return nil
 }
