@@ -240,3 +240,38 @@ func queryRow(t *testing.T, db, q string, dst ...any) {
 		t.Fatalf("%s: %v", q, err)
 	}
 }
+
+// pcd cancel stops a job that pcd run is running: its running tasks are
+// stopped, and no task starts once cancel has returned.
+func TestCancelStopsPcdRun(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	started := filepath.Join(dir, "started")
+	s := uniqueSleep(60)
+	t.Cleanup(func() { killAll(processesWith("sleep", s)) })
+	lines := strings.Repeat("echo x >> "+started+"; sleep "+s+"\n", 10)
+	jobs := filepath.Join(dir, "lines")
+	os.WriteFile(jobs, []byte(lines), 0o600)
+	run := start(t, db, nil, "run", "--workers", "2", "--lines", jobs)
+	waitProcesses(t, 2, 30*time.Second, "sleep", s)
+	id := queryString(t, db, "SELECT uuid FROM jobs")
+	r := pcd(t, db, "cancel", id[:8])
+	if r.code != 0 {
+		t.Fatalf("cancel: exit %d: %s", r.code, r.stderr)
+	}
+	after, _ := os.ReadFile(started)
+	if code := run.wait(t, 20*time.Second); code != 1 {
+		t.Errorf("pcd run of a cancelled job: exit %d, want 1; stderr %s", code, run.stderr)
+	}
+	final, _ := os.ReadFile(started)
+	if string(final) != string(after) || strings.Count(string(final), "x") != 2 {
+		t.Errorf("tasks started: %d when cancel returned, %d in the end; want 2 and no more",
+			strings.Count(string(after), "x"), strings.Count(string(final), "x"))
+	}
+	if left := processesWith("sleep", s); len(left) > 0 {
+		t.Errorf("cancelled tasks still run: %v", left)
+	}
+	if !strings.Contains(run.stdout.String(), "'outcome': 'cancelled'") {
+		t.Errorf("pcd run did not print the cancelled job's completion:\n%s", run.stdout)
+	}
+}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -270,6 +271,11 @@ running the job stops its running tasks at once.`,
 					return err
 				}
 				_ = engine.Wake(db.Path())
+				if j.State == store.Running && engine.DaemonListening(db.Path()) {
+					// No task of the job may start once cancel returns:
+					// wait for its runner to stop them.
+					waitStopped(c.Context, env, db, done)
+				}
 				if c.Bool("json") {
 					return writeJSON(env.Stdout, viewJob(done))
 				}
@@ -342,4 +348,22 @@ func listAttempts(c *cli.Context, env Env, db *store.DB, j store.Job) error {
 			fmt.Sprintf("%.4f", a.Time.Seconds()), ago(a.StartedAt), oneLine(a.Error)})
 	}
 	return table(env.Stdout, "NUMBER\tATTEMPT\tSTATE\tTIME_SECS\tSTARTED\tERROR", rows)
+}
+
+// waitStopped waits, at most a minute, for the runner of a cancelled job
+// to stop its running tasks, saying so when that takes a while.
+func waitStopped(ctx context.Context, env Env, db *store.DB, j store.Job) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- engine.WaitStopped(ctx, db, j.ID) }()
+	select {
+	case <-done:
+		return
+	case <-time.After(time.Second):
+		fmt.Fprintf(env.Stderr, "pcd: waiting for the runner to stop job %s's running tasks\n", j.UUID)
+	}
+	if err := <-done; err != nil {
+		fmt.Fprintf(env.Stderr, "pcd: note: the runner has not stopped job %s's tasks yet (%v); the job is cancelled and their results will be ignored\n", j.UUID, err)
+	}
 }

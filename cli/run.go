@@ -146,11 +146,19 @@ func runJob(c *cli.Context, env Env) error {
 	// The job's hooks and webhooks, delivered here as its callbacks commit.
 	delivery.Scope, delivery.Wake = job.ID, engine.NewNotifier()
 	deliveries := engine.NewDeliveries(db, delivery)
+	// Wake-ups reach this runner too: pcd cancel tells it to stop.
+	wake := engine.NewNotifier()
+	if l, err := engine.ListenWake(db.Path(), wake, log); err != nil {
+		log.Debug("no wake socket; a pcd cancel is noticed within a second", "err", err)
+	} else {
+		defer l.Close()
+	}
 	ctl := engine.NewJobController(db, engine.Config{
 		Registry: env.Registry,
 		Logger:   log,
 		OnEvent:  out.event,
 		OnCommit: delivery.Wake.Notify,
+		Wake:     wake,
 	})
 
 	ctx, cancel := context.WithCancel(c.Context)

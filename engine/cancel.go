@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"time"
 
 	"github.com/pcd-dev/pcd/store"
 )
@@ -22,4 +23,24 @@ func CancelJob(ctx context.Context, db *store.DB, jobID int64) (store.Job, error
 			}}.MarshalJSON()
 		},
 		func(j store.Job) ([]byte, error) { return jobEvent(j).MarshalJSON() })
+}
+
+// WaitStopped waits until the runner of a cancelled job has stopped it:
+// its running tasks are stopped, no new one starts, and the job's
+// callbacks are released. Call it after CancelJob when the job was
+// running under a live runner. It returns when ctx ends.
+func WaitStopped(ctx context.Context, db *store.DB, jobID int64) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		done, err := db.JobReleased(ctx, jobID)
+		if err != nil || done {
+			return err
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }

@@ -55,7 +55,7 @@ func (c *JobController) consume(ctx context.Context, job store.Job, queue <-chan
 		case <-c.drain:
 			return
 		}
-		if c.draining() {
+		if c.draining() || ctx.Err() != nil {
 			return // taken but not started: it stays pending
 		}
 		// An unknown kind fails the task in runTask, with the lookup's error.

@@ -150,11 +150,7 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		select {
-		case <-c.kill:
-			cancel(context.Canceled)
-		case <-runCtx.Done():
-		}
+		c.watchFinished(runCtx, job.ID, cancel)
 	}()
 	queue := make(chan store.Task, job.QueueSize)
 	c.frontier = newFrontier(job.DoneThrough)
@@ -232,6 +228,31 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		return finished, err
 	}
 	return finished, nil
+}
+
+// watchFinished cancels the run when Cancel is called, or when someone
+// else finishes the job (pcd cancel): it looks at each wake-up, and every
+// second in case one is lost.
+func (c *JobController) watchFinished(ctx context.Context, jobID int64, cancel context.CancelCauseFunc) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		wake := c.cfg.Wake.C()
+		select {
+		case <-c.kill:
+			cancel(context.Canceled)
+			return
+		case <-ctx.Done():
+			return
+		case <-wake:
+		case <-tick.C:
+		}
+		if j, err := c.db.Job(ctx, jobID); err == nil && j.Finished() {
+			c.cfg.Logger.Info("job finished elsewhere (cancelled); stopping its tasks", "job", j.UUID, "state", j.State)
+			cancel(context.Canceled)
+			return
+		}
+	}
 }
 
 // release hands one callback to OnEvent, between the delivery failpoints.

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -79,8 +80,13 @@ type wakeListener struct {
 	done chan struct{}
 }
 
-// listenWake binds the wake socket; the caller must hold the runner lock,
-// which makes removing a stale socket safe.
+// ListenWake binds the database's wake socket and notifies n at each
+// wake-up, until Close. The caller must hold the runner lock, which makes
+// removing a stale socket safe.
+func ListenWake(dbPath string, n *Notifier, log *slog.Logger) (io.Closer, error) {
+	return listenWake(dbPath, n, log)
+}
+
 func listenWake(dbPath string, n *Notifier, log *slog.Logger) (*wakeListener, error) {
 	path := WakePath(dbPath)
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {

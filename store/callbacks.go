@@ -144,3 +144,16 @@ func markDelivered(ctx context.Context, tx *sql.Tx, jobID int64, span Span) erro
 	_, err := tx.ExecContext(ctx, "UPDATE jobs SET delivered_id = max(delivered_id, ?) WHERE id = ?", span.To, jobID)
 	return err
 }
+
+// JobReleased reports whether the runner has released every callback of a
+// job, its job callback included: a runner does that only once it has
+// stopped running the job.
+func (db *DB) JobReleased(ctx context.Context, jobID int64) (bool, error) {
+	var ok bool
+	err := db.r.QueryRowContext(ctx, `SELECT j.delivered_id >= coalesce((SELECT max(id) FROM callbacks c WHERE c.job_id = j.id), 0)
+		FROM jobs j WHERE j.id = ?`, jobID).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("job %d released: %w", jobID, err)
+	}
+	return ok, nil
+}
