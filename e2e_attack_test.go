@@ -5,10 +5,13 @@ package main_test
 // another user on the machine.
 
 import (
+	"crypto/sha256"
 	"database/sql"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -273,5 +276,318 @@ func TestCancelStopsPcdRun(t *testing.T) {
 	}
 	if !strings.Contains(run.stdout.String(), "'outcome': 'cancelled'") {
 		t.Errorf("pcd run did not print the cancelled job's completion:\n%s", run.stdout)
+	}
+}
+
+// bindHelper is what the test binary does as another user squatting a
+// socket: it binds path and waits to be killed.
+func bindHelper(path string) int {
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bind:", err)
+		return 1
+	}
+	defer conn.Close()
+	os.Chmod(path, 0o777)
+	fmt.Println("bound")
+	buf := make([]byte, 16)
+	for {
+		if _, _, err := conn.ReadFromUnix(buf); err != nil {
+			return 0
+		}
+		fmt.Println("woken") // the victim talked to us
+	}
+}
+
+// sharedDir is a world-writable sticky directory, like /tmp, that the
+// unprivileged user can reach. It needs root and setpriv.
+func sharedDir(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to act as a second user with setpriv")
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("needs setpriv (util-linux) to act as a second user")
+	}
+	dir, err := os.MkdirTemp("", "pcd-shared-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// asNobody runs a command as uid 65534 and waits for it.
+func asNobody(t *testing.T, args ...string) {
+	t.Helper()
+	cmd := exec.Command("setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--"}, args...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("as nobody %v: %v: %s", args, err, out)
+	}
+}
+
+// A database, WAL or lock file that another user made, or that others
+// can write, is refused with exit 3, and left as it was.
+func TestRefusesFilesAnotherUserControls(t *testing.T) {
+	dir := sharedDir(t)
+	for _, tc := range []struct {
+		name   string
+		plant  func(db string)
+		args   []string
+		reason string
+	}{
+		{"empty database made by another user", func(db string) {
+			asNobody(t, "sh", "-c", "umask 0; : > "+db)
+		}, []string{"run", "--demo"}, "owned by uid 65534"},
+		{"database of mine that others can write", func(db string) {
+			os.WriteFile(db, nil, 0o600)
+			os.Chmod(db, 0o666)
+		}, []string{"jobs"}, "writable by group or others"},
+		{"WAL made by another user", func(db string) {
+			if r := pcd(t, db, "run", "--demo"); r.code != 0 {
+				t.Fatalf("demo: %s", r.stderr)
+			}
+			asNobody(t, "sh", "-c", "umask 0; : > "+db+"-wal")
+		}, []string{"jobs"}, "owned by uid 65534"},
+		{"lock file made by another user", func(db string) {
+			asNobody(t, "sh", "-c", "umask 0; : > "+db+".lock")
+		}, []string{"run", "--demo"}, "owned by uid 65534"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sub, err := os.MkdirTemp(dir, "case-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(sub, 0o777|os.ModeSticky)
+			db := filepath.Join(sub, "pcd.db")
+			tc.plant(db)
+			before := snapshot(t, sub)
+			r := pcd(t, db, tc.args...)
+			if r.code != 3 || !strings.Contains(r.stderr, tc.reason) || strings.Count(r.stderr, "\n") != 1 {
+				t.Errorf("exit %d, stderr %q; want exit 3 and one line saying %q", r.code, r.stderr, tc.reason)
+			}
+			if after := snapshot(t, sub); after != before {
+				t.Errorf("the files changed:\nbefore %s\nafter  %s", before, after)
+			}
+		})
+	}
+}
+
+// snapshot describes every file in dir: name, owner, mode and content.
+func snapshot(t *testing.T, dir string) string {
+	t.Helper()
+	entries, _ := os.ReadDir(dir)
+	var b strings.Builder
+	for _, e := range entries {
+		fi, err := os.Lstat(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		content, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		fmt.Fprintf(&b, "%s uid=%d %v %x; ", e.Name(), fi.Sys().(*syscall.Stat_t).Uid, fi.Mode(), sha256.Sum256(content))
+	}
+	return b.String()
+}
+
+// A symlink planted at the lock file is not followed: the file it points
+// to keeps its content.
+func TestLockFileSymlinkIsNotFollowed(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	victim := filepath.Join(dir, "precious")
+	os.WriteFile(victim, []byte("do not truncate me\n"), 0o600)
+	if err := os.Symlink(victim, db+".lock"); err != nil {
+		t.Fatal(err)
+	}
+	r := pcd(t, db, "run", "--demo")
+	if r.code != 3 || !strings.Contains(r.stderr, "symlink") {
+		t.Errorf("exit %d, stderr %q; want 3 and a word about the symlink", r.code, r.stderr)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "do not truncate me\n" {
+		t.Errorf("the symlink's target now holds %q", b)
+	}
+}
+
+// Another user cannot squat the wake socket: a database in a shared
+// directory gets its socket in a directory private to its user.
+func TestWakeSocketCannotBeSquatted(t *testing.T) {
+	dir := sharedDir(t)
+	db := filepath.Join(dir, "pcd.db")
+	// The test binary must be reachable by the other user.
+	helper := filepath.Join(dir, "helper")
+	self, _ := os.Executable()
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(helper, data, 0o755)
+	squat := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", helper)
+	squat.Env = append(os.Environ(), "PCD_TEST_BIND="+db+".sock")
+	out := new(buffer)
+	squat.Stdout, squat.Stderr = out, out
+	if err := squat.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { squat.Process.Kill(); squat.Wait() })
+	for !strings.Contains(out.String(), "bound") {
+		if squat.ProcessState != nil {
+			t.Fatalf("squatter: %s", out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	d := startDaemon(t, db)
+	defer stopDaemon(t, d)
+	id := strings.TrimSpace(pcd(t, db, "submit", "--sleep", "1").stdout)
+	if w := pcd(t, db, "watch", id); w.code != 0 {
+		t.Fatalf("watch: exit %d: %s", w.code, w.stderr)
+	}
+	if strings.Contains(out.String(), "woken") {
+		t.Error("pcd sent its wake-ups to another user's socket")
+	}
+	if strings.Contains(d.stderr.String(), "no wake socket") {
+		t.Errorf("the daemon lost its wake socket to the squatter:\n%s", d.stderr)
+	}
+}
+
+// Two pcd run on one database: the second waits for the first, says so,
+// then runs its own job. Neither hangs.
+func TestSecondRunWaitsForTheFirst(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	s := uniqueSleep(2)
+	first := start(t, db, nil, "run", "--", "sleep", s)
+	waitProcesses(t, 1, 30*time.Second, "sleep", s)
+	second := start(t, db, nil, "run", "--sleep", "3")
+	if code := second.wait(t, 60*time.Second); code != 0 {
+		t.Fatalf("second run: exit %d: %s", code, second.stderr)
+	}
+	if code := first.wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("first run: exit %d: %s", code, first.stderr)
+	}
+	if !strings.Contains(second.stderr.String(), "waiting for pid") || !strings.Contains(second.stderr.String(), "pcd run") {
+		t.Errorf("the second run did not say it waits: %q", second.stderr)
+	}
+	if p := parseOutput(t, second.stdout.String()); len(p.numbers) != 3 || p.order[len(p.order)-1] != "job" {
+		t.Errorf("second run printed %q", second.stdout)
+	}
+	if n := queryDB(t, db, "SELECT count(*) FROM jobs WHERE state = 'succeeded'"); n != 2 {
+		t.Errorf("%d jobs succeeded, want 2", n)
+	}
+}
+
+// startStream starts pcd submit - with a pipe for stdin, writes lines to
+// it, and waits until want tasks have committed.
+func startStream(t *testing.T, db string, lines string, want int) (*proc, *os.File) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	p := start(t, db, r, "submit", "-")
+	r.Close()
+	if _, err := w.WriteString(lines); err != nil {
+		t.Fatal(err)
+	}
+	// A query would create the file: wait for pcd to make it first.
+	deadline := time.Now().Add(30 * time.Second)
+	for n := 0; n == 0; {
+		if _, err := os.Stat(db + ".submit"); err == nil { // made as the job is created
+			n = 1
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no database after 30s: %s", p.stderr)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	waitFor(t, db, "SELECT count(*) FROM tasks", want)
+	return p, w
+}
+
+const noopLine = `{"kind":"noop"}` + "\n"
+
+// A streaming submit killed with SIGKILL leaves an open job: the daemon
+// sees that its submitter is gone, seals it with the tasks that committed,
+// and runs it to its job callback; a job submitted after it runs too.
+func TestKilledStreamingSubmitIsSealed(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	sub, _ := startStream(t, db, strings.Repeat(noopLine, 3), 3)
+	sub.cmd.Process.Kill()
+	sub.wait(t, 10*time.Second)
+	later := strings.TrimSpace(pcd(t, db, "submit", "--sleep", "2").stdout)
+	d := startDaemon(t, db)
+	defer stopDaemon(t, d)
+	waitFor(t, db, "SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL", 2)
+	if n := queryDB(t, db, "SELECT count(*) FROM callbacks WHERE event = 'job'"); n != 2 {
+		t.Errorf("%d job callbacks, want 2", n)
+	}
+	if n := queryDB(t, db, "SELECT total FROM jobs ORDER BY id LIMIT 1"); n != 3 {
+		t.Errorf("the orphan job has %d tasks, want the 3 that committed", n)
+	}
+	if st := queryString(t, db, "SELECT state FROM jobs WHERE uuid = '"+later+"'"); st != "succeeded" {
+		t.Errorf("the job after the orphan is %s", st)
+	}
+	if !strings.Contains(d.stderr.String(), "submitter of an open job is gone") {
+		t.Errorf("the daemon did not say why it sealed the job:\n%s", d.stderr)
+	}
+}
+
+// Ctrl-C of a streaming submit seals the job at once.
+func TestInterruptedStreamingSubmitSealsAtOnce(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	sub, _ := startStream(t, db, strings.Repeat(noopLine, 2), 2)
+	sub.cmd.Process.Signal(syscall.SIGINT)
+	if code := sub.wait(t, 10*time.Second); code != 130 {
+		t.Errorf("exit %d after SIGINT, want 130; stderr %s", code, sub.stderr)
+	}
+	if n := queryDB(t, db, "SELECT sealed FROM jobs"); n != 1 {
+		t.Error("the interrupted stream's job is not sealed")
+	}
+	if !strings.Contains(sub.stderr.String(), "sealed with the 2 tasks") {
+		t.Errorf("stderr %q does not say what was kept", sub.stderr)
+	}
+	if r := pcd(t, db, "run", "--resume", queryString(t, db, "SELECT uuid FROM jobs")); r.code != 0 {
+		t.Errorf("run --resume of the sealed job: exit %d: %s", r.code, r.stderr)
+	}
+}
+
+// pcd run --resume of an orphaned open job seals it and runs it, rather
+// than waiting for tasks that will never come.
+func TestResumeSealsAnOrphanedStream(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	sub, _ := startStream(t, db, strings.Repeat(noopLine, 2), 2)
+	sub.cmd.Process.Kill()
+	sub.wait(t, 10*time.Second)
+	p := start(t, db, nil, "run", "--resume", queryString(t, db, "SELECT uuid FROM jobs"))
+	if code := p.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("run --resume: exit %d: %s", code, p.stderr)
+	}
+	if !strings.Contains(p.stderr.String(), "submitter is gone") {
+		t.Errorf("stderr %q", p.stderr)
+	}
+}
+
+// An open job whose committed tasks are done holds no --max-jobs slot:
+// the next job runs while its submitter is still streaming.
+func TestOpenIdleJobHoldsNoSlot(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	d := startDaemon(t, db)
+	defer stopDaemon(t, d)
+	sub, w := startStream(t, db, noopLine, 1)
+	waitFor(t, db, "SELECT count(*) FROM results", 1)
+	later := strings.TrimSpace(pcd(t, db, "submit", "--sleep", "2").stdout)
+	waitFor(t, db, "SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL AND uuid = '"+later+"'", 1)
+	// The stream goes on, and its job ends when it does.
+	w.WriteString(noopLine)
+	w.Close()
+	if code := sub.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("submit: exit %d: %s", code, sub.stderr)
+	}
+	waitFor(t, db, "SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL", 2)
+	if n := queryDB(t, db, "SELECT total FROM jobs ORDER BY id LIMIT 1"); n != 2 {
+		t.Errorf("the streamed job has %d tasks, want 2", n)
 	}
 }

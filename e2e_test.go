@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 	if out := os.Getenv("PCD_TEST_HOOK_OUT"); out != "" {
 		os.Exit(hookHelper(out))
 	}
+	if path := os.Getenv("PCD_TEST_BIND"); path != "" {
+		os.Exit(bindHelper(path))
+	}
 	dir, err := os.MkdirTemp("", "pcd-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -70,7 +70,7 @@ func exitCode(err error) int {
 	case errors.Is(err, store.ErrNoDatabase):
 		return exitNoDB
 	case errors.Is(err, store.ErrNotDatabase), errors.Is(err, store.ErrNotPCD), errors.Is(err, store.ErrCorrupt),
-		errors.Is(err, store.ErrTooNew):
+		errors.Is(err, store.ErrTooNew), errors.Is(err, store.ErrUnsafe):
 		return exitDatabase
 	case errors.Is(err, store.ErrLocked):
 		return exitLocked

@@ -62,7 +62,7 @@ func runDaemon(c *cli.Context, env Env) error {
 		return err
 	}
 	defer db.Close()
-	lock, err := store.AcquireRunnerLock(db.Path())
+	lock, err := store.AcquireRunnerLock(db.Path(), "daemon")
 	if err != nil {
 		var le *store.LockedError
 		if errors.As(err, &le) {

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -96,9 +97,10 @@ func runJob(c *cli.Context, env Env) error {
 			return fmt.Errorf("job %s already %s; nothing to resume: %w", resumed.UUID, resumed.State, store.ErrConflict)
 		}
 	}
-	lock, err := store.AcquireRunnerLock(db.Path())
+	lock, err := acquireForRun(c, env, db)
 	var held *store.LockedError
 	if errors.As(err, &held) {
+		// The holder is a daemon: it runs every job of the database.
 		if resume != "" {
 			return fmt.Errorf("the daemon runs this database and resumes job %s itself; follow it with `pcd watch %s`: %w",
 				resumed.UUID, resumed.UUID[:8], err)
@@ -123,6 +125,17 @@ func runJob(c *cli.Context, env Env) error {
 	defer stopReaping()
 	if err := engine.Recover(c.Context, db, log); err != nil {
 		return err
+	}
+	if resume != "" && !resumed.Sealed {
+		sealed, err := db.SealOrphan(c.Context, resumed.ID)
+		switch {
+		case err != nil:
+			return err
+		case sealed:
+			fmt.Fprintf(env.Stderr, "pcd: job %s's submitter is gone: it is sealed with the %d tasks that committed\n", resumed.UUID, resumed.Total)
+		default:
+			fmt.Fprintf(env.Stderr, "pcd: job %s is still being submitted; its tasks run as they come\n", resumed.UUID)
+		}
 	}
 
 	if others, err := db.UnfinishedJobs(c.Context); err != nil {
@@ -193,6 +206,33 @@ func runJob(c *cli.Context, env Env) error {
 }
 
 func pidOf() int { return os.Getpid() }
+
+// acquireForRun takes the runner lock for pcd run. If a daemon holds it,
+// the *LockedError is returned: the daemon runs the job. If another
+// pcd run holds it, which runs only its own job, this one waits for it
+// to finish, and says so.
+func acquireForRun(c *cli.Context, env Env, db *store.DB) (*store.RunnerLock, error) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	said := false
+	for {
+		lock, err := store.AcquireRunnerLock(db.Path(), "run")
+		var held *store.LockedError
+		if !errors.As(err, &held) || held.Role == "daemon" {
+			return lock, err
+		}
+		if !said {
+			fmt.Fprintf(env.Stderr, "pcd: waiting for %s to finish its job on %s (Ctrl-C to give up; nothing is written yet)\n",
+				strings.TrimPrefix(held.Error(), held.Path+": held by "), db.Path())
+			said = true
+		}
+		select {
+		case <-tick.C:
+		case <-c.Context.Done():
+			return nil, c.Context.Err()
+		}
+	}
+}
 
 // waitDeliveries waits for the job's hooks and webhooks, saying so when
 // that takes a while: a receiver that is down makes pcd run wait through

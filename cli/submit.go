@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os/signal"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -62,12 +64,24 @@ func submit(c *cli.Context, env Env) error {
 		nj := jf.NewJob()
 		nj.Key = c.String("key")
 		nj.Sinks = jf.Sinks.Encode()
-		job, err = engine.StreamJob(c.Context, db, env.Stdin, engine.StreamOptions{
+		// Ctrl-C or SIGTERM ends the stream: the job is sealed at once with
+		// the tasks that committed. (A SIGKILLed submitter's job is sealed by
+		// the runner, which sees its lock go.)
+		ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		job, err = engine.StreamJob(ctx, db, env.Stdin, engine.StreamOptions{
 			Job:      nj,
 			Retry:    jf.RetrySpec,
 			Registry: env.Registry,
 			OnCommit: func(store.Job) { _ = engine.Wake(db.Path()) },
 		})
+		if err != nil && ctx.Err() != nil && c.Context.Err() == nil {
+			if job.ID == 0 {
+				return fmt.Errorf("interrupted before any task committed; no job was created: %w", ErrInterrupted)
+			}
+			fmt.Fprintln(env.Stdout, job.UUID)
+			return fmt.Errorf("interrupted: job %s is sealed with the %d tasks that committed: %w", job.UUID, job.Total, ErrInterrupted)
+		}
 		if err != nil {
 			return fmt.Errorf("stdin: %w", err)
 		}

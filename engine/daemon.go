@@ -269,23 +269,45 @@ func (d *Daemon) schedule(ctx context.Context, running map[int64]*JobController,
 		return
 	}
 	unfinished := make(map[int64]bool, len(jobs))
-	for _, j := range jobs {
+	// An open job (still being streamed) whose committed tasks are all
+	// done holds no slot while other jobs wait: it has nothing to run.
+	idle := map[int64]bool{}
+	for i, j := range jobs {
 		unfinished[j.ID] = true
+		if !j.Sealed {
+			if sealed, err := d.db.SealOrphan(ctx, j.ID); err != nil {
+				d.cfg.Logger.Error("check the submitter of an open job", "job", j.UUID, "err", err)
+			} else if sealed {
+				jobs[i].Sealed = true
+				d.cfg.Logger.Warn("the submitter of an open job is gone: sealed it with the tasks that committed",
+					"job", j.UUID, "tasks", j.Total)
+				d.cfg.Wake.Notify() // its producer stops waiting for more
+				continue
+			}
+			idle[j.ID] = j.Total == j.Done()
+		}
 	}
 	for id, ctl := range running {
 		if !unfinished[id] {
 			ctl.Cancel()
 		}
 	}
+	busy := 0
+	for id := range running {
+		if !idle[id] {
+			busy++
+		}
+	}
 	for _, j := range jobs {
-		if len(running) >= d.cfg.MaxJobs {
+		if busy >= d.cfg.MaxJobs {
 			return
 		}
-		if running[j.ID] != nil {
+		if running[j.ID] != nil || idle[j.ID] {
 			continue
 		}
 		ctl := NewJobController(d.db, d.cfg.Config)
 		running[j.ID] = ctl
+		busy++
 		d.cfg.Logger.Info("job started", "job", j.UUID, "name", j.Name, "tasks", j.Total, "done", j.Done(),
 			"workers", j.Workers, "queue_size", j.QueueSize)
 		wg.Add(1)

@@ -88,14 +88,34 @@ func StreamJob(ctx context.Context, db *store.DB, r io.Reader, opts StreamOption
 		}
 		return job, err
 	}
+	// Lines are read on a goroutine of their own, so that a cancelled ctx
+	// (Ctrl-C) seals the job at once even while a read blocks. That
+	// goroutine ends when its read returns.
+	lines := make(chan readLine, 64)
+	stop := make(chan struct{})
+	defer close(stop)
+	go readLines(in, lines, stop)
 	for {
-		if in.Buffered() == 0 || len(batch) >= opts.MaxBatch {
+		var next readLine
+		select {
+		case next = <-lines:
+		default:
 			// The next read may block: commit what we have first.
 			if err := commit(); err != nil {
 				return fail(err)
 			}
+			select {
+			case next = <-lines:
+			case <-ctx.Done():
+				return fail(context.Cause(ctx))
+			}
 		}
-		raw, readErr := in.ReadBytes('\n')
+		if len(batch) >= opts.MaxBatch {
+			if err := commit(); err != nil {
+				return fail(err)
+			}
+		}
+		raw, readErr := next.raw, next.err
 		if len(raw) > 0 {
 			line++
 			if t, ok, err := parseTaskLine(raw, opts.Registry, opts.Retry); err != nil {
@@ -115,7 +135,7 @@ func StreamJob(ctx context.Context, db *store.DB, r io.Reader, opts StreamOption
 			return fail(fmt.Errorf("read tasks: %w", readErr))
 		}
 		if err := ctx.Err(); err != nil {
-			return fail(err)
+			return fail(context.Cause(ctx))
 		}
 	}
 	if err := commit(); err != nil {
@@ -129,6 +149,28 @@ func StreamJob(ctx context.Context, db *store.DB, r io.Reader, opts StreamOption
 	}
 	job.Sealed = true
 	return job, nil
+}
+
+// readLine is one line read, or the error that ended reading.
+type readLine struct {
+	raw []byte
+	err error
+}
+
+// readLines sends each line of in, then the error that ends it (io.EOF at
+// the end), until stop is closed.
+func readLines(in *bufio.Reader, lines chan<- readLine, stop <-chan struct{}) {
+	for {
+		raw, err := in.ReadBytes('\n')
+		select {
+		case lines <- readLine{raw: raw, err: err}:
+		case <-stop:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // parseTaskLine reads one NDJSON task; ok is false for a blank line.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 )
 
 // Notifier broadcasts "something changed" to any number of waiters.
@@ -37,23 +38,66 @@ func (n *Notifier) Notify() {
 	n.ch = make(chan struct{})
 }
 
-// WakePath is the unix socket beside a database on which its daemon hears
-// that new work was committed. A path too long for a socket address is
-// replaced by one in the temp directory, named by the database's path.
-func WakePath(dbPath string) string {
+// WakePath is the unix socket on which a database's runner hears that new
+// work was committed: <db>.sock beside the database when its directory is
+// private to this user. When another user could create files there (a
+// shared directory such as /tmp), or the path is too long for a socket,
+// it goes in a directory private to this user instead, where no one else
+// can bind it first: $XDG_RUNTIME_DIR, or $TMPDIR/pcd-<uid> (0700),
+// checked each time it is used.
+func WakePath(dbPath string) (string, error) {
 	p := dbPath + ".sock"
-	if len(p) < 100 {
-		return p
+	if len(p) < 100 && privateDir(filepath.Dir(dbPath)) {
+		return p, nil
+	}
+	dir, err := runtimeDir()
+	if err != nil {
+		return "", err
 	}
 	sum := sha256.Sum256([]byte(dbPath))
-	return filepath.Join(os.TempDir(), fmt.Sprintf("pcd-%d-%x.sock", os.Getuid(), sum[:8]))
+	return filepath.Join(dir, fmt.Sprintf("pcd-%x.sock", sum[:8])), nil
+}
+
+// privateDir reports whether dir is this user's and no one else can write
+// in it.
+func privateDir(dir string) bool {
+	fi, err := os.Lstat(dir)
+	if err != nil || !fi.IsDir() {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == os.Geteuid() && fi.Mode().Perm()&0o022 == 0
+}
+
+// runtimeDir is a directory for sockets that only this user can write in.
+func runtimeDir() (string, error) {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) && privateDir(d) {
+		return d, nil
+	}
+	d := filepath.Join(os.TempDir(), fmt.Sprintf("pcd-%d", os.Geteuid()))
+	if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", fmt.Errorf("socket directory: %w", err)
+	}
+	fi, err := os.Lstat(d)
+	if err != nil {
+		return "", fmt.Errorf("socket directory: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || int(st.Uid) != os.Geteuid() || fi.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("socket directory %s is not a directory private to you (another user may have made it); remove it, or set XDG_RUNTIME_DIR", d)
+	}
+	return d, nil
 }
 
 // Wake tells the daemon of dbPath, if one is listening, that work was
 // committed. It is best effort: without a listener, the daemon's periodic
 // check finds the work.
 func Wake(dbPath string) error {
-	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: WakePath(dbPath), Net: "unixgram"})
+	path, err := WakePath(dbPath)
+	if err != nil {
+		return err
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
 		return err
 	}
@@ -65,7 +109,11 @@ func Wake(dbPath string) error {
 // DaemonListening reports whether a daemon listens on the database's wake
 // socket.
 func DaemonListening(dbPath string) bool {
-	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: WakePath(dbPath), Net: "unixgram"})
+	path, err := WakePath(dbPath)
+	if err != nil {
+		return false
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
 		return false
 	}
@@ -88,7 +136,10 @@ func ListenWake(dbPath string, n *Notifier, log *slog.Logger) (io.Closer, error)
 }
 
 func listenWake(dbPath string, n *Notifier, log *slog.Logger) (*wakeListener, error) {
-	path := WakePath(dbPath)
+	path, err := WakePath(dbPath)
+	if err != nil {
+		return nil, fmt.Errorf("wake socket: %w", err)
+	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("wake socket: %w", err)
 	}

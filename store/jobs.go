@@ -115,6 +115,7 @@ func (db *DB) CreateJob(ctx context.Context, nj NewJob) (Job, error) {
 		Workers: nj.Workers, QueueSize: nj.QueueSize, Total: int64(len(nj.Tasks)),
 		CreatedAt: time.Now(), Sinks: nj.Sinks,
 	}
+	held := false
 	err = db.txAt(ctx, "submit", func(tx *sql.Tx) error {
 		if nj.Key != "" {
 			existing, err := scanJob(tx.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE key = ?", nj.Key))
@@ -136,6 +137,14 @@ func (db *DB) CreateJob(ctx context.Context, nj NewJob) (Job, error) {
 		if job.ID, err = res.LastInsertId(); err != nil {
 			return err
 		}
+		if nj.Open {
+			// Held before the job is visible, so no runner sees an open job
+			// without its submitter's lock.
+			if err := db.holdSubmit(job.ID); err != nil {
+				return err
+			}
+			held = true
+		}
 		if err := insertTasks(ctx, tx, job.ID, 1, nj.Tasks); err != nil {
 			return err
 		}
@@ -154,6 +163,9 @@ func (db *DB) CreateJob(ctx context.Context, nj NewJob) (Job, error) {
 		_, err = tx.ExecContext(ctx, "UPDATE jobs SET total = ? WHERE id = ?", job.Total, job.ID)
 		return err
 	})
+	if err != nil && held {
+		db.releaseSubmit(job.ID)
+	}
 	if errors.Is(err, errDuplicateKey) {
 		return job, fmt.Errorf("create job: key %q: %w", nj.Key, ErrDuplicate)
 	}
@@ -427,7 +439,7 @@ func (db *DB) AppendTasks(ctx context.Context, jobID int64, tasks []NewTask) err
 }
 
 // SealJob records that a job has all its tasks. It may complete once they
-// are final.
+// are final. The submitter's lock on the job is released.
 func (db *DB) SealJob(ctx context.Context, jobID int64) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, "UPDATE jobs SET sealed = 1 WHERE id = ?", jobID)
@@ -436,7 +448,32 @@ func (db *DB) SealJob(ctx context.Context, jobID int64) error {
 	if err != nil {
 		return fmt.Errorf("seal job %d: %w", jobID, err)
 	}
+	db.releaseSubmit(jobID)
 	return nil
+}
+
+// SealOrphan seals an open job whose submitter is gone (SubmitterAlive is
+// false), with the tasks that committed, and reports whether it did. A
+// submitter cannot come back: it takes its job's lock before the job's
+// row commits, and never again.
+func (db *DB) SealOrphan(ctx context.Context, jobID int64) (bool, error) {
+	alive, err := db.SubmitterAlive(jobID)
+	if err != nil || alive {
+		return false, err
+	}
+	var n int64
+	err = db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE jobs SET sealed = 1 WHERE id = ? AND sealed = 0", jobID)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("seal job %d: %w", jobID, err)
+	}
+	return n == 1, nil
 }
 
 // RetryJob puts a finished job's failed and cancelled tasks back to

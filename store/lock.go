@@ -12,17 +12,22 @@ import (
 // ErrLocked is returned when another process holds the runner lock.
 var ErrLocked = errors.New("database is in use by another pcd runner")
 
-// LockedError says which process holds the runner lock.
+// LockedError says which process holds the runner lock, and as what.
 type LockedError struct {
 	Path string
-	PID  int // 0 if unknown
+	PID  int    // 0 if unknown
+	Role string // what the holder said it is: "daemon", "run"; "" if unknown
 }
 
 func (e *LockedError) Error() string {
+	who := "another process"
 	if e.PID > 0 {
-		return fmt.Sprintf("%s: held by pid %d", e.Path, e.PID)
+		who = "pid " + strconv.Itoa(e.PID)
 	}
-	return e.Path + ": held by another process"
+	if e.Role != "" {
+		who += " (pcd " + e.Role + ")"
+	}
+	return e.Path + ": held by " + who
 }
 
 // Is makes errors.Is(err, ErrLocked) true.
@@ -36,32 +41,60 @@ type RunnerLock struct{ f *os.File }
 // LockPath is the lock file of a database.
 func LockPath(dbPath string) string { return dbPath + ".lock" }
 
-// AcquireRunnerLock takes the lock without waiting. If another process holds
-// it, the error is a *LockedError naming that process.
-func AcquireRunnerLock(dbPath string) (*RunnerLock, error) {
+// lockRecord is the fixed size of what the holder writes: the file is
+// never truncated, so a shorter record must overwrite a longer one whole.
+const lockRecord = 32
+
+// AcquireRunnerLock takes the lock without waiting, for a holder of the
+// given role ("daemon", "run"). If another process holds it, the error is
+// a *LockedError naming that process. The lock file is opened without
+// following a symlink and never truncated, and one that another user
+// owns or can write is refused with ErrUnsafe.
+func AcquireRunnerLock(dbPath, role string) (*RunnerLock, error) {
 	path := LockPath(dbPath)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("runner lock: %w: %s is a symlink", ErrUnsafe, path)
+	}
 	if err != nil {
+		return nil, fmt.Errorf("runner lock: %w", err)
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		err = checkOwnedInfo(path, fi)
+	}
+	if err != nil {
+		f.Close()
 		return nil, fmt.Errorf("runner lock: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		defer f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, &LockedError{Path: path, PID: readPID(f)}
+			pid, role := readHolder(f)
+			return nil, &LockedError{Path: path, PID: pid, Role: role}
 		}
 		return nil, fmt.Errorf("runner lock %s: %w", path, err)
 	}
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
+	rec := fmt.Sprintf("%d %s", os.Getpid(), role)
+	rec += strings.Repeat(" ", max(lockRecord-1-len(rec), 0)) + "\n"
+	_, _ = f.WriteAt([]byte(rec), 0)
 	return &RunnerLock{f: f}, nil
 }
 
-func readPID(f *os.File) int {
-	buf := make([]byte, 32)
+// readHolder reads the pid and role the holder wrote. Right after it took
+// the lock, it may not have written them yet.
+func readHolder(f *os.File) (pid int, role string) {
+	buf := make([]byte, lockRecord)
 	n, _ := f.ReadAt(buf, 0)
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(buf[:n])))
-	return pid
+	line, _, _ := strings.Cut(string(buf[:n]), "\n")
+	fields := strings.Fields(line)
+	if len(fields) > 0 {
+		pid, _ = strconv.Atoi(fields[0])
+	}
+	if len(fields) > 1 {
+		role = fields[1]
+	}
+	return pid, role
 }
 
 // Release drops the lock. It is safe to call more than once.
@@ -71,6 +104,5 @@ func (l *RunnerLock) Release() error {
 	}
 	f := l.f
 	l.f = nil
-	_ = f.Truncate(0)
 	return f.Close()
 }

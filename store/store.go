@@ -100,6 +100,7 @@ type DB struct {
 	deferred bool
 	stmts    statements
 	Hooks    Hooks
+	submit   submitLocks
 }
 
 const sqliteMagic = "SQLite format 3\x00"
@@ -182,12 +183,15 @@ func (db *DB) Close() error {
 	}
 	// The writer closes last: the last connection to close checkpoints
 	// what is left and removes the WAL.
-	return errors.Join(append(errs, db.ckpt.close(), db.r.Close(), db.w.Close())...)
+	return errors.Join(append(errs, db.submit.close(), db.ckpt.close(), db.r.Close(), db.w.Close())...)
 }
 
 // prepareFile makes sure the directory (0700) and file (0600) exist, and
 // reports whether the file was there before with content.
 func prepareFile(path string, mustExist bool) (existed bool, err error) {
+	if err := checkDatabaseFiles(path); err != nil {
+		return false, err
+	}
 	fi, err := os.Stat(path)
 	switch {
 	case err == nil:
@@ -213,7 +217,8 @@ func prepareFile(path string, mustExist bool) (existed bool, err error) {
 	if f != nil {
 		return false, f.Close()
 	}
-	return false, nil
+	// Another process created it between our check and our create.
+	return false, checkDatabaseFiles(path)
 }
 
 func checkMagic(path string) error {

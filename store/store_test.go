@@ -466,11 +466,11 @@ func TestMarkDelivered(t *testing.T) {
 
 func TestRunnerLock(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "pcd.db")
-	lock, err := store.AcquireRunnerLock(path)
+	lock, err := store.AcquireRunnerLock(path, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = store.AcquireRunnerLock(path)
+	_, err = store.AcquireRunnerLock(path, "test")
 	var le *store.LockedError
 	if !errors.As(err, &le) || !errors.Is(err, store.ErrLocked) {
 		t.Fatalf("second lock: %v, want a LockedError", err)
@@ -481,7 +481,7 @@ func TestRunnerLock(t *testing.T) {
 	if err := lock.Release(); err != nil {
 		t.Fatal(err)
 	}
-	again, err := store.AcquireRunnerLock(path)
+	again, err := store.AcquireRunnerLock(path, "test")
 	if err != nil {
 		t.Fatalf("lock after release: %v", err)
 	}

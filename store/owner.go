@@ -1,0 +1,81 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"syscall"
+)
+
+// ErrUnsafe is returned for a database, WAL, SHM or lock file that another
+// local user could control: owned by someone else, writable by group or
+// others, or a symlink where pcd expects a file. Such a file is refused,
+// as ssh refuses a key others can write: whoever controls the database
+// chooses the commands its runner executes.
+var ErrUnsafe = errors.New("refusing a file that another user could control")
+
+// checkOwnFile checks that path, if it exists, is a regular file of this
+// user that no one else can write. A symlink is refused, unless
+// followLink and the link itself is this user's; then its target is
+// checked.
+func checkOwnFile(path string, followLink bool) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		if !followLink {
+			return fmt.Errorf("%w: %s is a symlink", ErrUnsafe, path)
+		}
+		if err := checkOwner(path, fi); err != nil {
+			return err
+		}
+		if fi, err = os.Stat(path); err != nil {
+			return err
+		}
+	}
+	return checkOwnedInfo(path, fi)
+}
+
+// checkOwnedInfo checks an open or stat'ed file.
+func checkOwnedInfo(path string, fi fs.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%w: %s is not a regular file", ErrUnsafe, path)
+	}
+	if err := checkOwner(path, fi); err != nil {
+		return err
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("%w: %s is writable by group or others (mode %04o); chmod go-w it if it is yours", ErrUnsafe, path, perm)
+	}
+	return nil
+}
+
+func checkOwner(path string, fi fs.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	if uid := os.Geteuid(); int(st.Uid) != uid {
+		return fmt.Errorf("%w: %s is owned by uid %d, not by you (uid %d)", ErrUnsafe, path, st.Uid, uid)
+	}
+	return nil
+}
+
+// checkDatabaseFiles checks the database file, SQLite's files beside it,
+// and the runner lock, before anything is created or written.
+func checkDatabaseFiles(path string) error {
+	if err := checkOwnFile(path, true); err != nil {
+		return err
+	}
+	for _, side := range []string{"-wal", "-shm", "-journal", ".lock", ".submit"} {
+		if err := checkOwnFile(path+side, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
