@@ -457,18 +457,27 @@ func TestWakeSocketCannotBeSquatted(t *testing.T) {
 func TestSecondRunWaitsForTheFirst(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pcd.db")
-	s := uniqueSleep(2)
-	first := start(t, db, nil, "run", "--", "sleep", s)
-	waitProcesses(t, 1, 30*time.Second, "sleep", s)
+	gate := filepath.Join(dir, "go")
+	// The first run's task ends only when the test opens the gate.
+	first := start(t, db, nil, "run", "--", "sh", "-c", "while [ ! -e "+gate+" ]; do sleep 0.02; done")
+	waitProcesses(t, 1, 30*time.Second, "sh", "-c", "while [ ! -e "+gate+" ]; do sleep 0.02; done")
 	second := start(t, db, nil, "run", "--sleep", "3")
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(second.stderr.String(), "waiting for pid") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second run did not say it waits: %q; stdout %q; first: %q %q", second.stderr, second.stdout, first.stdout, first.stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(second.stderr.String(), "(pcd run)") {
+		t.Errorf("the second run does not say who it waits for: %q", second.stderr)
+	}
+	os.WriteFile(gate, nil, 0o600)
 	if code := second.wait(t, 60*time.Second); code != 0 {
 		t.Fatalf("second run: exit %d: %s", code, second.stderr)
 	}
 	if code := first.wait(t, 10*time.Second); code != 0 {
 		t.Fatalf("first run: exit %d: %s", code, first.stderr)
-	}
-	if !strings.Contains(second.stderr.String(), "waiting for pid") || !strings.Contains(second.stderr.String(), "pcd run") {
-		t.Errorf("the second run did not say it waits: %q", second.stderr)
 	}
 	if p := parseOutput(t, second.stdout.String()); len(p.numbers) != 3 || p.order[len(p.order)-1] != "job" {
 		t.Errorf("second run printed %q", second.stdout)
@@ -589,5 +598,39 @@ func TestOpenIdleJobHoldsNoSlot(t *testing.T) {
 	waitFor(t, db, "SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL", 2)
 	if n := queryDB(t, db, "SELECT total FROM jobs ORDER BY id LIMIT 1"); n != 2 {
 		t.Errorf("the streamed job has %d tasks, want 2", n)
+	}
+}
+
+// Commands that cannot start for want of file descriptors wait and run
+// again: none fails, and none spends an attempt on it.
+func TestOutOfFileDescriptorsSpendsNoAttempt(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	file := writeJob(t, dir, "true.json", 300, `{"kind":"exec","payload":{"argv":["true"]}}`)
+	id := strings.TrimSpace(pcd(t, db, "submit", "--workers", "25", file).stdout)
+	// Both limits, so that Go cannot raise the soft one at start.
+	d := exec.Command("sh", "-c", "ulimit -n 48 && exec \"$0\" daemon --log-level debug", pcdBin)
+	d.Env = append(os.Environ(), "PCD_DB="+db, raceEnv)
+	errs := new(buffer)
+	d.Stderr = errs
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Process.Kill(); d.Wait() })
+	r := pcd(t, db, "watch", id)
+	d.Process.Signal(syscall.SIGTERM)
+	d.Wait()
+	if r.code != 0 {
+		t.Errorf("watch: exit %d; %d tasks failed; daemon said:\n%s", r.code,
+			queryDB(t, db, "SELECT count(*) FROM results WHERE state = 'failed'"), errs)
+	}
+	if r.code != 0 {
+		t.Logf("errors: %s", queryString(t, db, "SELECT group_concat(DISTINCT error) FROM results WHERE state = 'failed'"))
+	}
+	if n := queryDB(t, db, "SELECT count(*) FROM results WHERE attempts != 1"); n != 0 {
+		t.Errorf("%d tasks spent more than one attempt", n)
+	}
+	if !strings.Contains(errs.String(), "task could not start") {
+		t.Errorf("no start ran out of file descriptors: the test proved nothing; daemon said:\n%s", errs)
 	}
 }

@@ -97,6 +97,16 @@ func (c *JobController) runTask(ctx context.Context, job store.Job, t store.Task
 	if err != nil && ctx.Err() != nil {
 		return outcome{task: t, interrupted: true}
 	}
+	if errors.Is(err, ErrResource) {
+		// The task did not start (no file descriptors, processes or
+		// memory): it waits a little and runs again, with no attempt
+		// spent.
+		wait := resourceWait/2 + rand.N(resourceWait)
+		c.cfg.Logger.Debug("task could not start; it runs again", "job", job.UUID, "task", t.UUID, "in", wait, "err", err)
+		res := store.Result{Seq: t.Seq, State: store.Failed, Attempt: t.Attempts, RetryAt: c.cfg.Clock.Now().Add(wait)}
+		t.NotBefore = res.RetryAt
+		return outcome{task: t, res: res}
+	}
 	if err != nil && taskCtx.Err() != nil && errors.Is(context.Cause(taskCtx), errTaskTimeout) {
 		err = fmt.Errorf("timed out after %v", t.Retry.Timeout)
 	}
@@ -132,6 +142,10 @@ func (c *JobController) runTask(ctx context.Context, job store.Job, t store.Task
 }
 
 var errTaskTimeout = errors.New("task timed out")
+
+// resourceWait is about how long a task that could not start for want of
+// a system resource waits before it runs again.
+const resourceWait = 250 * time.Millisecond
 
 // backoff is the wait after a failed attempt: base×2^(attempt-1), at most
 // cap, with jitter that keeps it in [d/2, d).

@@ -259,6 +259,11 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 	runtime.LockOSThread()
 	if err := startProcess(cmd); err != nil {
 		runtime.UnlockOSThread()
+		if errors.Is(err, syscall.EBADF) && nearFDLimit(cmd) {
+			// The child could not move its descriptors above ours: the
+			// descriptor limit, not a bad descriptor.
+			err = fmt.Errorf("%w: %w", syscall.EMFILE, err)
+		}
 		closeWriters(cmd)
 		readers.Wait()
 		return nil, startError(argv[0], err)
@@ -358,6 +363,21 @@ func isResourceError(err error) bool {
 }
 
 var errTimedOut = errors.New("timed out")
+
+// nearFDLimit reports whether cmd's output descriptors sit at the top of
+// the descriptor limit, where the child has no room to rearrange them.
+func nearFDLimit(cmd *exec.Cmd) bool {
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil {
+		return false
+	}
+	for _, w := range []io.Writer{cmd.Stdout, cmd.Stderr} {
+		if f, ok := w.(*os.File); ok && uint64(f.Fd())+8 >= lim.Cur {
+			return true
+		}
+	}
+	return false
+}
 
 func closeWriters(cmd *exec.Cmd) {
 	for _, w := range []io.Writer{cmd.Stdout, cmd.Stderr} {

@@ -196,7 +196,7 @@ func (db *DB) finalResults(ctx context.Context, tx *sql.Tx, b Batch) (map[int64]
 	applied := make(map[int64]bool, len(b.Results))
 	finals := make([]Result, 0, len(b.Results))
 	for _, r := range b.Results {
-		if r.Attempt < 1 {
+		if r.Attempt < 1 && r.RetryAt.IsZero() {
 			return nil, fmt.Errorf("task %d: attempt %d: attempts are numbered from 1", r.Seq, r.Attempt)
 		}
 		if r.RetryAt.IsZero() {
