@@ -174,6 +174,8 @@ func TestSIGKILLedDaemonLeavesNothingRunning(t *testing.T) {
 			d := startDaemon(t, db)
 			first := waitProcesses(t, 1, 30*time.Second, "sleep", s)
 			shell := processesWith("sh", "-c", fmt.Sprintf(tc.script, s))
+			// Its start mark, with its process group (written 50 ms in).
+			waitFor(t, db, "SELECT count(*) FROM running WHERE pgid IS NOT NULL", 1)
 			d.cmd.Process.Kill()
 			d.wait(t, 10*time.Second)
 			// The command itself got the death signal.
@@ -203,6 +205,14 @@ func TestSIGKILLedDaemonLeavesNothingRunning(t *testing.T) {
 			}
 			if a := alive(first); len(a) > 0 {
 				t.Errorf("the first run's sleep %v still runs", a)
+			}
+			// The interruption is counted, and shown.
+			job := queryString(t, db, "SELECT uuid FROM jobs")
+			if r := pcd(t, db, "tasks", "--json", job); !strings.Contains(r.stdout, `"interrupts":1`) {
+				t.Errorf("tasks --json does not show the interruption: %s", r.stdout)
+			}
+			if r := pcd(t, db, "tasks", job); !strings.Contains(r.stdout, "INTERRUPTS") {
+				t.Errorf("tasks does not show interruptions:\n%s", r.stdout)
 			}
 		})
 	}
@@ -632,5 +642,22 @@ func TestOutOfFileDescriptorsSpendsNoAttempt(t *testing.T) {
 	}
 	if !strings.Contains(errs.String(), "task could not start") {
 		t.Errorf("no start ran out of file descriptors: the test proved nothing; daemon said:\n%s", errs)
+	}
+}
+
+// A task that succeeds on a later attempt does not show an earlier
+// attempt's error.
+func TestSucceededTaskShowsNoEarlierError(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	mark := filepath.Join(dir, "once")
+	r := pcd(t, db, "run", "--max-attempts", "2", "--backoff-base", "10ms", "--",
+		"sh", "-c", "[ -e "+mark+" ] || { touch "+mark+"; echo first try fails >&2; exit 3; }")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	out := pcd(t, db, "tasks", "--json", queryString(t, db, "SELECT uuid FROM jobs")).stdout
+	if !strings.Contains(out, `"attempts":2`) || strings.Contains(out, `"error"`) {
+		t.Errorf("tasks --json of a task that succeeded at its second attempt: %s", out)
 	}
 }

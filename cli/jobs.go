@@ -177,15 +177,17 @@ func statusCommand(env Env) *cli.Command {
 }
 
 type taskView struct {
-	Number   int64           `json:"number"`
-	ID       string          `json:"task_id"`
-	Kind     string          `json:"kind"`
-	State    store.State     `json:"state"`
-	Attempts int             `json:"attempts"`
-	TimeSecs float64         `json:"time_secs"`
-	Payload  json.RawMessage `json:"payload"`
-	Result   json.RawMessage `json:"result,omitempty"`
-	Error    string          `json:"error,omitempty"`
+	Number   int64       `json:"number"`
+	ID       string      `json:"task_id"`
+	Kind     string      `json:"kind"`
+	State    store.State `json:"state"`
+	Attempts int         `json:"attempts"`
+	// Interrupts counts runs cut short by a runner's death: not attempts.
+	Interrupts int             `json:"interrupts"`
+	TimeSecs   float64         `json:"time_secs"`
+	Payload    json.RawMessage `json:"payload"`
+	Result     json.RawMessage `json:"result,omitempty"`
+	Error      string          `json:"error,omitempty"`
 }
 
 func tasksCommand(env Env) *cli.Command {
@@ -214,7 +216,7 @@ func tasksCommand(env Env) *cli.Command {
 					enc = json.NewEncoder(env.Stdout) // NDJSON: one task a line, for any size of job
 				} else {
 					tw = tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "NUMBER\tID\tKIND\tSTATE\tATTEMPTS\tTIME_SECS\tERROR")
+					fmt.Fprintln(tw, "NUMBER\tID\tKIND\tSTATE\tATTEMPTS\tINTERRUPTS\tTIME_SECS\tERROR")
 				}
 				var after int64
 				for {
@@ -226,12 +228,12 @@ func tasksCommand(env Env) *cli.Command {
 						after = t.Seq
 						if enc != nil {
 							if err := enc.Encode(taskView{Number: t.Seq, ID: t.UUID, Kind: t.Kind, State: t.State, Attempts: t.Attempts,
-								TimeSecs: t.Time.Seconds(), Payload: t.Payload, Result: t.Result, Error: t.Error}); err != nil {
+								Interrupts: t.Interrupts, TimeSecs: t.Time.Seconds(), Payload: t.Payload, Result: t.Result, Error: t.Error}); err != nil {
 								return err
 							}
 							continue
 						}
-						fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%.4f\t%s\n", t.Seq, t.UUID, t.Kind, t.State, t.Attempts, t.Time.Seconds(), oneLine(t.Error))
+						fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%.4f\t%s\n", t.Seq, t.UUID, t.Kind, t.State, t.Attempts, t.Interrupts, t.Time.Seconds(), oneLine(t.Error))
 					}
 					if len(page) < 1000 {
 						break

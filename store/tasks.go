@@ -121,7 +121,7 @@ func (db *DB) Tasks(ctx context.Context, jobID int64) ([]TaskRow, error) {
 func (db *DB) TasksInState(ctx context.Context, jobID int64, state State, afterSeq int64, limit int) ([]TaskRow, error) {
 	q := `SELECT * FROM (SELECT t.seq, t.uuid, t.kind, t.payload, coalesce(r.attempts, t.attempts), t.interrupts,
 			CASE WHEN r.state IS NOT NULL THEN r.state WHEN u.seq IS NOT NULL THEN 'running' ELSE 'pending' END AS state,
-			r.result, coalesce(r.error, t.error), r.time_ns, coalesce(r.started_at, u.started_at), r.finished_at
+			r.result, CASE WHEN r.state IS NULL THEN t.error ELSE r.error END, r.time_ns, coalesce(r.started_at, u.started_at), r.finished_at
 		FROM tasks t
 		LEFT JOIN results r ON r.job_id = t.job_id AND r.seq = t.seq
 		LEFT JOIN running u ON u.job_id = t.job_id AND u.seq = t.seq
