@@ -661,3 +661,60 @@ func TestSucceededTaskShowsNoEarlierError(t *testing.T) {
 		t.Errorf("tasks --json of a task that succeeded at its second attempt: %s", out)
 	}
 }
+
+// pcdIn runs the binary in dir and waits for it.
+func pcdIn(t *testing.T, dir, db string, stdin string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(pcdBin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PCD_DB="+db, raceEnv)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		if _, ok := err.(*exec.ExitError); !ok {
+			t.Fatalf("pcd %v: %v", args, err)
+		}
+	}
+	return result{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}
+}
+
+// A task runs in the directory it was submitted from, not the daemon's:
+// a relative command, a --lines command, a relative "dir" and a job's own
+// hook.
+func TestTasksRunWhereTheyWereSubmitted(t *testing.T) {
+	base := t.TempDir()
+	db := filepath.Join(base, "db", "pcd.db")
+	project := filepath.Join(base, "project")
+	os.MkdirAll(filepath.Join(project, "sub"), 0o755)
+	os.WriteFile(filepath.Join(project, "deploy.sh"), []byte("#!/bin/sh\necho deployed in \"$(pwd)\"\n"), 0o755)
+	os.WriteFile(filepath.Join(project, "a.png"), nil, 0o644)
+	os.WriteFile(filepath.Join(project, "sub", "b.png"), nil, 0o644)
+	os.WriteFile(filepath.Join(project, "job.json"), []byte(`{"tasks": [{"kind": "exec", "payload": {"argv": ["ls", "b.png"], "dir": "sub"}}]}`), 0o644)
+	d := startDaemon(t, db) // in the test's directory, not the project's
+	defer stopDaemon(t, d)
+	ids := []string{
+		strings.TrimSpace(pcdIn(t, project, db, "", "submit", "--", "./deploy.sh").stdout),
+		strings.TrimSpace(pcdIn(t, project, db, "ls a.png\n", "submit", "--lines", "-").stdout),
+		strings.TrimSpace(pcdIn(t, project, db, "", "submit", "--on-job", "cat > outcome.json", "job.json").stdout),
+		strings.TrimSpace(pcdIn(t, project, db, `{"kind":"exec","payload":{"argv":["ls","a.png"]}}`+"\n", "submit", "-").stdout),
+	}
+	for _, id := range ids {
+		if w := pcd(t, db, "watch", id); w.code != 0 {
+			t.Errorf("job %s: exit %d: %s %s", id, w.code, w.stdout, w.stderr)
+		}
+	}
+	if out := pcd(t, db, "logs", queryString(t, db, "SELECT t.uuid FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE j.uuid = '"+ids[0]+"'")); !strings.Contains(out.stdout, "deployed in \""+project+"\"") && !strings.Contains(out.stdout, "deployed in "+project) {
+		t.Errorf("./deploy.sh ran elsewhere: %q", out.stdout)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(project, "outcome.json")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job's hook did not write outcome.json in the project")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"bufio"
 	"encoding/json"
 	"io"
@@ -137,6 +138,12 @@ func applyJobFlags(c *cli.Context, jf *engine.JobFile) error {
 	if c.IsSet("name") {
 		jf.Name = c.String("name")
 	}
+	// Commands run where they were submitted, wherever the runner is.
+	cwd, err := os.Getwd()
+	if err != nil {
+		return fmt.Errorf("find the working directory: %w", err)
+	}
+	jf.Dir = cwd
 	for _, apply := range []func(*cli.Context, *engine.JobFile) error{applySizeFlags, applyRetryFlags, applySinkFlags} {
 		if err := apply(c, jf); err != nil {
 			return err

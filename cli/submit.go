@@ -63,7 +63,6 @@ func submit(c *cli.Context, env Env) error {
 	if stream {
 		nj := jf.NewJob()
 		nj.Key = c.String("key")
-		nj.Sinks = jf.Sinks.Encode()
 		// Ctrl-C or SIGTERM ends the stream: the job is sealed at once with
 		// the tasks that committed. (A SIGKILLed submitter's job is sealed by
 		// the runner, which sees its lock go.)
@@ -73,6 +72,7 @@ func submit(c *cli.Context, env Env) error {
 			Job:      nj,
 			Retry:    jf.RetrySpec,
 			Registry: env.Registry,
+			Dir:      jf.Dir,
 			OnCommit: func(store.Job) { _ = engine.Wake(db.Path()) },
 		})
 		if err != nil && ctx.Err() != nil && c.Context.Err() == nil {

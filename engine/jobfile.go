@@ -9,6 +9,7 @@ import (
 	"io"
 	"iter"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -40,6 +41,11 @@ type JobFile struct {
 	RetrySpec            // the defaults of every task
 	Sinks                // the job's own callback destinations
 	Tasks     []TaskSpec `json:"tasks"`
+
+	// Dir is the submitter's working directory, where the job's commands
+	// run: an exec task with no "dir" runs there, and a relative one is
+	// taken from there. Empty leaves payloads as they are.
+	Dir string `json:"-"`
 
 	// file and count: a job read by ReadJobFile, whose tasks stay there.
 	file  string
@@ -346,12 +352,16 @@ func (jf JobFile) NewJob() store.NewJob {
 		nj.QueueSize = DefaultQueueSize
 	}
 	for i, t := range jf.Tasks {
-		nj.Tasks[i] = t.newTask(jf.RetrySpec)
+		nj.Tasks[i] = t.newTask(jf.RetrySpec, jf.Dir)
 	}
 	if jf.file != "" {
 		nj.More = jf.batches()
 	}
-	nj.Sinks = jf.Sinks.Encode()
+	sinks := jf.Sinks
+	if !sinks.Empty() && (sinks.OnTask != "" || sinks.OnJob != "") && sinks.Dir == "" {
+		sinks.Dir = jf.Dir // the job's hooks run where it was submitted
+	}
+	nj.Sinks = sinks.Encode()
 	return nj
 }
 
@@ -371,7 +381,7 @@ func (jf JobFile) batches() iter.Seq2[[]store.NewTask, error] {
 		var again JobFile
 		cur := make([]store.NewTask, 0, fileBatch)
 		n, err := scanJobFile(f, &again, func(_ int, t TaskSpec) error {
-			cur = append(cur, t.newTask(jf.RetrySpec))
+			cur = append(cur, t.newTask(jf.RetrySpec, jf.Dir))
 			if len(cur) < fileBatch {
 				return nil
 			}
@@ -407,8 +417,9 @@ func (s Sinks) Encode() []byte {
 }
 
 // newTask stores the payload compacted, and an absent one as null, with
-// the job's retry defaults under the task's own.
-func (t TaskSpec) newTask(def RetrySpec) store.NewTask {
+// the job's retry defaults under the task's own. An exec task gets the
+// submitter's directory, dir, as its own (see JobFile.Dir).
+func (t TaskSpec) newTask(def RetrySpec, dir string) store.NewTask {
 	payload := t.Payload
 	if len(payload) == 0 {
 		payload = json.RawMessage("null")
@@ -418,7 +429,26 @@ func (t TaskSpec) newTask(def RetrySpec) store.NewTask {
 			payload = buf.Bytes()
 		}
 	}
+	if t.Kind == "exec" && dir != "" {
+		payload = execAt(payload, dir)
+	}
 	return store.NewTask{Kind: t.Kind, Payload: payload, Retry: t.RetrySpec.over(def)}
+}
+
+// execAt sets an exec payload's working directory from the submitter's:
+// dir when it has none, dir joined with a relative one. A payload that
+// does not parse is left for the kind to refuse.
+func execAt(payload json.RawMessage, dir string) json.RawMessage {
+	p, err := ParseExec(payload)
+	if err != nil || filepath.IsAbs(p.Dir) {
+		return payload
+	}
+	p.Dir = filepath.Join(dir, p.Dir)
+	b, err := json.Marshal(p)
+	if err != nil {
+		return payload
+	}
+	return b
 }
 
 // describeJSONError adds a line and column, from pos, to encoding/json's

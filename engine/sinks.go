@@ -32,6 +32,9 @@ type Sinks struct {
 	OnTask   string   `json:"on_task,omitempty"`
 	OnJob    string   `json:"on_job,omitempty"`
 	Webhooks []string `json:"webhooks,omitempty"`
+	// Dir is where hook commands run: the submitter's directory for a
+	// job's own hooks; the runner's when empty.
+	Dir string `json:"hooks_dir,omitempty"`
 }
 
 // Empty reports whether there is no sink.
@@ -94,10 +97,10 @@ func (s Sinks) build(scope string, o SinkOptions) []Sink {
 	}
 	var out []Sink
 	if s.OnTask != "" {
-		out = append(out, hookSink{name: scope + " on-task " + s.OnTask, event: store.EventTask, cmd: s.OnTask, timeout: o.HookTimeout})
+		out = append(out, hookSink{name: scope + " on-task " + s.OnTask, event: store.EventTask, cmd: s.OnTask, dir: s.Dir, timeout: o.HookTimeout})
 	}
 	if s.OnJob != "" {
-		out = append(out, hookSink{name: scope + " on-job " + s.OnJob, event: store.EventJob, cmd: s.OnJob, timeout: o.HookTimeout})
+		out = append(out, hookSink{name: scope + " on-job " + s.OnJob, event: store.EventJob, cmd: s.OnJob, dir: s.Dir, timeout: o.HookTimeout})
 	}
 	for _, u := range s.Webhooks {
 		out = append(out, webhookSink{name: scope + " webhook " + u, url: u, client: o.Client})
@@ -108,8 +111,8 @@ func (s Sinks) build(scope string, o SinkOptions) []Sink {
 // hookSink runs a command with the event as JSON on stdin and in
 // PCD_* environment variables. Nothing is templated into the command.
 type hookSink struct {
-	name, event, cmd string
-	timeout          time.Duration
+	name, event, cmd, dir string
+	timeout               time.Duration
 }
 
 func (h hookSink) Name() string        { return h.name }
@@ -127,7 +130,7 @@ func (h hookSink) Deliver(ctx context.Context, ev Event, body []byte) error {
 	case ev.Job != nil:
 		env["PCD_TASK_ID"], env["PCD_STATE"] = "", string(ev.Job.Outcome)
 	}
-	payload, err := json.Marshal(ExecPayload{Shell: h.cmd, Stdin: string(body), Env: env, Timeout: Duration(h.timeout)})
+	payload, err := json.Marshal(ExecPayload{Shell: h.cmd, Dir: h.dir, Stdin: string(body), Env: env, Timeout: Duration(h.timeout)})
 	if err != nil {
 		return err
 	}

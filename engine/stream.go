@@ -22,6 +22,8 @@ type StreamOptions struct {
 	Job      store.NewJob // name, workers and queue size; Tasks is ignored
 	Retry    RetrySpec    // the defaults of every task
 	Registry *Registry
+	// Dir is the submitter's working directory (see JobFile.Dir).
+	Dir string
 	// MaxBatch caps the tasks committed in one transaction; default 1000.
 	MaxBatch int
 	// OnCommit runs after each batch commits, with the job so far.
@@ -118,7 +120,7 @@ func StreamJob(ctx context.Context, db *store.DB, r io.Reader, opts StreamOption
 		raw, readErr := next.raw, next.err
 		if len(raw) > 0 {
 			line++
-			if t, ok, err := parseTaskLine(raw, opts.Registry, opts.Retry); err != nil {
+			if t, ok, err := parseTaskLine(raw, opts.Registry, opts.Retry, opts.Dir); err != nil {
 				err = badJob("line %d: %w", line, err)
 				if job.ID != 0 {
 					err = fmt.Errorf("%w (job %s keeps the %d tasks committed before that line's batch, and is sealed)", err, job.UUID, job.Total)
@@ -174,7 +176,7 @@ func readLines(in *bufio.Reader, lines chan<- readLine, stop <-chan struct{}) {
 }
 
 // parseTaskLine reads one NDJSON task; ok is false for a blank line.
-func parseTaskLine(raw []byte, reg *Registry, def RetrySpec) (store.NewTask, bool, error) {
+func parseTaskLine(raw []byte, reg *Registry, def RetrySpec, dir string) (store.NewTask, bool, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
 		return store.NewTask{}, false, nil
@@ -197,5 +199,5 @@ func parseTaskLine(raw []byte, reg *Registry, def RetrySpec) (store.NewTask, boo
 	if err := spec.RetrySpec.Validate(); err != nil {
 		return store.NewTask{}, false, err
 	}
-	return spec.newTask(def), true, nil
+	return spec.newTask(def, dir), true, nil
 }
