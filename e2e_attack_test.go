@@ -718,3 +718,116 @@ func TestTasksRunWhereTheyWereSubmitted(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// hookCommand is a hook that appends each event to out (see hookHelper).
+func hookCommand(t *testing.T, out string) string {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "env PCD_TEST_HOOK_OUT=" + out + " " + self
+}
+
+// lineCount counts the lines of a file, 0 if it does not exist.
+func lineCount(path string) int {
+	b, _ := os.ReadFile(path)
+	return strings.Count(string(b), "\n")
+}
+
+// waitLines waits until path has want lines.
+func waitLines(t *testing.T, path string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for lineCount(path) < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has %d lines after 30s, want %d", path, lineCount(path), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A daemon sink new to the database starts with what is committed after
+// it appears; a changed command is the same sink; replaying is explicit.
+func TestNewSinkDoesNotReplayHistory(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	out := filepath.Join(dir, "hook.ndjson")
+	for range 3 {
+		if r := pcd(t, db, "run", "--sleep", "2"); r.code != 0 {
+			t.Fatal(r.stderr)
+		}
+	}
+	history := queryDB(t, db, "SELECT count(*) FROM callbacks WHERE event = 'task'")
+	d := startDaemon(t, db, "--on-task", hookCommand(t, out))
+	waitFor(t, db, "SELECT count(*) FROM sink_cursors WHERE sink = 'daemon on-task'", 1)
+	id := strings.TrimSpace(pcd(t, db, "submit", "--sleep", "2").stdout)
+	pcd(t, db, "watch", id)
+	waitLines(t, out, 2)
+	stopDaemon(t, d)
+	if n := lineCount(out); n != 2 {
+		t.Fatalf("the new hook ran %d times, want 2 (the new job's tasks only, not %d old ones)", n, history)
+	}
+	// One more space in the command: the same sink, nothing replayed.
+	d = startDaemon(t, db, "--on-task", hookCommand(t, out)+" ")
+	id = strings.TrimSpace(pcd(t, db, "submit", "--sleep", "1").stdout)
+	pcd(t, db, "watch", id)
+	waitLines(t, out, 3)
+	stopDaemon(t, d)
+	if n := lineCount(out); n != 3 {
+		t.Fatalf("after a changed command the hook ran %d times in all, want 3", n)
+	}
+	// --replay-from replays, on request.
+	d = startDaemon(t, db, "--on-task", hookCommand(t, out), "--replay-from", "1")
+	all := queryDB(t, db, "SELECT count(*) FROM callbacks WHERE event = 'task'")
+	waitLines(t, out, 3+all)
+	stopDaemon(t, d)
+}
+
+// A retried job's new round reaches the job's own hook, and pcd callbacks
+// shows the deliveries a sink has not tried as pending.
+func TestRetryRoundReachesTheJobsHooks(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	out := filepath.Join(dir, "hook.ndjson")
+	d := startDaemon(t, db)
+	defer stopDaemon(t, d)
+	id := strings.TrimSpace(pcd(t, db, "submit", "--on-task", hookCommand(t, out), "testdata/jobs/some-fail.json").stdout)
+	pcd(t, db, "watch", id)
+	waitLines(t, out, 3)
+	if r := pcd(t, db, "retry", id); r.code != 0 {
+		t.Fatalf("retry: %s", r.stderr)
+	}
+	pcd(t, db, "watch", id)
+	waitLines(t, out, 4) // the failed task's second round
+}
+
+// pcd run with its webhook receiver down: it waits --delivery-wait, exits
+// with the job's code, and says what is left; pcd callbacks shows the
+// untried ones as pending.
+func TestRunDoesNotWaitLongForADownWebhook(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String() + "/hook"
+	ln.Close() // nothing listens: connections are refused
+	start := time.Now()
+	r := pcd(t, db, "run", "--webhook", url, "--delivery-wait", "1s", "--sleep", "3")
+	if r.code != 0 {
+		t.Fatalf("exit %d, want the job's own 0: %s", r.code, r.stderr)
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("pcd run took %v with a 1s --delivery-wait", took)
+	}
+	if !strings.Contains(r.stderr, "callback deliveries of job") || !strings.Contains(r.stderr, "still pending") {
+		t.Errorf("stderr %q does not say what is left", r.stderr)
+	}
+	cb := pcd(t, db, "callbacks", "--json", queryString(t, db, "SELECT uuid FROM jobs"))
+	if n := strings.Count(cb.stdout, `"state":"pending"`); n < 3 {
+		t.Errorf("pcd callbacks shows %d pending rows, want the untried webhook deliveries:\n%s", n, cb.stdout)
+	}
+	if !strings.Contains(cb.stdout, `"sink":"webhook `+url+`"`) {
+		t.Errorf("pcd callbacks has no webhook rows:\n%s", cb.stdout)
+	}
+}

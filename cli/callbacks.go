@@ -3,11 +3,13 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/pcd-dev/pcd/engine"
 	"github.com/pcd-dev/pcd/store"
 )
 
@@ -39,10 +41,25 @@ yet), retrying, delivered, or dead (given up after --delivery-attempts).`,
 				if err != nil {
 					return err
 				}
+				sinks, err := sinksFor(c, db, j)
+				if err != nil {
+					return err
+				}
 				var views []deliveryView
 				last := int64(0)
-				for _, r := range rows {
+				tried := map[string]bool{} // sinks with a row for the current callback
+				pending := func(id int64, event string, seq int64) {
+					// Sinks that take the callback and have not tried it.
+					for _, s := range sinks {
+						if !tried[s.name] && id > s.cursor && (s.event == "" || s.event == event) {
+							views = append(views, deliveryView{CallbackID: id, Event: event, Number: seq,
+								Sink: strings.TrimPrefix(s.name, "job "+j.UUID+" "), State: "pending"})
+						}
+					}
+				}
+				for i, r := range rows {
 					if r.ID != last {
+						clear(tried)
 						// The runner's own delivery: its log or output. It
 						// keeps a cursor, not a time or count per callback.
 						v := deliveryView{CallbackID: r.ID, Event: r.Event, Number: r.TaskSeq, Sink: "runner", State: "pending"}
@@ -53,8 +70,12 @@ yet), retrying, delivered, or dead (given up after --delivery-attempts).`,
 						last = r.ID
 					}
 					if r.Sink == "" {
+						if i+1 == len(rows) || rows[i+1].ID != r.ID {
+							pending(r.ID, r.Event, r.TaskSeq)
+						}
 						continue
 					}
+					tried[r.Sink] = true
 					sink := strings.TrimPrefix(r.Sink, "job "+j.UUID+" ")
 					v := deliveryView{CallbackID: r.ID, Event: r.Event, Number: r.TaskSeq, Sink: sink, State: r.State, Attempts: r.Attempts, LastError: r.LastError}
 					if !r.DeliveredAt.IsZero() {
@@ -62,6 +83,9 @@ yet), retrying, delivered, or dead (given up after --delivery-attempts).`,
 						v.DeliveredAt = &t
 					}
 					views = append(views, v)
+					if i+1 == len(rows) || rows[i+1].ID != r.ID {
+						pending(r.ID, r.Event, r.TaskSeq)
+					}
 				}
 				if c.Bool("json") {
 					enc := json.NewEncoder(env.Stdout)
@@ -94,4 +118,35 @@ yet), retrying, delivered, or dead (given up after --delivery-attempts).`,
 			})
 		},
 	}
+}
+
+// sinkState is a sink that a job's callbacks go to, and how far it is.
+type sinkState struct {
+	name   string
+	event  string // "" for every event
+	cursor int64
+}
+
+// sinksFor lists the sinks of a job's callbacks: its own, and the
+// daemon's that the database knows of.
+func sinksFor(c *cli.Context, db *store.DB, j store.Job) ([]sinkState, error) {
+	cursors, err := db.SinkCursors(c.Context)
+	if err != nil {
+		return nil, err
+	}
+	own, err := engine.SinkNames(j)
+	if err != nil {
+		return nil, err
+	}
+	var out []sinkState
+	for name, event := range own {
+		out = append(out, sinkState{name: name, event: event, cursor: cursors[name]})
+	}
+	for name, cursor := range cursors {
+		if event, ok := engine.DaemonSinkEvent(name); ok {
+			out = append(out, sinkState{name: name, event: event, cursor: cursor})
+		}
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].name < out[b].name })
+	return out, nil
 }

@@ -30,6 +30,7 @@ next start resumes them. The exit code is then 0.`,
 			execFlags()[0],
 			sinkFlags()[0], sinkFlags()[1], sinkFlags()[2],
 			deliveryFlags()[0], deliveryFlags()[1], deliveryFlags()[2], deliveryFlags()[3], deliveryFlags()[4],
+			&cli.Int64Flag{Name: "replay-from", Usage: "deliver again to the daemon's hooks and webhooks every callback from `CALLBACK_ID` on (a new sink otherwise starts with the callbacks committed after it first appears)"},
 			&cli.DurationFlag{Name: "retry-after", EnvVars: []string{"PCD_RETRY_AFTER"}, Value: 5 * time.Second, Usage: "after a database error (disk full, busy), how long to wait before taking work again"},
 		},
 		OnUsageError: onUsageError,
@@ -84,6 +85,10 @@ func runDaemon(c *cli.Context, env Env) error {
 	if delivery.Sinks, err = sinksFromFlags(c); err != nil {
 		return err
 	}
+	if c.Int64("replay-from") < 0 {
+		return usageError("--replay-from must be a callback id, got %d", c.Int64("replay-from"))
+	}
+	delivery.ReplayFrom = c.Int64("replay-from")
 	d := engine.NewDaemon(db, engine.DaemonConfig{
 		Delivery: delivery,
 		Config: engine.Config{

@@ -39,6 +39,7 @@ interrupts them. Unfinished work stays in the database.`,
 			retryFlags()[0], retryFlags()[1], retryFlags()[2], retryFlags()[3],
 			sinkFlags()[0], sinkFlags()[1], sinkFlags()[2],
 			deliveryFlags()[0], deliveryFlags()[1], deliveryFlags()[2], deliveryFlags()[3], deliveryFlags()[4],
+			&cli.DurationFlag{Name: "delivery-wait", EnvVars: []string{"PCD_DELIVERY_WAIT"}, Value: 5 * time.Second, Usage: "once the job is done, how long to wait for its hooks and webhooks before leaving the rest to a daemon"},
 			&cli.StringFlag{Name: "resume", Usage: "run the unfinished job `JOB_ID` (a stopped pcd run, say) here to its end"},
 			&cli.IntFlag{Name: "workers", Aliases: []string{"w"}, EnvVars: []string{"PCD_WORKERS"}, Value: engine.DefaultWorkers, Usage: "consumers running tasks at once"},
 			&cli.IntFlag{Name: "queue-size", Aliases: []string{"q"}, EnvVars: []string{"PCD_QUEUE_SIZE"}, Value: engine.DefaultQueueSize, Usage: "capacity of the in-memory queue"},
@@ -185,9 +186,10 @@ func runJob(c *cli.Context, env Env) error {
 
 	done, err := ctl.Run(ctx, job.ID)
 	if err == nil {
-		// The job is finished: its sinks finish once its callbacks are out.
+		// The job is finished: its sinks finish once its callbacks are out,
+		// or when --delivery-wait runs out; the rest stay for a daemon.
 		delivery.Wake.Notify()
-		waitDeliveries(deliveries, env)
+		waitDeliveries(c, env, db, done, deliveries, stopDelivery, c.Duration("delivery-wait"))
 	}
 	if errors.Is(err, engine.ErrStopped) {
 		return fmt.Errorf("job %s stopped with %d of %d tasks done; its progress is saved (resume it with `pcd run --resume %s`): %w",
@@ -234,22 +236,37 @@ func acquireForRun(c *cli.Context, env Env, db *store.DB) (*store.RunnerLock, er
 	}
 }
 
-// waitDeliveries waits for the job's hooks and webhooks, saying so when
-// that takes a while: a receiver that is down makes pcd run wait through
-// the delivery retries.
-func waitDeliveries(d *engine.Deliveries, env Env) {
+// waitDeliveries waits, at most wait, for the job's hooks and webhooks,
+// saying so when that takes a while. Then it stops them and says how many
+// deliveries are left: they are kept in the database, and a daemon
+// delivers them.
+func waitDeliveries(c *cli.Context, env Env, db *store.DB, job store.Job, d *engine.Deliveries, stop func(), wait time.Duration) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		d.Wait()
 	}()
+	timeout := time.NewTimer(wait)
+	defer timeout.Stop()
 	select {
 	case <-done:
-	case <-time.After(time.Second):
-		fmt.Fprintln(env.Stderr, "pcd: waiting for the job's callbacks to reach its hooks and webhooks "+
-			"(`pcd callbacks` shows them; a second Ctrl-C leaves them to `pcd daemon`)")
-		<-done
+		return
+	case <-time.After(min(time.Second, wait)):
 	}
+	fmt.Fprintf(env.Stderr, "pcd: waiting up to %v for the job's callbacks to reach its hooks and webhooks\n", wait)
+	select {
+	case <-done:
+		return
+	case <-timeout.C:
+	}
+	stop()
+	<-done
+	left, err := engine.PendingDeliveries(c.Context, db, job)
+	if err != nil || left == 0 {
+		return
+	}
+	fmt.Fprintf(env.Stderr, "pcd: %d callback deliveries of job %s are still pending; they are kept, and `pcd daemon` delivers them (`pcd callbacks %s` shows them)\n",
+		left, job.UUID, job.UUID[:8])
 }
 
 // handOff gives the job to the daemon that holds the runner lock and

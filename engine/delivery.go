@@ -41,6 +41,9 @@ type Deliveries struct {
 	db      *store.DB
 	global  []Sink // the daemon's sinks, for every job; or pcd run's
 	scope   int64  // if set, global sinks take only this job's callbacks
+	// replayFrom moves the global sinks' cursors back, once.
+	replayFrom int64
+	replayed   bool
 	policy  DeliveryPolicy
 	options SinkOptions
 	wake    *Notifier
@@ -56,6 +59,10 @@ type Deliveries struct {
 type DeliveryConfig struct {
 	Sinks   Sinks // for every job (or Scope's)
 	Scope   int64 // restrict Sinks to this job
+	// ReplayFrom, if set, makes every one of Sinks deliver again from this
+	// callback id on. Without it a sink new to the database starts with
+	// the callbacks committed after it first appears.
+	ReplayFrom int64
 	Policy  DeliveryPolicy
 	Options SinkOptions
 	Wake    *Notifier // notified after commits
@@ -70,7 +77,7 @@ func NewDeliveries(db *store.DB, cfg DeliveryConfig) *Deliveries {
 	if cfg.Wake == nil {
 		cfg.Wake = NewNotifier()
 	}
-	return &Deliveries{db: db, global: cfg.Sinks.build("all", cfg.Options), scope: cfg.Scope,
+	return &Deliveries{db: db, global: cfg.Sinks.build(daemonScope, cfg.Options), scope: cfg.Scope, replayFrom: cfg.ReplayFrom,
 		policy: cfg.Policy.withDefaults(), options: cfg.Options, wake: cfg.Wake, log: cfg.Logger,
 		running: map[string]bool{}, done: map[string]bool{}}
 }
@@ -78,6 +85,14 @@ func NewDeliveries(db *store.DB, cfg DeliveryConfig) *Deliveries {
 // Ensure starts a deliverer for each global sink and for each sink of a
 // job that has its own, unless one runs or has finished in this process.
 func (m *Deliveries) Ensure(ctx context.Context) {
+	if !m.replayed {
+		m.replayed = true
+		for _, s := range m.global {
+			if err := m.db.StartSink(ctx, s.Name(), m.replayFrom); err != nil {
+				m.log.Error("start sink", "sink", s.Name(), "err", err)
+			}
+		}
+	}
 	for _, s := range m.global {
 		m.start(ctx, s, m.scope)
 	}
@@ -98,6 +113,12 @@ func (m *Deliveries) Ensure(ctx context.Context) {
 			continue
 		}
 		for _, sink := range s.build("job "+j.UUID, m.options) {
+			if !j.Finished() {
+				// A retried job has a new round of callbacks to deliver.
+				m.mu.Lock()
+				delete(m.done, sink.Name())
+				m.mu.Unlock()
+			}
 			m.start(ctx, sink, j.ID)
 		}
 	}

@@ -83,8 +83,10 @@ type SinkOptions struct {
 	Client         *http.Client  // default a client with WebhookTimeout
 }
 
-// build makes the sinks; scope prefixes their names ("job <uuid>" or
-// "daemon").
+// build makes the sinks. scope prefixes their names: "job <uuid>" for a
+// job's own, "daemon" for the daemon's. A daemon's hooks are named by
+// their role alone, so that a changed command is the same sink and
+// replays nothing; a job's hooks never change.
 func (s Sinks) build(scope string, o SinkOptions) []Sink {
 	if o.HookTimeout <= 0 {
 		o.HookTimeout = 30 * time.Second
@@ -95,17 +97,62 @@ func (s Sinks) build(scope string, o SinkOptions) []Sink {
 	if o.Client == nil {
 		o.Client = &http.Client{Timeout: o.WebhookTimeout}
 	}
+	hookName := func(role, cmd string) string {
+		if scope == daemonScope {
+			return scope + " " + role
+		}
+		return scope + " " + role + " " + cmd
+	}
 	var out []Sink
 	if s.OnTask != "" {
-		out = append(out, hookSink{name: scope + " on-task " + s.OnTask, event: store.EventTask, cmd: s.OnTask, dir: s.Dir, timeout: o.HookTimeout})
+		out = append(out, hookSink{name: hookName("on-task", s.OnTask), event: store.EventTask, cmd: s.OnTask, dir: s.Dir, timeout: o.HookTimeout})
 	}
 	if s.OnJob != "" {
-		out = append(out, hookSink{name: scope + " on-job " + s.OnJob, event: store.EventJob, cmd: s.OnJob, dir: s.Dir, timeout: o.HookTimeout})
+		out = append(out, hookSink{name: hookName("on-job", s.OnJob), event: store.EventJob, cmd: s.OnJob, dir: s.Dir, timeout: o.HookTimeout})
 	}
 	for _, u := range s.Webhooks {
 		out = append(out, webhookSink{name: scope + " webhook " + u, url: u, client: o.Client})
 	}
 	return out
+}
+
+// daemonScope names the daemon's own sinks.
+const daemonScope = "daemon"
+
+// SinkNames lists the names under which a job's own sinks keep their
+// delivery progress, with the event each takes ("" for every event).
+func SinkNames(job store.Job) (map[string]string, error) {
+	out := map[string]string{}
+	if len(job.Sinks) == 0 {
+		return out, nil
+	}
+	var s Sinks
+	if err := json.Unmarshal(job.Sinks, &s); err != nil {
+		return nil, fmt.Errorf("sinks of job %s: %w", job.UUID, err)
+	}
+	for _, sink := range s.build("job "+job.UUID, SinkOptions{}) {
+		switch k := sink.(type) {
+		case hookSink:
+			out[k.name] = k.event
+		default:
+			out[sink.Name()] = ""
+		}
+	}
+	return out, nil
+}
+
+// DaemonSinkEvent tells, from a daemon sink's name, which event it takes
+// ("" for every event), and whether the name is a daemon sink's at all.
+func DaemonSinkEvent(name string) (event string, ok bool) {
+	switch {
+	case name == daemonScope+" on-task":
+		return store.EventTask, true
+	case name == daemonScope+" on-job":
+		return store.EventJob, true
+	case strings.HasPrefix(name, daemonScope+" webhook "):
+		return "", true
+	}
+	return "", false
 }
 
 // hookSink runs a command with the event as JSON on stdin and in
@@ -192,4 +239,30 @@ func (w webhookSink) Deliver(ctx context.Context, ev Event, body []byte) error {
 	}
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
 	return fmt.Errorf("HTTP %s: %s", resp.Status, strings.TrimSpace(string(snippet)))
+}
+
+// PendingDeliveries counts the callbacks of a job that its own sinks have
+// not delivered (nor given up on) yet.
+func PendingDeliveries(ctx context.Context, db *store.DB, job store.Job) (int, error) {
+	names, err := SinkNames(job)
+	if err != nil || len(names) == 0 {
+		return 0, err
+	}
+	n := 0
+	for name, event := range names {
+		cursor, err := db.SinkCursor(ctx, name)
+		if err != nil {
+			return 0, err
+		}
+		cbs, err := db.Callbacks(ctx, job.ID, cursor, false)
+		if err != nil {
+			return 0, err
+		}
+		for _, cb := range cbs {
+			if event == "" || cb.Event == event {
+				n++
+			}
+		}
+	}
+	return n, nil
 }

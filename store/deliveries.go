@@ -21,6 +21,46 @@ func (db *DB) SinkCursor(ctx context.Context, sink string) (int64, error) {
 	return last, nil
 }
 
+// StartSink records where a sink starts delivering: a sink new to the
+// database takes the callbacks committed after it first appears, so its
+// cursor starts at the last callback now. With from > 0 the sink delivers
+// again from callback from on, new or not.
+func (db *DB) StartSink(ctx context.Context, sink string, from int64) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if from > 0 {
+			_, err := tx.ExecContext(ctx, `INSERT INTO sink_cursors (sink, last_id) VALUES (?1, ?2)
+				ON CONFLICT (sink) DO UPDATE SET last_id = ?2`, sink, from-1)
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO sink_cursors (sink, last_id)
+			VALUES (?, (SELECT coalesce(max(id), 0) FROM callbacks)) ON CONFLICT (sink) DO NOTHING`, sink)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("start sink %s: %w", sink, err)
+	}
+	return nil
+}
+
+// SinkCursors lists every sink's cursor.
+func (db *DB) SinkCursors(ctx context.Context) (map[string]int64, error) {
+	rows, err := db.r.QueryContext(ctx, "SELECT sink, last_id FROM sink_cursors")
+	if err != nil {
+		return nil, fmt.Errorf("sink cursors: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var name string
+		var last int64
+		if err := rows.Scan(&name, &last); err != nil {
+			return nil, fmt.Errorf("sink cursors: %w", err)
+		}
+		out[name] = last
+	}
+	return out, rows.Err()
+}
+
 // DeliveryAttempts is how many times a sink has tried a callback.
 func (db *DB) DeliveryAttempts(ctx context.Context, sink string, callbackID int64) (int, error) {
 	var n int
