@@ -38,16 +38,16 @@ func (p DeliveryPolicy) withDefaults() DeliveryPolicy {
 // in the database, so delivery is at-least-once across restarts, with the
 // callback id to drop duplicates.
 type Deliveries struct {
-	db      *store.DB
-	global  []Sink // the daemon's sinks, for every job; or pcd run's
-	scope   int64  // if set, global sinks take only this job's callbacks
+	db     *store.DB
+	global []Sink // the daemon's sinks, for every job; or pcd run's
+	scope  int64  // if set, global sinks take only this job's callbacks
 	// replayFrom moves the global sinks' cursors back, once.
 	replayFrom int64
 	replayed   bool
-	policy  DeliveryPolicy
-	options SinkOptions
-	wake    *Notifier
-	log     *slog.Logger
+	policy     DeliveryPolicy
+	options    SinkOptions
+	wake       *Notifier
+	log        *slog.Logger
 
 	mu      sync.Mutex
 	running map[string]bool
@@ -57,16 +57,16 @@ type Deliveries struct {
 
 // DeliveryConfig configures NewDeliveries.
 type DeliveryConfig struct {
-	Sinks   Sinks // for every job (or Scope's)
-	Scope   int64 // restrict Sinks to this job
+	Sinks Sinks // for every job (or Scope's)
+	Scope int64 // restrict Sinks to this job
 	// ReplayFrom, if set, makes every one of Sinks deliver again from this
 	// callback id on. Without it a sink new to the database starts with
 	// the callbacks committed after it first appears.
 	ReplayFrom int64
-	Policy  DeliveryPolicy
-	Options SinkOptions
-	Wake    *Notifier // notified after commits
-	Logger  *slog.Logger
+	Policy     DeliveryPolicy
+	Options    SinkOptions
+	Wake       *Notifier // notified after commits
+	Logger     *slog.Logger
 }
 
 // NewDeliveries returns a delivery manager. Start sinks with Ensure.
