@@ -831,3 +831,57 @@ func TestRunDoesNotWaitLongForADownWebhook(t *testing.T) {
 		t.Errorf("pcd callbacks has no webhook rows:\n%s", cb.stdout)
 	}
 }
+
+// A read-only database file, a database directory without write
+// permission, and a file that cannot be read get exit 3, not 70 (a bug).
+// Root bypasses file permissions, so pcd runs as uid 65534 here.
+func TestPermissionErrorsExitThree(t *testing.T) {
+	shared := sharedDir(t)
+	bin := filepath.Join(shared, "pcd")
+	data, err := os.ReadFile(pcdBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(bin, data, 0o755)
+	dir := filepath.Join(shared, "state")
+	os.Mkdir(dir, 0o700)
+	os.Chown(dir, 65534, 65534)
+	db := filepath.Join(dir, "pcd.db")
+	asUser := func(args ...string) result {
+		cmd := exec.Command("setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--", bin, "--db", db}, args...)...)
+		cmd.Dir = shared
+		cmd.Env = append(os.Environ(), raceEnv)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		cmd.Run()
+		return result{stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()}
+	}
+	if r := asUser("run", "--sleep", "2"); r.code != 0 {
+		t.Fatalf("run as uid 65534: exit %d: %s", r.code, r.stderr)
+	}
+	for _, tc := range []struct {
+		name     string
+		dirMode  os.FileMode
+		fileMode os.FileMode
+		args     []string
+	}{
+		{"read-only database file", 0o700, 0o400, []string{"submit", "--sleep", "1"}},
+		{"directory without write permission", 0o500, 0o600, []string{"submit", "--sleep", "1"}},
+		{"unreadable database file", 0o700, 0o000, []string{"jobs"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			os.Chmod(dir, tc.dirMode)
+			os.Chmod(db, tc.fileMode)
+			defer os.Chmod(dir, 0o700)
+			defer os.Chmod(db, 0o600)
+			before := snapshot(t, dir)
+			r := asUser(tc.args...)
+			if r.code != 3 || strings.Count(r.stderr, "\n") != 1 {
+				t.Errorf("exit %d, stderr %q; want 3 and one line", r.code, r.stderr)
+			}
+			if after := snapshot(t, dir); after != before {
+				t.Errorf("files changed:\nbefore %s\nafter  %s", before, after)
+			}
+		})
+	}
+}

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"runtime/pprof"
+	"syscall"
 
 	"github.com/pcd-dev/pcd/cli"
 	"github.com/pcd-dev/pcd/engine"
@@ -70,7 +72,8 @@ func exitCode(err error) int {
 	case errors.Is(err, store.ErrNoDatabase):
 		return exitNoDB
 	case errors.Is(err, store.ErrNotDatabase), errors.Is(err, store.ErrNotPCD), errors.Is(err, store.ErrCorrupt),
-		errors.Is(err, store.ErrTooNew), errors.Is(err, store.ErrUnsafe):
+		errors.Is(err, store.ErrTooNew), errors.Is(err, store.ErrUnsafe),
+		errors.Is(err, store.ErrReadOnly), errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
 		return exitDatabase
 	case errors.Is(err, store.ErrLocked):
 		return exitLocked

@@ -33,6 +33,10 @@ var (
 	ErrNoDatabase  = errors.New("no database here yet (pcd submit or pcd run creates it)")
 )
 
+// ErrReadOnly is returned when the database, or its directory, cannot be
+// written: a read-only file or file system, or no permission.
+var ErrReadOnly = errors.New("the database cannot be written here (read-only, or permission denied)")
+
 // Errors of the environment, from any write. Both are temporary: retry.
 var (
 	ErrDiskFull = errors.New("disk full")
@@ -198,6 +202,13 @@ func prepareFile(path string, mustExist bool) (existed bool, err error) {
 		if fi.IsDir() {
 			return false, fmt.Errorf("%w: it is a directory", ErrNotDatabase)
 		}
+		// SQLite would leave empty -wal and -shm files behind before it
+		// found out that it cannot write: ask first.
+		for _, p := range []string{path, filepath.Dir(path)} {
+			if err := syscall.Access(p, 2 /* W_OK */); err != nil {
+				return false, fmt.Errorf("%w: %s: %w", ErrReadOnly, p, err)
+			}
+		}
 		if fi.Size() == 0 {
 			return false, nil
 		}
@@ -329,7 +340,7 @@ func checkSchema(ctx context.Context, ro *sql.DB) error {
 
 // classify maps SQLite's error codes to the store's sentinels.
 func classify(err error) error {
-	for _, known := range []error{ErrNotDatabase, ErrCorrupt, ErrDiskFull, ErrBusy} {
+	for _, known := range []error{ErrNotDatabase, ErrCorrupt, ErrDiskFull, ErrBusy, ErrReadOnly} {
 		if errors.Is(err, known) {
 			return err
 		}
@@ -345,6 +356,8 @@ func classify(err error) error {
 			return fmt.Errorf("%w: %w", ErrDiskFull, err)
 		case sqlite3.SQLITE_BUSY:
 			return fmt.Errorf("%w: %w", ErrBusy, err)
+		case sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH:
+			return fmt.Errorf("%w: %w", ErrReadOnly, err)
 		}
 	}
 	if errors.Is(err, syscall.ENOSPC) {
