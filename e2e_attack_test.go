@@ -885,3 +885,37 @@ func TestPermissionErrorsExitThree(t *testing.T) {
 		})
 	}
 }
+
+// A NUL byte in an argv or env value is refused at submit, with nothing
+// written; control characters in user text are escaped when printed.
+func TestNULRefusedAndControlCharactersEscaped(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	pcd(t, db, "submit", "--sleep", "1") // the database exists
+	before := fileSum(t, db)
+	for i, payload := range []string{
+		`{"argv": ["echo", "a\u0000b"]}`,
+		`{"shell": "echo $X", "env": {"X": "a\u0000b"}}`,
+	} {
+		file := filepath.Join(dir, fmt.Sprintf("nul%d.json", i))
+		os.WriteFile(file, []byte(`{"tasks": [{"kind": "exec", "payload": `+payload+`}]}`), 0o600)
+		r := pcd(t, db, "submit", file)
+		if r.code != 2 || !strings.Contains(r.stderr, "NUL") {
+			t.Errorf("%s: exit %d, stderr %q; want 2 naming the NUL", payload, r.code, r.stderr)
+		}
+	}
+	if fileSum(t, db) != before {
+		t.Error("a refused submit changed the database")
+	}
+	evil := "evil\x1b]0;pwned\x07\u202ename\r\n"
+	id := strings.TrimSpace(pcd(t, db, "submit", "--name", evil, "--sleep", "1").stdout)
+	for _, args := range [][]string{{"jobs"}, {"status", id}} {
+		out := pcd(t, db, args...).stdout
+		if strings.ContainsAny(out, "\x1b\x07\r\u202e") {
+			t.Errorf("pcd %v printed raw control characters: %q", args, out)
+		}
+		if !strings.Contains(out, `evil\x1b]0;pwned\x07\u202ename\r\n`) {
+			t.Errorf("pcd %v does not show the escaped name: %q", args, out)
+		}
+	}
+}

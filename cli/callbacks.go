@@ -108,7 +108,7 @@ yet), retrying, delivered, or dead (given up after --delivery-attempts).`,
 					if v.DeliveredAt != nil {
 						at = ago(*v.DeliveredAt)
 					}
-					sink := v.Sink
+					sink := printable(v.Sink)
 					if len(sink) > 60 {
 						sink = sink[:57] + "..."
 					}

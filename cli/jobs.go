@@ -8,6 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 
@@ -134,7 +135,7 @@ func jobsCommand(env Env) *cli.Command {
 			}
 			rows := make([][]string, 0, len(jobs))
 			for _, j := range jobs {
-				rows = append(rows, []string{j.UUID[:8], j.Name, string(j.State), fmt.Sprintf("%d/%d", j.Done(), j.Total),
+				rows = append(rows, []string{j.UUID[:8], oneLine(j.Name), string(j.State), fmt.Sprintf("%d/%d", j.Done(), j.Total),
 					fmt.Sprint(j.Failed), fmt.Sprintf("%.3f", j.Elapsed.Seconds()), ago(j.CreatedAt)})
 			}
 			return table(env.Stdout, "ID\tNAME\tSTATE\tDONE\tFAILED\tELAPSED_SECS\tCREATED", rows)
@@ -160,7 +161,7 @@ func statusCommand(env Env) *cli.Command {
 					open = " (open: its producer may add tasks)"
 				}
 				rows := [][]string{
-					{"job", v.ID}, {"name", v.Name}, {"state", string(v.State) + open},
+					{"job", v.ID}, {"name", printable(v.Name)}, {"state", string(v.State) + open},
 					{"tasks", fmt.Sprintf("%d done of %d: %d succeeded, %d failed, %d cancelled", v.Done, v.Total, v.Succeeded, v.Failed, v.Cancelled)},
 					{"workers", fmt.Sprint(v.Workers)}, {"queue size", fmt.Sprint(v.QueueSize)},
 					{"round", fmt.Sprint(v.Round)}, {"elapsed_secs", fmt.Sprintf("%.4f", v.ElapsedSecs)},
@@ -248,10 +249,12 @@ func tasksCommand(env Env) *cli.Command {
 	}
 }
 
+// oneLine is user text for a table cell: escaped (see printable), and cut
+// to 120 characters.
 func oneLine(s string) string {
-	s = strings.ReplaceAll(s, "\n", `\n`)
-	if len(s) > 120 {
-		s = s[:117] + "..."
+	s = printable(s)
+	if utf8.RuneCountInString(s) > 120 {
+		s = string([]rune(s)[:117]) + "..."
 	}
 	return s
 }

@@ -71,8 +71,8 @@ func formatEvent(ev engine.Event) string {
 
 // pyQuote quotes s the way the classic lesson's Python repr would.
 func pyQuote(s string) string {
-	s = strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\n", `\n`, "\r", `\r`, "\t", `\t`).Replace(s)
-	return "'" + s + "'"
+	s = strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s)
+	return "'" + printable(s) + "'"
 }
 
 // callback prints a record's event as JSON without decoding it.

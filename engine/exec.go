@@ -105,9 +105,24 @@ func ParseExec(payload json.RawMessage) (ExecPayload, error) {
 	case p.Shell == "" && (len(p.Argv) == 0 || p.Argv[0] == ""):
 		return p, errors.New(`"argv" is empty: it needs a command`)
 	}
-	for k := range p.Env {
+	for k, v := range p.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			return p, fmt.Errorf("env: bad variable name %q", k)
+		}
+		if strings.ContainsRune(v, 0) {
+			return p, fmt.Errorf("env: %s holds a NUL byte, which no program can receive", k)
+		}
+	}
+	// The kernel takes arguments as NUL-terminated strings: a NUL would
+	// cut one short, silently.
+	for i, a := range p.Argv {
+		if strings.ContainsRune(a, 0) {
+			return p, fmt.Errorf("argv[%d] holds a NUL byte, which no program can receive", i)
+		}
+	}
+	for _, f := range []struct{ name, v string }{{"shell", p.Shell}, {"dir", p.Dir}} {
+		if strings.ContainsRune(f.v, 0) {
+			return p, fmt.Errorf("%s holds a NUL byte", f.name)
 		}
 	}
 	return p, nil
