@@ -7,6 +7,7 @@ package main_test
 // long as it is asked, with the same checks.
 
 import (
+	"bytes"
 	"database/sql"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -240,7 +242,7 @@ func TestRandomKills(t *testing.T) {
 	db := filepath.Join(dir, "pcd.db")
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	t.Logf("seed time %v", time.Now())
-	submitted, jobs := 0, 0
+	submitted, jobs, execs := 0, 0, 0
 	submit := func() {
 		for _, spec := range []struct {
 			n    int
@@ -253,6 +255,13 @@ func TestRandomKills(t *testing.T) {
 					return `{"kind":"noop"}`
 				}
 				return fmt.Sprintf(`{"kind":"sleep","payload":{"secs":%.4f}}`, rng.Float64()*0.01)
+			}},
+			// Commands with a grandchild, each under a lock of its own: a
+			// second copy running while the first still does finds the
+			// lock taken and leaves a mark.
+			{100, func() string {
+				execs++
+				return fmt.Sprintf(`{"kind":"exec","payload":{"argv":["sh","-c",%q,"sh","%d"]}}`, doubleRunScript(dir), execs)
 			}},
 		} {
 			var b strings.Builder
@@ -285,6 +294,11 @@ func TestRandomKills(t *testing.T) {
 			time.Sleep(time.Duration(rng.IntN(100)) * time.Millisecond)
 		} else {
 			d = startDaemon(t, db, "--max-jobs", "3")
+			// The daemon has recovered: nothing the last one's tasks
+			// started may still run.
+			if left := leftovers(db, d.cmd.Process.Pid); len(left) > 0 {
+				t.Fatalf("after kill %d: processes of a dead runner's tasks still run: %v", kills, left)
+			}
 			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
 		}
 		d.cmd.Process.Kill()
@@ -295,6 +309,12 @@ func TestRandomKills(t *testing.T) {
 		}
 	}
 	runToEnd(t, db)
+	if left := leftovers(db, 0); len(left) > 0 {
+		t.Errorf("processes of tasks outlived their runner: %v", left)
+	}
+	if doubles, _ := filepath.Glob(filepath.Join(dir, "double.*")); len(doubles) > 0 {
+		t.Errorf("%d tasks ran twice at the same moment: %v", len(doubles), doubles)
+	}
 	records := checkInvariants(t, db)
 	if records != submitted+jobs {
 		t.Errorf("%d callback records, want %d", records, submitted+jobs)
@@ -305,6 +325,56 @@ func TestRandomKills(t *testing.T) {
 	failed := queryDB(t, db, "SELECT count(*) FROM results WHERE state = 'failed'")
 	t.Logf("kills %d, jobs %d, tasks %d, callbacks %d, tasks interrupted %d, failed after 3 interruptions %d, in %v",
 		kills, jobs, submitted, records, interrupted, failed, time.Since(startTime).Round(time.Second))
+}
+
+// doubleRunScript is an exec task's script: under a lock named by its
+// first argument it runs a grandchild for 0.2-0.6 s, longer than a
+// restart; if the lock is taken, another copy of the task is still
+// running, and it leaves a mark, double.N, in dir.
+func doubleRunScript(dir string) string {
+	return `flock -n -E 99 "` + dir + `/lock.$1" sh -c 'sleep 0.$(($$ % 5 + 2)) & wait'; s=$?; ` +
+		`[ $s -ne 99 ] || touch "` + dir + `/double.$1"; exit $s`
+}
+
+// leftovers lists the processes started by tasks of db (they carry PCD_DB
+// from the runner, and are not pcd) that do not descend from the runner
+// pid: none may outlive the runner that started them.
+func leftovers(db string, runner int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if err != nil || !bytes.Contains(env, []byte("\x00PCD_DB="+db+"\x00")) {
+			continue
+		}
+		if exe, _ := os.Readlink("/proc/" + e.Name() + "/exe"); exe == pcdBin {
+			continue
+		}
+		if len(alive([]int{pid})) == 0 {
+			continue // a zombie about to be reaped
+		}
+		mine := false
+		for p := pid; p > 1 && !mine; {
+			if p == runner {
+				mine = true
+				break
+			}
+			b, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/stat")
+			if err != nil {
+				break
+			}
+			f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+			p, _ = strconv.Atoi(f[1])
+		}
+		if !mine {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // frontierPassesUnfinished counts jobs whose saved finished prefix
