@@ -919,3 +919,56 @@ func TestNULRefusedAndControlCharactersEscaped(t *testing.T) {
 		}
 	}
 }
+
+// The private socket directory under $TMPDIR is checked at every start:
+// one that another user made first is refused with a clear message, and
+// the daemon falls back to polling rather than binding in it.
+func TestSquattedSocketDirectoryIsRefused(t *testing.T) {
+	dir := sharedDir(t)
+	tmp := filepath.Join(dir, "tmp")
+	os.Mkdir(tmp, 0o777)
+	os.Chmod(tmp, 0o777|os.ModeSticky)
+	squatted := filepath.Join(tmp, fmt.Sprintf("pcd-%d", os.Geteuid()))
+	asNobody(t, "sh", "-c", "umask 0; mkdir "+squatted)
+	db := filepath.Join(dir, "pcd.db")
+	d := startIn(t, db, []string{"TMPDIR=" + tmp, "XDG_RUNTIME_DIR="}, nil, "daemon")
+	waitLog(t, d, "no wake socket")
+	if !strings.Contains(d.stderr.String(), "not a directory private to you") {
+		t.Errorf("the daemon does not say why: %s", d.stderr)
+	}
+	if entries, _ := os.ReadDir(squatted); len(entries) > 0 {
+		t.Errorf("pcd put %v in another user's directory", entries)
+	}
+	id := strings.TrimSpace(pcd(t, db, "submit", "--sleep", "1").stdout)
+	if w := pcd(t, db, "watch", id); w.code != 0 {
+		t.Errorf("watch: exit %d: %s", w.code, w.stderr)
+	}
+	stopDaemon(t, d)
+}
+
+// pcd retry keeps a task's count of interruptions.
+func TestRetryKeepsInterruptions(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	gate := filepath.Join(dir, "gate")
+	s := uniqueSleep(60)
+	t.Cleanup(func() { killAll(processesWith("sleep", s)) })
+	id := strings.TrimSpace(pcd(t, db, "submit", "--", "sh", "-c", "[ -e "+gate+" ] && exit 1; sleep "+s).stdout)
+	d := startDaemon(t, db)
+	waitFor(t, db, "SELECT count(*) FROM running WHERE pgid IS NOT NULL", 1)
+	d.cmd.Process.Kill()
+	d.wait(t, 10*time.Second)
+	os.WriteFile(gate, nil, 0o600)
+	d = startDaemon(t, db)
+	defer stopDaemon(t, d)
+	if w := pcd(t, db, "watch", id); w.code != 1 {
+		t.Fatalf("watch: exit %d, want the job to fail: %s", w.code, w.stderr)
+	}
+	if r := pcd(t, db, "retry", id); r.code != 0 {
+		t.Fatalf("retry: %s", r.stderr)
+	}
+	pcd(t, db, "watch", id)
+	if out := pcd(t, db, "tasks", "--json", id).stdout; !strings.Contains(out, `"interrupts":1`) {
+		t.Errorf("after a retry the task shows: %s", out)
+	}
+}

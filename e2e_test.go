@@ -376,6 +376,9 @@ func TestSignalLetsRunningTasksFinish(t *testing.T) {
 	if done < 2 || done >= 12 {
 		t.Errorf("%d tasks done: the running ones should finish and the rest should not start", done)
 	}
+	if want := fmt.Sprintf("stopped with %d of 12 tasks done", done); !strings.Contains(stderr.String(), want) {
+		t.Errorf("stderr %q does not say %q", stderr.String(), want)
+	}
 	if attempts != 0 {
 		t.Errorf("pending tasks spent %d attempts", attempts)
 	}
