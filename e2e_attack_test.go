@@ -362,6 +362,12 @@ func TestRefusesFilesAnotherUserControls(t *testing.T) {
 			}
 			asNobody(t, "sh", "-c", "umask 0; : > "+db+"-wal")
 		}, []string{"jobs"}, "owned by uid 65534"},
+		{"SHM made by another user", func(db string) {
+			if r := pcd(t, db, "run", "--demo"); r.code != 0 {
+				t.Fatalf("demo: %s", r.stderr)
+			}
+			asNobody(t, "sh", "-c", "umask 0; : > "+db+"-shm")
+		}, []string{"submit", "--sleep", "1"}, "owned by uid 65534"},
 		{"lock file made by another user", func(db string) {
 			asNobody(t, "sh", "-c", "umask 0; : > "+db+".lock")
 		}, []string{"run", "--demo"}, "owned by uid 65534"},
@@ -421,20 +427,36 @@ func TestLockFileSymlinkIsNotFollowed(t *testing.T) {
 	}
 }
 
-// Another user cannot squat the wake socket: a database in a shared
-// directory gets its socket in a directory private to its user.
-func TestWakeSocketCannotBeSquatted(t *testing.T) {
-	dir := sharedDir(t)
-	db := filepath.Join(dir, "pcd.db")
-	// The test binary must be reachable by the other user.
-	helper := filepath.Join(dir, "helper")
-	self, _ := os.Executable()
-	data, err := os.ReadFile(self)
+// sharedBinary copies a binary where other users can run it.
+func sharedBinary(t *testing.T, dir, src string) string {
+	t.Helper()
+	data, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(helper, data, 0o755)
-	squat := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", helper)
+	dst := filepath.Join(dir, filepath.Base(src)+"-shared")
+	if err := os.WriteFile(dst, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// asUID returns a command that runs args as uid (and gid) n.
+func asUID(n int, args ...string) *exec.Cmd {
+	id := strconv.Itoa(n)
+	return exec.Command("setpriv", append([]string{"--reuid=" + id, "--regid=" + id, "--clear-groups", "--"}, args...)...)
+}
+
+// Another user cannot squat the wake socket: a database in a shared
+// directory gets its socket in a directory private to its user. The
+// victim is uid 65534 and the squatter uid 54321: root would simply
+// remove the squatter's socket, which hides the attack.
+func TestWakeSocketCannotBeSquatted(t *testing.T) {
+	dir := sharedDir(t)
+	db := filepath.Join(dir, "pcd.db")
+	self, _ := os.Executable()
+	helper, bin := sharedBinary(t, dir, self), sharedBinary(t, dir, pcdBin)
+	squat := asUID(54321, helper)
 	squat.Env = append(os.Environ(), "PCD_TEST_BIND="+db+".sock")
 	out := new(buffer)
 	squat.Stdout, squat.Stderr = out, out
@@ -442,23 +464,43 @@ func TestWakeSocketCannotBeSquatted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { squat.Process.Kill(); squat.Wait() })
+	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(out.String(), "bound") {
-		if squat.ProcessState != nil {
+		if time.Now().After(deadline) {
 			t.Fatalf("squatter: %s", out)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	d := startDaemon(t, db)
-	defer stopDaemon(t, d)
-	id := strings.TrimSpace(pcd(t, db, "submit", "--sleep", "1").stdout)
-	if w := pcd(t, db, "watch", id); w.code != 0 {
-		t.Fatalf("watch: exit %d: %s", w.code, w.stderr)
+	victim := func(args ...string) *exec.Cmd {
+		cmd := asUID(65534, append([]string{bin, "--db", db}, args...)...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), raceEnv, "XDG_RUNTIME_DIR=", "TMPDIR="+dir)
+		return cmd
 	}
+	d := victim("daemon", "--log-level", "debug")
+	derr := new(buffer)
+	d.Stderr = derr
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Process.Kill(); d.Wait() })
+	for !strings.Contains(derr.String(), "daemon started") {
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon: %s", derr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	sub := victim("submit", "--wait", "--sleep", "1")
+	if b, err := sub.CombinedOutput(); err != nil {
+		t.Fatalf("submit --wait: %v: %s", err, b)
+	}
+	d.Process.Signal(syscall.SIGTERM)
+	d.Wait()
 	if strings.Contains(out.String(), "woken") {
 		t.Error("pcd sent its wake-ups to another user's socket")
 	}
-	if strings.Contains(d.stderr.String(), "no wake socket") {
-		t.Errorf("the daemon lost its wake socket to the squatter:\n%s", d.stderr)
+	if strings.Contains(derr.String(), "no wake socket") {
+		t.Errorf("the daemon lost its wake socket to the squatter:\n%s", derr)
 	}
 }
 
@@ -499,14 +541,14 @@ func TestSecondRunWaitsForTheFirst(t *testing.T) {
 
 // startStream starts pcd submit - with a pipe for stdin, writes lines to
 // it, and waits until want tasks have committed.
-func startStream(t *testing.T, db string, lines string, want int) (*proc, *os.File) {
+func startStream(t *testing.T, db string, lines string, want int, flags ...string) (*proc, *os.File) {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.Close() })
-	p := start(t, db, r, "submit", "-")
+	p := start(t, db, r, append([]string{"submit"}, append(flags, "-")...)...)
 	r.Close()
 	if _, err := w.WriteString(lines); err != nil {
 		t.Fatal(err)
@@ -533,7 +575,7 @@ const noopLine = `{"kind":"noop"}` + "\n"
 // and runs it to its job callback; a job submitted after it runs too.
 func TestKilledStreamingSubmitIsSealed(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "pcd.db")
-	sub, _ := startStream(t, db, strings.Repeat(noopLine, 3), 3)
+	sub, _ := startStream(t, db, strings.Repeat(noopLine, 3), 3, "--key", "nightly")
 	sub.cmd.Process.Kill()
 	sub.wait(t, 10*time.Second)
 	later := strings.TrimSpace(pcd(t, db, "submit", "--sleep", "2").stdout)
@@ -551,6 +593,11 @@ func TestKilledStreamingSubmitIsSealed(t *testing.T) {
 	}
 	if !strings.Contains(d.stderr.String(), "submitter of an open job is gone") {
 		t.Errorf("the daemon did not say why it sealed the job:\n%s", d.stderr)
+	}
+	// The key names the job, which is no longer stuck.
+	again := pcd(t, db, "submit", "--key", "nightly", "--wait", "--sleep", "1")
+	if again.code != 0 || !strings.HasPrefix(again.stdout, queryString(t, db, "SELECT uuid FROM jobs ORDER BY id LIMIT 1")) {
+		t.Errorf("resubmitting with the key: exit %d, stdout %q, stderr %q", again.code, again.stdout, again.stderr)
 	}
 }
 
@@ -706,6 +753,14 @@ func TestTasksRunWhereTheyWereSubmitted(t *testing.T) {
 	}
 	if out := pcd(t, db, "logs", queryString(t, db, "SELECT t.uuid FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE j.uuid = '"+ids[0]+"'")); !strings.Contains(out.stdout, "deployed in \""+project+"\"") && !strings.Contains(out.stdout, "deployed in "+project) {
 		t.Errorf("./deploy.sh ran elsewhere: %q", out.stdout)
+	}
+	// pcd run hands its job to the daemon, and the job still runs here.
+	handed := pcdIn(t, project, db, "", "run", "--", "./deploy.sh")
+	if handed.code != 0 || !strings.Contains(handed.stderr, "was handed to it") {
+		t.Errorf("pcd run beside the daemon: exit %d, stderr %q", handed.code, handed.stderr)
+	}
+	if out := pcd(t, db, "logs", lastTaskID(t, db)); !strings.Contains(out.stdout, project) {
+		t.Errorf("the handed-off ./deploy.sh ran elsewhere: %q", out.stdout)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -970,5 +1025,28 @@ func TestRetryKeepsInterruptions(t *testing.T) {
 	pcd(t, db, "watch", id)
 	if out := pcd(t, db, "tasks", "--json", id).stdout; !strings.Contains(out, `"interrupts":1`) {
 		t.Errorf("after a retry the task shows: %s", out)
+	}
+}
+
+// A hook command goes through the same process rules as a task: one whose
+// child escapes its group ends when it does, and the child is killed.
+func TestHookWithAnEscapedChild(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	s := uniqueSleep(40)
+	t.Cleanup(func() { killAll(processesWith("sleep", s)) })
+	start := time.Now()
+	r := pcd(t, db, "run", "--on-job", "setsid sleep "+s+" & echo hooked", "--sleep", "1")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("the hook held pcd run for %v", took)
+	}
+	if left := processesWith("sleep", s); len(left) > 0 {
+		t.Errorf("the hook's escaped child outlived it: %v", left)
+	}
+	if cb := pcd(t, db, "callbacks", "--json", queryString(t, db, "SELECT uuid FROM jobs")); !strings.Contains(cb.stdout, `"state":"delivered"`) ||
+		!strings.Contains(cb.stdout, "on-job") {
+		t.Errorf("the hook's delivery: %s", cb.stdout)
 	}
 }
