@@ -117,3 +117,57 @@ func TestWriteLockHeldByAnotherProcess(t *testing.T) {
 	}
 	checkInvariants(t, db)
 }
+
+// A streaming submit that fills the disk stops with exit 75; its job keeps
+// the batches that committed and is sealed (by the submitter, or by the
+// runner once the submitter is gone), and once there is room again the
+// daemon runs it to its end: it blocks nothing.
+func TestStreamingSubmitFillsTheDisk(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "small")
+	os.Mkdir(dir, 0o700)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a small tmpfs here (%v: %s); the disk-full test needs root", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	db := filepath.Join(dir, "pcd.db")
+	// Lines arrive slowly enough to commit in many batches, and there are
+	// more of them than 4 MiB holds.
+	line := `{"kind":"exec","payload":{"argv":["true","` + strings.Repeat("x", 500) + `"]}}` + "\n"
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := start(t, db, r, "submit", "-")
+	r.Close()
+	go func() {
+		defer w.Close()
+		for range 400 {
+			// 50 lines at a time, so that batches stay small.
+			if _, err := w.WriteString(strings.Repeat(line, 50)); err != nil {
+				return // the submitter stopped reading
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	if code := sub.wait(t, time.Minute); code != 75 {
+		t.Fatalf("submit on a full disk: exit %d, want 75; stderr %s", code, sub.stderr)
+	}
+	// The submitter seals the job with what committed if the disk lets
+	// it; if not, the runner does once the submitter is gone.
+	committed := queryDB(t, db, "SELECT count(*) FROM tasks")
+	if committed == 0 {
+		t.Fatal("no task committed before the disk filled")
+	}
+	t.Logf("%d tasks committed; the submitter sealed the job: %v", committed, queryDB(t, db, "SELECT sealed FROM jobs") == 1)
+	// Room again: grow the tmpfs.
+	if out, err := exec.Command("mount", "-o", "remount,size=64m", dir).CombinedOutput(); err != nil {
+		t.Fatalf("remount: %v: %s", err, out)
+	}
+	d := startDaemon(t, db)
+	waitFor(t, db, "SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL", 1)
+	stopDaemon(t, d)
+	if n := queryDB(t, db, "SELECT total FROM jobs"); n != committed {
+		t.Errorf("the job has %d tasks, want the %d that committed", n, committed)
+	}
+	checkInvariants(t, db)
+}
