@@ -254,6 +254,7 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 		r, w, err := os.Pipe()
 		if err != nil {
 			closeWriters(cmd)
+			readers.Wait()
 			return nil, startError(argv[0], fmt.Errorf("pipe: %w", err))
 		}
 		*pipe.set = w
