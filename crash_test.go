@@ -340,18 +340,14 @@ func doubleRunScript(dir string) string {
 // from the runner, and are not pcd) that do not descend from the runner
 // pid: none may outlive the runner that started them.
 func leftovers(db string, runner int) []int {
-	entries, _ := os.ReadDir("/proc")
 	var out []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		env, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+	for _, pid := range procPIDs() {
+		proc := "/proc/" + strconv.Itoa(pid)
+		env, err := os.ReadFile(proc + "/environ")
 		if err != nil || !bytes.Contains(env, []byte("\x00PCD_DB="+db+"\x00")) {
 			continue
 		}
-		if exe, _ := os.Readlink("/proc/" + e.Name() + "/exe"); exe == pcdBin {
+		if exe, _ := os.Readlink(proc + "/exe"); exe == pcdBin {
 			continue
 		}
 		if len(alive([]int{pid})) == 0 {

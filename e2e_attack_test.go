@@ -26,17 +26,24 @@ func uniqueSleep(secs int) string {
 	return fmt.Sprintf("%d.%06d", secs, rand.IntN(1_000_000))
 }
 
-// processesWith lists the live processes whose command line holds every
-// word.
-func processesWith(words ...string) []int {
+// procPIDs lists the pids in /proc.
+func procPIDs() []int {
 	entries, _ := os.ReadDir("/proc")
 	var out []int
 	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			out = append(out, pid)
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+	}
+	return out
+}
+
+// processesWith lists the live processes whose command line holds every
+// word.
+func processesWith(words ...string) []int {
+	var out []int
+	for _, pid := range procPIDs() {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 		if err != nil || len(b) == 0 {
 			continue // gone, or a zombie
 		}
