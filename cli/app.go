@@ -154,8 +154,17 @@ func dbPath(c *cli.Context) (string, error) {
 	return filepath.Join(dir, "pcd", "pcd.db"), nil
 }
 
+// openReader opens the database named by the global flags for a command
+// that only reads: it never takes the write lock, so it works while a
+// long write (a big submit) runs.
+func openReader(c *cli.Context) (*store.DB, error) { return open(c, store.Options{ReadOnly: true}) }
+
 // openDB opens the database named by the global flags.
 func openDB(c *cli.Context, mustExist bool) (*store.DB, error) {
+	return open(c, store.Options{MustExist: mustExist})
+}
+
+func open(c *cli.Context, opts store.Options) (*store.DB, error) {
 	sync, err := store.ParseSync(commonString(c, "sync"))
 	if err != nil {
 		return nil, usageError("%w", err)
@@ -168,7 +177,8 @@ func openDB(c *cli.Context, mustExist bool) (*store.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	return store.Open(c.Context, path, store.Options{Sync: sync, MustExist: mustExist, BusyTimeout: busy})
+	opts.Sync, opts.BusyTimeout = sync, busy
+	return store.Open(c.Context, path, opts)
 }
 
 // newLogger builds the logger from --log-level and --log-format: tint on a

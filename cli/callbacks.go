@@ -36,7 +36,7 @@ yet), retrying, delivered, or dead (given up after --delivery-attempts).`,
 		Flags:        []cli.Flag{jsonFlag},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			return withJob(c, func(db *store.DB, j store.Job) error {
+			return withJob(c, false, func(db *store.DB, j store.Job) error {
 				rows, err := db.Deliveries(c.Context, j.ID)
 				if err != nil {
 					return err

@@ -81,13 +81,17 @@ func parseState(s string) (store.State, error) {
 	return "", usageError("unknown state %q (want pending, running, succeeded, failed or cancelled)", s)
 }
 
-// withJob opens the database (which must exist) and finds the job named
-// by the one argument.
-func withJob(c *cli.Context, fn func(*store.DB, store.Job) error) error {
+// withJob opens the database (which must exist), for reading only unless
+// write, and finds the job named by the one argument.
+func withJob(c *cli.Context, write bool, fn func(*store.DB, store.Job) error) error {
 	if c.NArg() != 1 {
 		return usageError("give one job id (a unique prefix is enough), got %d arguments", c.NArg())
 	}
-	db, err := openDB(c, true)
+	open := openReader
+	if write {
+		open = func(c *cli.Context) (*store.DB, error) { return openDB(c, true) }
+	}
+	db, err := open(c)
 	if err != nil {
 		return err
 	}
@@ -117,7 +121,7 @@ func jobsCommand(env Env) *cli.Command {
 			if c.Int("limit") < 1 {
 				return usageError("--limit must be positive, got %d", c.Int("limit"))
 			}
-			db, err := openDB(c, true)
+			db, err := openReader(c)
 			if err != nil {
 				return err
 			}
@@ -151,7 +155,7 @@ func statusCommand(env Env) *cli.Command {
 		Flags:        []cli.Flag{jsonFlag},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			return withJob(c, func(_ *store.DB, j store.Job) error {
+			return withJob(c, false, func(_ *store.DB, j store.Job) error {
 				v := viewJob(j)
 				if c.Bool("json") {
 					return writeJSON(env.Stdout, v)
@@ -208,9 +212,9 @@ func tasksCommand(env Env) *cli.Command {
 				return err
 			}
 			if c.Bool("attempts") {
-				return withJob(c, func(db *store.DB, j store.Job) error { return listAttempts(c, env, db, j) })
+				return withJob(c, false, func(db *store.DB, j store.Job) error { return listAttempts(c, env, db, j) })
 			}
-			return withJob(c, func(db *store.DB, j store.Job) error {
+			return withJob(c, false, func(db *store.DB, j store.Job) error {
 				var enc *json.Encoder
 				var tw *tabwriter.Writer
 				if c.Bool("json") {
@@ -270,7 +274,7 @@ the job as cancelled with its job callback, in one transaction. A daemon
 running the job stops its running tasks at once.`,
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			return withJob(c, func(db *store.DB, j store.Job) error {
+			return withJob(c, true, func(db *store.DB, j store.Job) error {
 				done, err := engine.CancelJob(c.Context, db, j.ID)
 				if err != nil {
 					return err
@@ -302,7 +306,7 @@ func retryCommand(env Env) *cli.Command {
 daemon runs them, and a new job callback follows when they are done.`,
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			return withJob(c, func(db *store.DB, j store.Job) error {
+			return withJob(c, true, func(db *store.DB, j store.Job) error {
 				again, err := db.RetryJob(c.Context, j.ID)
 				if err != nil {
 					return err

@@ -26,7 +26,7 @@ stored result.`,
 			if c.NArg() != 1 {
 				return usageError("give one task id (a unique prefix is enough), got %d arguments", c.NArg())
 			}
-			db, err := openDB(c, true)
+			db, err := openReader(c)
 			if err != nil {
 				return err
 			}

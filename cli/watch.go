@@ -40,7 +40,7 @@ failed. With --follow it keeps following, new jobs too.`,
 			if c.Bool("all") == (c.NArg() > 0) {
 				return usageError("give job ids or --all")
 			}
-			db, err := openDB(c, true)
+			db, err := openReader(c)
 			if err != nil {
 				return err
 			}

@@ -31,6 +31,9 @@ var (
 	ErrCorrupt     = errors.New("database is corrupt")
 	ErrTooNew      = errors.New("database schema is newer than this pcd")
 	ErrNoDatabase  = errors.New("no database here yet (pcd submit or pcd run creates it)")
+	// ErrNeedsMigration is returned to a read-only open of a database
+	// whose schema is older than this binary's: only a writer migrates.
+	ErrNeedsMigration = errors.New("the database needs migrating to this pcd's schema first")
 )
 
 // ErrReadOnly is returned when the database, or its directory, cannot be
@@ -72,6 +75,10 @@ type Options struct {
 	ReadConns   int           // default 4
 	// MustExist refuses to create a new database file.
 	MustExist bool
+	// ReadOnly opens an existing database for reading only: it never takes
+	// the write lock, never migrates (a schema that needs migrating is
+	// refused with ErrNeedsMigration), and every write fails.
+	ReadOnly bool
 	// FullCheckMax is the largest file Open checks whole (quick_check)
 	// before it writes anything; default DefaultFullCheckMax. A larger
 	// file gets the check of its schema and small tables at open, and
@@ -105,6 +112,7 @@ type DB struct {
 	stmts    statements
 	Hooks    Hooks
 	submit   submitLocks
+	readOnly bool
 }
 
 const sqliteMagic = "SQLite format 3\x00"
@@ -125,11 +133,14 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	if opts.FullCheckMax <= 0 {
 		opts.FullCheckMax = DefaultFullCheckMax
 	}
+	if opts.ReadOnly {
+		opts.MustExist = true
+	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	existed, err := prepareFile(abs, opts.MustExist)
+	existed, err := prepareFile(abs, opts.MustExist, !opts.ReadOnly)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -139,6 +150,12 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		if db.deferred, err = inspect(ctx, abs, opts); err != nil {
 			return nil, fmt.Errorf("open %s: %w", path, err)
 		}
+	}
+	if opts.ReadOnly {
+		if !existed {
+			return nil, fmt.Errorf("open %s: %w", path, ErrNoDatabase)
+		}
+		return openReadOnly(ctx, db, opts)
 	}
 	db.w, err = sql.Open("sqlite", dsn(abs, opts, false))
 	if err != nil {
@@ -172,6 +189,30 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	return db, nil
 }
 
+// openReadOnly opens db's connections for reading only, once inspect has
+// found the file sound.
+func openReadOnly(ctx context.Context, db *DB, opts Options) (*DB, error) {
+	var err error
+	if db.r, err = sql.Open("sqlite", dsn(db.path, opts, true)); err != nil {
+		return nil, fmt.Errorf("open %s: %w", db.path, err)
+	}
+	db.r.SetMaxOpenConns(opts.ReadConns)
+	db.r.SetMaxIdleConns(opts.ReadConns)
+	// Writes go to the same read-only pool, and fail there.
+	db.w = db.r
+	var version int
+	err = db.r.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&version)
+	if err == nil && version < latestVersion() {
+		err = fmt.Errorf("%w (it is at version %d, this pcd writes %d): run a command that writes, such as pcd daemon or pcd submit", ErrNeedsMigration, version, latestVersion())
+	}
+	if err != nil {
+		db.r.Close()
+		return nil, fmt.Errorf("open %s: %w", db.path, classify(err))
+	}
+	db.readOnly = true
+	return db, nil
+}
+
 // Path is the absolute path of the database file.
 func (db *DB) Path() string { return db.path }
 
@@ -185,6 +226,9 @@ func (db *DB) Close() error {
 			errs = append(errs, s.Close())
 		}
 	}
+	if db.readOnly {
+		return errors.Join(append(errs, db.submit.close(), db.r.Close())...)
+	}
 	// The writer closes last: the last connection to close checkpoints
 	// what is left and removes the WAL.
 	return errors.Join(append(errs, db.submit.close(), db.ckpt.close(), db.r.Close(), db.w.Close())...)
@@ -192,7 +236,7 @@ func (db *DB) Close() error {
 
 // prepareFile makes sure the directory (0700) and file (0600) exist, and
 // reports whether the file was there before with content.
-func prepareFile(path string, mustExist bool) (existed bool, err error) {
+func prepareFile(path string, mustExist, write bool) (existed bool, err error) {
 	if err := checkDatabaseFiles(path); err != nil {
 		return false, err
 	}
@@ -205,6 +249,9 @@ func prepareFile(path string, mustExist bool) (existed bool, err error) {
 		// SQLite would leave empty -wal and -shm files behind before it
 		// found out that it cannot write: ask first.
 		for _, p := range []string{path, filepath.Dir(path)} {
+			if !write {
+				break
+			}
 			if err := syscall.Access(p, 2 /* W_OK */); err != nil {
 				return false, fmt.Errorf("%w: %s: %w", ErrReadOnly, p, err)
 			}

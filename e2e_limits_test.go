@@ -1,0 +1,77 @@
+package main_test
+
+// End-to-end tests of the bounds on resources (issue 11).
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Commands that only read never take the write lock: they work while
+// another process holds it (a big submit, say), instead of exiting 75.
+func TestReadersDoNotNeedTheWriteLock(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	r := pcd(t, db, "run", "--sleep", "2")
+	if r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	id := queryString(t, db, "SELECT uuid FROM jobs")
+	task := queryString(t, db, "SELECT uuid FROM tasks LIMIT 1")
+	raw, err := sql.Open("sqlite", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	ctx := context.Background()
+	conn, err := raw.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.ExecContext(ctx, "ROLLBACK")
+	for _, args := range [][]string{
+		{"jobs"}, {"status", id}, {"tasks", id}, {"callbacks", id}, {"watch", id}, {"logs", task},
+	} {
+		r := pcd(t, db, append([]string{"--busy-timeout", "300ms"}, args...)...)
+		if r.code != 0 {
+			t.Errorf("pcd %v while another process holds the write lock: exit %d, stderr %q", args, r.code, r.stderr)
+		}
+	}
+	// A writer still waits for the lock, then says so.
+	if r := pcd(t, db, "--busy-timeout", "300ms", "cancel", id); r.code != 75 && r.code != 7 {
+		t.Errorf("cancel under the lock: exit %d: %s", r.code, r.stderr)
+	}
+}
+
+// A read-only command on a database that needs migrating says so and
+// changes nothing; a writer migrates it.
+func TestReaderDoesNotMigrate(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	if r := pcd(t, db, "run", "--sleep", "1"); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	latest := queryDB(t, db, "SELECT max(version) FROM schema_migrations")
+	// Pretend the file is one version older (its schema is a superset).
+	raw, err := sql.Open("sqlite", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec("DELETE FROM schema_migrations WHERE version = ?", latest); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	before := fileSum(t, db)
+	r := pcd(t, db, "jobs")
+	if r.code != 3 || !strings.Contains(r.stderr, "needs migrating") {
+		t.Errorf("jobs on an older schema: exit %d, stderr %q; want 3 saying it needs migrating", r.code, r.stderr)
+	}
+	if fileSum(t, db) != before {
+		t.Error("a read-only command changed the database")
+	}
+}
