@@ -5,9 +5,11 @@ package main_test
 import (
 	"context"
 	"database/sql"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Commands that only read never take the write lock: they work while
@@ -74,4 +76,63 @@ func TestReaderDoesNotMigrate(t *testing.T) {
 	if fileSum(t, db) != before {
 		t.Error("a read-only command changed the database")
 	}
+}
+
+// A reader that holds a snapshot open makes the WAL grow; the daemon says
+// so once, and once the reader lets go the WAL is emptied while the
+// daemon goes on running.
+func TestWALShrinksAfterALongReader(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	job := writeJob(t, dir, "big.json", 60_000, `{"kind":"noop"}`)
+	id := strings.TrimSpace(pcd(t, db, "submit", job).stdout)
+	raw, err := sql.Open("sqlite", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	ctx := context.Background()
+	reader, err := raw.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	var n int
+	if _, err := reader.ExecContext(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if err := reader.QueryRowContext(ctx, "SELECT count(*) FROM tasks").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, db, "--wal-warn", "4")
+	defer stopDaemon(t, d)
+	if w := pcd(t, db, "watch", id); w.code != 0 {
+		t.Fatalf("watch: exit %d: %s", w.code, w.stderr)
+	}
+	wal := func() int64 {
+		fi, err := os.Stat(db + "-wal")
+		if err != nil {
+			return 0
+		}
+		return fi.Size()
+	}
+	grown := wal()
+	if grown < 4<<20 {
+		t.Fatalf("the WAL is %d bytes behind the reader: the test held nothing back", grown)
+	}
+	waitLog(t, d, "a reader keeps the WAL from being checkpointed")
+	if _, err := reader.ExecContext(ctx, "COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for wal() > 1<<20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the WAL is still %d bytes 30 s after the reader let go (it was %d)", wal(), grown)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if c := strings.Count(d.stderr.String(), "a reader keeps the WAL"); c != 1 {
+		t.Errorf("the warning was logged %d times, want once", c)
+	}
+	t.Logf("WAL %d MiB behind the reader, %d bytes after it let go", grown>>20, wal())
 }

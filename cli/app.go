@@ -111,6 +111,13 @@ func commonFlags() []cli.Flag {
 	}
 }
 
+// walWarnFlag is for the runners: when to report a WAL a reader keeps
+// from being checkpointed.
+func walWarnFlag() cli.Flag {
+	return &cli.Int64Flag{Name: "wal-warn", EnvVars: []string{"PCD_WAL_WARN"}, Value: store.DefaultWALWarn >> 20,
+		Usage: "warn once when a reader keeps the WAL from being checkpointed past this many `MiB`"}
+}
+
 func withCommonFlags(cmds ...*cli.Command) []*cli.Command {
 	for _, cmd := range cmds {
 		cmd.Flags = append(cmd.Flags, commonFlags()...)
@@ -162,6 +169,19 @@ func openReader(c *cli.Context) (*store.DB, error) { return open(c, store.Option
 // openDB opens the database named by the global flags.
 func openDB(c *cli.Context, mustExist bool) (*store.DB, error) {
 	return open(c, store.Options{MustExist: mustExist})
+}
+
+// openRunner opens the database for a runner, which reports a reader that
+// keeps the WAL growing.
+func openRunner(c *cli.Context, log *slog.Logger) (*store.DB, error) {
+	warn := c.Int64("wal-warn")
+	if warn < 1 {
+		return nil, usageError("--wal-warn must be at least 1 MiB, got %d", warn)
+	}
+	return open(c, store.Options{WALWarn: warn << 20, OnWALWarn: func(walBytes int64) {
+		log.Warn("a reader keeps the WAL from being checkpointed: it grows until the reader lets go (an open transaction in another process?)",
+			"wal_mib", walBytes>>20)
+	}})
 }
 
 func open(c *cli.Context, opts store.Options) (*store.DB, error) {

@@ -28,6 +28,7 @@ next start resumes them. The exit code is then 0.`,
 			&cli.IntFlag{Name: "max-jobs", EnvVars: []string{"PCD_MAX_JOBS"}, Value: 1, Usage: "jobs to run at once"},
 			&cli.DurationFlag{Name: "grace", EnvVars: []string{"PCD_GRACE"}, Value: 10 * time.Second, Usage: "on a stop signal, how long running tasks may finish"},
 			execFlags()[0],
+			walWarnFlag(),
 			sinkFlags()[0], sinkFlags()[1], sinkFlags()[2],
 			deliveryFlags()[0], deliveryFlags()[1], deliveryFlags()[2], deliveryFlags()[3], deliveryFlags()[4],
 			&cli.Int64Flag{Name: "replay-from", Usage: "deliver again to the daemon's hooks and webhooks every callback from `CALLBACK_ID` on (a new sink otherwise starts with the callbacks committed after it first appears)"},
@@ -58,7 +59,7 @@ func runDaemon(c *cli.Context, env Env) error {
 	if _, err := sinksFromFlags(c); err != nil {
 		return err
 	}
-	db, err := openDB(c, false)
+	db, err := openRunner(c, log)
 	if err != nil {
 		return err
 	}

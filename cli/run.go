@@ -36,6 +36,7 @@ interrupts them. Unfinished work stays in the database.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "demo", Usage: "run the classic demo: 10 sleep tasks of 0-1 s"},
 			sourceFlags()[0], sourceFlags()[1], execFlags()[0],
+			walWarnFlag(),
 			retryFlags()[0], retryFlags()[1], retryFlags()[2], retryFlags()[3],
 			sinkFlags()[0], sinkFlags()[1], sinkFlags()[2],
 			deliveryFlags()[0], deliveryFlags()[1], deliveryFlags()[2], deliveryFlags()[3], deliveryFlags()[4],
@@ -84,7 +85,7 @@ func runJob(c *cli.Context, env Env) error {
 	if err != nil {
 		return err
 	}
-	db, err := openDB(c, false)
+	db, err := openRunner(c, log)
 	if err != nil {
 		return err
 	}

@@ -75,6 +75,11 @@ type Options struct {
 	ReadConns   int           // default 4
 	// MustExist refuses to create a new database file.
 	MustExist bool
+	// WALWarn is the WAL size, in bytes, past which OnWALWarn is called
+	// (once, until the WAL is back under it): a reader is keeping it from
+	// being checkpointed. Default DefaultWALWarn.
+	WALWarn   int64
+	OnWALWarn func(walBytes int64)
 	// ReadOnly opens an existing database for reading only: it never takes
 	// the write lock, never migrates (a schema that needs migrating is
 	// refused with ErrNeedsMigration), and every write fails.
@@ -180,7 +185,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	}
 	db.r.SetMaxOpenConns(opts.ReadConns)
 	db.r.SetMaxIdleConns(opts.ReadConns)
-	db.ckpt, err = startCheckpointer(dsn(abs, opts, false))
+	db.ckpt, err = startCheckpointer(dsn(abs, opts, false), opts.WALWarn, opts.OnWALWarn)
 	if err != nil {
 		db.r.Close()
 		db.w.Close()
@@ -436,6 +441,7 @@ func dsn(path string, opts Options, readOnly bool) string {
 	} else {
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "wal_autocheckpoint("+strconv.Itoa(walBackstop)+")")
+		q.Add("_pragma", "journal_size_limit("+strconv.Itoa(walSizeLimit)+")")
 		q.Add("_pragma", "synchronous("+strings.ToUpper(string(opts.Sync))+")")
 		q.Set("_txlock", "immediate")
 	}
