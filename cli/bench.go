@@ -112,6 +112,7 @@ func runBench(c *cli.Context, env Env) error {
 		{"idle", b.idle},
 		{"restart", func() (benchRow, error) { return b.restart(max(big, 100_000)) }},
 		{"watch-lag", func() (benchRow, error) { return b.watchLag(max(big, 100_000)) }},
+		{"small-jobs", func() (benchRow, error) { return b.smallJobs(max(big/100, 1000)) }},
 	}
 	var rows []benchRow
 	for _, w := range workloads {
@@ -379,6 +380,55 @@ func stop(cmd *exec.Cmd) float64 {
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
 	return maxRSS(cmd.ProcessState)
+}
+
+// smallJobs: n pending one-task noop jobs; how long a daemon with the
+// default --max-jobs takes to run them all. The jobs are written first,
+// straight to the store (n pcd submit processes would measure process
+// starts), with synchronous=NORMAL to make that quick.
+func (b *bench) smallJobs(n int) (benchRow, error) {
+	row := benchRow{Workload: fmt.Sprintf("drain %d pending one-task jobs (default --max-jobs)", n), Unit: "s", Target: "<= 10 for 10000"}
+	for range b.runs {
+		db := b.db()
+		s, err := store.Open(context.Background(), db, store.Options{Sync: store.SyncNormal})
+		if err != nil {
+			return row, err
+		}
+		for range n {
+			nj := store.NewJob{Workers: engine.DefaultWorkers, QueueSize: engine.DefaultQueueSize,
+				Tasks: []store.NewTask{{Kind: "noop", Payload: []byte("null")}}}
+			if _, err := s.CreateJob(context.Background(), nj); err != nil {
+				s.Close()
+				return row, err
+			}
+		}
+		t0 := time.Now()
+		d, err := b.daemon(db)
+		if err != nil {
+			s.Close()
+			return row, err
+		}
+		for {
+			left, _, err := s.UnfinishedSummary(context.Background())
+			if err != nil || left == 0 {
+				break
+			}
+			if time.Since(t0) > 10*time.Minute {
+				err = errors.New("not drained after 10 minutes")
+			}
+			if err != nil {
+				s.Close()
+				d.Process.Kill()
+				d.Wait()
+				return row, err
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		row.Values = append(row.Values, time.Since(t0).Seconds())
+		row.RSSMiB = max(row.RSSMiB, stop(d))
+		s.Close()
+	}
+	return row, nil
 }
 
 // latency: pcd submit returns -> the daemon starts the job's first task.

@@ -29,7 +29,7 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 	var (
 		failed  error
 		closed  bool
-		max     = m.c.cfg.MaxBatch
+		max     = batchSize(m.job, m.c.cfg.MaxBatch)
 		sreqs   = make([]startReq, 0, max)
 		outs    = make([]outcome, 0, max)
 		batch   store.Batch

@@ -157,8 +157,9 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 	// Room for a whole group commit's worth of starts and results, so that
 	// consumers keep running while the completer waits for its fsync and
 	// the next batch is ready when it returns.
-	starts := make(chan startReq, c.cfg.MaxBatch)
-	results := make(chan outcome, c.cfg.MaxBatch)
+	batch := batchSize(job, c.cfg.MaxBatch)
+	starts := make(chan startReq, batch)
+	results := make(chan outcome, batch)
 
 	var prodErr error
 	wg.Add(1)
@@ -228,6 +229,20 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		return finished, err
 	}
 	return finished, nil
+}
+
+// batchSize is the most a group commit of this job can hold: MaxBatch, or
+// fewer for a sealed job with fewer tasks left (a small job must not pay
+// for buffers sized for a million: 4,096 outcomes are a megabyte, and a
+// daemon draining thousands of one-task jobs spent a third of its time
+// allocating and collecting them). Retried tasks may bring more outcomes
+// than tasks; the buffers only bound how far consumers run ahead.
+func batchSize(job store.Job, maxBatch int) int {
+	if !job.Sealed {
+		return maxBatch
+	}
+	left := job.Total - job.Done() + int64(job.Workers)
+	return int(max(min(int64(maxBatch), left), 1))
 }
 
 // watchFinished cancels the run when Cancel is called, or when someone

@@ -258,57 +258,53 @@ func (d *Daemon) reportTrouble(job store.Job, err error) {
 		"db", d.db.Path(), "err", err, "retry_every", wait)
 }
 
-// schedule starts unfinished jobs, oldest first, up to MaxJobs, and stops
-// running jobs that someone else finished (pcd cancel).
+// schedule starts unfinished jobs, oldest first, up to MaxJobs. It reads
+// only the open jobs (to seal those whose submitter is gone) and as many
+// runnable ones as there are free slots, so a pass costs the same with
+// ten thousand jobs waiting as with one. A running job that someone else
+// finished (pcd cancel) is stopped by its own controller.
 func (d *Daemon) schedule(ctx context.Context, running map[int64]*JobController, done chan<- jobDone, wg *sync.WaitGroup) {
-	jobs, err := d.db.UnfinishedJobs(ctx)
+	log := d.cfg.Logger
+	open, err := d.db.OpenJobs(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
-			d.cfg.Logger.Error("list unfinished jobs", "err", err)
+			log.Error("list open jobs", "err", err)
 		}
 		return
 	}
-	unfinished := make(map[int64]bool, len(jobs))
 	// An open job (still being streamed) whose committed tasks are all
 	// done holds no slot while other jobs wait: it has nothing to run.
 	idle := map[int64]bool{}
-	for i, j := range jobs {
-		unfinished[j.ID] = true
-		if !j.Sealed {
-			if sealed, err := d.db.SealOrphan(ctx, j.ID); err != nil {
-				d.cfg.Logger.Error("check the submitter of an open job", "job", j.UUID, "err", err)
-			} else if sealed {
-				jobs[i].Sealed = true
-				d.cfg.Logger.Warn("the submitter of an open job is gone: sealed it with the tasks that committed",
-					"job", j.UUID, "tasks", j.Total)
-				d.cfg.Wake.Notify() // its producer stops waiting for more
-				continue
-			}
-			idle[j.ID] = j.Total == j.Done()
+	for _, j := range open {
+		if sealed, err := d.db.SealOrphan(ctx, j.ID); err != nil {
+			log.Error("check the submitter of an open job", "job", j.UUID, "err", err)
+		} else if sealed {
+			log.Warn("the submitter of an open job is gone: sealed it with the tasks that committed",
+				"job", j.UUID, "tasks", j.Total)
+			d.cfg.Wake.Notify() // its producer stops waiting for more
+			continue
 		}
-	}
-	for id, ctl := range running {
-		if !unfinished[id] {
-			ctl.Cancel()
-		}
+		idle[j.ID] = j.Total == j.Done()
 	}
 	busy := 0
+	skip := make(map[int64]bool, len(running))
 	for id := range running {
+		skip[id] = true
 		if !idle[id] {
 			busy++
 		}
 	}
+	jobs, err := d.db.RunnableJobs(ctx, skip, d.cfg.MaxJobs-busy)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Error("list unfinished jobs", "err", err)
+		}
+		return
+	}
 	for _, j := range jobs {
-		if busy >= d.cfg.MaxJobs {
-			return
-		}
-		if running[j.ID] != nil || idle[j.ID] {
-			continue
-		}
 		ctl := NewJobController(d.db, d.cfg.Config)
 		running[j.ID] = ctl
-		busy++
-		d.cfg.Logger.Info("job started", "job", j.UUID, "name", j.Name, "tasks", j.Total, "done", j.Done(),
+		log.Info("job started", "job", j.UUID, "name", j.Name, "tasks", j.Total, "done", j.Done(),
 			"workers", j.Workers, "queue_size", j.QueueSize)
 		wg.Add(1)
 		go func(id int64) {

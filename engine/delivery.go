@@ -44,6 +44,7 @@ type Deliveries struct {
 	// replayFrom moves the global sinks' cursors back, once.
 	replayFrom int64
 	replayed   bool
+	scanned    bool // every job's sinks have been looked at once
 	policy     DeliveryPolicy
 	options    SinkOptions
 	wake       *Notifier
@@ -96,13 +97,21 @@ func (m *Deliveries) Ensure(ctx context.Context) {
 	for _, s := range m.global {
 		m.start(ctx, s, m.scope)
 	}
-	jobs, err := m.db.JobsWithSinks(ctx)
+	// Every job's the first time, for what an earlier run left undelivered;
+	// then those unfinished or finished lately (pcd cancel finishes a job
+	// between two passes), which is where new callbacks come from.
+	var since time.Time
+	if m.scanned {
+		since = time.Now().Add(-time.Minute)
+	}
+	jobs, err := m.db.JobsWithSinks(ctx, since)
 	if err != nil {
 		if ctx.Err() == nil {
 			m.log.Error("list jobs with sinks", "err", err)
 		}
 		return
 	}
+	m.scanned = true
 	for _, j := range jobs {
 		if m.scope != 0 && j.ID != m.scope {
 			continue

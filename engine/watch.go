@@ -27,7 +27,8 @@ type WatchOptions struct {
 	// next commit: output may be buffered until then.
 	Flush func() error
 	// OnJobs, if set, receives the watched jobs' rows before each catch-up,
-	// for progress displays. For an all-jobs watch, the unfinished ones.
+	// for progress displays. For an all-jobs watch, one row that adds up
+	// the unfinished jobs' counts (none when there are none).
 	OnJobs func([]store.Job)
 }
 
@@ -110,7 +111,13 @@ func deliverWatched(cb store.Callback, opts WatchOptions) error {
 
 func watchedJobs(ctx context.Context, db *store.DB, ids []int64) ([]store.Job, error) {
 	if len(ids) == 0 {
-		return db.UnfinishedJobs(ctx)
+		// One row of sums, not a row per waiting job: a watch of
+		// thousands of waiting jobs costs what a watch of one does.
+		n, sum, err := db.UnfinishedSummary(ctx)
+		if err != nil || n == 0 {
+			return nil, err
+		}
+		return []store.Job{sum}, nil
 	}
 	jobs := make([]store.Job, 0, len(ids))
 	for _, id := range ids {

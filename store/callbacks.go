@@ -46,7 +46,7 @@ func (db *DB) Callbacks(ctx context.Context, jobID, afterID int64, undeliveredOn
 	if undeliveredOnly {
 		q += " AND id > (SELECT delivered_id FROM jobs WHERE id = ?1)"
 	}
-	rows, err := db.r.QueryContext(ctx, q+" ORDER BY id", jobID, afterID)
+	rows, err := db.rc.QueryContext(ctx, q+" ORDER BY id", jobID, afterID)
 	if err != nil {
 		return nil, fmt.Errorf("callbacks of job %d: %w", jobID, err)
 	}
@@ -77,7 +77,7 @@ func (db *DB) CallbacksAfter(ctx context.Context, afterID int64, jobIDs []int64,
 			args = append(args, id)
 		}
 	}
-	rows, err := db.r.QueryContext(ctx, q+" ORDER BY id LIMIT ?", append(args, limit)...)
+	rows, err := db.rc.QueryContext(ctx, q+" ORDER BY id LIMIT ?", append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("callbacks after %d: %w", afterID, err)
 	}
@@ -99,7 +99,7 @@ func (db *DB) CallbacksAfter(ctx context.Context, afterID int64, jobIDs []int64,
 // LastCallbackID is the newest committed callback record's id, 0 if none.
 func (db *DB) LastCallbackID(ctx context.Context) (int64, error) {
 	var id int64
-	if err := db.r.QueryRowContext(ctx, "SELECT coalesce(max(id), 0) FROM callbacks").Scan(&id); err != nil {
+	if err := db.rc.QueryRowContext(ctx, "SELECT coalesce(max(id), 0) FROM callbacks").Scan(&id); err != nil {
 		return 0, fmt.Errorf("last callback: %w", err)
 	}
 	return id, nil
@@ -108,7 +108,7 @@ func (db *DB) LastCallbackID(ctx context.Context) (int64, error) {
 // UndeliveredJobs lists the jobs that have callback records the runner
 // has not delivered yet, oldest first.
 func (db *DB) UndeliveredJobs(ctx context.Context) ([]int64, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT id FROM jobs j
+	rows, err := db.rc.QueryContext(ctx, `SELECT id FROM jobs j
 		WHERE EXISTS (SELECT 1 FROM callbacks c WHERE c.job_id = j.id AND c.id > j.delivered_id) ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("undelivered callbacks: %w", err)
@@ -150,7 +150,7 @@ func markDelivered(ctx context.Context, tx *sql.Tx, jobID int64, span Span) erro
 // stopped running the job.
 func (db *DB) JobReleased(ctx context.Context, jobID int64) (bool, error) {
 	var ok bool
-	err := db.r.QueryRowContext(ctx, `SELECT j.delivered_id >= coalesce((SELECT max(id) FROM callbacks c WHERE c.job_id = j.id), 0)
+	err := db.rc.QueryRowContext(ctx, `SELECT j.delivered_id >= coalesce((SELECT max(id) FROM callbacks c WHERE c.job_id = j.id), 0)
 		FROM jobs j WHERE j.id = ?`, jobID).Scan(&ok)
 	if err != nil {
 		return false, fmt.Errorf("job %d released: %w", jobID, err)

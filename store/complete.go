@@ -445,7 +445,7 @@ type RunningGroup struct {
 // RunningGroups lists the process groups recorded with the start marks of
 // running tasks: after a crash, those a dead runner's tasks ran in.
 func (db *DB) RunningGroups(ctx context.Context) ([]RunningGroup, error) {
-	rows, err := db.r.QueryContext(ctx, "SELECT pgid, coalesce(pstart, 0) FROM running WHERE pgid IS NOT NULL")
+	rows, err := db.rc.QueryContext(ctx, "SELECT pgid, coalesce(pstart, 0) FROM running WHERE pgid IS NOT NULL")
 	if err != nil {
 		return nil, fmt.Errorf("running process groups: %w", err)
 	}

@@ -11,7 +11,7 @@ import (
 // SinkCursor is the last callback id a sink is done with.
 func (db *DB) SinkCursor(ctx context.Context, sink string) (int64, error) {
 	var last int64
-	err := db.r.QueryRowContext(ctx, "SELECT last_id FROM sink_cursors WHERE sink = ?", sink).Scan(&last)
+	err := db.rc.QueryRowContext(ctx, "SELECT last_id FROM sink_cursors WHERE sink = ?", sink).Scan(&last)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
@@ -44,7 +44,7 @@ func (db *DB) StartSink(ctx context.Context, sink string, from int64) error {
 
 // SinkCursors lists every sink's cursor.
 func (db *DB) SinkCursors(ctx context.Context) (map[string]int64, error) {
-	rows, err := db.r.QueryContext(ctx, "SELECT sink, last_id FROM sink_cursors")
+	rows, err := db.rc.QueryContext(ctx, "SELECT sink, last_id FROM sink_cursors")
 	if err != nil {
 		return nil, fmt.Errorf("sink cursors: %w", err)
 	}
@@ -64,7 +64,7 @@ func (db *DB) SinkCursors(ctx context.Context) (map[string]int64, error) {
 // DeliveryAttempts is how many times a sink has tried a callback.
 func (db *DB) DeliveryAttempts(ctx context.Context, sink string, callbackID int64) (int, error) {
 	var n int
-	err := db.r.QueryRowContext(ctx, "SELECT attempts FROM deliveries WHERE callback_id = ? AND sink = ?", callbackID, sink).Scan(&n)
+	err := db.rc.QueryRowContext(ctx, "SELECT attempts FROM deliveries WHERE callback_id = ? AND sink = ?", callbackID, sink).Scan(&n)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
@@ -129,7 +129,7 @@ type DeliveryRow struct {
 // Deliveries lists a job's callbacks with their delivery state at each
 // sink that has tried them.
 func (db *DB) Deliveries(ctx context.Context, jobID int64) ([]DeliveryRow, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT c.id, c.event, c.job_id, coalesce(c.task_seq, 0), c.round, c.message, c.created_at, c.id <= j.delivered_id,
+	rows, err := db.rc.QueryContext(ctx, `SELECT c.id, c.event, c.job_id, coalesce(c.task_seq, 0), c.round, c.message, c.created_at, c.id <= j.delivered_id,
 		coalesce(d.sink, ''), coalesce(d.state, ''), coalesce(d.attempts, 0), coalesce(d.last_error, ''), d.delivered_at
 		FROM callbacks c JOIN jobs j ON j.id = c.job_id LEFT JOIN deliveries d ON d.callback_id = c.id
 		WHERE c.job_id = ? ORDER BY c.id, d.sink`, jobID)

@@ -1,11 +1,13 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"iter"
+	"slices"
 	"strings"
 	"time"
 
@@ -274,7 +276,7 @@ func jobTx(ctx context.Context, tx *sql.Tx, id int64) (Job, error) {
 
 // Job reads one job by its number.
 func (db *DB) Job(ctx context.Context, id int64) (Job, error) {
-	j, err := scanJob(db.r.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id = ?", id))
+	j, err := scanJob(db.rc.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id = ?", id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Job{}, fmt.Errorf("job %d: %w", id, ErrNotFound)
 	}
@@ -286,7 +288,7 @@ func (db *DB) Job(ctx context.Context, id int64) (Job, error) {
 
 // UnfinishedJobs lists jobs without a committed completion, oldest first.
 func (db *DB) UnfinishedJobs(ctx context.Context) ([]Job, error) {
-	rows, err := db.r.QueryContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE finished_at IS NULL ORDER BY id")
+	rows, err := db.rc.QueryContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE finished_at IS NULL ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("unfinished jobs: %w", err)
 	}
@@ -303,6 +305,54 @@ func (db *DB) UnfinishedJobs(ctx context.Context) ([]Job, error) {
 		return nil, fmt.Errorf("unfinished jobs: %w", err)
 	}
 	return jobs, nil
+}
+
+// RunnableJobs lists up to limit unfinished jobs, oldest first, that have
+// something to run, leaving out those in skip (running already) and open
+// jobs (still being streamed) whose committed tasks are all done. A
+// scheduling pass reads only these few rows, however many jobs wait.
+func (db *DB) RunnableJobs(ctx context.Context, skip map[int64]bool, limit int) ([]Job, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	// The running ones come first in id order often enough that asking for
+	// them too is simpler than excluding them in SQL.
+	rows, err := db.rc.QueryContext(ctx, "SELECT "+jobColumns+` FROM jobs
+		WHERE finished_at IS NULL AND NOT (sealed = 0 AND total = succeeded + failed + cancelled)
+		ORDER BY id LIMIT ?`, limit+len(skip))
+	if err != nil {
+		return nil, fmt.Errorf("runnable jobs: %w", err)
+	}
+	defer rows.Close()
+	var jobs []Job
+	for rows.Next() && len(jobs) < limit {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, fmt.Errorf("runnable jobs: %w", err)
+		}
+		if !skip[j.ID] {
+			jobs = append(jobs, j)
+		}
+	}
+	return jobs, rows.Err()
+}
+
+// OpenJobs lists the unfinished jobs that are not sealed: their producer
+// (a streaming submit) may still add tasks.
+func (db *DB) OpenJobs(ctx context.Context) ([]Job, error) {
+	return db.queryJobs(ctx, "SELECT "+jobColumns+" FROM jobs WHERE sealed = 0 AND finished_at IS NULL ORDER BY id")
+}
+
+// UnfinishedSummary adds up the unfinished jobs: how many there are, and
+// their task counts, in the fields of one Job.
+func (db *DB) UnfinishedSummary(ctx context.Context) (n int, sum Job, err error) {
+	err = db.rc.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(total), 0), coalesce(sum(succeeded), 0),
+		coalesce(sum(failed), 0), coalesce(sum(cancelled), 0) FROM jobs WHERE finished_at IS NULL`).
+		Scan(&n, &sum.Total, &sum.Succeeded, &sum.Failed, &sum.Cancelled)
+	if err != nil {
+		return 0, Job{}, fmt.Errorf("unfinished jobs: %w", err)
+	}
+	return n, sum, nil
 }
 
 // StartJob marks an unfinished job running and records when it first started.
@@ -353,7 +403,7 @@ func (db *DB) FindJob(ctx context.Context, ref string) (Job, error) {
 	if ref == "" || strings.Trim(ref, "0123456789abcdef-") != "" {
 		return Job{}, fmt.Errorf("job %q: %w: a job id is hex digits and dashes", ref, ErrNotFound)
 	}
-	rows, err := db.r.QueryContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE uuid >= ? AND uuid < ? ORDER BY uuid LIMIT 2",
+	rows, err := db.rc.QueryContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE uuid >= ? AND uuid < ? ORDER BY uuid LIMIT 2",
 		ref, ref+"\x7f")
 	if err != nil {
 		return Job{}, fmt.Errorf("find job %s: %w", ref, err)
@@ -393,7 +443,7 @@ func (db *DB) ListJobs(ctx context.Context, state State, limit int) ([]Job, erro
 }
 
 func (db *DB) queryJobs(ctx context.Context, q string, args ...any) ([]Job, error) {
-	rows, err := db.r.QueryContext(ctx, q, args...)
+	rows, err := db.rc.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
@@ -519,7 +569,16 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (Job, error) {
 	return job, nil
 }
 
-// JobsWithSinks lists the jobs that have their own callback sinks.
-func (db *DB) JobsWithSinks(ctx context.Context) ([]Job, error) {
-	return db.queryJobs(ctx, "SELECT "+jobColumns+" FROM jobs WHERE sinks IS NOT NULL ORDER BY id")
+// JobsWithSinks lists the jobs that have their own callback sinks; with a
+// non-zero since, only those unfinished or finished after since.
+func (db *DB) JobsWithSinks(ctx context.Context, since time.Time) ([]Job, error) {
+	if since.IsZero() {
+		return db.queryJobs(ctx, "SELECT "+jobColumns+" FROM jobs WHERE sinks IS NOT NULL ORDER BY id")
+	}
+	// No ORDER BY: with one, SQLite scans the whole table for the second
+	// half instead of using jobs_sinks_finished.
+	jobs, err := db.queryJobs(ctx, "SELECT "+jobColumns+` FROM jobs WHERE sinks IS NOT NULL AND finished_at IS NULL
+		UNION ALL SELECT `+jobColumns+` FROM jobs WHERE sinks IS NOT NULL AND finished_at > ?`, since.UnixNano())
+	slices.SortFunc(jobs, func(a, b Job) int { return cmp.Compare(a.ID, b.ID) })
+	return jobs, err
 }

@@ -111,6 +111,7 @@ type DB struct {
 	path string
 	w    *sql.DB // the one writer
 	r    *sql.DB // read-only pool
+	rc   *cachedReader
 	ckpt *checkpointer
 	// deferred is set when Open checked only part of a large file.
 	deferred bool
@@ -185,6 +186,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	}
 	db.r.SetMaxOpenConns(opts.ReadConns)
 	db.r.SetMaxIdleConns(opts.ReadConns)
+	db.rc = newCachedReader(db.r)
 	db.ckpt, err = startCheckpointer(dsn(abs, opts, false), opts.WALWarn, opts.OnWALWarn)
 	if err != nil {
 		db.r.Close()
@@ -203,14 +205,16 @@ func openReadOnly(ctx context.Context, db *DB, opts Options) (*DB, error) {
 	}
 	db.r.SetMaxOpenConns(opts.ReadConns)
 	db.r.SetMaxIdleConns(opts.ReadConns)
+	db.rc = newCachedReader(db.r)
 	// Writes go to the same read-only pool, and fail there.
 	db.w = db.r
 	var version int
-	err = db.r.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&version)
+	err = db.rc.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&version)
 	if err == nil && version < latestVersion() {
 		err = fmt.Errorf("%w (it is at version %d, this pcd writes %d): run a command that writes, such as pcd daemon or pcd submit", ErrNeedsMigration, version, latestVersion())
 	}
 	if err != nil {
+		db.rc.close()
 		db.r.Close()
 		return nil, fmt.Errorf("open %s: %w", db.path, classify(err))
 	}
@@ -230,6 +234,9 @@ func (db *DB) Close() error {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
+	}
+	if db.rc != nil {
+		errs = append(errs, db.rc.close())
 	}
 	if db.readOnly {
 		return errors.Join(append(errs, db.submit.close(), db.r.Close())...)

@@ -46,7 +46,7 @@ func scanTask(s scanner, t *Task) error {
 // afterSeq, in seq order, leaving out those waiting out a backoff until
 // after due. Paging by key keeps every page as cheap as the first.
 func (db *DB) PendingTasks(ctx context.Context, jobID, afterSeq int64, limit int, due time.Time) ([]Task, error) {
-	return queryPending(ctx, db.r, jobID, afterSeq, limit, due.UnixNano())
+	return queryPending(ctx, db.rc, jobID, afterSeq, limit, due.UnixNano())
 }
 
 func pendingTx(ctx context.Context, tx *sql.Tx, jobID, afterSeq int64, limit int) ([]Task, error) {
@@ -56,7 +56,7 @@ func pendingTx(ctx context.Context, tx *sql.Tx, jobID, afterSeq int64, limit int
 // WaitingTasks returns a job's pending tasks that wait out a backoff until
 // after now.
 func (db *DB) WaitingTasks(ctx context.Context, jobID int64, now time.Time) ([]Task, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT `+taskColumns+` FROM tasks t
+	rows, err := db.rc.QueryContext(ctx, `SELECT `+taskColumns+` FROM tasks t
 		WHERE t.job_id = ? AND t.not_before > ? AND `+unfinished, jobID, now.UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("waiting tasks of job %d: %w", jobID, err)
@@ -131,7 +131,7 @@ func (db *DB) TasksInState(ctx context.Context, jobID int64, state State, afterS
 		q += " WHERE state = ?"
 		args = append(args, string(state))
 	}
-	rows, err := db.r.QueryContext(ctx, q+" ORDER BY seq LIMIT ?", append(args, limit)...)
+	rows, err := db.rc.QueryContext(ctx, q+" ORDER BY seq LIMIT ?", append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("tasks of job %d: %w", jobID, err)
 	}
@@ -172,7 +172,7 @@ func (db *DB) FindTask(ctx context.Context, ref string) (TaskRow, error) {
 	if ref == "" || strings.Trim(ref, "0123456789abcdef-") != "" {
 		return TaskRow{}, fmt.Errorf("task %q: %w: a task id is hex digits and dashes", ref, ErrNotFound)
 	}
-	rows, err := db.r.QueryContext(ctx, "SELECT job_id, seq FROM tasks WHERE uuid >= ? AND uuid < ? ORDER BY uuid LIMIT 2", ref, ref+"\x7f")
+	rows, err := db.rc.QueryContext(ctx, "SELECT job_id, seq FROM tasks WHERE uuid >= ? AND uuid < ? ORDER BY uuid LIMIT 2", ref, ref+"\x7f")
 	if err != nil {
 		return TaskRow{}, fmt.Errorf("find task %s: %w", ref, err)
 	}
@@ -218,7 +218,7 @@ type Attempt struct {
 
 // Attempts lists a job's recorded attempts, by task and attempt.
 func (db *DB) Attempts(ctx context.Context, jobID int64) ([]Attempt, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT seq, attempt, state, coalesce(error, ''), time_ns, started_at, finished_at
+	rows, err := db.rc.QueryContext(ctx, `SELECT seq, attempt, state, coalesce(error, ''), time_ns, started_at, finished_at
 		FROM attempts WHERE job_id = ? ORDER BY seq, attempt`, jobID)
 	if err != nil {
 		return nil, fmt.Errorf("attempts of job %d: %w", jobID, err)
