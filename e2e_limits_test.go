@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -135,4 +136,62 @@ func TestWALShrinksAfterALongReader(t *testing.T) {
 		t.Errorf("the warning was logged %d times, want once", c)
 	}
 	t.Logf("WAL %d MiB behind the reader, %d bytes after it let go", grown>>20, wal())
+}
+
+// A payload over --max-payload is refused with exit 2 naming its line or
+// task, nothing is written, and a 100 MB line is never held whole.
+func TestOversizedPayloadIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	pcd(t, db, "submit", "--sleep", "1") // the database exists
+	before := fileSum(t, db)
+
+	// 100 MB on one NDJSON line, through a pipe.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := start(t, db, r, "submit", "-")
+	r.Close()
+	go func() {
+		defer w.Close()
+		w.WriteString(`{"kind":"exec","payload":{"argv":["echo","`)
+		chunk := strings.Repeat("x", 1<<20)
+		for range 100 {
+			if _, err := w.WriteString(chunk); err != nil {
+				return
+			}
+		}
+		w.WriteString(`"]}}` + "\n")
+	}()
+	if code := sub.wait(t, time.Minute); code != 2 || !strings.Contains(sub.stderr.String(), "line 1") {
+		t.Errorf("a 100 MB line: exit %d, stderr %q; want 2 naming line 1", code, sub.stderr)
+	}
+	rss := maxRSSMiB(sub.cmd.ProcessState)
+	if rss > 100 {
+		t.Errorf("the submitter's peak RSS was %.0f MiB for a 100 MB line: it held the line", rss)
+	}
+	t.Logf("submitter peak RSS with a 100 MB line: %.1f MiB", rss)
+
+	// A job file whose second task's payload is 2 MiB.
+	file := filepath.Join(dir, "big.json")
+	os.WriteFile(file, []byte(`{"tasks": [{"kind": "noop"}, {"kind": "exec", "payload": {"argv": ["echo", "`+
+		strings.Repeat("y", 2<<20)+`"]}}]}`), 0o600)
+	if r := pcd(t, db, "submit", file); r.code != 2 || !strings.Contains(r.stderr, "task 2") {
+		t.Errorf("a 2 MiB payload in a job file: exit %d, stderr %q; want 2 naming task 2", r.code, r.stderr)
+	}
+	// The limit is a flag.
+	if r := pcd(t, db, "submit", "--max-payload", "100", "--", "echo", strings.Repeat("z", 200)); r.code != 2 || !strings.Contains(r.stderr, "over 100") {
+		t.Errorf("--max-payload 100: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if fileSum(t, db) != before {
+		t.Error("a refused payload changed the database")
+	}
+}
+
+func maxRSSMiB(ps *os.ProcessState) float64 {
+	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+		return float64(ru.Maxrss) / 1024
+	}
+	return 0
 }

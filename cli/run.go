@@ -35,7 +35,7 @@ tasks and lets running ones finish within --grace; a second signal
 interrupts them. Unfinished work stays in the database.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "demo", Usage: "run the classic demo: 10 sleep tasks of 0-1 s"},
-			sourceFlags()[0], sourceFlags()[1], execFlags()[0],
+			sourceFlags()[0], sourceFlags()[1], sourceFlags()[2], execFlags()[0],
 			walWarnFlag(),
 			retryFlags()[0], retryFlags()[1], retryFlags()[2], retryFlags()[3],
 			sinkFlags()[0], sinkFlags()[1], sinkFlags()[2],

@@ -21,12 +21,27 @@ func sourceFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.IntFlag{Name: "sleep", Usage: "the job is `N` random sleeps of 0-1 s"},
 		&cli.StringFlag{Name: "lines", Usage: "the job is one shell command per line of `FILE` (- for stdin), like xargs or parallel"},
+		&cli.IntFlag{Name: "max-payload", EnvVars: []string{"PCD_MAX_PAYLOAD"}, Value: engine.DefaultMaxPayload, Usage: "the largest task payload, in `BYTES` of JSON; a bigger one is refused with nothing written"},
 	}
+}
+
+// configurePayload applies --max-payload to the registry, before any task
+// is read.
+func configurePayload(c *cli.Context, env Env) error {
+	n := c.Int("max-payload")
+	if n < 1 || n > 1<<30 {
+		return usageError("--max-payload must be between 1 and %d bytes, got %d", 1<<30, n)
+	}
+	env.Registry.SetMaxPayload(n)
+	return nil
 }
 
 // jobSource reads the job the arguments name. stream is true for -, NDJSON
 // on stdin, which the caller streams; demo is --demo's job.
 func jobSource(c *cli.Context, env Env, demo bool) (jf engine.JobFile, stream bool, err error) {
+	if err := configurePayload(c, env); err != nil {
+		return jf, false, err
+	}
 	var sources []string
 	if demo {
 		sources = append(sources, "--demo")

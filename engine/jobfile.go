@@ -133,7 +133,11 @@ func ReadJobFile(path string, reg *Registry) (JobFile, error) {
 	}
 	defer f.Close()
 	var jf JobFile
-	n, err := scanJobFile(f, &jf, func(i int, t TaskSpec) error { return validateTask(i, t, reg) })
+	limit := int64(0)
+	if m := reg.MaxPayload(); m > 0 {
+		limit = int64(m) + lineSlack
+	}
+	n, err := scanJobFile(f, limit, &jf, func(i int, t TaskSpec) error { return validateTask(i, t, reg) })
 	if err != nil {
 		if errors.Is(err, ErrBadJob) {
 			return JobFile{}, err
@@ -151,8 +155,12 @@ func ReadJobFile(path string, reg *Registry) (JobFile, error) {
 // "tasks" array to each, numbered from 1, as it is read: the tasks are
 // never all in memory. It returns the number of tasks. Other keys decode
 // into jf as they would with json.Unmarshal, unknown ones refused.
-func scanJobFile(src source, jf *JobFile, each func(int, TaskSpec) error) (_ int, err error) {
-	dec := json.NewDecoder(bufio.NewReaderSize(src, 64<<10))
+//
+// With taskLimit > 0, a task whose JSON runs past taskLimit bytes stops
+// the reading there with ErrPayloadTooLarge: it is never held whole.
+func scanJobFile(src source, taskLimit int64, jf *JobFile, each func(int, TaskSpec) error) (_ int, err error) {
+	lim := &taskLimiter{r: src, limit: taskLimit}
+	dec := json.NewDecoder(bufio.NewReaderSize(lim, 64<<10))
 	dec.DisallowUnknownFields()
 	tok, err := dec.Token()
 	if err != nil {
@@ -192,7 +200,14 @@ func scanJobFile(src source, jf *JobFile, each func(int, TaskSpec) error) (_ int
 		}
 		for dec.More() {
 			var t TaskSpec
-			if err := decodeAt(dec, src, &t); err != nil {
+			lim.start()
+			err := decodeAt(dec, src, &t)
+			lim.active = false
+			if errors.Is(err, ErrPayloadTooLarge) {
+				return n, badJob("task %d: longer than %d bytes: %w (the limit is %d bytes of payload, --max-payload)",
+					n+1, taskLimit, ErrPayloadTooLarge, taskLimit-lineSlack)
+			}
+			if err != nil {
 				return n, taskError(n+1, err)
 			}
 			n++
@@ -380,7 +395,7 @@ func (jf JobFile) batches() iter.Seq2[[]store.NewTask, error] {
 		defer f.Close()
 		var again JobFile
 		cur := make([]store.NewTask, 0, fileBatch)
-		n, err := scanJobFile(f, &again, func(_ int, t TaskSpec) error {
+		n, err := scanJobFile(f, 0, &again, func(_ int, t TaskSpec) error {
 			cur = append(cur, t.newTask(jf.RetrySpec, jf.Dir))
 			if len(cur) < fileBatch {
 				return nil
@@ -449,6 +464,29 @@ func execAt(payload json.RawMessage, dir string) json.RawMessage {
 		return payload
 	}
 	return b
+}
+
+// taskLimiter counts the bytes read under a job file's decoder and fails
+// the read once one task has taken more than limit. The decoder and its
+// buffer read ahead, so the count is a little over the task's own size;
+// limit has room for that.
+type taskLimiter struct {
+	r       io.Reader
+	n, mark int64
+	limit   int64
+	active  bool
+}
+
+// start begins counting a task, from what the decoder has read so far.
+func (l *taskLimiter) start() { l.mark, l.active = l.n, l.limit > 0 }
+
+func (l *taskLimiter) Read(p []byte) (int, error) {
+	if l.active && l.n-l.mark > l.limit+128<<10 {
+		return 0, ErrPayloadTooLarge
+	}
+	k, err := l.r.Read(p)
+	l.n += int64(k)
+	return k, err
 }
 
 // describeJSONError adds a line and column, from pos, to encoding/json's

@@ -59,15 +59,37 @@ func (Func) Validate(json.RawMessage) error { return nil }
 // Run calls f.
 func (f Func) Run(ctx context.Context, t Task) (json.RawMessage, error) { return f(ctx, t) }
 
+// DefaultMaxPayload is the largest task payload a registry accepts unless
+// told otherwise: 1 MiB of JSON.
+const DefaultMaxPayload = 1 << 20
+
+// ErrPayloadTooLarge is returned for a payload over the registry's limit.
+var ErrPayloadTooLarge = errors.New("payload over the size limit")
+
 // Registry maps kind names to kinds. It is safe for concurrent use.
 type Registry struct {
 	mu    sync.RWMutex
 	kinds map[string]Kind
+	max   int
+}
+
+// SetMaxPayload sets the largest payload, in bytes, that Validate accepts.
+func (r *Registry) SetMaxPayload(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.max = n
+}
+
+// MaxPayload is the largest payload Validate accepts.
+func (r *Registry) MaxPayload() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.max
 }
 
 // NewRegistry returns a registry holding the built-in kinds.
 func NewRegistry() *Registry {
-	r := &Registry{kinds: map[string]Kind{}}
+	r := &Registry{kinds: map[string]Kind{}, max: DefaultMaxPayload}
 	r.Register("sleep", Sleep{})
 	r.Register("noop", Noop{})
 	r.Register("fail", Fail{})
@@ -105,11 +127,14 @@ func (r *Registry) Names() []string {
 	return slices.Clip(names)
 }
 
-// Validate checks a task's kind and payload.
+// Validate checks a task's kind and payload, and the payload's size.
 func (r *Registry) Validate(kind string, payload json.RawMessage) error {
 	k, err := r.Lookup(kind)
 	if err != nil {
 		return err
+	}
+	if max := r.MaxPayload(); max > 0 && len(payload) > max {
+		return fmt.Errorf("%w: the payload is %d bytes, over %d (--max-payload)", ErrPayloadTooLarge, len(payload), max)
 	}
 	if err := k.Validate(payload); err != nil {
 		return fmt.Errorf("%s: %w", kind, err)

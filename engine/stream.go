@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 
 	"github.com/pcd-dev/pcd/store"
 )
@@ -96,7 +97,11 @@ func StreamJob(ctx context.Context, db *store.DB, r io.Reader, opts StreamOption
 	lines := make(chan readLine, 64)
 	stop := make(chan struct{})
 	defer close(stop)
-	go readLines(in, lines, stop)
+	maxLine := opts.Registry.MaxPayload() + lineSlack
+	if opts.Registry.MaxPayload() <= 0 {
+		maxLine = math.MaxInt
+	}
+	go readLines(in, maxLine, lines, stop)
 	for {
 		var next readLine
 		select {
@@ -118,6 +123,15 @@ func StreamJob(ctx context.Context, db *store.DB, r io.Reader, opts StreamOption
 			}
 		}
 		raw, readErr := next.raw, next.err
+		if next.tooLong {
+			line++
+			err := badJob("line %d: longer than %d bytes: %w (the limit is %d bytes of payload, --max-payload)",
+				line, maxLine, ErrPayloadTooLarge, opts.Registry.MaxPayload())
+			if job.ID != 0 {
+				err = fmt.Errorf("%w (job %s keeps the %d tasks committed before that line's batch, and is sealed)", err, job.UUID, job.Total)
+			}
+			return fail(err)
+		}
 		if len(raw) > 0 {
 			line++
 			if t, ok, err := parseTaskLine(raw, opts.Registry, opts.Retry, opts.Dir); err != nil {
@@ -153,23 +167,45 @@ func StreamJob(ctx context.Context, db *store.DB, r io.Reader, opts StreamOption
 	return job, nil
 }
 
-// readLine is one line read, or the error that ended reading.
+// readLine is one line read, or the error that ended reading. A line
+// longer than the limit is not kept: tooLong says so, and raw is empty.
 type readLine struct {
-	raw []byte
-	err error
+	raw     []byte
+	tooLong bool
+	err     error
 }
 
+// lineSlack is what a task line may hold besides its payload: the kind
+// and the retry settings.
+const lineSlack = 64 << 10
+
 // readLines sends each line of in, then the error that ends it (io.EOF at
-// the end), until stop is closed.
-func readLines(in *bufio.Reader, lines chan<- readLine, stop <-chan struct{}) {
+// the end), until stop is closed. A line longer than max bytes is read
+// through to its end and dropped, never held whole.
+func readLines(in *bufio.Reader, max int, lines chan<- readLine, stop <-chan struct{}) {
 	for {
-		raw, err := in.ReadBytes('\n')
+		var l readLine
+		for {
+			chunk, err := in.ReadSlice('\n')
+			if !l.tooLong {
+				if len(l.raw)+len(chunk) > max {
+					l.raw, l.tooLong = nil, true
+				} else {
+					l.raw = append(l.raw, chunk...)
+				}
+			}
+			if errors.Is(err, bufio.ErrBufferFull) {
+				continue
+			}
+			l.err = err
+			break
+		}
 		select {
-		case lines <- readLine{raw: raw, err: err}:
+		case lines <- l:
 		case <-stop:
 			return
 		}
-		if err != nil {
+		if l.err != nil {
 			return
 		}
 	}
