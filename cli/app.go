@@ -83,6 +83,7 @@ func Run(ctx context.Context, args []string, env Env) error {
 			retryCommand(env),
 			logsCommand(env),
 			callbacksCommand(env),
+			pruneCommand(env),
 			benchCommand(env),
 		),
 		// Errors are returned to main.go, which prints them once.

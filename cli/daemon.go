@@ -31,6 +31,7 @@ next start resumes them. The exit code is then 0.`,
 			walWarnFlag(),
 			sinkFlags()[0], sinkFlags()[1], sinkFlags()[2],
 			deliveryFlags()[0], deliveryFlags()[1], deliveryFlags()[2], deliveryFlags()[3], deliveryFlags()[4],
+			&cli.DurationFlag{Name: "retain", EnvVars: []string{"PCD_RETAIN"}, Usage: "prune jobs that finished longer ago than `DURATION`, in the background (default: keep everything)"},
 			&cli.Int64Flag{Name: "replay-from", Usage: "deliver again to the daemon's hooks and webhooks every callback from `CALLBACK_ID` on (a new sink otherwise starts with the callbacks committed after it first appears)"},
 			&cli.DurationFlag{Name: "retry-after", EnvVars: []string{"PCD_RETRY_AFTER"}, Value: 5 * time.Second, Usage: "after a database error (disk full, busy), how long to wait before taking work again"},
 		},
@@ -86,6 +87,9 @@ func runDaemon(c *cli.Context, env Env) error {
 	if delivery.Sinks, err = sinksFromFlags(c); err != nil {
 		return err
 	}
+	if c.Duration("retain") < 0 {
+		return usageError("--retain must not be negative, got %v", c.Duration("retain"))
+	}
 	if c.Int64("replay-from") < 0 {
 		return usageError("--replay-from must be a callback id, got %d", c.Int64("replay-from"))
 	}
@@ -98,6 +102,7 @@ func runDaemon(c *cli.Context, env Env) error {
 			OnEvent:  logEvent(log),
 		},
 		MaxJobs:    c.Int("max-jobs"),
+		Retain:     c.Duration("retain"),
 		RetryAfter: c.Duration("retry-after"),
 	})
 	ctx, cancel := context.WithCancel(c.Context)

@@ -25,6 +25,9 @@ type DaemonConfig struct {
 	// Delivery sets the daemon's own callback sinks, for every job, and
 	// how deliveries retry. Jobs' own sinks are delivered too.
 	Delivery DeliveryConfig
+	// Retain, if set, prunes jobs that finished longer ago than this, in
+	// the background (see Prune); zero keeps everything.
+	Retain time.Duration
 }
 
 // Daemon runs a database's unfinished jobs until stopped. The caller holds
@@ -151,6 +154,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer wake.Close()
 	}
 	d.redeliverFinished(ctx)
+	if d.cfg.Retain > 0 {
+		pruneCtx, stopPrune := context.WithCancel(ctx)
+		var pruner sync.WaitGroup
+		pruner.Add(1)
+		go func() {
+			defer pruner.Done()
+			d.pruneLoop(pruneCtx)
+		}()
+		defer pruner.Wait()
+		defer stopPrune()
+	}
 
 	// Deliveries outlive a graceful drain only until Run returns.
 	deliveryCtx, stopDelivery := context.WithCancel(context.WithoutCancel(ctx))
@@ -209,6 +223,27 @@ func (d *Daemon) Run(ctx context.Context) error {
 				delete(running, r.id)
 			}
 			return stopped()
+		}
+	}
+}
+
+// pruneLoop prunes what is older than Retain at the start and then every
+// quarter of Retain (at least a second, at most ten minutes).
+func (d *Daemon) pruneLoop(ctx context.Context) {
+	every := min(max(d.cfg.Retain/4, time.Second), 10*time.Minute)
+	for {
+		res, err := Prune(ctx, d.db, time.Now().Add(-d.cfg.Retain), false)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			d.cfg.Logger.Warn("prune", "err", err)
+		case res.Jobs > 0 || res.Kept > 0:
+			d.cfg.Logger.Info("pruned finished jobs", "jobs", res.Jobs, "rows", res.Rows,
+				"kept_undelivered", res.Kept, "mib_before", res.Before>>20, "mib_after", res.After>>20)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
 		}
 	}
 }

@@ -540,6 +540,13 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (Job, error) {
 		if !job.Finished() {
 			return conflict("job %s is still %s: only a finished job can be retried", job.UUID, job.State)
 		}
+		var pruning bool
+		if err := tx.QueryRowContext(ctx, "SELECT pruning FROM jobs WHERE id = ?", jobID).Scan(&pruning); err != nil {
+			return err
+		}
+		if pruning {
+			return conflict("job %s is being pruned", job.UUID)
+		}
 		if job.Failed+job.Cancelled == 0 {
 			return conflict("job %s has no failed or cancelled task to retry", job.UUID)
 		}

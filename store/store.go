@@ -163,7 +163,14 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		}
 		return openReadOnly(ctx, db, opts)
 	}
-	db.w, err = sql.Open("sqlite", dsn(abs, opts, false))
+	writer := dsn(abs, opts, false)
+	if !existed {
+		// A new file gives pages back as history is pruned (Reclaim). It
+		// must be set before anything is written, WAL mode included; an
+		// older file gets it from its first prune's VACUUM.
+		writer = strings.Replace(writer, "?", "?_pragma=auto_vacuum%28INCREMENTAL%29&", 1)
+	}
+	db.w, err = sql.Open("sqlite", writer)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}

@@ -1,0 +1,102 @@
+package engine
+
+import (
+	"context"
+	"time"
+
+	"github.com/pcd-dev/pcd/store"
+)
+
+// PruneResult is what Prune did.
+type PruneResult struct {
+	Jobs     int   // jobs removed
+	Rows     int64 // rows removed, all tables
+	Kept     int   // finished jobs kept: a sink has not delivered their callbacks
+	Vacuumed bool  // the file was rewritten once to turn on incremental vacuum
+	Before   int64 // the file's size before, bytes (with its WAL)
+	After    int64 // and after
+}
+
+// Prune removes jobs that finished before before, with everything of
+// theirs, then gives the space back to the file system. A job with a
+// callback that a sink (the runner's output, a hook, a webhook) has not
+// delivered yet is kept, unless force. It works in short transactions: a
+// runner goes on meanwhile.
+func Prune(ctx context.Context, db *store.DB, before time.Time, force bool) (PruneResult, error) {
+	res := PruneResult{Before: db.Size()}
+	var after int64
+	for {
+		jobs, err := db.FinishedBefore(ctx, before, after, 100)
+		if err != nil {
+			return res, err
+		}
+		if len(jobs) == 0 {
+			break
+		}
+		for _, j := range jobs {
+			after = j.ID
+			if !force {
+				left, err := Undelivered(ctx, db, j)
+				if err != nil {
+					return res, err
+				}
+				if left > 0 {
+					res.Kept++
+					continue
+				}
+			}
+			n, err := db.DeleteJob(ctx, j.ID)
+			res.Rows += n
+			if err != nil {
+				return res, err
+			}
+			res.Jobs++
+		}
+	}
+	if res.Jobs > 0 {
+		vacuumed, err := db.Reclaim(ctx)
+		res.Vacuumed = vacuumed
+		if err != nil {
+			return res, err
+		}
+	}
+	res.After = db.Size()
+	return res, nil
+}
+
+// Undelivered counts a job's callbacks that some sink has yet to deliver:
+// the runner's output, the job's own hooks and webhooks, and the daemon's
+// sinks that the database knows of.
+func Undelivered(ctx context.Context, db *store.DB, job store.Job) (int, error) {
+	cbs, err := db.Callbacks(ctx, job.ID, 0, false)
+	if err != nil || len(cbs) == 0 {
+		return 0, err
+	}
+	n, err := PendingDeliveries(ctx, db, job)
+	if err != nil {
+		return 0, err
+	}
+	cursors, err := db.SinkCursors(ctx)
+	if err != nil {
+		return 0, err
+	}
+	released, err := db.JobReleased(ctx, job.ID)
+	if err != nil {
+		return 0, err
+	}
+	if !released {
+		n++
+	}
+	for name, cursor := range cursors {
+		event, ok := DaemonSinkEvent(name)
+		if !ok {
+			continue
+		}
+		for _, cb := range cbs {
+			if cb.ID > cursor && (event == "" || cb.Event == event) {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
