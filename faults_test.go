@@ -115,6 +115,43 @@ func TestWriteLockHeldByAnotherProcess(t *testing.T) {
 	if n := strings.Count(d.stderr.String(), "holds the database's write lock"); n != 1 {
 		t.Errorf("the busy warning was logged %d times, want once", n)
 	}
+	// The running job waited; it was not torn down and started again.
+	if n := strings.Count(d.stderr.String(), "job started"); n != 1 {
+		t.Errorf("the job was started %d times, want once: a held lock tore it down:\n%s", n, d.stderr)
+	}
+	checkInvariants(t, db)
+}
+
+// A hard stop while another process holds the write lock does not hang:
+// the waiting commit gives up, and the tasks run again at the next start.
+func TestHardStopWhileTheLockIsHeld(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	job := writeJob(t, dir, "job.json", 100, `{"kind":"sleep","payload":{"secs":0.05}}`)
+	if r := pcd(t, db, "submit", "--workers", "2", job); r.code != 0 {
+		t.Fatalf("submit: %s", r.stderr)
+	}
+	d := startWith(t, db, nil, "--busy-timeout", "200ms", "daemon", "--grace", "100ms")
+	waitFor(t, db, "SELECT count(*) FROM results WHERE state = 'succeeded'", 4)
+	raw, err := sql.Open("sqlite", db+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	ctx := context.Background()
+	conn, err := raw.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, d, "holds the database's write lock")
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.wait(t, 30*time.Second)
+	conn.ExecContext(ctx, "ROLLBACK")
+	runToEnd(t, db)
 	checkInvariants(t, db)
 }
 

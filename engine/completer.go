@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/pcd-dev/pcd/store"
@@ -20,6 +21,39 @@ type completer struct {
 	// costs no commit of its own.
 	undelivered store.Span
 	done        int64
+	// interrupted closes when the run is cancelled (a hard stop): a
+	// commit stops waiting for the write lock then.
+	interrupted <-chan struct{}
+}
+
+// commit writes a batch. While another process holds the database's write
+// lock past the busy timeout (an sqlite3 shell, a big submit), it waits and
+// tries the same batch again rather than tear the job down: the batch's
+// transaction was rolled back whole, and its tasks are in hand. It logs
+// the wait once. Other errors (a full disk) are returned.
+func (m *completer) commit(ctx context.Context, batch store.Batch) (store.Committed, error) {
+	waited := false
+	for {
+		committed, err := m.c.db.CompleteTasks(ctx, batch)
+		if !errors.Is(err, store.ErrBusy) {
+			if waited && err == nil {
+				m.c.cfg.Logger.Info("the database takes writes again; resumed", "job", m.job.UUID)
+			}
+			return committed, err
+		}
+		if !waited {
+			waited = true
+			m.c.cfg.Logger.Warn("another process holds the database's write lock: the job waits for it; nothing is lost",
+				"job", m.job.UUID)
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-m.interrupted:
+			return store.Committed{}, err
+		case <-ctx.Done():
+			return store.Committed{}, err
+		}
+	}
 }
 
 // run serves starts and results until results closes, which happens once
@@ -99,7 +133,7 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 		if len(batch.Starts) == 0 && len(records) == 0 && len(batch.Interrupted) == 0 {
 			continue // only the close, or a task that has finished already
 		}
-		committed, err := m.c.db.CompleteTasks(ctx, batch)
+		committed, err := m.commit(ctx, batch)
 		if err != nil {
 			failed = err
 			cancel(err)

@@ -184,7 +184,7 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		close(results)
 	}()
 
-	comp := completer{c: c, job: job, elapsed: elapsed, slots: slots}
+	comp := completer{c: c, job: job, elapsed: elapsed, slots: slots, interrupted: runCtx.Done()}
 	compErr := comp.run(bg, starts, results, cancel)
 	cancel(nil) // ends the kill watcher
 	wg.Wait()
