@@ -21,7 +21,7 @@ or webhook that is down, say) is kept unless --force; the count of those
 is printed. The first prune of a database made before pcd gave space
 back rewrites it once (VACUUM): that needs room for a copy of the file.`,
 		Flags: []cli.Flag{
-			&cli.DurationFlag{Name: "older-than", Required: true, Usage: "remove jobs that finished longer ago than `DURATION` (such as 720h)"},
+			&cli.DurationFlag{Name: "older-than", Usage: "remove jobs that finished longer ago than `DURATION` (such as 720h)"},
 			&cli.BoolFlag{Name: "force", Usage: "remove them even if a sink has not delivered their callbacks"},
 			jsonFlag,
 		},
@@ -29,6 +29,9 @@ back rewrites it once (VACUUM): that needs room for a copy of the file.`,
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usageError("prune takes no arguments, got %q", c.Args().First())
+			}
+			if !c.IsSet("older-than") {
+				return usageError("give --older-than DURATION (such as 720h): the age of the finished jobs to remove")
 			}
 			age := c.Duration("older-than")
 			if age < 0 {
