@@ -68,6 +68,7 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 		outs    = make([]outcome, 0, max)
 		batch   store.Batch
 		records = make([]store.Result, 0, max)
+		done    = make([]int64, 0, max) // seqs resolved by a commit
 		// markTimer wakes the completer when a running task is due for
 		// its start mark.
 		markTimer = time.NewTimer(time.Hour)
@@ -146,19 +147,21 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 		if len(batch.Starts) > 0 {
 			store.Failpoint(store.FailAfterTaskStart) // a task is durably running
 		}
-		refused := 0
+		done = done[:0]
 		for i, s := range sreqs {
 			s.reply <- committed.Started[i]
 			if !committed.Started[i] {
-				refused++
+				done = append(done, s.task.Seq)
 			}
 		}
 		for _, o := range outs {
 			if !o.res.RetryAt.IsZero() {
-				m.c.retries.wait(o.task)
+				m.c.frontier.waiting(o.task.Seq)
+				m.c.retries.wait() // before resolved: the producer must see it waits
 			}
+			done = append(done, o.task.Seq)
 		}
-		m.c.retries.resolved(refused + len(outs))
+		m.c.retries.resolved(done)
 		m.undelivered = store.Span{}
 		// The callbacks are the subsequence of outs that are final results
 		// of tasks that were not final yet.

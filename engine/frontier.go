@@ -27,6 +27,10 @@ type frontier struct {
 	open    seqHeap // reported, not known final (or final, not yet popped)
 	final   map[int64]bool
 	stopped bool // too much to remember: the frontier stays where it is
+	// floor is the lowest task sent back to wait out a backoff in this
+	// run (0 for none): the frontier stays below it. A waiting task is not
+	// remembered one by one: a million of them cost nothing here.
+	floor int64
 }
 
 func newFrontier(start int64) *frontier {
@@ -44,13 +48,27 @@ func (f *frontier) queued(seq int64) {
 	f.read = max(f.read, seq)
 }
 
-// held records a task that is not final and not queued: it waits out a
-// backoff.
+// held records that tasks from seq on may wait out a backoff (the lowest
+// waiting when the run starts): the frontier stays below seq.
 func (f *frontier) held(seq int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.stopped {
-		heap.Push(&f.open, seq)
+	f.below(seq)
+}
+
+// waiting records that task seq went back to wait out a backoff: it is
+// dropped from the tasks followed, and the frontier stays below it.
+func (f *frontier) waiting(seq int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.below(seq)
+	f.finishedLocked(seq)
+}
+
+// below keeps the frontier under task seq, which waits out a backoff.
+func (f *frontier) below(seq int64) {
+	if f.floor == 0 || seq < f.floor {
+		f.floor = seq
 	}
 }
 
@@ -58,6 +76,10 @@ func (f *frontier) held(seq int64) {
 func (f *frontier) finished(seq int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.finishedLocked(seq)
+}
+
+func (f *frontier) finishedLocked(seq int64) {
 	if f.stopped {
 		return
 	}
@@ -78,10 +100,14 @@ func (f *frontier) through() int64 {
 	for len(f.open) > 0 && f.final[f.open[0]] {
 		delete(f.final, heap.Pop(&f.open).(int64))
 	}
+	through := f.read
 	if len(f.open) > 0 {
-		return f.open[0] - 1
+		through = f.open[0] - 1
 	}
-	return f.read
+	if f.floor > 0 {
+		through = min(through, f.floor-1)
+	}
+	return through
 }
 
 type seqHeap []int64

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"container/heap"
 	"context"
 	"sync"
 	"time"
@@ -10,17 +9,23 @@ import (
 )
 
 // retries tracks, for the producer, the tasks it has queued whose outcome
-// is not committed yet, and the tasks waiting out a backoff. Waiting tasks
-// hold no worker: they sit here, by due time, until the producer queues
-// them again.
+// is not committed yet. Tasks waiting out a backoff are not held here:
+// they go back to the database (tasks.not_before, indexed), and the
+// producer reads a page of those that are due when they are, so memory
+// does not grow with the number waiting.
 type retries struct {
 	mu       sync.Mutex
-	inflight int
-	waiting  retryHeap
-	poke     chan struct{} // cap 1: something changed
+	inflight map[int64]bool
+	// waits is set once a task of the job may be waiting: one was at the
+	// start, or an outcome sent one back. Until then the producer never
+	// looks for due tasks, so a job without retries pays nothing.
+	waits bool
+	poke  chan struct{} // cap 1: something changed
 }
 
-func newRetries() *retries { return &retries{poke: make(chan struct{}, 1)} }
+func newRetries() *retries {
+	return &retries{inflight: map[int64]bool{}, poke: make(chan struct{}, 1)}
+}
 
 func (r *retries) signal() {
 	select {
@@ -29,45 +34,43 @@ func (r *retries) signal() {
 	}
 }
 
-// resolved records that n queued tasks got an outcome (or will not run).
-func (r *retries) resolved(n int) {
-	if n == 0 {
+// resolved records that queued tasks got an outcome (or will not run).
+func (r *retries) resolved(seqs []int64) {
+	if len(seqs) == 0 {
 		return
 	}
 	r.mu.Lock()
-	r.inflight -= n
+	for _, seq := range seqs {
+		delete(r.inflight, seq)
+	}
 	r.mu.Unlock()
 	r.signal()
 }
 
-// wait adds a task that waits until t.NotBefore.
-func (r *retries) wait(t store.Task) {
+// wait records that a task went back to wait out a backoff; its due time
+// is in the database, committed.
+func (r *retries) wait() {
 	r.mu.Lock()
-	heap.Push(&r.waiting, t)
+	r.waits = true
 	r.mu.Unlock()
 	r.signal()
 }
 
-// next pops a due task, counting it in flight; or says when the next one
-// is due (zero if none waits) and whether nothing is in flight or waiting.
-func (r *retries) next(now time.Time) (t store.Task, ok bool, due time.Time, idle bool) {
+// queue counts seq in flight; false if it is in flight already.
+func (r *retries) queue(seq int64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.waiting) > 0 {
-		if top := r.waiting[0]; !top.NotBefore.After(now) {
-			heap.Pop(&r.waiting)
-			r.inflight++
-			return top, true, time.Time{}, false
-		}
-		due = r.waiting[0].NotBefore
+	if r.inflight[seq] {
+		return false
 	}
-	return store.Task{}, false, due, len(r.waiting) == 0 && r.inflight == 0
+	r.inflight[seq] = true
+	return true
 }
 
-func (r *retries) queued() {
+func (r *retries) state() (waits bool, inflight int) {
 	r.mu.Lock()
-	r.inflight++
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	return r.waits, len(r.inflight)
 }
 
 // minPage is the smallest page of pending tasks the producer reads: a
@@ -75,35 +78,21 @@ func (r *retries) queued() {
 // 300k tasks/s in pages of 100, 430k in pages of 1000).
 const minPage = 1000
 
-type retryHeap []store.Task
-
-func (h retryHeap) Len() int           { return len(h) }
-func (h retryHeap) Less(i, j int) bool { return h[i].NotBefore.Before(h[j].NotBefore) }
-func (h retryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *retryHeap) Push(x any)        { *h = append(*h, x.(store.Task)) }
-func (h *retryHeap) Pop() any {
-	old := *h
-	t := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return t
-}
-
 // produce streams the job's pending tasks, in seq order, into queue, then
 // the tasks that come back from a failed attempt as their backoff ends.
 // Pages are read by key, each the size of the queue or minPage tasks if
 // that is more, so memory stays bounded whatever the size of the job. It blocks while queue is full, and
 // returns once every task it queued has an outcome and none waits.
 func (c *JobController) produce(ctx context.Context, job store.Job, queue chan<- store.Task) error {
-	// One instant splits the tasks waiting out a backoff (kept here until
-	// due) from those the first pass reads.
+	// One instant splits the tasks waiting out a backoff (read when due)
+	// from those the first pass reads.
 	passDue := c.cfg.Clock.Now()
-	waiting, err := c.db.WaitingTasks(ctx, job.ID, passDue)
-	if err != nil {
+	// The finished prefix stops below the lowest task already waiting.
+	if seq, err := c.db.MinWaitingSeq(ctx, job.ID); err != nil {
 		return err
-	}
-	for _, t := range waiting {
-		c.retries.wait(t)
-		c.frontier.held(t.Seq)
+	} else if seq > 0 {
+		c.frontier.held(seq)
+		c.retries.wait()
 	}
 	send := func(t store.Task) bool {
 		select {
@@ -118,6 +107,7 @@ func (c *JobController) produce(ctx context.Context, job store.Job, queue chan<-
 		}
 		return true
 	}
+	page := max(job.QueueSize, minPage)
 	after := job.DoneThrough // every task up to it is final
 	passDone := false
 	for {
@@ -127,12 +117,38 @@ func (c *JobController) produce(ctx context.Context, job store.Job, queue chan<-
 		// Take the wake channel and the seal before reading, so that a
 		// task added in between is never missed.
 		wake := c.cfg.Wake.C()
-		t, ok, due, idle := c.retries.next(c.cfg.Clock.Now())
-		if ok {
-			if !send(t) {
-				return context.Cause(ctx)
+		waits, inflight := c.retries.state()
+		var due time.Time
+		if waits {
+			// Tasks whose backoff has ended, a page at a time; one that is
+			// in flight already (queued by the first pass, or before its
+			// last outcome committed) is left alone.
+			now := c.cfg.Clock.Now()
+			tasks, err := c.db.DueTasks(ctx, job.ID, now, page)
+			if err != nil {
+				return err
 			}
-			continue
+			sent := 0
+			for _, t := range tasks {
+				if !c.retries.queue(t.Seq) {
+					continue
+				}
+				if !send(t) {
+					return context.Cause(ctx)
+				}
+				sent++
+			}
+			if sent > 0 {
+				continue
+			}
+			if len(tasks) > 0 {
+				// Due, but all in flight: their outcomes come first.
+				due = now.Add(c.cfg.PollEvery)
+			} else if next, ok, err := c.db.NextDue(ctx, job.ID); err != nil {
+				return err
+			} else if ok {
+				due = next
+			}
 		}
 		if !passDone {
 			if !job.Sealed {
@@ -142,13 +158,13 @@ func (c *JobController) produce(ctx context.Context, job store.Job, queue chan<-
 				}
 				job.Sealed = j.Sealed
 			}
-			page, err := c.db.PendingTasks(ctx, job.ID, after, max(job.QueueSize, minPage), passDue)
+			tasks, err := c.db.PendingTasks(ctx, job.ID, after, page, passDue)
 			if err != nil {
 				return err
 			}
-			if len(page) > 0 {
-				for _, t := range page {
-					c.retries.queued()
+			if len(tasks) > 0 {
+				for _, t := range tasks {
+					c.retries.queue(t.Seq)
 					c.frontier.queued(t.Seq)
 					if !send(t) {
 						return context.Cause(ctx)
@@ -161,8 +177,8 @@ func (c *JobController) produce(ctx context.Context, job store.Job, queue chan<-
 				passDone = true
 				continue
 			}
-		} else if idle {
-			return nil
+		} else if due.IsZero() && inflight == 0 {
+			return nil // nothing in flight, nothing waiting
 		}
 		// Nothing to queue now: wait for a change.
 		wait := c.cfg.PollEvery

@@ -146,6 +146,11 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 			if !r.RetryAt.IsZero() {
 				continue // not final: no callback yet
 			}
+			if r.Attempt > 1 {
+				if _, err := tx.StmtContext(ctx, db.stmts.unwait).ExecContext(ctx, b.JobID, r.Seq); err != nil {
+					return fmt.Errorf("task %d: %w", r.Seq, err)
+				}
+			}
 			if hook := db.Hooks.BetweenResultAndCallback; hook != nil {
 				if err := hook(b.JobID, r.Seq); err != nil {
 					return err
@@ -301,8 +306,8 @@ func (db *DB) insertTaskCallbacks(ctx context.Context, tx *sql.Tx, cbs []Callbac
 
 // statements are prepared once on the writer connection.
 type statements struct {
-	start, stop, finished, retry, attempt, counts, resultOnce *sql.Stmt
-	callbacks, results                                        []*sql.Stmt // one per callbackChunks
+	start, stop, finished, retry, attempt, counts, resultOnce, unwait *sql.Stmt
+	callbacks, results                                                []*sql.Stmt // one per callbackChunks
 }
 
 func (db *DB) prepare(ctx context.Context) error {
@@ -317,6 +322,9 @@ func (db *DB) prepare(ctx context.Context) error {
 			ON CONFLICT (job_id, seq) DO UPDATE SET started_at = excluded.started_at,
 				pgid = coalesce(excluded.pgid, pgid), pstart = coalesce(excluded.pstart, pstart)`},
 		{&db.stmts.stop, `DELETE FROM running WHERE job_id = ? AND seq = ?`},
+		// A final task leaves the index of waiting tasks (tasks_waiting),
+		// which a runner reads for the next due retry.
+		{&db.stmts.unwait, `UPDATE tasks SET not_before = NULL WHERE job_id = ? AND seq = ? AND not_before IS NOT NULL`},
 		{&db.stmts.finished, `DELETE FROM running WHERE job_id = ?1
 			AND EXISTS (SELECT 1 FROM results r WHERE r.job_id = ?1 AND r.seq = running.seq)`},
 		{&db.stmts.retry, `UPDATE tasks SET attempts = ?3, error = ?1, not_before = ?2
@@ -616,6 +624,9 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(Task)
 			}
 		}
 		if _, err := tx.ExecContext(ctx, "DELETE FROM running WHERE job_id = ?", jobID); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE tasks SET not_before = NULL WHERE job_id = ? AND not_before IS NOT NULL", jobID); err != nil {
 			return err
 		}
 		job.Cancelled += cancelled

@@ -235,7 +235,7 @@ func (db *DB) Path() string { return db.path }
 // Close closes both connection pools.
 func (db *DB) Close() error {
 	var errs []error
-	stmts := []*sql.Stmt{db.stmts.start, db.stmts.stop, db.stmts.finished, db.stmts.retry, db.stmts.attempt, db.stmts.counts, db.stmts.resultOnce}
+	stmts := []*sql.Stmt{db.stmts.start, db.stmts.stop, db.stmts.finished, db.stmts.retry, db.stmts.attempt, db.stmts.counts, db.stmts.resultOnce, db.stmts.unwait}
 	stmts = append(append(stmts, db.stmts.callbacks...), db.stmts.results...)
 	for _, s := range stmts {
 		if s != nil {

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -53,24 +54,54 @@ func pendingTx(ctx context.Context, tx *sql.Tx, jobID, afterSeq int64, limit int
 	return queryPending(ctx, tx, jobID, afterSeq, limit, math.MaxInt64)
 }
 
-// WaitingTasks returns a job's pending tasks that wait out a backoff until
-// after now.
-func (db *DB) WaitingTasks(ctx context.Context, jobID int64, now time.Time) ([]Task, error) {
+// DueTasks returns up to limit of a job's tasks whose backoff ended by
+// now, soonest due first: a page, whatever the number waiting, read from
+// the index on (job_id, not_before).
+func (db *DB) DueTasks(ctx context.Context, jobID int64, now time.Time, limit int) ([]Task, error) {
 	rows, err := db.rc.QueryContext(ctx, `SELECT `+taskColumns+` FROM tasks t
-		WHERE t.job_id = ? AND t.not_before > ? AND `+unfinished, jobID, now.UnixNano())
+		WHERE t.job_id = ? AND t.not_before IS NOT NULL AND t.not_before <= ? AND `+unfinished+`
+		ORDER BY t.not_before LIMIT ?`, jobID, now.UnixNano(), limit)
 	if err != nil {
-		return nil, fmt.Errorf("waiting tasks of job %d: %w", jobID, err)
+		return nil, fmt.Errorf("due tasks of job %d: %w", jobID, err)
 	}
 	defer rows.Close()
 	var tasks []Task
 	for rows.Next() {
 		t := Task{JobID: jobID}
 		if err := scanTask(rows, &t); err != nil {
-			return nil, fmt.Errorf("waiting tasks of job %d: %w", jobID, err)
+			return nil, fmt.Errorf("due tasks of job %d: %w", jobID, err)
 		}
 		tasks = append(tasks, t)
 	}
 	return tasks, rows.Err()
+}
+
+// NextDue reports the earliest due time of a job's tasks that wait out a
+// backoff; ok is false when none waits. One index probe.
+func (db *DB) NextDue(ctx context.Context, jobID int64) (due time.Time, ok bool, err error) {
+	var notBefore int64
+	err = db.rc.QueryRowContext(ctx, `SELECT t.not_before FROM tasks t
+		WHERE t.job_id = ? AND t.not_before IS NOT NULL AND `+unfinished+` ORDER BY t.not_before LIMIT 1`, jobID).Scan(&notBefore)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("waiting tasks of job %d: %w", jobID, err)
+	}
+	return time.Unix(0, notBefore), true, nil
+}
+
+// MinWaitingSeq is the lowest seq of a job's tasks that wait out a
+// backoff, or 0 if none waits. It reads every waiting task: a runner asks
+// once, when it starts.
+func (db *DB) MinWaitingSeq(ctx context.Context, jobID int64) (int64, error) {
+	var seq int64
+	err := db.rc.QueryRowContext(ctx, `SELECT coalesce(min(t.seq), 0) FROM tasks t
+		WHERE t.job_id = ? AND t.not_before IS NOT NULL AND `+unfinished, jobID).Scan(&seq)
+	if err != nil {
+		return 0, fmt.Errorf("waiting tasks of job %d: %w", jobID, err)
+	}
+	return seq, nil
 }
 
 type querier interface {
