@@ -70,7 +70,10 @@ func checkInvariants(t *testing.T, db string) int {
 			j.succeeded != (SELECT count(*) FROM results r WHERE r.job_id = j.id AND r.state = 'succeeded') OR
 			j.failed != (SELECT count(*) FROM results r WHERE r.job_id = j.id AND r.state = 'failed') OR
 			j.total != (SELECT count(*) FROM tasks t WHERE t.job_id = j.id)`},
-		{"tasks run twice (attempts > 1 without a retry)", "SELECT count(*) FROM results WHERE attempts > 1"},
+		{"tasks run twice (attempts > 1 without a retry)", `SELECT count(*) FROM results r JOIN tasks t ON t.job_id = r.job_id AND t.seq = r.seq
+			WHERE r.attempts > t.max_attempts OR (r.attempts > 1 AND t.max_attempts = 1)`},
+		{"final tasks still in the index of waiting tasks", `SELECT count(*) FROM tasks t WHERE t.not_before IS NOT NULL
+			AND EXISTS (SELECT 1 FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq AND r.state != 'cancelled')`},
 		{"callbacks never delivered", "SELECT count(*) FROM callbacks c JOIN jobs j ON j.id = c.job_id WHERE c.id > j.delivered_id"},
 	}
 	for _, c := range checks {
@@ -150,7 +153,28 @@ func killedBySIGKILL(p *proc) bool {
 func runToEnd(t *testing.T, db string) {
 	t.Helper()
 	d := startDaemon(t, db)
-	waitFor(t, db, "SELECT count(*) = 0 FROM jobs WHERE finished_at IS NULL", 1)
+	deadline := time.Now().Add(30 * time.Second)
+	for queryDB(t, db, "SELECT count(*) FROM jobs WHERE finished_at IS NULL") > 0 {
+		if time.Now().After(deadline) {
+			raw, _ := sql.Open("sqlite", db)
+			rows, _ := raw.Query(`SELECT j.id, j.sealed, j.total, j.succeeded + j.failed + j.cancelled, j.state,
+				(SELECT count(*) FROM tasks t WHERE t.job_id = j.id AND NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq)),
+				(SELECT count(*) FROM tasks t WHERE t.job_id = j.id AND t.not_before IS NOT NULL AND NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq)),
+				(SELECT count(*) FROM running u WHERE u.job_id = j.id)
+				FROM jobs j WHERE j.finished_at IS NULL`)
+			for rows.Next() {
+				var id, sealed, total, done, left, waiting, running int
+				var state string
+				rows.Scan(&id, &sealed, &total, &done, &state, &left, &waiting, &running)
+				t.Logf("unfinished job %d: sealed %d, %d/%d done, state %s, %d without a result, %d waiting, %d marked running",
+					id, sealed, done, total, state, left, waiting, running)
+			}
+			rows.Close()
+			raw.Close()
+			t.Fatalf("jobs unfinished after 30s; daemon:\n%s", d.stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	stopDaemon(t, d)
 }
 
@@ -255,6 +279,11 @@ func TestRandomKills(t *testing.T) {
 					return `{"kind":"noop"}`
 				}
 				return fmt.Sprintf(`{"kind":"sleep","payload":{"secs":%.4f}}`, rng.Float64()*0.01)
+			}},
+			// Tasks that fail and retry twice, 5-10 ms apart: their waits go
+			// through the database across the kills.
+			{300, func() string {
+				return `{"kind":"fail","payload":{"error":"again"},"max_attempts":3,"backoff":{"base":"10ms","cap":"10ms"}}`
 			}},
 			// Commands with a grandchild, each under a lock of its own: a
 			// second copy running while the first still does finds the

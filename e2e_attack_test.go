@@ -519,7 +519,15 @@ func TestSecondRunWaitsForTheFirst(t *testing.T) {
 	gate := filepath.Join(dir, "go")
 	// The first run's task ends only when the test opens the gate.
 	first := start(t, db, nil, "run", "--", "sh", "-c", "while [ ! -e "+gate+" ]; do sleep 0.02; done")
-	waitProcesses(t, 1, 30*time.Second, "sh", "-c", "while [ ! -e "+gate+" ]; do sleep 0.02; done")
+	// "Starting Job" comes once the first holds the lock and made its job.
+	// (Waiting for the sh process would match pcd run's own arguments.)
+	for !strings.Contains(first.stdout.String(), "Starting Job") {
+		select {
+		case <-first.done:
+			t.Fatalf("the first run ended: %s", first.stderr)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 	second := start(t, db, nil, "run", "--sleep", "3")
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(second.stderr.String(), "waiting for pid") {

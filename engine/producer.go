@@ -164,12 +164,15 @@ func (c *JobController) produce(ctx context.Context, job store.Job, queue chan<-
 			}
 			if len(tasks) > 0 {
 				for _, t := range tasks {
-					c.retries.queue(t.Seq)
+					after = t.Seq
 					c.frontier.queued(t.Seq)
+					if !c.retries.queue(t.Seq) {
+						// Due at the start, and queued already as a due retry.
+						continue
+					}
 					if !send(t) {
 						return context.Cause(ctx)
 					}
-					after = t.Seq
 				}
 				continue
 			}
