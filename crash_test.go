@@ -31,7 +31,7 @@ import (
 // callback records.
 func checkInvariants(t *testing.T, db string) int {
 	t.Helper()
-	raw, err := sql.Open("sqlite", db)
+	raw, err := sql.Open("sqlite", rawDSN(db))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func runToEnd(t *testing.T, db string) {
 	deadline := time.Now().Add(30 * time.Second)
 	for queryDB(t, db, "SELECT count(*) FROM jobs WHERE finished_at IS NULL") > 0 {
 		if time.Now().After(deadline) {
-			raw, _ := sql.Open("sqlite", db)
+			raw, _ := sql.Open("sqlite", rawDSN(db))
 			rows, _ := raw.Query(`SELECT j.id, j.sealed, j.total, j.succeeded + j.failed + j.cancelled, j.state,
 				(SELECT count(*) FROM tasks t WHERE t.job_id = j.id AND NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq)),
 				(SELECT count(*) FROM tasks t WHERE t.job_id = j.id AND t.not_before IS NOT NULL AND NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq)),

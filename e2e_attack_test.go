@@ -251,7 +251,7 @@ func queryString(t *testing.T, db, q string) string {
 // queryRow scans one row of q on db into dst.
 func queryRow(t *testing.T, db, q string, dst ...any) {
 	t.Helper()
-	raw, err := sql.Open("sqlite", db)
+	raw, err := sql.Open("sqlite", rawDSN(db))
 	if err != nil {
 		t.Fatal(err)
 	}

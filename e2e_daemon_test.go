@@ -273,7 +273,7 @@ func queryDB(t *testing.T, db, q string) int { return queryDBAny(t, db, q) }
 
 func queryDBAny(t testing.TB, db, q string) int {
 	t.Helper()
-	raw, err := sql.Open("sqlite", db)
+	raw, err := sql.Open("sqlite", rawDSN(db))
 	if err != nil {
 		t.Fatal(err)
 	}

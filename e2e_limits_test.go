@@ -23,7 +23,7 @@ func TestReadersDoNotNeedTheWriteLock(t *testing.T) {
 	}
 	id := queryString(t, db, "SELECT uuid FROM jobs")
 	task := queryString(t, db, "SELECT uuid FROM tasks LIMIT 1")
-	raw, err := sql.Open("sqlite", db)
+	raw, err := sql.Open("sqlite", rawDSN(db))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestReaderDoesNotMigrate(t *testing.T) {
 	}
 	latest := queryDB(t, db, "SELECT max(version) FROM schema_migrations")
 	// Pretend the file is one version older (its schema is a superset).
-	raw, err := sql.Open("sqlite", db)
+	raw, err := sql.Open("sqlite", rawDSN(db))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestWALShrinksAfterALongReader(t *testing.T) {
 	db := filepath.Join(dir, "pcd.db")
 	job := writeJob(t, dir, "big.json", 60_000, `{"kind":"noop"}`)
 	id := strings.TrimSpace(pcd(t, db, "submit", job).stdout)
-	raw, err := sql.Open("sqlite", db)
+	raw, err := sql.Open("sqlite", rawDSN(db))
 	if err != nil {
 		t.Fatal(err)
 	}
