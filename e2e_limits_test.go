@@ -23,21 +23,7 @@ func TestReadersDoNotNeedTheWriteLock(t *testing.T) {
 	}
 	id := queryString(t, db, "SELECT uuid FROM jobs")
 	task := queryString(t, db, "SELECT uuid FROM tasks LIMIT 1")
-	raw, err := sql.Open("sqlite", rawDSN(db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	ctx := context.Background()
-	conn, err := raw.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.ExecContext(ctx, "ROLLBACK")
+	otherConn(t, db, "BEGIN IMMEDIATE")
 	for _, args := range [][]string{
 		{"jobs"}, {"status", id}, {"tasks", id}, {"callbacks", id}, {"watch", id}, {"logs", task},
 	} {
@@ -87,21 +73,9 @@ func TestWALShrinksAfterALongReader(t *testing.T) {
 	db := filepath.Join(dir, "pcd.db")
 	job := writeJob(t, dir, "big.json", 60_000, `{"kind":"noop"}`)
 	id := strings.TrimSpace(pcd(t, db, "submit", job).stdout)
-	raw, err := sql.Open("sqlite", rawDSN(db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
 	ctx := context.Background()
-	reader, err := raw.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
+	reader := otherConn(t, db, "BEGIN")
 	var n int
-	if _, err := reader.ExecContext(ctx, "BEGIN"); err != nil {
-		t.Fatal(err)
-	}
 	if err := reader.QueryRowContext(ctx, "SELECT count(*) FROM tasks").Scan(&n); err != nil {
 		t.Fatal(err)
 	}

@@ -387,3 +387,29 @@ func TestSignalLetsRunningTasksFinish(t *testing.T) {
 // rawDSN opens db from a test as any other reader would: waiting, not
 // failing, while pcd holds a lock for a moment (a checkpoint, say).
 func rawDSN(db string) string { return db + "?_pragma=busy_timeout(10000)" }
+
+// otherConn is another process's connection to db (this test's), inside
+// the transaction that begin starts: "BEGIN IMMEDIATE" holds the write
+// lock, "BEGIN" with a read holds a snapshot. It ends at the test's end.
+func otherConn(t *testing.T, db, begin string) *sql.Conn {
+	t.Helper()
+	raw, err := sql.Open("sqlite", rawDSN(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	conn, err := raw.Conn(ctx)
+	if err != nil {
+		raw.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.ExecContext(ctx, "ROLLBACK")
+		conn.Close()
+		raw.Close()
+	})
+	if _, err := conn.ExecContext(ctx, begin); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}

@@ -5,7 +5,6 @@ package main_test
 
 import (
 	"context"
-	"database/sql"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,20 +85,8 @@ func TestWriteLockHeldByAnotherProcess(t *testing.T) {
 	waitFor(t, db, "SELECT count(*) FROM results WHERE state = 'succeeded'", 4)
 
 	// Another process (this test) takes the write lock and sits on it.
-	raw, err := sql.Open("sqlite", db+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
 	ctx := context.Background()
-	conn, err := raw.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
+	conn := otherConn(t, db, "BEGIN IMMEDIATE")
 	var unfinished int
 	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM jobs WHERE finished_at IS NULL").Scan(&unfinished); err != nil || unfinished != 1 {
 		t.Fatalf("the job finished before the lock was taken (%d unfinished, %v): nothing left to write", unfinished, err)
@@ -133,20 +120,8 @@ func TestHardStopWhileTheLockIsHeld(t *testing.T) {
 	}
 	d := startWith(t, db, nil, "--busy-timeout", "200ms", "daemon", "--grace", "100ms")
 	waitFor(t, db, "SELECT count(*) FROM results WHERE state = 'succeeded'", 4)
-	raw, err := sql.Open("sqlite", db+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
 	ctx := context.Background()
-	conn, err := raw.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
+	conn := otherConn(t, db, "BEGIN IMMEDIATE")
 	waitLog(t, d, "holds the database's write lock")
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	d.wait(t, 30*time.Second)
