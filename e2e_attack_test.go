@@ -554,9 +554,8 @@ func TestSecondRunWaitsForTheFirst(t *testing.T) {
 	}
 }
 
-// startStream starts pcd submit - with a pipe for stdin, writes lines to
-// it, and waits until want tasks have committed.
-func startStream(t *testing.T, db string, lines string, want int, flags ...string) (*proc, *os.File) {
+// startPiped starts pcd submit [flags] - reading the returned pipe.
+func startPiped(t *testing.T, db string, flags ...string) (*proc, *os.File) {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -565,6 +564,14 @@ func startStream(t *testing.T, db string, lines string, want int, flags ...strin
 	t.Cleanup(func() { w.Close() })
 	p := start(t, db, r, append([]string{"submit"}, append(flags, "-")...)...)
 	r.Close()
+	return p, w
+}
+
+// startStream starts pcd submit - with a pipe for stdin, writes lines to
+// it, and waits until want tasks have committed.
+func startStream(t *testing.T, db string, lines string, want int, flags ...string) (*proc, *os.File) {
+	t.Helper()
+	p, w := startPiped(t, db, flags...)
 	if _, err := w.WriteString(lines); err != nil {
 		t.Fatal(err)
 	}

@@ -121,12 +121,7 @@ func TestOversizedPayloadIsRefused(t *testing.T) {
 	before := fileSum(t, db)
 
 	// 100 MB on one NDJSON line, through a pipe.
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub := start(t, db, r, "submit", "-")
-	r.Close()
+	sub, w := startPiped(t, db)
 	go func() {
 		defer w.Close()
 		w.WriteString(`{"kind":"exec","payload":{"argv":["echo","`)

@@ -72,18 +72,25 @@ func TestDiskFull(t *testing.T) {
 	t.Logf("%d tasks were committed before the disk filled", done)
 }
 
-func TestWriteLockHeldByAnotherProcess(t *testing.T) {
+// daemonOnAJob starts a daemon (busy timeout 200 ms, and args) on a job of
+// 100 sleeps of 50 ms, two at a time: long enough (2.5 s) that it is still
+// running when a test takes the write lock, even on a loaded machine. It
+// returns once 4 tasks are done.
+func daemonOnAJob(t *testing.T, args ...string) (string, *proc) {
+	t.Helper()
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pcd.db")
-	// Long enough (2.5 s) that the job is still running when the lock is
-	// taken, even on a loaded machine.
 	job := writeJob(t, dir, "job.json", 100, `{"kind":"sleep","payload":{"secs":0.05}}`)
 	if r := pcd(t, db, "submit", "--workers", "2", job); r.code != 0 {
 		t.Fatalf("submit: %s", r.stderr)
 	}
-	d := startWith(t, db, nil, "--busy-timeout", "200ms", "daemon", "--retry-after", "100ms")
+	d := startWith(t, db, nil, append([]string{"--busy-timeout", "200ms", "daemon"}, args...)...)
 	waitFor(t, db, "SELECT count(*) FROM results WHERE state = 'succeeded'", 4)
+	return db, d
+}
 
+func TestWriteLockHeldByAnotherProcess(t *testing.T) {
+	db, d := daemonOnAJob(t, "--retry-after", "100ms")
 	// Another process (this test) takes the write lock and sits on it.
 	ctx := context.Background()
 	conn := otherConn(t, db, "BEGIN IMMEDIATE")
@@ -112,14 +119,7 @@ func TestWriteLockHeldByAnotherProcess(t *testing.T) {
 // A hard stop while another process holds the write lock does not hang:
 // the waiting commit gives up, and the tasks run again at the next start.
 func TestHardStopWhileTheLockIsHeld(t *testing.T) {
-	dir := t.TempDir()
-	db := filepath.Join(dir, "pcd.db")
-	job := writeJob(t, dir, "job.json", 100, `{"kind":"sleep","payload":{"secs":0.05}}`)
-	if r := pcd(t, db, "submit", "--workers", "2", job); r.code != 0 {
-		t.Fatalf("submit: %s", r.stderr)
-	}
-	d := startWith(t, db, nil, "--busy-timeout", "200ms", "daemon", "--grace", "100ms")
-	waitFor(t, db, "SELECT count(*) FROM results WHERE state = 'succeeded'", 4)
+	db, d := daemonOnAJob(t, "--grace", "100ms")
 	ctx := context.Background()
 	conn := otherConn(t, db, "BEGIN IMMEDIATE")
 	waitLog(t, d, "holds the database's write lock")
@@ -145,12 +145,7 @@ func TestStreamingSubmitFillsTheDisk(t *testing.T) {
 	// Lines arrive slowly enough to commit in many batches, and there are
 	// more of them than 4 MiB holds.
 	line := `{"kind":"exec","payload":{"argv":["true","` + strings.Repeat("x", 500) + `"]}}` + "\n"
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub := start(t, db, r, "submit", "-")
-	r.Close()
+	sub, w := startPiped(t, db)
 	go func() {
 		defer w.Close()
 		for range 400 {
