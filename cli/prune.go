@@ -42,7 +42,7 @@ back rewrites it once (VACUUM): that needs room for a copy of the file.`,
 				return err
 			}
 			defer db.Close()
-			res, err := engine.Prune(c.Context, db, time.Now().Add(-age), c.Bool("force"))
+			res, err := engine.Prune(c.Context, db, time.Now().Add(-age), c.Bool("force"), true)
 			if err != nil {
 				return err
 			}

@@ -232,7 +232,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 func (d *Daemon) pruneLoop(ctx context.Context) {
 	every := min(max(d.cfg.Retain/4, time.Second), 10*time.Minute)
 	for {
-		res, err := Prune(ctx, d.db, time.Now().Add(-d.cfg.Retain), false)
+		res, err := Prune(ctx, d.db, time.Now().Add(-d.cfg.Retain), false, false)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			d.cfg.Logger.Warn("prune", "err", err)

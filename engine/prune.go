@@ -21,8 +21,10 @@ type PruneResult struct {
 // theirs, then gives the space back to the file system. A job with a
 // callback that a sink (the runner's output, a hook, a webhook) has not
 // delivered yet is kept, unless force. It works in short transactions: a
-// runner goes on meanwhile.
-func Prune(ctx context.Context, db *store.DB, before time.Time, force bool) (PruneResult, error) {
+// runner goes on meanwhile. A database made before pcd gave space back
+// is rewritten once (VACUUM) only if vacuum: that holds the write lock
+// for as long as it takes, which a daemon's background prune must not.
+func Prune(ctx context.Context, db *store.DB, before time.Time, force, vacuum bool) (PruneResult, error) {
 	res := PruneResult{Before: db.Size()}
 	var after int64
 	for {
@@ -54,7 +56,7 @@ func Prune(ctx context.Context, db *store.DB, before time.Time, force bool) (Pru
 		}
 	}
 	if res.Jobs > 0 {
-		vacuumed, err := db.Reclaim(ctx)
+		vacuumed, err := db.Reclaim(ctx, vacuum)
 		res.Vacuumed = vacuumed
 		if err != nil {
 			return res, err

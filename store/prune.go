@@ -100,13 +100,16 @@ func (db *DB) DeleteJob(ctx context.Context, jobID int64) (int64, error) {
 // vacuum, a bounded number of pages per transaction. A database made
 // before auto_vacuum was set has none to give: it is rewritten once with
 // VACUUM (vacuumed is then true), which holds the write lock for as long
-// as it takes and needs room for a copy of the file.
-func (db *DB) Reclaim(ctx context.Context) (vacuumed bool, err error) {
+// as it takes and needs room for a copy of the file: only if vacuum.
+func (db *DB) Reclaim(ctx context.Context, vacuum bool) (vacuumed bool, err error) {
 	var mode int
 	if err := db.w.QueryRowContext(ctx, "PRAGMA auto_vacuum").Scan(&mode); err != nil {
 		return false, fmt.Errorf("reclaim: %w", classify(err))
 	}
 	if mode != 2 { // not INCREMENTAL
+		if !vacuum {
+			return false, nil
+		}
 		if _, err := db.w.ExecContext(ctx, "PRAGMA auto_vacuum = INCREMENTAL"); err != nil {
 			return false, fmt.Errorf("reclaim: %w", classify(err))
 		}
