@@ -3,7 +3,9 @@ package engine
 import (
 	"context"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pcd-dev/pcd/store"
 )
@@ -60,4 +62,42 @@ func repeatNoop(n int) []TaskSpec {
 		tasks[i] = TaskSpec{Kind: "noop"}
 	}
 	return tasks
+}
+
+// BenchmarkDrainSmallJobs has a daemon (default MaxJobs, synchronous=FULL)
+// run b.N pending one-task no-op jobs, and reports jobs per second: the
+// cost of scheduling, starting and finishing a job.
+func BenchmarkDrainSmallJobs(b *testing.B) {
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(b.TempDir(), "pcd.db"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	nj := JobFile{Workers: DefaultWorkers, QueueSize: DefaultQueueSize, Tasks: repeatNoop(1)}.NewJob()
+	for range b.N {
+		if _, err := db.CreateJob(ctx, nj); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var finished atomic.Int64
+	d := NewDaemon(db, DaemonConfig{Config: Config{OnEvent: func(ev Event) {
+		if ev.Type == store.EventJob {
+			finished.Add(1)
+		}
+	}}})
+	b.ResetTimer()
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- d.Run(runCtx) }()
+	for finished.Load() < int64(b.N) {
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	d.Drain()
+	if err := <-errc; err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
 }

@@ -21,6 +21,10 @@ type completer struct {
 	// costs no commit of its own.
 	undelivered store.Span
 	done        int64
+	// startedAt is when this run started, for the job's first start.
+	startedAt time.Time
+	// finished is the job as the commit that finished it left it.
+	finished *store.Job
 	// interrupted closes when the run is cancelled (a hard stop): a
 	// commit stops waiting for the write lock then.
 	interrupted <-chan struct{}
@@ -67,6 +71,8 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 		sreqs   = make([]startReq, 0, max)
 		outs    = make([]outcome, 0, max)
 		batch   store.Batch
+		marks   []store.Mark
+		finish  = func(j store.Job) ([]byte, error) { return jobEvent(j).MarshalJSON() }
 		records = make([]store.Result, 0, max)
 		done    = make([]int64, 0, max) // seqs resolved by a commit
 		// markTimer wakes the completer when a running task is due for
@@ -109,7 +115,8 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 			continue
 		}
 		batch = store.Batch{JobID: m.job.ID, Round: m.job.Round, Elapsed: m.elapsed(), Delivered: m.undelivered,
-			DoneThrough: m.c.frontier.through(), Starts: batch.Starts[:0], Interrupted: batch.Interrupted[:0]}
+			DoneThrough: m.c.frontier.through(), Starts: batch.Starts[:0], Interrupted: batch.Interrupted[:0],
+			StartedAt: m.startedAt, Finish: finish}
 		for _, s := range sreqs {
 			batch.Starts = append(batch.Starts, store.Start{Seq: s.task.Seq, At: s.at})
 		}
@@ -134,6 +141,8 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 		if len(batch.Starts) == 0 && len(records) == 0 && len(batch.Interrupted) == 0 {
 			continue // only the close, or a task that has finished already
 		}
+		marks = m.c.cfg.Delivered.pending(marks[:0])
+		batch.Marks = marks
 		committed, err := m.commit(ctx, batch)
 		if err != nil {
 			failed = err
@@ -143,6 +152,7 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 			}
 			continue
 		}
+		m.c.cfg.Delivered.recorded(marks...)
 		m.c.cfg.OnCommit()
 		if len(batch.Starts) > 0 {
 			store.Failpoint(store.FailAfterTaskStart) // a task is durably running
@@ -180,6 +190,13 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 			m.undelivered.To = cb.ID
 		}
 		m.done += int64(len(committed.Callbacks))
+		if cb := committed.JobCallback; cb != nil {
+			ev := jobEvent(committed.Job)
+			ev.CallbackID = cb.ID
+			m.c.release(m.job.ID, ev)
+			m.finished = &committed.Job
+			m.undelivered = store.Span{From: cb.ID, To: cb.ID}
+		}
 	}
 	return failed
 }

@@ -51,6 +51,10 @@ type Config struct {
 	// Delivered, if set, is shared by the controllers of one process so
 	// that a retried run does not release a callback twice.
 	Delivered *Delivered
+
+	// deferMarks leaves a finished job's last delivered mark in
+	// Delivered for a later commit to record; the daemon flushes them.
+	deferMarks bool
 }
 
 // JobController runs one job. Use it once.
@@ -140,9 +144,6 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 	start := c.cfg.Clock.Mono()
 	base := job.Elapsed
 	elapsed := func() time.Duration { return base + c.cfg.Clock.Mono() - start }
-	if err := c.db.StartJob(bg, job.ID, c.cfg.Clock.Now()); err != nil {
-		return job, err
-	}
 
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -184,7 +185,10 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		close(results)
 	}()
 
-	comp := completer{c: c, job: job, elapsed: elapsed, slots: slots, interrupted: runCtx.Done()}
+	// The first commit marks the job running; the one that makes its last
+	// task final finishes it.
+	comp := completer{c: c, job: job, elapsed: elapsed, slots: slots, interrupted: runCtx.Done(),
+		startedAt: c.cfg.Clock.Now()}
 	compErr := comp.run(bg, starts, results, cancel)
 	cancel(nil) // ends the kill watcher
 	wg.Wait()
@@ -196,15 +200,18 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		// Best effort: if these fail too, the next run redelivers, which
 		// at-least-once delivery allows.
 		_ = c.db.StopJob(bg, job.ID, elapsed())
-		_ = c.db.MarkDelivered(bg, job.ID, comp.undelivered)
+		_ = c.markDelivered(bg, job.ID, comp.undelivered)
 		return job, compErr
+	}
+	if comp.finished != nil {
+		return *comp.finished, c.settle(bg)
 	}
 	finished, cb, err := c.db.FinishJob(bg, job.ID, elapsed(), comp.undelivered, func(j store.Job) ([]byte, error) {
 		return jobEvent(j).MarshalJSON()
 	})
 	if errors.Is(err, store.ErrNotDone) {
 		saveErr := c.db.StopJob(bg, job.ID, elapsed())
-		if markErr := c.db.MarkDelivered(bg, job.ID, comp.undelivered); markErr != nil {
+		if markErr := c.markDelivered(bg, job.ID, comp.undelivered); markErr != nil {
 			return job, markErr
 		}
 		log.Debug("job stopped", "done", comp.done)
@@ -225,10 +232,25 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 	ev := jobEvent(finished)
 	ev.CallbackID = cb.ID
 	c.release(job.ID, ev)
-	if err := c.db.MarkDelivered(bg, job.ID, store.Span{From: cb.ID, To: cb.ID}); err != nil {
-		return finished, err
+	return finished, c.settle(bg)
+}
+
+// settle records the marks of callbacks released, unless the daemon
+// leaves them for a later commit.
+func (c *JobController) settle(ctx context.Context) error {
+	if c.cfg.deferMarks {
+		return nil
 	}
-	return finished, nil
+	return c.cfg.Delivered.Flush(ctx, c.db)
+}
+
+// markDelivered records the job's callbacks up to span.To delivered.
+func (c *JobController) markDelivered(ctx context.Context, jobID int64, span store.Span) error {
+	if err := c.db.MarkDelivered(ctx, jobID, span); err != nil {
+		return err
+	}
+	c.cfg.Delivered.recorded(store.Mark{JobID: jobID, To: span.To})
+	return nil
 }
 
 // batchSize is the most a group commit of this job can hold: MaxBatch, or
@@ -295,7 +317,7 @@ func (c *JobController) redeliver(ctx context.Context, jobID int64) error {
 		c.release(jobID, ev)
 	}
 	span := store.Span{From: cbs[0].ID, To: cbs[len(cbs)-1].ID}
-	if err := c.db.MarkDelivered(ctx, jobID, span); err != nil {
+	if err := c.markDelivered(ctx, jobID, span); err != nil {
 		return fmt.Errorf("redeliver: %w", err)
 	}
 	return nil

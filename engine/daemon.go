@@ -74,6 +74,7 @@ func NewDaemon(db *store.DB, cfg DaemonConfig) *Daemon {
 	if cfg.Delivery.Logger == nil {
 		cfg.Delivery.Logger = cfg.Logger
 	}
+	cfg.deferMarks = true // flushed when idle, each CheckEvery, and at the end
 	d := &Daemon{db: db, cfg: cfg, drain: make(chan struct{})}
 	onCommit := cfg.OnCommit
 	commits := cfg.Delivery.Wake
@@ -172,6 +173,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer deliveries.Wait()
 	defer stopDelivery()
 
+	// After the jobs have stopped: record the delivered marks still held.
+	defer d.flushMarks(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	running := map[int64]*JobController{}
@@ -192,10 +195,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if (draining || ctx.Err() != nil) && len(running) == 0 {
 			return stopped()
 		}
+		if len(running) == 0 {
+			d.flushMarks(ctx) // no commit of a running job carries them
+		}
 		select {
 		case <-wakeC:
 			d.cfg.Delivery.Wake.Notify() // pcd cancel commits callbacks too
 		case <-ticker.C:
+			d.flushMarks(ctx)
 		case r := <-done:
 			delete(running, r.id)
 			switch {
@@ -224,6 +231,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 			return stopped()
 		}
+	}
+}
+
+// flushMarks records the delivered marks of finished jobs that no group
+// commit has carried yet.
+func (d *Daemon) flushMarks(ctx context.Context) {
+	if err := d.cfg.Delivered.Flush(ctx, d.db); err != nil && ctx.Err() == nil {
+		d.cfg.Logger.Warn("record delivered callbacks; they are released again after a crash", "err", err)
 	}
 }
 

@@ -137,6 +137,25 @@ func (db *DB) MarkDelivered(ctx context.Context, jobID int64, span Span) error {
 	return nil
 }
 
+// MarkAllDelivered is MarkDelivered for several jobs, in one transaction.
+func (db *DB) MarkAllDelivered(ctx context.Context, marks []Mark) error {
+	if len(marks) == 0 {
+		return nil
+	}
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		for _, m := range marks {
+			if err := markDelivered(ctx, tx, m.JobID, Span{To: m.To}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("mark callbacks delivered: %w", err)
+	}
+	return nil
+}
+
 func markDelivered(ctx context.Context, tx *sql.Tx, jobID int64, span Span) error {
 	if span.To <= 0 {
 		return nil

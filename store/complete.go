@@ -67,7 +67,20 @@ type Batch struct {
 	// DoneThrough, if more than the job's, is saved as its DoneThrough:
 	// every task up to it has a committed final result.
 	DoneThrough int64
+	// StartedAt is when this run of the job started: a job the batch
+	// writes to is running, and this is its first start if it has none.
+	StartedAt time.Time
+	// Marks record other jobs' callbacks delivered, riding on this
+	// commit instead of one of their own.
+	Marks []Mark
+	// Finish, if set, finishes the job in the same transaction when the
+	// batch makes its last task final and the job is sealed: the job's
+	// state, and its job-callback record with Finish's JSON.
+	Finish func(Job) ([]byte, error)
 }
+
+// Mark says that a job's callbacks up to To were delivered.
+type Mark struct{ JobID, To int64 }
 
 // Committed is what a batch's transaction did.
 type Committed struct {
@@ -77,6 +90,10 @@ type Committed struct {
 	// Started[i] is false when Starts[i] must not run: the task is already
 	// final (pcd cancel finished it, say).
 	Started []bool
+	// Job and JobCallback are set when the batch finished the job (see
+	// Batch.Finish).
+	Job         Job
+	JobCallback *Callback
 }
 
 // CompleteTasks commits a batch: each result and its task-callback record
@@ -85,7 +102,15 @@ type Committed struct {
 func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 	now := time.Now()
 	var out Committed
-	err := db.txAt(ctx, "complete", func(tx *sql.Tx) error {
+	// The commit that finishes the job is the job's finish commit, for
+	// the failpoints.
+	point := func() string {
+		if out.JobCallback != nil {
+			return "finish"
+		}
+		return "complete"
+	}
+	err := db.txPoints(ctx, point, func(tx *sql.Tx) error {
 		out = Committed{Started: make([]bool, len(b.Starts))}
 		start := tx.StmtContext(ctx, db.stmts.start)
 		for i, st := range b.Starts {
@@ -179,10 +204,34 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 		if err := db.insertTaskCallbacks(ctx, tx, out.Callbacks, now); err != nil {
 			return err
 		}
-		if _, err := tx.StmtContext(ctx, db.stmts.counts).ExecContext(ctx,
-			counts[0], counts[1], counts[2], int64(b.Elapsed), b.Delivered.To, b.DoneThrough, b.JobID); err != nil {
+		var startedAt any
+		if !b.StartedAt.IsZero() {
+			startedAt = b.StartedAt.UnixNano()
+		}
+		var complete bool
+		if err := tx.StmtContext(ctx, db.stmts.counts).QueryRowContext(ctx,
+			counts[0], counts[1], counts[2], int64(b.Elapsed), b.Delivered.To, b.DoneThrough, b.JobID, startedAt,
+		).Scan(&complete); err != nil {
 			return err
 		}
+		for _, m := range b.Marks {
+			if err := markDelivered(ctx, tx, m.JobID, Span{To: m.To}); err != nil {
+				return err
+			}
+		}
+		if !complete || b.Finish == nil {
+			return nil
+		}
+		job, err := jobTx(ctx, tx, b.JobID)
+		if err != nil {
+			return err
+		}
+		job.Elapsed = b.Elapsed
+		cb, err := finishTx(ctx, tx, &job, now, b.Finish)
+		if err != nil {
+			return err
+		}
+		out.Job, out.JobCallback = job, cb
 		return nil
 	})
 	if err != nil {
@@ -333,9 +382,16 @@ func (db *DB) prepare(ctx context.Context) error {
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, seq) DO NOTHING`},
 		{&db.stmts.attempt, `INSERT INTO attempts (job_id, seq, attempt, state, error, time_ns, started_at, finished_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
-		{&db.stmts.counts, `UPDATE jobs SET succeeded = succeeded + ?, failed = failed + ?,
-			cancelled = cancelled + ?, elapsed_ns = ?, delivered_id = max(delivered_id, ?),
-			done_through = max(done_through, ?) WHERE id = ?`},
+		// A job a batch writes to is running (unless pcd cancel finished
+		// it); it returns whether the job is now sealed with every task
+		// final, and unfinished.
+		{&db.stmts.counts, `UPDATE jobs SET succeeded = succeeded + ?1, failed = failed + ?2,
+			cancelled = cancelled + ?3, elapsed_ns = ?4, delivered_id = max(delivered_id, ?5),
+			done_through = max(done_through, ?6),
+			state = CASE WHEN finished_at IS NULL THEN 'running' ELSE state END,
+			started_at = coalesce(started_at, ?8)
+			WHERE id = ?7
+			RETURNING sealed AND finished_at IS NULL AND succeeded + failed + cancelled >= total`},
 	} {
 		stmt, err := db.w.PrepareContext(ctx, s.sql)
 		if err != nil {

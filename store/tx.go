@@ -17,6 +17,11 @@ func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 // txAt is tx with the failpoints point+"-before-commit" and
 // point+"-after-commit" around its COMMIT.
 func (db *DB) txAt(ctx context.Context, point string, fn func(*sql.Tx) error) (err error) {
+	return db.txPoints(ctx, func() string { return point }, fn)
+}
+
+// txPoints is txAt with the failpoints' name decided once fn has run.
+func (db *DB) txPoints(ctx context.Context, pointOf func() string, fn func(*sql.Tx) error) (err error) {
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", classify(err))
@@ -36,6 +41,7 @@ func (db *DB) txAt(ctx context.Context, point string, fn func(*sql.Tx) error) (e
 	if err = fn(tx); err != nil {
 		return err
 	}
+	point := pointOf()
 	if point != "" {
 		Failpoint(point + "-before-commit")
 	}
