@@ -169,9 +169,10 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		defer close(queue)
 		prodErr = c.produce(runCtx, job, queue)
 	}()
-	slots := newRunSlots(job.Workers)
+	workers := runWorkers(job)
+	slots := newRunSlots(workers)
 	var consumers sync.WaitGroup
-	for i := range job.Workers {
+	for i := range workers {
 		consumers.Add(1)
 		go func() {
 			defer consumers.Done()
@@ -265,6 +266,15 @@ func batchSize(job store.Job, maxBatch int) int {
 	}
 	left := job.Total - job.Done() + int64(job.Workers)
 	return int(max(min(int64(maxBatch), left), 1))
+}
+
+// runWorkers is how many consumers a run needs: the job's workers, or
+// fewer for a sealed job with fewer tasks left to run.
+func runWorkers(job store.Job) int {
+	if left := job.Total - job.Done(); job.Sealed && left < int64(job.Workers) {
+		return int(max(left, 1))
+	}
+	return job.Workers
 }
 
 // watchFinished cancels the run when Cancel is called, or when someone

@@ -184,12 +184,20 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer ticker.Stop()
 	draining := false
 
+	// Sinks are looked for at the start, on each wake-up and tick, and
+	// when a job with sinks of its own starts, not after every job.
+	ensure := true
 	for {
 		wakeC := d.cfg.Wake.C()
-		deliveries.Ensure(deliveryCtx)
+		if ensure {
+			deliveries.Ensure(deliveryCtx)
+			ensure = false
+		}
 		if !draining && ctx.Err() == nil {
 			if time.Now().After(pauseUntil) {
-				d.schedule(ctx, running, done, &wg)
+				if d.schedule(ctx, running, done, &wg) {
+					deliveries.Ensure(deliveryCtx)
+				}
 			}
 		}
 		if (draining || ctx.Err() != nil) && len(running) == 0 {
@@ -201,8 +209,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		select {
 		case <-wakeC:
 			d.cfg.Delivery.Wake.Notify() // pcd cancel commits callbacks too
+			ensure = true
 		case <-ticker.C:
 			d.flushMarks(ctx)
+			ensure = true
 		case r := <-done:
 			delete(running, r.id)
 			switch {
@@ -312,15 +322,16 @@ func (d *Daemon) reportTrouble(job store.Job, err error) {
 // only the open jobs (to seal those whose submitter is gone) and as many
 // runnable ones as there are free slots, so a pass costs the same with
 // ten thousand jobs waiting as with one. A running job that someone else
-// finished (pcd cancel) is stopped by its own controller.
-func (d *Daemon) schedule(ctx context.Context, running map[int64]*JobController, done chan<- jobDone, wg *sync.WaitGroup) {
+// finished (pcd cancel) is stopped by its own controller. It reports
+// whether it started a job that has sinks of its own.
+func (d *Daemon) schedule(ctx context.Context, running map[int64]*JobController, done chan<- jobDone, wg *sync.WaitGroup) (sinks bool) {
 	log := d.cfg.Logger
 	open, err := d.db.OpenJobs(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			log.Error("list open jobs", "err", err)
 		}
-		return
+		return false
 	}
 	// An open job (still being streamed) whose committed tasks are all
 	// done holds no slot while other jobs wait: it has nothing to run.
@@ -349,9 +360,10 @@ func (d *Daemon) schedule(ctx context.Context, running map[int64]*JobController,
 		if ctx.Err() == nil {
 			log.Error("list unfinished jobs", "err", err)
 		}
-		return
+		return false
 	}
 	for _, j := range jobs {
+		sinks = sinks || j.Sinks != nil
 		ctl := NewJobController(d.db, d.cfg.Config)
 		running[j.ID] = ctl
 		log.Info("job started", "job", j.UUID, "name", j.Name, "tasks", j.Total, "done", j.Done(),
@@ -363,6 +375,7 @@ func (d *Daemon) schedule(ctx context.Context, running map[int64]*JobController,
 			done <- jobDone{id: id, job: job, err: err}
 		}(j.ID)
 	}
+	return sinks
 }
 
 // redeliverFinished releases undelivered callbacks of jobs that finished

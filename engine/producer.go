@@ -163,6 +163,8 @@ func (c *JobController) produce(ctx context.Context, job store.Job, queue chan<-
 				return err
 			}
 			if len(tasks) > 0 {
+				// A sealed job gets no new tasks: a short page ends the pass.
+				passDone = job.Sealed && len(tasks) < page
 				for _, t := range tasks {
 					after = t.Seq
 					c.frontier.queued(t.Seq)

@@ -109,3 +109,31 @@ func BenchmarkPendingTasks(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
 }
+
+// BenchmarkSchedulePass is a daemon's scheduling read when a job finishes
+// and 10,000 one-task jobs wait: the open jobs, then the next runnable one.
+func BenchmarkSchedulePass(b *testing.B) {
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(b.TempDir(), "pcd.db"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	nj := store.NewJob{Workers: 25, QueueSize: 100, Tasks: []store.NewTask{{Kind: "noop", Payload: []byte("null")}}}
+	for range 10000 {
+		if _, err := db.CreateJob(ctx, nj); err != nil {
+			b.Fatal(err)
+		}
+	}
+	running := map[int64]bool{1: true}
+	b.ResetTimer()
+	for range b.N {
+		if _, err := db.OpenJobs(ctx); err != nil {
+			b.Fatal(err)
+		}
+		jobs, err := db.RunnableJobs(ctx, running, 1)
+		if err != nil || len(jobs) != 1 || jobs[0].ID != 2 {
+			b.Fatalf("runnable: %v, %v", jobs, err)
+		}
+	}
+}

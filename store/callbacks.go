@@ -129,7 +129,7 @@ func (db *DB) UndeliveredJobs(ctx context.Context) ([]int64, error) {
 // span.To. It releases them in id order, so that is all of them up to there.
 func (db *DB) MarkDelivered(ctx context.Context, jobID int64, span Span) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		return markDelivered(ctx, tx, jobID, span)
+		return db.markDelivered(ctx, tx, jobID, span)
 	})
 	if err != nil {
 		return fmt.Errorf("mark callbacks of job %d delivered: %w", jobID, err)
@@ -144,7 +144,7 @@ func (db *DB) MarkAllDelivered(ctx context.Context, marks []Mark) error {
 	}
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		for _, m := range marks {
-			if err := markDelivered(ctx, tx, m.JobID, Span{To: m.To}); err != nil {
+			if err := db.markDelivered(ctx, tx, m.JobID, Span{To: m.To}); err != nil {
 				return err
 			}
 		}
@@ -156,11 +156,11 @@ func (db *DB) MarkAllDelivered(ctx context.Context, marks []Mark) error {
 	return nil
 }
 
-func markDelivered(ctx context.Context, tx *sql.Tx, jobID int64, span Span) error {
+func (db *DB) markDelivered(ctx context.Context, tx *sql.Tx, jobID int64, span Span) error {
 	if span.To <= 0 {
 		return nil
 	}
-	_, err := tx.ExecContext(ctx, "UPDATE jobs SET delivered_id = max(delivered_id, ?) WHERE id = ?", span.To, jobID)
+	_, err := tx.StmtContext(ctx, db.stmts.delivered).ExecContext(ctx, span.To, jobID)
 	return err
 }
 

@@ -215,19 +215,19 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 			return err
 		}
 		for _, m := range b.Marks {
-			if err := markDelivered(ctx, tx, m.JobID, Span{To: m.To}); err != nil {
+			if err := db.markDelivered(ctx, tx, m.JobID, Span{To: m.To}); err != nil {
 				return err
 			}
 		}
 		if !complete || b.Finish == nil {
 			return nil
 		}
-		job, err := jobTx(ctx, tx, b.JobID)
+		job, err := db.jobTx(ctx, tx, b.JobID)
 		if err != nil {
 			return err
 		}
 		job.Elapsed = b.Elapsed
-		cb, err := finishTx(ctx, tx, &job, now, b.Finish)
+		cb, err := db.finishTx(ctx, tx, &job, now, b.Finish)
 		if err != nil {
 			return err
 		}
@@ -356,6 +356,7 @@ func (db *DB) insertTaskCallbacks(ctx context.Context, tx *sql.Tx, cbs []Callbac
 // statements are prepared once on the writer connection.
 type statements struct {
 	start, stop, finished, retry, attempt, counts, resultOnce, unwait *sql.Stmt
+	job, finishJob, jobCallback, delivered                            *sql.Stmt
 	callbacks, results                                                []*sql.Stmt // one per callbackChunks
 }
 
@@ -371,6 +372,10 @@ func (db *DB) prepare(ctx context.Context) error {
 			ON CONFLICT (job_id, seq) DO UPDATE SET started_at = excluded.started_at,
 				pgid = coalesce(excluded.pgid, pgid), pstart = coalesce(excluded.pstart, pstart)`},
 		{&db.stmts.stop, `DELETE FROM running WHERE job_id = ? AND seq = ?`},
+		{&db.stmts.job, "SELECT " + jobColumns + " FROM jobs WHERE id = ?"},
+		{&db.stmts.finishJob, "UPDATE jobs SET state = ?, elapsed_ns = ?, finished_at = ? WHERE id = ?"},
+		{&db.stmts.jobCallback, `INSERT INTO callbacks (event, job_id, round, message, created_at) VALUES ('job', ?, ?, ?, ?)`},
+		{&db.stmts.delivered, "UPDATE jobs SET delivered_id = max(delivered_id, ?) WHERE id = ?"},
 		// A final task leaves the index of waiting tasks (tasks_waiting),
 		// which a runner reads for the next due retry.
 		{&db.stmts.unwait, `UPDATE tasks SET not_before = NULL WHERE job_id = ? AND seq = ? AND not_before IS NOT NULL`},
@@ -571,11 +576,11 @@ func (db *DB) FinishJob(ctx context.Context, jobID int64, elapsed time.Duration,
 	)
 	err := db.txAt(ctx, "finish", func(tx *sql.Tx) error {
 		cb = nil
-		if err := markDelivered(ctx, tx, jobID, delivered); err != nil {
+		if err := db.markDelivered(ctx, tx, jobID, delivered); err != nil {
 			return err
 		}
 		var err error
-		job, err = jobTx(ctx, tx, jobID)
+		job, err = db.jobTx(ctx, tx, jobID)
 		if err != nil {
 			return err
 		}
@@ -586,7 +591,7 @@ func (db *DB) FinishJob(ctx context.Context, jobID int64, elapsed time.Duration,
 			return ErrNotDone
 		}
 		job.Elapsed = elapsed
-		cb, err = finishTx(ctx, tx, &job, now, message)
+		cb, err = db.finishTx(ctx, tx, &job, now, message)
 		return err
 	})
 	if err != nil {
@@ -597,7 +602,7 @@ func (db *DB) FinishJob(ctx context.Context, jobID int64, elapsed time.Duration,
 
 // finishTx marks a job whose tasks are all final finished, with its state
 // from the counts, and writes its job-callback record.
-func finishTx(ctx context.Context, tx *sql.Tx, job *Job, now time.Time, message func(Job) ([]byte, error)) (*Callback, error) {
+func (db *DB) finishTx(ctx context.Context, tx *sql.Tx, job *Job, now time.Time, message func(Job) ([]byte, error)) (*Callback, error) {
 	job.State = Succeeded
 	switch {
 	case job.Cancelled > 0:
@@ -606,7 +611,7 @@ func finishTx(ctx context.Context, tx *sql.Tx, job *Job, now time.Time, message 
 		job.State = Failed
 	}
 	job.FinishedAt = now
-	if _, err := tx.ExecContext(ctx, "UPDATE jobs SET state = ?, elapsed_ns = ?, finished_at = ? WHERE id = ?",
+	if _, err := tx.StmtContext(ctx, db.stmts.finishJob).ExecContext(ctx,
 		string(job.State), int64(job.Elapsed), now.UnixNano(), job.ID); err != nil {
 		return nil, err
 	}
@@ -614,8 +619,7 @@ func finishTx(ctx context.Context, tx *sql.Tx, job *Job, now time.Time, message 
 	if err != nil {
 		return nil, err
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO callbacks (event, job_id, round, message, created_at)
-		VALUES ('job', ?, ?, ?, ?)`, job.ID, job.Round, string(msg), now.UnixNano())
+	res, err := tx.StmtContext(ctx, db.stmts.jobCallback).ExecContext(ctx, job.ID, job.Round, string(msg), now.UnixNano())
 	if err != nil {
 		return nil, err
 	}
@@ -636,7 +640,7 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(Task)
 	var job Job
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var err error
-		job, err = jobTx(ctx, tx, jobID)
+		job, err = db.jobTx(ctx, tx, jobID)
 		if err != nil {
 			return err
 		}
@@ -690,7 +694,7 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(Task)
 		if _, err := tx.ExecContext(ctx, "UPDATE jobs SET cancelled = ?, sealed = 1 WHERE id = ?", job.Cancelled, jobID); err != nil {
 			return err
 		}
-		_, err = finishTx(ctx, tx, &job, now, jobMessage)
+		_, err = db.finishTx(ctx, tx, &job, now, jobMessage)
 		return err
 	})
 	if errors.Is(err, ErrConflict) {

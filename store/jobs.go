@@ -266,8 +266,8 @@ func scanJob(s scanner) (Job, error) {
 }
 
 // jobTx reads one job inside a write transaction.
-func jobTx(ctx context.Context, tx *sql.Tx, id int64) (Job, error) {
-	j, err := scanJob(tx.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id = ?", id))
+func (db *DB) jobTx(ctx context.Context, tx *sql.Tx, id int64) (Job, error) {
+	j, err := scanJob(tx.StmtContext(ctx, db.stmts.job).QueryRowContext(ctx, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Job{}, ErrNotFound
 	}
@@ -533,7 +533,7 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (Job, error) {
 	var job Job
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var err error
-		job, err = jobTx(ctx, tx, jobID)
+		job, err = db.jobTx(ctx, tx, jobID)
 		if err != nil {
 			return err
 		}
