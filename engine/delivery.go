@@ -52,8 +52,11 @@ type Deliveries struct {
 
 	mu      sync.Mutex
 	running map[string]bool
-	done    map[string]bool
-	wg      sync.WaitGroup
+	// done holds when each sink finished its job's callbacks. One older
+	// than the look-back of Ensure is forgotten: that job is not looked at
+	// again, so memory stays bounded however many jobs had sinks.
+	done map[string]time.Time
+	wg   sync.WaitGroup
 }
 
 // DeliveryConfig configures NewDeliveries.
@@ -80,8 +83,12 @@ func NewDeliveries(db *store.DB, cfg DeliveryConfig) *Deliveries {
 	}
 	return &Deliveries{db: db, global: cfg.Sinks.build(daemonScope, cfg.Options), scope: cfg.Scope, replayFrom: cfg.ReplayFrom,
 		policy: cfg.Policy.withDefaults(), options: cfg.Options, wake: cfg.Wake, log: cfg.Logger,
-		running: map[string]bool{}, done: map[string]bool{}}
+		running: map[string]bool{}, done: map[string]time.Time{}}
 }
+
+// ensureLookBack is how long after a job finished Ensure still looks at
+// its sinks (pcd cancel finishes a job between two passes).
+const ensureLookBack = time.Minute
 
 // Ensure starts a deliverer for each global sink and for each sink of a
 // job that has its own, unless one runs or has finished in this process.
@@ -102,7 +109,14 @@ func (m *Deliveries) Ensure(ctx context.Context) {
 	// between two passes), which is where new callbacks come from.
 	var since time.Time
 	if m.scanned {
-		since = time.Now().Add(-time.Minute)
+		since = time.Now().Add(-ensureLookBack)
+		m.mu.Lock()
+		for name, at := range m.done {
+			if at.Before(since.Add(-ensureLookBack)) {
+				delete(m.done, name)
+			}
+		}
+		m.mu.Unlock()
 	}
 	jobs, err := m.db.JobsWithSinks(ctx, since)
 	if err != nil {
@@ -136,7 +150,7 @@ func (m *Deliveries) Ensure(ctx context.Context) {
 func (m *Deliveries) start(ctx context.Context, s Sink, jobID int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.running[s.Name()] || m.done[s.Name()] {
+	if _, done := m.done[s.Name()]; m.running[s.Name()] || done {
 		return
 	}
 	m.running[s.Name()] = true
@@ -148,7 +162,7 @@ func (m *Deliveries) start(ctx context.Context, s Sink, jobID int64) {
 		defer m.mu.Unlock()
 		delete(m.running, s.Name())
 		if finished {
-			m.done[s.Name()] = true
+			m.done[s.Name()] = time.Now()
 		}
 	}()
 }

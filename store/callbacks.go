@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -25,28 +26,76 @@ type Callback struct {
 	CreatedAt time.Time
 }
 
-const callbackColumns = "id, event, job_id, coalesce(task_seq, 0), round, message, created_at"
+// callbackColumns read a callbacks row (as c) for scanCallback: with its
+// result from the results row when the message refers to it.
+const callbackColumns = `c.id, c.event, c.job_id, coalesce(c.task_seq, 0), c.round, c.message, c.created_at, c.result_at,
+	CASE WHEN c.result_at IS NULL THEN NULL
+	ELSE (SELECT r.result FROM results r WHERE r.job_id = c.job_id AND r.seq = c.task_seq) END`
 
 func scanCallback(s scanner) (Callback, error) {
 	var (
-		c       Callback
-		created int64
+		c        Callback
+		created  int64
+		resultAt sql.NullInt64
+		result   []byte
 	)
-	if err := s.Scan(&c.ID, &c.Event, &c.JobID, &c.TaskSeq, &c.Round, &c.Message, &created); err != nil {
+	if err := s.Scan(&c.ID, &c.Event, &c.JobID, &c.TaskSeq, &c.Round, &c.Message, &created, &resultAt, &result); err != nil {
 		return Callback{}, err
 	}
 	c.CreatedAt = time.Unix(0, created)
+	if resultAt.Valid {
+		msg, err := joinResult(c.Message, int(resultAt.Int64), result)
+		if err != nil {
+			return Callback{}, fmt.Errorf("callback %d: %w", c.ID, err)
+		}
+		c.Message = msg
+	}
 	return c, nil
+}
+
+// resultMember starts a task callback's result in its message.
+const resultMember = `,"result":`
+
+// splitResult cuts the result member out of a task callback's message when
+// its value is byte for byte the result stored in the results row: the
+// message without it, and the offset to put it back at (joinResult). Any
+// other message is kept whole (at < 0). In JSON text an unescaped quote
+// only appears outside strings, so the first match is the member itself.
+func splitResult(msg, result []byte) (stored []byte, at int) {
+	if len(result) == 0 {
+		return msg, -1
+	}
+	at = bytes.Index(msg, []byte(resultMember))
+	if at < 0 {
+		return msg, -1
+	}
+	rest := msg[at+len(resultMember):]
+	if !bytes.HasPrefix(rest, result) || len(rest) == len(result) || (rest[len(result)] != ',' && rest[len(result)] != '}') {
+		return msg, -1
+	}
+	stored = make([]byte, 0, len(msg)-len(resultMember)-len(result))
+	stored = append(append(stored, msg[:at]...), rest[len(result):]...)
+	return stored, at
+}
+
+// joinResult puts a result back into a message that splitResult cut.
+func joinResult(stored []byte, at int, result []byte) ([]byte, error) {
+	if result == nil || at < 0 || at > len(stored) {
+		return nil, fmt.Errorf("the result it refers to is missing")
+	}
+	msg := make([]byte, 0, len(stored)+len(resultMember)+len(result))
+	msg = append(append(append(msg, stored[:at]...), resultMember...), result...)
+	return append(msg, stored[at:]...), nil
 }
 
 // Callbacks lists a job's callback records with id after afterID, in id
 // order; undeliveredOnly keeps those the runner has not delivered yet.
 func (db *DB) Callbacks(ctx context.Context, jobID, afterID int64, undeliveredOnly bool) ([]Callback, error) {
-	q := "SELECT " + callbackColumns + " FROM callbacks WHERE job_id = ?1 AND id > ?2"
+	q := "SELECT " + callbackColumns + " FROM callbacks c WHERE c.job_id = ?1 AND c.id > ?2"
 	if undeliveredOnly {
-		q += " AND id > (SELECT delivered_id FROM jobs WHERE id = ?1)"
+		q += " AND c.id > (SELECT delivered_id FROM jobs WHERE id = ?1)"
 	}
-	rows, err := db.rc.QueryContext(ctx, q+" ORDER BY id", jobID, afterID)
+	rows, err := db.rc.QueryContext(ctx, q+" ORDER BY c.id", jobID, afterID)
 	if err != nil {
 		return nil, fmt.Errorf("callbacks of job %d: %w", jobID, err)
 	}
@@ -69,15 +118,15 @@ func (db *DB) Callbacks(ctx context.Context, jobID, afterID int64, undeliveredOn
 // afterID, in id order, of the given jobs (all jobs if none are given).
 // Readers such as pcd watch resume from the last id they saw.
 func (db *DB) CallbacksAfter(ctx context.Context, afterID int64, jobIDs []int64, limit int) ([]Callback, error) {
-	q := "SELECT " + callbackColumns + " FROM callbacks WHERE id > ?"
+	q := "SELECT " + callbackColumns + " FROM callbacks c WHERE c.id > ?"
 	args := []any{afterID}
 	if len(jobIDs) > 0 {
-		q += " AND job_id IN (?" + strings.Repeat(", ?", len(jobIDs)-1) + ")"
+		q += " AND c.job_id IN (?" + strings.Repeat(", ?", len(jobIDs)-1) + ")"
 		for _, id := range jobIDs {
 			args = append(args, id)
 		}
 	}
-	rows, err := db.rc.QueryContext(ctx, q+" ORDER BY id LIMIT ?", append(args, limit)...)
+	rows, err := db.rc.QueryContext(ctx, q+" ORDER BY c.id LIMIT ?", append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("callbacks after %d: %w", afterID, err)
 	}

@@ -141,6 +141,7 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 		retry := tx.StmtContext(ctx, db.stmts.retry)
 		attempt := tx.StmtContext(ctx, db.stmts.attempt)
 		var counts [3]int64 // succeeded, failed, cancelled
+		var cbResults [][]byte // the result of each of out.Callbacks
 		for _, r := range b.Results {
 			if !r.RetryAt.IsZero() {
 				res, err := retry.ExecContext(ctx, nullString(r.Error), r.RetryAt.UnixNano(), r.Attempt, b.JobID, r.Seq)
@@ -183,6 +184,7 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 			}
 			out.Callbacks = append(out.Callbacks, Callback{Event: EventTask, JobID: b.JobID, TaskSeq: r.Seq,
 				Round: b.Round, Message: r.Message, CreatedAt: now})
+			cbResults = append(cbResults, r.Result)
 			switch r.State {
 			case Succeeded:
 				counts[0]++
@@ -201,7 +203,7 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 				return err
 			}
 		}
-		if err := db.insertTaskCallbacks(ctx, tx, out.Callbacks, now); err != nil {
+		if err := db.insertTaskCallbacks(ctx, tx, out.Callbacks, cbResults, now); err != nil {
 			return err
 		}
 		var startedAt any
@@ -324,20 +326,28 @@ func chunkFor(n int) int {
 
 // insertTaskCallbacks writes the records, all of one job and round, with
 // multi-row INSERTs and sets their ids. The writer is the only one, so one
-// statement's rows get consecutive ids, ending at the last insert id.
-func (db *DB) insertTaskCallbacks(ctx context.Context, tx *sql.Tx, cbs []Callback, now time.Time) error {
+// statement's rows get consecutive ids, ending at the last insert id. A
+// message refers to its task's result (results[i], just written to the
+// results row) instead of holding a copy (see splitResult).
+func (db *DB) insertTaskCallbacks(ctx context.Context, tx *sql.Tx, cbs []Callback, results [][]byte, now time.Time) error {
 	if len(cbs) == 0 {
 		return nil
 	}
-	args := make([]any, 0, 3+2*callbackChunks[0])
+	args := make([]any, 0, 3+3*callbackChunks[0])
 	for len(cbs) > 0 {
 		n := chunkFor(len(cbs))
 		chunk := cbs[:callbackChunks[n]]
 		cbs = cbs[len(chunk):]
 		args = append(args[:0], chunk[0].JobID, chunk[0].Round, now.UnixNano())
-		for _, cb := range chunk {
-			args = append(args, cb.TaskSeq, string(cb.Message))
+		for i, cb := range chunk {
+			msg, at := splitResult(cb.Message, results[i])
+			var resultAt any
+			if at >= 0 {
+				resultAt = at
+			}
+			args = append(args, cb.TaskSeq, string(msg), resultAt)
 		}
+		results = results[len(chunk):]
 		res, err := tx.StmtContext(ctx, db.stmts.callbacks[n]).ExecContext(ctx, args...)
 		if err != nil {
 			return fmt.Errorf("task callbacks: %w", err)
@@ -406,8 +416,8 @@ func (db *DB) prepare(ctx context.Context) error {
 	}
 	for _, n := range callbackChunks {
 		// One job, round and time for every row: ?1, ?2 and ?3.
-		stmt, err := db.w.PrepareContext(ctx, "INSERT INTO callbacks (event, job_id, round, created_at, task_seq, message) VALUES "+
-			strings.TrimSuffix(strings.Repeat("('task', ?1, ?2, ?3, ?, ?), ", n), ", "))
+		stmt, err := db.w.PrepareContext(ctx, "INSERT INTO callbacks (event, job_id, round, created_at, task_seq, message, result_at) VALUES "+
+			strings.TrimSuffix(strings.Repeat("('task', ?1, ?2, ?3, ?, ?, ?), ", n), ", "))
 		if err != nil {
 			return fmt.Errorf("prepare: %w", err)
 		}

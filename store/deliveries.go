@@ -129,7 +129,7 @@ type DeliveryRow struct {
 // Deliveries lists a job's callbacks with their delivery state at each
 // sink that has tried them.
 func (db *DB) Deliveries(ctx context.Context, jobID int64) ([]DeliveryRow, error) {
-	rows, err := db.rc.QueryContext(ctx, `SELECT c.id, c.event, c.job_id, coalesce(c.task_seq, 0), c.round, c.message, c.created_at, c.id <= j.delivered_id,
+	rows, err := db.rc.QueryContext(ctx, `SELECT `+callbackColumns+`, c.id <= j.delivered_id,
 		coalesce(d.sink, ''), coalesce(d.state, ''), coalesce(d.attempts, 0), coalesce(d.last_error, ''), d.delivered_at
 		FROM callbacks c JOIN jobs j ON j.id = c.job_id LEFT JOIN deliveries d ON d.callback_id = c.id
 		WHERE c.job_id = ? ORDER BY c.id, d.sink`, jobID)
@@ -141,14 +141,15 @@ func (db *DB) Deliveries(ctx context.Context, jobID int64) ([]DeliveryRow, error
 	for rows.Next() {
 		var (
 			r         DeliveryRow
-			created   int64
 			delivered sql.NullInt64
 		)
-		if err := rows.Scan(&r.ID, &r.Event, &r.JobID, &r.TaskSeq, &r.Round, &r.Message, &created, &r.Released,
-			&r.Sink, &r.State, &r.Attempts, &r.LastError, &delivered); err != nil {
+		cb, err := scanCallback(scanFunc(func(dest ...any) error {
+			return rows.Scan(append(dest, &r.Released, &r.Sink, &r.State, &r.Attempts, &r.LastError, &delivered)...)
+		}))
+		if err != nil {
 			return nil, fmt.Errorf("deliveries of job %d: %w", jobID, err)
 		}
-		r.CreatedAt = time.Unix(0, created)
+		r.Callback = cb
 		if delivered.Valid {
 			r.DeliveredAt = time.Unix(0, delivered.Int64)
 		}

@@ -239,6 +239,12 @@ const jobColumns = `id, uuid, name, state, sealed, round, workers, queue_size, t
 
 type scanner interface{ Scan(...any) error }
 
+// scanFunc is a scanner made of a function: a row with more columns than
+// a scan function reads.
+type scanFunc func(...any) error
+
+func (f scanFunc) Scan(dest ...any) error { return f(dest...) }
+
 func scanJob(s scanner) (Job, error) {
 	var (
 		j                 Job
@@ -554,6 +560,15 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (Job, error) {
 		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET attempts = r.attempts, error = NULL, not_before = NULL
 			FROM results r WHERE r.job_id = tasks.job_id AND r.seq = tasks.seq
 			AND tasks.job_id = ?1 AND r.job_id = ?1 AND r.state IN ('failed', 'cancelled')`, jobID); err != nil {
+			return err
+		}
+		// The earlier round's callbacks keep the results they refer to.
+		if _, err := tx.ExecContext(ctx, `UPDATE callbacks SET result_at = NULL, message = CAST(
+				substr(CAST(message AS BLOB), 1, result_at) || '`+resultMember+`' ||
+				(SELECT r.result FROM results r WHERE r.job_id = callbacks.job_id AND r.seq = callbacks.task_seq) ||
+				substr(CAST(message AS BLOB), result_at + 1) AS TEXT)
+			WHERE job_id = ?1 AND result_at IS NOT NULL
+			AND task_seq IN (SELECT seq FROM results WHERE job_id = ?1 AND state IN ('failed', 'cancelled'))`, jobID); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM results WHERE job_id = ? AND state IN ('failed', 'cancelled')`, jobID); err != nil {

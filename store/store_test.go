@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -565,4 +566,85 @@ func TestMigrationMovesResultsOutOfTasks(t *testing.T) {
 	if err != nil || len(pending) != 2 || pending[0].Seq != 3 || pending[1].Seq != 4 {
 		t.Errorf("pending after migrating: %+v, %v: want tasks 3 and 4", pending, err)
 	}
+}
+
+// TestResultIsStoredOnce: a task callback's message refers to the result
+// row instead of copying the result, and every reader gets the message as
+// written, before and after a retry deletes the failed results.
+func TestResultIsStoredOnce(t *testing.T) {
+	db := openDB(t)
+	job := newJob(t, db, 4)
+	ctx := context.Background()
+	big := `{"exit_code":1,"stdout":"` + strings.Repeat("é<x>", 50000) + `"}`
+	msgs := map[int64]string{
+		// refers to its result
+		1: `{"event":"task","kind":"exec","state":"failed","attempts":1,"result":` + big + `,"error":"exit status 1"}`,
+		// the result is the last member
+		2: `{"event":"task","state":"succeeded","result":{"n":2}}`,
+		// the message holds a different encoding of the result: kept whole
+		3: `{"event":"task","state":"succeeded","result":{"n": 3}}`,
+		// no result
+		4: `{"event":"task","kind":"x\",\"result\":{\"n\":4}","state":"succeeded"}`,
+	}
+	results := map[int64]string{1: big, 2: `{"n":2}`, 3: `{"n":3}`, 4: `{"n":4}`}
+	var batch []store.Result
+	for seq := int64(1); seq <= 4; seq++ {
+		r := result(seq)
+		r.Message, r.Result = []byte(msgs[seq]), []byte(results[seq])
+		if seq == 1 {
+			r.State, r.Error = store.Failed, "exit status 1"
+		}
+		batch = append(batch, r)
+	}
+	if _, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: batch}); err != nil {
+		t.Fatal(err)
+	}
+	raw := rawDB(t, db.Path())
+	if n := queryInt(t, raw, "SELECT length(CAST(message AS BLOB)) FROM callbacks WHERE task_seq = 1"); n > 200 {
+		t.Errorf("the callback of task 1 holds %d bytes: its result is copied", n)
+	}
+	if n := queryInt(t, raw, "SELECT count(*) FROM callbacks WHERE result_at IS NOT NULL"); n != 2 {
+		t.Errorf("%d callbacks refer to their results, want 2 (tasks 1 and 2)", n)
+	}
+	check := func(when string) {
+		t.Helper()
+		cbs, err := db.Callbacks(ctx, job.ID, 0, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, err := db.CallbacksAfter(ctx, 0, nil, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := db.Deliveries(ctx, job.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := 0
+		for i, cb := range cbs {
+			if cb.Event != store.EventTask {
+				continue
+			}
+			seen++
+			for name, got := range map[string][]byte{"Callbacks": cb.Message, "CallbacksAfter": after[i].Message, "Deliveries": rows[i].Message} {
+				if string(got) != msgs[cb.TaskSeq] {
+					t.Errorf("%s, %s: task %d's message is %.80q…, want %.80q…", when, name, cb.TaskSeq, got, msgs[cb.TaskSeq])
+				}
+			}
+		}
+		if seen != 4 {
+			t.Errorf("%s: %d task callbacks, want 4", when, seen)
+		}
+	}
+	check("after the commit")
+	if _, _, err := db.FinishJob(ctx, job.ID, time.Second, store.Span{}, func(store.Job) ([]byte, error) { return []byte(`{"event":"job"}`), nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.RetryJob(ctx, job.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n := queryInt(t, raw, "SELECT count(*) FROM results WHERE seq = 1"); n != 0 {
+		t.Fatalf("the failed result is still there after the retry")
+	}
+	check("after a retry")
 }
