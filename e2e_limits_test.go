@@ -277,3 +277,26 @@ func TestDaemonRetain(t *testing.T) {
 		t.Errorf("the daemon did not say it pruned:\n%s", d.stderr)
 	}
 }
+
+// TestErrorsStayOneShortLine: an error that quotes user input (a payload
+// under the size limit, a kind name with terminal escapes) is one line,
+// escaped, and bounded, whatever the input's size.
+func TestErrorsStayOneShortLine(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	big := writeJob(t, dir, "big.json", 1, `{"kind":"noop","payload":{"x":"`+strings.Repeat("a", 500_000)+`"}}`)
+	escape := writeJob(t, dir, "escape.json", 1, `{"kind":"\u001b[2Jslep"}`)
+	for file, want := range map[string]string{big: "noop: takes no payload, got {", escape: `unknown task kind "\x1b[2Jslep"`} {
+		r := pcd(t, db, "submit", file)
+		if r.code != 2 {
+			t.Errorf("%s: exit %d, want 2: %.200s", filepath.Base(file), r.code, r.stderr)
+		}
+		line := strings.TrimSuffix(r.stderr, "\n")
+		if strings.Contains(line, "\n") || len(line) > 2200 {
+			t.Errorf("%s: the error is %d bytes on %d lines, want one short line", filepath.Base(file), len(line), strings.Count(r.stderr, "\n"))
+		}
+		if strings.ContainsRune(line, 0x1b) || !strings.Contains(line, want) {
+			t.Errorf("%s: error %.300q, want it to say %q, escaped", filepath.Base(file), line, want)
+		}
+	}
+}

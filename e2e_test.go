@@ -238,7 +238,7 @@ func TestBadJobFilesChangeNothing(t *testing.T) {
 		"missing-kind.json":    `task 3: missing "kind"`,
 		"missing-secs.json":    `task 1: sleep: missing "secs"`,
 		"negative-sleep.json":  "task 2: sleep: secs must not be negative, got -1",
-		"bad-duration.json":    `task 1: sleep: secs: time: invalid duration "ten seconds"`,
+		"bad-duration.json":    `task 1: sleep: secs: not a duration such as "250ms": "ten seconds"`,
 		"no-tasks.json":        "no tasks",
 		"unknown-field.json":   `unknown field "worker"`,
 		"wrong-type.json":      `"workers" must be int, got string`,

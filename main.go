@@ -35,7 +35,7 @@ func main() {
 	stop := profile(os.Getenv("PCD_CPUPROFILE"))
 	err := cli.Run(context.Background(), os.Args, cli.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "pcd:", err)
+		fmt.Fprintln(os.Stderr, "pcd:", cli.ErrorLine(err))
 	}
 	stop()
 	os.Exit(exitCode(err))

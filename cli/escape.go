@@ -51,3 +51,34 @@ func needsEscape(s string) bool {
 func isBidi(r rune) bool {
 	return (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0x200e || r == 0x200f || r == 0x061c
 }
+
+// maxErrorLine bounds an error line: an error may quote user input (a
+// payload, a line of a file), and one line must stay one line.
+const maxErrorLine = 2048
+
+// ErrorLine is err as the one line main prints: escaped as printable
+// does, and cut in the middle past maxErrorLine bytes, keeping the start
+// (what failed) and the end (why).
+func ErrorLine(err error) string {
+	s := printable(err.Error())
+	if len(s) <= maxErrorLine {
+		return s
+	}
+	head, tail := runeCut(s, maxErrorLine*3/4), s[len(s)-maxErrorLine/4:]
+	for len(tail) > 0 && !utf8.RuneStart(tail[0]) {
+		tail = tail[1:]
+	}
+	return fmt.Sprintf("%s … (%d bytes cut) … %s", head, len(s)-len(head)-len(tail), tail)
+}
+
+// runeCut is the longest prefix of s of at most n bytes that ends on a
+// rune boundary.
+func runeCut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}

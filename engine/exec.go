@@ -73,14 +73,14 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be seconds or a string such as \"30s\", got %s", b)
+		return fmt.Errorf("duration must be seconds or a string such as \"30s\", got %s", excerpt(b))
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return err
+		return fmt.Errorf("not a duration such as \"30s\": %s", excerpt([]byte(strconv.Quote(s))))
 	}
 	if v < 0 {
-		return fmt.Errorf("duration must not be negative, got %q", s)
+		return fmt.Errorf("duration must not be negative, got %v", v)
 	}
 	*d = Duration(v)
 	return nil

@@ -149,7 +149,7 @@ func TestExecValidate(t *testing.T) {
 		`{"argv": ["no-such-command-pcd"]}`: `command "no-such-command-pcd" not found in PATH`,
 		`{"argv": ["true"], "dir": "/no/such/dir"}`: "dir: stat /no/such/dir: no such file or directory",
 		`{"argv": ["true"], "shell": "true"}`:       "not both",
-		`{"shell": "true", "timeout": "soon"}`:      `invalid duration "soon"`,
+		`{"shell": "true", "timeout": "soon"}`:      `not a duration such as "30s": "soon"`,
 		`{"shell": "true", "cwd": "/"}`:             `unknown field "cwd"`,
 	} {
 		err := Exec{}.Validate(json.RawMessage(payload))

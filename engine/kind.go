@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // ErrUnknownKind is returned for a task kind no one registered.
@@ -140,4 +141,19 @@ func (r *Registry) Validate(kind string, payload json.RawMessage) error {
 		return fmt.Errorf("%s: %w", kind, err)
 	}
 	return nil
+}
+
+// excerpt is user input quoted in an error message: whole when short, else
+// its start and how long it is, so that an error stays one short line
+// whatever the input's size.
+func excerpt(b []byte) string {
+	const keep = 64
+	if len(b) <= keep {
+		return string(b)
+	}
+	n := keep
+	for n > 0 && !utf8.RuneStart(b[n]) {
+		n--
+	}
+	return fmt.Sprintf("%s… (%d bytes)", b[:n], len(b))
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -52,16 +53,16 @@ func ParseSleep(payload json.RawMessage) (time.Duration, error) {
 	case json.Unmarshal(p.Secs, &s) == nil:
 		var err error
 		if d, err = time.ParseDuration(s); err != nil {
-			return 0, fmt.Errorf("secs: %w", err)
+			return 0, fmt.Errorf("secs: not a duration such as \"250ms\": %s", excerpt([]byte(strconv.Quote(s))))
 		}
 		if d < 0 {
-			return 0, fmt.Errorf("secs must not be negative, got %q", s)
+			return 0, fmt.Errorf("secs must not be negative, got %v", d)
 		}
 		if d > maxSleep {
-			return 0, fmt.Errorf("secs must be at most %v, got %q", maxSleep, s)
+			return 0, fmt.Errorf("secs must be at most %v, got %v", maxSleep, d)
 		}
 	default:
-		return 0, fmt.Errorf("secs must be a number of seconds or a duration such as \"250ms\", got %s", p.Secs)
+		return 0, fmt.Errorf("secs must be a number of seconds or a duration such as \"250ms\", got %s", excerpt(p.Secs))
 	}
 	return d, nil
 }
@@ -103,7 +104,7 @@ func (Noop) Validate(payload json.RawMessage) error {
 	case "", "null", "{}":
 		return nil
 	}
-	return fmt.Errorf("takes no payload, got %s", payload)
+	return fmt.Errorf("takes no payload, got %s", excerpt(payload))
 }
 
 // Run returns at once.
