@@ -140,7 +140,7 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 		}
 		retry := tx.StmtContext(ctx, db.stmts.retry)
 		attempt := tx.StmtContext(ctx, db.stmts.attempt)
-		var counts [3]int64 // succeeded, failed, cancelled
+		var counts [3]int64    // succeeded, failed, cancelled
 		var cbResults [][]byte // the result of each of out.Callbacks
 		for _, r := range b.Results {
 			if !r.RetryAt.IsZero() {
