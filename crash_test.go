@@ -476,3 +476,50 @@ func TestConcurrentSubmitsWithOneKey(t *testing.T) {
 		t.Errorf("%d tasks in the keyed job, want 50", got)
 	}
 }
+
+// TestKillDuringChunkedSubmit kills a big submit after its second chunk
+// has committed: the job stays invisible (pcd jobs, a daemon), the next
+// runner to start deletes what was written, and the submit can be made
+// again.
+func TestKillDuringChunkedSubmit(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	const n = 60_000
+	job := writeJob(t, dir, "big.json", n, `{"kind":"noop"}`)
+	p := startWith(t, db, []string{"PCD_FAILPOINT=" + store.FailSubmitChunkAfterCommit + ":2"}, "submit", "--key", "big", job)
+	p.wait(t, 2*time.Minute)
+	if !killedBySIGKILL(p) {
+		t.Fatalf("submit not killed after its second chunk (is the job too small to be chunked?): exit %d, %s",
+			p.cmd.ProcessState.ExitCode(), p.stderr)
+	}
+	written := queryDB(t, db, "SELECT count(*) FROM tasks")
+	if written == 0 || written >= n {
+		t.Fatalf("%d tasks written when the submit was killed, want some of %d", written, n)
+	}
+	if r := pcd(t, db, "jobs", "--json"); r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
+		t.Fatalf("pcd jobs shows the half-written job: exit %d, %.300s %s", r.code, r.stdout, r.stderr)
+	}
+	// A daemon does not run it, and deletes it when it starts.
+	d := startDaemon(t, db)
+	deadline := time.Now().Add(time.Minute)
+	for queryDB(t, db, "SELECT count(*) FROM tasks") > 0 || queryDB(t, db, "SELECT count(*) FROM jobs") > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the half-written job is still there a minute after the daemon started:\n%s", d.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := queryDB(t, db, "SELECT count(*) FROM callbacks"); n != 0 {
+		t.Errorf("%d callbacks: the half-written job ran", n)
+	}
+	stopDaemon(t, d)
+	if !strings.Contains(d.stderr.String(), "deleted the half-written jobs") {
+		t.Errorf("the daemon did not say it deleted the half-written job:\n%s", d.stderr)
+	}
+	// The key is free again: the submit made again gives the whole job.
+	if r := pcd(t, db, "submit", "--key", "big", job); r.code != 0 {
+		t.Fatalf("resubmit: exit %d: %s", r.code, r.stderr)
+	}
+	if got := queryDB(t, db, "SELECT total FROM jobs WHERE staging = 0"); got != n {
+		t.Fatalf("resubmitted job has %d tasks, want %d", got, n)
+	}
+}

@@ -300,3 +300,51 @@ func TestErrorsStayOneShortLine(t *testing.T) {
 		}
 	}
 }
+
+// TestBigSubmitLetsOthersWrite: while a big job file is written, in chunks,
+// other submits get the write lock between chunks (with a busy timeout of
+// a few chunks), pcd jobs reads without it, and neither sees the big job
+// before its last chunk commits.
+func TestBigSubmitLetsOthersWrite(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	const n = 120_000
+	big := writeJob(t, dir, "big.json", n, `{"kind":"noop"}`)
+	small := writeJob(t, dir, "small.json", 1, `{"kind":"noop"}`)
+	if r := pcd(t, db, "submit", small); r.code != 0 { // the database exists
+		t.Fatalf("submit: %s", r.stderr)
+	}
+	p := start(t, db, nil, "submit", big)
+	for queryDB(t, db, "SELECT count(*) FROM jobs WHERE staging = 1") == 0 {
+		select {
+		case <-p.done:
+			t.Fatalf("the big submit ended (exit %d) before a chunk committed: %s", p.cmd.ProcessState.ExitCode(), p.stderr)
+		default:
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	others := 0
+	for ; others < 3; others++ {
+		if r := pcd(t, db, "--busy-timeout", "3s", "submit", small); r.code != 0 {
+			t.Fatalf("a submit during the big one: exit %d: %s", r.code, r.stderr)
+		}
+		r := pcd(t, db, "jobs", "--json")
+		if r.code != 0 {
+			t.Fatalf("pcd jobs during the big submit: exit %d: %s", r.code, r.stderr)
+		}
+		if strings.Contains(r.stdout, `"total": 120000`) || strings.Count(r.stdout, `"job_id"`) != others+2 {
+			t.Fatalf("pcd jobs during the big submit shows:\n%s", r.stdout)
+		}
+	}
+	select {
+	case <-p.done:
+		t.Fatalf("the big submit ended before the others were done: the test proves nothing; make it bigger")
+	default:
+	}
+	if code := p.wait(t, 2*time.Minute); code != 0 {
+		t.Fatalf("big submit: exit %d: %s", code, p.stderr)
+	}
+	if got := queryDB(t, db, "SELECT count(*) FROM tasks"); got != n+others+1 {
+		t.Errorf("%d tasks, want %d", got, n+others+1)
+	}
+}

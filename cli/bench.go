@@ -100,19 +100,25 @@ func runBench(c *cli.Context, env Env) error {
 	type workload struct {
 		name string
 		run  func() (benchRow, error)
+		rows func() ([]benchRow, error) // for a workload of several rows
 	}
 	workloads := []workload{
-		{"noop", func() (benchRow, error) { return b.noop(big, "full", false) }},
-		{"noop-sync-normal", func() (benchRow, error) { return b.noop(big, "normal", false) }},
-		{"noop-small", func() (benchRow, error) { return b.noop(small, "full", true) }},
-		{"submit", func() (benchRow, error) { return b.submit(big) }},
-		{"demo", b.demo},
-		{"exec-vs-xargs", b.execVsXargs},
-		{"latency", b.latency},
-		{"idle", b.idle},
-		{"restart", func() (benchRow, error) { return b.restart(max(big, 100_000)) }},
-		{"watch-lag", func() (benchRow, error) { return b.watchLag(max(big, 100_000)) }},
-		{"small-jobs", func() (benchRow, error) { return b.smallJobs(max(big/100, 1000)) }},
+		{"noop", func() (benchRow, error) { return b.noop(big, "full", false) }, nil},
+		{"noop-sync-normal", func() (benchRow, error) { return b.noop(big, "normal", false) }, nil},
+		{"noop-small", func() (benchRow, error) { return b.noop(small, "full", true) }, nil},
+		{"submit", func() (benchRow, error) { return b.submit(big) }, nil},
+		{"demo", b.demo, nil},
+		{"exec-vs-xargs", b.execVsXargs, nil},
+		{"latency", b.latency, nil},
+		{"idle", b.idle, nil},
+		{"restart", func() (benchRow, error) { return b.restart(max(big, 100_000)) }, nil},
+		{"watch-lag", func() (benchRow, error) { return b.watchLag(max(big, 100_000)) }, nil},
+		{"small-jobs", func() (benchRow, error) { return b.smallJobs(max(big/100, 1000)) }, nil},
+		{"big-submit", nil, func() ([]benchRow, error) { return b.bigSubmit(2 * big) }},
+		{"waiting-retries", func() (benchRow, error) { return b.waitingRetries(big) }, nil},
+		{"oversized-line", func() (benchRow, error) { return b.oversizedLine(max(big/10_000, 2) << 20) }, nil},
+		{"wal", func() (benchRow, error) { return b.walAfterReader(big / 2) }, nil},
+		{"prune", func() (benchRow, error) { return b.prune(big / 2) }, nil},
 	}
 	var rows []benchRow
 	for _, w := range workloads {
@@ -120,6 +126,14 @@ func runBench(c *cli.Context, env Env) error {
 			continue
 		}
 		fmt.Fprintf(b.log, "pcd bench: %s...\n", w.name)
+		if w.rows != nil {
+			more, err := w.rows()
+			if err != nil {
+				return fmt.Errorf("bench %s: %w", w.name, err)
+			}
+			rows = append(rows, more...)
+			continue
+		}
 		row, err := w.run()
 		if err != nil {
 			return fmt.Errorf("bench %s: %w", w.name, err)
@@ -144,7 +158,15 @@ func runBench(c *cli.Context, env Env) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", r.Workload, num(r.median()), num(lo), num(hi), r.Unit, rss, r.Target, len(r.Values))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range rows {
+		if r.Note != "" {
+			fmt.Fprintf(env.Stdout, "  %s: %s\n", r.Workload, r.Note)
+		}
+	}
+	return nil
 }
 
 func num(v float64) string {

@@ -212,6 +212,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			ensure = true
 		case <-ticker.C:
 			d.flushMarks(ctx)
+			cleanStaged(ctx, d.db, log)
 			ensure = true
 		case r := <-done:
 			delete(running, r.id)

@@ -48,5 +48,22 @@ func Recover(ctx context.Context, db *store.DB, log *slog.Logger) error {
 	if requeued+failed > 0 && log != nil {
 		log.Warn("recovered tasks interrupted by the last stop", "requeued", requeued, "failed", failed)
 	}
+	cleanStaged(ctx, db, log)
 	return nil
+}
+
+// cleanStaged deletes the half-written jobs of submits that died. It
+// only logs a failure: the next start tries again, and staging jobs are
+// invisible meanwhile.
+func cleanStaged(ctx context.Context, db *store.DB, log *slog.Logger) {
+	n, err := db.CleanStaged(ctx)
+	if log == nil {
+		return
+	}
+	if err != nil && ctx.Err() == nil {
+		log.Warn("delete a half-written job of a submit that died", "err", err)
+	}
+	if n > 0 {
+		log.Warn("deleted the half-written jobs of submits that died", "jobs", n)
+	}
 }

@@ -30,6 +30,8 @@ const (
 	FailFinishBeforeCommit   = "finish-before-commit"
 	FailFinishAfterCommit    = "finish-after-commit"
 	FailDuringMigration      = "during-migration"
+	// A big submit's chunks before its last (see SubmitChunk).
+	FailSubmitChunkAfterCommit = "submit-chunk-after-commit"
 )
 
 // Failpoints lists every failpoint, for tests.

@@ -100,8 +100,23 @@ type NewJob struct {
 	Sinks []byte
 }
 
-// CreateJob writes a job and its tasks in one transaction: the job exists
-// whole or not at all. It is sealed unless nj.Open.
+// SubmitChunk bounds how long one transaction of a big submit holds the
+// write lock: other writers (runners, cancels, other submits) wait at
+// most about this long behind it.
+const SubmitChunk = 200 * time.Millisecond
+
+// chunkGap is the pause between two chunks of a big submit.
+const chunkGap = 10 * time.Millisecond
+
+// CreateJob writes a job and its tasks: the job exists whole or not at
+// all. It is sealed unless nj.Open.
+//
+// A job whose tasks take longer than SubmitChunk to write (a big job file,
+// through nj.More) is written in several transactions. Until the last one
+// commits the job is staging: no runner or reader sees it, and this
+// process holds its submit lock. If writing fails, CreateJob deletes what
+// it wrote; if the process dies, the next runner to start (CleanStaged)
+// does.
 func (db *DB) CreateJob(ctx context.Context, nj NewJob) (Job, error) {
 	if nj.Workers <= 0 || nj.QueueSize <= 0 {
 		return Job{}, fmt.Errorf("create job: workers and queue size must be positive")
@@ -117,55 +132,105 @@ func (db *DB) CreateJob(ctx context.Context, nj NewJob) (Job, error) {
 		Workers: nj.Workers, QueueSize: nj.QueueSize, Total: int64(len(nj.Tasks)),
 		CreatedAt: time.Now(), Sinks: nj.Sinks,
 	}
-	held := false
-	err = db.txAt(ctx, "submit", func(tx *sql.Tx) error {
-		if nj.Key != "" {
-			existing, err := scanJob(tx.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE key = ?", nj.Key))
-			if err == nil {
-				job = existing
-				return errDuplicateKey
+	more := func() ([]NewTask, error, bool) { return nil, nil, false }
+	if nj.More != nil {
+		next, stop := iter.Pull2(nj.More)
+		defer stop()
+		more = next
+	}
+	held, staging := false, false
+	// write runs one transaction: the job row first, then batches of
+	// tasks until they end (the last chunk) or SubmitChunk has passed.
+	write := func(tx *sql.Tx) (last bool, err error) {
+		began := time.Now()
+		if job.ID == 0 {
+			if nj.Key != "" {
+				existing, err := scanJob(tx.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE key = ?", nj.Key))
+				if err == nil {
+					job = existing
+					return false, errDuplicateKey
+				}
+				if !errors.Is(err, sql.ErrNoRows) {
+					return false, err
+				}
 			}
-			if !errors.Is(err, sql.ErrNoRows) {
-				return err
-			}
-		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO jobs (uuid, name, state, sealed, workers, queue_size, total, created_at, key, sinks)
-			VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)`,
-			job.UUID, job.Name, job.Sealed, job.Workers, job.QueueSize, job.Total, job.CreatedAt.UnixNano(), nullString(nj.Key),
-			nullBytes(nj.Sinks))
-		if err != nil {
-			return err
-		}
-		if job.ID, err = res.LastInsertId(); err != nil {
-			return err
-		}
-		if nj.Open {
-			// Held before the job is visible, so no runner sees an open job
-			// without its submitter's lock.
-			if err := db.holdSubmit(job.ID); err != nil {
-				return err
-			}
-			held = true
-		}
-		if err := insertTasks(ctx, tx, job.ID, 1, nj.Tasks); err != nil {
-			return err
-		}
-		if nj.More == nil {
-			return nil
-		}
-		for batch, err := range nj.More {
+			res, err := tx.ExecContext(ctx, `INSERT INTO jobs (uuid, name, state, sealed, workers, queue_size, total, created_at, key, sinks)
+				VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)`,
+				job.UUID, job.Name, job.Sealed, job.Workers, job.QueueSize, job.Total, job.CreatedAt.UnixNano(), nullString(nj.Key),
+				nullBytes(nj.Sinks))
 			if err != nil {
-				return err
+				return false, err
+			}
+			if job.ID, err = res.LastInsertId(); err != nil {
+				return false, err
+			}
+			if err := insertTasks(ctx, tx, job.ID, 1, nj.Tasks); err != nil {
+				return false, err
+			}
+		}
+		for time.Since(began) < SubmitChunk {
+			batch, err, ok := more()
+			if err != nil {
+				return false, err
+			}
+			if !ok {
+				last = true
+				break
 			}
 			if err := insertTasks(ctx, tx, job.ID, job.Total+1, batch); err != nil {
-				return err
+				return false, err
 			}
 			job.Total += int64(len(batch))
 		}
-		_, err = tx.ExecContext(ctx, "UPDATE jobs SET total = ? WHERE id = ?", job.Total, job.ID)
-		return err
-	})
-	if err != nil && held {
+		if (nj.Open || !last) && !held {
+			// Held before the job is visible (open) or committed (staging),
+			// so that no runner sees either without its submitter's lock.
+			if err := db.holdSubmit(job.ID); err != nil {
+				return false, err
+			}
+			held = true
+		}
+		if !last {
+			staging = true
+			_, err = tx.ExecContext(ctx, "UPDATE jobs SET staging = 1, total = ? WHERE id = ?", job.Total, job.ID)
+			return false, err
+		}
+		_, err = tx.ExecContext(ctx, "UPDATE jobs SET staging = 0, total = ? WHERE id = ?", job.Total, job.ID)
+		return true, err
+	}
+	for {
+		var last bool
+		point := func() string {
+			if last {
+				return "submit" // the commit that makes the job visible
+			}
+			return "submit-chunk"
+		}
+		err = db.txPoints(ctx, point, func(tx *sql.Tx) error {
+			last, err = write(tx)
+			return err
+		})
+		if err != nil || last {
+			break
+		}
+		// A gap for the writers waiting behind this one: they poll for
+		// the lock every couple of milliseconds (whenFree).
+		select {
+		case <-time.After(chunkGap):
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		if err != nil {
+			break
+		}
+	}
+	if err != nil && staging {
+		// Best effort: what is left is deleted at the next start.
+		if _, delErr := db.DeleteJob(context.WithoutCancel(ctx), job.ID); delErr != nil {
+			err = errors.Join(err, fmt.Errorf("delete the job's written part: %w", delErr))
+		}
+	}
+	if held && (err != nil || !nj.Open) {
 		db.releaseSubmit(job.ID)
 	}
 	if errors.Is(err, errDuplicateKey) {
@@ -175,6 +240,30 @@ func (db *DB) CreateJob(ctx context.Context, nj NewJob) (Job, error) {
 		return Job{}, fmt.Errorf("create job: %w", err)
 	}
 	return job, nil
+}
+
+// CleanStaged deletes the jobs that a submit left staging when it died
+// (its submit lock is free), and returns how many.
+func (db *DB) CleanStaged(ctx context.Context) (int, error) {
+	jobs, err := db.queryJobs(ctx, "SELECT "+jobColumns+" FROM jobs WHERE staging = 1 ORDER BY id")
+	if err != nil {
+		return 0, fmt.Errorf("staging jobs: %w", err)
+	}
+	n := 0
+	for _, j := range jobs {
+		alive, err := db.SubmitterAlive(j.ID)
+		if err != nil {
+			return n, err
+		}
+		if alive {
+			continue
+		}
+		if _, err := db.DeleteJob(ctx, j.ID); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
 
 // ErrDuplicate is returned with the existing job when a job with the same
@@ -294,7 +383,7 @@ func (db *DB) Job(ctx context.Context, id int64) (Job, error) {
 
 // UnfinishedJobs lists jobs without a committed completion, oldest first.
 func (db *DB) UnfinishedJobs(ctx context.Context) ([]Job, error) {
-	rows, err := db.rc.QueryContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE finished_at IS NULL ORDER BY id")
+	rows, err := db.rc.QueryContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE finished_at IS NULL AND staging = 0 ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("unfinished jobs: %w", err)
 	}
@@ -324,7 +413,7 @@ func (db *DB) RunnableJobs(ctx context.Context, skip map[int64]bool, limit int) 
 	// The running ones come first in id order often enough that asking for
 	// them too is simpler than excluding them in SQL.
 	rows, err := db.rc.QueryContext(ctx, "SELECT "+jobColumns+` FROM jobs
-		WHERE finished_at IS NULL AND NOT (sealed = 0 AND total = succeeded + failed + cancelled)
+		WHERE finished_at IS NULL AND staging = 0 AND NOT (sealed = 0 AND total = succeeded + failed + cancelled)
 		ORDER BY id LIMIT ?`, limit+len(skip))
 	if err != nil {
 		return nil, fmt.Errorf("runnable jobs: %w", err)
@@ -346,32 +435,19 @@ func (db *DB) RunnableJobs(ctx context.Context, skip map[int64]bool, limit int) 
 // OpenJobs lists the unfinished jobs that are not sealed: their producer
 // (a streaming submit) may still add tasks.
 func (db *DB) OpenJobs(ctx context.Context) ([]Job, error) {
-	return db.queryJobs(ctx, "SELECT "+jobColumns+" FROM jobs WHERE sealed = 0 AND finished_at IS NULL ORDER BY id")
+	return db.queryJobs(ctx, "SELECT "+jobColumns+" FROM jobs WHERE sealed = 0 AND finished_at IS NULL AND staging = 0 ORDER BY id")
 }
 
 // UnfinishedSummary adds up the unfinished jobs: how many there are, and
 // their task counts, in the fields of one Job.
 func (db *DB) UnfinishedSummary(ctx context.Context) (n int, sum Job, err error) {
 	err = db.rc.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(total), 0), coalesce(sum(succeeded), 0),
-		coalesce(sum(failed), 0), coalesce(sum(cancelled), 0) FROM jobs WHERE finished_at IS NULL`).
+		coalesce(sum(failed), 0), coalesce(sum(cancelled), 0) FROM jobs WHERE finished_at IS NULL AND staging = 0`).
 		Scan(&n, &sum.Total, &sum.Succeeded, &sum.Failed, &sum.Cancelled)
 	if err != nil {
 		return 0, Job{}, fmt.Errorf("unfinished jobs: %w", err)
 	}
 	return n, sum, nil
-}
-
-// StartJob marks an unfinished job running and records when it first started.
-func (db *DB) StartJob(ctx context.Context, id int64, now time.Time) error {
-	err := db.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE jobs SET state = 'running', started_at = coalesce(started_at, ?)
-			WHERE id = ? AND finished_at IS NULL`, now.UnixNano(), id)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("start job %d: %w", id, err)
-	}
-	return nil
 }
 
 // StopJob records that a runner stopped running an unfinished job: it is
@@ -409,7 +485,7 @@ func (db *DB) FindJob(ctx context.Context, ref string) (Job, error) {
 	if ref == "" || strings.Trim(ref, "0123456789abcdef-") != "" {
 		return Job{}, fmt.Errorf("job %q: %w: a job id is hex digits and dashes", ref, ErrNotFound)
 	}
-	rows, err := db.rc.QueryContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE uuid >= ? AND uuid < ? ORDER BY uuid LIMIT 2",
+	rows, err := db.rc.QueryContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE uuid >= ? AND uuid < ? AND staging = 0 ORDER BY uuid LIMIT 2",
 		ref, ref+"\x7f")
 	if err != nil {
 		return Job{}, fmt.Errorf("find job %s: %w", ref, err)
@@ -437,10 +513,10 @@ func (db *DB) FindJob(ctx context.Context, ref string) (Job, error) {
 
 // ListJobs lists the newest jobs first, optionally only those in state.
 func (db *DB) ListJobs(ctx context.Context, state State, limit int) ([]Job, error) {
-	q := "SELECT " + jobColumns + " FROM jobs"
+	q := "SELECT " + jobColumns + " FROM jobs WHERE staging = 0"
 	args := []any{}
 	if state != "" {
-		q += " WHERE state = ?"
+		q += " AND state = ?"
 		args = append(args, string(state))
 	}
 	q += " ORDER BY id DESC LIMIT ?"
@@ -595,11 +671,11 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (Job, error) {
 // non-zero since, only those unfinished or finished after since.
 func (db *DB) JobsWithSinks(ctx context.Context, since time.Time) ([]Job, error) {
 	if since.IsZero() {
-		return db.queryJobs(ctx, "SELECT "+jobColumns+" FROM jobs WHERE sinks IS NOT NULL ORDER BY id")
+		return db.queryJobs(ctx, "SELECT "+jobColumns+" FROM jobs WHERE sinks IS NOT NULL AND staging = 0 ORDER BY id")
 	}
 	// No ORDER BY: with one, SQLite scans the whole table for the second
 	// half instead of using jobs_sinks_finished.
-	jobs, err := db.queryJobs(ctx, "SELECT "+jobColumns+` FROM jobs WHERE sinks IS NOT NULL AND finished_at IS NULL
+	jobs, err := db.queryJobs(ctx, "SELECT "+jobColumns+` FROM jobs WHERE sinks IS NOT NULL AND finished_at IS NULL AND staging = 0
 		UNION ALL SELECT `+jobColumns+` FROM jobs WHERE sinks IS NOT NULL AND finished_at > ?`, since.UnixNano())
 	slices.SortFunc(jobs, func(a, b Job) int { return cmp.Compare(a.ID, b.ID) })
 	return jobs, err

@@ -20,7 +20,7 @@ func (db *DB) FinishedBefore(ctx context.Context, t time.Time, after int64, limi
 		ORDER BY id LIMIT ?`, t.UnixNano(), after, limit)
 }
 
-// DeleteJob removes a finished job and everything of it: its deliveries,
+// DeleteJob removes a finished job (or one left staging) and everything of it: its deliveries,
 // callbacks, attempts, results, start marks and tasks, then the job. It
 // works in transactions of at most pruneChunk rows, so it never holds the
 // write lock for long; a job cut short by a crash is still finished, with
@@ -31,11 +31,11 @@ func (db *DB) DeleteJob(ctx context.Context, jobID int64) (int64, error) {
 	step := func(q string, args ...any) (int64, error) {
 		var n int64
 		err := db.txAt(ctx, "prune", func(tx *sql.Tx) error {
-			var finished sql.NullInt64
-			if err := tx.QueryRowContext(ctx, "SELECT finished_at FROM jobs WHERE id = ?", jobID).Scan(&finished); err != nil {
+			var done bool
+			if err := tx.QueryRowContext(ctx, "SELECT finished_at IS NOT NULL OR staging = 1 FROM jobs WHERE id = ?", jobID).Scan(&done); err != nil {
 				return err
 			}
-			if !finished.Valid {
+			if !done {
 				return conflict("job %d is not finished: it cannot be pruned", jobID)
 			}
 			res, err := tx.ExecContext(ctx, q, args...)
@@ -96,6 +96,17 @@ func (db *DB) DeleteJob(ctx context.Context, jobID int64) (int64, error) {
 	return total + n, nil
 }
 
+// execWhenFree runs a writing statement outside a transaction, waiting
+// for the write lock as a transaction does.
+func (db *DB) execWhenFree(ctx context.Context, q string) (sql.Result, error) {
+	var res sql.Result
+	err := db.whenFree(ctx, func() (err error) {
+		res, err = db.w.ExecContext(ctx, q)
+		return err
+	})
+	return res, err
+}
+
 // Reclaim gives the free pages back to the file system: an incremental
 // vacuum, a bounded number of pages per transaction. A database made
 // before auto_vacuum was set has none to give: it is rewritten once with
@@ -110,10 +121,10 @@ func (db *DB) Reclaim(ctx context.Context, vacuum bool) (vacuumed bool, err erro
 		if !vacuum {
 			return false, nil
 		}
-		if _, err := db.w.ExecContext(ctx, "PRAGMA auto_vacuum = INCREMENTAL"); err != nil {
+		if _, err := db.execWhenFree(ctx, "PRAGMA auto_vacuum = INCREMENTAL"); err != nil {
 			return false, fmt.Errorf("reclaim: %w", classify(err))
 		}
-		if _, err := db.w.ExecContext(ctx, "VACUUM"); err != nil {
+		if _, err := db.execWhenFree(ctx, "VACUUM"); err != nil {
 			return false, fmt.Errorf("reclaim: vacuum: %w", classify(err))
 		}
 		_, _ = db.w.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)")
@@ -129,7 +140,7 @@ func (db *DB) Reclaim(ctx context.Context, vacuum bool) (vacuumed bool, err erro
 			_, _ = db.w.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)")
 			return false, nil
 		}
-		if _, err := db.w.ExecContext(ctx, "PRAGMA incremental_vacuum(2048)"); err != nil {
+		if _, err := db.execWhenFree(ctx, "PRAGMA incremental_vacuum(2048)"); err != nil {
 			return false, fmt.Errorf("reclaim: %w", classify(err))
 		}
 		if err := ctx.Err(); err != nil {

@@ -119,6 +119,9 @@ type DB struct {
 	Hooks    Hooks
 	submit   submitLocks
 	readOnly bool
+	// busy is how long a write waits for another process's write lock;
+	// the writer polls for it (see begin).
+	busy time.Duration
 }
 
 const sqliteMagic = "SQLite format 3\x00"
@@ -150,7 +153,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	db := &DB{path: abs}
+	db := &DB{path: abs, busy: opts.BusyTimeout}
 	if existed {
 		// Check the file read-only first, so a refusal writes nothing.
 		if db.deferred, err = inspect(ctx, abs, opts); err != nil {
@@ -163,7 +166,12 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		}
 		return openReadOnly(ctx, db, opts)
 	}
-	writer := dsn(abs, opts, false)
+	// The writer polls for the write lock itself (begin), so that it can
+	// take it in the short gaps between a big submit's chunks; SQLite's
+	// own busy handler backs off to a poll every 100 ms.
+	pollOpts := opts
+	pollOpts.BusyTimeout = 0
+	writer := dsn(abs, pollOpts, false)
 	if !existed {
 		// A new file gives pages back as history is pruned (Reclaim). It
 		// must be set before anything is written, WAL mode included; an
@@ -448,7 +456,7 @@ func firstLine(s string) string {
 
 func dsn(path string, opts Options, readOnly bool) string {
 	q := url.Values{}
-	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(opts.BusyTimeout.Milliseconds(), 10)+")")
+	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(max(opts.BusyTimeout.Milliseconds(), 0), 10)+")")
 	q.Add("_pragma", "foreign_keys(1)")
 	if readOnly {
 		q.Add("_pragma", "query_only(1)")

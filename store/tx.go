@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // tx runs fn in one write transaction (BEGIN IMMEDIATE on the writer). It
@@ -22,7 +23,11 @@ func (db *DB) txAt(ctx context.Context, point string, fn func(*sql.Tx) error) (e
 
 // txPoints is txAt with the failpoints' name decided once fn has run.
 func (db *DB) txPoints(ctx context.Context, pointOf func() string, fn func(*sql.Tx) error) (err error) {
-	tx, err := db.w.BeginTx(ctx, nil)
+	var tx *sql.Tx
+	err = db.whenFree(ctx, func() error {
+		tx, err = db.w.BeginTx(ctx, nil)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("begin: %w", classify(err))
 	}
@@ -53,4 +58,27 @@ func (db *DB) txPoints(ctx context.Context, pointOf func() string, fn func(*sql.
 		Failpoint(point + "-after-commit")
 	}
 	return nil
+}
+
+// whenFree runs fn, which takes the write lock (BEGIN IMMEDIATE, or a
+// statement outside a transaction), again and again while another process
+// holds the lock, for up to the busy timeout. It polls every millisecond
+// or two, where SQLite's busy handler backs off to every 100 ms: a writer
+// waiting behind a big submit gets the lock in the short pause between
+// two of its chunks.
+func (db *DB) whenFree(ctx context.Context, fn func() error) error {
+	deadline := time.Now().Add(db.busy)
+	wait := 500 * time.Microsecond
+	for {
+		err := fn()
+		if err == nil || !errors.Is(classify(err), ErrBusy) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 2*time.Millisecond)
+	}
 }
