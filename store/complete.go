@@ -339,7 +339,20 @@ func (db *DB) insertTaskCallbacks(ctx context.Context, tx *sql.Tx, cbs []Callbac
 		chunk := cbs[:callbackChunks[n]]
 		cbs = cbs[len(chunk):]
 		args = append(args[:0], chunk[0].JobID, chunk[0].Round, now.UnixNano())
+		// Rows without a result (no-ops, sleeps) take the statement with
+		// a parameter less per row.
+		stmt := db.stmts.callbacks[n]
+		for i := range chunk {
+			if len(results[i]) > 0 {
+				stmt = db.stmts.callbackRefs[n]
+				break
+			}
+		}
 		for i, cb := range chunk {
+			if stmt == db.stmts.callbacks[n] {
+				args = append(args, cb.TaskSeq, string(cb.Message))
+				continue
+			}
 			msg, at := splitResult(cb.Message, results[i])
 			var resultAt any
 			if at >= 0 {
@@ -348,7 +361,7 @@ func (db *DB) insertTaskCallbacks(ctx context.Context, tx *sql.Tx, cbs []Callbac
 			args = append(args, cb.TaskSeq, string(msg), resultAt)
 		}
 		results = results[len(chunk):]
-		res, err := tx.StmtContext(ctx, db.stmts.callbacks[n]).ExecContext(ctx, args...)
+		res, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, args...)
 		if err != nil {
 			return fmt.Errorf("task callbacks: %w", err)
 		}
@@ -367,7 +380,7 @@ func (db *DB) insertTaskCallbacks(ctx context.Context, tx *sql.Tx, cbs []Callbac
 type statements struct {
 	start, stop, finished, retry, attempt, counts, resultOnce, unwait *sql.Stmt
 	job, finishJob, jobCallback, delivered                            *sql.Stmt
-	callbacks, results                                                []*sql.Stmt // one per callbackChunks
+	callbacks, callbackRefs, results                                  []*sql.Stmt // one per callbackChunks
 }
 
 func (db *DB) prepare(ctx context.Context) error {
@@ -416,12 +429,18 @@ func (db *DB) prepare(ctx context.Context) error {
 	}
 	for _, n := range callbackChunks {
 		// One job, round and time for every row: ?1, ?2 and ?3.
-		stmt, err := db.w.PrepareContext(ctx, "INSERT INTO callbacks (event, job_id, round, created_at, task_seq, message, result_at) VALUES "+
-			strings.TrimSuffix(strings.Repeat("('task', ?1, ?2, ?3, ?, ?, ?), ", n), ", "))
+		stmt, err := db.w.PrepareContext(ctx, "INSERT INTO callbacks (event, job_id, round, created_at, task_seq, message) VALUES "+
+			strings.TrimSuffix(strings.Repeat("('task', ?1, ?2, ?3, ?, ?), ", n), ", "))
 		if err != nil {
 			return fmt.Errorf("prepare: %w", err)
 		}
 		db.stmts.callbacks = append(db.stmts.callbacks, stmt)
+		stmt, err = db.w.PrepareContext(ctx, "INSERT INTO callbacks (event, job_id, round, created_at, task_seq, message, result_at) VALUES "+
+			strings.TrimSuffix(strings.Repeat("('task', ?1, ?2, ?3, ?, ?, ?), ", n), ", "))
+		if err != nil {
+			return fmt.Errorf("prepare: %w", err)
+		}
+		db.stmts.callbackRefs = append(db.stmts.callbackRefs, stmt)
 		stmt, err = db.w.PrepareContext(ctx, `INSERT INTO results (job_id, seq, state, attempts, result, error, time_ns, started_at, finished_at) VALUES `+
 			strings.TrimSuffix(strings.Repeat("(?1, ?, ?, ?, ?, ?, ?, ?, ?), ", n), ", "))
 		if err != nil {
