@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -54,32 +53,6 @@ func runDaemon(c *cli.Context, env Env) error {
 	if err != nil {
 		return err
 	}
-	if _, err := deliveryConfig(c, log); err != nil {
-		return err
-	}
-	if _, err := sinksFromFlags(c); err != nil {
-		return err
-	}
-	db, err := openRunner(c, log)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	lock, err := store.AcquireRunnerLock(db.Path(), "daemon")
-	if err != nil {
-		var le *store.LockedError
-		if errors.As(err, &le) {
-			return fmt.Errorf("another pcd is running this database: %w", err)
-		}
-		return err
-	}
-	defer lock.Release()
-
-	stopReaping, err := engine.Subreaper()
-	if err != nil {
-		log.Warn("descendants of tasks that leave their process group may outlive them", "err", err)
-	}
-	defer stopReaping()
 	delivery, err := deliveryConfig(c, log)
 	if err != nil {
 		return err
@@ -94,8 +67,17 @@ func runDaemon(c *cli.Context, env Env) error {
 		return usageError("--replay-from must be a callback id, got %d", c.Int64("replay-from"))
 	}
 	delivery.ReplayFrom = c.Int64("replay-from")
-	d := engine.NewDaemon(db, engine.DaemonConfig{
-		Delivery: delivery,
+	db, err := openRunner(c, log)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	opening, setRunner, releaseSignals := stopper(c.Context, c.Duration("grace"), log)
+	defer releaseSignals()
+	r, err := engine.OpenRunner(opening, db, engine.RunnerConfig{
+		Role:      engine.RoleDaemon,
+		Subreaper: true,
+		Delivery:  delivery,
 		Config: engine.Config{
 			Registry: env.Registry,
 			Logger:   log,
@@ -105,12 +87,20 @@ func runDaemon(c *cli.Context, env Env) error {
 		Retain:     c.Duration("retain"),
 		RetryAfter: c.Duration("retry-after"),
 	})
-	ctx, cancel := context.WithCancel(c.Context)
-	defer cancel()
-	stop := handleStop(ctx, d, cancel, c.Duration("grace"), log)
-	defer stop()
+	var held *store.LockedError
+	switch {
+	case errors.As(err, &held):
+		return fmt.Errorf("another pcd is running this database: %w", err)
+	case err != nil && opening.Err() != nil && c.Context.Err() == nil:
+		log.Info("daemon stopped before it started")
+		return nil
+	case err != nil:
+		return err
+	}
+	defer r.Close()
+	setRunner(r)
 	log.Info("daemon started", "db", db.Path(), "pid", pidOf(), "max_jobs", c.Int("max-jobs"))
-	err = d.Run(ctx)
+	err = r.Run(c.Context)
 	log.Info("daemon stopped")
 	return err
 }

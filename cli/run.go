@@ -1,14 +1,11 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -99,7 +96,23 @@ func runJob(c *cli.Context, env Env) error {
 			return fmt.Errorf("job %s already %s; nothing to resume: %w", resumed.UUID, resumed.State, store.ErrConflict)
 		}
 	}
-	lock, err := acquireForRun(c, env, db)
+	opening, setRunner, releaseSignals := stopper(c.Context, c.Duration("grace"), log)
+	defer releaseSignals()
+	out := &printer{w: env.Stdout, json: c.Bool("json"), quiet: c.Bool("quiet")}
+	r, err := engine.OpenRunner(opening, db, engine.RunnerConfig{
+		Role:         engine.RoleRun,
+		Subreaper:    true,
+		Delivery:     delivery,
+		DeliveryWait: c.Duration("delivery-wait"),
+		Config:       engine.Config{Registry: env.Registry, Logger: log, OnEvent: out.event},
+		OnLockWait: func(held *store.LockedError) {
+			fmt.Fprintf(env.Stderr, "pcd: waiting for %s to finish its job on %s (Ctrl-C to give up; nothing is written yet)\n",
+				strings.TrimPrefix(held.Error(), held.Path+": held by "), db.Path())
+		},
+		OnDeliveryWait: func(wait time.Duration) {
+			fmt.Fprintf(env.Stderr, "pcd: waiting up to %v for the job's callbacks to reach its hooks and webhooks\n", wait)
+		},
+	})
 	var held *store.LockedError
 	if errors.As(err, &held) {
 		// The holder is a daemon: it runs every job of the database.
@@ -112,22 +125,8 @@ func runJob(c *cli.Context, env Env) error {
 	if err != nil {
 		return err
 	}
-	defer lock.Release()
-	if db.CheckDeferred() {
-		// The daemon checks a large file in the background; pcd run, a
-		// single job, finishes the check before it writes.
-		if err := db.Check(c.Context); err != nil {
-			return err
-		}
-	}
-	stopReaping, err := engine.Subreaper()
-	if err != nil {
-		log.Warn("descendants of tasks that leave their process group may outlive them", "err", err)
-	}
-	defer stopReaping()
-	if err := engine.Recover(c.Context, db, log); err != nil {
-		return err
-	}
+	defer r.Close()
+	setRunner(r)
 	if resume != "" && !resumed.Sealed {
 		sealed, err := db.SealOrphan(c.Context, resumed.ID)
 		switch {
@@ -156,48 +155,18 @@ func runJob(c *cli.Context, env Env) error {
 			return err
 		}
 	}
-	out := &printer{w: env.Stdout, json: c.Bool("json"), quiet: c.Bool("quiet")}
 	out.start(job)
-	// The job's hooks and webhooks, delivered here as its callbacks commit.
-	delivery.Scope, delivery.Wake = job.ID, engine.NewNotifier()
-	deliveries := engine.NewDeliveries(db, delivery)
-	// Wake-ups reach this runner too: pcd cancel tells it to stop.
-	wake := engine.NewNotifier()
-	if l, err := engine.ListenWake(db.Path(), wake, log); err != nil {
-		log.Debug("no wake socket; a pcd cancel is noticed within a second", "err", err)
-	} else {
-		defer l.Close()
-	}
-	ctl := engine.NewJobController(db, engine.Config{
-		Registry: env.Registry,
-		Logger:   log,
-		OnEvent:  out.event,
-		OnCommit: delivery.Wake.Notify,
-		Wake:     wake,
-	})
-
-	ctx, cancel := context.WithCancel(c.Context)
-	defer cancel()
-	stopSignals := handleStop(ctx, ctl, cancel, c.Duration("grace"), log)
-	defer stopSignals()
-	deliveryCtx, stopDelivery := context.WithCancel(ctx)
-	defer deliveries.Wait()
-	defer stopDelivery()
-	deliveries.Ensure(deliveryCtx)
-
-	done, err := ctl.Run(ctx, job.ID)
-	if err == nil {
-		// The job is finished: its sinks finish once its callbacks are out,
-		// or when --delivery-wait runs out; the rest stay for a daemon.
-		delivery.Wake.Notify()
-		waitDeliveries(c, env, db, done, deliveries, stopDelivery, c.Duration("delivery-wait"))
-	}
+	done, err := r.RunJob(c.Context, job.ID)
 	if errors.Is(err, engine.ErrStopped) {
 		return fmt.Errorf("job %s stopped with %d of %d tasks done; its progress is saved (resume it with `pcd run --resume %s`): %w",
 			job.UUID, done.Done(), done.Total, job.UUID[:8], err)
 	}
 	if err != nil {
 		return err
+	}
+	if left, err := engine.PendingDeliveries(c.Context, db, done); err == nil && left > 0 {
+		fmt.Fprintf(env.Stderr, "pcd: %d callback deliveries of job %s are still pending; they are kept, and `pcd daemon` delivers them (`pcd callbacks %s` shows them)\n",
+			left, done.UUID, done.UUID[:8])
 	}
 	if out.err != nil {
 		return fmt.Errorf("write output: %w", out.err)
@@ -209,66 +178,6 @@ func runJob(c *cli.Context, env Env) error {
 }
 
 func pidOf() int { return os.Getpid() }
-
-// acquireForRun takes the runner lock for pcd run. If a daemon holds it,
-// the *LockedError is returned: the daemon runs the job. If another
-// pcd run holds it, which runs only its own job, this one waits for it
-// to finish, and says so.
-func acquireForRun(c *cli.Context, env Env, db *store.DB) (*store.RunnerLock, error) {
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	said := false
-	for {
-		lock, err := store.AcquireRunnerLock(db.Path(), "run")
-		var held *store.LockedError
-		if !errors.As(err, &held) || held.Role == "daemon" {
-			return lock, err
-		}
-		if !said {
-			fmt.Fprintf(env.Stderr, "pcd: waiting for %s to finish its job on %s (Ctrl-C to give up; nothing is written yet)\n",
-				strings.TrimPrefix(held.Error(), held.Path+": held by "), db.Path())
-			said = true
-		}
-		select {
-		case <-tick.C:
-		case <-c.Context.Done():
-			return nil, c.Context.Err()
-		}
-	}
-}
-
-// waitDeliveries waits, at most wait, for the job's hooks and webhooks,
-// saying so when that takes a while. Then it stops them and says how many
-// deliveries are left: they are kept in the database, and a daemon
-// delivers them.
-func waitDeliveries(c *cli.Context, env Env, db *store.DB, job store.Job, d *engine.Deliveries, stop func(), wait time.Duration) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		d.Wait()
-	}()
-	timeout := time.NewTimer(wait)
-	defer timeout.Stop()
-	select {
-	case <-done:
-		return
-	case <-time.After(min(time.Second, wait)):
-	}
-	fmt.Fprintf(env.Stderr, "pcd: waiting up to %v for the job's callbacks to reach its hooks and webhooks\n", wait)
-	select {
-	case <-done:
-		return
-	case <-timeout.C:
-	}
-	stop()
-	<-done
-	left, err := engine.PendingDeliveries(c.Context, db, job)
-	if err != nil || left == 0 {
-		return
-	}
-	fmt.Fprintf(env.Stderr, "pcd: %d callback deliveries of job %s are still pending; they are kept, and `pcd daemon` delivers them (`pcd callbacks %s` shows them)\n",
-		left, job.UUID, job.UUID[:8])
-}
 
 // handOff gives the job to the daemon that holds the runner lock and
 // follows it there, with the same output as running it here.
@@ -286,48 +195,6 @@ func handOff(c *cli.Context, env Env, db *store.DB, jf engine.JobFile, held *sto
 	out := &printer{w: env.Stdout, json: c.Bool("json"), quiet: c.Bool("quiet")}
 	out.start(job)
 	return follow(c, env, db, followOptions{jobIDs: []int64{job.ID}, json: c.Bool("json"), out: out})
-}
-
-// handleStop makes the first SIGINT or SIGTERM drain the controller and
-// starts the grace period; the second signal, or the end of the grace,
-// cancels. The returned function stops listening.
-func handleStop(ctx context.Context, ctl interface{ Drain() }, cancel context.CancelFunc, grace time.Duration, log interface{ Info(string, ...any) }) func() {
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	done := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		var timeout <-chan time.Time
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case sig := <-sigs:
-				if timeout != nil {
-					log.Info("second signal: interrupting running tasks", "signal", sig.String())
-					cancel()
-					return
-				}
-				log.Info("stopping: running tasks may finish", "signal", sig.String(), "grace", grace)
-				ctl.Drain()
-				timer := time.NewTimer(grace)
-				defer timer.Stop()
-				timeout = timer.C
-			case <-timeout:
-				log.Info("grace period over: interrupting running tasks")
-				cancel()
-				return
-			}
-		}
-	}()
-	return func() {
-		signal.Stop(sigs)
-		close(done)
-		<-stopped
-	}
 }
 
 // sleepJob is n sleeps of 0-1 s at random.

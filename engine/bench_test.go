@@ -81,21 +81,25 @@ func BenchmarkDrainSmallJobs(b *testing.B) {
 		}
 	}
 	var finished atomic.Int64
-	d := NewDaemon(db, DaemonConfig{Config: Config{OnEvent: func(ev Event) {
+	b.ResetTimer()
+	r, err := OpenRunner(ctx, db, RunnerConfig{Config: Config{OnEvent: func(ev Event) {
 		if ev.Type == store.EventJob {
 			finished.Add(1)
 		}
 	}}})
-	b.ResetTimer()
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
 	errc := make(chan error, 1)
-	go func() { errc <- d.Run(runCtx) }()
+	go func() { errc <- r.Run(ctx) }()
 	for finished.Load() < int64(b.N) {
 		time.Sleep(time.Millisecond)
 	}
 	b.StopTimer()
-	d.Drain()
+	if err := r.Stop(ctx); err != nil {
+		b.Fatal(err)
+	}
 	if err := <-errc; err != nil {
 		b.Fatal(err)
 	}

@@ -75,6 +75,12 @@ type JobController struct {
 
 // NewJobController returns a controller for one run of a job.
 func NewJobController(db *store.DB, cfg Config) *JobController {
+	cfg = cfg.withDefaults()
+	return &JobController{db: db, cfg: cfg, drain: make(chan struct{}), kill: make(chan struct{}), retries: newRetries()}
+}
+
+// withDefaults fills in what cfg leaves out.
+func (cfg Config) withDefaults() Config {
 	if cfg.Registry == nil {
 		cfg.Registry = NewRegistry()
 	}
@@ -102,7 +108,7 @@ func NewJobController(db *store.DB, cfg Config) *JobController {
 	if cfg.Delivered == nil {
 		cfg.Delivered = NewDelivered()
 	}
-	return &JobController{db: db, cfg: cfg, drain: make(chan struct{}), kill: make(chan struct{}), retries: newRetries()}
+	return cfg
 }
 
 // Cancel interrupts the run at once, as cancelling Run's context does. It

@@ -11,88 +11,66 @@ import (
 	"github.com/pcd-dev/pcd/store"
 )
 
-// DaemonConfig configures a Daemon.
-type DaemonConfig struct {
-	Config
-	// MaxJobs is how many jobs run at once, in submission order; default 1.
-	MaxJobs int
-	// CheckEvery is how often the daemon looks for work when no wake-up
-	// arrives; default 1s. Wake-ups normally arrive over the socket.
-	CheckEvery time.Duration
-	// RetryAfter is how long the daemon waits after a run failed (say, the
-	// disk was full) before it runs jobs again; default 5s.
-	RetryAfter time.Duration
-	// Delivery sets the daemon's own callback sinks, for every job, and
-	// how deliveries retry. Jobs' own sinks are delivered too.
-	Delivery DeliveryConfig
-	// Retain, if set, prunes jobs that finished longer ago than this, in
-	// the background (see Prune); zero keeps everything.
-	Retain time.Duration
-}
-
-// Daemon runs a database's unfinished jobs until stopped. The caller holds
-// the runner lock.
-type Daemon struct {
+// daemon runs a database's unfinished jobs until drained (Runner.Run).
+// The runner holds the lock and has recovered.
+type daemon struct {
 	db  *store.DB
-	cfg DaemonConfig
-
+	cfg RunnerConfig
 	// trouble is the environment problem (disk full, busy) the daemon is
-	// waiting out, or nil. It is reported once when it starts and once
-	// when a commit succeeds again.
-	trouble atomic.Pointer[error]
-
-	drainOnce sync.Once
-	drain     chan struct{}
+	// waiting out, reported once when it starts and once when it ends.
+	trouble troubleLog
+	drain   <-chan struct{}
 }
 
-// NewDaemon returns a daemon for db.
-func NewDaemon(db *store.DB, cfg DaemonConfig) *Daemon {
-	if cfg.MaxJobs <= 0 {
-		cfg.MaxJobs = 1
-	}
-	if cfg.CheckEvery <= 0 {
-		cfg.CheckEvery = time.Second
-	}
-	if cfg.RetryAfter <= 0 {
-		cfg.RetryAfter = 5 * time.Second
-	}
-	if cfg.Wake == nil {
-		cfg.Wake = NewNotifier()
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Clock == nil {
-		cfg.Clock = SystemClock()
-	}
-	if cfg.Delivered == nil {
-		cfg.Delivered = NewDelivered()
-	}
-	if cfg.Delivery.Wake == nil {
-		cfg.Delivery.Wake = NewNotifier()
-	}
-	if cfg.Delivery.Logger == nil {
-		cfg.Delivery.Logger = cfg.Logger
-	}
-	cfg.deferMarks = true // flushed when idle, each CheckEvery, and at the end
-	d := &Daemon{db: db, cfg: cfg, drain: make(chan struct{})}
+func newDaemon(db *store.DB, cfg RunnerConfig, drain <-chan struct{}) *daemon {
+	d := &daemon{db: db, cfg: cfg, drain: drain}
 	onCommit := cfg.OnCommit
 	commits := cfg.Delivery.Wake
 	d.cfg.OnCommit = func() {
 		commits.Notify()
-		if d.trouble.Load() != nil && d.trouble.Swap(nil) != nil {
-			d.cfg.Logger.Info("the database takes writes again; resumed")
-		}
+		d.trouble.over(d.cfg.Logger)
 		if onCommit != nil {
 			onCommit()
 		}
 	}
+	d.cfg.deferMarks = true // flushed when idle, each CheckEvery, and at the end
 	return d
 }
 
-// Drain stops starting tasks; Run returns once the running ones finish.
-// It is safe to call more than once, and before Run.
-func (d *Daemon) Drain() { d.drainOnce.Do(func() { close(d.drain) }) }
+// troubleLog reports an environment problem (a full disk, a held write
+// lock) once when it starts and once when it is over; anything else every
+// time.
+type troubleLog struct{ kind atomic.Pointer[error] }
+
+func (t *troubleLog) report(log *slog.Logger, path string, job store.Job, err error, wait time.Duration) {
+	kind := err
+	switch {
+	case errors.Is(err, store.ErrDiskFull):
+		kind = store.ErrDiskFull
+	case errors.Is(err, store.ErrBusy):
+		kind = store.ErrBusy
+	default:
+		log.Error("job run failed; retrying", "job", job.UUID, "err", err, "in", wait)
+		return
+	}
+	if prev := t.kind.Swap(&kind); prev != nil && *prev == kind {
+		log.Debug("still waiting for the database", "err", err, "retry_in", wait)
+		return
+	}
+	if kind == store.ErrDiskFull {
+		log.Error("the disk is full: stopped taking work until space returns; nothing committed is lost",
+			"db", path, "err", err, "retry_every", wait)
+		return
+	}
+	log.Warn("another process holds the database's write lock: waiting and retrying; nothing is lost",
+		"db", path, "err", err, "retry_every", wait)
+}
+
+func (t *troubleLog) over(log *slog.Logger) {
+	if t.kind.Load() != nil && t.kind.Swap(nil) != nil {
+		log.Info("the database takes writes again; resumed")
+	}
+}
 
 type jobDone struct {
 	id  int64
@@ -100,11 +78,10 @@ type jobDone struct {
 	err error
 }
 
-// Run runs jobs until Drain (after running tasks finish) or until ctx is
-// cancelled (at once: running tasks are interrupted and stay pending). It
-// listens on the wake socket beside the database. Every goroutine it
-// starts has ended when it returns.
-func (d *Daemon) Run(ctx context.Context) error {
+// run runs jobs until drained (after running tasks finish) or until ctx is
+// cancelled (at once: running tasks are interrupted and stay pending).
+// Every goroutine it starts has ended when it returns.
+func (d *daemon) run(ctx context.Context) error {
 	log := d.cfg.Logger
 	ctx, stopRun := context.WithCancelCause(ctx)
 	var check sync.WaitGroup
@@ -117,42 +94,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.checkInBackground(ctx, stopRun)
 		}()
 	}
-	// stopped is what Run returns once it has stopped every job: nil,
+	// stopped is what run returns once it has stopped every job: nil,
 	// unless the background check found the file corrupt.
 	stopped := func() error {
 		if err := context.Cause(ctx); errors.Is(err, store.ErrCorrupt) {
 			return err
 		}
 		return nil
-	}
-	for {
-		err := Recover(ctx, d.db, log)
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return stopped() // stopped, or the check found the file corrupt
-		}
-		if !errors.Is(err, store.ErrDiskFull) && !errors.Is(err, store.ErrBusy) {
-			return err
-		}
-		d.reportTrouble(store.Job{}, err)
-		select {
-		case <-time.After(d.cfg.RetryAfter):
-		case <-ctx.Done():
-			return nil
-		case <-d.drain:
-			return nil
-		}
-	}
-	if d.trouble.Swap(nil) != nil {
-		log.Info("the database takes writes again; resumed")
-	}
-	wake, err := listenWake(d.db.Path(), d.cfg.Wake, log)
-	if err != nil {
-		log.Warn("no wake socket; new jobs are noticed by polling", "err", err, "every", d.cfg.CheckEvery)
-	} else {
-		defer wake.Close()
 	}
 	d.redeliverFinished(ctx)
 	if d.cfg.Retain > 0 {
@@ -183,6 +131,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	ticker := time.NewTicker(d.cfg.CheckEvery)
 	defer ticker.Stop()
 	draining := false
+	drainC := d.drain // nil once draining: a closed channel would spin the loop
 
 	// Sinks are looked for at the start, on each wake-up and tick, and
 	// when a job with sinks of its own starts, not after every job.
@@ -225,14 +174,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 				// Stop taking work for a while: the problem is more
 				// likely the database's than the job's.
 				pauseUntil = time.Now().Add(d.cfg.RetryAfter)
-				d.reportTrouble(r.job, r.err)
+				d.trouble.report(log, d.db.Path(), r.job, r.err, d.cfg.RetryAfter)
 			}
-		case <-d.drain:
-			if !draining {
-				draining = true
-				for _, ctl := range running {
-					ctl.Drain()
-				}
+		case <-drainC:
+			draining, drainC = true, nil
+			for _, ctl := range running {
+				ctl.Drain()
 			}
 		case <-ctx.Done():
 			// Controllers see the same ctx and return; wait for them.
@@ -247,7 +194,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 // flushMarks records the delivered marks of finished jobs that no group
 // commit has carried yet.
-func (d *Daemon) flushMarks(ctx context.Context) {
+func (d *daemon) flushMarks(ctx context.Context) {
 	if err := d.cfg.Delivered.Flush(ctx, d.db); err != nil && ctx.Err() == nil {
 		d.cfg.Logger.Warn("record delivered callbacks; they are released again after a crash", "err", err)
 	}
@@ -255,7 +202,7 @@ func (d *Daemon) flushMarks(ctx context.Context) {
 
 // pruneLoop prunes what is older than Retain at the start and then every
 // quarter of Retain (at least a second, at most ten minutes).
-func (d *Daemon) pruneLoop(ctx context.Context) {
+func (d *daemon) pruneLoop(ctx context.Context) {
 	every := min(max(d.cfg.Retain/4, time.Second), 10*time.Minute)
 	for {
 		res, err := Prune(ctx, d.db, time.Now().Add(-d.cfg.Retain), false, false)
@@ -276,7 +223,7 @@ func (d *Daemon) pruneLoop(ctx context.Context) {
 
 // checkInBackground runs the integrity check that Open left undone on a
 // large file, and stops the daemon if the file is corrupt.
-func (d *Daemon) checkInBackground(ctx context.Context, stop context.CancelCauseFunc) {
+func (d *daemon) checkInBackground(ctx context.Context, stop context.CancelCauseFunc) {
 	log := d.cfg.Logger
 	start := time.Now()
 	log.Info("checking the database file in the background", "db", d.db.Path())
@@ -292,40 +239,13 @@ func (d *Daemon) checkInBackground(ctx context.Context, stop context.CancelCause
 	}
 }
 
-// reportTrouble logs a failed run: a disk-full or busy database once per
-// episode, anything else every time.
-func (d *Daemon) reportTrouble(job store.Job, err error) {
-	log, wait := d.cfg.Logger, d.cfg.RetryAfter
-	kind := err
-	switch {
-	case errors.Is(err, store.ErrDiskFull):
-		kind = store.ErrDiskFull
-	case errors.Is(err, store.ErrBusy):
-		kind = store.ErrBusy
-	default:
-		log.Error("job run failed; retrying", "job", job.UUID, "err", err, "in", wait)
-		return
-	}
-	if prev := d.trouble.Swap(&kind); prev != nil && *prev == kind {
-		log.Debug("still waiting for the database", "err", err, "retry_in", wait)
-		return
-	}
-	if kind == store.ErrDiskFull {
-		log.Error("the disk is full: stopped taking work until space returns; nothing committed is lost",
-			"db", d.db.Path(), "err", err, "retry_every", wait)
-		return
-	}
-	log.Warn("another process holds the database's write lock: waiting and retrying; nothing is lost",
-		"db", d.db.Path(), "err", err, "retry_every", wait)
-}
-
 // schedule starts unfinished jobs, oldest first, up to MaxJobs. It reads
 // only the open jobs (to seal those whose submitter is gone) and as many
 // runnable ones as there are free slots, so a pass costs the same with
 // ten thousand jobs waiting as with one. A running job that someone else
 // finished (pcd cancel) is stopped by its own controller. It reports
 // whether it started a job that has sinks of its own.
-func (d *Daemon) schedule(ctx context.Context, running map[int64]*JobController, done chan<- jobDone, wg *sync.WaitGroup) (sinks bool) {
+func (d *daemon) schedule(ctx context.Context, running map[int64]*JobController, done chan<- jobDone, wg *sync.WaitGroup) (sinks bool) {
 	log := d.cfg.Logger
 	open, err := d.db.OpenJobs(ctx)
 	if err != nil {
@@ -381,7 +301,7 @@ func (d *Daemon) schedule(ctx context.Context, running map[int64]*JobController,
 
 // redeliverFinished releases undelivered callbacks of jobs that finished
 // while no runner was delivering, such as a job cancelled by pcd cancel.
-func (d *Daemon) redeliverFinished(ctx context.Context) {
+func (d *daemon) redeliverFinished(ctx context.Context) {
 	ids, err := d.db.UndeliveredJobs(ctx)
 	if err != nil {
 		d.cfg.Logger.Error("find undelivered callbacks", "err", err)

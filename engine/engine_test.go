@@ -603,7 +603,12 @@ func TestDaemonStopsOnCorruptionFoundInBackground(t *testing.T) {
 	defer db.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	err = NewDaemon(db, DaemonConfig{}).Run(ctx)
+	r, err := OpenRunner(ctx, db, RunnerConfig{})
+	if err != nil {
+		t.Fatalf("open runner: %v", err)
+	}
+	defer r.Close()
+	err = r.Run(ctx)
 	if !errors.Is(err, store.ErrCorrupt) {
 		t.Fatalf("daemon returned %v, want ErrCorrupt", err)
 	}

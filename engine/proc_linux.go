@@ -84,8 +84,9 @@ func processDone(pid int) {
 // exec tasks that leave their process group are re-parented here and can
 // be found and killed. A runner calls it once, and calls the returned
 // func when it stops: that kills every adopted process still alive, even
-// one that hid its run id, so nothing a task started outlives its runner.
-// From then on the exec kind also reaps any exited child that it did not
+// one that hid its run id, so nothing a task started outlives its runner,
+// and makes the process an ordinary one again. Until then the exec kind
+// also reaps any exited child that it did not
 // start itself: a program that embeds a runner should not start children
 // of its own outside it.
 func Subreaper() (stop func(), err error) {
@@ -95,7 +96,13 @@ func Subreaper() (stop func(), err error) {
 	procs.mu.Lock()
 	procs.subreaper = true
 	procs.mu.Unlock()
-	return killAdopted, nil
+	return func() {
+		killAdopted()
+		procs.mu.Lock()
+		procs.subreaper = false
+		procs.mu.Unlock()
+		_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+	}, nil
 }
 
 // killAdopted kills and reaps every child os/exec did not start, with its

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -128,13 +127,9 @@ type wakeListener struct {
 	done chan struct{}
 }
 
-// ListenWake binds the database's wake socket and notifies n at each
+// listenWake binds the database's wake socket and notifies n at each
 // wake-up, until Close. The caller must hold the runner lock, which makes
 // removing a stale socket safe.
-func ListenWake(dbPath string, n *Notifier, log *slog.Logger) (io.Closer, error) {
-	return listenWake(dbPath, n, log)
-}
-
 func listenWake(dbPath string, n *Notifier, log *slog.Logger) (*wakeListener, error) {
 	path, err := WakePath(dbPath)
 	if err != nil {

@@ -1,0 +1,76 @@
+package cli
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/pcd-dev/pcd/engine"
+)
+
+// stopper turns SIGINT and SIGTERM into stops. Before a runner is open,
+// the first signal cancels the returned context (opening waits no more).
+// Once one is (setRunner), the first signal stops it softly: running
+// tasks may finish within grace. A second signal, or the end of the
+// grace, stops it hard. release stops listening.
+func stopper(ctx context.Context, grace time.Duration, log *slog.Logger) (opening context.Context, setRunner func(*engine.Runner), release func()) {
+	opening, cancel := context.WithCancel(ctx)
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	runners := make(chan *engine.Runner, 1)
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		var (
+			r       *engine.Runner
+			hard    context.CancelFunc
+			timeout <-chan time.Time
+			stops   = make(chan struct{})
+		)
+		for {
+			select {
+			case <-done:
+				if hard != nil {
+					hard()
+					<-stops
+				}
+				return
+			case r = <-runners:
+			case sig := <-sigs:
+				switch {
+				case r == nil:
+					log.Info("stopping", "signal", sig.String())
+					cancel()
+				case hard == nil:
+					log.Info("stopping: running tasks may finish", "signal", sig.String(), "grace", grace)
+					var stopCtx context.Context
+					stopCtx, hard = context.WithCancel(context.Background())
+					go func() {
+						defer close(stops)
+						_ = r.Stop(stopCtx)
+					}()
+					timer := time.NewTimer(grace)
+					defer timer.Stop()
+					timeout = timer.C
+				default:
+					log.Info("second signal: interrupting running tasks", "signal", sig.String())
+					hard()
+				}
+			case <-timeout:
+				log.Info("grace period over: interrupting running tasks")
+				hard()
+				timeout = nil
+			}
+		}
+	}()
+	return opening, func(r *engine.Runner) { runners <- r }, func() {
+		signal.Stop(sigs)
+		close(done)
+		<-stopped
+		cancel()
+	}
+}

@@ -1,0 +1,394 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/pcd-dev/pcd/store"
+)
+
+// The roles a runner takes.
+const (
+	// RoleDaemon runs every job of the database until stopped.
+	RoleDaemon = "daemon"
+	// RoleRun runs one job (RunJob). A second one waits for the first.
+	RoleRun = "run"
+)
+
+// RunnerConfig configures a Runner.
+type RunnerConfig struct {
+	Config
+	// Role is RoleDaemon (the default) or RoleRun.
+	Role string
+	// MaxJobs is how many jobs a daemon runs at once, oldest first;
+	// default 1.
+	MaxJobs int
+	// CheckEvery is how often a daemon looks for work when no wake-up
+	// arrives; default 1s. Wake-ups normally arrive over the socket.
+	CheckEvery time.Duration
+	// RetryAfter is how long a daemon waits after a run failed (say, the
+	// disk was full) before it runs jobs again; default 5s.
+	RetryAfter time.Duration
+	// Delivery sets the runner's own callback sinks and how deliveries
+	// retry. A daemon delivers them for every job, RunJob for its job;
+	// jobs' own sinks are delivered too.
+	Delivery DeliveryConfig
+	// Retain, if set, makes a daemon prune jobs that finished longer ago
+	// than this, in the background (see Prune); zero keeps everything.
+	Retain time.Duration
+	// DeliveryWait is how long RunJob waits, once its job has finished,
+	// for the job's hooks and webhooks before it leaves the rest to a
+	// daemon; default 5s.
+	DeliveryWait time.Duration
+	// OnLockWait, if set, is called once when OpenRunner of a RoleRun
+	// runner waits for another pcd run holding the lock.
+	OnLockWait func(holder *store.LockedError)
+	// OnDeliveryWait, if set, is called once when RunJob has waited a
+	// second for its job's deliveries.
+	OnDeliveryWait func(wait time.Duration)
+	// Subreaper makes the process a child subreaper while the runner is
+	// open (see Subreaper), so that a task's descendant that leaves its
+	// process group is killed with it. pcd sets it. While it is set, the
+	// exec kind reaps every child that it did not start: leave it off in a
+	// program that starts processes of its own.
+	Subreaper bool
+}
+
+// Runner is what it takes to run a database's work, with one lifecycle:
+//
+//	r, err := OpenRunner(ctx, db, cfg) // lock, check, recover
+//	go r.Run(ctx)                      // or r.RunJob(ctx, id)
+//	r.Stop(ctx)                        // soft stop; hard once ctx ends
+//	r.Close()                          // release everything
+//
+// One process at a time is the runner of a database (the runner lock).
+// OpenRunner refuses with a *store.LockedError when another holds it.
+type Runner struct {
+	db  *store.DB
+	cfg RunnerConfig
+
+	lock        *store.RunnerLock
+	stopReaping func()
+	wake        *wakeListener
+
+	mu        sync.Mutex
+	running   bool
+	hardStop  context.CancelCauseFunc // of the running Run or RunJob
+	done      chan struct{}           // closed when that returns
+	drainOnce sync.Once
+	drain     chan struct{}
+	closed    bool
+}
+
+// ErrRunnerStopped is returned by Run and RunJob called after Stop or Close.
+var ErrRunnerStopped = errors.New("the runner is stopped")
+
+// OpenRunner becomes the runner of db. It takes the runner lock (a
+// RoleRun runner waits while another pcd run holds it; a daemon holding it
+// is a *store.LockedError), finishes the integrity check that store.Open
+// left for later (a daemon does that in the background as it runs), makes
+// this process the subreaper of its tasks' descendants, recovers what the
+// last runner left (it kills the processes of its tasks, requeues or fails
+// the interrupted tasks, deletes half-written jobs), and listens for
+// wake-ups. A daemon waits out a full disk or a held write lock while it
+// recovers, until ctx ends.
+func OpenRunner(ctx context.Context, db *store.DB, cfg RunnerConfig) (_ *Runner, err error) {
+	cfg = cfg.withDefaults()
+	r := &Runner{db: db, cfg: cfg, drain: make(chan struct{}), stopReaping: func() {}}
+	defer func() {
+		if err != nil {
+			r.release()
+		}
+	}()
+	if r.lock, err = r.acquire(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.Role == RoleRun && db.CheckDeferred() {
+		// A single job finishes the check before it writes; a daemon
+		// checks in the background (Run).
+		if err := db.Check(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Subreaper {
+		if r.stopReaping, err = Subreaper(); err != nil {
+			cfg.Logger.Warn("descendants of tasks that leave their process group may outlive them", "err", err)
+			err = nil
+		}
+	}
+	if err := r.recover(ctx); err != nil {
+		return nil, err
+	}
+	if r.wake, err = listenWake(db.Path(), cfg.Wake, cfg.Logger); err != nil {
+		if cfg.Role == RoleDaemon {
+			cfg.Logger.Warn("no wake socket; new jobs are noticed by polling", "err", err, "every", cfg.CheckEvery)
+		} else {
+			cfg.Logger.Debug("no wake socket; a pcd cancel is noticed within a second", "err", err)
+		}
+		r.wake, err = nil, nil
+	}
+	return r, nil
+}
+
+func (cfg RunnerConfig) withDefaults() RunnerConfig {
+	if cfg.Role == "" {
+		cfg.Role = RoleDaemon
+	}
+	if cfg.MaxJobs <= 0 {
+		cfg.MaxJobs = 1
+	}
+	if cfg.CheckEvery <= 0 {
+		cfg.CheckEvery = time.Second
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = 5 * time.Second
+	}
+	if cfg.DeliveryWait <= 0 {
+		cfg.DeliveryWait = 5 * time.Second
+	}
+	if cfg.Wake == nil {
+		cfg.Wake = NewNotifier()
+	}
+	cfg.Config = cfg.Config.withDefaults()
+	if cfg.Delivery.Wake == nil {
+		cfg.Delivery.Wake = NewNotifier()
+	}
+	if cfg.Delivery.Logger == nil {
+		cfg.Delivery.Logger = cfg.Logger
+	}
+	return cfg
+}
+
+// acquire takes the runner lock for the runner's role.
+func (r *Runner) acquire(ctx context.Context) (*store.RunnerLock, error) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	said := false
+	for {
+		lock, err := store.AcquireRunnerLock(r.db.Path(), r.cfg.Role)
+		var held *store.LockedError
+		if r.cfg.Role != RoleRun || !errors.As(err, &held) || held.Role == RoleDaemon {
+			return lock, err
+		}
+		// Another pcd run runs only its own job: wait for it.
+		if !said && r.cfg.OnLockWait != nil {
+			r.cfg.OnLockWait(held)
+		}
+		said = true
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// recover runs Recover; a daemon retries while the disk is full or
+// another process holds the write lock.
+func (r *Runner) recover(ctx context.Context) error {
+	var trouble troubleLog
+	for {
+		err := Recover(ctx, r.db, r.cfg.Logger)
+		if err == nil {
+			trouble.over(r.cfg.Logger)
+			return nil
+		}
+		if r.cfg.Role != RoleDaemon || (!errors.Is(err, store.ErrDiskFull) && !errors.Is(err, store.ErrBusy)) {
+			return err
+		}
+		trouble.report(r.cfg.Logger, r.db.Path(), store.Job{}, err, r.cfg.RetryAfter)
+		select {
+		case <-time.After(r.cfg.RetryAfter):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// begin marks the runner running, with its hard stop; false after Stop.
+func (r *Runner) begin(cancel context.CancelCauseFunc) (chan struct{}, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed || r.stopping() {
+		return nil, ErrRunnerStopped
+	}
+	if r.running {
+		return nil, errors.New("the runner is running already")
+	}
+	r.running, r.hardStop, r.done = true, cancel, make(chan struct{})
+	return r.done, nil
+}
+
+func (r *Runner) end(done chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.running, r.hardStop = false, nil
+	close(done)
+}
+
+func (r *Runner) stopping() bool {
+	select {
+	case <-r.drain:
+		return true
+	default:
+		return false
+	}
+}
+
+// Run runs every job of the database (RoleDaemon), oldest first, MaxJobs
+// at a time, and delivers callbacks, until Stop, or until ctx ends, which
+// interrupts running tasks at once (they stay pending, with no attempt
+// spent). Every goroutine it starts has ended when it returns.
+func (r *Runner) Run(ctx context.Context) error {
+	if r.cfg.Role != RoleDaemon {
+		return fmt.Errorf("Run needs a %s runner, this one is a %s runner", RoleDaemon, r.cfg.Role)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	done, err := r.begin(cancel)
+	if err != nil {
+		return err
+	}
+	defer r.end(done)
+	return newDaemon(r.db, r.cfg, r.drain).run(ctx)
+}
+
+// RunJob runs one job (RoleRun) to its end, with its sinks and the
+// runner's own, then waits up to DeliveryWait for its deliveries; those
+// left are kept for a daemon (PendingDeliveries counts them). It returns
+// ErrStopped if the job stopped first (Stop, or ctx ended), its progress
+// saved. A pcd cancel of the job stops its tasks.
+func (r *Runner) RunJob(ctx context.Context, jobID int64) (store.Job, error) {
+	if r.cfg.Role != RoleRun {
+		return store.Job{}, fmt.Errorf("RunJob needs a %s runner, this one is a %s runner", RoleRun, r.cfg.Role)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	done, err := r.begin(cancel)
+	if err != nil {
+		return store.Job{}, err
+	}
+	defer r.end(done)
+
+	delivery := r.cfg.Delivery
+	delivery.Scope = jobID
+	deliveries := NewDeliveries(r.db, delivery)
+	cfg := r.cfg.Config
+	onCommit := cfg.OnCommit
+	cfg.OnCommit = func() {
+		delivery.Wake.Notify()
+		if onCommit != nil {
+			onCommit()
+		}
+	}
+	ctl := NewJobController(r.db, cfg)
+	// Stop drains the controller.
+	var watch sync.WaitGroup
+	defer watch.Wait()
+	finished := make(chan struct{})
+	defer close(finished)
+	watch.Add(1)
+	go func() {
+		defer watch.Done()
+		select {
+		case <-r.drain:
+			ctl.Drain()
+		case <-finished:
+		}
+	}()
+	deliveryCtx, stopDelivery := context.WithCancel(ctx)
+	defer deliveries.Wait()
+	defer stopDelivery()
+	deliveries.Ensure(deliveryCtx)
+
+	job, err := ctl.Run(ctx, jobID)
+	if err == nil {
+		// Its sinks finish once its callbacks are out, or when
+		// DeliveryWait runs out; the rest stay for a daemon.
+		delivery.Wake.Notify()
+		r.waitDeliveries(deliveries, stopDelivery)
+	}
+	return job, err
+}
+
+// waitDeliveries waits, at most DeliveryWait, for deliveries to finish,
+// then stops them.
+func (r *Runner) waitDeliveries(d *Deliveries, stop func()) {
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		d.Wait()
+	}()
+	wait := r.cfg.DeliveryWait
+	timeout := time.NewTimer(wait)
+	defer timeout.Stop()
+	select {
+	case <-finished:
+		return
+	case <-time.After(min(time.Second, wait)):
+	}
+	if r.cfg.OnDeliveryWait != nil {
+		r.cfg.OnDeliveryWait(wait)
+	}
+	select {
+	case <-finished:
+	case <-timeout.C:
+		stop()
+		<-finished
+	}
+}
+
+// Stop stops the runner: it starts no new task, lets running ones finish,
+// and returns once Run or RunJob has returned. When ctx ends first, it
+// interrupts the running tasks (a hard stop: they stay pending, with no
+// attempt spent) and waits for that. It is safe to call more than once,
+// and before Run.
+func (r *Runner) Stop(ctx context.Context) error {
+	r.drainOnce.Do(func() { close(r.drain) })
+	r.mu.Lock()
+	running, done, hard := r.running, r.done, r.hardStop
+	r.mu.Unlock()
+	if !running {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		hard(context.Canceled)
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close stops the runner at once if it still runs, then stops listening,
+// kills what its tasks left behind, and releases the runner lock.
+func (r *Runner) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = r.Stop(ctx)
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	return r.release()
+}
+
+func (r *Runner) release() error {
+	var errs []error
+	if r.wake != nil {
+		errs = append(errs, r.wake.Close())
+		r.wake = nil
+	}
+	if r.stopReaping != nil {
+		r.stopReaping()
+		r.stopReaping = nil
+	}
+	if r.lock != nil {
+		errs = append(errs, r.lock.Release())
+		r.lock = nil
+	}
+	return errors.Join(errs...)
+}
