@@ -286,6 +286,6 @@ func configureExec(c *cli.Context, env Env) error {
 	if n < 1 || n > 64<<20 {
 		return usageError("--output-cap must be between 1 and %d bytes, got %d", 64<<20, n)
 	}
-	env.Registry.Register("exec", engine.Exec{OutputCap: n})
+	env.Registry.Replace("exec", engine.Exec{OutputCap: n})
 	return nil
 }

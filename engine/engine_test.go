@@ -613,3 +613,24 @@ func TestDaemonStopsOnCorruptionFoundInBackground(t *testing.T) {
 		t.Fatalf("daemon returned %v, want ErrCorrupt", err)
 	}
 }
+
+func TestRegisterRefusesADuplicate(t *testing.T) {
+	reg := NewRegistry()
+	mustPanic := func(what string, f func()) {
+		t.Helper()
+		defer func() {
+			if recover() == nil {
+				t.Errorf("%s did not panic", what)
+			}
+		}()
+		f()
+	}
+	mustPanic("registering a built-in name", func() { reg.Register("sleep", Noop{}) })
+	reg.Register("mine", Noop{})
+	mustPanic("registering a name twice", func() { reg.Register("mine", Fail{}) })
+	mustPanic("replacing an unknown kind", func() { reg.Replace("other", Noop{}) })
+	reg.Replace("mine", Fail{})
+	if k, err := reg.Lookup("mine"); err != nil || k != (Fail{}) {
+		t.Errorf("after Replace: %v, %v", k, err)
+	}
+}

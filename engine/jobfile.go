@@ -3,6 +3,7 @@ package engine
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -339,6 +340,20 @@ func (jf JobFile) Validate(reg *Registry) error {
 		}
 	}
 	return nil
+}
+
+// Submit validates a job as pcd submit does (its settings, and every
+// task's kind, payload, payload size and retry settings against reg) and
+// creates it whole. A job that does not validate is an ErrBadJob error,
+// and nothing is written.
+func Submit(ctx context.Context, db *store.DB, reg *Registry, jf JobFile) (store.Job, error) {
+	if reg == nil {
+		reg = NewRegistry()
+	}
+	if err := jf.Validate(reg); err != nil {
+		return store.Job{}, err
+	}
+	return db.CreateJob(ctx, jf.NewJob())
 }
 
 // validateTask checks task number i's kind, payload and retry settings.

@@ -98,10 +98,30 @@ func NewRegistry() *Registry {
 	return r
 }
 
-// Register adds or replaces a kind.
+// Register adds a kind. It panics if the name is taken (a built-in kind
+// included), as http.ServeMux does for a pattern registered twice: two
+// kinds of one name is a programming error, and a silent replace would
+// run tasks with the wrong code. Replace swaps a kind on purpose.
 func (r *Registry) Register(name string, k Kind) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if _, taken := r.kinds[name]; taken {
+		panic(fmt.Sprintf("engine: kind %q registered twice", name))
+	}
+	if name == "" || k == nil {
+		panic("engine: Register needs a name and a kind")
+	}
+	r.kinds[name] = k
+}
+
+// Replace swaps the kind registered under name for k, such as a built-in
+// kind for one with other settings. It panics if there is none.
+func (r *Registry) Replace(name string, k Kind) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, taken := r.kinds[name]; !taken || k == nil {
+		panic(fmt.Sprintf("engine: Replace of kind %q, which is not registered", name))
+	}
 	r.kinds[name] = k
 }
 
