@@ -11,7 +11,7 @@ import (
 // and completes the job as cancelled, in one transaction. A runner running
 // the job stops its tasks when it notices. The caller should Wake the
 // runner.
-func CancelJob(ctx context.Context, db *store.DB, jobID int64) (store.Job, error) {
+func CancelJob(ctx context.Context, db store.Store, jobID int64) (store.Job, error) {
 	job, err := db.Job(ctx, jobID)
 	if err != nil {
 		return store.Job{}, err
@@ -29,7 +29,7 @@ func CancelJob(ctx context.Context, db *store.DB, jobID int64) (store.Job, error
 // its running tasks are stopped, no new one starts, and the job's
 // callbacks are released. Call it after CancelJob when the job was
 // running under a live runner. It returns when ctx ends.
-func WaitStopped(ctx context.Context, db *store.DB, jobID int64) error {
+func WaitStopped(ctx context.Context, db store.Store, jobID int64) error {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {

@@ -59,7 +59,7 @@ type Config struct {
 
 // JobController runs one job. Use it once.
 type JobController struct {
-	db  *store.DB
+	db  store.Store
 	cfg Config
 
 	drainOnce sync.Once
@@ -74,7 +74,7 @@ type JobController struct {
 }
 
 // NewJobController returns a controller for one run of a job.
-func NewJobController(db *store.DB, cfg Config) *JobController {
+func NewJobController(db store.Store, cfg Config) *JobController {
 	cfg = cfg.withDefaults()
 	return &JobController{db: db, cfg: cfg, drain: make(chan struct{}), kill: make(chan struct{}), retries: newRetries()}
 }

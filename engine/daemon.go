@@ -14,7 +14,7 @@ import (
 // daemon runs a database's unfinished jobs until drained (Runner.Run).
 // The runner holds the lock and has recovered.
 type daemon struct {
-	db  *store.DB
+	db  store.Store
 	cfg RunnerConfig
 	// trouble is the environment problem (disk full, busy) the daemon is
 	// waiting out, reported once when it starts and once when it ends.
@@ -22,7 +22,7 @@ type daemon struct {
 	drain   <-chan struct{}
 }
 
-func newDaemon(db *store.DB, cfg RunnerConfig, drain <-chan struct{}) *daemon {
+func newDaemon(db store.Store, cfg RunnerConfig, drain <-chan struct{}) *daemon {
 	d := &daemon{db: db, cfg: cfg, drain: drain}
 	onCommit := cfg.OnCommit
 	commits := cfg.Delivery.Wake

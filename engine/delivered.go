@@ -63,7 +63,7 @@ func (d *Delivered) recorded(marks ...store.Mark) {
 }
 
 // Flush records every pending mark in one transaction.
-func (d *Delivered) Flush(ctx context.Context, db *store.DB) error {
+func (d *Delivered) Flush(ctx context.Context, db store.Store) error {
 	marks := d.pending(nil)
 	if len(marks) == 0 {
 		return nil

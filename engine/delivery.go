@@ -38,7 +38,7 @@ func (p DeliveryPolicy) withDefaults() DeliveryPolicy {
 // in the database, so delivery is at-least-once across restarts, with the
 // callback id to drop duplicates.
 type Deliveries struct {
-	db     *store.DB
+	db     store.Store
 	global []Sink // the daemon's sinks, for every job; or pcd run's
 	scope  int64  // if set, global sinks take only this job's callbacks
 	// replayFrom moves the global sinks' cursors back, once.
@@ -74,7 +74,7 @@ type DeliveryConfig struct {
 }
 
 // NewDeliveries returns a delivery manager. Start sinks with Ensure.
-func NewDeliveries(db *store.DB, cfg DeliveryConfig) *Deliveries {
+func NewDeliveries(db store.Store, cfg DeliveryConfig) *Deliveries {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}

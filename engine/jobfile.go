@@ -346,7 +346,7 @@ func (jf JobFile) Validate(reg *Registry) error {
 // task's kind, payload, payload size and retry settings against reg) and
 // creates it whole. A job that does not validate is an ErrBadJob error,
 // and nothing is written.
-func Submit(ctx context.Context, db *store.DB, reg *Registry, jf JobFile) (store.Job, error) {
+func Submit(ctx context.Context, db store.Store, reg *Registry, jf JobFile) (store.Job, error) {
 	if reg == nil {
 		reg = NewRegistry()
 	}

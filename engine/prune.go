@@ -24,7 +24,7 @@ type PruneResult struct {
 // runner goes on meanwhile. A database made before pcd gave space back
 // is rewritten once (VACUUM) only if vacuum: that holds the write lock
 // for as long as it takes, which a daemon's background prune must not.
-func Prune(ctx context.Context, db *store.DB, before time.Time, force, vacuum bool) (PruneResult, error) {
+func Prune(ctx context.Context, db store.Store, before time.Time, force, vacuum bool) (PruneResult, error) {
 	res := PruneResult{Before: db.Size()}
 	var after int64
 	for {
@@ -69,7 +69,7 @@ func Prune(ctx context.Context, db *store.DB, before time.Time, force, vacuum bo
 // Undelivered counts a job's callbacks that some sink has yet to deliver:
 // the runner's output, the job's own hooks and webhooks, and the daemon's
 // sinks that the database knows of.
-func Undelivered(ctx context.Context, db *store.DB, job store.Job) (int, error) {
+func Undelivered(ctx context.Context, db store.Store, job store.Job) (int, error) {
 	cbs, err := db.Callbacks(ctx, job.ID, 0, false)
 	if err != nil || len(cbs) == 0 {
 		return 0, err

@@ -19,7 +19,7 @@ const MaxInterrupts = 3
 // died go back to pending, with the interruption counted, and a task
 // interrupted MaxInterrupts times fails. Call it once, holding the runner
 // lock, before running anything.
-func Recover(ctx context.Context, db *store.DB, log *slog.Logger) error {
+func Recover(ctx context.Context, db store.Store, log *slog.Logger) error {
 	groups, err := db.RunningGroups(ctx)
 	if err != nil {
 		return err
@@ -55,7 +55,7 @@ func Recover(ctx context.Context, db *store.DB, log *slog.Logger) error {
 // cleanStaged deletes the half-written jobs of submits that died. It
 // only logs a failure: the next start tries again, and staging jobs are
 // invisible meanwhile.
-func cleanStaged(ctx context.Context, db *store.DB, log *slog.Logger) {
+func cleanStaged(ctx context.Context, db store.Store, log *slog.Logger) {
 	n, err := db.CleanStaged(ctx)
 	if log == nil {
 		return

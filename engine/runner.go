@@ -67,7 +67,7 @@ type RunnerConfig struct {
 // One process at a time is the runner of a database (the runner lock).
 // OpenRunner refuses with a *store.LockedError when another holds it.
 type Runner struct {
-	db  *store.DB
+	db  store.Store
 	cfg RunnerConfig
 
 	lock        *store.RunnerLock
@@ -95,7 +95,7 @@ var ErrRunnerStopped = errors.New("the runner is stopped")
 // the interrupted tasks, deletes half-written jobs), and listens for
 // wake-ups. A daemon waits out a full disk or a held write lock while it
 // recovers, until ctx ends.
-func OpenRunner(ctx context.Context, db *store.DB, cfg RunnerConfig) (_ *Runner, err error) {
+func OpenRunner(ctx context.Context, db store.Store, cfg RunnerConfig) (_ *Runner, err error) {
 	cfg = cfg.withDefaults()
 	r := &Runner{db: db, cfg: cfg, drain: make(chan struct{}), stopReaping: func() {}}
 	defer func() {

@@ -243,7 +243,7 @@ func (w webhookSink) Deliver(ctx context.Context, ev Event, body []byte) error {
 
 // PendingDeliveries counts the callbacks of a job that its own sinks have
 // not delivered (nor given up on) yet.
-func PendingDeliveries(ctx context.Context, db *store.DB, job store.Job) (int, error) {
+func PendingDeliveries(ctx context.Context, db store.Store, job store.Job) (int, error) {
 	names, err := SinkNames(job)
 	if err != nil || len(names) == 0 {
 		return 0, err

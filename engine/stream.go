@@ -41,7 +41,7 @@ type StreamOptions struct {
 // not committed, the error names the line, and a job that already holds
 // earlier batches is sealed with them. With no job created, the returned
 // job is zero.
-func StreamJob(ctx context.Context, db *store.DB, r io.Reader, opts StreamOptions) (store.Job, error) {
+func StreamJob(ctx context.Context, db store.Store, r io.Reader, opts StreamOptions) (store.Job, error) {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 1000
 	}

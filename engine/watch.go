@@ -37,7 +37,7 @@ type WatchOptions struct {
 // missed. Without Follow it returns once every watched job has finished
 // (for an all-jobs watch: once no job is unfinished) and its callbacks
 // are out.
-func Watch(ctx context.Context, db *store.DB, opts WatchOptions) error {
+func Watch(ctx context.Context, db store.Store, opts WatchOptions) error {
 	if opts.PollEvery <= 0 {
 		opts.PollEvery = 20 * time.Millisecond
 	}
@@ -109,7 +109,7 @@ func deliverWatched(cb store.Callback, opts WatchOptions) error {
 	return opts.OnEvent(ev)
 }
 
-func watchedJobs(ctx context.Context, db *store.DB, ids []int64) ([]store.Job, error) {
+func watchedJobs(ctx context.Context, db store.Store, ids []int64) ([]store.Job, error) {
 	if len(ids) == 0 {
 		// One row of sums, not a row per waiting job: a watch of
 		// thousands of waiting jobs costs what a watch of one does.

@@ -14,7 +14,7 @@ type Changes struct {
 }
 
 // Changes returns a detector holding one read connection until Close.
-func (db *DB) Changes(ctx context.Context) (*Changes, error) {
+func (db *DB) Changes(ctx context.Context) (ChangeFeed, error) {
 	conn, err := db.r.Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("watch for changes: %w", err)

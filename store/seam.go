@@ -1,0 +1,125 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// Store is the seam between the engine and a database: the durable
+// operations the engine runs jobs with, and nothing of SQLite. *DB, the
+// SQLite store, implements it; a PostgreSQL store is to implement it too.
+// The methods are grouped by what they serve.
+type Store interface {
+	JobStore
+	TaskStore
+	Outbox
+	Upkeep
+
+	// Path names the database, for messages and for what lives beside a
+	// file (the runner lock, the wake socket). The runner's coordination
+	// is to move behind this interface with the PostgreSQL store.
+	Path() string
+	Close() error
+}
+
+// JobStore creates, finds and finishes jobs.
+type JobStore interface {
+	// CreateJob writes a job and its tasks, whole or not at all.
+	CreateJob(ctx context.Context, nj NewJob) (Job, error)
+	// AppendTasks adds tasks to an open job; SealJob ends it.
+	AppendTasks(ctx context.Context, jobID int64, tasks []NewTask) error
+	SealJob(ctx context.Context, jobID int64) error
+	// SealOrphan seals an open job whose submitter is gone.
+	SealOrphan(ctx context.Context, jobID int64) (bool, error)
+	// CleanStaged deletes the half-written jobs of dead submitters.
+	CleanStaged(ctx context.Context) (int, error)
+	Job(ctx context.Context, id int64) (Job, error)
+	// OpenJobs are the unfinished, unsealed jobs; RunnableJobs the next
+	// limit jobs to run, oldest first, leaving out skip.
+	OpenJobs(ctx context.Context) ([]Job, error)
+	RunnableJobs(ctx context.Context, skip map[int64]bool, limit int) ([]Job, error)
+	UnfinishedSummary(ctx context.Context) (n int, sum Job, err error)
+	// StopJob makes a job that a runner stops pending again.
+	StopJob(ctx context.Context, id int64, elapsed time.Duration) error
+	// FinishJob commits a job's final state and its job callback, once
+	// every task is final (else ErrNotDone).
+	FinishJob(ctx context.Context, jobID int64, elapsed time.Duration, delivered Span,
+		message func(Job) ([]byte, error)) (Job, *Callback, error)
+	// CancelJob cancels every unfinished task, with its callback, and
+	// finishes the job, in one transaction.
+	CancelJob(ctx context.Context, jobID int64, taskMessage func(Task) ([]byte, error),
+		jobMessage func(Job) ([]byte, error)) (Job, error)
+	JobsWithSinks(ctx context.Context, since time.Time) ([]Job, error)
+	// RetryJob opens a new round for a finished job's failed and
+	// cancelled tasks.
+	RetryJob(ctx context.Context, jobID int64) (Job, error)
+	// FindJob finds a job by its id or a unique prefix of it.
+	FindJob(ctx context.Context, ref string) (Job, error)
+	ListJobs(ctx context.Context, state State, limit int) ([]Job, error)
+	UnfinishedJobs(ctx context.Context) ([]Job, error)
+}
+
+// TaskStore pages tasks to the producer and commits what the runner did.
+type TaskStore interface {
+	// PendingTasks pages the tasks without a result after afterSeq, by
+	// seq, leaving out those waiting to retry after due.
+	PendingTasks(ctx context.Context, jobID, afterSeq int64, limit int, due time.Time) ([]Task, error)
+	// DueTasks are tasks whose retry is due at now; NextDue is when the
+	// next one is; MinWaitingSeq the lowest waiting task (0 if none).
+	DueTasks(ctx context.Context, jobID int64, now time.Time, limit int) ([]Task, error)
+	NextDue(ctx context.Context, jobID int64) (due time.Time, ok bool, err error)
+	MinWaitingSeq(ctx context.Context, jobID int64) (int64, error)
+	// CompleteTasks is one group commit: start marks, results with their
+	// callback records, requeued tasks, and maybe the job's completion.
+	CompleteTasks(ctx context.Context, b Batch) (Committed, error)
+	// Recover requeues or fails the tasks a dead runner was running.
+	Recover(ctx context.Context, maxInterrupts int,
+		failMessage func(jobUUID string, t Task, reason string) ([]byte, error)) (requeued, failed int, err error)
+	RunningGroups(ctx context.Context) ([]RunningGroup, error)
+	KnownTasks(ctx context.Context, uuids []string) (map[string]bool, error)
+	// Tasks lists a job's tasks with their state; Attempts its failed
+	// attempts; FindTask finds a task by its id or a unique prefix.
+	Tasks(ctx context.Context, jobID int64) ([]TaskRow, error)
+	Attempts(ctx context.Context, jobID int64) ([]Attempt, error)
+	FindTask(ctx context.Context, ref string) (TaskRow, error)
+}
+
+// Outbox is the callback records, the runner's release cursor per job,
+// and the sinks' cursors and deliveries.
+type Outbox interface {
+	Callbacks(ctx context.Context, jobID, afterID int64, undeliveredOnly bool) ([]Callback, error)
+	CallbacksAfter(ctx context.Context, afterID int64, jobIDs []int64, limit int) ([]Callback, error)
+	LastCallbackID(ctx context.Context) (int64, error)
+	UndeliveredJobs(ctx context.Context) ([]int64, error)
+	MarkDelivered(ctx context.Context, jobID int64, span Span) error
+	MarkAllDelivered(ctx context.Context, marks []Mark) error
+	JobReleased(ctx context.Context, jobID int64) (bool, error)
+	SinkCursor(ctx context.Context, sink string) (int64, error)
+	SinkCursors(ctx context.Context) (map[string]int64, error)
+	StartSink(ctx context.Context, sink string, from int64) error
+	RecordDelivery(ctx context.Context, d Delivery) error
+	DeliveryAttempts(ctx context.Context, sink string, callbackID int64) (int, error)
+	Deliveries(ctx context.Context, jobID int64) ([]DeliveryRow, error)
+	// Changes reports commits by other processes, for pcd watch.
+	Changes(ctx context.Context) (ChangeFeed, error)
+}
+
+// ChangeFeed says whether the database changed since the last Poll.
+type ChangeFeed interface {
+	Poll(ctx context.Context) (bool, error)
+	Close() error
+}
+
+// Upkeep is the database's health and history.
+type Upkeep interface {
+	// CheckDeferred says Open checked only part of a large file; Check
+	// checks the rest.
+	CheckDeferred() bool
+	Check(ctx context.Context) error
+	FinishedBefore(ctx context.Context, t time.Time, after int64, limit int) ([]Job, error)
+	DeleteJob(ctx context.Context, jobID int64) (int64, error)
+	Reclaim(ctx context.Context, vacuum bool) (vacuumed bool, err error)
+	Size() int64
+}
+
+var _ Store = (*DB)(nil)
