@@ -1,0 +1,22 @@
+package store_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/storetest"
+)
+
+// TestConformance runs the store.Store conformance suite on SQLite.
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "pcd.db"), store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	})
+}

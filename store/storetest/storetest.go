@@ -1,0 +1,463 @@
+// Package storetest is the conformance suite of store.Store: the
+// invariants every store keeps, checked through the interface alone, with
+// no SQL. Each store's tests call Run with a function that opens a fresh,
+// empty store.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"testing"
+	"time"
+
+	"github.com/pcd-dev/pcd/store"
+)
+
+// Run runs every conformance test, each on a store of its own from open.
+func Run(t *testing.T, open func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"CreateJobWritesEveryTask", createJobWritesEveryTask},
+		{"FailedCreateWritesNothing", failedCreateWritesNothing},
+		{"KeyMakesSubmitIdempotent", keyMakesSubmitIdempotent},
+		{"PendingTasksPageBySeq", pendingTasksPageBySeq},
+		{"OneResultPerTask", oneResultPerTask},
+		{"LastResultFinishesTheJobOnce", lastResultFinishesTheJobOnce},
+		{"FinishJobWaitsForEveryTask", finishJobWaitsForEveryTask},
+		{"CallbacksComeInIDOrder", callbacksComeInIDOrder},
+		{"MessagesReadBackAsWritten", messagesReadBackAsWritten},
+		{"CancelFinishesEveryTask", cancelFinishesEveryTask},
+		{"RetryOpensARound", retryOpensARound},
+		{"RecoverCountsInterruptions", recoverCountsInterruptions},
+		{"WaitingTasksAreDueLater", waitingTasksAreDueLater},
+		{"ReleasedCursor", releasedCursor},
+		{"OpenJobsAndSealing", openJobsAndSealing},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := open(t)
+			tc.fn(t, s)
+		})
+	}
+}
+
+var ctx = context.Background()
+
+func newJob(t *testing.T, s store.Store, n int) store.Job {
+	t.Helper()
+	nj := store.NewJob{Name: "conformance", Workers: 2, QueueSize: 4}
+	for range n {
+		nj.Tasks = append(nj.Tasks, store.NewTask{Kind: "noop", Payload: []byte("null")})
+	}
+	job, err := s.CreateJob(ctx, nj)
+	if err != nil {
+		t.Fatalf("create job: %v", err)
+	}
+	return job
+}
+
+func result(seq int64, state store.State) store.Result {
+	now := time.Now()
+	return store.Result{Seq: seq, State: state, Attempt: 1, Time: time.Millisecond, StartedAt: now, FinishedAt: now,
+		Message: fmt.Appendf(nil, `{"event":"task","number":%d,"state":%q}`, seq, state)}
+}
+
+func jobMessage(j store.Job) ([]byte, error) {
+	return fmt.Appendf(nil, `{"event":"job","outcome":%q}`, j.State), nil
+}
+
+func taskMessage(t store.Task) ([]byte, error) {
+	return fmt.Appendf(nil, `{"event":"task","number":%d,"state":"cancelled"}`, t.Seq), nil
+}
+
+func tasks(t *testing.T, s store.Store, jobID int64) []store.TaskRow {
+	t.Helper()
+	rows, err := s.Tasks(ctx, jobID)
+	if err != nil {
+		t.Fatalf("tasks: %v", err)
+	}
+	return rows
+}
+
+func job(t *testing.T, s store.Store, id int64) store.Job {
+	t.Helper()
+	j, err := s.Job(ctx, id)
+	if err != nil {
+		t.Fatalf("job: %v", err)
+	}
+	return j
+}
+
+func complete(t *testing.T, s store.Store, b store.Batch) store.Committed {
+	t.Helper()
+	c, err := s.CompleteTasks(ctx, b)
+	if err != nil {
+		t.Fatalf("complete tasks: %v", err)
+	}
+	return c
+}
+
+func createJobWritesEveryTask(t *testing.T, s store.Store) {
+	j := newJob(t, s, 300)
+	if j.Total != 300 || !j.Sealed || j.State != store.Pending || j.UUID == "" {
+		t.Fatalf("job %+v: want 300 tasks, sealed, pending, with an id", j)
+	}
+	rows := tasks(t, s, j.ID)
+	if len(rows) != 300 {
+		t.Fatalf("%d tasks, want 300", len(rows))
+	}
+	ids := map[string]bool{}
+	for i, r := range rows {
+		if r.Seq != int64(i+1) || r.State != store.Pending || r.Kind != "noop" || ids[r.UUID] {
+			t.Fatalf("task %d: seq %d, %s, %q, id %q (seen: %v)", i+1, r.Seq, r.State, r.Kind, r.UUID, ids[r.UUID])
+		}
+		ids[r.UUID] = true
+	}
+	found, err := s.FindJob(ctx, j.UUID[:8])
+	if err != nil || found.ID != j.ID {
+		t.Fatalf("find job by prefix: %v, %v", found.ID, err)
+	}
+	if _, err := s.FindJob(ctx, "ffffffff-0000"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("find a missing job: %v, want ErrNotFound", err)
+	}
+}
+
+func failedCreateWritesNothing(t *testing.T, s store.Store) {
+	broken := errors.New("the source broke")
+	nj := store.NewJob{Workers: 1, QueueSize: 1, Tasks: []store.NewTask{{Kind: "noop", Payload: []byte("null")}},
+		More: func(yield func([]store.NewTask, error) bool) {
+			if !yield([]store.NewTask{{Kind: "noop", Payload: []byte("null")}}, nil) {
+				return
+			}
+			yield(nil, broken)
+		}}
+	if _, err := s.CreateJob(ctx, nj); !errors.Is(err, broken) {
+		t.Fatalf("create: %v, want the source's error", err)
+	}
+	jobs, err := s.ListJobs(ctx, "", 10)
+	if err != nil || len(jobs) != 0 {
+		t.Fatalf("jobs after a failed create: %d, %v", len(jobs), err)
+	}
+}
+
+func keyMakesSubmitIdempotent(t *testing.T, s store.Store) {
+	nj := store.NewJob{Workers: 1, QueueSize: 1, Key: "nightly", Tasks: []store.NewTask{{Kind: "noop", Payload: []byte("null")}}}
+	first, err := s.CreateJob(ctx, nj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := s.CreateJob(ctx, nj)
+	if !errors.Is(err, store.ErrDuplicate) || again.ID != first.ID {
+		t.Fatalf("second create with the key: job %d, %v; want job %d, ErrDuplicate", again.ID, err, first.ID)
+	}
+	if jobs, _ := s.ListJobs(ctx, "", 10); len(jobs) != 1 {
+		t.Fatalf("%d jobs, want 1", len(jobs))
+	}
+}
+
+func pendingTasksPageBySeq(t *testing.T, s store.Store) {
+	j := newJob(t, s, 25)
+	complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{result(3, store.Succeeded)}})
+	var got []int64
+	after := int64(0)
+	for {
+		page, err := s.PendingTasks(ctx, j.ID, after, 10, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, task := range page {
+			got = append(got, task.Seq)
+		}
+		after = page[len(page)-1].Seq
+	}
+	if len(got) != 24 || got[0] != 1 || got[2] != 4 || got[23] != 25 {
+		t.Fatalf("pending seqs %v, want 1..25 without 3", got)
+	}
+}
+
+func oneResultPerTask(t *testing.T, s store.Store) {
+	j := newJob(t, s, 3)
+	first := complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{result(2, store.Succeeded)}})
+	if len(first.Callbacks) != 1 || first.Callbacks[0].ID == 0 {
+		t.Fatalf("first result: callbacks %+v, want one with an id", first.Callbacks)
+	}
+	second := result(2, store.Failed)
+	second.Error = "a second result"
+	again := complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{result(1, store.Succeeded), second}})
+	if len(again.Callbacks) != 1 || again.Callbacks[0].TaskSeq != 1 {
+		t.Fatalf("callbacks %+v: want one, for task 1 only", again.Callbacks)
+	}
+	rows := tasks(t, s, j.ID)
+	if rows[1].State != store.Succeeded || rows[1].Error != "" {
+		t.Fatalf("task 2: %s %q, want its first result", rows[1].State, rows[1].Error)
+	}
+	if got := job(t, s, j.ID); got.Succeeded != 2 || got.Failed != 0 {
+		t.Fatalf("counts %d succeeded, %d failed; want 2, 0", got.Succeeded, got.Failed)
+	}
+}
+
+func lastResultFinishesTheJobOnce(t *testing.T, s store.Store) {
+	j := newJob(t, s, 2)
+	c := complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{result(1, store.Succeeded)}, Finish: jobMessage})
+	if c.JobCallback != nil {
+		t.Fatalf("the job finished with a task left")
+	}
+	c = complete(t, s, store.Batch{JobID: j.ID, Elapsed: 3 * time.Second, Results: []store.Result{result(2, store.Failed)}, Finish: jobMessage})
+	if c.JobCallback == nil || c.Job.State != store.Failed || !c.Job.Finished() || c.Job.Elapsed != 3*time.Second {
+		t.Fatalf("last result: job %+v, callback %v; want failed, finished, 3s, with its callback", c.Job, c.JobCallback)
+	}
+	if c.JobCallback.ID <= c.Callbacks[0].ID {
+		t.Fatalf("job callback %d before the task's %d", c.JobCallback.ID, c.Callbacks[0].ID)
+	}
+	_, cb, err := s.FinishJob(ctx, j.ID, time.Second, store.Span{}, jobMessage)
+	if err != nil || cb != nil {
+		t.Fatalf("finish again: callback %v, %v; want none", cb, err)
+	}
+}
+
+func finishJobWaitsForEveryTask(t *testing.T, s store.Store) {
+	j := newJob(t, s, 2)
+	complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{result(1, store.Succeeded)}})
+	if _, _, err := s.FinishJob(ctx, j.ID, time.Second, store.Span{}, jobMessage); !errors.Is(err, store.ErrNotDone) {
+		t.Fatalf("finish with a task left: %v, want ErrNotDone", err)
+	}
+	complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{result(2, store.Succeeded)}})
+	done, cb, err := s.FinishJob(ctx, j.ID, time.Second, store.Span{}, jobMessage)
+	if err != nil || cb == nil || done.State != store.Succeeded {
+		t.Fatalf("finish: %v, callback %v, state %s", err, cb, done.State)
+	}
+	if _, cb, _ := s.FinishJob(ctx, j.ID, time.Second, store.Span{}, jobMessage); cb != nil {
+		t.Fatalf("a second job callback")
+	}
+}
+
+func callbacksComeInIDOrder(t *testing.T, s store.Store) {
+	a, b := newJob(t, s, 2), newJob(t, s, 2)
+	complete(t, s, store.Batch{JobID: b.ID, Results: []store.Result{result(2, store.Succeeded)}})
+	complete(t, s, store.Batch{JobID: a.ID, Results: []store.Result{result(1, store.Succeeded), result(2, store.Succeeded)}, Finish: jobMessage})
+	all, err := s.CallbacksAfter(ctx, 0, nil, 100)
+	if err != nil || len(all) != 4 {
+		t.Fatalf("callbacks after 0: %d, %v; want 4", len(all), err)
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i].ID <= all[i-1].ID {
+			t.Fatalf("callback ids out of order: %d then %d", all[i-1].ID, all[i].ID)
+		}
+	}
+	if all[3].Event != store.EventJob || all[3].JobID != a.ID {
+		t.Fatalf("the last callback is %s of job %d, want job %d's job callback", all[3].Event, all[3].JobID, a.ID)
+	}
+	rest, err := s.CallbacksAfter(ctx, all[1].ID, []int64{a.ID}, 100)
+	if err != nil || len(rest) != 2 || rest[0].ID != all[2].ID {
+		t.Fatalf("job a's callbacks after %d: %+v, %v", all[1].ID, rest, err)
+	}
+	last, err := s.LastCallbackID(ctx)
+	if err != nil || last != all[3].ID {
+		t.Fatalf("last callback id %d, %v; want %d", last, err, all[3].ID)
+	}
+}
+
+func messagesReadBackAsWritten(t *testing.T, s store.Store) {
+	j := newJob(t, s, 2)
+	big := `{"stdout":"héllo <world> \\u0000 ","exit_code":0}`
+	r1 := result(1, store.Succeeded)
+	r1.Result = []byte(big)
+	r1.Message = []byte(`{"event":"task","number":1,"result":` + big + `,"error":""}`)
+	r2 := result(2, store.Succeeded)
+	r2.Result = []byte(`{"n": 2}`) // the message holds another encoding
+	r2.Message = []byte(`{"event":"task","number":2,"result":{"n":2}}`)
+	complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{r1, r2}})
+	cbs, err := s.Callbacks(ctx, j.ID, 0, false)
+	if err != nil || len(cbs) != 2 {
+		t.Fatalf("callbacks: %d, %v", len(cbs), err)
+	}
+	for i, want := range []store.Result{r1, r2} {
+		if string(cbs[i].Message) != string(want.Message) {
+			t.Errorf("task %d's message reads back as %s, want %s", i+1, cbs[i].Message, want.Message)
+		}
+	}
+	rows := tasks(t, s, j.ID)
+	if string(rows[0].Result) != big {
+		t.Errorf("task 1's result reads back as %s", rows[0].Result)
+	}
+}
+
+func cancelFinishesEveryTask(t *testing.T, s store.Store) {
+	j := newJob(t, s, 3)
+	complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{result(1, store.Succeeded)}})
+	done, err := s.CancelJob(ctx, j.ID, taskMessage, jobMessage)
+	if err != nil || done.State != store.Cancelled || done.Cancelled != 2 || done.Succeeded != 1 {
+		t.Fatalf("cancel: %+v, %v; want cancelled, 2 cancelled, 1 succeeded", done, err)
+	}
+	if _, err := s.CancelJob(ctx, j.ID, taskMessage, jobMessage); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("cancel again: %v, want ErrConflict", err)
+	}
+	cbs, _ := s.Callbacks(ctx, j.ID, 0, false)
+	if len(cbs) != 4 || cbs[3].Event != store.EventJob {
+		t.Fatalf("%d callbacks after cancel, want 3 task callbacks and then the job's", len(cbs))
+	}
+	// A result that comes after the cancel is ignored.
+	late := complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{result(2, store.Succeeded)}})
+	if len(late.Callbacks) != 0 {
+		t.Fatalf("a result after the cancel got a callback")
+	}
+}
+
+func retryOpensARound(t *testing.T, s store.Store) {
+	j := newJob(t, s, 2)
+	complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{result(1, store.Succeeded), result(2, store.Failed)}, Finish: jobMessage})
+	again, err := s.RetryJob(ctx, j.ID)
+	if err != nil || again.Round != j.Round+1 || again.Finished() || again.Failed != 0 {
+		t.Fatalf("retry: %+v, %v; want the next round, unfinished, no failure", again, err)
+	}
+	rows := tasks(t, s, j.ID)
+	if rows[0].State != store.Succeeded || rows[1].State != store.Pending {
+		t.Fatalf("after retry: %s, %s; want succeeded, pending", rows[0].State, rows[1].State)
+	}
+	if _, err := s.RetryJob(ctx, j.ID); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("retry of an unfinished job: %v, want ErrConflict", err)
+	}
+	c := complete(t, s, store.Batch{JobID: j.ID, Round: again.Round, Results: []store.Result{result(2, store.Succeeded)}, Finish: jobMessage})
+	if c.JobCallback == nil || c.Job.State != store.Succeeded {
+		t.Fatalf("the retried job did not finish: %+v", c.Job)
+	}
+}
+
+func recoverCountsInterruptions(t *testing.T, s store.Store) {
+	j := newJob(t, s, 2)
+	fail := func(jobUUID string, task store.Task, reason string) ([]byte, error) {
+		return fmt.Appendf(nil, `{"event":"task","number":%d,"error":%q}`, task.Seq, reason), nil
+	}
+	for round := 1; round <= 3; round++ {
+		c := complete(t, s, store.Batch{JobID: j.ID, Starts: []store.Start{{Seq: 1, At: time.Now()}}})
+		if !c.Started[0] {
+			t.Fatalf("round %d: task 1 may not start", round)
+		}
+		if rows := tasks(t, s, j.ID); rows[0].State != store.Running {
+			t.Fatalf("round %d: task 1 is %s after its start mark, want running", round, rows[0].State)
+		}
+		requeued, failed, err := s.Recover(ctx, 3, fail)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows := tasks(t, s, j.ID)
+		if round < 3 && (requeued != 1 || failed != 0 || rows[0].State != store.Pending || rows[0].Interrupts != round) {
+			t.Fatalf("round %d: requeued %d, failed %d, task %s with %d interrupts", round, requeued, failed, rows[0].State, rows[0].Interrupts)
+		}
+		if round == 3 && (failed != 1 || rows[0].State != store.Failed) {
+			t.Fatalf("after 3 interruptions: failed %d, task %s; want it failed", failed, rows[0].State)
+		}
+	}
+	cbs, _ := s.Callbacks(ctx, j.ID, 0, false)
+	if len(cbs) != 1 || cbs[0].TaskSeq != 1 {
+		t.Fatalf("callbacks %+v, want the failed task's", cbs)
+	}
+	if c := complete(t, s, store.Batch{JobID: j.ID, Starts: []store.Start{{Seq: 1, At: time.Now()}}}); c.Started[0] {
+		t.Fatalf("a final task may start again")
+	}
+}
+
+func waitingTasksAreDueLater(t *testing.T, s store.Store) {
+	j := newJob(t, s, 3)
+	due := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	wait := result(2, store.Failed)
+	wait.Message, wait.RetryAt, wait.Error = nil, due, "try again"
+	c := complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{wait}})
+	if len(c.Callbacks) != 0 {
+		t.Fatalf("a task waiting to retry got a callback")
+	}
+	if seq, err := s.MinWaitingSeq(ctx, j.ID); err != nil || seq != 2 {
+		t.Fatalf("lowest waiting: %d, %v; want 2", seq, err)
+	}
+	if now, err := s.DueTasks(ctx, j.ID, time.Now(), 10); err != nil || len(now) != 0 {
+		t.Fatalf("due now: %d, %v; want none", len(now), err)
+	}
+	next, ok, err := s.NextDue(ctx, j.ID)
+	if err != nil || !ok || !next.Equal(due) {
+		t.Fatalf("next due %v (%v), %v; want %v", next, ok, err, due)
+	}
+	later, err := s.DueTasks(ctx, j.ID, due.Add(time.Second), 10)
+	if err != nil || len(later) != 1 || later[0].Seq != 2 || later[0].Attempts != 1 {
+		t.Fatalf("due later: %+v, %v; want task 2 with 1 attempt", later, err)
+	}
+	pending, _ := s.PendingTasks(ctx, j.ID, 0, 10, time.Now())
+	if len(pending) != 2 {
+		t.Fatalf("%d pending for the first pass, want 2 (the waiting one is left out)", len(pending))
+	}
+	final := result(2, store.Succeeded)
+	final.Attempt = 2
+	complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{final}})
+	if seq, _ := s.MinWaitingSeq(ctx, j.ID); seq != 0 {
+		t.Fatalf("a final task still waits")
+	}
+}
+
+func releasedCursor(t *testing.T, s store.Store) {
+	j := newJob(t, s, 2)
+	c := complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{result(1, store.Succeeded), result(2, store.Succeeded)}, Finish: jobMessage})
+	if ids, _ := s.UndeliveredJobs(ctx); len(ids) != 1 || ids[0] != j.ID {
+		t.Fatalf("undelivered jobs %v, want [%d]", ids, j.ID)
+	}
+	if ok, _ := s.JobReleased(ctx, j.ID); ok {
+		t.Fatalf("released before any mark")
+	}
+	if err := s.MarkDelivered(ctx, j.ID, store.Span{From: c.Callbacks[0].ID, To: c.Callbacks[1].ID}); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := s.Callbacks(ctx, j.ID, 0, true); len(left) != 1 || left[0].Event != store.EventJob {
+		t.Fatalf("undelivered after the task marks: %+v, want the job callback", left)
+	}
+	if err := s.MarkAllDelivered(ctx, []store.Mark{{JobID: j.ID, To: c.JobCallback.ID}}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := s.JobReleased(ctx, j.ID); !ok {
+		t.Fatalf("not released after every mark")
+	}
+	if ids, _ := s.UndeliveredJobs(ctx); len(ids) != 0 {
+		t.Fatalf("undelivered jobs %v, want none", ids)
+	}
+}
+
+func openJobsAndSealing(t *testing.T, s store.Store) {
+	nj := store.NewJob{Workers: 1, QueueSize: 1, Open: true, Tasks: []store.NewTask{{Kind: "noop", Payload: []byte("null")}}}
+	j, err := s.CreateJob(ctx, nj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Sealed {
+		t.Fatalf("an open job is sealed")
+	}
+	if err := s.AppendTasks(ctx, j.ID, []store.NewTask{{Kind: "noop", Payload: []byte("null")}}); err != nil {
+		t.Fatal(err)
+	}
+	open, err := s.OpenJobs(ctx)
+	if err != nil || len(open) != 1 || open[0].ID != j.ID || open[0].Total != 2 {
+		t.Fatalf("open jobs %+v, %v; want job %d with 2 tasks", open, err, j.ID)
+	}
+	if sealed, err := s.SealOrphan(ctx, j.ID); err != nil || sealed {
+		t.Fatalf("sealed an open job whose submitter (this process) lives: %v, %v", sealed, err)
+	}
+	if err := s.SealJob(ctx, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendTasks(ctx, j.ID, []store.NewTask{{Kind: "noop", Payload: []byte("null")}}); !errors.Is(err, store.ErrSealed) {
+		t.Fatalf("append to a sealed job: %v, want ErrSealed", err)
+	}
+	if open, _ := s.OpenJobs(ctx); len(open) != 0 {
+		t.Fatalf("open jobs after sealing: %d", len(open))
+	}
+	runnable, err := s.RunnableJobs(ctx, nil, 5)
+	if err != nil || len(runnable) != 1 {
+		t.Fatalf("runnable: %d, %v; want 1", len(runnable), err)
+	}
+}
+
+// A compile-time check that NewJob.More takes an iterator.
+var _ iter.Seq2[[]store.NewTask, error] = store.NewJob{}.More
