@@ -1,7 +1,7 @@
 package main_test
 
 // The crash-recovery suite: it kills pcd at every failpoint and at random
-// moments, restarts it, and checks the invariants of DESIGN.md.
+// moments, restarts it, and checks the invariants of ARCHITECTURE.md.
 //
 // The default run is short. PCD_SOAK=10m runs the random-kill test for as
 // long as it is asked, with the same checks.

@@ -23,7 +23,7 @@ import (
 	"github.com/pcd-dev/pcd/store"
 )
 
-// pcd bench measures the workloads of the performance budget in DESIGN.md
+// pcd bench measures the workloads of the performance budget (BENCHMARKS.md)
 // by running this binary as a user would, on temporary databases.
 
 func benchCommand(env Env) *cli.Command {

@@ -1,8 +1,3 @@
-// Package engine runs jobs: a producer streams a job's pending tasks from
-// the store into a bounded queue, a pool of consumers runs them, and a
-// completer commits results in batches and releases each callback after
-// its commit. The engine never prints; it reports through Config.OnEvent
-// and a *slog.Logger.
 package engine
 
 import (

@@ -34,7 +34,7 @@ func (e *LockedError) Error() string {
 func (e *LockedError) Is(target error) bool { return target == ErrLocked }
 
 // RunnerLock is the exclusive lock that makes one process at a time the
-// runner of a database (DESIGN.md invariant 9). It is a flock on a file
+// runner of a database (ARCHITECTURE.md, promise 9). It is a flock on a file
 // beside the database, so the kernel releases it when the process dies.
 type RunnerLock struct{ f *os.File }
 

@@ -1,8 +1,3 @@
-// Package store keeps pcd's jobs, tasks and callback records in SQLite.
-//
-// A DB has one writer connection, so every write is serialised and each
-// write transaction begins IMMEDIATE, and a small read-only pool for
-// queries. The store knows nothing of goroutines or task kinds.
 package store
 
 import (
