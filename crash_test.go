@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/internal/failpoint"
 )
 
 // checkInvariants asserts, on a database whose jobs have all finished:
@@ -180,15 +180,15 @@ func runToEnd(t *testing.T, db string) {
 
 func TestCrashAtEveryFailpoint(t *testing.T) {
 	daemonPoints := map[string]string{
-		store.FailAfterTaskStart:       "2", // counts commits that mark tasks running
-		store.FailCompleteBeforeCommit: "3",
-		store.FailCompleteAfterCommit:  "3",
-		store.FailBeforeDeliver:        "5",
-		store.FailAfterDeliver:         "5",
-		store.FailFinishBeforeCommit:   "1",
-		store.FailFinishAfterCommit:    "1",
+		failpoint.AfterTaskStart:       "2", // counts commits that mark tasks running
+		failpoint.CompleteBeforeCommit: "3",
+		failpoint.CompleteAfterCommit:  "3",
+		failpoint.BeforeDeliver:        "5",
+		failpoint.AfterDeliver:         "5",
+		failpoint.FinishBeforeCommit:   "1",
+		failpoint.FinishAfterCommit:    "1",
 	}
-	for _, point := range store.Failpoints {
+	for _, point := range failpoint.All {
 		t.Run(point, func(t *testing.T) {
 			dir := t.TempDir()
 			db := filepath.Join(dir, "pcd.db")
@@ -200,7 +200,7 @@ func TestCrashAtEveryFailpoint(t *testing.T) {
 			}
 			var watch *proc
 			switch point {
-			case store.FailSubmitBeforeCommit, store.FailSubmitAfterCommit, store.FailDuringMigration:
+			case failpoint.SubmitBeforeCommit, failpoint.SubmitAfterCommit, failpoint.DuringMigration:
 				// Killed while submitting: the job is there whole or not at all.
 				p := startWith(t, db, fail, "submit", "--key", "nightly", job)
 				p.wait(t, time.Minute)
@@ -211,10 +211,10 @@ func TestCrashAtEveryFailpoint(t *testing.T) {
 					t.Fatalf("printed %q before dying", p.stdout)
 				}
 				wantJobs := 0
-				if point == store.FailSubmitAfterCommit {
+				if point == failpoint.SubmitAfterCommit {
 					wantJobs = 1
 				}
-				if point != store.FailDuringMigration {
+				if point != failpoint.DuringMigration {
 					if n := queryDB(t, db, "SELECT count(*) FROM jobs"); n != wantJobs {
 						t.Fatalf("%d jobs after a kill at %s, want %d", n, point, wantJobs)
 					}
@@ -249,7 +249,7 @@ func TestCrashAtEveryFailpoint(t *testing.T) {
 			}
 			stopWatch(t, watch, records)
 			checkWatch(t, watch.stdout.String(), records)
-			if point == store.FailAfterTaskStart {
+			if point == failpoint.AfterTaskStart {
 				if n := queryDB(t, db, "SELECT count(*) FROM tasks WHERE interrupts = 1"); n < 1 {
 					t.Errorf("no task counts the interruption")
 				}
@@ -414,7 +414,7 @@ func TestRunRecoversAndResumes(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pcd.db")
 	job := writeJob(t, dir, "job.json", 20, `{"kind":"sleep","payload":{"secs":0.01}}`)
-	p := startWith(t, db, []string{"PCD_FAILPOINT=" + store.FailAfterTaskStart + ":3"}, "run", "--workers", "2", job)
+	p := startWith(t, db, []string{"PCD_FAILPOINT=" + failpoint.AfterTaskStart + ":3"}, "run", "--workers", "2", job)
 	p.wait(t, time.Minute)
 	if !killedBySIGKILL(p) {
 		t.Fatalf("pcd run was not killed: exit %d", p.cmd.ProcessState.ExitCode())
@@ -486,7 +486,7 @@ func TestKillDuringChunkedSubmit(t *testing.T) {
 	db := filepath.Join(dir, "pcd.db")
 	const n = 60_000
 	job := writeJob(t, dir, "big.json", n, `{"kind":"noop"}`)
-	p := startWith(t, db, []string{"PCD_FAILPOINT=" + store.FailSubmitChunkAfterCommit + ":2"}, "submit", "--key", "big", job)
+	p := startWith(t, db, []string{"PCD_FAILPOINT=" + failpoint.SubmitChunkAfterCommit + ":2"}, "submit", "--key", "big", job)
 	p.wait(t, 2*time.Minute)
 	if !killedBySIGKILL(p) {
 		t.Fatalf("submit not killed after its second chunk (is the job too small to be chunked?): exit %d, %s",

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/pcd-dev/pcd/internal/failpoint"
 	"github.com/pcd-dev/pcd/store"
 )
 
@@ -155,7 +156,7 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 		m.c.cfg.Delivered.recorded(marks...)
 		m.c.cfg.OnCommit()
 		if len(batch.Starts) > 0 {
-			store.Failpoint(store.FailAfterTaskStart) // a task is durably running
+			failpoint.Hit(failpoint.AfterTaskStart) // a task is durably running
 		}
 		done = done[:0]
 		for i, s := range sreqs {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pcd-dev/pcd/internal/failpoint"
 	"github.com/pcd-dev/pcd/store"
 )
 
@@ -305,9 +306,9 @@ func (c *JobController) watchFinished(ctx context.Context, jobID int64, cancel c
 
 // release hands one callback to OnEvent, between the delivery failpoints.
 func (c *JobController) release(jobID int64, ev Event) {
-	store.Failpoint(store.FailBeforeDeliver)
+	failpoint.Hit(failpoint.BeforeDeliver)
 	c.cfg.OnEvent(ev)
-	store.Failpoint(store.FailAfterDeliver)
+	failpoint.Hit(failpoint.AfterDeliver)
 	c.cfg.Delivered.mark(jobID, ev.CallbackID)
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pcd-dev/pcd/internal/failpoint"
 	"github.com/pcd-dev/pcd/migrations"
 )
 
@@ -108,7 +109,7 @@ func (db *DB) migrate(ctx context.Context) error {
 			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
 				return err
 			}
-			Failpoint(FailDuringMigration)
+			failpoint.Hit(failpoint.DuringMigration)
 			_, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
 				m.version, m.name, time.Now().UnixNano())
 			return err

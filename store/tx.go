@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/pcd-dev/pcd/internal/failpoint"
 )
 
 // tx runs fn in one write transaction (BEGIN IMMEDIATE on the writer). It
@@ -48,14 +50,14 @@ func (db *DB) txPoints(ctx context.Context, pointOf func() string, fn func(*sql.
 	}
 	point := pointOf()
 	if point != "" {
-		Failpoint(point + "-before-commit")
+		failpoint.Hit(point + "-before-commit")
 	}
 	if err = tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	db.ckpt.committed()
 	if point != "" {
-		Failpoint(point + "-after-commit")
+		failpoint.Hit(point + "-after-commit")
 	}
 	return nil
 }
