@@ -142,7 +142,7 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 		if len(batch.Starts) == 0 && len(records) == 0 && len(batch.Interrupted) == 0 {
 			continue // only the close, or a task that has finished already
 		}
-		marks = m.c.cfg.Delivered.pending(marks[:0])
+		marks = m.c.cfg.released.pending(marks[:0])
 		batch.Marks = marks
 		committed, err := m.commit(ctx, batch)
 		if err != nil {
@@ -153,8 +153,8 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 			}
 			continue
 		}
-		m.c.cfg.Delivered.recorded(marks...)
-		m.c.cfg.OnCommit()
+		m.c.cfg.released.recorded(marks...)
+		m.c.cfg.onCommit()
 		if len(batch.Starts) > 0 {
 			failpoint.Hit(failpoint.AfterTaskStart) // a task is durably running
 		}

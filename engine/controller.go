@@ -36,20 +36,22 @@ type Config struct {
 	// order of the records. It runs on the completer's goroutine.
 	OnEvent  func(Event)
 	MaxBatch int // default DefaultMaxBatch
-	// Wake, if set, is notified when tasks may have been added to a job
-	// that is still open; without it the producer checks every PollEvery.
-	Wake *Notifier
 	// PollEvery is how often the producer of an open job checks for new
 	// tasks when it hears nothing; default 250ms.
 	PollEvery time.Duration
-	// OnCommit, if set, runs after each successful group commit.
-	OnCommit func()
-	// Delivered, if set, is shared by the controllers of one process so
-	// that a retried run does not release a callback twice.
-	Delivered *Delivered
 
-	// deferMarks leaves a finished job's last delivered mark in
-	// Delivered for a later commit to record; the daemon flushes them.
+	// What the runner wires between its parts:
+	//
+	// wake is notified when tasks may have been added to a job that is
+	// still open, or the job was cancelled elsewhere.
+	wake *notifier
+	// onCommit runs after each successful group commit.
+	onCommit func()
+	// released is shared by the controllers of one process so that a
+	// retried run does not release a callback twice.
+	released *releaseMemo
+	// deferMarks leaves a finished job's last release mark in released
+	// for a later commit to record; the daemon flushes them.
 	deferMarks bool
 }
 
@@ -92,17 +94,17 @@ func (cfg Config) withDefaults() Config {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
-	if cfg.Wake == nil {
-		cfg.Wake = NewNotifier()
+	if cfg.wake == nil {
+		cfg.wake = newNotifier()
 	}
 	if cfg.PollEvery <= 0 {
 		cfg.PollEvery = 250 * time.Millisecond
 	}
-	if cfg.OnCommit == nil {
-		cfg.OnCommit = func() {}
+	if cfg.onCommit == nil {
+		cfg.onCommit = func() {}
 	}
-	if cfg.Delivered == nil {
-		cfg.Delivered = NewDelivered()
+	if cfg.released == nil {
+		cfg.released = newReleaseMemo()
 	}
 	return cfg
 }
@@ -231,7 +233,7 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		// committed.
 		return finished, c.redeliver(bg, job.ID)
 	}
-	c.cfg.OnCommit()
+	c.cfg.onCommit()
 	ev := jobEvent(finished)
 	ev.CallbackID = cb.ID
 	c.release(job.ID, ev)
@@ -244,7 +246,7 @@ func (c *JobController) settle(ctx context.Context) error {
 	if c.cfg.deferMarks {
 		return nil
 	}
-	return c.cfg.Delivered.Flush(ctx, c.db)
+	return c.cfg.released.Flush(ctx, c.db)
 }
 
 // markDelivered records the job's callbacks up to span.To delivered.
@@ -252,7 +254,7 @@ func (c *JobController) markDelivered(ctx context.Context, jobID int64, span sto
 	if err := c.db.MarkDelivered(ctx, jobID, span); err != nil {
 		return err
 	}
-	c.cfg.Delivered.recorded(store.Mark{JobID: jobID, To: span.To})
+	c.cfg.released.recorded(store.Mark{JobID: jobID, To: span.To})
 	return nil
 }
 
@@ -286,7 +288,7 @@ func (c *JobController) watchFinished(ctx context.Context, jobID int64, cancel c
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		wake := c.cfg.Wake.C()
+		wake := c.cfg.wake.C()
 		select {
 		case <-c.kill:
 			cancel(context.Canceled)
@@ -309,7 +311,7 @@ func (c *JobController) release(jobID int64, ev Event) {
 	failpoint.Hit(failpoint.BeforeDeliver)
 	c.cfg.OnEvent(ev)
 	failpoint.Hit(failpoint.AfterDeliver)
-	c.cfg.Delivered.mark(jobID, ev.CallbackID)
+	c.cfg.released.mark(jobID, ev.CallbackID)
 }
 
 // redeliver releases the job's committed but undelivered callbacks.
@@ -319,7 +321,7 @@ func (c *JobController) redeliver(ctx context.Context, jobID int64) error {
 		return err
 	}
 	for _, cb := range cbs {
-		if c.cfg.Delivered.seen(jobID, cb.ID) {
+		if c.cfg.released.seen(jobID, cb.ID) {
 			continue // released by an earlier run of this process
 		}
 		ev, err := EventFromCallback(cb)

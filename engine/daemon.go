@@ -24,9 +24,9 @@ type daemon struct {
 
 func newDaemon(db store.Store, cfg RunnerConfig, drain <-chan struct{}) *daemon {
 	d := &daemon{db: db, cfg: cfg, drain: drain}
-	onCommit := cfg.OnCommit
-	commits := cfg.Delivery.Wake
-	d.cfg.OnCommit = func() {
+	onCommit := cfg.onCommit
+	commits := cfg.Delivery.wake
+	d.cfg.onCommit = func() {
 		commits.Notify()
 		d.trouble.over(d.cfg.Logger)
 		if onCommit != nil {
@@ -137,7 +137,7 @@ func (d *daemon) run(ctx context.Context) error {
 	// when a job with sinks of its own starts, not after every job.
 	ensure := true
 	for {
-		wakeC := d.cfg.Wake.C()
+		wakeC := d.cfg.wake.C()
 		if ensure {
 			deliveries.Ensure(deliveryCtx)
 			ensure = false
@@ -157,7 +157,7 @@ func (d *daemon) run(ctx context.Context) error {
 		}
 		select {
 		case <-wakeC:
-			d.cfg.Delivery.Wake.Notify() // pcd cancel commits callbacks too
+			d.cfg.Delivery.wake.Notify() // pcd cancel commits callbacks too
 			ensure = true
 		case <-ticker.C:
 			d.flushMarks(ctx)
@@ -195,7 +195,7 @@ func (d *daemon) run(ctx context.Context) error {
 // flushMarks records the delivered marks of finished jobs that no group
 // commit has carried yet.
 func (d *daemon) flushMarks(ctx context.Context) {
-	if err := d.cfg.Delivered.Flush(ctx, d.db); err != nil && ctx.Err() == nil {
+	if err := d.cfg.released.Flush(ctx, d.db); err != nil && ctx.Err() == nil {
 		d.cfg.Logger.Warn("record delivered callbacks; they are released again after a crash", "err", err)
 	}
 }
@@ -263,7 +263,7 @@ func (d *daemon) schedule(ctx context.Context, running map[int64]*JobController,
 		} else if sealed {
 			log.Warn("the submitter of an open job is gone: sealed it with the tasks that committed",
 				"job", j.UUID, "tasks", j.Total)
-			d.cfg.Wake.Notify() // its producer stops waiting for more
+			d.cfg.wake.Notify() // its producer stops waiting for more
 			continue
 		}
 		idle[j.ID] = j.Total == j.Done()

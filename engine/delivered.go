@@ -7,7 +7,7 @@ import (
 	"github.com/pcd-dev/pcd/store"
 )
 
-// Delivered remembers, within one process, the newest callback id released
+// releaseMemo remembers, within one process, the newest callback id released
 // for each job until the database records it (the job's delivered cursor).
 // A run that fails before it can record deliveries (the disk is full, say)
 // is retried; the memo keeps the retry from releasing the same callbacks
@@ -19,21 +19,21 @@ import (
 // then a crash releases that job callback again, which at-least-once
 // delivery allows. The memo holds only marks not yet recorded, so it stays
 // as small as the number of jobs running.
-type Delivered struct {
+type releaseMemo struct {
 	mu   sync.Mutex
 	last map[int64]int64
 }
 
-// NewDelivered returns an empty memo.
-func NewDelivered() *Delivered { return &Delivered{last: map[int64]int64{}} }
+// newReleaseMemo returns an empty memo.
+func newReleaseMemo() *releaseMemo { return &releaseMemo{last: map[int64]int64{}} }
 
-func (d *Delivered) seen(jobID, id int64) bool {
+func (d *releaseMemo) seen(jobID, id int64) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return id <= d.last[jobID]
 }
 
-func (d *Delivered) mark(jobID, id int64) {
+func (d *releaseMemo) mark(jobID, id int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if id > d.last[jobID] {
@@ -42,7 +42,7 @@ func (d *Delivered) mark(jobID, id int64) {
 }
 
 // pending lists the marks not yet recorded, appended to buf.
-func (d *Delivered) pending(buf []store.Mark) []store.Mark {
+func (d *releaseMemo) pending(buf []store.Mark) []store.Mark {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for job, id := range d.last {
@@ -52,7 +52,7 @@ func (d *Delivered) pending(buf []store.Mark) []store.Mark {
 }
 
 // recorded forgets marks the database now holds.
-func (d *Delivered) recorded(marks ...store.Mark) {
+func (d *releaseMemo) recorded(marks ...store.Mark) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, m := range marks {
@@ -63,7 +63,7 @@ func (d *Delivered) recorded(marks ...store.Mark) {
 }
 
 // Flush records every pending mark in one transaction.
-func (d *Delivered) Flush(ctx context.Context, db store.Store) error {
+func (d *releaseMemo) Flush(ctx context.Context, db store.Store) error {
 	marks := d.pending(nil)
 	if len(marks) == 0 {
 		return nil

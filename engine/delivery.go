@@ -47,7 +47,7 @@ type Deliveries struct {
 	scanned    bool // every job's sinks have been looked at once
 	policy     DeliveryPolicy
 	options    SinkOptions
-	wake       *Notifier
+	wake       *notifier
 	log        *slog.Logger
 
 	mu      sync.Mutex
@@ -69,7 +69,7 @@ type DeliveryConfig struct {
 	ReplayFrom int64
 	Policy     DeliveryPolicy
 	Options    SinkOptions
-	Wake       *Notifier // notified after commits
+	wake       *notifier // notified after commits
 	Logger     *slog.Logger
 }
 
@@ -78,11 +78,11 @@ func NewDeliveries(db store.Store, cfg DeliveryConfig) *Deliveries {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Wake == nil {
-		cfg.Wake = NewNotifier()
+	if cfg.wake == nil {
+		cfg.wake = newNotifier()
 	}
 	return &Deliveries{db: db, global: cfg.Sinks.build(daemonScope, cfg.Options), scope: cfg.Scope, replayFrom: cfg.ReplayFrom,
-		policy: cfg.Policy.withDefaults(), options: cfg.Options, wake: cfg.Wake, log: cfg.Logger,
+		policy: cfg.Policy.withDefaults(), options: cfg.Options, wake: cfg.wake, log: cfg.Logger,
 		running: map[string]bool{}, done: map[string]time.Time{}}
 }
 

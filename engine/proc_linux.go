@@ -89,7 +89,7 @@ func processDone(pid int) {
 // also reaps any exited child that it did not
 // start itself: a program that embeds a runner should not start children
 // of its own outside it.
-func Subreaper() (stop func(), err error) {
+func becomeSubreaper() (stop func(), err error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return func() {}, fmt.Errorf("become a child subreaper: %w", err)
 	}

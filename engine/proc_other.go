@@ -22,7 +22,7 @@ func startProcess(cmd *exec.Cmd) error {
 func processDone(int) {}
 
 // Subreaper is a no-op outside Linux.
-func Subreaper() (stop func(), err error) { return func() {}, nil }
+func becomeSubreaper() (stop func(), err error) { return func() {}, nil }
 
 func processStart(int) uint64 { return 0 }
 

@@ -116,7 +116,7 @@ func (c *JobController) produce(ctx context.Context, job store.Job, queue chan<-
 		}
 		// Take the wake channel and the seal before reading, so that a
 		// task added in between is never missed.
-		wake := c.cfg.Wake.C()
+		wake := c.cfg.wake.C()
 		waits, inflight := c.retries.state()
 		var due time.Time
 		if waits {

@@ -19,7 +19,7 @@ const MaxInterrupts = 3
 // died go back to pending, with the interruption counted, and a task
 // interrupted MaxInterrupts times fails. Call it once, holding the runner
 // lock, before running anything.
-func Recover(ctx context.Context, db store.Store, log *slog.Logger) error {
+func recoverRunner(ctx context.Context, db store.Store, log *slog.Logger) error {
 	groups, err := db.RunningGroups(ctx)
 	if err != nil {
 		return err

@@ -114,7 +114,7 @@ func OpenRunner(ctx context.Context, db store.Store, cfg RunnerConfig) (_ *Runne
 		}
 	}
 	if cfg.Subreaper {
-		if r.stopReaping, err = Subreaper(); err != nil {
+		if r.stopReaping, err = becomeSubreaper(); err != nil {
 			cfg.Logger.Warn("descendants of tasks that leave their process group may outlive them", "err", err)
 			err = nil
 		}
@@ -122,7 +122,7 @@ func OpenRunner(ctx context.Context, db store.Store, cfg RunnerConfig) (_ *Runne
 	if err := r.recover(ctx); err != nil {
 		return nil, err
 	}
-	if r.wake, err = listenWake(db.Path(), cfg.Wake, cfg.Logger); err != nil {
+	if r.wake, err = listenWake(db.Path(), cfg.wake, cfg.Logger); err != nil {
 		if cfg.Role == RoleDaemon {
 			cfg.Logger.Warn("no wake socket; new jobs are noticed by polling", "err", err, "every", cfg.CheckEvery)
 		} else {
@@ -149,12 +149,12 @@ func (cfg RunnerConfig) withDefaults() RunnerConfig {
 	if cfg.DeliveryWait <= 0 {
 		cfg.DeliveryWait = 5 * time.Second
 	}
-	if cfg.Wake == nil {
-		cfg.Wake = NewNotifier()
+	if cfg.wake == nil {
+		cfg.wake = newNotifier()
 	}
 	cfg.Config = cfg.Config.withDefaults()
-	if cfg.Delivery.Wake == nil {
-		cfg.Delivery.Wake = NewNotifier()
+	if cfg.Delivery.wake == nil {
+		cfg.Delivery.wake = newNotifier()
 	}
 	if cfg.Delivery.Logger == nil {
 		cfg.Delivery.Logger = cfg.Logger
@@ -191,7 +191,7 @@ func (r *Runner) acquire(ctx context.Context) (*store.RunnerLock, error) {
 func (r *Runner) recover(ctx context.Context) error {
 	var trouble troubleLog
 	for {
-		err := Recover(ctx, r.db, r.cfg.Logger)
+		err := recoverRunner(ctx, r.db, r.cfg.Logger)
 		if err == nil {
 			trouble.over(r.cfg.Logger)
 			return nil
@@ -277,9 +277,9 @@ func (r *Runner) RunJob(ctx context.Context, jobID int64) (store.Job, error) {
 	delivery.Scope = jobID
 	deliveries := NewDeliveries(r.db, delivery)
 	cfg := r.cfg.Config
-	onCommit := cfg.OnCommit
-	cfg.OnCommit = func() {
-		delivery.Wake.Notify()
+	onCommit := cfg.onCommit
+	cfg.onCommit = func() {
+		delivery.wake.Notify()
 		if onCommit != nil {
 			onCommit()
 		}
@@ -308,7 +308,7 @@ func (r *Runner) RunJob(ctx context.Context, jobID int64) (store.Job, error) {
 	if err == nil {
 		// Its sinks finish once its callbacks are out, or when
 		// DeliveryWait runs out; the rest stay for a daemon.
-		delivery.Wake.Notify()
+		delivery.wake.Notify()
 		r.waitDeliveries(deliveries, stopDelivery)
 	}
 	return job, err

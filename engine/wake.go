@@ -12,25 +12,25 @@ import (
 	"syscall"
 )
 
-// Notifier broadcasts "something changed" to any number of waiters.
-type Notifier struct {
+// notifier broadcasts "something changed" to any number of waiters.
+type notifier struct {
 	mu sync.Mutex
 	ch chan struct{}
 }
 
-// NewNotifier returns a Notifier.
-func NewNotifier() *Notifier { return &Notifier{ch: make(chan struct{})} }
+// newNotifier returns a notifier.
+func newNotifier() *notifier { return &notifier{ch: make(chan struct{})} }
 
 // C returns a channel that is closed at the next Notify. Take it before
 // checking state, so that a change in between is not missed.
-func (n *Notifier) C() <-chan struct{} {
+func (n *notifier) C() <-chan struct{} {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.ch
 }
 
 // Notify wakes every current waiter.
-func (n *Notifier) Notify() {
+func (n *notifier) Notify() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	close(n.ch)
@@ -130,7 +130,7 @@ type wakeListener struct {
 // listenWake binds the database's wake socket and notifies n at each
 // wake-up, until Close. The caller must hold the runner lock, which makes
 // removing a stale socket safe.
-func listenWake(dbPath string, n *Notifier, log *slog.Logger) (*wakeListener, error) {
+func listenWake(dbPath string, n *notifier, log *slog.Logger) (*wakeListener, error) {
 	path, err := WakePath(dbPath)
 	if err != nil {
 		return nil, fmt.Errorf("wake socket: %w", err)
