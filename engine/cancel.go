@@ -18,9 +18,7 @@ func CancelJob(ctx context.Context, db store.Store, jobID int64) (store.Job, err
 	}
 	return db.CancelJob(ctx, jobID,
 		func(t store.Task) ([]byte, error) {
-			return Event{Type: store.EventTask, JobID: job.UUID, Task: &TaskEvent{
-				ID: t.UUID, Number: t.Seq, Kind: t.Kind, State: store.Cancelled, Attempts: t.Attempts, Error: "cancelled",
-			}}.MarshalJSON()
+			return taskEvent(job.UUID, t, store.Cancelled, 0, nil, "cancelled").MarshalJSON()
 		},
 		func(j store.Job) ([]byte, error) { return jobEvent(j).MarshalJSON() })
 }

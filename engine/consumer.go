@@ -128,10 +128,9 @@ func (c *JobController) runTask(ctx context.Context, job store.Job, t store.Task
 		t.Attempts, t.NotBefore = attempt, res.RetryAt
 		return outcome{task: t, res: res}
 	}
-	ev := Event{Type: store.EventTask, JobID: job.UUID, Task: &TaskEvent{
-		ID: t.UUID, Number: t.Seq, Kind: t.Kind, State: state, TimeSecs: took.Seconds(),
-		Attempts: attempt, Result: result, Error: errText,
-	}}
+	final := t
+	final.Attempts = attempt
+	ev := taskEvent(job.UUID, final, state, took, result, errText)
 	msg, mErr := ev.MarshalJSON()
 	if mErr != nil {
 		// Unreachable for a valid event; fail loudly rather than drop it.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/pcd-dev/pcd/store"
 )
@@ -107,6 +108,15 @@ func CallbackJSON(dst []byte, cb store.Callback) ([]byte, error) {
 		dst = append(dst, ',')
 	}
 	return append(dst, msg[1:]...), nil
+}
+
+// taskEvent is the task callback of a task of job jobUUID that reached a
+// final state: the one place a task's event is built.
+func taskEvent(jobUUID string, t store.Task, state store.State, took time.Duration, result json.RawMessage, errText string) Event {
+	return Event{Type: store.EventTask, JobID: jobUUID, Task: &TaskEvent{
+		ID: t.UUID, Number: t.Seq, Kind: t.Kind, State: state, TimeSecs: took.Seconds(),
+		Attempts: t.Attempts, Result: result, Error: errText,
+	}}
 }
 
 func jobEvent(job store.Job) Event {

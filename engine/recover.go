@@ -38,9 +38,7 @@ func recoverRunner(ctx context.Context, db store.Store, log *slog.Logger) error 
 		log.Warn("killed processes left running by the last runner's tasks", "processes", killed)
 	}
 	requeued, failed, err := db.Recover(ctx, MaxInterrupts, func(jobUUID string, t store.Task, reason string) ([]byte, error) {
-		return Event{Type: store.EventTask, JobID: jobUUID, Task: &TaskEvent{
-			ID: t.UUID, Number: t.Seq, Kind: t.Kind, State: store.Failed, Attempts: t.Attempts, Error: reason,
-		}}.MarshalJSON()
+		return taskEvent(jobUUID, t, store.Failed, 0, nil, reason).MarshalJSON()
 	})
 	if err != nil {
 		return err
