@@ -95,20 +95,8 @@ func (db *DB) Callbacks(ctx context.Context, jobID, afterID int64, undeliveredOn
 	if undeliveredOnly {
 		q += " AND c.id > (SELECT delivered_id FROM jobs WHERE id = ?1)"
 	}
-	rows, err := db.rc.QueryContext(ctx, q+" ORDER BY c.id", jobID, afterID)
+	out, err := queryAll(ctx, db.rc, scanCallback, q+" ORDER BY c.id", jobID, afterID)
 	if err != nil {
-		return nil, fmt.Errorf("callbacks of job %d: %w", jobID, err)
-	}
-	defer rows.Close()
-	var out []Callback
-	for rows.Next() {
-		c, err := scanCallback(rows)
-		if err != nil {
-			return nil, fmt.Errorf("callbacks of job %d: %w", jobID, err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("callbacks of job %d: %w", jobID, err)
 	}
 	return out, nil
@@ -126,20 +114,8 @@ func (db *DB) CallbacksAfter(ctx context.Context, afterID int64, jobIDs []int64,
 			args = append(args, id)
 		}
 	}
-	rows, err := db.rc.QueryContext(ctx, q+" ORDER BY c.id LIMIT ?", append(args, limit)...)
+	out, err := queryAll(ctx, db.rc, scanCallback, q+" ORDER BY c.id LIMIT ?", append(args, limit)...)
 	if err != nil {
-		return nil, fmt.Errorf("callbacks after %d: %w", afterID, err)
-	}
-	defer rows.Close()
-	var out []Callback
-	for rows.Next() {
-		c, err := scanCallback(rows)
-		if err != nil {
-			return nil, fmt.Errorf("callbacks after %d: %w", afterID, err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("callbacks after %d: %w", afterID, err)
 	}
 	return out, nil

@@ -395,7 +395,7 @@ func (db *DB) prepare(ctx context.Context) error {
 			ON CONFLICT (job_id, seq) DO UPDATE SET started_at = excluded.started_at,
 				pgid = coalesce(excluded.pgid, pgid), pstart = coalesce(excluded.pstart, pstart)`},
 		{&db.stmts.stop, `DELETE FROM running WHERE job_id = ? AND seq = ?`},
-		{&db.stmts.job, "SELECT " + jobColumns + " FROM jobs WHERE id = ?"},
+		{&db.stmts.job, jobByID},
 		{&db.stmts.finishJob, "UPDATE jobs SET state = ?, elapsed_ns = ?, finished_at = ? WHERE id = ?"},
 		{&db.stmts.jobCallback, `INSERT INTO callbacks (event, job_id, round, message, created_at) VALUES ('job', ?, ?, ?, ?)`},
 		{&db.stmts.delivered, "UPDATE jobs SET delivered_id = max(delivered_id, ?) WHERE id = ?"},

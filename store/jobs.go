@@ -369,9 +369,12 @@ func (db *DB) jobTx(ctx context.Context, tx *sql.Tx, id int64) (Job, error) {
 	return j, err
 }
 
+// jobByID reads one job: Job outside a transaction, jobTx inside one.
+const jobByID = "SELECT " + jobColumns + " FROM jobs WHERE id = ?"
+
 // Job reads one job by its number.
 func (db *DB) Job(ctx context.Context, id int64) (Job, error) {
-	j, err := scanJob(db.rc.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id = ?", id))
+	j, err := scanJob(db.rc.QueryRowContext(ctx, jobByID, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Job{}, fmt.Errorf("job %d: %w", id, ErrNotFound)
 	}
@@ -383,20 +386,8 @@ func (db *DB) Job(ctx context.Context, id int64) (Job, error) {
 
 // UnfinishedJobs lists jobs without a committed completion, oldest first.
 func (db *DB) UnfinishedJobs(ctx context.Context) ([]Job, error) {
-	rows, err := db.rc.QueryContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE finished_at IS NULL AND staging = 0 ORDER BY id")
+	jobs, err := queryAll(ctx, db.rc, scanJob, "SELECT "+jobColumns+" FROM jobs WHERE finished_at IS NULL AND staging = 0 ORDER BY id")
 	if err != nil {
-		return nil, fmt.Errorf("unfinished jobs: %w", err)
-	}
-	defer rows.Close()
-	var jobs []Job
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return nil, fmt.Errorf("unfinished jobs: %w", err)
-		}
-		jobs = append(jobs, j)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("unfinished jobs: %w", err)
 	}
 	return jobs, nil
@@ -525,20 +516,8 @@ func (db *DB) ListJobs(ctx context.Context, state State, limit int) ([]Job, erro
 }
 
 func (db *DB) queryJobs(ctx context.Context, q string, args ...any) ([]Job, error) {
-	rows, err := db.rc.QueryContext(ctx, q, args...)
+	jobs, err := queryAll(ctx, db.rc, scanJob, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w", err)
-	}
-	defer rows.Close()
-	var jobs []Job
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list jobs: %w", err)
-		}
-		jobs = append(jobs, j)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
 	return jobs, nil

@@ -72,3 +72,21 @@ type rowScanner interface{ Scan(...any) error }
 type errRow struct{ err error }
 
 func (r errRow) Scan(...any) error { return r.err }
+
+// queryAll runs a read query and scans every row with scan.
+func queryAll[T any](ctx context.Context, r *cachedReader, scan func(scanner) (T, error), q string, args ...any) ([]T, error) {
+	rows, err := r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
