@@ -472,34 +472,33 @@ func conflict(format string, a ...any) error { return conflictError{fmt.Sprintf(
 // FindJob finds a job by its uuid or a unique prefix of it, as git does
 // with hashes.
 func (db *DB) FindJob(ctx context.Context, ref string) (Job, error) {
+	found, ref, err := findByPrefix(ctx, db, "job", ref, scanJob,
+		"SELECT "+jobColumns+" FROM jobs WHERE uuid >= ? AND uuid < ? AND staging = 0 ORDER BY uuid LIMIT 2")
+	if err != nil {
+		return Job{}, err
+	}
+	if len(found) == 2 {
+		return Job{}, fmt.Errorf("job %s: %w: it starts %s and %s; give more characters", ref, ErrAmbiguous, found[0].UUID, found[1].UUID)
+	}
+	return found[0], nil
+}
+
+// findByPrefix reads the (at most two) rows whose uuid starts with ref, a
+// job's or a task's id or a prefix of it: what (the "job", "task") is
+// ErrNotFound when there is none, and ref is returned as it was looked up.
+func findByPrefix[T any](ctx context.Context, db *DB, what, ref string, scan func(scanner) (T, error), q string) ([]T, string, error) {
 	ref = strings.ToLower(strings.TrimSpace(ref))
 	if ref == "" || strings.Trim(ref, "0123456789abcdef-") != "" {
-		return Job{}, fmt.Errorf("job %q: %w: a job id is hex digits and dashes", ref, ErrNotFound)
+		return nil, ref, fmt.Errorf("%s %q: %w: a %s id is hex digits and dashes", what, ref, ErrNotFound, what)
 	}
-	rows, err := db.rc.QueryContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE uuid >= ? AND uuid < ? AND staging = 0 ORDER BY uuid LIMIT 2",
-		ref, ref+"\x7f")
+	found, err := queryAll(ctx, db.rc, scan, q, ref, ref+"\x7f")
 	if err != nil {
-		return Job{}, fmt.Errorf("find job %s: %w", ref, err)
+		return nil, ref, fmt.Errorf("find %s %s: %w", what, ref, err)
 	}
-	defer rows.Close()
-	var found []Job
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return Job{}, fmt.Errorf("find job %s: %w", ref, err)
-		}
-		found = append(found, j)
+	if len(found) == 0 {
+		return nil, ref, fmt.Errorf("%s %s: %w", what, ref, ErrNotFound)
 	}
-	if err := rows.Err(); err != nil {
-		return Job{}, fmt.Errorf("find job %s: %w", ref, err)
-	}
-	switch len(found) {
-	case 0:
-		return Job{}, fmt.Errorf("job %s: %w", ref, ErrNotFound)
-	case 1:
-		return found[0], nil
-	}
-	return Job{}, fmt.Errorf("job %s: %w: it starts %s and %s; give more characters", ref, ErrAmbiguous, found[0].UUID, found[1].UUID)
+	return found, ref, nil
 }
 
 // ListJobs lists the newest jobs first, optionally only those in state.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"time"
 )
 
@@ -199,34 +198,17 @@ func (db *DB) TasksInState(ctx context.Context, jobID int64, state State, afterS
 
 // FindTask finds a task by its uuid or a unique prefix of it.
 func (db *DB) FindTask(ctx context.Context, ref string) (TaskRow, error) {
-	ref = strings.ToLower(strings.TrimSpace(ref))
-	if ref == "" || strings.Trim(ref, "0123456789abcdef-") != "" {
-		return TaskRow{}, fmt.Errorf("task %q: %w: a task id is hex digits and dashes", ref, ErrNotFound)
-	}
-	rows, err := db.rc.QueryContext(ctx, "SELECT job_id, seq FROM tasks WHERE uuid >= ? AND uuid < ? ORDER BY uuid LIMIT 2", ref, ref+"\x7f")
+	type key struct{ job, seq int64 }
+	keys, ref, err := findByPrefix(ctx, db, "task", ref, func(s scanner) (k key, err error) {
+		return k, s.Scan(&k.job, &k.seq)
+	}, "SELECT job_id, seq FROM tasks WHERE uuid >= ? AND uuid < ? ORDER BY uuid LIMIT 2")
 	if err != nil {
-		return TaskRow{}, fmt.Errorf("find task %s: %w", ref, err)
+		return TaskRow{}, err
 	}
-	var keys [][2]int64
-	for rows.Next() {
-		var k [2]int64
-		if err := rows.Scan(&k[0], &k[1]); err != nil {
-			rows.Close()
-			return TaskRow{}, fmt.Errorf("find task %s: %w", ref, err)
-		}
-		keys = append(keys, k)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return TaskRow{}, fmt.Errorf("find task %s: %w", ref, err)
-	}
-	switch len(keys) {
-	case 0:
-		return TaskRow{}, fmt.Errorf("task %s: %w", ref, ErrNotFound)
-	case 2:
+	if len(keys) == 2 {
 		return TaskRow{}, fmt.Errorf("task %s: %w: give more characters", ref, ErrAmbiguous)
 	}
-	found, err := db.TasksInState(ctx, keys[0][0], "", keys[0][1]-1, 1)
+	found, err := db.TasksInState(ctx, keys[0].job, "", keys[0].seq-1, 1)
 	if err != nil {
 		return TaskRow{}, err
 	}
