@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -90,4 +91,141 @@ func ExampleSubmit() {
 	// Output:
 	// task 1: sleep: secs must not be negative, got -1
 	// 0 jobs
+}
+
+// A daemon runner runs in one process; another process (here, a second
+// handle on the same file) submits a job and wakes it. The submitter
+// follows the job's callbacks with Watch, as pcd watch does.
+func ExampleRunner_Run() {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "pcd-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "jobs.db")
+
+	// The runner's process.
+	runnerDB, err := store.Open(ctx, path, store.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer runnerDB.Close()
+	r, err := engine.OpenRunner(ctx, runnerDB, engine.RunnerConfig{Role: engine.RoleDaemon})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.Run(ctx) }()
+
+	// The submitter's process.
+	client, err := store.Open(ctx, path, store.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+	job, err := engine.Submit(ctx, client, nil, engine.JobFile{Name: "nightly", Workers: 1, Tasks: []engine.TaskSpec{
+		{Kind: "sleep", Payload: json.RawMessage(`{"secs": 0.01}`)},
+		{Kind: "noop"},
+	}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_ = engine.Wake(path) // the daemon would notice within a second anyway
+	err = engine.Watch(ctx, client, engine.WatchOptions{JobIDs: []int64{job.ID}, OnEvent: func(e engine.Event) error {
+		if e.Task != nil {
+			fmt.Printf("task %d (%s) %s\n", e.Task.Number, e.Task.Kind, e.Task.State)
+		} else {
+			fmt.Printf("job %s %s\n", e.Job.Name, e.Job.Outcome)
+		}
+		return nil
+	}})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	if err := r.Stop(ctx); err != nil {
+		log.Fatal(err)
+	}
+	if err := <-stopped; err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// task 1 (sleep) succeeded
+	// task 2 (noop) succeeded
+	// job nightly succeeded
+}
+
+// A runner stopped in the middle of a job (a hard stop, as when the
+// process is killed: running tasks are cut short) leaves its progress in
+// the database; the next runner resumes the job, and the tasks that
+// finished do not run again.
+func ExampleRunner_RunJob_resume() {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "pcd-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	db, err := store.Open(ctx, filepath.Join(dir, "jobs.db"), store.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+
+	ran := map[string]int{}
+	stopAt := make(chan struct{})
+	reg := engine.NewRegistry()
+	reg.Register("step", engine.Func(func(ctx context.Context, t engine.Task) (json.RawMessage, error) {
+		var name string
+		if err := json.Unmarshal(t.Payload, &name); err != nil {
+			return nil, err
+		}
+		ran[name]++
+		if name == "b" && ran[name] == 1 {
+			close(stopAt) // the first time b runs, the process "dies"
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return nil, nil
+	}))
+	job, err := engine.Submit(ctx, db, reg, engine.JobFile{Workers: 1, Tasks: []engine.TaskSpec{
+		{Kind: "step", Payload: json.RawMessage(`"a"`)},
+		{Kind: "step", Payload: json.RawMessage(`"b"`)},
+		{Kind: "step", Payload: json.RawMessage(`"c"`)},
+	}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	run := func() (store.Job, error) {
+		r, err := engine.OpenRunner(ctx, db, engine.RunnerConfig{Role: engine.RoleRun, Config: engine.Config{Registry: reg}})
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer r.Close()
+		finished := make(chan struct{})
+		defer close(finished)
+		go func() {
+			select {
+			case <-stopAt:
+				hard, cancel := context.WithCancel(ctx)
+				cancel()
+				_ = r.Stop(hard)
+			case <-finished:
+			}
+		}()
+		return r.RunJob(ctx, job.ID)
+	}
+	first, err := run()
+	fmt.Printf("first run: %v; %d of %d done\n", errors.Is(err, engine.ErrStopped), first.Done(), first.Total)
+	stopAt = make(chan struct{}) // no stop this time
+	second, err := run()
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("second run: %s; a ran %d time(s), b %d, c %d\n", second.State, ran["a"], ran["b"], ran["c"])
+	// Output:
+	// first run: true; 1 of 3 done
+	// second run: succeeded; a ran 1 time(s), b 2, c 1
 }
