@@ -33,7 +33,7 @@ func callbacksCommand(env Env) *cli.Command {
 "runner" is the log or output of the process that ran the job; hooks and
 webhooks are named by their command or URL. A state is pending (not tried
 yet), retrying, delivered, or dead (given up after --delivery-attempts).`,
-		Flags:        []cli.Flag{jsonFlag},
+		Flags:        []cli.Flag{jsonFlag()},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			return withJob(c, false, func(db *store.DB, j store.Job) error {

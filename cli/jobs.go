@@ -71,7 +71,9 @@ func ago(t time.Time) string {
 	return t.Local().Format("2006-01-02 15:04:05")
 }
 
-var jsonFlag = &cli.BoolFlag{Name: "json", Usage: "print JSON"}
+// jsonFlag is a new --json flag: urfave/cli writes into a flag as it
+// parses, so flags are never shared between commands or runs.
+func jsonFlag() cli.Flag { return &cli.BoolFlag{Name: "json", Usage: "print JSON"} }
 
 func parseState(s string) (store.State, error) {
 	switch st := store.State(strings.ToLower(s)); st {
@@ -110,7 +112,7 @@ func jobsCommand(env Env) *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "state", Usage: "only jobs in this `STATE`"},
 			&cli.IntFlag{Name: "limit", Aliases: []string{"n"}, Value: 20, Usage: "at most this many jobs"},
-			jsonFlag,
+			jsonFlag(),
 		},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
@@ -152,7 +154,7 @@ func statusCommand(env Env) *cli.Command {
 		Name:         "status",
 		Usage:        "show one job in detail",
 		ArgsUsage:    "JOB_ID",
-		Flags:        []cli.Flag{jsonFlag},
+		Flags:        []cli.Flag{jsonFlag()},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			return withJob(c, false, func(_ *store.DB, j store.Job) error {
@@ -203,7 +205,7 @@ func tasksCommand(env Env) *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "state", Usage: "only tasks in this `STATE`"},
 			&cli.BoolFlag{Name: "attempts", Usage: "list every recorded attempt of tasks that may retry"},
-			jsonFlag,
+			jsonFlag(),
 		},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
@@ -268,7 +270,7 @@ func cancelCommand(env Env) *cli.Command {
 		Name:      "cancel",
 		Usage:     "cancel a job: pending tasks are cancelled, running ones stopped",
 		ArgsUsage: "JOB_ID",
-		Flags:     []cli.Flag{jsonFlag},
+		Flags:     []cli.Flag{jsonFlag()},
 		Description: `Cancels every unfinished task, each with its task callback, and completes
 the job as cancelled with its job callback, in one transaction. A daemon
 running the job stops its running tasks at once.`,
@@ -301,7 +303,7 @@ func retryCommand(env Env) *cli.Command {
 		Name:      "retry",
 		Usage:     "run a finished job's failed and cancelled tasks again",
 		ArgsUsage: "JOB_ID",
-		Flags:     []cli.Flag{jsonFlag},
+		Flags:     []cli.Flag{jsonFlag()},
 		Description: `Puts the failed and cancelled tasks of a finished job back to pending; the
 daemon runs them, and a new job callback follows when they are done.`,
 		OnUsageError: onUsageError,

@@ -20,7 +20,7 @@ func logsCommand(env Env) *cli.Command {
 (the last --output-cap bytes of each), and says on stderr when either was
 cut. For other kinds it prints the task's JSON result. --json prints the
 stored result.`,
-		Flags:        []cli.Flag{jsonFlag},
+		Flags:        []cli.Flag{jsonFlag()},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {

@@ -23,7 +23,7 @@ back rewrites it once (VACUUM): that needs room for a copy of the file.`,
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "older-than", Usage: "remove jobs that finished longer ago than `DURATION` (such as 720h)"},
 			&cli.BoolFlag{Name: "force", Usage: "remove them even if a sink has not delivered their callbacks"},
-			jsonFlag,
+			jsonFlag(),
 		},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
