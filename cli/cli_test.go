@@ -124,12 +124,12 @@ func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }
 func TestPrintable(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
-		"plain":              "plain",
-		"tab\there":          `tab\there`,
-		"bell\a":             `bell\x07`,
-		"rtl\u202eevil":      `rtl\u202eevil`,
-		"bad \xff byte":      `bad \xff byte`,
-		"c1 \u009b control":  `c1 \u009b control`,
+		"plain":             "plain",
+		"tab\there":         `tab\there`,
+		"bell\a":            `bell\x07`,
+		"rtl\u202eevil":     `rtl\u202eevil`,
+		"bad \xff byte":     `bad \xff byte`,
+		"c1 \u009b control": `c1 \u009b control`,
 		"ünïcödé is fine ✓": "ünïcödé is fine ✓",
 	} {
 		if got := printable(in); got != want {
