@@ -281,7 +281,7 @@ running the job stops its running tasks at once.`,
 				if err != nil {
 					return err
 				}
-				_ = engine.Wake(db.Path())
+				_ = db.Wake()
 				if j.State == store.Running && engine.DaemonListening(db.Path()) {
 					// No task of the job may start once cancel returns:
 					// wait for its runner to stop them.
@@ -313,7 +313,7 @@ daemon runs them, and a new job callback follows when they are done.`,
 				if err != nil {
 					return err
 				}
-				_ = engine.Wake(db.Path())
+				_ = db.Wake()
 				if c.Bool("json") {
 					return writeJSON(env.Stdout, viewJob(again))
 				}

@@ -186,7 +186,7 @@ func handOff(c *cli.Context, env Env, db *store.DB, jf engine.JobFile, held *sto
 	if err != nil {
 		return err
 	}
-	_ = engine.Wake(db.Path())
+	_ = db.Wake()
 	who := "another process"
 	if held.PID > 0 {
 		who = fmt.Sprintf("pid %d", held.PID)

@@ -73,7 +73,7 @@ func submit(c *cli.Context, env Env) error {
 			Retry:    jf.RetrySpec,
 			Registry: env.Registry,
 			Dir:      jf.Dir,
-			OnCommit: func(store.Job) { _ = engine.Wake(db.Path()) },
+			OnCommit: func(store.Job) { _ = db.Wake() },
 		})
 		if err != nil && ctx.Err() != nil && c.Context.Err() == nil {
 			if job.ID == 0 {
@@ -96,7 +96,7 @@ func submit(c *cli.Context, env Env) error {
 			return err
 		}
 	}
-	_ = engine.Wake(db.Path())
+	_ = db.Wake()
 	if c.Bool("json") {
 		b, _ := json.Marshal(map[string]any{"job_id": job.UUID, "name": job.Name, "total": job.Total,
 			"workers": job.Workers, "queue_size": job.QueueSize})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -70,9 +71,9 @@ type Runner struct {
 	db  store.Store
 	cfg RunnerConfig
 
-	lock        *store.RunnerLock
+	lock        store.Releaser
 	stopReaping func()
-	wake        *wakeListener
+	wake        io.Closer
 
 	mu        sync.Mutex
 	running   bool
@@ -122,7 +123,7 @@ func OpenRunner(ctx context.Context, db store.Store, cfg RunnerConfig) (_ *Runne
 	if err := r.recover(ctx); err != nil {
 		return nil, err
 	}
-	if r.wake, err = listenWake(db.Path(), cfg.wake, cfg.Logger); err != nil {
+	if r.wake, err = db.ListenWake(cfg.wake.Notify); err != nil {
 		if cfg.Role == RoleDaemon {
 			cfg.Logger.Warn("no wake socket; new jobs are noticed by polling", "err", err, "every", cfg.CheckEvery)
 		} else {
@@ -163,12 +164,12 @@ func (cfg RunnerConfig) withDefaults() RunnerConfig {
 }
 
 // acquire takes the runner lock for the runner's role.
-func (r *Runner) acquire(ctx context.Context) (*store.RunnerLock, error) {
+func (r *Runner) acquire(ctx context.Context) (store.Releaser, error) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	said := false
 	for {
-		lock, err := store.AcquireRunnerLock(r.db.Path(), r.cfg.Role)
+		lock, err := r.db.LockRunner(r.cfg.Role)
 		var held *store.LockedError
 		if r.cfg.Role != RoleRun || !errors.As(err, &held) || held.Role == RoleDaemon {
 			return lock, err

@@ -1,15 +1,9 @@
 package engine
 
 import (
-	"crypto/sha256"
-	"errors"
-	"fmt"
-	"log/slog"
-	"net"
-	"os"
-	"path/filepath"
 	"sync"
-	"syscall"
+
+	"github.com/pcd-dev/pcd/store"
 )
 
 // notifier broadcasts "something changed" to any number of waiters.
@@ -37,136 +31,11 @@ func (n *notifier) Notify() {
 	n.ch = make(chan struct{})
 }
 
-// WakePath is the unix socket on which a database's runner hears that new
-// work was committed: <db>.sock beside the database when its directory is
-// private to this user. When another user could create files there (a
-// shared directory such as /tmp), or the path is too long for a socket,
-// it goes in a directory private to this user instead, where no one else
-// can bind it first: $XDG_RUNTIME_DIR, or $TMPDIR/pcd-<uid> (0700),
-// checked each time it is used.
-func WakePath(dbPath string) (string, error) {
-	p := dbPath + ".sock"
-	if len(p) < 100 && privateDir(filepath.Dir(dbPath)) {
-		return p, nil
-	}
-	dir, err := runtimeDir()
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256([]byte(dbPath))
-	return filepath.Join(dir, fmt.Sprintf("pcd-%x.sock", sum[:8])), nil
-}
+// Wake tells the runner of the database at dbPath, if one is listening,
+// that work was committed or a job cancelled. It is best effort: without a
+// listener, the runner's periodic check finds the work.
+func Wake(dbPath string) error { return store.Wake(dbPath) }
 
-// privateDir reports whether dir is this user's and no one else can write
-// in it.
-func privateDir(dir string) bool {
-	fi, err := os.Lstat(dir)
-	if err != nil || !fi.IsDir() {
-		return false
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	return ok && int(st.Uid) == os.Geteuid() && fi.Mode().Perm()&0o022 == 0
-}
-
-// runtimeDir is a directory for sockets that only this user can write in.
-func runtimeDir() (string, error) {
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) && privateDir(d) {
-		return d, nil
-	}
-	d := filepath.Join(os.TempDir(), fmt.Sprintf("pcd-%d", os.Geteuid()))
-	if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return "", fmt.Errorf("socket directory: %w", err)
-	}
-	fi, err := os.Lstat(d)
-	if err != nil {
-		return "", fmt.Errorf("socket directory: %w", err)
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !fi.IsDir() || !ok || int(st.Uid) != os.Geteuid() || fi.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("socket directory %s is not a directory private to you (another user may have made it); remove it, or set XDG_RUNTIME_DIR", d)
-	}
-	return d, nil
-}
-
-// Wake tells the daemon of dbPath, if one is listening, that work was
-// committed. It is best effort: without a listener, the daemon's periodic
-// check finds the work.
-func Wake(dbPath string) error {
-	path, err := WakePath(dbPath)
-	if err != nil {
-		return err
-	}
-	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	_, err = conn.Write([]byte{1})
-	return err
-}
-
-// DaemonListening reports whether a daemon listens on the database's wake
-// socket.
-func DaemonListening(dbPath string) bool {
-	path, err := WakePath(dbPath)
-	if err != nil {
-		return false
-	}
-	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		return false
-	}
-	conn.Close()
-	return true
-}
-
-// wakeListener receives wake-ups and turns them into notifications.
-type wakeListener struct {
-	conn *net.UnixConn
-	path string
-	done chan struct{}
-}
-
-// listenWake binds the database's wake socket and notifies n at each
-// wake-up, until Close. The caller must hold the runner lock, which makes
-// removing a stale socket safe.
-func listenWake(dbPath string, n *notifier, log *slog.Logger) (*wakeListener, error) {
-	path, err := WakePath(dbPath)
-	if err != nil {
-		return nil, fmt.Errorf("wake socket: %w", err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("wake socket: %w", err)
-	}
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		return nil, fmt.Errorf("wake socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("wake socket: %w", err)
-	}
-	l := &wakeListener{conn: conn, path: path, done: make(chan struct{})}
-	go func() {
-		defer close(l.done)
-		buf := make([]byte, 16)
-		for {
-			if _, _, err := conn.ReadFromUnix(buf); err != nil {
-				if !errors.Is(err, net.ErrClosed) {
-					log.Warn("wake socket closed", "err", err)
-				}
-				return
-			}
-			n.Notify()
-		}
-	}()
-	return l, nil
-}
-
-// Close stops listening and removes the socket file.
-func (l *wakeListener) Close() error {
-	err := l.conn.Close()
-	<-l.done
-	_ = os.Remove(l.path)
-	return err
-}
+// DaemonListening reports whether a runner listens for wake-ups of the
+// database at dbPath.
+func DaemonListening(dbPath string) bool { return store.RunnerListening(dbPath) }

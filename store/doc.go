@@ -7,7 +7,7 @@
 // commit: each result with its callback record, and the job's completion
 // with the batch that makes its last task final); Outbox serves the
 // callback records by id, to the runner and to sinks; Upkeep checks and
-// prunes. The conformance suite in store/storetest checks any
+// prunes; Runners is the runner lock and wake-ups. The conformance suite in store/storetest checks any
 // implementation through the interface alone.
 //
 // DB is the SQLite implementation (Open). It has one writer connection,

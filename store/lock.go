@@ -45,6 +45,16 @@ func LockPath(dbPath string) string { return dbPath + ".lock" }
 // never truncated, so a shorter record must overwrite a longer one whole.
 const lockRecord = 32
 
+// LockRunner takes the runner lock of db without waiting (see
+// AcquireRunnerLock).
+func (db *DB) LockRunner(role string) (Releaser, error) {
+	lock, err := AcquireRunnerLock(db.path, role)
+	if err != nil {
+		return nil, err
+	}
+	return lock, nil
+}
+
 // AcquireRunnerLock takes the lock without waiting, for a holder of the
 // given role ("daemon", "run"). If another process holds it, the error is
 // a *LockedError naming that process. The lock file is opened without

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"io"
 	"time"
 )
 
@@ -14,13 +15,30 @@ type Store interface {
 	TaskStore
 	Outbox
 	Upkeep
+	Runners
 
-	// Path names the database, for messages and for what lives beside a
-	// file (the runner lock, the wake socket). The runner's coordination
-	// is to move behind this interface with the PostgreSQL store.
+	// Path names the database, for messages.
 	Path() string
 	Close() error
 }
+
+// Runners coordinates the processes that run a database's work and
+// those that hand it work.
+type Runners interface {
+	// LockRunner makes this process a runner, in a role ("daemon",
+	// "run"), until Release. On SQLite one process at a time is: another
+	// holding the lock is a *LockedError naming it.
+	LockRunner(role string) (Releaser, error)
+	// ListenWake calls notify each time another process wakes the runner
+	// (Wake), until Close. Only a runner listens.
+	ListenWake(notify func()) (io.Closer, error)
+	// Wake tells the runner that work was committed or a job cancelled;
+	// best effort: a runner also looks by itself every second.
+	Wake() error
+}
+
+// Releaser releases what it holds.
+type Releaser interface{ Release() error }
 
 // JobStore creates, finds and finishes jobs.
 type JobStore interface {
