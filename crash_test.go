@@ -74,7 +74,7 @@ func checkInvariants(t *testing.T, db string) int {
 			WHERE r.attempts > t.max_attempts OR (r.attempts > 1 AND t.max_attempts = 1)`},
 		{"final tasks still in the index of waiting tasks", `SELECT count(*) FROM tasks t WHERE t.not_before IS NOT NULL
 			AND EXISTS (SELECT 1 FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq AND r.state != 'cancelled')`},
-		{"callbacks never delivered", "SELECT count(*) FROM callbacks c JOIN jobs j ON j.id = c.job_id WHERE c.id > j.delivered_id"},
+		{"callbacks never delivered", "SELECT count(*) FROM callbacks c JOIN jobs j ON j.id = c.job_id WHERE c.id > j.released_id"},
 	}
 	for _, c := range checks {
 		if n := q(c.query); n != 0 {

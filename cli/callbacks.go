@@ -77,7 +77,7 @@ yet), retrying, delivered, or dead (given up after --delivery-attempts).`,
 					}
 					tried[r.Sink] = true
 					sink := strings.TrimPrefix(r.Sink, "job "+j.UUID+" ")
-					v := deliveryView{CallbackID: r.ID, Event: r.Event, Number: r.TaskSeq, Sink: sink, State: r.State, Attempts: r.Attempts, LastError: r.LastError}
+					v := deliveryView{CallbackID: r.ID, Event: r.Event, Number: r.TaskSeq, Sink: sink, State: string(r.State), Attempts: r.Attempts, LastError: r.LastError}
 					if !r.DeliveredAt.IsZero() {
 						t := r.DeliveredAt
 						v.DeliveredAt = &t

@@ -17,11 +17,11 @@ type completer struct {
 	elapsed func() time.Duration
 	slots   *runSlots
 
-	// undelivered is the span of callbacks released since the last commit;
-	// the next transaction marks them delivered, so delivery bookkeeping
-	// costs no commit of its own.
-	undelivered store.Span
-	done        int64
+	// unreleased is the span of callbacks released since the last commit
+	// and not yet recorded as released: the next transaction records it,
+	// so the bookkeeping costs no commit of its own.
+	unreleased store.Span
+	done       int64
 	// startedAt is when this run started, for the job's first start.
 	startedAt time.Time
 	// finished is the job as the commit that finished it left it.
@@ -115,7 +115,7 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 			}
 			continue
 		}
-		batch = store.Batch{JobID: m.job.ID, Round: m.job.Round, Elapsed: m.elapsed(), Delivered: m.undelivered,
+		batch = store.Batch{JobID: m.job.ID, Round: m.job.Round, Elapsed: m.elapsed(), Released: m.unreleased,
 			DoneThrough: m.c.frontier.through(), Starts: batch.Starts[:0], Interrupted: batch.Interrupted[:0],
 			StartedAt: m.startedAt, Finish: finish}
 		for _, s := range sreqs {
@@ -173,7 +173,7 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 			done = append(done, o.task.Seq)
 		}
 		m.c.retries.resolved(done)
-		m.undelivered = store.Span{}
+		m.unreleased = store.Span{}
 		// The callbacks are the subsequence of outs that are final results
 		// of tasks that were not final yet.
 		i := 0
@@ -185,10 +185,10 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 			ev := outs[i].event
 			ev.CallbackID = cb.ID
 			m.c.release(m.job.ID, ev)
-			if m.undelivered.From == 0 {
-				m.undelivered.From = cb.ID
+			if m.unreleased.From == 0 {
+				m.unreleased.From = cb.ID
 			}
-			m.undelivered.To = cb.ID
+			m.unreleased.To = cb.ID
 		}
 		m.done += int64(len(committed.Callbacks))
 		if cb := committed.JobCallback; cb != nil {
@@ -196,7 +196,7 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 			ev.CallbackID = cb.ID
 			m.c.release(m.job.ID, ev)
 			m.finished = &committed.Job
-			m.undelivered = store.Span{From: cb.ID, To: cb.ID}
+			m.unreleased = store.Span{From: cb.ID, To: cb.ID}
 		}
 	}
 	return failed

@@ -205,18 +205,18 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		// Best effort: if these fail too, the next run redelivers, which
 		// at-least-once delivery allows.
 		_ = c.db.StopJob(bg, job.ID, elapsed())
-		_ = c.markDelivered(bg, job.ID, comp.undelivered)
+		_ = c.markReleased(bg, job.ID, comp.unreleased)
 		return job, compErr
 	}
 	if comp.finished != nil {
 		return *comp.finished, c.settle(bg)
 	}
-	finished, cb, err := c.db.FinishJob(bg, job.ID, elapsed(), comp.undelivered, func(j store.Job) ([]byte, error) {
+	finished, cb, err := c.db.FinishJob(bg, job.ID, elapsed(), comp.unreleased, func(j store.Job) ([]byte, error) {
 		return jobEvent(j).MarshalJSON()
 	})
 	if errors.Is(err, store.ErrNotDone) {
 		saveErr := c.db.StopJob(bg, job.ID, elapsed())
-		if markErr := c.markDelivered(bg, job.ID, comp.undelivered); markErr != nil {
+		if markErr := c.markReleased(bg, job.ID, comp.unreleased); markErr != nil {
 			return job, markErr
 		}
 		log.Debug("job stopped", "done", comp.done)
@@ -249,9 +249,9 @@ func (c *JobController) settle(ctx context.Context) error {
 	return c.cfg.released.Flush(ctx, c.db)
 }
 
-// markDelivered records the job's callbacks up to span.To delivered.
-func (c *JobController) markDelivered(ctx context.Context, jobID int64, span store.Span) error {
-	if err := c.db.MarkDelivered(ctx, jobID, span); err != nil {
+// markReleased records the job's callbacks up to span.To delivered.
+func (c *JobController) markReleased(ctx context.Context, jobID int64, span store.Span) error {
+	if err := c.db.MarkReleased(ctx, jobID, span); err != nil {
 		return err
 	}
 	c.cfg.released.recorded(store.Mark{JobID: jobID, To: span.To})
@@ -331,7 +331,7 @@ func (c *JobController) redeliver(ctx context.Context, jobID int64) error {
 		c.release(jobID, ev)
 	}
 	span := store.Span{From: cbs[0].ID, To: cbs[len(cbs)-1].ID}
-	if err := c.markDelivered(ctx, jobID, span); err != nil {
+	if err := c.markReleased(ctx, jobID, span); err != nil {
 		return fmt.Errorf("redeliver: %w", err)
 	}
 	return nil

@@ -302,7 +302,7 @@ func (d *daemon) schedule(ctx context.Context, running map[int64]*JobController,
 // redeliverFinished releases undelivered callbacks of jobs that finished
 // while no runner was delivering, such as a job cancelled by pcd cancel.
 func (d *daemon) redeliverFinished(ctx context.Context) {
-	ids, err := d.db.UndeliveredJobs(ctx)
+	ids, err := d.db.UnreleasedJobs(ctx)
 	if err != nil {
 		d.cfg.Logger.Error("find undelivered callbacks", "err", err)
 		return

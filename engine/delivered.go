@@ -68,7 +68,7 @@ func (d *releaseMemo) Flush(ctx context.Context, db store.Store) error {
 	if len(marks) == 0 {
 		return nil
 	}
-	if err := db.MarkAllDelivered(ctx, marks); err != nil {
+	if err := db.MarkAllReleased(ctx, marks); err != nil {
 		return err
 	}
 	d.recorded(marks...)

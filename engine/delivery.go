@@ -250,20 +250,20 @@ func (m *Deliveries) deliverOne(ctx context.Context, log *slog.Logger, s Sink, e
 		if ctx.Err() != nil {
 			return false // not an attempt: we are stopping
 		}
-		d := store.Delivery{Sink: s.Name(), CallbackID: ev.CallbackID, Attempts: attempt, State: "delivered"}
+		d := store.Delivery{Sink: s.Name(), CallbackID: ev.CallbackID, Attempts: attempt, State: store.DeliveryDelivered}
 		if err != nil {
-			d.State, d.LastError = "retrying", err.Error()
+			d.State, d.LastError = store.DeliveryRetrying, err.Error()
 			if attempt >= m.policy.MaxAttempts {
-				d.State = "dead"
+				d.State = store.DeliveryDead
 			}
 		}
 		if rerr := m.record(ctx, d); rerr != nil {
 			return false
 		}
 		switch d.State {
-		case "delivered":
+		case store.DeliveryDelivered:
 			return true
-		case "dead":
+		case store.DeliveryDead:
 			log.Warn("callback delivery failed for good", "callback_id", ev.CallbackID, "attempts", attempt, "err", err)
 			return true
 		}

@@ -137,7 +137,7 @@ func TestRunCompletesEveryTaskOnce(t *testing.T) {
 	if n := count(t, raw, "SELECT count(*) FROM callbacks WHERE event = 'task'"); n != 2000 {
 		t.Errorf("%d task callback records, want 2000", n)
 	}
-	if n := count(t, raw, "SELECT count(*) FROM callbacks c JOIN jobs j ON j.id = c.job_id WHERE c.id > j.delivered_id"); n != 0 {
+	if n := count(t, raw, "SELECT count(*) FROM callbacks c JOIN jobs j ON j.id = c.job_id WHERE c.id > j.released_id"); n != 0 {
 		t.Errorf("%d callbacks not marked delivered", n)
 	}
 	// A second run of a finished job does nothing.
@@ -431,7 +431,7 @@ func TestRedeliversUndeliveredCallbacks(t *testing.T) {
 	raw := rawDB(t, db)
 	// As if the process died after committing the last two but before
 	// delivering them.
-	if _, err := raw.Exec("UPDATE jobs SET delivered_id = (SELECT max(id) - 2 FROM callbacks)"); err != nil {
+	if _, err := raw.Exec("UPDATE jobs SET released_id = (SELECT max(id) - 2 FROM callbacks)"); err != nil {
 		t.Fatal(err)
 	}
 	var again recorder
@@ -446,7 +446,7 @@ func TestRedeliversUndeliveredCallbacks(t *testing.T) {
 	if got[0].CallbackID != all[len(all)-2].CallbackID || got[1].CallbackID != all[len(all)-1].CallbackID {
 		t.Error("redelivered callbacks carry different ids")
 	}
-	if n := count(t, raw, "SELECT count(*) FROM callbacks c JOIN jobs j ON j.id = c.job_id WHERE c.id > j.delivered_id"); n != 0 {
+	if n := count(t, raw, "SELECT count(*) FROM callbacks c JOIN jobs j ON j.id = c.job_id WHERE c.id > j.released_id"); n != 0 {
 		t.Errorf("%d callbacks still undelivered", n)
 	}
 }

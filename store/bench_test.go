@@ -76,7 +76,7 @@ func BenchmarkCompleteTasks(b *testing.B) {
 	b.ResetTimer()
 	var last store.Span
 	for seq := int64(1); seq <= int64(b.N); {
-		batch := store.Batch{JobID: job.ID, Delivered: last}
+		batch := store.Batch{JobID: job.ID, Released: last}
 		for j := 0; j < 1000 && seq <= int64(b.N); j, seq = j+1, seq+1 {
 			batch.Results = append(batch.Results, store.Result{Seq: seq, State: store.Succeeded, Attempt: 1, StartedAt: now, FinishedAt: now, Message: msg})
 		}

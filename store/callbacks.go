@@ -89,11 +89,11 @@ func joinResult(stored []byte, at int, result []byte) ([]byte, error) {
 }
 
 // Callbacks lists a job's callback records with id after afterID, in id
-// order; undeliveredOnly keeps those the runner has not delivered yet.
-func (db *DB) Callbacks(ctx context.Context, jobID, afterID int64, undeliveredOnly bool) ([]Callback, error) {
+// order; unreleasedOnly keeps those the runner has not delivered yet.
+func (db *DB) Callbacks(ctx context.Context, jobID, afterID int64, unreleasedOnly bool) ([]Callback, error) {
 	q := "SELECT " + callbackColumns + " FROM callbacks c WHERE c.job_id = ?1 AND c.id > ?2"
-	if undeliveredOnly {
-		q += " AND c.id > (SELECT delivered_id FROM jobs WHERE id = ?1)"
+	if unreleasedOnly {
+		q += " AND c.id > (SELECT released_id FROM jobs WHERE id = ?1)"
 	}
 	out, err := queryAll(ctx, db.rc, scanCallback, q+" ORDER BY c.id", jobID, afterID)
 	if err != nil {
@@ -130,11 +130,11 @@ func (db *DB) LastCallbackID(ctx context.Context) (int64, error) {
 	return id, nil
 }
 
-// UndeliveredJobs lists the jobs that have callback records the runner
-// has not delivered yet, oldest first.
-func (db *DB) UndeliveredJobs(ctx context.Context) ([]int64, error) {
+// UnreleasedJobs lists the jobs that have callback records the runner
+// has not released yet (to its output: the log, stdout), oldest first.
+func (db *DB) UnreleasedJobs(ctx context.Context) ([]int64, error) {
 	rows, err := db.rc.QueryContext(ctx, `SELECT id FROM jobs j
-		WHERE EXISTS (SELECT 1 FROM callbacks c WHERE c.job_id = j.id AND c.id > j.delivered_id) ORDER BY id`)
+		WHERE EXISTS (SELECT 1 FROM callbacks c WHERE c.job_id = j.id AND c.id > j.released_id) ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("undelivered callbacks: %w", err)
 	}
@@ -150,11 +150,11 @@ func (db *DB) UndeliveredJobs(ctx context.Context) ([]int64, error) {
 	return ids, rows.Err()
 }
 
-// MarkDelivered records that the runner delivered a job's callbacks up to
+// MarkReleased records that the runner released a job's callbacks up to
 // span.To. It releases them in id order, so that is all of them up to there.
-func (db *DB) MarkDelivered(ctx context.Context, jobID int64, span Span) error {
+func (db *DB) MarkReleased(ctx context.Context, jobID int64, span Span) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		return db.markDelivered(ctx, tx, jobID, span)
+		return db.markReleased(ctx, tx, jobID, span)
 	})
 	if err != nil {
 		return fmt.Errorf("mark callbacks of job %d delivered: %w", jobID, err)
@@ -162,14 +162,14 @@ func (db *DB) MarkDelivered(ctx context.Context, jobID int64, span Span) error {
 	return nil
 }
 
-// MarkAllDelivered is MarkDelivered for several jobs, in one transaction.
-func (db *DB) MarkAllDelivered(ctx context.Context, marks []Mark) error {
+// MarkAllReleased is MarkReleased for several jobs, in one transaction.
+func (db *DB) MarkAllReleased(ctx context.Context, marks []Mark) error {
 	if len(marks) == 0 {
 		return nil
 	}
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		for _, m := range marks {
-			if err := db.markDelivered(ctx, tx, m.JobID, Span{To: m.To}); err != nil {
+			if err := db.markReleased(ctx, tx, m.JobID, Span{To: m.To}); err != nil {
 				return err
 			}
 		}
@@ -181,11 +181,11 @@ func (db *DB) MarkAllDelivered(ctx context.Context, marks []Mark) error {
 	return nil
 }
 
-func (db *DB) markDelivered(ctx context.Context, tx *sql.Tx, jobID int64, span Span) error {
+func (db *DB) markReleased(ctx context.Context, tx *sql.Tx, jobID int64, span Span) error {
 	if span.To <= 0 {
 		return nil
 	}
-	_, err := tx.StmtContext(ctx, db.stmts.delivered).ExecContext(ctx, span.To, jobID)
+	_, err := tx.StmtContext(ctx, db.stmts.released).ExecContext(ctx, span.To, jobID)
 	return err
 }
 
@@ -194,7 +194,7 @@ func (db *DB) markDelivered(ctx context.Context, tx *sql.Tx, jobID int64, span S
 // stopped running the job.
 func (db *DB) JobReleased(ctx context.Context, jobID int64) (bool, error) {
 	var ok bool
-	err := db.rc.QueryRowContext(ctx, `SELECT j.delivered_id >= coalesce((SELECT max(id) FROM callbacks c WHERE c.job_id = j.id), 0)
+	err := db.rc.QueryRowContext(ctx, `SELECT j.released_id >= coalesce((SELECT max(id) FROM callbacks c WHERE c.job_id = j.id), 0)
 		FROM jobs j WHERE j.id = ?`, jobID).Scan(&ok)
 	if err != nil {
 		return false, fmt.Errorf("job %d released: %w", jobID, err)

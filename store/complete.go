@@ -63,7 +63,7 @@ type Batch struct {
 	// Elapsed is the job's elapsed time so far, saved with the batch.
 	Elapsed time.Duration
 	// Delivered marks the job's callbacks up to Delivered.To delivered.
-	Delivered Span
+	Released Span
 	// DoneThrough, if more than the job's, is saved as its DoneThrough:
 	// every task up to it has a committed final result.
 	DoneThrough int64
@@ -212,12 +212,12 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 		}
 		var complete bool
 		if err := tx.StmtContext(ctx, db.stmts.counts).QueryRowContext(ctx,
-			counts[0], counts[1], counts[2], int64(b.Elapsed), b.Delivered.To, b.DoneThrough, b.JobID, startedAt,
+			counts[0], counts[1], counts[2], int64(b.Elapsed), b.Released.To, b.DoneThrough, b.JobID, startedAt,
 		).Scan(&complete); err != nil {
 			return err
 		}
 		for _, m := range b.Marks {
-			if err := db.markDelivered(ctx, tx, m.JobID, Span{To: m.To}); err != nil {
+			if err := db.markReleased(ctx, tx, m.JobID, Span{To: m.To}); err != nil {
 				return err
 			}
 		}
@@ -379,7 +379,7 @@ func (db *DB) insertTaskCallbacks(ctx context.Context, tx *sql.Tx, cbs []Callbac
 // statements are prepared once on the writer connection.
 type statements struct {
 	start, stop, finished, retry, attempt, counts, resultOnce, unwait *sql.Stmt
-	job, finishJob, jobCallback, delivered                            *sql.Stmt
+	job, finishJob, jobCallback, released                             *sql.Stmt
 	callbacks, callbackRefs, results                                  []*sql.Stmt // one per callbackChunks
 }
 
@@ -398,7 +398,7 @@ func (db *DB) prepare(ctx context.Context) error {
 		{&db.stmts.job, jobByID},
 		{&db.stmts.finishJob, "UPDATE jobs SET state = ?, elapsed_ns = ?, finished_at = ? WHERE id = ?"},
 		{&db.stmts.jobCallback, `INSERT INTO callbacks (event, job_id, round, message, created_at) VALUES ('job', ?, ?, ?, ?)`},
-		{&db.stmts.delivered, "UPDATE jobs SET delivered_id = max(delivered_id, ?) WHERE id = ?"},
+		{&db.stmts.released, "UPDATE jobs SET released_id = max(released_id, ?) WHERE id = ?"},
 		// A final task leaves the index of waiting tasks (tasks_waiting),
 		// which a runner reads for the next due retry.
 		{&db.stmts.unwait, `UPDATE tasks SET not_before = NULL WHERE job_id = ? AND seq = ? AND not_before IS NOT NULL`},
@@ -414,7 +414,7 @@ func (db *DB) prepare(ctx context.Context) error {
 		// it); it returns whether the job is now sealed with every task
 		// final, and unfinished.
 		{&db.stmts.counts, `UPDATE jobs SET succeeded = succeeded + ?1, failed = failed + ?2,
-			cancelled = cancelled + ?3, elapsed_ns = ?4, delivered_id = max(delivered_id, ?5),
+			cancelled = cancelled + ?3, elapsed_ns = ?4, released_id = max(released_id, ?5),
 			done_through = max(done_through, ?6),
 			state = CASE WHEN finished_at IS NULL THEN 'running' ELSE state END,
 			started_at = coalesce(started_at, ?8)
@@ -596,7 +596,7 @@ func (db *DB) KnownTasks(ctx context.Context, uuids []string) (map[string]bool, 
 // from the finished job inside the transaction. If the job had already
 // finished, FinishJob returns it with a nil callback. The job's callbacks
 // up to delivered.To are marked delivered in the same transaction.
-func (db *DB) FinishJob(ctx context.Context, jobID int64, elapsed time.Duration, delivered Span,
+func (db *DB) FinishJob(ctx context.Context, jobID int64, elapsed time.Duration, released Span,
 	message func(Job) ([]byte, error)) (Job, *Callback, error) {
 	now := time.Now()
 	var (
@@ -605,7 +605,7 @@ func (db *DB) FinishJob(ctx context.Context, jobID int64, elapsed time.Duration,
 	)
 	err := db.txAt(ctx, "finish", func(tx *sql.Tx) error {
 		cb = nil
-		if err := db.markDelivered(ctx, tx, jobID, delivered); err != nil {
+		if err := db.markReleased(ctx, tx, jobID, released); err != nil {
 			return err
 		}
 		var err error

@@ -78,10 +78,22 @@ func (db *DB) DeliveryAttempts(ctx context.Context, sink string, callbackID int6
 type Delivery struct {
 	Sink       string
 	CallbackID int64
-	State      string // retrying, delivered or dead
+	State      DeliveryState
 	Attempts   int
 	LastError  string
 }
+
+// DeliveryState is where a callback stands at a sink (a hook, a
+// webhook). The runner's own output is another matter: a callback is
+// released to it (MarkReleased), not delivered.
+type DeliveryState string
+
+// The delivery states.
+const (
+	DeliveryRetrying  DeliveryState = "retrying"  // an attempt failed; another comes
+	DeliveryDelivered DeliveryState = "delivered" // the sink took it
+	DeliveryDead      DeliveryState = "dead"      // the attempts ran out
+)
 
 // RecordDelivery records an attempt. A delivered or dead callback moves
 // the sink's cursor past it, in the same transaction.
@@ -89,7 +101,7 @@ func (db *DB) RecordDelivery(ctx context.Context, d Delivery) error {
 	now := time.Now().UnixNano()
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var delivered any
-		if d.State == "delivered" {
+		if d.State == DeliveryDelivered {
 			delivered = now
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO deliveries (callback_id, sink, state, attempts, last_error, delivered_at, updated_at)
@@ -99,7 +111,7 @@ func (db *DB) RecordDelivery(ctx context.Context, d Delivery) error {
 			d.CallbackID, d.Sink, d.State, d.Attempts, nullString(d.LastError), delivered, now); err != nil {
 			return err
 		}
-		if d.State == "retrying" {
+		if d.State == DeliveryRetrying {
 			return nil
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO sink_cursors (sink, last_id) VALUES (?, ?)
@@ -120,7 +132,7 @@ type DeliveryRow struct {
 	// own output (log, stdout).
 	Released    bool
 	Sink        string
-	State       string
+	State       DeliveryState // "" when no sink has tried it
 	Attempts    int
 	LastError   string
 	DeliveredAt time.Time
@@ -129,7 +141,7 @@ type DeliveryRow struct {
 // Deliveries lists a job's callbacks with their delivery state at each
 // sink that has tried them.
 func (db *DB) Deliveries(ctx context.Context, jobID int64) ([]DeliveryRow, error) {
-	rows, err := db.rc.QueryContext(ctx, `SELECT `+callbackColumns+`, c.id <= j.delivered_id,
+	rows, err := db.rc.QueryContext(ctx, `SELECT `+callbackColumns+`, c.id <= j.released_id,
 		coalesce(d.sink, ''), coalesce(d.state, ''), coalesce(d.attempts, 0), coalesce(d.last_error, ''), d.delivered_at
 		FROM callbacks c JOIN jobs j ON j.id = c.job_id LEFT JOIN deliveries d ON d.callback_id = c.id
 		WHERE c.job_id = ? ORDER BY c.id, d.sink`, jobID)

@@ -61,7 +61,7 @@ type JobStore interface {
 	StopJob(ctx context.Context, id int64, elapsed time.Duration) error
 	// FinishJob commits a job's final state and its job callback, once
 	// every task is final (else ErrNotDone).
-	FinishJob(ctx context.Context, jobID int64, elapsed time.Duration, delivered Span,
+	FinishJob(ctx context.Context, jobID int64, elapsed time.Duration, released Span,
 		message func(Job) ([]byte, error)) (Job, *Callback, error)
 	// CancelJob cancels every unfinished task, with its callback, and
 	// finishes the job, in one transaction.
@@ -105,12 +105,12 @@ type TaskStore interface {
 // Outbox is the callback records, the runner's release cursor per job,
 // and the sinks' cursors and deliveries.
 type Outbox interface {
-	Callbacks(ctx context.Context, jobID, afterID int64, undeliveredOnly bool) ([]Callback, error)
+	Callbacks(ctx context.Context, jobID, afterID int64, unreleasedOnly bool) ([]Callback, error)
 	CallbacksAfter(ctx context.Context, afterID int64, jobIDs []int64, limit int) ([]Callback, error)
 	LastCallbackID(ctx context.Context) (int64, error)
-	UndeliveredJobs(ctx context.Context) ([]int64, error)
-	MarkDelivered(ctx context.Context, jobID int64, span Span) error
-	MarkAllDelivered(ctx context.Context, marks []Mark) error
+	UnreleasedJobs(ctx context.Context) ([]int64, error)
+	MarkReleased(ctx context.Context, jobID int64, span Span) error
+	MarkAllReleased(ctx context.Context, marks []Mark) error
 	JobReleased(ctx context.Context, jobID int64) (bool, error)
 	SinkCursor(ctx context.Context, sink string) (int64, error)
 	SinkCursors(ctx context.Context) (map[string]int64, error)

@@ -453,7 +453,7 @@ func TestMarkDelivered(t *testing.T) {
 	cbs := committed.Callbacks
 	// The next batch marks the previous one delivered.
 	if _, err := db.CompleteTasks(ctx, store.Batch{JobID: job.ID, Results: []store.Result{result(4)},
-		Delivered: store.Span{From: cbs[0].ID, To: cbs[1].ID}}); err != nil {
+		Released: store.Span{From: cbs[0].ID, To: cbs[1].ID}}); err != nil {
 		t.Fatal(err)
 	}
 	undelivered, err := db.Callbacks(ctx, job.ID, 0, true)
@@ -555,7 +555,7 @@ func TestMigrationMovesResultsOutOfTasks(t *testing.T) {
 			t.Errorf("task %d after migrating: %+v, want %+v", task.Seq, got, want[i])
 		}
 	}
-	if ids, err := db.UndeliveredJobs(ctx); err != nil || len(ids) != 1 {
+	if ids, err := db.UnreleasedJobs(ctx); err != nil || len(ids) != 1 {
 		t.Fatalf("undelivered jobs %v, %v: want job 1", ids, err)
 	}
 	cbs, err := db.Callbacks(ctx, 1, 0, true)

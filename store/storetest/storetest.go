@@ -402,25 +402,25 @@ func waitingTasksAreDueLater(t *testing.T, s store.Store) {
 func releasedCursor(t *testing.T, s store.Store) {
 	j := newJob(t, s, 2)
 	c := complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{result(1, store.Succeeded), result(2, store.Succeeded)}, Finish: jobMessage})
-	if ids, _ := s.UndeliveredJobs(ctx); len(ids) != 1 || ids[0] != j.ID {
+	if ids, _ := s.UnreleasedJobs(ctx); len(ids) != 1 || ids[0] != j.ID {
 		t.Fatalf("undelivered jobs %v, want [%d]", ids, j.ID)
 	}
 	if ok, _ := s.JobReleased(ctx, j.ID); ok {
 		t.Fatalf("released before any mark")
 	}
-	if err := s.MarkDelivered(ctx, j.ID, store.Span{From: c.Callbacks[0].ID, To: c.Callbacks[1].ID}); err != nil {
+	if err := s.MarkReleased(ctx, j.ID, store.Span{From: c.Callbacks[0].ID, To: c.Callbacks[1].ID}); err != nil {
 		t.Fatal(err)
 	}
 	if left, _ := s.Callbacks(ctx, j.ID, 0, true); len(left) != 1 || left[0].Event != store.EventJob {
 		t.Fatalf("undelivered after the task marks: %+v, want the job callback", left)
 	}
-	if err := s.MarkAllDelivered(ctx, []store.Mark{{JobID: j.ID, To: c.JobCallback.ID}}); err != nil {
+	if err := s.MarkAllReleased(ctx, []store.Mark{{JobID: j.ID, To: c.JobCallback.ID}}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, _ := s.JobReleased(ctx, j.ID); !ok {
 		t.Fatalf("not released after every mark")
 	}
-	if ids, _ := s.UndeliveredJobs(ctx); len(ids) != 0 {
+	if ids, _ := s.UnreleasedJobs(ctx); len(ids) != 0 {
 		t.Fatalf("undelivered jobs %v, want none", ids)
 	}
 }
