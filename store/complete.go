@@ -112,21 +112,8 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 	}
 	err := db.txPoints(ctx, point, func(tx *sql.Tx) error {
 		out = Committed{Started: make([]bool, len(b.Starts))}
-		start := tx.StmtContext(ctx, db.stmts.start)
-		for i, st := range b.Starts {
-			var pgid, pstart any
-			if st.Pgid > 0 {
-				pgid, pstart = st.Pgid, int64(st.PStart)
-			}
-			res, err := start.ExecContext(ctx, b.JobID, st.Seq, st.At.UnixNano(), pgid, pstart)
-			if err != nil {
-				return fmt.Errorf("start task %d: %w", st.Seq, err)
-			}
-			n, err := res.RowsAffected()
-			if err != nil {
-				return err
-			}
-			out.Started[i] = n == 1
+		if err := db.markStarts(ctx, tx, b, out.Started); err != nil {
+			return err
 		}
 		stop := tx.StmtContext(ctx, db.stmts.stop)
 		for _, seq := range b.Interrupted {
@@ -138,64 +125,13 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 		if err != nil {
 			return err
 		}
-		retry := tx.StmtContext(ctx, db.stmts.retry)
-		attempt := tx.StmtContext(ctx, db.stmts.attempt)
-		var counts [3]int64    // succeeded, failed, cancelled
-		var cbResults [][]byte // the result of each of out.Callbacks
+		f := finals{now: now}
 		for _, r := range b.Results {
-			if !r.RetryAt.IsZero() {
-				res, err := retry.ExecContext(ctx, nullString(r.Error), r.RetryAt.UnixNano(), r.Attempt, b.JobID, r.Seq)
-				if err != nil {
-					return fmt.Errorf("task %d: %w", r.Seq, err)
-				}
-				if n, err := res.RowsAffected(); err != nil {
-					return err
-				} else if n == 0 {
-					continue // already final
-				}
-				if _, err := stop.ExecContext(ctx, b.JobID, r.Seq); err != nil {
-					return fmt.Errorf("task %d: %w", r.Seq, err)
-				}
-			} else if !applied[r.Seq] {
-				continue // already final: one result per task
-			}
-			if r.Record {
-				state := r.State
-				if !r.RetryAt.IsZero() {
-					state = Failed
-				}
-				if _, err := attempt.ExecContext(ctx, b.JobID, r.Seq, r.Attempt, string(state), nullString(r.Error),
-					int64(r.Time), r.StartedAt.UnixNano(), r.FinishedAt.UnixNano()); err != nil {
-					return fmt.Errorf("attempt %d of task %d: %w", r.Attempt, r.Seq, err)
-				}
-			}
-			if !r.RetryAt.IsZero() {
-				continue // not final: no callback yet
-			}
-			if r.Attempt > 1 {
-				if _, err := tx.StmtContext(ctx, db.stmts.unwait).ExecContext(ctx, b.JobID, r.Seq); err != nil {
-					return fmt.Errorf("task %d: %w", r.Seq, err)
-				}
-			}
-			if hook := db.Hooks.BetweenResultAndCallback; hook != nil {
-				if err := hook(b.JobID, r.Seq); err != nil {
-					return err
-				}
-			}
-			out.Callbacks = append(out.Callbacks, Callback{Event: EventTask, JobID: b.JobID, TaskSeq: r.Seq,
-				Round: b.Round, Message: r.Message, CreatedAt: now})
-			cbResults = append(cbResults, r.Result)
-			switch r.State {
-			case Succeeded:
-				counts[0]++
-			case Failed:
-				counts[1]++
-			case Cancelled:
-				counts[2]++
-			default:
-				return fmt.Errorf("task %d: %q is not a final state", r.Seq, r.State)
+			if err := db.recordOutcome(ctx, tx, b, r, applied, &f); err != nil {
+				return err
 			}
 		}
+		out.Callbacks = f.callbacks
 		if len(applied) > 0 {
 			// Start marks of tasks now final: at most the job's workers
 			// plus a batch of starts, each checked by primary key.
@@ -203,43 +139,142 @@ func (db *DB) CompleteTasks(ctx context.Context, b Batch) (Committed, error) {
 				return err
 			}
 		}
-		if err := db.insertTaskCallbacks(ctx, tx, out.Callbacks, cbResults, now); err != nil {
+		if err := db.insertTaskCallbacks(ctx, tx, out.Callbacks, f.results, now); err != nil {
 			return err
 		}
-		var startedAt any
-		if !b.StartedAt.IsZero() {
-			startedAt = b.StartedAt.UnixNano()
-		}
-		var complete bool
-		if err := tx.StmtContext(ctx, db.stmts.counts).QueryRowContext(ctx,
-			counts[0], counts[1], counts[2], int64(b.Elapsed), b.Released.To, b.DoneThrough, b.JobID, startedAt,
-		).Scan(&complete); err != nil {
-			return err
-		}
-		for _, m := range b.Marks {
-			if err := db.markReleased(ctx, tx, m.JobID, Span{To: m.To}); err != nil {
-				return err
-			}
-		}
-		if !complete || b.Finish == nil {
-			return nil
-		}
-		job, err := db.jobTx(ctx, tx, b.JobID)
-		if err != nil {
-			return err
-		}
-		job.Elapsed = b.Elapsed
-		cb, err := db.finishTx(ctx, tx, &job, now, b.Finish)
-		if err != nil {
-			return err
-		}
-		out.Job, out.JobCallback = job, cb
-		return nil
+		out.Job, out.JobCallback, err = db.countAndFinish(ctx, tx, b, f.counts, now)
+		return err
 	})
 	if err != nil {
 		return Committed{}, fmt.Errorf("complete tasks of job %d: %w", b.JobID, err)
 	}
 	return out, nil
+}
+
+// markStarts writes the batch's start marks; started[i] is false for a
+// task that is final already and must not run.
+func (db *DB) markStarts(ctx context.Context, tx *sql.Tx, b Batch, started []bool) error {
+	start := tx.StmtContext(ctx, db.stmts.start)
+	for i, st := range b.Starts {
+		var pgid, pstart any
+		if st.Pgid > 0 {
+			pgid, pstart = st.Pgid, int64(st.PStart)
+		}
+		res, err := start.ExecContext(ctx, b.JobID, st.Seq, st.At.UnixNano(), pgid, pstart)
+		if err != nil {
+			return fmt.Errorf("start task %d: %w", st.Seq, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		started[i] = n == 1
+	}
+	return nil
+}
+
+// finals gathers what a batch's final results add: their callback
+// records (with each one's result, for insertTaskCallbacks) and counts.
+type finals struct {
+	now       time.Time
+	callbacks []Callback
+	results   [][]byte
+	counts    [3]int64 // succeeded, failed, cancelled
+}
+
+// recordOutcome writes what one result leaves besides its results row
+// (finalResults wrote those): a retry's due time and requeue, an attempt
+// row, the end of a final task's wait; and for a final result that
+// applied, its callback and count, into f.
+func (db *DB) recordOutcome(ctx context.Context, tx *sql.Tx, b Batch, r Result, applied map[int64]bool, f *finals) error {
+	if !r.RetryAt.IsZero() {
+		res, err := tx.StmtContext(ctx, db.stmts.retry).ExecContext(ctx, nullString(r.Error), r.RetryAt.UnixNano(), r.Attempt, b.JobID, r.Seq)
+		if err != nil {
+			return fmt.Errorf("task %d: %w", r.Seq, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return nil // already final
+		}
+		if _, err := tx.StmtContext(ctx, db.stmts.stop).ExecContext(ctx, b.JobID, r.Seq); err != nil {
+			return fmt.Errorf("task %d: %w", r.Seq, err)
+		}
+	} else if !applied[r.Seq] {
+		return nil // already final: one result per task
+	}
+	if r.Record {
+		state := r.State
+		if !r.RetryAt.IsZero() {
+			state = Failed
+		}
+		if _, err := tx.StmtContext(ctx, db.stmts.attempt).ExecContext(ctx, b.JobID, r.Seq, r.Attempt, string(state), nullString(r.Error),
+			int64(r.Time), r.StartedAt.UnixNano(), r.FinishedAt.UnixNano()); err != nil {
+			return fmt.Errorf("attempt %d of task %d: %w", r.Attempt, r.Seq, err)
+		}
+	}
+	if !r.RetryAt.IsZero() {
+		return nil // not final: no callback yet
+	}
+	if r.Attempt > 1 {
+		if _, err := tx.StmtContext(ctx, db.stmts.unwait).ExecContext(ctx, b.JobID, r.Seq); err != nil {
+			return fmt.Errorf("task %d: %w", r.Seq, err)
+		}
+	}
+	if hook := db.Hooks.BetweenResultAndCallback; hook != nil {
+		if err := hook(b.JobID, r.Seq); err != nil {
+			return err
+		}
+	}
+	f.callbacks = append(f.callbacks, Callback{Event: EventTask, JobID: b.JobID, TaskSeq: r.Seq,
+		Round: b.Round, Message: r.Message, CreatedAt: f.now})
+	f.results = append(f.results, r.Result)
+	switch r.State {
+	case Succeeded:
+		f.counts[0]++
+	case Failed:
+		f.counts[1]++
+	case Cancelled:
+		f.counts[2]++
+	default:
+		return fmt.Errorf("task %d: %q is not a final state", r.Seq, r.State)
+	}
+	return nil
+}
+
+// countAndFinish adds a batch's counts to its job (which is running, and
+// saves its elapsed time and cursors), records other jobs' release marks,
+// and, when the batch made the job's last task final, finishes the job
+// with its job callback (b.Finish).
+func (db *DB) countAndFinish(ctx context.Context, tx *sql.Tx, b Batch, counts [3]int64, now time.Time) (Job, *Callback, error) {
+	var startedAt any
+	if !b.StartedAt.IsZero() {
+		startedAt = b.StartedAt.UnixNano()
+	}
+	var complete bool
+	if err := tx.StmtContext(ctx, db.stmts.counts).QueryRowContext(ctx,
+		counts[0], counts[1], counts[2], int64(b.Elapsed), b.Released.To, b.DoneThrough, b.JobID, startedAt,
+	).Scan(&complete); err != nil {
+		return Job{}, nil, err
+	}
+	for _, m := range b.Marks {
+		if err := db.markReleased(ctx, tx, m.JobID, Span{To: m.To}); err != nil {
+			return Job{}, nil, err
+		}
+	}
+	if !complete || b.Finish == nil {
+		return Job{}, nil, nil
+	}
+	job, err := db.jobTx(ctx, tx, b.JobID)
+	if err != nil {
+		return Job{}, nil, err
+	}
+	job.Elapsed = b.Elapsed
+	cb, err := db.finishTx(ctx, tx, &job, now, b.Finish)
+	if err != nil {
+		return Job{}, nil, err
+	}
+	return job, cb, nil
 }
 
 // finalResults inserts the batch's final results with multi-row INSERTs
