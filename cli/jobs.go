@@ -281,7 +281,6 @@ running the job stops its running tasks at once.`,
 				if err != nil {
 					return err
 				}
-				_ = db.Wake()
 				if j.State == store.Running && engine.DaemonListening(db.Path()) {
 					// No task of the job may start once cancel returns:
 					// wait for its runner to stop them.
@@ -309,11 +308,10 @@ daemon runs them, and a new job callback follows when they are done.`,
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			return withJob(c, true, func(db *store.DB, j store.Job) error {
-				again, err := db.RetryJob(c.Context, j.ID)
+				again, err := engine.RetryJob(c.Context, db, j.ID)
 				if err != nil {
 					return err
 				}
-				_ = db.Wake()
 				if c.Bool("json") {
 					return writeJSON(env.Stdout, viewJob(again))
 				}

@@ -151,7 +151,7 @@ func runJob(c *cli.Context, env Env) error {
 
 	job := resumed
 	if resume == "" {
-		if job, err = db.CreateJob(c.Context, jf.NewJob()); err != nil {
+		if job, err = engine.Submit(c.Context, db, env.Registry, jf); err != nil {
 			return err
 		}
 	}
@@ -182,11 +182,10 @@ func pidOf() int { return os.Getpid() }
 // handOff gives the job to the daemon that holds the runner lock and
 // follows it there, with the same output as running it here.
 func handOff(c *cli.Context, env Env, db *store.DB, jf engine.JobFile, held *store.LockedError) error {
-	job, err := db.CreateJob(c.Context, jf.NewJob())
+	job, err := engine.Submit(c.Context, db, env.Registry, jf)
 	if err != nil {
 		return err
 	}
-	_ = db.Wake()
 	who := "another process"
 	if held.PID > 0 {
 		who = fmt.Sprintf("pid %d", held.PID)

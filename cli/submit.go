@@ -86,9 +86,8 @@ func submit(c *cli.Context, env Env) error {
 			return fmt.Errorf("stdin: %w", err)
 		}
 	} else {
-		nj := jf.NewJob()
-		nj.Key = c.String("key")
-		job, err = db.CreateJob(c.Context, nj)
+		jf.Key = c.String("key")
+		job, err = engine.Submit(c.Context, db, env.Registry, jf)
 		if errors.Is(err, store.ErrDuplicate) {
 			err = nil // idempotent: the job exists already
 		}

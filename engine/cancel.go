@@ -8,19 +8,22 @@ import (
 )
 
 // CancelJob cancels a job's unfinished tasks, each with its task callback,
-// and completes the job as cancelled, in one transaction. A runner running
-// the job stops its tasks when it notices. The caller should Wake the
-// runner.
+// and completes the job as cancelled, in one transaction, then wakes the
+// database's runner: one running the job stops its tasks.
 func CancelJob(ctx context.Context, db store.Store, jobID int64) (store.Job, error) {
 	job, err := db.Job(ctx, jobID)
 	if err != nil {
 		return store.Job{}, err
 	}
-	return db.CancelJob(ctx, jobID,
+	done, err := db.CancelJob(ctx, jobID,
 		func(t store.Task) ([]byte, error) {
 			return taskEvent(job.UUID, t, store.Cancelled, 0, nil, "cancelled").MarshalJSON()
 		},
 		func(j store.Job) ([]byte, error) { return jobEvent(j).MarshalJSON() })
+	if err == nil {
+		_ = db.Wake()
+	}
+	return done, err
 }
 
 // WaitStopped waits until the runner of a cancelled job has stopped it:

@@ -47,6 +47,9 @@ type JobFile struct {
 	// run: an exec task with no "dir" runs there, and a relative one is
 	// taken from there. Empty leaves payloads as they are.
 	Dir string `json:"-"`
+	// Key, if set, makes the submit idempotent (pcd submit --key): a
+	// second job with the same key is not created.
+	Key string `json:"-"`
 
 	// file and count: a job read by ReadJobFile, whose tasks stay there.
 	file  string
@@ -343,9 +346,10 @@ func (jf JobFile) Validate(reg *Registry) error {
 }
 
 // Submit validates a job as pcd submit does (its settings, and every
-// task's kind, payload, payload size and retry settings against reg) and
-// creates it whole. A job that does not validate is an ErrBadJob error,
-// and nothing is written.
+// task's kind, payload, payload size and retry settings against reg),
+// creates it whole, and wakes the database's runner. A job that does not
+// validate is an ErrBadJob error, and nothing is written. With a Key
+// that a job has already, that job is returned with store.ErrDuplicate.
 func Submit(ctx context.Context, db store.Store, reg *Registry, jf JobFile) (store.Job, error) {
 	if reg == nil {
 		reg = NewRegistry()
@@ -353,7 +357,21 @@ func Submit(ctx context.Context, db store.Store, reg *Registry, jf JobFile) (sto
 	if err := jf.Validate(reg); err != nil {
 		return store.Job{}, err
 	}
-	return db.CreateJob(ctx, jf.NewJob())
+	job, err := db.CreateJob(ctx, jf.NewJob())
+	if err == nil {
+		_ = db.Wake()
+	}
+	return job, err
+}
+
+// RetryJob puts a finished job's failed and cancelled tasks back to
+// pending, in a new round, and wakes the database's runner.
+func RetryJob(ctx context.Context, db store.Store, jobID int64) (store.Job, error) {
+	job, err := db.RetryJob(ctx, jobID)
+	if err == nil {
+		_ = db.Wake()
+	}
+	return job, err
 }
 
 // validateTask checks task number i's kind, payload and retry settings.
@@ -374,7 +392,8 @@ func validateTask(i int, t TaskSpec, reg *Registry) error {
 // defaulted where the file left them out. A job read by ReadJobFile has its
 // tasks read again, in batches, by the returned job's More.
 func (jf JobFile) NewJob() store.NewJob {
-	nj := store.NewJob{Name: jf.Name, Workers: jf.Workers, QueueSize: jf.QueueSize, Tasks: make([]store.NewTask, len(jf.Tasks))}
+	nj := store.NewJob{Name: jf.Name, Workers: jf.Workers, QueueSize: jf.QueueSize, Key: jf.Key,
+		Tasks: make([]store.NewTask, len(jf.Tasks))}
 	if nj.Workers == 0 {
 		nj.Workers = DefaultWorkers
 	}
