@@ -229,3 +229,57 @@ func ExampleRunner_RunJob_resume() {
 	// first run: true; 1 of 3 done
 	// second run: succeeded; a ran 1 time(s), b 2, c 1
 }
+
+// Subscribe follows every committed callback, in callback order, whoever
+// runs the jobs; here, until the job's own callback arrives.
+func ExampleSubscribe() {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "pcd-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	db, err := store.Open(ctx, filepath.Join(dir, "jobs.db"), store.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	job, err := engine.Submit(ctx, db, nil, engine.JobFile{Name: "two", Workers: 1, Tasks: []engine.TaskSpec{{Kind: "noop"}, {Kind: "noop"}}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	r, err := engine.OpenRunner(ctx, db, engine.RunnerConfig{Role: engine.RoleRun})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+	ran := make(chan error, 1)
+	go func() {
+		_, err := r.RunJob(ctx, job.ID)
+		ran <- err
+	}()
+
+	var last int64
+	done := errors.New("the job is done")
+	err = engine.Subscribe(ctx, db, 0, func(e engine.Event) error {
+		last = e.CallbackID // save it to resume from after a restart
+		if e.Job != nil {
+			fmt.Printf("job %s: %s\n", e.Job.Name, e.Job.Outcome)
+			return done
+		}
+		fmt.Printf("task %d: %s\n", e.Task.Number, e.Task.State)
+		return nil
+	})
+	if !errors.Is(err, done) {
+		log.Fatal(err)
+	}
+	if err := <-ran; err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("callbacks seen up to id", last)
+	// Output:
+	// task 1: succeeded
+	// task 2: succeeded
+	// job two: succeeded
+	// callbacks seen up to id 3
+}

@@ -141,3 +141,14 @@ func allFinished(jobs []store.Job, ids []int64) bool {
 	}
 	return true
 }
+
+// Subscribe calls fn with each committed callback whose id is after
+// after, in callback order, and goes on with new ones as they commit,
+// until ctx ends (it returns ctx's error) or fn returns an error (it
+// returns that). Every runner's callbacks come through, across runner
+// restarts; to resume, pass the last CallbackID fn saw. Delivery to fn is
+// exactly once per Subscribe call, and at least once across calls that
+// resume from an id saved before fn's work was.
+func Subscribe(ctx context.Context, db store.Store, after int64, fn func(Event) error) error {
+	return Watch(ctx, db, WatchOptions{Follow: true, After: after, OnEvent: fn})
+}
