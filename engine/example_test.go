@@ -72,17 +72,9 @@ func Example() {
 // A payload a kind refuses is refused at submit, with nothing written.
 func ExampleSubmit() {
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "pcd-example-")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	db, err := store.Open(ctx, filepath.Join(dir, "jobs.db"), store.Options{})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer db.Close()
-	_, err = engine.Submit(ctx, db, nil, engine.JobFile{Tasks: []engine.TaskSpec{
+	db, cleanup := exampleDB()
+	defer cleanup()
+	_, err := engine.Submit(ctx, db, nil, engine.JobFile{Tasks: []engine.TaskSpec{
 		{Kind: "sleep", Payload: json.RawMessage(`{"secs": -1}`)},
 	}})
 	fmt.Println(err)
@@ -163,16 +155,8 @@ func ExampleRunner_Run() {
 // finished do not run again.
 func ExampleRunner_RunJob_resume() {
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "pcd-example-")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	db, err := store.Open(ctx, filepath.Join(dir, "jobs.db"), store.Options{})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer db.Close()
+	db, cleanup := exampleDB()
+	defer cleanup()
 
 	ran := map[string]int{}
 	stopAt := make(chan struct{})
@@ -234,16 +218,8 @@ func ExampleRunner_RunJob_resume() {
 // runs the jobs; here, until the job's own callback arrives.
 func ExampleSubscribe() {
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "pcd-example-")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	db, err := store.Open(ctx, filepath.Join(dir, "jobs.db"), store.Options{})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer db.Close()
+	db, cleanup := exampleDB()
+	defer cleanup()
 	job, err := engine.Submit(ctx, db, nil, engine.JobFile{Name: "two", Workers: 1, Tasks: []engine.TaskSpec{{Kind: "noop"}, {Kind: "noop"}}})
 	if err != nil {
 		log.Fatal(err)
@@ -282,4 +258,22 @@ func ExampleSubscribe() {
 	// task 2: succeeded
 	// job two: succeeded
 	// callbacks seen up to id 3
+}
+
+// exampleDB opens a database in a new temporary directory, as Example
+// does; cleanup closes and removes it.
+func exampleDB() (*store.DB, func()) {
+	dir, err := os.MkdirTemp("", "pcd-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	db, err := store.Open(context.Background(), filepath.Join(dir, "jobs.db"), store.Options{})
+	if err != nil {
+		os.RemoveAll(dir)
+		log.Fatal(err)
+	}
+	return db, func() {
+		db.Close()
+		os.RemoveAll(dir)
+	}
 }
