@@ -57,7 +57,9 @@ func (b *bench) bigSubmit(n int) ([]benchRow, error) {
 			wg           sync.WaitGroup
 		)
 		stopLoops := make(chan struct{})
-		loop := func(longest *time.Duration, args ...string) {
+		// loop runs op again and again, rest apart, until the big submit
+		// ends, keeping its longest time and first error.
+		loop := func(longest *time.Duration, rest time.Duration, op func() error) {
 			defer wg.Done()
 			for {
 				select {
@@ -66,7 +68,7 @@ func (b *bench) bigSubmit(n int) ([]benchRow, error) {
 				default:
 				}
 				t0 := time.Now()
-				_, _, err := b.pcd(ctx, db, nil, args...)
+				err := op()
 				took := time.Since(t0)
 				mu.Lock()
 				*longest = max(*longest, took)
@@ -74,6 +76,7 @@ func (b *bench) bigSubmit(n int) ([]benchRow, error) {
 					loopErr = err
 				}
 				mu.Unlock()
+				time.Sleep(rest)
 			}
 		}
 		s, err := store.Open(ctx, db, store.Options{MustExist: true})
@@ -82,28 +85,16 @@ func (b *bench) bigSubmit(n int) ([]benchRow, error) {
 			<-done
 			return rows(), err
 		}
+		nj := store.NewJob{Workers: 1, QueueSize: 1, Tasks: []store.NewTask{{Kind: "noop", Payload: []byte("null")}}}
 		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			nj := store.NewJob{Workers: 1, QueueSize: 1, Tasks: []store.NewTask{{Kind: "noop", Payload: []byte("null")}}}
-			for {
-				select {
-				case <-stopLoops:
-					return
-				default:
-				}
-				t0 := time.Now()
-				_, err := s.CreateJob(ctx, nj)
-				mu.Lock()
-				longW = max(longW, time.Since(t0))
-				if err != nil && loopErr == nil {
-					loopErr = err
-				}
-				mu.Unlock()
-				time.Sleep(5 * time.Millisecond)
-			}
-		}()
-		go loop(&longR, "jobs", "--json")
+		go loop(&longW, 5*time.Millisecond, func() error {
+			_, err := s.CreateJob(ctx, nj)
+			return err
+		})
+		go loop(&longR, 0, func() error {
+			_, _, err := b.pcd(ctx, db, nil, "jobs", "--json")
+			return err
+		})
 		err = <-done
 		close(stopLoops)
 		wg.Wait()
