@@ -823,6 +823,23 @@ func waitLines(t *testing.T, path string, want int) {
 	}
 }
 
+// A hook still running when the daemon is stopped gracefully finishes and
+// is recorded as delivered, so the next start does not run it again.
+func TestGracefulStopRecordsTheHookInFlight(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	out := filepath.Join(dir, "hook.ndjson")
+	d := startDaemon(t, db, "--on-task", strings.Replace(hookCommand(t, out), "env ", "env PCD_TEST_HOOK_LINGER=1s ", 1))
+	id := strings.TrimSpace(pcd(t, db, "submit", "--sleep", "1").stdout)
+	waitLines(t, out, 1) // the hook has written and lingers a second
+	stopDaemon(t, d)
+	want := queryString(t, db, "SELECT max(c.id) FROM callbacks c JOIN jobs j ON j.id = c.job_id WHERE c.event = 'task' AND j.uuid = '"+id+"'")
+	if got := queryString(t, db, "SELECT last_id FROM sink_cursors WHERE sink = 'daemon on-task'"); got != want {
+		t.Fatalf("after a graceful stop the hook's cursor is %s, want its callback %s: the hook in flight was cut short and will run again", got, want)
+	}
+}
+
 // A daemon sink new to the database starts with what is committed after
 // it appears; a changed command is the same sink; replaying is explicit.
 func TestNewSinkDoesNotReplayHistory(t *testing.T) {

@@ -126,7 +126,8 @@ func TestHooksReceiveEveryEventOnce(t *testing.T) {
 
 // hookHelper is what the test binary does when run as a hook: it appends
 // the event from stdin, with the PCD_* environment under "env", to the file
-// PCD_TEST_HOOK_OUT names.
+// PCD_TEST_HOOK_OUT names; with PCD_TEST_HOOK_LINGER it then waits that
+// long before it exits.
 func hookHelper(out string) int {
 	var ev map[string]any
 	if err := json.NewDecoder(os.Stdin).Decode(&ev); err != nil {
@@ -135,7 +136,7 @@ func hookHelper(out string) int {
 	}
 	env := map[string]string{}
 	for _, kv := range os.Environ() {
-		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "PCD_") && k != "PCD_TEST_HOOK_OUT" {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "PCD_") && !strings.HasPrefix(k, "PCD_TEST_HOOK_") {
 			env[k] = v
 		}
 	}
@@ -149,6 +150,9 @@ func hookHelper(out string) int {
 	defer f.Close()
 	if _, err := f.Write(append(line, '\n')); err != nil {
 		return 1
+	}
+	if linger, err := time.ParseDuration(os.Getenv("PCD_TEST_HOOK_LINGER")); err == nil {
+		time.Sleep(linger)
 	}
 	return 0
 }

@@ -120,6 +120,13 @@ func (d *daemon) run(ctx context.Context) error {
 	deliveries := NewDeliveries(d.db, d.cfg.Delivery)
 	defer deliveries.Wait()
 	defer stopDelivery()
+	defer func() {
+		// A hook in flight at a graceful stop finishes and is recorded,
+		// within DeliveryWait; a hard stop (ctx) cuts it short.
+		grace, cancel := context.WithTimeout(ctx, d.cfg.DeliveryWait)
+		defer cancel()
+		deliveries.Stop(grace)
+	}()
 
 	// After the jobs have stopped: record the delivered marks still held.
 	defer d.flushMarks(context.WithoutCancel(ctx))

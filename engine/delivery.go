@@ -50,6 +50,10 @@ type Deliveries struct {
 	wake       *notifier
 	log        *slog.Logger
 
+	// stopping, once closed, lets no attempt start (Stop).
+	stopping chan struct{}
+	stopOnce sync.Once
+
 	mu      sync.Mutex
 	running map[string]bool
 	// done holds when each sink finished its job's callbacks. One older
@@ -83,7 +87,7 @@ func NewDeliveries(db store.Store, cfg DeliveryConfig) *Deliveries {
 	}
 	return &Deliveries{db: db, global: cfg.Sinks.build(daemonScope, cfg.Options), scope: cfg.Scope, replayFrom: cfg.ReplayFrom,
 		policy: cfg.Policy.withDefaults(), options: cfg.Options, wake: cfg.wake, log: cfg.Logger,
-		running: map[string]bool{}, done: map[string]time.Time{}}
+		stopping: make(chan struct{}), running: map[string]bool{}, done: map[string]time.Time{}}
 }
 
 // ensureLookBack is how long after a job finished Ensure still looks at
@@ -150,7 +154,7 @@ func (m *Deliveries) Ensure(ctx context.Context) {
 func (m *Deliveries) start(ctx context.Context, s Sink, jobID int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, done := m.done[s.Name()]; m.running[s.Name()] || done {
+	if _, done := m.done[s.Name()]; m.running[s.Name()] || done || m.stopped() {
 		return
 	}
 	m.running[s.Name()] = true
@@ -170,6 +174,32 @@ func (m *Deliveries) start(ctx context.Context, s Sink, jobID int64) {
 // Wait waits for every deliverer; cancel their context first, or use
 // WaitJob for a job's.
 func (m *Deliveries) Wait() { m.wg.Wait() }
+
+// Stop stops the deliverers softly: no attempt starts after it, and an
+// attempt in flight (a hook that has run but not yet exited) may finish
+// and be recorded until ctx ends, so that a graceful stop does not
+// deliver it twice. Cancel the deliverers' context after it, then Wait.
+func (m *Deliveries) Stop(ctx context.Context) {
+	m.stopOnce.Do(func() { close(m.stopping) })
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		m.wg.Wait()
+	}()
+	select {
+	case <-finished:
+	case <-ctx.Done():
+	}
+}
+
+func (m *Deliveries) stopped() bool {
+	select {
+	case <-m.stopping:
+		return true
+	default:
+		return false
+	}
+}
 
 // deliver delivers a sink's callbacks until ctx ends, or, for a job's
 // sink, until the job has finished and all its callbacks are delivered.
@@ -205,6 +235,9 @@ func (m *Deliveries) deliver(ctx context.Context, s Sink, jobID int64) bool {
 			return false
 		}
 		for _, cb := range cbs {
+			if m.stopped() {
+				return false
+			}
 			ev, err := EventFromCallback(cb)
 			if err != nil {
 				log.Error("bad callback record", "callback_id", cb.ID, "err", err)
@@ -227,6 +260,8 @@ func (m *Deliveries) deliver(ctx context.Context, s Sink, jobID int64) bool {
 		select {
 		case <-wake:
 		case <-ticker.C:
+		case <-m.stopping:
+			return false
 		case <-ctx.Done():
 			return false
 		}
@@ -272,6 +307,9 @@ func (m *Deliveries) deliverOne(ctx context.Context, log *slog.Logger, s Sink, e
 		timer := time.NewTimer(wait)
 		select {
 		case <-timer.C:
+		case <-m.stopping:
+			timer.Stop()
+			return false
 		case <-ctx.Done():
 			timer.Stop()
 			return false

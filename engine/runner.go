@@ -42,7 +42,8 @@ type RunnerConfig struct {
 	Retain time.Duration
 	// DeliveryWait is how long RunJob waits, once its job has finished,
 	// for the job's hooks and webhooks before it leaves the rest to a
-	// daemon; default 5s.
+	// daemon, and how long a stopping daemon lets a delivery in flight
+	// finish; default 5s.
 	DeliveryWait time.Duration
 	// OnLockWait, if set, is called once when OpenRunner of a RoleRun
 	// runner waits for another pcd run holding the lock.
