@@ -192,8 +192,14 @@ func TestCrashAtEveryFailpoint(t *testing.T) {
 		t.Run(point, func(t *testing.T) {
 			dir := t.TempDir()
 			db := filepath.Join(dir, "pcd.db")
-			// Tasks long enough that their starts commit before their results.
-			job := writeJob(t, dir, "job.json", 30, `{"kind":"sleep","payload":{"secs":0.02}}`)
+			// Tasks long enough that their starts commit before their
+			// results, and that a slow disk still takes several group
+			// commits for the job (the counts above need 3).
+			secs := "0.02"
+			if point == failpoint.CompleteBeforeCommit || point == failpoint.CompleteAfterCommit {
+				secs = "0.1"
+			}
+			job := writeJob(t, dir, "job.json", 30, `{"kind":"sleep","payload":{"secs":`+secs+`}}`)
 			fail := []string{"PCD_FAILPOINT=" + point}
 			if n, ok := daemonPoints[point]; ok {
 				fail[0] += ":" + n

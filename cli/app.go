@@ -20,6 +20,7 @@ import (
 
 	"github.com/pcd-dev/pcd/engine"
 	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/sqlite"
 )
 
 // Errors that main.go maps to exit codes.
@@ -115,7 +116,7 @@ func commonFlags() []cli.Flag {
 // walWarnFlag is for the runners: when to report a WAL a reader keeps
 // from being checkpointed.
 func walWarnFlag() cli.Flag {
-	return &cli.Int64Flag{Name: "wal-warn", EnvVars: []string{"PCD_WAL_WARN"}, Value: store.DefaultWALWarn >> 20,
+	return &cli.Int64Flag{Name: "wal-warn", EnvVars: []string{"PCD_WAL_WARN"}, Value: sqlite.DefaultWALWarn >> 20,
 		Usage: "warn once when a reader keeps the WAL from being checkpointed past this many `MiB`"}
 }
 
@@ -165,28 +166,28 @@ func dbPath(c *cli.Context) (string, error) {
 // openReader opens the database named by the global flags for a command
 // that only reads: it never takes the write lock, so it works while a
 // long write (a big submit) runs.
-func openReader(c *cli.Context) (*store.DB, error) { return open(c, store.Options{ReadOnly: true}) }
+func openReader(c *cli.Context) (store.Store, error) { return open(c, sqlite.Options{ReadOnly: true}) }
 
 // openDB opens the database named by the global flags.
-func openDB(c *cli.Context, mustExist bool) (*store.DB, error) {
-	return open(c, store.Options{MustExist: mustExist})
+func openDB(c *cli.Context, mustExist bool) (store.Store, error) {
+	return open(c, sqlite.Options{MustExist: mustExist})
 }
 
 // openRunner opens the database for a runner, which reports a reader that
 // keeps the WAL growing.
-func openRunner(c *cli.Context, log *slog.Logger) (*store.DB, error) {
+func openRunner(c *cli.Context, log *slog.Logger) (store.Store, error) {
 	warn := c.Int64("wal-warn")
 	if warn < 1 {
 		return nil, usageError("--wal-warn must be at least 1 MiB, got %d", warn)
 	}
-	return open(c, store.Options{WALWarn: warn << 20, OnWALWarn: func(walBytes int64) {
+	return open(c, sqlite.Options{WALWarn: warn << 20, OnWALWarn: func(walBytes int64) {
 		log.Warn("a reader keeps the WAL from being checkpointed: it grows until the reader lets go (an open transaction in another process?)",
 			"wal_mib", walBytes>>20)
 	}})
 }
 
-func open(c *cli.Context, opts store.Options) (*store.DB, error) {
-	sync, err := store.ParseSync(commonString(c, "sync"))
+func open(c *cli.Context, opts sqlite.Options) (store.Store, error) {
+	sync, err := sqlite.ParseSync(commonString(c, "sync"))
 	if err != nil {
 		return nil, usageError("%w", err)
 	}
@@ -199,7 +200,7 @@ func open(c *cli.Context, opts store.Options) (*store.DB, error) {
 		return nil, err
 	}
 	opts.Sync, opts.BusyTimeout = sync, busy
-	return store.Open(c.Context, path, opts)
+	return sqlite.Open(c.Context, path, opts)
 }
 
 // newLogger builds the logger from --log-level and --log-format: tint on a

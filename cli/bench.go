@@ -21,6 +21,7 @@ import (
 
 	"github.com/pcd-dev/pcd/engine"
 	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/sqlite"
 )
 
 // pcd bench measures the workloads of the performance budget (BENCHMARKS.md)
@@ -412,7 +413,7 @@ func (b *bench) smallJobs(n int) (benchRow, error) {
 	row := benchRow{Workload: fmt.Sprintf("drain %d pending one-task jobs (default --max-jobs)", n), Unit: "s", Target: "<= 10 for 10000"}
 	for range b.runs {
 		db := b.db()
-		s, err := store.Open(context.Background(), db, store.Options{Sync: store.SyncNormal})
+		s, err := sqlite.Open(context.Background(), db, sqlite.Options{Sync: sqlite.SyncNormal})
 		if err != nil {
 			return row, err
 		}
@@ -466,7 +467,7 @@ func (b *bench) latency() (row benchRow, err error) {
 	if err != nil {
 		return row, err
 	}
-	s, err := store.Open(context.Background(), db, store.Options{MustExist: true})
+	s, err := sqlite.Open(context.Background(), db, sqlite.Options{MustExist: true})
 	if err != nil {
 		return row, err
 	}
@@ -561,7 +562,7 @@ func (b *bench) restart(n int) (benchRow, error) {
 		if err != nil {
 			return row, err
 		}
-		s, err := store.Open(context.Background(), db, store.Options{MustExist: true})
+		s, err := sqlite.Open(context.Background(), db, sqlite.Options{MustExist: true})
 		if err != nil {
 			d.Process.Kill()
 			d.Wait()
@@ -623,7 +624,7 @@ func (b *bench) watchLag(n int) (row benchRow, err error) {
 		if err != nil {
 			return row, err
 		}
-		s, err := store.Open(context.Background(), db, store.Options{MustExist: true})
+		s, err := sqlite.Open(context.Background(), db, sqlite.Options{MustExist: true})
 		if err != nil {
 			stop(d)
 			return row, err

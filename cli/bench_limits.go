@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/sqlite"
 )
 
 // The workloads of bounded resources: a big submit beside other writers
@@ -79,7 +80,7 @@ func (b *bench) bigSubmit(n int) ([]benchRow, error) {
 				time.Sleep(rest)
 			}
 		}
-		s, err := store.Open(ctx, db, store.Options{MustExist: true})
+		s, err := sqlite.Open(ctx, db, sqlite.Options{MustExist: true})
 		if err != nil {
 			big.Process.Kill()
 			<-done

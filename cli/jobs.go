@@ -85,13 +85,13 @@ func parseState(s string) (store.State, error) {
 
 // withJob opens the database (which must exist), for reading only unless
 // write, and finds the job named by the one argument.
-func withJob(c *cli.Context, write bool, fn func(*store.DB, store.Job) error) error {
+func withJob(c *cli.Context, write bool, fn func(store.Store, store.Job) error) error {
 	if c.NArg() != 1 {
 		return usageError("give one job id (a unique prefix is enough), got %d arguments", c.NArg())
 	}
 	open := openReader
 	if write {
-		open = func(c *cli.Context) (*store.DB, error) { return openDB(c, true) }
+		open = func(c *cli.Context) (store.Store, error) { return openDB(c, true) }
 	}
 	db, err := open(c)
 	if err != nil {
@@ -157,7 +157,7 @@ func statusCommand(env Env) *cli.Command {
 		Flags:        []cli.Flag{jsonFlag()},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			return withJob(c, false, func(_ *store.DB, j store.Job) error {
+			return withJob(c, false, func(_ store.Store, j store.Job) error {
 				v := viewJob(j)
 				if c.Bool("json") {
 					return writeJSON(env.Stdout, v)
@@ -214,9 +214,9 @@ func tasksCommand(env Env) *cli.Command {
 				return err
 			}
 			if c.Bool("attempts") {
-				return withJob(c, false, func(db *store.DB, j store.Job) error { return listAttempts(c, env, db, j) })
+				return withJob(c, false, func(db store.Store, j store.Job) error { return listAttempts(c, env, db, j) })
 			}
-			return withJob(c, false, func(db *store.DB, j store.Job) error {
+			return withJob(c, false, func(db store.Store, j store.Job) error {
 				var enc *json.Encoder
 				var tw *tabwriter.Writer
 				if c.Bool("json") {
@@ -276,7 +276,7 @@ the job as cancelled with its job callback, in one transaction. A daemon
 running the job stops its running tasks at once.`,
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			return withJob(c, true, func(db *store.DB, j store.Job) error {
+			return withJob(c, true, func(db store.Store, j store.Job) error {
 				done, err := engine.CancelJob(c.Context, db, j.ID)
 				if err != nil {
 					return err
@@ -307,7 +307,7 @@ func retryCommand(env Env) *cli.Command {
 daemon runs them, and a new job callback follows when they are done.`,
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			return withJob(c, true, func(db *store.DB, j store.Job) error {
+			return withJob(c, true, func(db store.Store, j store.Job) error {
 				again, err := engine.RetryJob(c.Context, db, j.ID)
 				if err != nil {
 					return err
@@ -336,7 +336,7 @@ type attemptView struct {
 	Error      string      `json:"error,omitempty"`
 }
 
-func listAttempts(c *cli.Context, env Env, db *store.DB, j store.Job) error {
+func listAttempts(c *cli.Context, env Env, db store.Store, j store.Job) error {
 	attempts, err := db.Attempts(c.Context, j.ID)
 	if err != nil {
 		return err
@@ -361,7 +361,7 @@ func listAttempts(c *cli.Context, env Env, db *store.DB, j store.Job) error {
 
 // waitStopped waits, at most a minute, for the runner of a cancelled job
 // to stop its running tasks, saying so when that takes a while.
-func waitStopped(ctx context.Context, env Env, db *store.DB, j store.Job) {
+func waitStopped(ctx context.Context, env Env, db store.Store, j store.Job) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	done := make(chan error, 1)

@@ -181,7 +181,7 @@ func pidOf() int { return os.Getpid() }
 
 // handOff gives the job to the daemon that holds the runner lock and
 // follows it there, with the same output as running it here.
-func handOff(c *cli.Context, env Env, db *store.DB, jf engine.JobFile, held *store.LockedError) error {
+func handOff(c *cli.Context, env Env, db store.Store, jf engine.JobFile, held *store.LockedError) error {
 	job, err := engine.Submit(c.Context, db, env.Registry, jf)
 	if err != nil {
 		return err

@@ -69,7 +69,7 @@ type followOptions struct {
 
 // follow streams the jobs' callbacks until they are complete, and returns
 // ErrJobFailed if any job did not succeed.
-func follow(c *cli.Context, env Env, db *store.DB, o followOptions) error {
+func follow(c *cli.Context, env Env, db store.Store, o followOptions) error {
 	var bar *progress
 	if !o.json && isTerminal(env.Stderr) {
 		bar = newProgress(env.Stderr, len(o.jobIDs) == 0)

@@ -8,21 +8,22 @@ import (
 	"time"
 
 	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/sqlite"
 )
 
 // BenchmarkRunNoop runs one job of b.N no-op tasks with 25 workers and a
 // queue of 100, on synchronous=FULL, and reports tasks per second.
 func BenchmarkRunNoop(b *testing.B) {
-	benchmarkRun(b, store.SyncFull)
+	benchmarkRun(b, sqlite.SyncFull)
 }
 
 // BenchmarkRunNoopSyncNormal is the same with synchronous=NORMAL.
 func BenchmarkRunNoopSyncNormal(b *testing.B) {
-	benchmarkRun(b, store.SyncNormal)
+	benchmarkRun(b, sqlite.SyncNormal)
 }
 
-func benchmarkRun(b *testing.B, sync store.Sync) {
-	db, err := store.Open(context.Background(), filepath.Join(b.TempDir(), "pcd.db"), store.Options{Sync: sync})
+func benchmarkRun(b *testing.B, sync sqlite.Sync) {
+	db, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "pcd.db"), sqlite.Options{Sync: sync})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -33,7 +34,7 @@ func benchmarkRun(b *testing.B, sync store.Sync) {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
-	done, err := NewJobController(db, Config{}).Run(context.Background(), job.ID)
+	done, err := newJobController(db, Config{}).Run(context.Background(), job.ID)
 	b.StopTimer()
 	if err != nil || done.Succeeded != int64(b.N) {
 		b.Fatalf("run: %v, %d succeeded of %d", err, done.Succeeded, b.N)
@@ -43,7 +44,7 @@ func benchmarkRun(b *testing.B, sync store.Sync) {
 
 // BenchmarkCreateJob writes one job of b.N no-op tasks in one transaction.
 func BenchmarkCreateJob(b *testing.B) {
-	db, err := store.Open(context.Background(), filepath.Join(b.TempDir(), "pcd.db"), store.Options{})
+	db, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "pcd.db"), sqlite.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -69,7 +70,7 @@ func repeatNoop(n int) []TaskSpec {
 // cost of scheduling, starting and finishing a job.
 func BenchmarkDrainSmallJobs(b *testing.B) {
 	ctx := context.Background()
-	db, err := store.Open(ctx, filepath.Join(b.TempDir(), "pcd.db"), store.Options{})
+	db, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "pcd.db"), sqlite.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 // completer commits task starts and results in batches (group commit) and
 // releases each task's callback only after its batch commits.
 type completer struct {
-	c       *JobController
+	c       *jobController
 	job     store.Job
 	elapsed func() time.Duration
 	slots   *runSlots

@@ -33,12 +33,12 @@ type startReq struct {
 // the controller drains. A task that could crash the process is marked
 // running (group-committed with other starts and results) before it runs;
 // an Isolated one runs at once, in slot i of slots.
-func (c *JobController) consume(ctx context.Context, job store.Job, queue <-chan store.Task,
+func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan store.Task,
 	starts chan<- startReq, results chan<- outcome, slots *runSlots, i int) {
 	reply := make(chan bool, 1)
 	// An exec task reports its process group through the context, into
 	// this consumer's slot, so the start mark records it.
-	procCtx := withProcessReporter(ctx, func(p Proc) { slots.setProc(i, p) })
+	procCtx := withProcessReporter(ctx, func(p procGroup) { slots.setProc(i, p) })
 	for {
 		if c.draining() {
 			return
@@ -77,7 +77,7 @@ func (c *JobController) consume(ctx context.Context, job store.Job, queue <-chan
 // runTask runs one task and reports its outcome, which is interrupted when
 // cancellation stopped the task rather than the task finishing, and a
 // retry when a failed attempt has attempts left.
-func (c *JobController) runTask(ctx context.Context, job store.Job, t store.Task, kind Kind, kindErr error) outcome {
+func (c *jobController) runTask(ctx context.Context, job store.Job, t store.Task, kind Kind, kindErr error) outcome {
 	attempt := t.Attempts + 1
 	task := Task{JobID: job.UUID, ID: t.UUID, Number: t.Seq, Kind: t.Kind, Payload: json.RawMessage(t.Payload), Attempt: attempt}
 	taskCtx := ctx
@@ -161,7 +161,7 @@ func backoff(r store.Retry, attempt int) time.Duration {
 }
 
 // call runs the task's kind; a panic fails the task instead of the process.
-func (c *JobController) call(ctx context.Context, k Kind, t Task) (res json.RawMessage, err error) {
+func (c *jobController) call(ctx context.Context, k Kind, t Task) (res json.RawMessage, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			c.cfg.Logger.Error("task panicked", "job", t.JobID, "task", t.ID, "panic", p, "stack", string(debug.Stack()))

@@ -56,7 +56,7 @@ type Config struct {
 }
 
 // JobController runs one job. Use it once.
-type JobController struct {
+type jobController struct {
 	db  store.Store
 	cfg Config
 
@@ -72,9 +72,9 @@ type JobController struct {
 }
 
 // NewJobController returns a controller for one run of a job.
-func NewJobController(db store.Store, cfg Config) *JobController {
+func newJobController(db store.Store, cfg Config) *jobController {
 	cfg = cfg.withDefaults()
-	return &JobController{db: db, cfg: cfg, drain: make(chan struct{}), kill: make(chan struct{}), retries: newRetries()}
+	return &jobController{db: db, cfg: cfg, drain: make(chan struct{}), kill: make(chan struct{}), retries: newRetries()}
 }
 
 // withDefaults fills in what cfg leaves out.
@@ -111,13 +111,13 @@ func (cfg Config) withDefaults() Config {
 
 // Cancel interrupts the run at once, as cancelling Run's context does. It
 // is safe to call more than once, and before Run.
-func (c *JobController) Cancel() { c.killOnce.Do(func() { close(c.kill) }) }
+func (c *jobController) Cancel() { c.killOnce.Do(func() { close(c.kill) }) }
 
 // Drain stops starting tasks. Running tasks finish and are recorded, then
 // Run returns ErrStopped. It is safe to call more than once, and before Run.
-func (c *JobController) Drain() { c.drainOnce.Do(func() { close(c.drain) }) }
+func (c *jobController) Drain() { c.drainOnce.Do(func() { close(c.drain) }) }
 
-func (c *JobController) draining() bool {
+func (c *jobController) draining() bool {
 	select {
 	case <-c.drain:
 		return true
@@ -130,7 +130,7 @@ func (c *JobController) draining() bool {
 // completion and releases its callback. Cancelling ctx interrupts running
 // tasks: they stay pending, with no attempt spent, and Run returns
 // ErrStopped. Run returns only after every goroutine it started is done.
-func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error) {
+func (c *jobController) Run(ctx context.Context, jobID int64) (store.Job, error) {
 	job, err := c.db.Job(ctx, jobID)
 	if err != nil {
 		return store.Job{}, err
@@ -242,7 +242,7 @@ func (c *JobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 
 // settle records the marks of callbacks released, unless the daemon
 // leaves them for a later commit.
-func (c *JobController) settle(ctx context.Context) error {
+func (c *jobController) settle(ctx context.Context) error {
 	if c.cfg.deferMarks {
 		return nil
 	}
@@ -250,7 +250,7 @@ func (c *JobController) settle(ctx context.Context) error {
 }
 
 // markReleased records the job's callbacks up to span.To delivered.
-func (c *JobController) markReleased(ctx context.Context, jobID int64, span store.Span) error {
+func (c *jobController) markReleased(ctx context.Context, jobID int64, span store.Span) error {
 	if err := c.db.MarkReleased(ctx, jobID, span); err != nil {
 		return err
 	}
@@ -284,7 +284,7 @@ func runWorkers(job store.Job) int {
 // watchFinished cancels the run when Cancel is called, or when someone
 // else finishes the job (pcd cancel): it looks at each wake-up, and every
 // second in case one is lost.
-func (c *JobController) watchFinished(ctx context.Context, jobID int64, cancel context.CancelCauseFunc) {
+func (c *jobController) watchFinished(ctx context.Context, jobID int64, cancel context.CancelCauseFunc) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -307,7 +307,7 @@ func (c *JobController) watchFinished(ctx context.Context, jobID int64, cancel c
 }
 
 // release hands one callback to OnEvent, between the delivery failpoints.
-func (c *JobController) release(jobID int64, ev Event) {
+func (c *jobController) release(jobID int64, ev Event) {
 	failpoint.Hit(failpoint.BeforeDeliver)
 	c.cfg.OnEvent(ev)
 	failpoint.Hit(failpoint.AfterDeliver)
@@ -315,7 +315,7 @@ func (c *JobController) release(jobID int64, ev Event) {
 }
 
 // redeliver releases the job's committed but undelivered callbacks.
-func (c *JobController) redeliver(ctx context.Context, jobID int64) error {
+func (c *jobController) redeliver(ctx context.Context, jobID int64) error {
 	cbs, err := c.db.Callbacks(ctx, jobID, 0, true)
 	if err != nil || len(cbs) == 0 {
 		return err

@@ -117,7 +117,7 @@ func (d *daemon) run(ctx context.Context) error {
 
 	// Deliveries outlive a graceful drain only until Run returns.
 	deliveryCtx, stopDelivery := context.WithCancel(context.WithoutCancel(ctx))
-	deliveries := NewDeliveries(d.db, d.cfg.Delivery)
+	deliveries := newDeliverers(d.db, d.cfg.Delivery)
 	defer deliveries.Wait()
 	defer stopDelivery()
 	defer func() {
@@ -132,7 +132,7 @@ func (d *daemon) run(ctx context.Context) error {
 	defer d.flushMarks(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	running := map[int64]*JobController{}
+	running := map[int64]*jobController{}
 	done := make(chan jobDone)
 	var pauseUntil time.Time
 	ticker := time.NewTicker(d.cfg.CheckEvery)
@@ -252,7 +252,7 @@ func (d *daemon) checkInBackground(ctx context.Context, stop context.CancelCause
 // ten thousand jobs waiting as with one. A running job that someone else
 // finished (pcd cancel) is stopped by its own controller. It reports
 // whether it started a job that has sinks of its own.
-func (d *daemon) schedule(ctx context.Context, running map[int64]*JobController, done chan<- jobDone, wg *sync.WaitGroup) (sinks bool) {
+func (d *daemon) schedule(ctx context.Context, running map[int64]*jobController, done chan<- jobDone, wg *sync.WaitGroup) (sinks bool) {
 	log := d.cfg.Logger
 	open, err := d.db.OpenJobs(ctx)
 	if err != nil {
@@ -292,7 +292,7 @@ func (d *daemon) schedule(ctx context.Context, running map[int64]*JobController,
 	}
 	for _, j := range jobs {
 		sinks = sinks || j.Sinks != nil
-		ctl := NewJobController(d.db, d.cfg.Config)
+		ctl := newJobController(d.db, d.cfg.Config)
 		running[j.ID] = ctl
 		log.Info("job started", "job", j.UUID, "name", j.Name, "tasks", j.Total, "done", j.Done(),
 			"workers", j.Workers, "queue_size", j.QueueSize)
@@ -314,7 +314,7 @@ func (d *daemon) redeliverFinished(ctx context.Context) {
 		d.cfg.Logger.Error("find undelivered callbacks", "err", err)
 		return
 	}
-	ctl := NewJobController(d.db, d.cfg.Config)
+	ctl := newJobController(d.db, d.cfg.Config)
 	for _, id := range ids {
 		if err := ctl.redeliver(ctx, id); err != nil {
 			d.cfg.Logger.Error("redeliver callbacks", "job_id", id, "err", err)

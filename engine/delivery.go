@@ -37,10 +37,10 @@ func (p DeliveryPolicy) withDefaults() DeliveryPolicy {
 // only itself: never task execution, never another sink. Progress is kept
 // in the database, so delivery is at-least-once across restarts, with the
 // callback id to drop duplicates.
-type Deliveries struct {
+type deliverers struct {
 	db     store.Store
-	global []Sink // the daemon's sinks, for every job; or pcd run's
-	scope  int64  // if set, global sinks take only this job's callbacks
+	global []callbackSink // the daemon's sinks, for every job; or pcd run's
+	scope  int64          // if set, global sinks take only this job's callbacks
 	// replayFrom moves the global sinks' cursors back, once.
 	replayFrom int64
 	replayed   bool
@@ -78,14 +78,14 @@ type DeliveryConfig struct {
 }
 
 // NewDeliveries returns a delivery manager. Start sinks with Ensure.
-func NewDeliveries(db store.Store, cfg DeliveryConfig) *Deliveries {
+func newDeliverers(db store.Store, cfg DeliveryConfig) *deliverers {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.wake == nil {
 		cfg.wake = newNotifier()
 	}
-	return &Deliveries{db: db, global: cfg.Sinks.build(daemonScope, cfg.Options), scope: cfg.Scope, replayFrom: cfg.ReplayFrom,
+	return &deliverers{db: db, global: cfg.Sinks.build(daemonScope, cfg.Options), scope: cfg.Scope, replayFrom: cfg.ReplayFrom,
 		policy: cfg.Policy.withDefaults(), options: cfg.Options, wake: cfg.wake, log: cfg.Logger,
 		stopping: make(chan struct{}), running: map[string]bool{}, done: map[string]time.Time{}}
 }
@@ -96,7 +96,7 @@ const ensureLookBack = time.Minute
 
 // Ensure starts a deliverer for each global sink and for each sink of a
 // job that has its own, unless one runs or has finished in this process.
-func (m *Deliveries) Ensure(ctx context.Context) {
+func (m *deliverers) Ensure(ctx context.Context) {
 	if !m.replayed {
 		m.replayed = true
 		for _, s := range m.global {
@@ -151,7 +151,7 @@ func (m *Deliveries) Ensure(ctx context.Context) {
 	}
 }
 
-func (m *Deliveries) start(ctx context.Context, s Sink, jobID int64) {
+func (m *deliverers) start(ctx context.Context, s callbackSink, jobID int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, done := m.done[s.Name()]; m.running[s.Name()] || done || m.stopped() {
@@ -173,13 +173,13 @@ func (m *Deliveries) start(ctx context.Context, s Sink, jobID int64) {
 
 // Wait waits for every deliverer; cancel their context first, or use
 // WaitJob for a job's.
-func (m *Deliveries) Wait() { m.wg.Wait() }
+func (m *deliverers) Wait() { m.wg.Wait() }
 
 // Stop stops the deliverers softly: no attempt starts after it, and an
 // attempt in flight (a hook that has run but not yet exited) may finish
 // and be recorded until ctx ends, so that a graceful stop does not
 // deliver it twice. Cancel the deliverers' context after it, then Wait.
-func (m *Deliveries) Stop(ctx context.Context) {
+func (m *deliverers) Stop(ctx context.Context) {
 	m.stopOnce.Do(func() { close(m.stopping) })
 	finished := make(chan struct{})
 	go func() {
@@ -192,7 +192,7 @@ func (m *Deliveries) Stop(ctx context.Context) {
 	}
 }
 
-func (m *Deliveries) stopped() bool {
+func (m *deliverers) stopped() bool {
 	select {
 	case <-m.stopping:
 		return true
@@ -204,7 +204,7 @@ func (m *Deliveries) stopped() bool {
 // deliver delivers a sink's callbacks until ctx ends, or, for a job's
 // sink, until the job has finished and all its callbacks are delivered.
 // It reports whether it finished.
-func (m *Deliveries) deliver(ctx context.Context, s Sink, jobID int64) bool {
+func (m *deliverers) deliver(ctx context.Context, s callbackSink, jobID int64) bool {
 	log := m.log.With("sink", s.Name())
 	after, err := m.db.SinkCursor(ctx, s.Name())
 	if err != nil {
@@ -269,7 +269,7 @@ func (m *Deliveries) deliver(ctx context.Context, s Sink, jobID int64) bool {
 }
 
 // deliverOne tries until delivered or dead; false means ctx ended.
-func (m *Deliveries) deliverOne(ctx context.Context, log *slog.Logger, s Sink, ev Event) bool {
+func (m *deliverers) deliverOne(ctx context.Context, log *slog.Logger, s callbackSink, ev Event) bool {
 	body, err := ev.MarshalJSON()
 	if err != nil {
 		log.Error("encode callback", "callback_id", ev.CallbackID, "err", err)
@@ -319,7 +319,7 @@ func (m *Deliveries) deliverOne(ctx context.Context, log *slog.Logger, s Sink, e
 
 // record saves a delivery outcome, retrying while the database is busy or
 // full: the outcome must not be lost, or the callback would go again.
-func (m *Deliveries) record(ctx context.Context, d store.Delivery) error {
+func (m *deliverers) record(ctx context.Context, d store.Delivery) error {
 	for {
 		err := m.db.RecordDelivery(context.WithoutCancel(ctx), d)
 		if err == nil || !(errors.Is(err, store.ErrBusy) || errors.Is(err, store.ErrDiskFull)) {

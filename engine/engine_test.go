@@ -17,13 +17,14 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/sqlite"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func openDB(t *testing.T) *store.DB {
+func openDB(t *testing.T) *sqlite.DB {
 	t.Helper()
-	db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "pcd.db"), store.Options{})
+	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "pcd.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -31,7 +32,7 @@ func openDB(t *testing.T) *store.DB {
 	return db
 }
 
-func createJob(t *testing.T, db *store.DB, workers, queue int, tasks ...TaskSpec) store.Job {
+func createJob(t *testing.T, db *sqlite.DB, workers, queue int, tasks ...TaskSpec) store.Job {
 	t.Helper()
 	jf := JobFile{Name: t.Name(), Workers: workers, QueueSize: queue, Tasks: tasks}
 	job, err := db.CreateJob(context.Background(), jf.NewJob())
@@ -102,7 +103,7 @@ func checkCallbacks(t *testing.T, events []Event, total int) {
 	}
 }
 
-func rawDB(t *testing.T, db *store.DB) *sql.DB {
+func rawDB(t *testing.T, db *sqlite.DB) *sql.DB {
 	t.Helper()
 	raw, err := sql.Open("sqlite", db.Path())
 	if err != nil {
@@ -125,7 +126,7 @@ func TestRunCompletesEveryTaskOnce(t *testing.T) {
 	db := openDB(t)
 	job := createJob(t, db, 8, 10, repeat(2000, "noop", "")...)
 	var rec recorder
-	done, err := NewJobController(db, Config{OnEvent: rec.add}).Run(context.Background(), job.ID)
+	done, err := newJobController(db, Config{OnEvent: rec.add}).Run(context.Background(), job.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,7 @@ func TestRunCompletesEveryTaskOnce(t *testing.T) {
 	}
 	// A second run of a finished job does nothing.
 	var again recorder
-	if _, err := NewJobController(db, Config{OnEvent: again.add}).Run(context.Background(), job.ID); err != nil {
+	if _, err := newJobController(db, Config{OnEvent: again.add}).Run(context.Background(), job.ID); err != nil {
 		t.Fatal(err)
 	}
 	if len(again.all()) != 0 {
@@ -180,7 +181,7 @@ func TestQueueIsBounded(t *testing.T) {
 	g := newGate(total)
 	reg := NewRegistry()
 	reg.Register("gate", g)
-	ctl := NewJobController(db, Config{Registry: reg})
+	ctl := newJobController(db, Config{Registry: reg})
 	var produced, maxAhead atomic.Int64
 	ctl.onProduce = func(store.Task) {
 		ahead := produced.Add(1) - g.began.Load()
@@ -240,7 +241,7 @@ func TestPanicFailsOnlyThatTask(t *testing.T) {
 	}))
 	job := createJob(t, db, 4, 4, repeat(6, "maybe", "")...)
 	var rec recorder
-	done, err := NewJobController(db, Config{Registry: reg, OnEvent: rec.add}).Run(context.Background(), job.ID)
+	done, err := newJobController(db, Config{Registry: reg, OnEvent: rec.add}).Run(context.Background(), job.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +265,7 @@ func TestPanicFailsOnlyThatTask(t *testing.T) {
 func TestUnknownKindAtRunTimeFailsTheTask(t *testing.T) {
 	db := openDB(t)
 	job := createJob(t, db, 1, 1, TaskSpec{Kind: "gone"}, TaskSpec{Kind: "noop"})
-	done, err := NewJobController(db, Config{}).Run(context.Background(), job.ID)
+	done, err := newJobController(db, Config{}).Run(context.Background(), job.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +305,7 @@ func TestDurationsUseTheMonotonicClock(t *testing.T) {
 	reg.Register("tick", clock.kind())
 	job := createJob(t, db, 1, 1, repeat(4, "tick", "")...)
 	var rec recorder
-	done, err := NewJobController(db, Config{Registry: reg, Clock: clock, OnEvent: rec.add}).Run(context.Background(), job.ID)
+	done, err := newJobController(db, Config{Registry: reg, Clock: clock, OnEvent: rec.add}).Run(context.Background(), job.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +327,7 @@ func TestDurationsUseTheMonotonicClock(t *testing.T) {
 func TestStopAndResume(t *testing.T) {
 	db := openDB(t)
 	clock := &fakeClock{}
-	var ctl *JobController
+	var ctl *jobController
 	var ran atomic.Int64
 	reg := NewRegistry()
 	reg.Register("tick", Func(func(context.Context, Task) (json.RawMessage, error) {
@@ -338,7 +339,7 @@ func TestStopAndResume(t *testing.T) {
 	}))
 	job := createJob(t, db, 1, 2, repeat(20, "tick", "")...)
 	var rec recorder
-	ctl = NewJobController(db, Config{Registry: reg, Clock: clock, OnEvent: rec.add})
+	ctl = newJobController(db, Config{Registry: reg, Clock: clock, OnEvent: rec.add})
 	first, err := ctl.Run(context.Background(), job.ID)
 	if !errors.Is(err, ErrStopped) {
 		t.Fatalf("drained run: %v, want ErrStopped", err)
@@ -348,7 +349,7 @@ func TestStopAndResume(t *testing.T) {
 	}
 	afterFirst := ran.Load()
 	clock.advance(time.Hour) // time between the runs does not count
-	done, err := NewJobController(db, Config{Registry: reg, Clock: clock, OnEvent: rec.add}).Run(context.Background(), job.ID)
+	done, err := newJobController(db, Config{Registry: reg, Clock: clock, OnEvent: rec.add}).Run(context.Background(), job.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,7 +372,7 @@ func TestCancelLeavesRunningTasksPending(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		_, err := NewJobController(db, Config{Registry: reg}).Run(ctx, job.ID)
+		_, err := newJobController(db, Config{Registry: reg}).Run(ctx, job.ID)
 		errc <- err
 	}()
 	for range 3 {
@@ -403,7 +404,7 @@ func TestCommitFailureKeepsResultsWithCallbacks(t *testing.T) {
 		return nil
 	}
 	var rec recorder
-	if _, err := NewJobController(db, Config{OnEvent: rec.add}).Run(context.Background(), job.ID); !errors.Is(err, injected) {
+	if _, err := newJobController(db, Config{OnEvent: rec.add}).Run(context.Background(), job.ID); !errors.Is(err, injected) {
 		t.Fatalf("run: %v, want the injected error", err)
 	}
 	raw := rawDB(t, db)
@@ -415,7 +416,7 @@ func TestCommitFailureKeepsResultsWithCallbacks(t *testing.T) {
 		t.Errorf("%d callbacks committed, %d released", n, len(rec.all()))
 	}
 	db.Hooks.BetweenResultAndCallback = nil
-	if _, err := NewJobController(db, Config{OnEvent: rec.add}).Run(context.Background(), job.ID); err != nil {
+	if _, err := newJobController(db, Config{OnEvent: rec.add}).Run(context.Background(), job.ID); err != nil {
 		t.Fatal(err)
 	}
 	checkCallbacks(t, rec.all(), 300)
@@ -425,7 +426,7 @@ func TestRedeliversUndeliveredCallbacks(t *testing.T) {
 	db := openDB(t)
 	job := createJob(t, db, 2, 2, repeat(5, "noop", "")...)
 	var rec recorder
-	if _, err := NewJobController(db, Config{OnEvent: rec.add}).Run(context.Background(), job.ID); err != nil {
+	if _, err := newJobController(db, Config{OnEvent: rec.add}).Run(context.Background(), job.ID); err != nil {
 		t.Fatal(err)
 	}
 	raw := rawDB(t, db)
@@ -435,7 +436,7 @@ func TestRedeliversUndeliveredCallbacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	var again recorder
-	if _, err := NewJobController(db, Config{OnEvent: again.add}).Run(context.Background(), job.ID); err != nil {
+	if _, err := newJobController(db, Config{OnEvent: again.add}).Run(context.Background(), job.ID); err != nil {
 		t.Fatal(err)
 	}
 	got := again.all()
@@ -485,7 +486,7 @@ func TestRecoverCountsInterruptionsAndFailsAfterThree(t *testing.T) {
 	}
 	// The job goes on, and the failed task has exactly one callback.
 	var rec recorder
-	done, err := NewJobController(db, Config{OnEvent: rec.add}).Run(context.Background(), job.ID)
+	done, err := newJobController(db, Config{OnEvent: rec.add}).Run(context.Background(), job.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -522,7 +523,7 @@ func TestRetriesWithBackoffHoldNoWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	var rec recorder
-	done, err := NewJobController(db, Config{Registry: reg, OnEvent: rec.add}).Run(context.Background(), job.ID)
+	done, err := newJobController(db, Config{Registry: reg, OnEvent: rec.add}).Run(context.Background(), job.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -566,7 +567,7 @@ func TestTaskTimeoutFailsTheAttempt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done, err := NewJobController(db, Config{}).Run(context.Background(), job.ID)
+	done, err := newJobController(db, Config{}).Run(context.Background(), job.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -580,7 +581,7 @@ func TestTaskTimeoutFailsTheAttempt(t *testing.T) {
 // check at open is checked once the daemon runs, and corruption stops it.
 func TestDaemonStopsOnCorruptionFoundInBackground(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "pcd.db")
-	db, err := store.Open(context.Background(), path, store.Options{})
+	db, err := sqlite.Open(context.Background(), path, sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -596,7 +597,7 @@ func TestDaemonStopsOnCorruptionFoundInBackground(t *testing.T) {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	db, err = store.Open(context.Background(), path, store.Options{FullCheckMax: 4096})
+	db, err = sqlite.Open(context.Background(), path, sqlite.Options{FullCheckMax: 4096})
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}

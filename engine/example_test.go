@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/pcd-dev/pcd/engine"
 	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/sqlite"
 )
 
 // Register a kind of your own, submit a job of it, and run the job to its
@@ -22,7 +24,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	db, err := store.Open(ctx, filepath.Join(dir, "jobs.db"), store.Options{})
+	db, err := sqlite.Open(ctx, filepath.Join(dir, "jobs.db"), sqlite.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -98,7 +100,7 @@ func ExampleRunner_Run() {
 	path := filepath.Join(dir, "jobs.db")
 
 	// The runner's process.
-	runnerDB, err := store.Open(ctx, path, store.Options{})
+	runnerDB, err := sqlite.Open(ctx, path, sqlite.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -112,7 +114,7 @@ func ExampleRunner_Run() {
 	go func() { stopped <- r.Run(ctx) }()
 
 	// The submitter's process.
-	client, err := store.Open(ctx, path, store.Options{})
+	client, err := sqlite.Open(ctx, path, sqlite.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -124,7 +126,6 @@ func ExampleRunner_Run() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	_ = engine.Wake(path) // the daemon would notice within a second anyway
 	err = engine.Watch(ctx, client, engine.WatchOptions{JobIDs: []int64{job.ID}, OnEvent: func(e engine.Event) error {
 		if e.Task != nil {
 			fmt.Printf("task %d (%s) %s\n", e.Task.Number, e.Task.Kind, e.Task.State)
@@ -260,14 +261,120 @@ func ExampleSubscribe() {
 	// callbacks seen up to id 3
 }
 
+// Resize is the payload of a typed kind: KindOf decodes it, strictly, and
+// calls its Validate at submit.
+type Resize struct {
+	Image string `json:"image"`
+	Width int    `json:"width"`
+}
+
+func (r Resize) Validate() error {
+	if r.Width <= 0 {
+		return fmt.Errorf("width must be positive, got %d", r.Width)
+	}
+	return nil
+}
+
+// A kind with typed arguments and result: bad arguments are refused at
+// submit, good ones reach the function decoded.
+func ExampleKindOf() {
+	ctx := context.Background()
+	db, cleanup := exampleDB()
+	defer cleanup()
+	reg := engine.NewRegistry()
+	reg.Register("resize", engine.KindOf(func(ctx context.Context, r Resize) (string, error) {
+		return fmt.Sprintf("%s at %dpx", r.Image, r.Width), nil
+	}))
+
+	bad, _ := engine.TaskOf("resize", Resize{Image: "a.png", Width: 0})
+	_, err := engine.Submit(ctx, db, reg, engine.JobFile{Tasks: []engine.TaskSpec{bad}})
+	fmt.Println(err)
+	_, err = engine.Submit(ctx, db, reg, engine.JobFile{Tasks: []engine.TaskSpec{{Kind: "resize", Payload: json.RawMessage(`{"img": "a.png"}`)}}})
+	fmt.Println(err)
+
+	good, _ := engine.TaskOf("resize", Resize{Image: "a.png", Width: 640})
+	job, err := engine.Submit(ctx, db, reg, engine.JobFile{Workers: 1, Tasks: []engine.TaskSpec{good}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	r, err := engine.OpenRunner(ctx, db, engine.RunnerConfig{Role: engine.RoleRun, Config: engine.Config{Registry: reg,
+		OnEvent: func(e engine.Event) {
+			if e.Task != nil {
+				fmt.Printf("task %d %s: %s\n", e.Task.Number, e.Task.State, e.Task.Result)
+			}
+		}}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.RunJob(ctx, job.ID); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// task 1: resize: width must be positive, got 0
+	// task 1: resize: payload does not decode as engine_test.Resize: json: unknown field "img"
+	// task 1 succeeded: "a.png at 640px"
+}
+
+// A program that keeps its own rows in the same SQLite file submits a job
+// in its own transaction: the job commits with the order that needs it,
+// or not at all.
+func ExampleSubmitTx() {
+	ctx := context.Background()
+	db, cleanup := exampleDB()
+	defer cleanup()
+
+	// The program's own handle on the file, and its own table.
+	app, err := sql.Open("sqlite", db.Path()+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer app.Close()
+	if _, err := app.ExecContext(ctx, "CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT)"); err != nil {
+		log.Fatal(err)
+	}
+	order := func(item string, commit bool) {
+		tx, err := app.BeginTx(ctx, nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer tx.Rollback()
+		if _, err := tx.ExecContext(ctx, "INSERT INTO orders (item) VALUES (?)", item); err != nil {
+			log.Fatal(err)
+		}
+		ship := engine.JobFile{Name: "ship " + item, Tasks: []engine.TaskSpec{{Kind: "noop"}}}
+		if _, err := engine.SubmitTx(ctx, db, tx, nil, ship); err != nil {
+			log.Fatal(err)
+		}
+		if commit {
+			if err := tx.Commit(); err != nil {
+				log.Fatal(err)
+			}
+			_ = db.Wake() // the runner would look within a second anyway
+		}
+	}
+	order("kettle", true)
+	order("teapot", false) // rolled back: no order, no job
+
+	jobs, err := db.ListJobs(ctx, "", 10)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, j := range jobs {
+		fmt.Println(j.Name, j.State)
+	}
+	// Output:
+	// ship kettle pending
+}
+
 // exampleDB opens a database in a new temporary directory, as Example
 // does; cleanup closes and removes it.
-func exampleDB() (*store.DB, func()) {
+func exampleDB() (*sqlite.DB, func()) {
 	dir, err := os.MkdirTemp("", "pcd-example-")
 	if err != nil {
 		log.Fatal(err)
 	}
-	db, err := store.Open(context.Background(), filepath.Join(dir, "jobs.db"), store.Options{})
+	db, err := sqlite.Open(context.Background(), filepath.Join(dir, "jobs.db"), sqlite.Options{})
 	if err != nil {
 		os.RemoveAll(dir)
 		log.Fatal(err)

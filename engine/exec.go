@@ -90,7 +90,7 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
 // ParseExec reads and checks an exec payload.
-func ParseExec(payload json.RawMessage) (ExecPayload, error) {
+func parseExec(payload json.RawMessage) (ExecPayload, error) {
 	var p ExecPayload
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
@@ -134,7 +134,7 @@ func (Exec) Isolated() bool { return true }
 // Validate checks the payload, and that the directory and command exist
 // here, so that a typo is refused at submit rather than at run time.
 func (Exec) Validate(payload json.RawMessage) error {
-	p, err := ParseExec(payload)
+	p, err := parseExec(payload)
 	if err != nil {
 		return err
 	}
@@ -205,7 +205,7 @@ const drainWait = 2 * time.Second
 
 // Run runs the command.
 func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
-	p, err := ParseExec(t.Payload)
+	p, err := parseExec(t.Payload)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +286,7 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 	}
 	closeWriters(cmd)
 	pgid := cmd.Process.Pid
-	reportProcess(ctx, Proc{Pgid: pgid, Start: processStart(pgid)})
+	reportProcess(ctx, procGroup{Pgid: pgid, Start: processStart(pgid)})
 	// This goroutine waits in the kernel for the command (its thread is
 	// locked anyway); another stops the command if ctx ends first.
 	exited := make(chan struct{})
@@ -380,17 +380,24 @@ func isResourceError(err error) bool {
 
 var errTimedOut = errors.New("timed out")
 
-// nearFDLimit reports whether cmd's output descriptors sit at the top of
-// the descriptor limit, where the child has no room to rearrange them.
+// nearFDLimit reports whether the process is close to its descriptor
+// limit, where a child has no room to rearrange its descriptors: cmd's
+// output descriptors sit at the top of it, or most of it is open. Other
+// goroutines open and close descriptors meanwhile, so "close" is wide: a
+// quarter of the limit, or 16.
 func nearFDLimit(cmd *exec.Cmd) bool {
 	var lim syscall.Rlimit
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil {
 		return false
 	}
+	margin := max(lim.Cur/4, 16)
 	for _, w := range []io.Writer{cmd.Stdout, cmd.Stderr} {
-		if f, ok := w.(*os.File); ok && uint64(f.Fd())+8 >= lim.Cur {
+		if f, ok := w.(*os.File); ok && uint64(f.Fd())+margin >= lim.Cur {
 			return true
 		}
+	}
+	if fds, err := os.ReadDir("/proc/self/fd"); err == nil && uint64(len(fds))+margin >= lim.Cur {
+		return true
 	}
 	return false
 }
@@ -443,12 +450,12 @@ type procReporterKey struct{}
 
 // withProcessReporter returns a context through which the exec kind
 // reports the process group of the command it starts.
-func withProcessReporter(ctx context.Context, f func(Proc)) context.Context {
+func withProcessReporter(ctx context.Context, f func(procGroup)) context.Context {
 	return context.WithValue(ctx, procReporterKey{}, f)
 }
 
-func reportProcess(ctx context.Context, p Proc) {
-	if f, ok := ctx.Value(procReporterKey{}).(func(Proc)); ok {
+func reportProcess(ctx context.Context, p procGroup) {
+	if f, ok := ctx.Value(procReporterKey{}).(func(procGroup)); ok {
 		f(p)
 	}
 }

@@ -77,7 +77,7 @@ func TestFrontierStopsRatherThanGrow(t *testing.T) {
 func TestRunSavesItsFinishedPrefix(t *testing.T) {
 	db := openDB(t)
 	job := createJob(t, db, 4, 8, repeat(500, "noop", "")...)
-	if _, err := NewJobController(db, Config{MaxBatch: 10}).Run(context.Background(), job.ID); err != nil {
+	if _, err := newJobController(db, Config{MaxBatch: 10}).Run(context.Background(), job.ID); err != nil {
 		t.Fatal(err)
 	}
 	got, err := db.Job(context.Background(), job.ID)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -364,6 +365,31 @@ func Submit(ctx context.Context, db store.Store, reg *Registry, jf JobFile) (sto
 	return job, err
 }
 
+// SubmitTx validates a job as Submit does and creates it inside tx, the
+// caller's own transaction on db's database, so that the job commits or
+// rolls back with the caller's other writes: an outbox that cannot lose a
+// job its caller's change implied. db must be a store.TxCreator (the
+// SQLite store is; tx then comes from a database/sql handle with driver
+// "sqlite" on the same file). The runner takes the job once tx commits:
+// call db.Wake() after Commit, or it looks by itself within a second.
+func SubmitTx(ctx context.Context, db store.Store, tx *sql.Tx, reg *Registry, jf JobFile) (store.Job, error) {
+	creator, ok := db.(store.TxCreator)
+	if !ok {
+		return store.Job{}, fmt.Errorf("submit: the store of %s cannot create a job in the caller's transaction", db.Path())
+	}
+	if reg == nil {
+		reg = NewRegistry()
+	}
+	if err := jf.Validate(reg); err != nil {
+		return store.Job{}, err
+	}
+	nj := jf.NewJob()
+	if nj.More != nil {
+		return store.Job{}, badJob("a job submitted in a transaction must hold its tasks (JobFile.Tasks), not read them from a file")
+	}
+	return creator.CreateJobTx(ctx, tx, nj)
+}
+
 // RetryJob puts a finished job's failed and cancelled tasks back to
 // pending, in a new round, and wakes the database's runner.
 func RetryJob(ctx context.Context, db store.Store, jobID int64) (store.Job, error) {
@@ -488,7 +514,7 @@ func (t TaskSpec) newTask(def RetrySpec, dir string) store.NewTask {
 // dir when it has none, dir joined with a relative one. A payload that
 // does not parse is left for the kind to refuse.
 func execAt(payload json.RawMessage, dir string) json.RawMessage {
-	p, err := ParseExec(payload)
+	p, err := parseExec(payload)
 	if err != nil || filepath.IsAbs(p.Dir) {
 		return payload
 	}

@@ -25,7 +25,7 @@ type sleepPayload struct {
 }
 
 // ParseSleep reads a sleep payload.
-func ParseSleep(payload json.RawMessage) (time.Duration, error) {
+func parseSleep(payload json.RawMessage) (time.Duration, error) {
 	var p sleepPayload
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
@@ -72,13 +72,13 @@ func (Sleep) Isolated() bool { return true }
 
 // Validate checks the payload.
 func (Sleep) Validate(payload json.RawMessage) error {
-	_, err := ParseSleep(payload)
+	_, err := parseSleep(payload)
 	return err
 }
 
 // Run sleeps, or returns early when ctx is cancelled.
 func (Sleep) Run(ctx context.Context, t Task) (json.RawMessage, error) {
-	d, err := ParseSleep(t.Payload)
+	d, err := parseSleep(t.Payload)
 	if err != nil {
 		return nil, err
 	}

@@ -302,7 +302,7 @@ func reap(pid int) {
 
 // Proc is a running task's process group as recorded in the database: the
 // group's id (its leader's pid) and the leader's start time.
-type Proc struct {
+type procGroup struct {
 	Pgid  int
 	Start uint64
 }
@@ -352,7 +352,7 @@ func userProcesses() []leftover {
 //
 // It waits until they are gone, at most wait, and returns how many it
 // killed.
-func killLeftovers(groups []Proc, ours func(taskIDs []string) (map[string]bool, error), wait time.Duration) (int, error) {
+func killLeftovers(groups []procGroup, ours func(taskIDs []string) (map[string]bool, error), wait time.Duration) (int, error) {
 	all := userProcesses()
 	var ids []string
 	for _, p := range all {
@@ -367,7 +367,7 @@ func killLeftovers(groups []Proc, ours func(taskIDs []string) (map[string]bool, 
 			return 0, err
 		}
 	}
-	byGroup := map[int]Proc{}
+	byGroup := map[int]procGroup{}
 	for _, g := range groups {
 		if g.Pgid > 1 {
 			byGroup[g.Pgid] = g

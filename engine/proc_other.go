@@ -29,13 +29,13 @@ func processStart(int) uint64 { return 0 }
 func sweepAdopted(string) {}
 
 // Proc is a running task's process group as recorded in the database.
-type Proc struct {
+type procGroup struct {
 	Pgid  int
 	Start uint64
 }
 
 // killLeftovers does nothing outside Linux, where a process's start time
 // cannot be read to tell a recorded group from a reused id.
-func killLeftovers([]Proc, func([]string) (map[string]bool, error), time.Duration) (int, error) {
+func killLeftovers([]procGroup, func([]string) (map[string]bool, error), time.Duration) (int, error) {
 	return 0, nil
 }

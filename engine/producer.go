@@ -83,7 +83,7 @@ const minPage = 1000
 // Pages are read by key, each the size of the queue or minPage tasks if
 // that is more, so memory stays bounded whatever the size of the job. It blocks while queue is full, and
 // returns once every task it queued has an outcome and none waits.
-func (c *JobController) produce(ctx context.Context, job store.Job, queue chan<- store.Task) error {
+func (c *jobController) produce(ctx context.Context, job store.Job, queue chan<- store.Task) error {
 	// One instant splits the tasks waiting out a backoff (read when due)
 	// from those the first pass reads.
 	passDue := c.cfg.Clock.Now()

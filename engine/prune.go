@@ -38,7 +38,7 @@ func Prune(ctx context.Context, db store.Store, before time.Time, force, vacuum 
 		for _, j := range jobs {
 			after = j.ID
 			if !force {
-				left, err := Undelivered(ctx, db, j)
+				left, err := undelivered(ctx, db, j)
 				if err != nil {
 					return res, err
 				}
@@ -69,7 +69,7 @@ func Prune(ctx context.Context, db store.Store, before time.Time, force, vacuum 
 // Undelivered counts a job's callbacks that some sink has yet to deliver:
 // the runner's output, the job's own hooks and webhooks, and the daemon's
 // sinks that the database knows of.
-func Undelivered(ctx context.Context, db store.Store, job store.Job) (int, error) {
+func undelivered(ctx context.Context, db store.Store, job store.Job) (int, error) {
 	cbs, err := db.Callbacks(ctx, job.ID, 0, false)
 	if err != nil || len(cbs) == 0 {
 		return 0, err

@@ -24,9 +24,9 @@ func recoverRunner(ctx context.Context, db store.Store, log *slog.Logger) error 
 	if err != nil {
 		return err
 	}
-	procs := make([]Proc, len(groups))
+	procs := make([]procGroup, len(groups))
 	for i, g := range groups {
-		procs[i] = Proc{Pgid: g.Pgid, Start: g.PStart}
+		procs[i] = procGroup{Pgid: g.Pgid, Start: g.PStart}
 	}
 	killed, err := killLeftovers(procs, func(ids []string) (map[string]bool, error) {
 		return db.KnownTasks(ctx, ids)

@@ -90,7 +90,7 @@ var ErrRunnerStopped = errors.New("the runner is stopped")
 
 // OpenRunner becomes the runner of db. It takes the runner lock (a
 // RoleRun runner waits while another pcd run holds it; a daemon holding it
-// is a *store.LockedError), finishes the integrity check that store.Open
+// is a *store.LockedError), finishes the integrity check that sqlite.Open
 // left for later (a daemon does that in the background as it runs), makes
 // this process the subreaper of its tasks' descendants, recovers what the
 // last runner left (it kills the processes of its tasks, requeues or fails
@@ -277,7 +277,7 @@ func (r *Runner) RunJob(ctx context.Context, jobID int64) (store.Job, error) {
 
 	delivery := r.cfg.Delivery
 	delivery.Scope = jobID
-	deliveries := NewDeliveries(r.db, delivery)
+	deliveries := newDeliverers(r.db, delivery)
 	cfg := r.cfg.Config
 	onCommit := cfg.onCommit
 	cfg.onCommit = func() {
@@ -286,7 +286,7 @@ func (r *Runner) RunJob(ctx context.Context, jobID int64) (store.Job, error) {
 			onCommit()
 		}
 	}
-	ctl := NewJobController(r.db, cfg)
+	ctl := newJobController(r.db, cfg)
 	// Stop drains the controller.
 	var watch sync.WaitGroup
 	defer watch.Wait()
@@ -318,7 +318,7 @@ func (r *Runner) RunJob(ctx context.Context, jobID int64) (store.Job, error) {
 
 // waitDeliveries waits, at most DeliveryWait, for deliveries to finish,
 // then stops them.
-func (r *Runner) waitDeliveries(d *Deliveries, stop func()) {
+func (r *Runner) waitDeliveries(d *deliverers, stop func()) {
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/sqlite"
 )
 
 // TestRunnerLifecycle: one runner per database; a daemon runner runs a job
@@ -15,7 +16,7 @@ import (
 // lock for the next runner.
 func TestRunnerLifecycle(t *testing.T) {
 	ctx := context.Background()
-	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "pcd.db"), store.Options{})
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "pcd.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +81,7 @@ func TestRunnerLifecycle(t *testing.T) {
 // task; it stays pending, with no attempt spent.
 func TestRunnerHardStop(t *testing.T) {
 	ctx := context.Background()
-	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "pcd.db"), store.Options{})
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "pcd.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

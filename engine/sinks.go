@@ -17,7 +17,7 @@ import (
 )
 
 // Sink is a destination for callbacks: a command hook or a webhook.
-type Sink interface {
+type callbackSink interface {
 	// Name identifies the sink; its delivery progress is kept under it.
 	Name() string
 	// Wants says whether the sink takes this event.
@@ -87,7 +87,7 @@ type SinkOptions struct {
 // job's own, "daemon" for the daemon's. A daemon's hooks are named by
 // their role alone, so that a changed command is the same sink and
 // replays nothing; a job's hooks never change.
-func (s Sinks) build(scope string, o SinkOptions) []Sink {
+func (s Sinks) build(scope string, o SinkOptions) []callbackSink {
 	if o.HookTimeout <= 0 {
 		o.HookTimeout = 30 * time.Second
 	}
@@ -103,7 +103,7 @@ func (s Sinks) build(scope string, o SinkOptions) []Sink {
 		}
 		return scope + " " + role + " " + cmd
 	}
-	var out []Sink
+	var out []callbackSink
 	if s.OnTask != "" {
 		out = append(out, hookSink{name: hookName("on-task", s.OnTask), event: store.EventTask, cmd: s.OnTask, dir: s.Dir, timeout: o.HookTimeout})
 	}

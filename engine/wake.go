@@ -3,7 +3,7 @@ package engine
 import (
 	"sync"
 
-	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/sqlite"
 )
 
 // notifier broadcasts "something changed" to any number of waiters.
@@ -31,11 +31,6 @@ func (n *notifier) Notify() {
 	n.ch = make(chan struct{})
 }
 
-// Wake tells the runner of the database at dbPath, if one is listening,
-// that work was committed or a job cancelled. It is best effort: without a
-// listener, the runner's periodic check finds the work.
-func Wake(dbPath string) error { return store.Wake(dbPath) }
-
 // DaemonListening reports whether a runner listens for wake-ups of the
 // database at dbPath.
-func DaemonListening(dbPath string) bool { return store.RunnerListening(dbPath) }
+func DaemonListening(dbPath string) bool { return sqlite.RunnerListening(dbPath) }

@@ -2,13 +2,14 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"io"
 	"time"
 )
 
 // Store is the seam between the engine and a database: the durable
-// operations the engine runs jobs with, and nothing of SQLite. *DB, the
-// SQLite store, implements it; a PostgreSQL store is to implement it too.
+// operations the engine runs jobs with, and nothing of SQLite.
+// store/sqlite implements it; a PostgreSQL store is to implement it too.
 // The methods are grouped by what they serve.
 type Store interface {
 	JobStore
@@ -95,9 +96,12 @@ type TaskStore interface {
 		failMessage func(jobUUID string, t Task, reason string) ([]byte, error)) (requeued, failed int, err error)
 	RunningGroups(ctx context.Context) ([]RunningGroup, error)
 	KnownTasks(ctx context.Context, uuids []string) (map[string]bool, error)
-	// Tasks lists a job's tasks with their state; Attempts its failed
-	// attempts; FindTask finds a task by its id or a unique prefix.
+	// Tasks lists a job's tasks with their state; TasksInState a page of
+	// them after afterSeq, in seq order, only those in state unless it is
+	// empty; Attempts its failed attempts; FindTask finds a task by its id
+	// or a unique prefix.
 	Tasks(ctx context.Context, jobID int64) ([]TaskRow, error)
+	TasksInState(ctx context.Context, jobID int64, state State, afterSeq int64, limit int) ([]TaskRow, error)
 	Attempts(ctx context.Context, jobID int64) ([]Attempt, error)
 	FindTask(ctx context.Context, ref string) (TaskRow, error)
 }
@@ -140,4 +144,9 @@ type Upkeep interface {
 	Size() int64
 }
 
-var _ Store = (*DB)(nil)
+// TxCreator is a store that can create a job inside a transaction its
+// caller holds, so that the job commits with the caller's own writes
+// (engine.SubmitTx). The SQLite store is one.
+type TxCreator interface {
+	CreateJobTx(ctx context.Context, tx *sql.Tx, nj NewJob) (Job, error)
+}

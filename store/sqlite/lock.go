@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"errors"
@@ -7,31 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/pcd-dev/pcd/store"
 )
-
-// ErrLocked is returned when another process holds the runner lock.
-var ErrLocked = errors.New("database is in use by another pcd runner")
-
-// LockedError says which process holds the runner lock, and as what.
-type LockedError struct {
-	Path string
-	PID  int    // 0 if unknown
-	Role string // what the holder said it is: "daemon", "run"; "" if unknown
-}
-
-func (e *LockedError) Error() string {
-	who := "another process"
-	if e.PID > 0 {
-		who = "pid " + strconv.Itoa(e.PID)
-	}
-	if e.Role != "" {
-		who += " (pcd " + e.Role + ")"
-	}
-	return e.Path + ": held by " + who
-}
-
-// Is makes errors.Is(err, ErrLocked) true.
-func (e *LockedError) Is(target error) bool { return target == ErrLocked }
 
 // RunnerLock is the exclusive lock that makes one process at a time the
 // runner of a database (ARCHITECTURE.md, promise 9). It is a flock on a file
@@ -47,7 +25,7 @@ const lockRecord = 32
 
 // LockRunner takes the runner lock of db without waiting (see
 // AcquireRunnerLock).
-func (db *DB) LockRunner(role string) (Releaser, error) {
+func (db *DB) LockRunner(role string) (store.Releaser, error) {
 	lock, err := AcquireRunnerLock(db.path, role)
 	if err != nil {
 		return nil, err
@@ -64,7 +42,7 @@ func AcquireRunnerLock(dbPath, role string) (*RunnerLock, error) {
 	path := LockPath(dbPath)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if errors.Is(err, syscall.ELOOP) {
-		return nil, fmt.Errorf("runner lock: %w: %s is a symlink", ErrUnsafe, path)
+		return nil, fmt.Errorf("runner lock: %w: %s is a symlink", store.ErrUnsafe, path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("runner lock: %w", err)
@@ -81,7 +59,7 @@ func AcquireRunnerLock(dbPath, role string) (*RunnerLock, error) {
 		defer f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			pid, role := readHolder(f)
-			return nil, &LockedError{Path: path, PID: pid, Role: role}
+			return nil, &store.LockedError{Path: path, PID: pid, Role: role}
 		}
 		return nil, fmt.Errorf("runner lock %s: %w", path, err)
 	}

@@ -1,4 +1,4 @@
-package store_test
+package sqlite_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/sqlite"
 )
 
 // BenchmarkSQLiteInsertRaw is the floor: prepared single-row INSERTs into a
@@ -49,9 +50,9 @@ func BenchmarkSQLiteInsertRaw(b *testing.B) {
 
 // benchJob opens a fresh database with a job of b.N no-op tasks; the
 // database closes with the benchmark.
-func benchJob(b *testing.B) (*store.DB, store.Job) {
+func benchJob(b *testing.B) (*sqlite.DB, store.Job) {
 	b.Helper()
-	db, err := store.Open(context.Background(), filepath.Join(b.TempDir(), "pcd.db"), store.Options{})
+	db, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "pcd.db"), sqlite.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -114,7 +115,7 @@ func BenchmarkPendingTasks(b *testing.B) {
 // and 10,000 one-task jobs wait: the open jobs, then the next runnable one.
 func BenchmarkSchedulePass(b *testing.B) {
 	ctx := context.Background()
-	db, err := store.Open(ctx, filepath.Join(b.TempDir(), "pcd.db"), store.Options{})
+	db, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "pcd.db"), sqlite.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/pcd-dev/pcd/store"
 )
 
 // pruneChunk is how many rows of a table one prune transaction deletes:
@@ -15,7 +17,7 @@ const pruneChunk = 5000
 
 // FinishedBefore lists up to limit jobs, oldest first, that finished
 // before t and have an id above after.
-func (db *DB) FinishedBefore(ctx context.Context, t time.Time, after int64, limit int) ([]Job, error) {
+func (db *DB) FinishedBefore(ctx context.Context, t time.Time, after int64, limit int) ([]store.Job, error) {
 	return db.queryJobs(ctx, "SELECT "+jobColumns+` FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? AND id > ?
 		ORDER BY id LIMIT ?`, t.UnixNano(), after, limit)
 }

@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"errors"
@@ -7,6 +7,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/pcd-dev/pcd/store"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,7 +35,7 @@ type submitLocks struct {
 func openLockFile(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if errors.Is(err, syscall.ELOOP) {
-		return nil, fmt.Errorf("%w: %s is a symlink", ErrUnsafe, path)
+		return nil, fmt.Errorf("%w: %s is a symlink", store.ErrUnsafe, path)
 	}
 	if err != nil {
 		return nil, err

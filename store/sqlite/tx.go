@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pcd-dev/pcd/internal/failpoint"
+	"github.com/pcd-dev/pcd/store"
 )
 
 // tx runs fn in one write transaction (BEGIN IMMEDIATE on the writer). It
@@ -73,7 +74,7 @@ func (db *DB) whenFree(ctx context.Context, fn func() error) error {
 	wait := 500 * time.Microsecond
 	for {
 		err := fn()
-		if err == nil || !errors.Is(classify(err), ErrBusy) || time.Now().After(deadline) {
+		if err == nil || !errors.Is(classify(err), store.ErrBusy) || time.Now().After(deadline) {
 			return err
 		}
 		select {

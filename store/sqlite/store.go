@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"bytes"
@@ -15,30 +15,9 @@ import (
 	"syscall"
 	"time"
 
-	"modernc.org/sqlite"
+	"github.com/pcd-dev/pcd/store"
+	driver "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
-)
-
-// Errors returned by Open. The file is left untouched in each case.
-var (
-	ErrNotDatabase = errors.New("not a SQLite database")
-	ErrNotPCD      = errors.New("a SQLite database that pcd did not create")
-	ErrCorrupt     = errors.New("database is corrupt")
-	ErrTooNew      = errors.New("database schema is newer than this pcd")
-	ErrNoDatabase  = errors.New("no database here yet (pcd submit or pcd run creates it)")
-	// ErrNeedsMigration is returned to a read-only open of a database
-	// whose schema is older than this binary's: only a writer migrates.
-	ErrNeedsMigration = errors.New("the database needs migrating to this pcd's schema first")
-)
-
-// ErrReadOnly is returned when the database, or its directory, cannot be
-// written: a read-only file or file system, or no permission.
-var ErrReadOnly = errors.New("the database cannot be written here (read-only, or permission denied)")
-
-// Errors of the environment, from any write. Both are temporary: retry.
-var (
-	ErrDiskFull = errors.New("disk full")
-	ErrBusy     = errors.New("database is locked by another process for longer than the busy timeout")
 )
 
 // Sync is the SQLite synchronous level of the writer.
@@ -157,7 +136,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	}
 	if opts.ReadOnly {
 		if !existed {
-			return nil, fmt.Errorf("open %s: %w", path, ErrNoDatabase)
+			return nil, fmt.Errorf("open %s: %w", path, store.ErrNoDatabase)
 		}
 		return openReadOnly(ctx, db, opts)
 	}
@@ -221,7 +200,7 @@ func openReadOnly(ctx context.Context, db *DB, opts Options) (*DB, error) {
 	var version int
 	err = db.rc.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&version)
 	if err == nil && version < latestVersion() {
-		err = fmt.Errorf("%w (it is at version %d, this pcd writes %d): run a command that writes, such as pcd daemon or pcd submit", ErrNeedsMigration, version, latestVersion())
+		err = fmt.Errorf("%w (it is at version %d, this pcd writes %d): run a command that writes, such as pcd daemon or pcd submit", store.ErrNeedsMigration, version, latestVersion())
 	}
 	if err != nil {
 		db.rc.close()
@@ -266,7 +245,7 @@ func prepareFile(path string, mustExist, write bool) (existed bool, err error) {
 	switch {
 	case err == nil:
 		if fi.IsDir() {
-			return false, fmt.Errorf("%w: it is a directory", ErrNotDatabase)
+			return false, fmt.Errorf("%w: it is a directory", store.ErrNotDatabase)
 		}
 		// SQLite would leave empty -wal and -shm files behind before it
 		// found out that it cannot write: ask first.
@@ -275,7 +254,7 @@ func prepareFile(path string, mustExist, write bool) (existed bool, err error) {
 				break
 			}
 			if err := syscall.Access(p, 2 /* W_OK */); err != nil {
-				return false, fmt.Errorf("%w: %s: %w", ErrReadOnly, p, err)
+				return false, fmt.Errorf("%w: %s: %w", store.ErrReadOnly, p, err)
 			}
 		}
 		if fi.Size() == 0 {
@@ -285,7 +264,7 @@ func prepareFile(path string, mustExist, write bool) (existed bool, err error) {
 	case !errors.Is(err, os.ErrNotExist):
 		return false, err
 	case mustExist:
-		return false, ErrNoDatabase
+		return false, store.ErrNoDatabase
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return false, err
@@ -309,7 +288,7 @@ func checkMagic(path string) error {
 	defer f.Close()
 	head := make([]byte, len(sqliteMagic))
 	if _, err := io.ReadFull(f, head); err != nil || !bytes.Equal(head, []byte(sqliteMagic)) {
-		return ErrNotDatabase
+		return store.ErrNotDatabase
 	}
 	return nil
 }
@@ -362,7 +341,7 @@ func quickCheck(ctx context.Context, conn *sql.DB, table string) error {
 		return classify(err)
 	}
 	if result != "ok" {
-		return fmt.Errorf("%w: quick_check: %s", ErrCorrupt, firstLine(result))
+		return fmt.Errorf("%w: quick_check: %s", store.ErrCorrupt, firstLine(result))
 	}
 	return nil
 }
@@ -395,42 +374,42 @@ func checkSchema(ctx context.Context, ro *sql.DB) error {
 		return classify(err)
 	}
 	if known == 0 {
-		return ErrNotPCD
+		return store.ErrNotPCD
 	}
 	var version int
 	if err := ro.QueryRowContext(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&version); err != nil {
 		return classify(err)
 	}
 	if latest := latestVersion(); version > latest {
-		return fmt.Errorf("%w: schema version %d, this binary knows up to %d; upgrade pcd", ErrTooNew, version, latest)
+		return fmt.Errorf("%w: schema version %d, this binary knows up to %d; upgrade pcd", store.ErrTooNew, version, latest)
 	}
 	return nil
 }
 
 // classify maps SQLite's error codes to the store's sentinels.
 func classify(err error) error {
-	for _, known := range []error{ErrNotDatabase, ErrCorrupt, ErrDiskFull, ErrBusy, ErrReadOnly} {
+	for _, known := range []error{store.ErrNotDatabase, store.ErrCorrupt, store.ErrDiskFull, store.ErrBusy, store.ErrReadOnly} {
 		if errors.Is(err, known) {
 			return err
 		}
 	}
-	var se *sqlite.Error
+	var se *driver.Error
 	if errors.As(err, &se) {
 		switch se.Code() & 0xff {
 		case sqlite3.SQLITE_NOTADB:
-			return fmt.Errorf("%w: %w", ErrNotDatabase, err)
+			return fmt.Errorf("%w: %w", store.ErrNotDatabase, err)
 		case sqlite3.SQLITE_CORRUPT:
-			return fmt.Errorf("%w: %w", ErrCorrupt, err)
+			return fmt.Errorf("%w: %w", store.ErrCorrupt, err)
 		case sqlite3.SQLITE_FULL:
-			return fmt.Errorf("%w: %w", ErrDiskFull, err)
+			return fmt.Errorf("%w: %w", store.ErrDiskFull, err)
 		case sqlite3.SQLITE_BUSY:
-			return fmt.Errorf("%w: %w", ErrBusy, err)
+			return fmt.Errorf("%w: %w", store.ErrBusy, err)
 		case sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH:
-			return fmt.Errorf("%w: %w", ErrReadOnly, err)
+			return fmt.Errorf("%w: %w", store.ErrReadOnly, err)
 		}
 	}
 	if errors.Is(err, syscall.ENOSPC) {
-		return fmt.Errorf("%w: %w", ErrDiskFull, err)
+		return fmt.Errorf("%w: %w", store.ErrDiskFull, err)
 	}
 	return err
 }
@@ -438,7 +417,7 @@ func classify(err error) error {
 // isPrimaryKeyConflict reports a statement refused for a duplicate key.
 // SQLite has undone the statement; the transaction goes on.
 func isPrimaryKeyConflict(err error) bool {
-	var se *sqlite.Error
+	var se *driver.Error
 	return errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
 }
 
@@ -464,3 +443,6 @@ func dsn(path string, opts Options, readOnly bool) string {
 	}
 	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 }
+
+var _ store.Store = (*DB)(nil)
+var _ store.TxCreator = (*DB)(nil)

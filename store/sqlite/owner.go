@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"errors"
@@ -6,14 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"syscall"
-)
 
-// ErrUnsafe is returned for a database, WAL, SHM or lock file that another
-// local user could control: owned by someone else, writable by group or
-// others, or a symlink where pcd expects a file. Such a file is refused,
-// as ssh refuses a key others can write: whoever controls the database
-// chooses the commands its runner executes.
-var ErrUnsafe = errors.New("refusing a file that another user could control")
+	"github.com/pcd-dev/pcd/store"
+)
 
 // checkOwnFile checks that path, if it exists, is a regular file of this
 // user that no one else can write. A symlink is refused, unless
@@ -29,7 +24,7 @@ func checkOwnFile(path string, followLink bool) error {
 	}
 	if fi.Mode()&fs.ModeSymlink != 0 {
 		if !followLink {
-			return fmt.Errorf("%w: %s is a symlink", ErrUnsafe, path)
+			return fmt.Errorf("%w: %s is a symlink", store.ErrUnsafe, path)
 		}
 		if err := checkOwner(path, fi); err != nil {
 			return err
@@ -44,13 +39,13 @@ func checkOwnFile(path string, followLink bool) error {
 // checkOwnedInfo checks an open or stat'ed file.
 func checkOwnedInfo(path string, fi fs.FileInfo) error {
 	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%w: %s is not a regular file", ErrUnsafe, path)
+		return fmt.Errorf("%w: %s is not a regular file", store.ErrUnsafe, path)
 	}
 	if err := checkOwner(path, fi); err != nil {
 		return err
 	}
 	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
-		return fmt.Errorf("%w: %s is writable by group or others (mode %04o); chmod go-w it if it is yours", ErrUnsafe, path, perm)
+		return fmt.Errorf("%w: %s is writable by group or others (mode %04o); chmod go-w it if it is yours", store.ErrUnsafe, path, perm)
 	}
 	return nil
 }
@@ -61,7 +56,7 @@ func checkOwner(path string, fi fs.FileInfo) error {
 		return nil
 	}
 	if uid := os.Geteuid(); int(st.Uid) != uid {
-		return fmt.Errorf("%w: %s is owned by uid %d, not by you (uid %d)", ErrUnsafe, path, st.Uid, uid)
+		return fmt.Errorf("%w: %s is owned by uid %d, not by you (uid %d)", store.ErrUnsafe, path, st.Uid, uid)
 	}
 	return nil
 }

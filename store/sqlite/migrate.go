@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/pcd-dev/pcd/internal/failpoint"
 	"github.com/pcd-dev/pcd/migrations"
+	"github.com/pcd-dev/pcd/store"
 )
 
 type migration struct {
@@ -22,7 +23,7 @@ type migration struct {
 
 // loadMigrations reads the embedded NNNN_name.sql files in version order.
 func loadMigrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrations.FS, ".")
+	entries, err := fs.ReadDir(migrations.SQLite, ".")
 	if err != nil {
 		return nil, err
 	}
@@ -40,7 +41,7 @@ func loadMigrations() ([]migration, error) {
 		if err != nil || v <= 0 {
 			return nil, fmt.Errorf("migration %s: bad version %q", name, num)
 		}
-		body, err := fs.ReadFile(migrations.FS, name)
+		body, err := fs.ReadFile(migrations.SQLite, name)
 		if err != nil {
 			return nil, err
 		}
@@ -93,7 +94,7 @@ func (db *DB) migrate(ctx context.Context) error {
 	}
 	if current > len(ms) {
 		// Another process may have upgraded the file since inspect ran.
-		return fmt.Errorf("%w: schema version %d, this binary knows up to %d; upgrade pcd", ErrTooNew, current, len(ms))
+		return fmt.Errorf("%w: schema version %d, this binary knows up to %d; upgrade pcd", store.ErrTooNew, current, len(ms))
 	}
 	for _, m := range ms[current:] {
 		err := db.tx(ctx, func(tx *sql.Tx) error {

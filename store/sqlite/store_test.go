@@ -1,4 +1,4 @@
-package store_test
+package sqlite_test
 
 import (
 	"bytes"
@@ -17,19 +17,20 @@ import (
 
 	"github.com/pcd-dev/pcd/migrations"
 	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/sqlite"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // openDB opens a fresh database in t.TempDir and closes it with the test.
-func openDB(t *testing.T) *store.DB {
+func openDB(t *testing.T) *sqlite.DB {
 	t.Helper()
 	return openPath(t, filepath.Join(t.TempDir(), "pcd.db"))
 }
 
-func openPath(t *testing.T, path string) *store.DB {
+func openPath(t *testing.T, path string) *sqlite.DB {
 	t.Helper()
-	db, err := store.Open(context.Background(), path, store.Options{})
+	db, err := sqlite.Open(context.Background(), path, sqlite.Options{})
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -57,7 +58,7 @@ func queryInt(t *testing.T, db *sql.DB, q string, args ...any) int64 {
 	return n
 }
 
-func newJob(t *testing.T, db *store.DB, n int) store.Job {
+func newJob(t *testing.T, db *sqlite.DB, n int) store.Job {
 	t.Helper()
 	nj := store.NewJob{Name: "t", Workers: 2, QueueSize: 4}
 	for range n {
@@ -78,7 +79,7 @@ func result(seq int64) store.Result {
 
 func TestMigrationsApplyOnceAndReopenIsNoop(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "pcd.db")
-	db, err := store.Open(context.Background(), path, store.Options{})
+	db, err := sqlite.Open(context.Background(), path, sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestMigrationsApplyOnceAndReopenIsNoop(t *testing.T) {
 	raw.Close()
 	before := readFile(t, path)
 
-	db, err = store.Open(context.Background(), path, store.Options{})
+	db, err = sqlite.Open(context.Background(), path, sqlite.Options{})
 	if err != nil {
 		t.Fatalf("second open: %v", err)
 	}
@@ -151,7 +152,7 @@ func TestRefusesBadFiles(t *testing.T) {
 			os.WriteFile(path, []byte("name,age\nada,36\n"), 0o600)
 		}, store.ErrNotDatabase},
 		{"newer schema", func(t *testing.T, path string) {
-			db, err := store.Open(context.Background(), path, store.Options{})
+			db, err := sqlite.Open(context.Background(), path, sqlite.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -163,7 +164,7 @@ func TestRefusesBadFiles(t *testing.T) {
 			raw.Close()
 		}, store.ErrTooNew},
 		{"corrupt", func(t *testing.T, path string) {
-			db, err := store.Open(context.Background(), path, store.Options{})
+			db, err := sqlite.Open(context.Background(), path, sqlite.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -184,7 +185,7 @@ func TestRefusesBadFiles(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "pcd.db")
 			tc.make(t, path)
 			before := readFile(t, path)
-			db, err := store.Open(context.Background(), path, store.Options{})
+			db, err := sqlite.Open(context.Background(), path, sqlite.Options{})
 			if err == nil {
 				db.Close()
 				t.Fatal("open succeeded, want an error")
@@ -225,7 +226,7 @@ func TestLargeFileIsCheckedLater(t *testing.T) {
 	}
 	db.Close()
 	scribble(t, path)
-	db, err := store.Open(context.Background(), path, store.Options{FullCheckMax: 4096})
+	db, err := sqlite.Open(context.Background(), path, sqlite.Options{FullCheckMax: 4096})
 	if err != nil {
 		t.Fatalf("open with the check deferred: %v", err)
 	}
@@ -240,7 +241,7 @@ func TestLargeFileIsCheckedLater(t *testing.T) {
 
 func TestMustExist(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "missing.db")
-	_, err := store.Open(context.Background(), path, store.Options{MustExist: true})
+	_, err := sqlite.Open(context.Background(), path, sqlite.Options{MustExist: true})
 	if !errors.Is(err, store.ErrNoDatabase) {
 		t.Fatalf("got %v, want ErrNoDatabase", err)
 	}
@@ -467,11 +468,11 @@ func TestMarkDelivered(t *testing.T) {
 
 func TestRunnerLock(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "pcd.db")
-	lock, err := store.AcquireRunnerLock(path, "test")
+	lock, err := sqlite.AcquireRunnerLock(path, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = store.AcquireRunnerLock(path, "test")
+	_, err = sqlite.AcquireRunnerLock(path, "test")
 	var le *store.LockedError
 	if !errors.As(err, &le) || !errors.Is(err, store.ErrLocked) {
 		t.Fatalf("second lock: %v, want a LockedError", err)
@@ -482,7 +483,7 @@ func TestRunnerLock(t *testing.T) {
 	if err := lock.Release(); err != nil {
 		t.Fatal(err)
 	}
-	again, err := store.AcquireRunnerLock(path, "test")
+	again, err := sqlite.AcquireRunnerLock(path, "test")
 	if err != nil {
 		t.Fatalf("lock after release: %v", err)
 	}
@@ -499,7 +500,7 @@ func TestMigrationMovesResultsOutOfTasks(t *testing.T) {
 		t.Fatal(err)
 	}
 	for v, name := range []string{"0001_init.sql", "0002_recovery.sql", "0003_retries.sql", "0004_delivery.sql"} {
-		body, err := fs.ReadFile(migrations.FS, name)
+		body, err := fs.ReadFile(migrations.SQLite, name)
 		if err != nil {
 			t.Fatal(err)
 		}

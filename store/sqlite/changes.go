@@ -1,9 +1,11 @@
-package store
+package sqlite
 
 import (
 	"context"
 	"database/sql"
 	"fmt"
+
+	"github.com/pcd-dev/pcd/store"
 )
 
 // Changes detects commits made by other connections, such as another
@@ -14,7 +16,7 @@ type Changes struct {
 }
 
 // Changes returns a detector holding one read connection until Close.
-func (db *DB) Changes(ctx context.Context) (ChangeFeed, error) {
+func (db *DB) Changes(ctx context.Context) (store.ChangeFeed, error) {
 	conn, err := db.r.Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("watch for changes: %w", err)

@@ -1,0 +1,611 @@
+package sqlite
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"iter"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/pcd-dev/pcd/store"
+)
+
+// chunkGap is the pause between two chunks of a big submit.
+const chunkGap = 10 * time.Millisecond
+
+// CreateJob writes a job and its tasks: the job exists whole or not at
+// all. It is sealed unless nj.Open.
+//
+// A job whose tasks take longer than SubmitChunk to write (a big job file,
+// through nj.More) is written in several transactions. Until the last one
+// commits the job is staging: no runner or reader sees it, and this
+// process holds its submit lock. If writing fails, CreateJob deletes what
+// it wrote; if the process dies, the next runner to start (CleanStaged)
+// does.
+func (db *DB) CreateJob(ctx context.Context, nj store.NewJob) (store.Job, error) {
+	job, err := newJob(nj)
+	if err != nil {
+		return store.Job{}, err
+	}
+	more := func() ([]store.NewTask, error, bool) { return nil, nil, false }
+	if nj.More != nil {
+		next, stop := iter.Pull2(nj.More)
+		defer stop()
+		more = next
+	}
+	held, staging := false, false
+	// write runs one transaction: the job row first, then batches of
+	// tasks until they end (the last chunk) or SubmitChunk has passed.
+	write := func(tx *sql.Tx) (last bool, err error) {
+		began := time.Now()
+		if job.ID == 0 {
+			if err := insertJob(ctx, tx, &job, nj); err != nil {
+				return false, err
+			}
+		}
+		for time.Since(began) < store.SubmitChunk {
+			batch, err, ok := more()
+			if err != nil {
+				return false, err
+			}
+			if !ok {
+				last = true
+				break
+			}
+			if err := insertTasks(ctx, tx, job.ID, job.Total+1, batch); err != nil {
+				return false, err
+			}
+			job.Total += int64(len(batch))
+		}
+		if (nj.Open || !last) && !held {
+			// Held before the job is visible (open) or committed (staging),
+			// so that no runner sees either without its submitter's lock.
+			if err := db.holdSubmit(job.ID); err != nil {
+				return false, err
+			}
+			held = true
+		}
+		if !last {
+			staging = true
+			_, err = tx.ExecContext(ctx, "UPDATE jobs SET staging = 1, total = ? WHERE id = ?", job.Total, job.ID)
+			return false, err
+		}
+		_, err = tx.ExecContext(ctx, "UPDATE jobs SET staging = 0, total = ? WHERE id = ?", job.Total, job.ID)
+		return true, err
+	}
+	for {
+		var last bool
+		point := func() string {
+			if last {
+				return "submit" // the commit that makes the job visible
+			}
+			return "submit-chunk"
+		}
+		err = db.txPoints(ctx, point, func(tx *sql.Tx) error {
+			last, err = write(tx)
+			return err
+		})
+		if err != nil || last {
+			break
+		}
+		// A gap for the writers waiting behind this one: they poll for
+		// the lock every couple of milliseconds (whenFree).
+		select {
+		case <-time.After(chunkGap):
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		if err != nil {
+			break
+		}
+	}
+	if err != nil && staging {
+		// Best effort: what is left is deleted at the next start.
+		if _, delErr := db.DeleteJob(context.WithoutCancel(ctx), job.ID); delErr != nil {
+			err = errors.Join(err, fmt.Errorf("delete the job's written part: %w", delErr))
+		}
+	}
+	if held && (err != nil || !nj.Open) {
+		db.releaseSubmit(job.ID)
+	}
+	if errors.Is(err, errDuplicateKey) {
+		return job, fmt.Errorf("create job: key %q: %w", nj.Key, store.ErrDuplicate)
+	}
+	if err != nil {
+		return store.Job{}, fmt.Errorf("create job: %w", err)
+	}
+	return job, nil
+}
+
+// newJob is the row of a job about to be created.
+func newJob(nj store.NewJob) (store.Job, error) {
+	if nj.Workers <= 0 || nj.QueueSize <= 0 {
+		return store.Job{}, fmt.Errorf("create job: workers and queue size must be positive")
+	}
+	// Job ids are random (v4) so that a short prefix names a job; task ids
+	// are time-ordered (v7) so that their index grows at the end.
+	id, err := uuid.NewRandom()
+	if err != nil {
+		return store.Job{}, fmt.Errorf("create job: %w", err)
+	}
+	return store.Job{
+		UUID: id.String(), Name: nj.Name, State: store.Pending, Sealed: !nj.Open,
+		Workers: nj.Workers, QueueSize: nj.QueueSize, Total: int64(len(nj.Tasks)),
+		CreatedAt: time.Now(), Sinks: nj.Sinks,
+	}, nil
+}
+
+// insertJob writes job's row and nj.Tasks, and sets job.ID; a job that
+// has nj.Key already is errDuplicateKey, with *job set to it.
+func insertJob(ctx context.Context, tx *sql.Tx, job *store.Job, nj store.NewJob) error {
+	if nj.Key != "" {
+		existing, err := scanJob(tx.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE key = ?", nj.Key))
+		if err == nil {
+			*job = existing
+			return errDuplicateKey
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+	}
+	res, err := tx.ExecContext(ctx, `INSERT INTO jobs (uuid, name, state, sealed, workers, queue_size, total, created_at, key, sinks)
+		VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)`,
+		job.UUID, job.Name, job.Sealed, job.Workers, job.QueueSize, job.Total, job.CreatedAt.UnixNano(), nullString(nj.Key),
+		nullBytes(nj.Sinks))
+	if err != nil {
+		return err
+	}
+	if job.ID, err = res.LastInsertId(); err != nil {
+		return err
+	}
+	return insertTasks(ctx, tx, job.ID, 1, nj.Tasks)
+}
+
+// CreateJobTx writes a whole job inside tx, a transaction the caller
+// opened on this database's file with its own database/sql handle
+// (driver "sqlite", modernc.org/sqlite), so that the job commits or rolls
+// back with the caller's other writes. The job may not be Open or have
+// More: a transaction the caller holds cannot be chunked. Nothing runs it
+// until tx commits; then Wake, or the runner's next look (within a second).
+func (db *DB) CreateJobTx(ctx context.Context, tx *sql.Tx, nj store.NewJob) (store.Job, error) {
+	if nj.Open || nj.More != nil {
+		return store.Job{}, errors.New("create job: a job created in the caller's transaction is whole: no Open, no More")
+	}
+	var file string
+	if err := tx.QueryRowContext(ctx, "SELECT file FROM pragma_database_list WHERE name = 'main'").Scan(&file); err != nil {
+		return store.Job{}, fmt.Errorf("create job: the caller's transaction: %w", err)
+	}
+	if !sameFile(file, db.path) {
+		return store.Job{}, fmt.Errorf("create job: the caller's transaction is on %s, not on %s", file, db.path)
+	}
+	job, err := newJob(nj)
+	if err != nil {
+		return store.Job{}, err
+	}
+	if err := insertJob(ctx, tx, &job, nj); err != nil {
+		if errors.Is(err, errDuplicateKey) {
+			return job, fmt.Errorf("create job: key %q: %w", nj.Key, store.ErrDuplicate)
+		}
+		return store.Job{}, fmt.Errorf("create job: %w", classify(err))
+	}
+	return job, nil
+}
+
+// sameFile says whether two paths name one file.
+func sameFile(a, b string) bool {
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(sa, sb)
+}
+
+// CleanStaged deletes the jobs that a submit left staging when it died
+// (its submit lock is free), and returns how many.
+func (db *DB) CleanStaged(ctx context.Context) (int, error) {
+	jobs, err := db.queryJobs(ctx, "SELECT "+jobColumns+" FROM jobs WHERE staging = 1 ORDER BY id")
+	if err != nil {
+		return 0, fmt.Errorf("staging jobs: %w", err)
+	}
+	n := 0
+	for _, j := range jobs {
+		alive, err := db.SubmitterAlive(j.ID)
+		if err != nil {
+			return n, err
+		}
+		if alive {
+			continue
+		}
+		if _, err := db.DeleteJob(ctx, j.ID); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+var errDuplicateKey = errors.New("duplicate key")
+
+// insertTasks adds tasks numbered from seq on, with one prepared statement.
+func insertTasks(ctx context.Context, tx *sql.Tx, jobID, seq int64, tasks []store.NewTask) error {
+	// Multi-row INSERTs: per-statement overhead, not SQLite, dominates
+	// one-row inserts through database/sql.
+	const cols = 9
+	stmts := map[int]*sql.Stmt{}
+	defer func() {
+		for _, s := range stmts {
+			s.Close()
+		}
+	}()
+	args := make([]any, 0, cols*taskChunks[0])
+	for len(tasks) > 0 {
+		n := taskChunks[len(taskChunks)-1]
+		for _, size := range taskChunks {
+			if size <= len(tasks) {
+				n = size
+				break
+			}
+		}
+		stmt := stmts[n]
+		if stmt == nil {
+			var err error
+			stmt, err = tx.PrepareContext(ctx, `INSERT INTO tasks (job_id, seq, uuid, kind, payload,
+				max_attempts, backoff_base_ns, backoff_cap_ns, timeout_ns) VALUES `+
+				strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?), ", n), ", "))
+			if err != nil {
+				return err
+			}
+			stmts[n] = stmt
+		}
+		args = args[:0]
+		for i, t := range tasks[:n] {
+			id, err := uuid.NewV7()
+			if err != nil {
+				return err
+			}
+			args = append(args, jobID, seq+int64(i), id.String(), t.Kind, string(t.Payload),
+				max(t.Retry.MaxAttempts, 1), int64(t.Retry.BackoffBase), int64(t.Retry.BackoffCap), int64(t.Retry.Timeout))
+		}
+		if _, err := stmt.ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("tasks %d to %d: %w", seq, seq+int64(n)-1, err)
+		}
+		tasks, seq = tasks[n:], seq+int64(n)
+	}
+	return nil
+}
+
+// taskChunks are the row counts of the multi-row INSERTs of tasks.
+var taskChunks = []int{256, 32, 4, 1}
+
+const jobColumns = `id, uuid, name, state, sealed, round, workers, queue_size, total,
+	succeeded, failed, cancelled, elapsed_ns, created_at, started_at, finished_at, sinks, done_through`
+
+type scanner interface{ Scan(...any) error }
+
+// scanFunc is a scanner made of a function: a row with more columns than
+// a scan function reads.
+type scanFunc func(...any) error
+
+func (f scanFunc) Scan(dest ...any) error { return f(dest...) }
+
+func scanJob(s scanner) (store.Job, error) {
+	var (
+		j                 store.Job
+		elapsed, created  int64
+		started, finished sql.NullInt64
+		sinks             sql.NullString
+	)
+	err := s.Scan(&j.ID, &j.UUID, &j.Name, &j.State, &j.Sealed, &j.Round, &j.Workers, &j.QueueSize,
+		&j.Total, &j.Succeeded, &j.Failed, &j.Cancelled, &elapsed, &created, &started, &finished, &sinks, &j.DoneThrough)
+	if err != nil {
+		return store.Job{}, err
+	}
+	j.Elapsed = time.Duration(elapsed)
+	j.CreatedAt = time.Unix(0, created)
+	if started.Valid {
+		j.StartedAt = time.Unix(0, started.Int64)
+	}
+	if finished.Valid {
+		j.FinishedAt = time.Unix(0, finished.Int64)
+	}
+	if sinks.Valid && sinks.String != "" {
+		j.Sinks = []byte(sinks.String)
+	}
+	return j, nil
+}
+
+// jobTx reads one job inside a write transaction.
+func (db *DB) jobTx(ctx context.Context, tx *sql.Tx, id int64) (store.Job, error) {
+	j, err := scanJob(tx.StmtContext(ctx, db.stmts.job).QueryRowContext(ctx, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Job{}, store.ErrNotFound
+	}
+	return j, err
+}
+
+// jobByID reads one job: Job outside a transaction, jobTx inside one.
+const jobByID = "SELECT " + jobColumns + " FROM jobs WHERE id = ?"
+
+// Job reads one job by its number.
+func (db *DB) Job(ctx context.Context, id int64) (store.Job, error) {
+	j, err := scanJob(db.rc.QueryRowContext(ctx, jobByID, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Job{}, fmt.Errorf("job %d: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Job{}, fmt.Errorf("job %d: %w", id, err)
+	}
+	return j, nil
+}
+
+// UnfinishedJobs lists jobs without a committed completion, oldest first.
+func (db *DB) UnfinishedJobs(ctx context.Context) ([]store.Job, error) {
+	jobs, err := queryAll(ctx, db.rc, scanJob, "SELECT "+jobColumns+" FROM jobs WHERE finished_at IS NULL AND staging = 0 ORDER BY id")
+	if err != nil {
+		return nil, fmt.Errorf("unfinished jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// RunnableJobs lists up to limit unfinished jobs, oldest first, that have
+// something to run, leaving out those in skip (running already) and open
+// jobs (still being streamed) whose committed tasks are all done. A
+// scheduling pass reads only these few rows, however many jobs wait.
+func (db *DB) RunnableJobs(ctx context.Context, skip map[int64]bool, limit int) ([]store.Job, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	// The running ones come first in id order often enough that asking for
+	// them too is simpler than excluding them in SQL.
+	rows, err := db.rc.QueryContext(ctx, "SELECT "+jobColumns+` FROM jobs
+		WHERE finished_at IS NULL AND staging = 0 AND NOT (sealed = 0 AND total = succeeded + failed + cancelled)
+		ORDER BY id LIMIT ?`, limit+len(skip))
+	if err != nil {
+		return nil, fmt.Errorf("runnable jobs: %w", err)
+	}
+	defer rows.Close()
+	var jobs []store.Job
+	for rows.Next() && len(jobs) < limit {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, fmt.Errorf("runnable jobs: %w", err)
+		}
+		if !skip[j.ID] {
+			jobs = append(jobs, j)
+		}
+	}
+	return jobs, rows.Err()
+}
+
+// OpenJobs lists the unfinished jobs that are not sealed: their producer
+// (a streaming submit) may still add tasks.
+func (db *DB) OpenJobs(ctx context.Context) ([]store.Job, error) {
+	return db.queryJobs(ctx, "SELECT "+jobColumns+" FROM jobs WHERE sealed = 0 AND finished_at IS NULL AND staging = 0 ORDER BY id")
+}
+
+// UnfinishedSummary adds up the unfinished jobs: how many there are, and
+// their task counts, in the fields of one Job.
+func (db *DB) UnfinishedSummary(ctx context.Context) (n int, sum store.Job, err error) {
+	err = db.rc.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(total), 0), coalesce(sum(succeeded), 0),
+		coalesce(sum(failed), 0), coalesce(sum(cancelled), 0) FROM jobs WHERE finished_at IS NULL AND staging = 0`).
+		Scan(&n, &sum.Total, &sum.Succeeded, &sum.Failed, &sum.Cancelled)
+	if err != nil {
+		return 0, store.Job{}, fmt.Errorf("unfinished jobs: %w", err)
+	}
+	return n, sum, nil
+}
+
+// StopJob records that a runner stopped running an unfinished job: it is
+// pending again, waiting for a runner, with its elapsed time so far.
+func (db *DB) StopJob(ctx context.Context, id int64, elapsed time.Duration) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "UPDATE jobs SET elapsed_ns = ?, state = 'pending' WHERE id = ? AND finished_at IS NULL", int64(elapsed), id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("stop job %d: %w", id, err)
+	}
+	return nil
+}
+
+// conflictError is a state conflict, told in a sentence of its own.
+type conflictError struct{ msg string }
+
+func (e conflictError) Error() string        { return e.msg }
+func (e conflictError) Is(target error) bool { return target == store.ErrConflict }
+
+func conflict(format string, a ...any) error { return conflictError{fmt.Sprintf(format, a...)} }
+
+// FindJob finds a job by its uuid or a unique prefix of it, as git does
+// with hashes.
+func (db *DB) FindJob(ctx context.Context, ref string) (store.Job, error) {
+	found, ref, err := findByPrefix(ctx, db, "job", ref, scanJob,
+		"SELECT "+jobColumns+" FROM jobs WHERE uuid >= ? AND uuid < ? AND staging = 0 ORDER BY uuid LIMIT 2")
+	if err != nil {
+		return store.Job{}, err
+	}
+	if len(found) == 2 {
+		return store.Job{}, fmt.Errorf("job %s: %w: it starts %s and %s; give more characters", ref, store.ErrAmbiguous, found[0].UUID, found[1].UUID)
+	}
+	return found[0], nil
+}
+
+// findByPrefix reads the (at most two) rows whose uuid starts with ref, a
+// job's or a task's id or a prefix of it: what (the "job", "task") is
+// ErrNotFound when there is none, and ref is returned as it was looked up.
+func findByPrefix[T any](ctx context.Context, db *DB, what, ref string, scan func(scanner) (T, error), q string) ([]T, string, error) {
+	ref = strings.ToLower(strings.TrimSpace(ref))
+	if ref == "" || strings.Trim(ref, "0123456789abcdef-") != "" {
+		return nil, ref, fmt.Errorf("%s %q: %w: a %s id is hex digits and dashes", what, ref, store.ErrNotFound, what)
+	}
+	found, err := queryAll(ctx, db.rc, scan, q, ref, ref+"\x7f")
+	if err != nil {
+		return nil, ref, fmt.Errorf("find %s %s: %w", what, ref, err)
+	}
+	if len(found) == 0 {
+		return nil, ref, fmt.Errorf("%s %s: %w", what, ref, store.ErrNotFound)
+	}
+	return found, ref, nil
+}
+
+// ListJobs lists the newest jobs first, optionally only those in state.
+func (db *DB) ListJobs(ctx context.Context, state store.State, limit int) ([]store.Job, error) {
+	q := "SELECT " + jobColumns + " FROM jobs WHERE staging = 0"
+	args := []any{}
+	if state != "" {
+		q += " AND state = ?"
+		args = append(args, string(state))
+	}
+	q += " ORDER BY id DESC LIMIT ?"
+	args = append(args, limit)
+	return db.queryJobs(ctx, q, args...)
+}
+
+func (db *DB) queryJobs(ctx context.Context, q string, args ...any) ([]store.Job, error) {
+	jobs, err := queryAll(ctx, db.rc, scanJob, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// AppendTasks adds tasks to an unsealed job in one transaction.
+func (db *DB) AppendTasks(ctx context.Context, jobID int64, tasks []store.NewTask) error {
+	err := db.txAt(ctx, "submit", func(tx *sql.Tx) error {
+		var total int64
+		var sealed bool
+		if err := tx.QueryRowContext(ctx, "SELECT total, sealed FROM jobs WHERE id = ?", jobID).Scan(&total, &sealed); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return store.ErrNotFound
+			}
+			return err
+		}
+		if sealed {
+			return store.ErrSealed
+		}
+		if err := insertTasks(ctx, tx, jobID, total+1, tasks); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "UPDATE jobs SET total = total + ? WHERE id = ?", len(tasks), jobID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("append tasks to job %d: %w", jobID, err)
+	}
+	return nil
+}
+
+// SealJob records that a job has all its tasks. It may complete once they
+// are final. The submitter's lock on the job is released.
+func (db *DB) SealJob(ctx context.Context, jobID int64) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "UPDATE jobs SET sealed = 1 WHERE id = ?", jobID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("seal job %d: %w", jobID, err)
+	}
+	db.releaseSubmit(jobID)
+	return nil
+}
+
+// SealOrphan seals an open job whose submitter is gone (SubmitterAlive is
+// false), with the tasks that committed, and reports whether it did. A
+// submitter cannot come back: it takes its job's lock before the job's
+// row commits, and never again.
+func (db *DB) SealOrphan(ctx context.Context, jobID int64) (bool, error) {
+	alive, err := db.SubmitterAlive(jobID)
+	if err != nil || alive {
+		return false, err
+	}
+	var n int64
+	err = db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE jobs SET sealed = 1 WHERE id = ? AND sealed = 0", jobID)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("seal job %d: %w", jobID, err)
+	}
+	return n == 1, nil
+}
+
+// RetryJob puts a finished job's failed and cancelled tasks back to
+// pending and opens a new round: the job runs again and gets a new job
+// callback when done.
+func (db *DB) RetryJob(ctx context.Context, jobID int64) (store.Job, error) {
+	var job store.Job
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		job, err = db.jobTx(ctx, tx, jobID)
+		if err != nil {
+			return err
+		}
+		if !job.Finished() {
+			return conflict("job %s is still %s: only a finished job can be retried", job.UUID, job.State)
+		}
+		var pruning bool
+		if err := tx.QueryRowContext(ctx, "SELECT pruning FROM jobs WHERE id = ?", jobID).Scan(&pruning); err != nil {
+			return err
+		}
+		if pruning {
+			return conflict("job %s is being pruned", job.UUID)
+		}
+		if job.Failed+job.Cancelled == 0 {
+			return conflict("job %s has no failed or cancelled task to retry", job.UUID)
+		}
+		// The tasks keep the attempts they spent.
+		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET attempts = r.attempts, error = NULL, not_before = NULL
+			FROM results r WHERE r.job_id = tasks.job_id AND r.seq = tasks.seq
+			AND tasks.job_id = ?1 AND r.job_id = ?1 AND r.state IN ('failed', 'cancelled')`, jobID); err != nil {
+			return err
+		}
+		// The earlier round's callbacks keep the results they refer to.
+		if _, err := tx.ExecContext(ctx, `UPDATE callbacks SET result_at = NULL, message = CAST(
+				substr(CAST(message AS BLOB), 1, result_at) || '`+resultMember+`' ||
+				(SELECT r.result FROM results r WHERE r.job_id = callbacks.job_id AND r.seq = callbacks.task_seq) ||
+				substr(CAST(message AS BLOB), result_at + 1) AS TEXT)
+			WHERE job_id = ?1 AND result_at IS NOT NULL
+			AND task_seq IN (SELECT seq FROM results WHERE job_id = ?1 AND state IN ('failed', 'cancelled'))`, jobID); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM results WHERE job_id = ? AND state IN ('failed', 'cancelled')`, jobID); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = 'pending', round = round + 1, failed = 0,
+			cancelled = 0, sealed = 1, finished_at = NULL, done_through = 0 WHERE id = ?`, jobID); err != nil {
+			return err
+		}
+		job.State, job.Round, job.Failed, job.Cancelled, job.FinishedAt = store.Pending, job.Round+1, 0, 0, time.Time{}
+		job.DoneThrough = 0
+		return nil
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return store.Job{}, err
+	}
+	if err != nil {
+		return store.Job{}, fmt.Errorf("retry job %d: %w", jobID, err)
+	}
+	return job, nil
+}
+
+// JobsWithSinks lists the jobs that have their own callback sinks; with a
+// non-zero since, only those unfinished or finished after since.
+func (db *DB) JobsWithSinks(ctx context.Context, since time.Time) ([]store.Job, error) {
+	if since.IsZero() {
+		return db.queryJobs(ctx, "SELECT "+jobColumns+" FROM jobs WHERE sinks IS NOT NULL AND staging = 0 ORDER BY id")
+	}
+	// No ORDER BY: with one, SQLite scans the whole table for the second
+	// half instead of using jobs_sinks_finished.
+	jobs, err := db.queryJobs(ctx, "SELECT "+jobColumns+` FROM jobs WHERE sinks IS NOT NULL AND finished_at IS NULL AND staging = 0
+		UNION ALL SELECT `+jobColumns+` FROM jobs WHERE sinks IS NOT NULL AND finished_at > ?`, since.UnixNano())
+	slices.SortFunc(jobs, func(a, b store.Job) int { return cmp.Compare(a.ID, b.ID) })
+	return jobs, err
+}
