@@ -75,7 +75,9 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 		marks   []store.Mark
 		finish  = func(j store.Job) ([]byte, error) { return jobEvent(j).MarshalJSON() }
 		records = make([]store.Result, 0, max)
-		done    = make([]int64, 0, max) // seqs resolved by a commit
+		// recordOut[i] is the index in outs of records[i].
+		recordOut = make([]int, 0, max)
+		done      = make([]int64, 0, max) // seqs resolved by a commit
 		// markTimer wakes the completer when a running task is due for
 		// its start mark.
 		markTimer = time.NewTimer(time.Hour)
@@ -130,12 +132,13 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 		if next > 0 {
 			markTimer.Reset(next)
 		}
-		records = records[:0]
-		for _, o := range outs {
+		records, recordOut = records[:0], recordOut[:0]
+		for i, o := range outs {
 			if o.interrupted {
 				batch.Interrupted = append(batch.Interrupted, o.task.Seq)
 			} else {
 				records = append(records, o.res)
+				recordOut = append(recordOut, i)
 			}
 		}
 		batch.Results = records
@@ -174,15 +177,9 @@ func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-c
 		}
 		m.c.retries.resolved(done)
 		m.unreleased = store.Span{}
-		// The callbacks are the subsequence of outs that are final results
-		// of tasks that were not final yet.
-		i := 0
-		for _, cb := range committed.Callbacks {
+		for i, cb := range committed.Callbacks {
 			m.c.frontier.finished(cb.TaskSeq)
-			for outs[i].interrupted || !outs[i].res.RetryAt.IsZero() || outs[i].task.Seq != cb.TaskSeq {
-				i++
-			}
-			ev := outs[i].event
+			ev := outs[recordOut[committed.ResultIndex[i]]].event
 			ev.CallbackID = cb.ID
 			m.c.release(m.job.ID, ev)
 			if m.unreleased.From == 0 {

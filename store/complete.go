@@ -81,8 +81,11 @@ type Mark struct{ JobID, To int64 }
 // Committed is what a batch's transaction did.
 type Committed struct {
 	// Callbacks are the new task-callback records, in the order of the
-	// results; a task that was already final has none.
-	Callbacks []Callback
+	// results; a task that was already final has none, and neither has a
+	// result that retries. ResultIndex[i] is the index in Batch.Results
+	// of the result that Callbacks[i] records.
+	Callbacks   []Callback
+	ResultIndex []int
 	// Started[i] is false when Starts[i] must not run: the task is already
 	// final (pcd cancel finished it, say).
 	Started []bool

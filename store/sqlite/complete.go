@@ -41,12 +41,12 @@ func (db *DB) CompleteTasks(ctx context.Context, b store.Batch) (store.Committed
 			return err
 		}
 		f := finals{now: now}
-		for _, r := range b.Results {
-			if err := db.recordOutcome(ctx, tx, b, r, applied, &f); err != nil {
+		for i := range b.Results {
+			if err := db.recordOutcome(ctx, tx, b, i, applied, &f); err != nil {
 				return err
 			}
 		}
-		out.Callbacks = f.callbacks
+		out.Callbacks, out.ResultIndex = f.callbacks, f.index
 		if len(applied) > 0 {
 			// Start marks of tasks now final: at most the job's workers
 			// plus a batch of starts, each checked by primary key.
@@ -93,6 +93,7 @@ func (db *DB) markStarts(ctx context.Context, tx *sql.Tx, b store.Batch, started
 type finals struct {
 	now       time.Time
 	callbacks []store.Callback
+	index     []int // of each callback's result in the batch
 	results   [][]byte
 	counts    [3]int64 // succeeded, failed, cancelled
 }
@@ -101,7 +102,8 @@ type finals struct {
 // (finalResults wrote those): a retry's due time and requeue, an attempt
 // row, the end of a final task's wait; and for a final result that
 // applied, its callback and count, into f.
-func (db *DB) recordOutcome(ctx context.Context, tx *sql.Tx, b store.Batch, r store.Result, applied map[int64]bool, f *finals) error {
+func (db *DB) recordOutcome(ctx context.Context, tx *sql.Tx, b store.Batch, i int, applied map[int64]bool, f *finals) error {
+	r := b.Results[i]
 	if !r.RetryAt.IsZero() {
 		res, err := tx.StmtContext(ctx, db.stmts.retry).ExecContext(ctx, nullString(r.Error), r.RetryAt.UnixNano(), r.Attempt, b.JobID, r.Seq)
 		if err != nil {
@@ -143,6 +145,7 @@ func (db *DB) recordOutcome(ctx context.Context, tx *sql.Tx, b store.Batch, r st
 	}
 	f.callbacks = append(f.callbacks, store.Callback{Event: store.EventTask, JobID: b.JobID, TaskSeq: r.Seq,
 		Round: b.Round, Message: r.Message, CreatedAt: f.now})
+	f.index = append(f.index, i)
 	f.results = append(f.results, r.Result)
 	switch r.State {
 	case store.Succeeded:
@@ -446,6 +449,7 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int, failMessage func(j
 		if err := rows.Err(); err != nil {
 			return err
 		}
+		var finals *finalWriter
 		for _, r := range all {
 			r.Interrupts++
 			if _, err := tx.ExecContext(ctx, `DELETE FROM running WHERE job_id = ? AND seq = ?`, r.JobID, r.Seq); err != nil {
@@ -459,24 +463,25 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int, failMessage func(j
 				requeued++
 				continue
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO results (job_id, seq, state, attempts, error, finished_at)
-				VALUES (?, ?, 'failed', ?, ?, ?)`, r.JobID, r.Seq, r.Attempts, reason, now.UnixNano()); err != nil {
-				return err
-			}
 			msg, err := failMessage(r.jobUUID, r.Task, reason)
 			if err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO callbacks (event, job_id, task_seq, round, message, created_at)
-				VALUES ('task', ?, ?, ?, ?, ?)`, r.JobID, r.Seq, r.round, string(msg), now.UnixNano()); err != nil {
-				return err
+			if finals == nil {
+				if finals, err = newFinalWriter(ctx, tx, now); err != nil {
+					return err
+				}
+				defer finals.close()
 			}
-			if _, err := tx.ExecContext(ctx, "UPDATE jobs SET failed = failed + 1 WHERE id = ?", r.JobID); err != nil {
+			if err := finals.write(ctx, r.Task, r.round, store.Failed, reason, msg); err != nil {
 				return err
 			}
 			failed++
 		}
-		return nil
+		if finals == nil {
+			return nil
+		}
+		return finals.flush(ctx, tx)
 	})
 	if err != nil {
 		return 0, 0, fmt.Errorf("recover: %w", err)
@@ -620,19 +625,12 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(store
 		if job.Finished() {
 			return conflict("job %s already %s", job.UUID, job.State)
 		}
-		update, err := tx.PrepareContext(ctx, `INSERT INTO results (job_id, seq, state, attempts, error, finished_at)
-			VALUES (?, ?, 'cancelled', ?, 'cancelled', ?)`)
+		finals, err := newFinalWriter(ctx, tx, now)
 		if err != nil {
 			return err
 		}
-		defer update.Close()
-		insert, err := tx.PrepareContext(ctx, `INSERT INTO callbacks (event, job_id, task_seq, round, message, created_at)
-			VALUES ('task', ?, ?, ?, ?, ?)`)
-		if err != nil {
-			return err
-		}
-		defer insert.Close()
-		var after, cancelled int64
+		defer finals.close()
+		var after int64
 		for {
 			page, err := pendingTx(ctx, tx, jobID, after, 1000)
 			if err != nil {
@@ -647,14 +645,13 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(store
 				if err != nil {
 					return err
 				}
-				if _, err := update.ExecContext(ctx, jobID, t.Seq, t.Attempts, now.UnixNano()); err != nil {
+				if err := finals.write(ctx, t, job.Round, store.Cancelled, "cancelled", msg); err != nil {
 					return err
 				}
-				if _, err := insert.ExecContext(ctx, jobID, t.Seq, job.Round, string(msg), now.UnixNano()); err != nil {
-					return err
-				}
-				cancelled++
 			}
+		}
+		if err := finals.flush(ctx, tx); err != nil {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, "DELETE FROM running WHERE job_id = ?", jobID); err != nil {
 			return err
@@ -662,9 +659,11 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(store
 		if _, err := tx.ExecContext(ctx, "UPDATE tasks SET not_before = NULL WHERE job_id = ? AND not_before IS NOT NULL", jobID); err != nil {
 			return err
 		}
-		job.Cancelled += cancelled
+		if c := finals.counts[jobID]; c != nil {
+			job.Cancelled += c[1]
+		}
 		job.Sealed = true
-		if _, err := tx.ExecContext(ctx, "UPDATE jobs SET cancelled = ?, sealed = 1 WHERE id = ?", job.Cancelled, jobID); err != nil {
+		if _, err := tx.ExecContext(ctx, "UPDATE jobs SET sealed = 1 WHERE id = ?", jobID); err != nil {
 			return err
 		}
 		_, err = db.finishTx(ctx, tx, &job, now, jobMessage)
@@ -691,4 +690,68 @@ func nullString(s string) any {
 		return nil
 	}
 	return s
+}
+
+// finalWriter writes final results that carry no result body (a task
+// failed at recovery, a task cancelled), each with its task callback, in
+// the caller's transaction, and counts them per job; flush adds the counts
+// to the jobs. The group commit writes results with bodies its own,
+// batched way (recordOutcome); both keep invariant 2: a final result and
+// its callback record commit together.
+type finalWriter struct {
+	result, callback *sql.Stmt
+	now              int64
+	counts           map[int64]*[2]int64 // job id: failed, cancelled
+}
+
+func newFinalWriter(ctx context.Context, tx *sql.Tx, now time.Time) (*finalWriter, error) {
+	result, err := tx.PrepareContext(ctx, `INSERT INTO results (job_id, seq, state, attempts, error, finished_at)
+		VALUES (?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return nil, err
+	}
+	callback, err := tx.PrepareContext(ctx, `INSERT INTO callbacks (event, job_id, task_seq, round, message, created_at)
+		VALUES ('task', ?, ?, ?, ?, ?)`)
+	if err != nil {
+		result.Close()
+		return nil, err
+	}
+	return &finalWriter{result: result, callback: callback, now: now.UnixNano(), counts: map[int64]*[2]int64{}}, nil
+}
+
+// write records t's final state (store.Failed or store.Cancelled) with
+// errText, and its task callback msg.
+func (w *finalWriter) write(ctx context.Context, t store.Task, round int, state store.State, errText string, msg []byte) error {
+	if _, err := w.result.ExecContext(ctx, t.JobID, t.Seq, string(state), t.Attempts, errText, w.now); err != nil {
+		return err
+	}
+	if _, err := w.callback.ExecContext(ctx, t.JobID, t.Seq, round, string(msg), w.now); err != nil {
+		return err
+	}
+	c := w.counts[t.JobID]
+	if c == nil {
+		c = new([2]int64)
+		w.counts[t.JobID] = c
+	}
+	if state == store.Cancelled {
+		c[1]++
+	} else {
+		c[0]++
+	}
+	return nil
+}
+
+// flush adds the counts to the jobs' counters.
+func (w *finalWriter) flush(ctx context.Context, tx *sql.Tx) error {
+	for id, c := range w.counts {
+		if _, err := tx.ExecContext(ctx, "UPDATE jobs SET failed = failed + ?, cancelled = cancelled + ? WHERE id = ?", c[0], c[1], id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *finalWriter) close() {
+	w.result.Close()
+	w.callback.Close()
 }

@@ -190,9 +190,14 @@ func oneResultPerTask(t *testing.T, s store.Store) {
 	}
 	second := result(2, store.Failed)
 	second.Error = "a second result"
-	again := complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{result(1, store.Succeeded), second}})
+	retry := result(3, store.Failed)
+	retry.Message, retry.RetryAt, retry.Error = nil, time.Now().Add(time.Hour), "try again"
+	again := complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{second, retry, result(1, store.Succeeded)}})
 	if len(again.Callbacks) != 1 || again.Callbacks[0].TaskSeq != 1 {
 		t.Fatalf("callbacks %+v: want one, for task 1 only", again.Callbacks)
+	}
+	if len(again.ResultIndex) != 1 || again.ResultIndex[0] != 2 {
+		t.Fatalf("ResultIndex %v, want [2]: task 1's result is the batch's third", again.ResultIndex)
 	}
 	rows := tasks(t, s, j.ID)
 	if rows[1].State != store.Succeeded || rows[1].Error != "" {
