@@ -65,136 +65,172 @@ func (m *completer) commit(ctx context.Context, batch store.Batch) (store.Commit
 // every consumer has returned. After a commit fails it cancels the run,
 // refuses further starts and discards results, so no consumer blocks.
 func (m *completer) run(ctx context.Context, starts <-chan startReq, results <-chan outcome, cancel context.CancelCauseFunc) error {
-	var (
-		failed  error
-		closed  bool
-		max     = batchSize(m.job, m.c.cfg.MaxBatch)
-		sreqs   = make([]startReq, 0, max)
-		outs    = make([]outcome, 0, max)
-		batch   store.Batch
-		marks   []store.Mark
-		finish  = func(j store.Job) ([]byte, error) { return jobEvent(j).MarshalJSON() }
-		records = make([]store.Result, 0, max)
-		// recordOut[i] is the index in outs of records[i].
-		recordOut = make([]int, 0, max)
-		done      = make([]int64, 0, max) // seqs resolved by a commit
-		// markTimer wakes the completer when a running task is due for
-		// its start mark.
-		markTimer = time.NewTimer(time.Hour)
-	)
+	var failed error
+	g := newGroup(batchSize(m.job, m.c.cfg.MaxBatch))
+	// markTimer wakes the completer when a running task is due for its
+	// start mark.
+	markTimer := time.NewTimer(time.Hour)
 	defer markTimer.Stop()
-	add := func(o outcome, ok bool) {
-		if !ok {
-			closed = true
-			return
-		}
-		outs = append(outs, o)
-	}
-	for !closed {
-		sreqs, outs = sreqs[:0], outs[:0]
-		select {
-		case s := <-starts:
-			sreqs = append(sreqs, s)
-		case o, ok := <-results:
-			add(o, ok)
-		case <-m.slots.poke:
-		case <-markTimer.C:
-		}
-	fill:
-		for !closed && len(sreqs)+len(outs) < max {
-			select {
-			case s := <-starts:
-				sreqs = append(sreqs, s)
-			case o, ok := <-results:
-				add(o, ok)
-			default:
-				break fill
-			}
-		}
+	for !g.closed {
+		g.collect(starts, results, m.slots.poke, markTimer.C)
 		if failed != nil {
-			for _, s := range sreqs {
-				s.reply <- false
-			}
+			g.refuse()
 			continue
 		}
-		batch = store.Batch{JobID: m.job.ID, Round: m.job.Round, Elapsed: m.elapsed(), Released: m.unreleased,
-			DoneThrough: m.c.frontier.through(), Starts: batch.Starts[:0], Interrupted: batch.Interrupted[:0],
-			StartedAt: m.startedAt, Finish: finish}
-		for _, s := range sreqs {
-			batch.Starts = append(batch.Starts, store.Start{Seq: s.task.Seq, At: s.at})
-		}
-		// Isolated tasks still running after the results above were sent:
-		// their marks come after the waited starts, so Started lines up.
-		// Tasks still running: all of them when this commit happens
-		// anyway, else only those due for their marks.
-		var next time.Duration
-		batch.Starts, next = m.slots.unmarked(batch.Starts, len(sreqs) == 0 && len(outs) == 0)
-		if next > 0 {
-			markTimer.Reset(next)
-		}
-		records, recordOut = records[:0], recordOut[:0]
-		for i, o := range outs {
-			if o.interrupted {
-				batch.Interrupted = append(batch.Interrupted, o.task.Seq)
-			} else {
-				records = append(records, o.res)
-				recordOut = append(recordOut, i)
-			}
-		}
-		batch.Results = records
-		if len(batch.Starts) == 0 && len(records) == 0 && len(batch.Interrupted) == 0 {
+		if !m.build(g, markTimer) {
 			continue // only the close, or a task that has finished already
 		}
-		marks = m.c.cfg.released.pending(marks[:0])
-		batch.Marks = marks
-		committed, err := m.commit(ctx, batch)
+		committed, err := m.commit(ctx, g.batch)
 		if err != nil {
 			failed = err
 			cancel(err)
-			for _, s := range sreqs {
-				s.reply <- false
-			}
+			g.refuse()
 			continue
 		}
-		m.c.cfg.released.recorded(marks...)
-		m.c.cfg.onCommit()
-		if len(batch.Starts) > 0 {
-			failpoint.Hit(failpoint.AfterTaskStart) // a task is durably running
-		}
-		done = done[:0]
-		for i, s := range sreqs {
-			s.reply <- committed.Started[i]
-			if !committed.Started[i] {
-				done = append(done, s.task.Seq)
-			}
-		}
-		for _, o := range outs {
-			if !o.res.RetryAt.IsZero() {
-				m.c.frontier.waiting(o.task.Seq)
-				m.c.retries.wait() // before resolved: the producer must see it waits
-			}
-			done = append(done, o.task.Seq)
-		}
-		m.c.retries.resolved(done)
-		m.unreleased = store.Span{}
-		for i, cb := range committed.Callbacks {
-			m.c.frontier.finished(cb.TaskSeq)
-			ev := outs[recordOut[committed.ResultIndex[i]]].event
-			ev.CallbackID = cb.ID
-			m.c.release(m.job.ID, ev)
-			if m.unreleased.From == 0 {
-				m.unreleased.From = cb.ID
-			}
-			m.unreleased.To = cb.ID
-		}
-		m.done += int64(len(committed.Callbacks))
-		if cb := committed.JobCallback; cb != nil {
-			ev := jobEvent(committed.Job)
-			ev.CallbackID = cb.ID
-			m.c.release(m.job.ID, ev)
-			m.finished = &committed.Job
-			m.unreleased = store.Span{From: cb.ID, To: cb.ID}
-		}
+		m.committed(g, committed)
 	}
 	return failed
+}
+
+// group is what one group commit is made of: the start requests and
+// outcomes gathered, and the batch built from them. Its slices are reused
+// from one commit to the next.
+type group struct {
+	max     int
+	closed  bool // results is closed: every consumer has returned
+	sreqs   []startReq
+	outs    []outcome
+	batch   store.Batch
+	records []store.Result
+	// recordOut[i] is the index in outs of records[i]: the link from a
+	// committed callback (Committed.ResultIndex) to its outcome.
+	recordOut []int
+	marks     []store.Mark
+	done      []int64 // seqs resolved by a commit
+}
+
+func newGroup(max int) *group {
+	return &group{max: max, sreqs: make([]startReq, 0, max), outs: make([]outcome, 0, max),
+		records: make([]store.Result, 0, max), recordOut: make([]int, 0, max), done: make([]int64, 0, max)}
+}
+
+// collect waits for a start, a result, a poke or the mark timer, then
+// takes whatever else is ready, up to max.
+func (g *group) collect(starts <-chan startReq, results <-chan outcome, poke <-chan struct{}, marks <-chan time.Time) {
+	g.sreqs, g.outs = g.sreqs[:0], g.outs[:0]
+	select {
+	case s := <-starts:
+		g.sreqs = append(g.sreqs, s)
+	case o, ok := <-results:
+		g.add(o, ok)
+	case <-poke:
+	case <-marks:
+	}
+	for !g.closed && len(g.sreqs)+len(g.outs) < g.max {
+		select {
+		case s := <-starts:
+			g.sreqs = append(g.sreqs, s)
+		case o, ok := <-results:
+			g.add(o, ok)
+		default:
+			return
+		}
+	}
+}
+
+func (g *group) add(o outcome, ok bool) {
+	if !ok {
+		g.closed = true
+		return
+	}
+	g.outs = append(g.outs, o)
+}
+
+// refuse tells the start requests that their tasks must not run.
+func (g *group) refuse() {
+	for _, s := range g.sreqs {
+		s.reply <- false
+	}
+}
+
+// build makes the group's batch; false if there is nothing to commit.
+func (m *completer) build(g *group, markTimer *time.Timer) bool {
+	g.batch = store.Batch{JobID: m.job.ID, Round: m.job.Round, Elapsed: m.elapsed(), Released: m.unreleased,
+		DoneThrough: m.c.frontier.through(), Starts: g.batch.Starts[:0], Interrupted: g.batch.Interrupted[:0],
+		StartedAt: m.startedAt, Finish: jobMessage}
+	for _, s := range g.sreqs {
+		g.batch.Starts = append(g.batch.Starts, store.Start{Seq: s.task.Seq, At: s.at})
+	}
+	// Isolated tasks still running after the results above were sent:
+	// their marks come after the waited starts, so Started lines up.
+	// Tasks still running: all of them when this commit happens anyway,
+	// else only those due for their marks.
+	var next time.Duration
+	g.batch.Starts, next = m.slots.unmarked(g.batch.Starts, len(g.sreqs) == 0 && len(g.outs) == 0)
+	if next > 0 {
+		markTimer.Reset(next)
+	}
+	g.records, g.recordOut = g.records[:0], g.recordOut[:0]
+	for i, o := range g.outs {
+		if o.interrupted {
+			g.batch.Interrupted = append(g.batch.Interrupted, o.task.Seq)
+		} else {
+			g.records = append(g.records, o.res)
+			g.recordOut = append(g.recordOut, i)
+		}
+	}
+	g.batch.Results = g.records
+	if len(g.batch.Starts) == 0 && len(g.records) == 0 && len(g.batch.Interrupted) == 0 {
+		return false
+	}
+	g.marks = m.c.cfg.released.pending(g.marks[:0])
+	g.batch.Marks = g.marks
+	return true
+}
+
+func jobMessage(j store.Job) ([]byte, error) { return jobEvent(j).MarshalJSON() }
+
+// committed acts on a group's commit: it answers the start requests,
+// resolves the tasks, and releases the callbacks, each with its outcome's
+// event.
+func (m *completer) committed(g *group, committed store.Committed) {
+	m.c.cfg.released.recorded(g.marks...)
+	m.c.cfg.onCommit()
+	if len(g.batch.Starts) > 0 {
+		failpoint.Hit(failpoint.AfterTaskStart) // a task is durably running
+	}
+	g.done = g.done[:0]
+	for i, s := range g.sreqs {
+		s.reply <- committed.Started[i]
+		if !committed.Started[i] {
+			g.done = append(g.done, s.task.Seq)
+		}
+	}
+	for _, o := range g.outs {
+		if !o.res.RetryAt.IsZero() {
+			m.c.frontier.waiting(o.task.Seq)
+			m.c.retries.wait() // before resolved: the producer must see it waits
+		}
+		g.done = append(g.done, o.task.Seq)
+	}
+	m.c.retries.resolved(g.done)
+	m.unreleased = store.Span{}
+	for i, cb := range committed.Callbacks {
+		m.c.frontier.finished(cb.TaskSeq)
+		ev := g.outs[g.recordOut[committed.ResultIndex[i]]].event
+		ev.CallbackID = cb.ID
+		m.c.release(m.job.ID, ev)
+		if m.unreleased.From == 0 {
+			m.unreleased.From = cb.ID
+		}
+		m.unreleased.To = cb.ID
+	}
+	m.done += int64(len(committed.Callbacks))
+	if cb := committed.JobCallback; cb != nil {
+		ev := jobEvent(committed.Job)
+		ev.CallbackID = cb.ID
+		m.c.release(m.job.ID, ev)
+		m.finished = &committed.Job
+		m.unreleased = store.Span{From: cb.ID, To: cb.ID}
+	}
 }

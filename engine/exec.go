@@ -217,6 +217,50 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 	if grace <= 0 {
 		grace = 5 * time.Second
 	}
+	cmd, cookie := command(p, t)
+	// Our own pipes: when the command exits we kill what it left behind,
+	// and only then wait, a bounded time, for the pipes to drain.
+	out, err := captureOutput(cmd, capBytes)
+	if err != nil {
+		return nil, startError(cmd.Args[0], fmt.Errorf("pipe: %w", err))
+	}
+	defer out.close()
+	if p.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, time.Duration(p.Timeout), errTimedOut)
+		defer cancel()
+	}
+	// The death signal is tied to the forking thread: keep this goroutine
+	// on it until the command has been reaped.
+	runtime.LockOSThread()
+	if err := startProcess(cmd); err != nil {
+		runtime.UnlockOSThread()
+		if errors.Is(err, syscall.EBADF) && nearFDLimit(cmd) {
+			// The child could not move its descriptors above ours: the
+			// descriptor limit, not a bad descriptor.
+			err = fmt.Errorf("%w: %w", syscall.EMFILE, err)
+		}
+		closeWriters(cmd)
+		out.readers.Wait()
+		return nil, startError(cmd.Args[0], err)
+	}
+	closeWriters(cmd)
+	pgid := cmd.Process.Pid
+	reportProcess(ctx, procGroup{Pgid: pgid, Start: processStart(pgid)})
+	state := waitStopping(ctx, cmd, grace)
+	runtime.UnlockOSThread()
+	processDone(pgid)
+	// Sweep the group, then what left it: nothing the command started
+	// outlives it.
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	sweepAdopted(cookie)
+	out.drain()
+	return execOutcome(ctx, p, state, out)
+}
+
+// command builds the command of an exec payload, and the cookie in its
+// environment by which the processes it leaves behind are found.
+func command(p ExecPayload, t Task) (*exec.Cmd, string) {
 	argv := p.Argv
 	if p.Shell != "" {
 		argv = []string{"/bin/sh", "-c", p.Shell}
@@ -237,58 +281,70 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 	if p.Stdin != "" {
 		cmd.Stdin = strings.NewReader(p.Stdin)
 	}
-	// Our own pipes: when the command exits we kill what it left behind,
-	// and only then wait, a bounded time, for the pipes to drain.
-	stdout, stderr := newTail(capBytes), newTail(capBytes)
-	var readers sync.WaitGroup
-	var readEnds []*os.File
-	defer func() {
-		for _, r := range readEnds {
-			r.Close()
-		}
-	}()
+	return cmd, cookie
+}
+
+// output is a command's stdout and stderr, each read from a pipe of our
+// own into a tail of bounded size.
+type output struct {
+	stdout, stderr *tail
+	readers        sync.WaitGroup
+	readEnds       []*os.File
+}
+
+// captureOutput sets cmd's stdout and stderr to pipes read into tails
+// of capBytes.
+func captureOutput(cmd *exec.Cmd, capBytes int) (*output, error) {
+	o := &output{stdout: newTail(capBytes), stderr: newTail(capBytes)}
 	for _, pipe := range []struct {
 		set  *io.Writer
 		tail *tail
-	}{{&cmd.Stdout, stdout}, {&cmd.Stderr, stderr}} {
+	}{{&cmd.Stdout, o.stdout}, {&cmd.Stderr, o.stderr}} {
 		r, w, err := os.Pipe()
 		if err != nil {
 			closeWriters(cmd)
-			readers.Wait()
-			return nil, startError(argv[0], fmt.Errorf("pipe: %w", err))
+			o.readers.Wait()
+			o.close()
+			return nil, err
 		}
 		*pipe.set = w
-		readEnds = append(readEnds, r)
-		readers.Add(1)
+		o.readEnds = append(o.readEnds, r)
+		o.readers.Add(1)
 		go func() {
-			defer readers.Done()
+			defer o.readers.Done()
 			_, _ = io.Copy(pipe.tail, r)
 		}()
 	}
-	if p.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, time.Duration(p.Timeout), errTimedOut)
-		defer cancel()
+	return o, nil
+}
+
+// drain waits for the readers to reach the end of the pipes, at most
+// drainWait: a process that escaped the sweeps may hold them open.
+func (o *output) drain() {
+	drained := make(chan struct{})
+	go func() {
+		o.readers.Wait()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+	case <-time.After(drainWait):
+		o.close() // ends the readers' Copy
+		<-drained
 	}
-	// The death signal is tied to the forking thread: keep this goroutine
-	// on it until the command has been reaped.
-	runtime.LockOSThread()
-	if err := startProcess(cmd); err != nil {
-		runtime.UnlockOSThread()
-		if errors.Is(err, syscall.EBADF) && nearFDLimit(cmd) {
-			// The child could not move its descriptors above ours: the
-			// descriptor limit, not a bad descriptor.
-			err = fmt.Errorf("%w: %w", syscall.EMFILE, err)
-		}
-		closeWriters(cmd)
-		readers.Wait()
-		return nil, startError(argv[0], err)
+}
+
+func (o *output) close() {
+	for _, r := range o.readEnds {
+		r.Close()
 	}
-	closeWriters(cmd)
+}
+
+// waitStopping waits for cmd to exit, and reaps it (no zombie). If ctx
+// ends first it stops the command's process group: SIGTERM, then SIGKILL
+// after grace.
+func waitStopping(ctx context.Context, cmd *exec.Cmd, grace time.Duration) *os.ProcessState {
 	pgid := cmd.Process.Pid
-	reportProcess(ctx, procGroup{Pgid: pgid, Start: processStart(pgid)})
-	// This goroutine waits in the kernel for the command (its thread is
-	// locked anyway); another stops the command if ctx ends first.
 	exited := make(chan struct{})
 	var stopper sync.WaitGroup
 	stopper.Add(1)
@@ -308,39 +364,25 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		}
 	}()
-	state, _ := cmd.Process.Wait() // reaps it: no zombie
-	runtime.UnlockOSThread()
+	state, _ := cmd.Process.Wait()
 	close(exited)
 	stopper.Wait()
-	processDone(pgid)
-	// Sweep the group, then what left it: nothing the command started
-	// outlives it.
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	sweepAdopted(cookie)
-	drained := make(chan struct{})
-	go func() {
-		readers.Wait()
-		close(drained)
-	}()
-	select {
-	case <-drained:
-	case <-time.After(drainWait):
-		for _, r := range readEnds {
-			r.Close() // ends the readers' Copy
-		}
-		<-drained
-	}
+	return state
+}
 
-	res := ExecResult{ExitCode: -1, Stdout: stdout.String(), Stderr: stderr.String(),
-		StdoutTruncated: stdout.cut, StderrTruncated: stderr.cut}
+// execOutcome is the task's result (an ExecResult) and its error: a
+// timeout, a stop, a signal or a non-zero exit status.
+func execOutcome(ctx context.Context, p ExecPayload, state *os.ProcessState, o *output) (json.RawMessage, error) {
+	res := ExecResult{ExitCode: -1, Stdout: o.stdout.String(), Stderr: o.stderr.String(),
+		StdoutTruncated: o.stdout.cut, StderrTruncated: o.stderr.cut}
 	if state != nil {
 		res.ExitCode = state.ExitCode()
 	}
 	timedOut := errors.Is(context.Cause(ctx), errTimedOut)
 	res.TimedOut = timedOut
-	out, mErr := json.Marshal(res)
-	if mErr != nil {
-		return nil, mErr
+	out, err := json.Marshal(res)
+	if err != nil {
+		return nil, err
 	}
 	switch {
 	case timedOut:
