@@ -56,23 +56,9 @@ func runJob(c *cli.Context, env Env) error {
 	if err := configureExec(c, env); err != nil {
 		return err
 	}
-	var jf engine.JobFile
-	if resume != "" {
-		if c.Bool("demo") || c.NArg() > 0 || c.IsSet("sleep") || c.IsSet("lines") || env.command != nil {
-			return usageError("give --resume JOB_ID alone, without another job source")
-		}
-	} else {
-		var err error
-		var stream bool
-		if jf, stream, err = jobSource(c, env, c.Bool("demo")); err != nil {
-			return err
-		}
-		if stream {
-			return usageError("pcd run takes no NDJSON stream; use pcd submit - with a daemon")
-		}
-		if err := applyJobFlags(c, &jf); err != nil {
-			return err
-		}
+	jf, err := runSource(c, env, resume)
+	if err != nil {
+		return err
 	}
 	log, err := newLogger(c, env.Stderr)
 	if err != nil {
@@ -127,35 +113,80 @@ func runJob(c *cli.Context, env Env) error {
 	}
 	defer r.Close()
 	setRunner(r)
-	if resume != "" && !resumed.Sealed {
-		sealed, err := db.SealOrphan(c.Context, resumed.ID)
-		switch {
-		case err != nil:
-			return err
-		case sealed:
-			fmt.Fprintf(env.Stderr, "pcd: job %s's submitter is gone: it is sealed with the %d tasks that committed\n", resumed.UUID, resumed.Total)
-		default:
-			fmt.Fprintf(env.Stderr, "pcd: job %s is still being submitted; its tasks run as they come\n", resumed.UUID)
-		}
-	}
-
-	if others, err := db.UnfinishedJobs(c.Context); err != nil {
-		return err
-	} else if n := len(others); n > 0 && !(n == 1 && others[0].ID == resumed.ID) {
-		if resume != "" {
-			n--
-		}
-		fmt.Fprintf(env.Stderr, "pcd: note: %d other unfinished job(s) in %s are not run by `pcd run`; start `pcd daemon` to resume them, or `pcd run --resume JOB_ID`\n",
-			n, db.Path())
-	}
-
 	job := resumed
+	if resume != "" {
+		if err := sealResumed(c, env, db, resumed); err != nil {
+			return err
+		}
+	}
+	if err := noteOthers(c, env, db, resumed); err != nil {
+		return err
+	}
 	if resume == "" {
 		if job, err = engine.Submit(c.Context, db, env.Registry, jf); err != nil {
 			return err
 		}
 	}
 	out.start(job)
+	return runToEnd(c, env, db, r, out, job)
+}
+
+// runSource is the job pcd run runs, from its flags and arguments; none
+// for --resume, which takes no other source.
+func runSource(c *cli.Context, env Env, resume string) (engine.JobFile, error) {
+	if resume != "" {
+		if c.Bool("demo") || c.NArg() > 0 || c.IsSet("sleep") || c.IsSet("lines") || env.command != nil {
+			return engine.JobFile{}, usageError("give --resume JOB_ID alone, without another job source")
+		}
+		return engine.JobFile{}, nil
+	}
+	jf, stream, err := jobSource(c, env, c.Bool("demo"))
+	if err != nil {
+		return jf, err
+	}
+	if stream {
+		return jf, usageError("pcd run takes no NDJSON stream; use pcd submit - with a daemon")
+	}
+	return jf, applyJobFlags(c, &jf)
+}
+
+// sealResumed seals a resumed job whose submitter is gone, and says so.
+func sealResumed(c *cli.Context, env Env, db store.Store, resumed store.Job) error {
+	if resumed.Sealed {
+		return nil
+	}
+	sealed, err := db.SealOrphan(c.Context, resumed.ID)
+	switch {
+	case err != nil:
+		return err
+	case sealed:
+		fmt.Fprintf(env.Stderr, "pcd: job %s's submitter is gone: it is sealed with the %d tasks that committed\n", resumed.UUID, resumed.Total)
+	default:
+		fmt.Fprintf(env.Stderr, "pcd: job %s is still being submitted; its tasks run as they come\n", resumed.UUID)
+	}
+	return nil
+}
+
+// noteOthers says how many other unfinished jobs pcd run leaves alone.
+func noteOthers(c *cli.Context, env Env, db store.Store, resumed store.Job) error {
+	others, err := db.UnfinishedJobs(c.Context)
+	if err != nil {
+		return err
+	}
+	n := len(others)
+	if n == 0 || (n == 1 && others[0].ID == resumed.ID) {
+		return nil
+	}
+	if resumed.ID != 0 {
+		n--
+	}
+	fmt.Fprintf(env.Stderr, "pcd: note: %d other unfinished job(s) in %s are not run by `pcd run`; start `pcd daemon` to resume them, or `pcd run --resume JOB_ID`\n",
+		n, db.Path())
+	return nil
+}
+
+// runToEnd runs the job and turns how it ended into pcd run's exit.
+func runToEnd(c *cli.Context, env Env, db store.Store, r *engine.Runner, out *printer, job store.Job) error {
 	done, err := r.RunJob(c.Context, job.ID)
 	if errors.Is(err, engine.ErrStopped) {
 		return fmt.Errorf("job %s stopped with %d of %d tasks done; its progress is saved (resume it with `pcd run --resume %s`): %w",

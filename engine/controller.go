@@ -144,11 +144,28 @@ func (c *jobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 	if job.Finished() {
 		return job, nil
 	}
-	log := c.cfg.Logger.With("job", job.UUID)
 	start := c.cfg.Clock.Mono()
 	base := job.Elapsed
 	elapsed := func() time.Duration { return base + c.cfg.Clock.Mono() - start }
+	comp, err := c.pipeline(ctx, job, elapsed)
+	if err != nil {
+		// Best effort: if these fail too, the next run redelivers, which
+		// at-least-once delivery allows.
+		_ = c.db.StopJob(bg, job.ID, elapsed())
+		_ = c.markReleased(bg, job.ID, comp.unreleased)
+		return job, err
+	}
+	if comp.finished != nil {
+		return *comp.finished, c.settle(bg)
+	}
+	return c.finish(bg, job, elapsed(), comp)
+}
 
+// pipeline runs the job's producer, consumers and completer until the
+// queue is drained or ctx ends, and returns once every one of them has.
+// The completer's first commit marks the job running; the one that makes
+// its last task final finishes it (completer.finished).
+func (c *jobController) pipeline(ctx context.Context, job store.Job, elapsed func() time.Duration) (*completer, error) {
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
@@ -190,37 +207,30 @@ func (c *jobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		close(results)
 	}()
 
-	// The first commit marks the job running; the one that makes its last
-	// task final finishes it.
-	comp := completer{c: c, job: job, elapsed: elapsed, slots: slots, interrupted: runCtx.Done(),
+	comp := &completer{c: c, job: job, elapsed: elapsed, slots: slots, interrupted: runCtx.Done(),
 		startedAt: c.cfg.Clock.Now()}
-	compErr := comp.run(bg, starts, results, cancel)
+	err := comp.run(context.WithoutCancel(ctx), starts, results, cancel)
 	cancel(nil) // ends the kill watcher
 	wg.Wait()
+	if err == nil && !errors.Is(prodErr, context.Canceled) {
+		err = prodErr
+	}
+	return comp, err
+}
 
-	if compErr == nil && !errors.Is(prodErr, context.Canceled) {
-		compErr = prodErr
-	}
-	if compErr != nil {
-		// Best effort: if these fail too, the next run redelivers, which
-		// at-least-once delivery allows.
-		_ = c.db.StopJob(bg, job.ID, elapsed())
-		_ = c.markReleased(bg, job.ID, comp.unreleased)
-		return job, compErr
-	}
-	if comp.finished != nil {
-		return *comp.finished, c.settle(bg)
-	}
-	finished, cb, err := c.db.FinishJob(bg, job.ID, elapsed(), comp.unreleased, func(j store.Job) ([]byte, error) {
-		return jobEvent(j).MarshalJSON()
-	})
+// finish finishes a job whose pipeline ended without a commit finishing
+// it: the job is done now (its last results were already final), or it
+// stopped (ErrStopped, its progress saved), or someone else finished it
+// (pcd cancel).
+func (c *jobController) finish(ctx context.Context, job store.Job, elapsed time.Duration, comp *completer) (store.Job, error) {
+	finished, cb, err := c.db.FinishJob(ctx, job.ID, elapsed, comp.unreleased, jobMessage)
 	if errors.Is(err, store.ErrNotDone) {
-		saveErr := c.db.StopJob(bg, job.ID, elapsed())
-		if markErr := c.markReleased(bg, job.ID, comp.unreleased); markErr != nil {
+		saveErr := c.db.StopJob(ctx, job.ID, elapsed)
+		if markErr := c.markReleased(ctx, job.ID, comp.unreleased); markErr != nil {
 			return job, markErr
 		}
-		log.Debug("job stopped", "done", comp.done)
-		if now, err := c.db.Job(bg, job.ID); err == nil {
+		c.cfg.Logger.Debug("job stopped", "job", job.UUID, "done", comp.done)
+		if now, err := c.db.Job(ctx, job.ID); err == nil {
 			job = now // the counts as they are now
 		}
 		return job, errors.Join(ErrStopped, saveErr)
@@ -231,13 +241,13 @@ func (c *jobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 	if cb == nil {
 		// Finished by someone else, such as pcd cancel: deliver what they
 		// committed.
-		return finished, c.redeliver(bg, job.ID)
+		return finished, c.redeliver(ctx, job.ID)
 	}
 	c.cfg.onCommit()
 	ev := jobEvent(finished)
 	ev.CallbackID = cb.ID
 	c.release(job.ID, ev)
-	return finished, c.settle(bg)
+	return finished, c.settle(ctx)
 }
 
 // settle records the marks of callbacks released, unless the daemon

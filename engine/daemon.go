@@ -82,18 +82,9 @@ type jobDone struct {
 // cancelled (at once: running tasks are interrupted and stay pending).
 // Every goroutine it starts has ended when it returns.
 func (d *daemon) run(ctx context.Context) error {
-	log := d.cfg.Logger
 	ctx, stopRun := context.WithCancelCause(ctx)
-	var check sync.WaitGroup
-	defer check.Wait()
 	defer stopRun(nil)
-	if d.db.CheckDeferred() {
-		check.Add(1)
-		go func() {
-			defer check.Done()
-			d.checkInBackground(ctx, stopRun)
-		}()
-	}
+	defer d.background(ctx, stopRun)()
 	// stopped is what run returns once it has stopped every job: nil,
 	// unless the background check found the file corrupt.
 	stopped := func() error {
@@ -103,17 +94,6 @@ func (d *daemon) run(ctx context.Context) error {
 		return nil
 	}
 	d.redeliverFinished(ctx)
-	if d.cfg.Retain > 0 {
-		pruneCtx, stopPrune := context.WithCancel(ctx)
-		var pruner sync.WaitGroup
-		pruner.Add(1)
-		go func() {
-			defer pruner.Done()
-			d.pruneLoop(pruneCtx)
-		}()
-		defer pruner.Wait()
-		defer stopPrune()
-	}
 
 	// Deliveries outlive a graceful drain only until Run returns.
 	deliveryCtx, stopDelivery := context.WithCancel(context.WithoutCancel(ctx))
@@ -149,11 +129,9 @@ func (d *daemon) run(ctx context.Context) error {
 			deliveries.Ensure(deliveryCtx)
 			ensure = false
 		}
-		if !draining && ctx.Err() == nil {
-			if time.Now().After(pauseUntil) {
-				if d.schedule(ctx, running, done, &wg) {
-					deliveries.Ensure(deliveryCtx)
-				}
+		if !draining && ctx.Err() == nil && time.Now().After(pauseUntil) {
+			if d.schedule(ctx, running, done, &wg) {
+				deliveries.Ensure(deliveryCtx)
 			}
 		}
 		if (draining || ctx.Err() != nil) && len(running) == 0 {
@@ -168,20 +146,14 @@ func (d *daemon) run(ctx context.Context) error {
 			ensure = true
 		case <-ticker.C:
 			d.flushMarks(ctx)
-			cleanStaged(ctx, d.db, log)
+			cleanStaged(ctx, d.db, d.cfg.Logger)
 			ensure = true
 		case r := <-done:
 			delete(running, r.id)
-			switch {
-			case r.err == nil:
-				// The job callback's log line reports it.
-			case errors.Is(r.err, ErrStopped):
-				log.Info("job stopped; it resumes at the next start", "job", r.job.UUID, "done", r.job.Done(), "total", r.job.Total)
-			default:
+			if d.jobEnded(r) {
 				// Stop taking work for a while: the problem is more
 				// likely the database's than the job's.
 				pauseUntil = time.Now().Add(d.cfg.RetryAfter)
-				d.trouble.report(log, d.db.Path(), r.job, r.err, d.cfg.RetryAfter)
 			}
 		case <-drainC:
 			draining, drainC = true, nil
@@ -196,6 +168,48 @@ func (d *daemon) run(ctx context.Context) error {
 			}
 			return stopped()
 		}
+	}
+}
+
+// background starts the daemon's background services: the rest of the
+// integrity check (which stops the run if the file is corrupt) and, with
+// Retain, the pruner. The function it returns stops them and waits.
+func (d *daemon) background(ctx context.Context, stopRun context.CancelCauseFunc) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	if d.db.CheckDeferred() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.checkInBackground(ctx, stopRun)
+		}()
+	}
+	if d.cfg.Retain > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.pruneLoop(ctx)
+		}()
+	}
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
+// jobEnded logs how a job's run ended; true if it failed for a reason
+// other than a stop, and the daemon should pause.
+func (d *daemon) jobEnded(r jobDone) (pause bool) {
+	switch {
+	case r.err == nil:
+		// The job callback's log line reports it.
+		return false
+	case errors.Is(r.err, ErrStopped):
+		d.cfg.Logger.Info("job stopped; it resumes at the next start", "job", r.job.UUID, "done", r.job.Done(), "total", r.job.Total)
+		return false
+	default:
+		d.trouble.report(d.cfg.Logger, d.db.Path(), r.job, r.err, d.cfg.RetryAfter)
+		return true
 	}
 }
 

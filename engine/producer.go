@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -84,9 +85,11 @@ const minPage = 1000
 // that is more, so memory stays bounded whatever the size of the job. It blocks while queue is full, and
 // returns once every task it queued has an outcome and none waits.
 func (c *jobController) produce(ctx context.Context, job store.Job, queue chan<- store.Task) error {
-	// One instant splits the tasks waiting out a backoff (read when due)
-	// from those the first pass reads.
-	passDue := c.cfg.Clock.Now()
+	p := &producer{c: c, ctx: ctx, job: job, queue: queue, page: max(job.QueueSize, minPage),
+		after: job.DoneThrough, // every task up to it is final
+		// One instant splits the tasks waiting out a backoff (read when
+		// due) from those the first pass reads.
+		passDue: c.cfg.Clock.Now()}
 	// The finished prefix stops below the lowest task already waiting.
 	if seq, err := c.db.MinWaitingSeq(ctx, job.ID); err != nil {
 		return err
@@ -94,22 +97,6 @@ func (c *jobController) produce(ctx context.Context, job store.Job, queue chan<-
 		c.frontier.held(seq)
 		c.retries.wait()
 	}
-	send := func(t store.Task) bool {
-		select {
-		case queue <- t:
-		case <-ctx.Done():
-			return false
-		case <-c.drain:
-			return false
-		}
-		if c.onProduce != nil {
-			c.onProduce(t)
-		}
-		return true
-	}
-	page := max(job.QueueSize, minPage)
-	after := job.DoneThrough // every task up to it is final
-	passDone := false
 	for {
 		if c.draining() {
 			return nil
@@ -120,91 +107,165 @@ func (c *jobController) produce(ctx context.Context, job store.Job, queue chan<-
 		waits, inflight := c.retries.state()
 		var due time.Time
 		if waits {
-			// Tasks whose backoff has ended, a page at a time; one that is
-			// in flight already (queued by the first pass, or before its
-			// last outcome committed) is left alone.
-			now := c.cfg.Clock.Now()
-			tasks, err := c.db.DueTasks(ctx, job.ID, now, page)
+			sent, next, err := p.sendDue()
 			if err != nil {
-				return err
+				return p.end(err)
 			}
-			sent := 0
-			for _, t := range tasks {
-				if !c.retries.queue(t.Seq) {
-					continue
-				}
-				if !send(t) {
-					return context.Cause(ctx)
-				}
-				sent++
-			}
-			if sent > 0 {
+			if sent {
 				continue
 			}
-			if len(tasks) > 0 {
-				// Due, but all in flight: their outcomes come first.
-				due = now.Add(c.cfg.PollEvery)
-			} else if next, ok, err := c.db.NextDue(ctx, job.ID); err != nil {
-				return err
-			} else if ok {
-				due = next
-			}
+			due = next
 		}
-		if !passDone {
-			if !job.Sealed {
-				j, err := c.db.Job(ctx, job.ID)
-				if err != nil {
-					return err
-				}
-				job.Sealed = j.Sealed
-			}
-			tasks, err := c.db.PendingTasks(ctx, job.ID, after, page, passDue)
+		if !p.passDone {
+			sent, err := p.sendPending()
 			if err != nil {
-				return err
+				return p.end(err)
 			}
-			if len(tasks) > 0 {
-				// A sealed job gets no new tasks: a short page ends the pass.
-				passDone = job.Sealed && len(tasks) < page
-				for _, t := range tasks {
-					after = t.Seq
-					c.frontier.queued(t.Seq)
-					if !c.retries.queue(t.Seq) {
-						// Due at the start, and queued already as a due retry.
-						continue
-					}
-					if !send(t) {
-						return context.Cause(ctx)
-					}
-				}
-				continue
-			}
-			if job.Sealed {
-				passDone = true
+			if sent || p.passDone {
 				continue
 			}
 		} else if due.IsZero() && inflight == 0 {
 			return nil // nothing in flight, nothing waiting
 		}
-		// Nothing to queue now: wait for a change.
-		wait := c.cfg.PollEvery
-		if !due.IsZero() {
-			wait = min(wait, max(due.Sub(c.cfg.Clock.Now()), 0))
+		if stop, err := p.wait(wake, due); stop {
+			return err
 		}
-		if passDone && due.IsZero() {
-			wait = time.Hour // only an outcome (a poke) can change anything
-		}
-		timer := time.NewTimer(wait)
-		select {
-		case <-wake:
-		case <-c.retries.poke:
-		case <-timer.C:
-		case <-ctx.Done():
-			timer.Stop()
-			return context.Cause(ctx)
-		case <-c.drain:
-			timer.Stop()
-			return nil
-		}
-		timer.Stop()
 	}
+}
+
+// producer is one run of produce.
+type producer struct {
+	c     *jobController
+	ctx   context.Context
+	job   store.Job
+	queue chan<- store.Task
+	page  int
+	// after is the last seq the first pass has read; passDue splits the
+	// tasks it reads from those waiting out a backoff; passDone is set
+	// when it has read the last task of a sealed job.
+	after    int64
+	passDue  time.Time
+	passDone bool
+}
+
+// send queues t; false if the run is stopping.
+func (p *producer) send(t store.Task) bool {
+	select {
+	case p.queue <- t:
+	case <-p.ctx.Done():
+		return false
+	case <-p.c.drain:
+		return false
+	}
+	if p.c.onProduce != nil {
+		p.c.onProduce(t)
+	}
+	return true
+}
+
+// errStopSending says that send failed: the run is stopping.
+var errStopSending = errors.New("the run is stopping")
+
+// end is what produce returns for err: for errStopSending, ctx's cause,
+// or nil for a drain.
+func (p *producer) end(err error) error {
+	if errors.Is(err, errStopSending) {
+		return context.Cause(p.ctx)
+	}
+	return err
+}
+
+// sendDue queues the tasks whose backoff has ended, a page at a time; one
+// in flight already (queued by the first pass, or before its last outcome
+// committed) is left alone. When it sends none, due is when to look
+// again (zero if no task waits).
+func (p *producer) sendDue() (sent bool, due time.Time, err error) {
+	c := p.c
+	now := c.cfg.Clock.Now()
+	tasks, err := c.db.DueTasks(p.ctx, p.job.ID, now, p.page)
+	if err != nil {
+		return false, time.Time{}, err
+	}
+	for _, t := range tasks {
+		if !c.retries.queue(t.Seq) {
+			continue
+		}
+		if !p.send(t) {
+			return false, time.Time{}, errStopSending
+		}
+		sent = true
+	}
+	switch {
+	case sent:
+		return true, time.Time{}, nil
+	case len(tasks) > 0:
+		// Due, but all in flight: their outcomes come first.
+		return false, now.Add(c.cfg.PollEvery), nil
+	}
+	next, ok, err := c.db.NextDue(p.ctx, p.job.ID)
+	if err != nil || !ok {
+		return false, time.Time{}, err
+	}
+	return false, next, nil
+}
+
+// sendPending queues the first pass's next page of pending tasks, in seq
+// order; sent is false when there were none.
+func (p *producer) sendPending() (sent bool, err error) {
+	c := p.c
+	if !p.job.Sealed {
+		j, err := c.db.Job(p.ctx, p.job.ID)
+		if err != nil {
+			return false, err
+		}
+		p.job.Sealed = j.Sealed
+	}
+	tasks, err := c.db.PendingTasks(p.ctx, p.job.ID, p.after, p.page, p.passDue)
+	if err != nil {
+		return false, err
+	}
+	if len(tasks) == 0 {
+		p.passDone = p.job.Sealed
+		return false, nil
+	}
+	// A sealed job gets no new tasks: a short page ends the pass.
+	p.passDone = p.job.Sealed && len(tasks) < p.page
+	for _, t := range tasks {
+		p.after = t.Seq
+		c.frontier.queued(t.Seq)
+		if !c.retries.queue(t.Seq) {
+			// Due at the start, and queued already as a due retry.
+			continue
+		}
+		if !p.send(t) {
+			return false, errStopSending
+		}
+	}
+	return true, nil
+}
+
+// wait waits for a change when there is nothing to queue now: a wake-up,
+// an outcome, the next due time, or the poll interval. stop is true when
+// the run is to end, with err.
+func (p *producer) wait(wake <-chan struct{}, due time.Time) (stop bool, err error) {
+	c := p.c
+	wait := c.cfg.PollEvery
+	if !due.IsZero() {
+		wait = min(wait, max(due.Sub(c.cfg.Clock.Now()), 0))
+	}
+	if p.passDone && due.IsZero() {
+		wait = time.Hour // only an outcome (a poke) can change anything
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-wake:
+	case <-c.retries.poke:
+	case <-timer.C:
+	case <-p.ctx.Done():
+		return true, context.Cause(p.ctx)
+	case <-c.drain:
+		return true, nil
+	}
+	return false, nil
 }

@@ -45,52 +45,7 @@ func StreamJob(ctx context.Context, db store.Store, r io.Reader, opts StreamOpti
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 1000
 	}
-	var (
-		job   store.Job
-		batch []store.NewTask
-		line  int
-	)
-	in := bufio.NewReaderSize(r, 64<<10)
-	commit := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		if job.ID == 0 {
-			nj := opts.Job
-			nj.Open, nj.Tasks = true, batch // Sinks and Key come with opts.Job
-			j, err := db.CreateJob(ctx, nj)
-			if errors.Is(err, store.ErrDuplicate) {
-				job = j
-				return errDuplicate
-			}
-			if err != nil {
-				return err
-			}
-			job = j
-		} else {
-			if err := db.AppendTasks(ctx, job.ID, batch); err != nil {
-				return err
-			}
-			job.Total += int64(len(batch))
-		}
-		batch = batch[:0:0]
-		if opts.OnCommit != nil {
-			opts.OnCommit(job)
-		}
-		return nil
-	}
-	fail := func(err error) (store.Job, error) {
-		if errors.Is(err, errDuplicate) {
-			return job, nil // idempotent: the keyed job exists; leave it as it is
-		}
-		if job.ID != 0 {
-			if sealErr := db.SealJob(context.WithoutCancel(ctx), job.ID); sealErr != nil {
-				return job, errors.Join(err, sealErr)
-			}
-			job.Sealed = true
-		}
-		return job, err
-	}
+	sj := &streamedJob{ctx: ctx, db: db, opts: opts}
 	// Lines are read on a goroutine of their own, so that a cancelled ctx
 	// (Ctrl-C) seals the job at once even while a read blocks. That
 	// goroutine ends when its read returns.
@@ -101,62 +56,44 @@ func StreamJob(ctx context.Context, db store.Store, r io.Reader, opts StreamOpti
 	if opts.Registry.MaxPayload() <= 0 {
 		maxLine = math.MaxInt
 	}
-	go readLines(in, maxLine, lines, stop)
+	go readLines(bufio.NewReaderSize(r, 64<<10), maxLine, lines, stop)
 	for {
 		var next readLine
 		select {
 		case next = <-lines:
 		default:
 			// The next read may block: commit what we have first.
-			if err := commit(); err != nil {
-				return fail(err)
+			if err := sj.commit(); err != nil {
+				return sj.fail(err)
 			}
 			select {
 			case next = <-lines:
 			case <-ctx.Done():
-				return fail(context.Cause(ctx))
+				return sj.fail(context.Cause(ctx))
 			}
 		}
-		if len(batch) >= opts.MaxBatch {
-			if err := commit(); err != nil {
-				return fail(err)
+		if len(sj.batch) >= opts.MaxBatch {
+			if err := sj.commit(); err != nil {
+				return sj.fail(err)
 			}
 		}
-		raw, readErr := next.raw, next.err
-		if next.tooLong {
-			line++
-			err := badJob("line %d: longer than %d bytes: %w (the limit is %d bytes of payload, --max-payload)",
-				line, maxLine, ErrPayloadTooLarge, opts.Registry.MaxPayload())
-			if job.ID != 0 {
-				err = fmt.Errorf("%w (job %s keeps the %d tasks committed before that line's batch, and is sealed)", err, job.UUID, job.Total)
-			}
-			return fail(err)
+		if err := sj.take(next, maxLine); err != nil {
+			return sj.fail(err)
 		}
-		if len(raw) > 0 {
-			line++
-			if t, ok, err := parseTaskLine(raw, opts.Registry, opts.Retry, opts.Dir); err != nil {
-				err = badJob("line %d: %w", line, err)
-				if job.ID != 0 {
-					err = fmt.Errorf("%w (job %s keeps the %d tasks committed before that line's batch, and is sealed)", err, job.UUID, job.Total)
-				}
-				return fail(err)
-			} else if ok {
-				batch = append(batch, t)
-			}
-		}
-		if errors.Is(readErr, io.EOF) {
+		if errors.Is(next.err, io.EOF) {
 			break
 		}
-		if readErr != nil {
-			return fail(fmt.Errorf("read tasks: %w", readErr))
+		if next.err != nil {
+			return sj.fail(fmt.Errorf("read tasks: %w", next.err))
 		}
 		if err := ctx.Err(); err != nil {
-			return fail(context.Cause(ctx))
+			return sj.fail(context.Cause(ctx))
 		}
 	}
-	if err := commit(); err != nil {
-		return fail(err)
+	if err := sj.commit(); err != nil {
+		return sj.fail(err)
 	}
+	job := sj.job
 	if job.ID == 0 {
 		return store.Job{}, badJob("%w: the input held no task lines", ErrNoTasks)
 	}
@@ -165,6 +102,93 @@ func StreamJob(ctx context.Context, db store.Store, r io.Reader, opts StreamOpti
 	}
 	job.Sealed = true
 	return job, nil
+}
+
+// streamedJob is the job StreamJob writes: created open with its first
+// batch, appended to batch by batch, and sealed at the end or on failure.
+type streamedJob struct {
+	ctx   context.Context
+	db    store.Store
+	opts  StreamOptions
+	job   store.Job
+	batch []store.NewTask
+	line  int // lines read
+}
+
+// take parses one line read into the batch; a bad or oversized line is
+// an ErrBadJob error that says what the job keeps.
+func (sj *streamedJob) take(next readLine, maxLine int) error {
+	if next.tooLong {
+		sj.line++
+		return sj.badLine(fmt.Errorf("longer than %d bytes: %w (the limit is %d bytes of payload, --max-payload)",
+			maxLine, ErrPayloadTooLarge, sj.opts.Registry.MaxPayload()))
+	}
+	if len(next.raw) == 0 {
+		return nil
+	}
+	sj.line++
+	t, ok, err := parseTaskLine(next.raw, sj.opts.Registry, sj.opts.Retry, sj.opts.Dir)
+	if err != nil {
+		return sj.badLine(err)
+	}
+	if ok {
+		sj.batch = append(sj.batch, t)
+	}
+	return nil
+}
+
+func (sj *streamedJob) badLine(err error) error {
+	err = badJob("line %d: %w", sj.line, err)
+	if sj.job.ID != 0 {
+		err = fmt.Errorf("%w (job %s keeps the %d tasks committed before that line's batch, and is sealed)", err, sj.job.UUID, sj.job.Total)
+	}
+	return err
+}
+
+// commit writes the batch: the first creates the job, open; the others
+// append to it.
+func (sj *streamedJob) commit() error {
+	if len(sj.batch) == 0 {
+		return nil
+	}
+	if sj.job.ID == 0 {
+		nj := sj.opts.Job
+		nj.Open, nj.Tasks = true, sj.batch // Sinks and Key come with opts.Job
+		j, err := sj.db.CreateJob(sj.ctx, nj)
+		if errors.Is(err, store.ErrDuplicate) {
+			sj.job = j
+			return errDuplicate
+		}
+		if err != nil {
+			return err
+		}
+		sj.job = j
+	} else {
+		if err := sj.db.AppendTasks(sj.ctx, sj.job.ID, sj.batch); err != nil {
+			return err
+		}
+		sj.job.Total += int64(len(sj.batch))
+	}
+	sj.batch = sj.batch[:0:0]
+	if sj.opts.OnCommit != nil {
+		sj.opts.OnCommit(sj.job)
+	}
+	return nil
+}
+
+// fail seals what was written and returns err; a keyed job that exists
+// already is no failure.
+func (sj *streamedJob) fail(err error) (store.Job, error) {
+	if errors.Is(err, errDuplicate) {
+		return sj.job, nil // idempotent: the keyed job exists; leave it as it is
+	}
+	if sj.job.ID != 0 {
+		if sealErr := sj.db.SealJob(context.WithoutCancel(sj.ctx), sj.job.ID); sealErr != nil {
+			return sj.job, errors.Join(err, sealErr)
+		}
+		sj.job.Sealed = true
+	}
+	return sj.job, err
 }
 
 // readLine is one line read, or the error that ended reading. A line
