@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pcd-dev/pcd/engine"
+	"github.com/pcd-dev/pcd/store/sqlite"
 )
 
 // proc is a pcd process running in the background.
@@ -69,7 +69,7 @@ func startDaemon(t *testing.T, db string, args ...string) *proc {
 	t.Helper()
 	d := start(t, db, nil, append([]string{"daemon", "--log-level", "debug"}, args...)...)
 	deadline := time.Now().Add(30 * time.Second)
-	for !engine.DaemonListening(db) {
+	for !sqlite.RunnerListening(db) {
 		select {
 		case <-d.done:
 			t.Fatalf("daemon exited %d: %s", d.cmd.ProcessState.ExitCode(), d.stderr)

@@ -388,7 +388,7 @@ func (b *bench) daemon(db string) (*exec.Cmd, error) {
 		return nil, err
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for !engine.DaemonListening(db) {
+	for !sqlite.RunnerListening(db) {
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
 			cmd.Wait()

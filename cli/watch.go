@@ -11,6 +11,7 @@ import (
 
 	"github.com/pcd-dev/pcd/engine"
 	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/sqlite"
 )
 
 // ErrInterrupted means a signal ended a command that only watches; the
@@ -88,7 +89,7 @@ func follow(c *cli.Context, env Env, db store.Store, o followOptions) error {
 			defer w.Flush()
 		}
 	}
-	if !o.follow && !engine.DaemonListening(db.Path()) {
+	if !o.follow && !sqlite.RunnerListening(db.Path()) {
 		if unfinished, err := db.UnfinishedJobs(c.Context); err == nil && len(unfinished) > 0 {
 			fmt.Fprintln(env.Stderr, "pcd: note: no daemon is running on this database; unfinished jobs wait until `pcd daemon` starts")
 		}

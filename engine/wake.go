@@ -1,10 +1,6 @@
 package engine
 
-import (
-	"sync"
-
-	"github.com/pcd-dev/pcd/store/sqlite"
-)
+import "sync"
 
 // notifier broadcasts "something changed" to any number of waiters.
 type notifier struct {
@@ -30,7 +26,3 @@ func (n *notifier) Notify() {
 	close(n.ch)
 	n.ch = make(chan struct{})
 }
-
-// DaemonListening reports whether a runner listens for wake-ups of the
-// database at dbPath.
-func DaemonListening(dbPath string) bool { return sqlite.RunnerListening(dbPath) }

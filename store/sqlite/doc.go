@@ -5,10 +5,10 @@
 // transaction begins IMMEDIATE, and a writer polls for the write lock so
 // that it gets in between the chunks of a big submit. A small read-only
 // pool serves queries, and Options.ReadOnly opens for reading only. The
-// runner lock (LockPath), the submit lock (SubmitLockPath) and the wake-up
-// socket (WakePath) are files beside the database or in a private
-// runtime directory; every one of them is refused if another local user
-// could control it (store.ErrUnsafe).
+// runner lock (<db>.lock), the submit lock (<db>.submit) and the wake-up
+// socket (in a runtime directory private to the user) are files beside
+// the database or in that directory; every one of them is refused if
+// another local user could control it (store.ErrUnsafe).
 //
 // Open checks the file (a quick check, deferred past DefaultFullCheckMax
 // to DB.Check), migrates it with the files in migrations/sqlite, and

@@ -213,7 +213,7 @@ func (db *DB) CleanStaged(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, j := range jobs {
-		alive, err := db.SubmitterAlive(j.ID)
+		alive, err := db.submitterAlive(j.ID)
 		if err != nil {
 			return n, err
 		}
@@ -513,12 +513,12 @@ func (db *DB) SealJob(ctx context.Context, jobID int64) error {
 	return nil
 }
 
-// SealOrphan seals an open job whose submitter is gone (SubmitterAlive is
+// SealOrphan seals an open job whose submitter is gone (submitterAlive is
 // false), with the tasks that committed, and reports whether it did. A
 // submitter cannot come back: it takes its job's lock before the job's
 // row commits, and never again.
 func (db *DB) SealOrphan(ctx context.Context, jobID int64) (bool, error) {
-	alive, err := db.SubmitterAlive(jobID)
+	alive, err := db.submitterAlive(jobID)
 	if err != nil || alive {
 		return false, err
 	}

@@ -16,8 +16,8 @@ import (
 // beside the database, so the kernel releases it when the process dies.
 type RunnerLock struct{ f *os.File }
 
-// LockPath is the lock file of a database.
-func LockPath(dbPath string) string { return dbPath + ".lock" }
+// lockPath is the lock file of a database.
+func lockPath(dbPath string) string { return dbPath + ".lock" }
 
 // lockRecord is the fixed size of what the holder writes: the file is
 // never truncated, so a shorter record must overwrite a longer one whole.
@@ -39,7 +39,7 @@ func (db *DB) LockRunner(role string) (store.Releaser, error) {
 // following a symlink and never truncated, and one that another user
 // owns or can write is refused with ErrUnsafe.
 func AcquireRunnerLock(dbPath, role string) (*RunnerLock, error) {
-	path := LockPath(dbPath)
+	path := lockPath(dbPath)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if errors.Is(err, syscall.ELOOP) {
 		return nil, fmt.Errorf("runner lock: %w: %s is a symlink", store.ErrUnsafe, path)

@@ -21,8 +21,8 @@ import (
 // database's submitters are. The locks are Linux's open file description
 // locks: a runner and a submitter in one process still see each other's.
 
-// SubmitLockPath is the file whose bytes the streaming submitters lock.
-func SubmitLockPath(dbPath string) string { return dbPath + ".submit" }
+// submitLockPath is the file whose bytes the streaming submitters lock.
+func submitLockPath(dbPath string) string { return dbPath + ".submit" }
 
 // submitLocks is a DB's handle on the submit lock file: one open file to
 // hold its own jobs' bytes, and another to test others'.
@@ -70,7 +70,7 @@ func byteLock(typ int16, id int64) *unix.Flock_t {
 func (db *DB) holdSubmit(id int64) error {
 	db.submit.mu.Lock()
 	defer db.submit.mu.Unlock()
-	f, err := db.submit.file(SubmitLockPath(db.path), &db.submit.hold)
+	f, err := db.submit.file(submitLockPath(db.path), &db.submit.hold)
 	if err != nil {
 		return err
 	}
@@ -89,12 +89,12 @@ func (db *DB) releaseSubmit(id int64) {
 	}
 }
 
-// SubmitterAlive reports whether a process still holds job id's submit
+// submitterAlive reports whether a process still holds job id's submit
 // lock: the streaming submit of the job is still going on.
-func (db *DB) SubmitterAlive(id int64) (bool, error) {
+func (db *DB) submitterAlive(id int64) (bool, error) {
 	db.submit.mu.Lock()
 	defer db.submit.mu.Unlock()
-	f, err := db.submit.file(SubmitLockPath(db.path), &db.submit.probe)
+	f, err := db.submit.file(submitLockPath(db.path), &db.submit.probe)
 	if err != nil {
 		return false, err
 	}

@@ -11,14 +11,14 @@ import (
 	"syscall"
 )
 
-// WakePath is the unix socket on which a database's runner hears that new
+// wakePath is the unix socket on which a database's runner hears that new
 // work was committed: <db>.sock beside the database when its directory is
 // private to this user. When another user could create files there (a
 // shared directory such as /tmp), or the path is too long for a socket,
 // it goes in a directory private to this user instead, where no one else
 // can bind it first: $XDG_RUNTIME_DIR, or $TMPDIR/pcd-<uid> (0700),
 // checked each time it is used.
-func WakePath(dbPath string) (string, error) {
+func wakePath(dbPath string) (string, error) {
 	p := dbPath + ".sock"
 	if len(p) < 100 && privateDir(filepath.Dir(dbPath)) {
 		return p, nil
@@ -62,11 +62,11 @@ func runtimeDir() (string, error) {
 	return d, nil
 }
 
-// Wake tells the runner of dbPath, if one is listening, that work was
+// wake tells the runner of dbPath, if one is listening, that work was
 // committed. It is best effort: without a listener, the runner's periodic
 // check finds the work.
-func Wake(dbPath string) error {
-	path, err := WakePath(dbPath)
+func wake(dbPath string) error {
+	path, err := wakePath(dbPath)
 	if err != nil {
 		return err
 	}
@@ -82,7 +82,7 @@ func Wake(dbPath string) error {
 // RunnerListening reports whether a runner listens on the database's wake
 // socket.
 func RunnerListening(dbPath string) bool {
-	path, err := WakePath(dbPath)
+	path, err := wakePath(dbPath)
 	if err != nil {
 		return false
 	}
@@ -113,10 +113,10 @@ func (db *DB) ListenWake(notify func()) (io.Closer, error) {
 }
 
 // Wake tells this database's runner that work was committed.
-func (db *DB) Wake() error { return Wake(db.path) }
+func (db *DB) Wake() error { return wake(db.path) }
 
 func listenWake(dbPath string, notify func()) (*wakeListener, error) {
-	path, err := WakePath(dbPath)
+	path, err := wakePath(dbPath)
 	if err != nil {
 		return nil, fmt.Errorf("wake socket: %w", err)
 	}
