@@ -12,11 +12,14 @@ import (
 	"io/fs"
 )
 
-//go:embed sqlite/*.sql
+//go:embed sqlite/*.sql postgres/*.sql
 var files embed.FS
 
-// SQLite holds the SQLite store's migrations.
-var SQLite = sub("sqlite")
+// SQLite and Postgres hold each store's migrations.
+var (
+	SQLite   = sub("sqlite")
+	Postgres = sub("postgres")
+)
 
 func sub(dir string) fs.FS {
 	f, err := fs.Sub(files, dir)

@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -9,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/internal/resultref"
 )
 
 // callbackColumns read a callbacks row (as c) for scanCallback: with its
@@ -29,48 +29,13 @@ func scanCallback(s scanner) (store.Callback, error) {
 	}
 	c.CreatedAt = time.Unix(0, created)
 	if resultAt.Valid {
-		msg, err := joinResult(c.Message, int(resultAt.Int64), result)
+		msg, err := resultref.Join(c.Message, int(resultAt.Int64), result)
 		if err != nil {
 			return store.Callback{}, fmt.Errorf("callback %d: %w", c.ID, err)
 		}
 		c.Message = msg
 	}
 	return c, nil
-}
-
-// resultMember starts a task callback's result in its message.
-const resultMember = `,"result":`
-
-// splitResult cuts the result member out of a task callback's message when
-// its value is byte for byte the result stored in the results row: the
-// message without it, and the offset to put it back at (joinResult). Any
-// other message is kept whole (at < 0). In JSON text an unescaped quote
-// only appears outside strings, so the first match is the member itself.
-func splitResult(msg, result []byte) (stored []byte, at int) {
-	if len(result) == 0 {
-		return msg, -1
-	}
-	at = bytes.Index(msg, []byte(resultMember))
-	if at < 0 {
-		return msg, -1
-	}
-	rest := msg[at+len(resultMember):]
-	if !bytes.HasPrefix(rest, result) || len(rest) == len(result) || (rest[len(result)] != ',' && rest[len(result)] != '}') {
-		return msg, -1
-	}
-	stored = make([]byte, 0, len(msg)-len(resultMember)-len(result))
-	stored = append(append(stored, msg[:at]...), rest[len(result):]...)
-	return stored, at
-}
-
-// joinResult puts a result back into a message that splitResult cut.
-func joinResult(stored []byte, at int, result []byte) ([]byte, error) {
-	if result == nil || at < 0 || at > len(stored) {
-		return nil, fmt.Errorf("the result it refers to is missing")
-	}
-	msg := make([]byte, 0, len(stored)+len(resultMember)+len(result))
-	msg = append(append(append(msg, stored[:at]...), resultMember...), result...)
-	return append(msg, stored[at:]...), nil
 }
 
 // Callbacks lists a job's callback records with id after afterID, in id

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/internal/resultref"
 )
 
 // CompleteTasks commits a batch: each result and its task-callback record
@@ -306,7 +307,7 @@ func (db *DB) insertTaskCallbacks(ctx context.Context, tx *sql.Tx, cbs []store.C
 				args = append(args, cb.TaskSeq, string(cb.Message))
 				continue
 			}
-			msg, at := splitResult(cb.Message, results[i])
+			msg, at := resultref.Split(cb.Message, results[i])
 			var resultAt any
 			if at >= 0 {
 				resultAt = at

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/internal/resultref"
 )
 
 // chunkGap is the pause between two chunks of a big submit.
@@ -569,7 +570,7 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (store.Job, error) {
 		}
 		// The earlier round's callbacks keep the results they refer to.
 		if _, err := tx.ExecContext(ctx, `UPDATE callbacks SET result_at = NULL, message = CAST(
-				substr(CAST(message AS BLOB), 1, result_at) || '`+resultMember+`' ||
+				substr(CAST(message AS BLOB), 1, result_at) || '`+resultref.Member+`' ||
 				(SELECT r.result FROM results r WHERE r.job_id = callbacks.job_id AND r.seq = callbacks.task_seq) ||
 				substr(CAST(message AS BLOB), result_at + 1) AS TEXT)
 			WHERE job_id = ?1 AND result_at IS NOT NULL

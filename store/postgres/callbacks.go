@@ -1,0 +1,165 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/internal/resultref"
+)
+
+// callbackColumns read a callbacks row (as c) for scanCallback, with its
+// task's result when the message refers to it.
+const callbackColumns = `c.id, c.event, c.job_id, coalesce(c.task_seq, 0), c.round, c.message, c.created_at, c.result_at,
+	CASE WHEN c.result_at IS NULL THEN NULL
+	ELSE (SELECT r.result FROM results r WHERE r.job_id = c.job_id AND r.seq = c.task_seq) END`
+
+func scanCallback(row pgx.Row) (store.Callback, error) {
+	var (
+		c        store.Callback
+		event    string
+		created  int64
+		resultAt *int32
+		result   []byte
+	)
+	if err := row.Scan(&c.ID, &event, &c.JobID, &c.TaskSeq, &c.Round, &c.Message, &created, &resultAt, &result); err != nil {
+		return store.Callback{}, err
+	}
+	c.Event = event
+	c.CreatedAt = time.Unix(0, created)
+	if resultAt != nil {
+		msg, err := resultref.Join(c.Message, int(*resultAt), result)
+		if err != nil {
+			return store.Callback{}, fmt.Errorf("callback %d: %w", c.ID, err)
+		}
+		c.Message = msg
+	}
+	return c, nil
+}
+
+func queryCallbacks(ctx context.Context, q querier, sql string, args ...any) ([]store.Callback, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, classify(err)
+	}
+	defer rows.Close()
+	var out []store.Callback
+	for rows.Next() {
+		cb, err := scanCallback(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cb)
+	}
+	return out, classify(rows.Err())
+}
+
+// Callbacks lists a job's callback records with id after afterID, in id
+// order; unreleasedOnly keeps those the runner has not released yet.
+func (db *DB) Callbacks(ctx context.Context, jobID, afterID int64, unreleasedOnly bool) ([]store.Callback, error) {
+	q := "SELECT " + callbackColumns + " FROM callbacks c WHERE c.job_id = $1 AND c.id > $2"
+	if unreleasedOnly {
+		q += " AND c.id > (SELECT released_id FROM jobs WHERE id = $1)"
+	}
+	out, err := queryCallbacks(ctx, db.pool, q+" ORDER BY c.id", jobID, afterID)
+	if err != nil {
+		return nil, fmt.Errorf("callbacks of job %d: %w", jobID, err)
+	}
+	return out, nil
+}
+
+// CallbacksAfter returns up to limit callback records with id after
+// afterID, in id order, of the given jobs (all if none are given). Ids are
+// drawn in commit order (lockCallbacks), so a reader that resumes from
+// the last id it saw misses none.
+func (db *DB) CallbacksAfter(ctx context.Context, afterID int64, jobIDs []int64, limit int) ([]store.Callback, error) {
+	q := "SELECT " + callbackColumns + " FROM callbacks c WHERE c.id > $1"
+	args := []any{afterID, limit}
+	if len(jobIDs) > 0 {
+		q += " AND c.job_id = ANY($3)"
+		args = append(args, jobIDs)
+	}
+	out, err := queryCallbacks(ctx, db.pool, q+" ORDER BY c.id LIMIT $2", args...)
+	if err != nil {
+		return nil, fmt.Errorf("callbacks after %d: %w", afterID, err)
+	}
+	return out, nil
+}
+
+// LastCallbackID is the newest committed callback record's id, 0 if none.
+func (db *DB) LastCallbackID(ctx context.Context) (int64, error) {
+	var id int64
+	if err := db.pool.QueryRow(ctx, "SELECT coalesce(max(id), 0) FROM callbacks").Scan(&id); err != nil {
+		return 0, fmt.Errorf("last callback: %w", classify(err))
+	}
+	return id, nil
+}
+
+// UnreleasedJobs lists the jobs with callback records not released yet.
+func (db *DB) UnreleasedJobs(ctx context.Context) ([]int64, error) {
+	rows, err := db.pool.Query(ctx, `SELECT id FROM jobs j
+		WHERE EXISTS (SELECT 1 FROM callbacks c WHERE c.job_id = j.id AND c.id > j.released_id) ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("unreleased callbacks: %w", classify(err))
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("unreleased callbacks: %w", classify(err))
+	}
+	return ids, nil
+}
+
+// MarkReleased records that a job's callbacks up to span.To are released.
+func (db *DB) MarkReleased(ctx context.Context, jobID int64, span store.Span) error {
+	if err := markReleased(ctx, db.pool, jobID, span.To); err != nil {
+		return fmt.Errorf("mark callbacks of job %d released: %w", jobID, classify(err))
+	}
+	return nil
+}
+
+// MarkAllReleased is MarkReleased for several jobs, in one transaction.
+func (db *DB) MarkAllReleased(ctx context.Context, marks []store.Mark) error {
+	if len(marks) == 0 {
+		return nil
+	}
+	err := db.tx(ctx, func(tx pgx.Tx) error {
+		for _, m := range marks {
+			if err := markReleased(ctx, tx, m.JobID, m.To); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("mark callbacks released: %w", err)
+	}
+	return nil
+}
+
+// execer is a pool or a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+func markReleased(ctx context.Context, q execer, jobID, to int64) error {
+	if to <= 0 {
+		return nil
+	}
+	_, err := q.Exec(ctx, "UPDATE jobs SET released_id = greatest(released_id, $1) WHERE id = $2", to, jobID)
+	return err
+}
+
+// JobReleased reports whether every callback of a job is released.
+func (db *DB) JobReleased(ctx context.Context, jobID int64) (bool, error) {
+	var ok bool
+	err := db.pool.QueryRow(ctx, `SELECT j.released_id >= coalesce((SELECT max(id) FROM callbacks c WHERE c.job_id = j.id), 0)
+		FROM jobs j WHERE j.id = $1`, jobID).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("job %d released: %w", jobID, classify(err))
+	}
+	return ok, nil
+}

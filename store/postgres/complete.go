@@ -1,0 +1,504 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/internal/resultref"
+)
+
+// resultMemberSQL is resultref.Member inside a SQL string literal.
+const resultMemberSQL = resultref.Member
+
+// CompleteTasks commits a batch: each result and its task-callback record
+// in the same transaction. A task that is already final keeps its first
+// result and gets no second callback; a task that another runner has
+// taken over (this one's lease ran out) gets no result from this one.
+//
+// Lock order, the same in every writer: the job's row (its counters),
+// then the callback-id lock, held until commit.
+func (db *DB) CompleteTasks(ctx context.Context, b store.Batch) (store.Committed, error) {
+	now := time.Now()
+	var out store.Committed
+	err := db.tx(ctx, func(tx pgx.Tx) error {
+		out = store.Committed{Started: make([]bool, len(b.Starts))}
+		if err := db.markStarts(ctx, tx, b, out.Started); err != nil {
+			return err
+		}
+		if len(b.Interrupted) > 0 {
+			if _, err := tx.Exec(ctx, "DELETE FROM running WHERE job_id = $1 AND seq = ANY($2) AND runner_id = $3",
+				b.JobID, b.Interrupted, db.runners.id()); err != nil {
+				return err
+			}
+		}
+		applied, err := db.finalResults(ctx, tx, b)
+		if err != nil {
+			return err
+		}
+		var (
+			counts  [3]int64
+			index   []int
+			cbs     []store.Callback
+			results [][]byte
+		)
+		for i, r := range b.Results {
+			if err := db.recordOutcome(ctx, tx, b, r); err != nil {
+				return err
+			}
+			if !r.RetryAt.IsZero() || !applied[r.Seq] {
+				continue
+			}
+			switch r.State {
+			case store.Succeeded:
+				counts[0]++
+			case store.Failed:
+				counts[1]++
+			case store.Cancelled:
+				counts[2]++
+			default:
+				return fmt.Errorf("task %d: %q is not a final state", r.Seq, r.State)
+			}
+			index = append(index, i)
+			cbs = append(cbs, store.Callback{Event: store.EventTask, JobID: b.JobID, TaskSeq: r.Seq, Round: b.Round,
+				Message: r.Message, CreatedAt: now})
+			results = append(results, r.Result)
+		}
+		if len(applied) > 0 {
+			if _, err := tx.Exec(ctx, `DELETE FROM running u WHERE u.job_id = $1 AND u.seq = ANY($2)`, b.JobID, appliedSeqs(applied)); err != nil {
+				return err
+			}
+		}
+		for _, m := range b.Marks {
+			if err := markReleased(ctx, tx, m.JobID, m.To); err != nil {
+				return err
+			}
+		}
+		complete, err := db.count(ctx, tx, b, counts)
+		if err != nil {
+			return err
+		}
+		if err := db.lockCallbacks(ctx, tx); err != nil {
+			return err
+		}
+		if err := insertTaskCallbacks(ctx, tx, cbs, results, now); err != nil {
+			return err
+		}
+		out.Callbacks, out.ResultIndex = cbs, index
+		if !complete || b.Finish == nil {
+			return nil
+		}
+		job, err := jobTx(ctx, tx, b.JobID, false)
+		if err != nil {
+			return err
+		}
+		job.Elapsed = b.Elapsed
+		out.JobCallback, err = finishTx(ctx, tx, &job, now, b.Finish)
+		out.Job = job
+		return err
+	})
+	if err != nil {
+		return store.Committed{}, fmt.Errorf("complete tasks of job %d: %w", b.JobID, err)
+	}
+	return out, nil
+}
+
+func appliedSeqs(applied map[int64]bool) []int64 {
+	seqs := make([]int64, 0, len(applied))
+	for s := range applied {
+		seqs = append(seqs, s)
+	}
+	return seqs
+}
+
+// markStarts writes the batch's start marks on this runner's claims;
+// started[i] is false for a task that is final already, or that another
+// runner has claimed: it must not run.
+func (db *DB) markStarts(ctx context.Context, tx pgx.Tx, b store.Batch, started []bool) error {
+	me := db.runners.id()
+	for i, st := range b.Starts {
+		var pgid, pstart any
+		if st.Pgid > 0 {
+			pgid, pstart = st.Pgid, int64(st.PStart)
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO running (job_id, seq, runner_id, claimed_at, started_at, pgid, pstart)
+			SELECT $1, $2, $3, $4, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM results WHERE job_id = $1 AND seq = $2)
+			ON CONFLICT (job_id, seq) DO UPDATE SET started_at = EXCLUDED.started_at,
+				pgid = coalesce(EXCLUDED.pgid, running.pgid), pstart = coalesce(EXCLUDED.pstart, running.pstart)
+			WHERE running.runner_id = EXCLUDED.runner_id`,
+			b.JobID, st.Seq, me, st.At.UnixNano(), pgid, pstart)
+		if err != nil {
+			return fmt.Errorf("start task %d: %w", st.Seq, err)
+		}
+		started[i] = tag.RowsAffected() == 1
+	}
+	return nil
+}
+
+// finalResults inserts the batch's final results in one statement and
+// returns the tasks they were written for: not those final already, nor
+// those another runner has claimed.
+func (db *DB) finalResults(ctx context.Context, tx pgx.Tx, b store.Batch) (map[int64]bool, error) {
+	var (
+		seqs, times, starts, finishes []int64
+		states, errs                  []*string
+		attempts                      []int32
+		results                       [][]byte
+	)
+	for _, r := range b.Results {
+		if r.Attempt < 1 && r.RetryAt.IsZero() {
+			return nil, fmt.Errorf("task %d: attempt %d: attempts are numbered from 1", r.Seq, r.Attempt)
+		}
+		if !r.RetryAt.IsZero() {
+			continue
+		}
+		st := string(r.State)
+		seqs = append(seqs, r.Seq)
+		states = append(states, &st)
+		attempts = append(attempts, int32(r.Attempt))
+		results = append(results, nilIfEmpty(r.Result))
+		errs = append(errs, strPtr(r.Error))
+		times = append(times, int64(r.Time))
+		starts = append(starts, r.StartedAt.UnixNano())
+		finishes = append(finishes, r.FinishedAt.UnixNano())
+	}
+	applied := make(map[int64]bool, len(seqs))
+	if len(seqs) == 0 {
+		return applied, nil
+	}
+	rows, err := tx.Query(ctx, `INSERT INTO results (job_id, seq, state, attempts, result, error, time_ns, started_at, finished_at)
+		SELECT $1, x.seq, x.state, x.attempts, x.result, x.error, x.time_ns, x.started_at, x.finished_at
+		FROM unnest($2::bigint[], $3::text[], $4::int[], $5::bytea[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[])
+			AS x (seq, state, attempts, result, error, time_ns, started_at, finished_at)
+		WHERE NOT EXISTS (SELECT 1 FROM running u WHERE u.job_id = $1 AND u.seq = x.seq AND u.runner_id <> $10)
+		ON CONFLICT (job_id, seq) DO NOTHING
+		RETURNING seq`,
+		b.JobID, seqs, states, attempts, results, errs, times, starts, finishes, db.runners.id())
+	if err != nil {
+		return nil, fmt.Errorf("results: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq int64
+		if err := rows.Scan(&seq); err != nil {
+			return nil, err
+		}
+		applied[seq] = true
+	}
+	return applied, rows.Err()
+}
+
+// recordOutcome writes what one result leaves besides its results row: a
+// retry's due time and the release of its claim, an attempt row, the end
+// of a final task's wait.
+func (db *DB) recordOutcome(ctx context.Context, tx pgx.Tx, b store.Batch, r store.Result) error {
+	if !r.RetryAt.IsZero() {
+		tag, err := tx.Exec(ctx, `UPDATE tasks t SET attempts = $3, error = $1, not_before = $2
+			WHERE t.job_id = $4 AND t.seq = $5 AND `+unfinished+`
+			AND NOT EXISTS (SELECT 1 FROM running u WHERE u.job_id = t.job_id AND u.seq = t.seq AND u.runner_id <> $6)`,
+			nullString(r.Error), r.RetryAt.UnixNano(), r.Attempt, b.JobID, r.Seq, db.runners.id())
+		if err != nil {
+			return fmt.Errorf("task %d: %w", r.Seq, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return nil // final already, or not this runner's
+		}
+		if _, err := tx.Exec(ctx, "DELETE FROM running WHERE job_id = $1 AND seq = $2", b.JobID, r.Seq); err != nil {
+			return fmt.Errorf("task %d: %w", r.Seq, err)
+		}
+	}
+	if r.Record {
+		state := r.State
+		if !r.RetryAt.IsZero() {
+			state = store.Failed
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO attempts (job_id, seq, attempt, state, error, time_ns, started_at, finished_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`, b.JobID, r.Seq, r.Attempt, string(state), nullString(r.Error),
+			int64(r.Time), r.StartedAt.UnixNano(), r.FinishedAt.UnixNano()); err != nil {
+			return fmt.Errorf("attempt %d of task %d: %w", r.Attempt, r.Seq, err)
+		}
+	}
+	if r.RetryAt.IsZero() && r.Attempt > 1 {
+		if _, err := tx.Exec(ctx, `UPDATE tasks SET not_before = NULL WHERE job_id = $1 AND seq = $2 AND not_before IS NOT NULL`,
+			b.JobID, r.Seq); err != nil {
+			return fmt.Errorf("task %d: %w", r.Seq, err)
+		}
+	}
+	return nil
+}
+
+// count adds a batch's counts to its job, which is running, saves its
+// elapsed time and release cursor, and says whether the batch made the
+// sealed job's last task final.
+func (db *DB) count(ctx context.Context, tx pgx.Tx, b store.Batch, counts [3]int64) (complete bool, err error) {
+	err = tx.QueryRow(ctx, `UPDATE jobs SET succeeded = succeeded + $1, failed = failed + $2,
+		cancelled = cancelled + $3, elapsed_ns = greatest(elapsed_ns, $4), released_id = greatest(released_id, $5),
+		done_through = greatest(done_through, $6),
+		state = CASE WHEN finished_at IS NULL THEN 'running' ELSE state END,
+		started_at = coalesce(started_at, $8)
+		WHERE id = $7
+		RETURNING sealed AND finished_at IS NULL AND succeeded + failed + cancelled >= total`,
+		counts[0], counts[1], counts[2], int64(b.Elapsed), b.Released.To, b.DoneThrough, b.JobID, nanos(b.StartedAt),
+	).Scan(&complete)
+	return complete, err
+}
+
+// insertTaskCallbacks writes the records, under the callback-id lock, and
+// sets their ids. A message refers to its task's result instead of
+// holding a copy (resultref).
+func insertTaskCallbacks(ctx context.Context, tx pgx.Tx, cbs []store.Callback, results [][]byte, now time.Time) error {
+	if len(cbs) == 0 {
+		return nil
+	}
+	seqs := make([]int64, len(cbs))
+	msgs := make([][]byte, len(cbs))
+	ats := make([]*int32, len(cbs))
+	for i, cb := range cbs {
+		seqs[i] = cb.TaskSeq
+		msg, at := resultref.Split(cb.Message, results[i])
+		msgs[i] = msg
+		if at >= 0 {
+			a := int32(at)
+			ats[i] = &a
+		}
+	}
+	rows, err := tx.Query(ctx, `INSERT INTO callbacks (event, job_id, round, created_at, task_seq, message, result_at)
+		SELECT 'task', $1, $2, $3, x.seq, x.message, x.result_at
+		FROM unnest($4::bigint[], $5::bytea[], $6::int[]) WITH ORDINALITY AS x (seq, message, result_at, n)
+		ORDER BY x.n
+		RETURNING id, task_seq`, cbs[0].JobID, cbs[0].Round, now.UnixNano(), seqs, msgs, ats)
+	if err != nil {
+		return fmt.Errorf("task callbacks: %w", err)
+	}
+	defer rows.Close()
+	ids := make(map[int64]int64, len(cbs))
+	for rows.Next() {
+		var id, seq int64
+		if err := rows.Scan(&id, &seq); err != nil {
+			return err
+		}
+		ids[seq] = id
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("task callbacks: %w", err)
+	}
+	for i := range cbs {
+		cbs[i].ID = ids[cbs[i].TaskSeq]
+	}
+	return nil
+}
+
+// finishTx finishes a job (its final state from its counts) and writes its
+// job callback; the caller holds the callback-id lock.
+func finishTx(ctx context.Context, tx pgx.Tx, job *store.Job, now time.Time, message func(store.Job) ([]byte, error)) (*store.Callback, error) {
+	job.State = store.Succeeded
+	switch {
+	case job.Failed > 0:
+		job.State = store.Failed
+	case job.Cancelled > 0:
+		job.State = store.Cancelled
+	}
+	job.FinishedAt = now
+	if _, err := tx.Exec(ctx, "UPDATE jobs SET state = $1, elapsed_ns = $2, finished_at = $3 WHERE id = $4",
+		string(job.State), int64(job.Elapsed), now.UnixNano(), job.ID); err != nil {
+		return nil, err
+	}
+	msg, err := message(*job)
+	if err != nil {
+		return nil, err
+	}
+	var id int64
+	if err := tx.QueryRow(ctx, `INSERT INTO callbacks (event, job_id, round, message, created_at) VALUES ('job', $1, $2, $3, $4) RETURNING id`,
+		job.ID, job.Round, msg, now.UnixNano()).Scan(&id); err != nil {
+		return nil, err
+	}
+	return &store.Callback{ID: id, Event: store.EventJob, JobID: job.ID, Round: job.Round, Message: msg, CreatedAt: now}, nil
+}
+
+// FinishJob commits a job's final state and its job-callback record
+// together, once every task is final (else ErrNotDone); a job finished
+// already is returned with a nil callback.
+func (db *DB) FinishJob(ctx context.Context, jobID int64, elapsed time.Duration, released store.Span,
+	message func(store.Job) ([]byte, error)) (store.Job, *store.Callback, error) {
+	now := time.Now()
+	var (
+		job store.Job
+		cb  *store.Callback
+	)
+	err := db.tx(ctx, func(tx pgx.Tx) error {
+		cb = nil
+		if err := markReleased(ctx, tx, jobID, released.To); err != nil {
+			return err
+		}
+		var err error
+		if job, err = jobTx(ctx, tx, jobID, true); err != nil {
+			return err
+		}
+		if job.Finished() {
+			return nil
+		}
+		if !job.Sealed || job.Done() < job.Total {
+			return store.ErrNotDone
+		}
+		job.Elapsed = max(elapsed, job.Elapsed)
+		if err := db.lockCallbacks(ctx, tx); err != nil {
+			return err
+		}
+		cb, err = finishTx(ctx, tx, &job, now, message)
+		return err
+	})
+	if err != nil {
+		return store.Job{}, nil, fmt.Errorf("finish job %d: %w", jobID, err)
+	}
+	return job, cb, nil
+}
+
+// CancelJob cancels every unfinished task of a job, each with its task
+// callback, and finishes the job as cancelled with its job callback, in
+// one transaction.
+func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(store.Task) ([]byte, error),
+	jobMessage func(store.Job) ([]byte, error)) (store.Job, error) {
+	now := time.Now()
+	var job store.Job
+	err := db.tx(ctx, func(tx pgx.Tx) error {
+		var err error
+		if job, err = jobTx(ctx, tx, jobID, true); err != nil {
+			return err
+		}
+		if job.Finished() {
+			return conflict("job %s already %s", job.UUID, job.State)
+		}
+		if err := db.lockCallbacks(ctx, tx); err != nil {
+			return err
+		}
+		w := finalWriter{db: db, now: now}
+		var after int64
+		for {
+			page, err := db.pending(ctx, tx, jobID, after, 1000, maxDue, false)
+			if err != nil {
+				return err
+			}
+			if len(page) == 0 {
+				break
+			}
+			for _, t := range page {
+				after = t.Seq
+				msg, err := taskMessage(t)
+				if err != nil {
+					return err
+				}
+				w.add(t, job.Round, store.Cancelled, "cancelled", msg)
+			}
+		}
+		if err := w.flush(ctx, tx); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "DELETE FROM running WHERE job_id = $1", jobID); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "UPDATE tasks SET not_before = NULL WHERE job_id = $1 AND not_before IS NOT NULL", jobID); err != nil {
+			return err
+		}
+		if c := w.counts[jobID]; c != nil {
+			job.Cancelled += c[1]
+		}
+		job.Sealed = true
+		if _, err := tx.Exec(ctx, "UPDATE jobs SET sealed = true WHERE id = $1", jobID); err != nil {
+			return err
+		}
+		_, err = finishTx(ctx, tx, &job, now, jobMessage)
+		return err
+	})
+	if err != nil {
+		if isConflict(err) {
+			return store.Job{}, err
+		}
+		return store.Job{}, fmt.Errorf("cancel job %d: %w", jobID, err)
+	}
+	return job, nil
+}
+
+// maxDue reads every pending task, waiting or not.
+const maxDue = int64(1<<63 - 1)
+
+// finalWriter gathers final results that carry no result body (a task
+// failed at recovery, a task cancelled) with their task callbacks, and
+// writes them in one go (flush), with the jobs' counters; the caller
+// holds the job rows and the callback-id lock.
+type finalWriter struct {
+	db      *DB
+	now     time.Time
+	jobs    []int64
+	seqs    []int64
+	rounds  []int32
+	states  []string
+	attempt []int32
+	errs    []string
+	msgs    [][]byte
+	counts  map[int64]*[2]int64 // job id: failed, cancelled
+}
+
+func (w *finalWriter) add(t store.Task, round int, state store.State, errText string, msg []byte) {
+	w.jobs = append(w.jobs, t.JobID)
+	w.seqs = append(w.seqs, t.Seq)
+	w.rounds = append(w.rounds, int32(round))
+	w.states = append(w.states, string(state))
+	w.attempt = append(w.attempt, int32(t.Attempts))
+	w.errs = append(w.errs, errText)
+	w.msgs = append(w.msgs, msg)
+	if w.counts == nil {
+		w.counts = map[int64]*[2]int64{}
+	}
+	c := w.counts[t.JobID]
+	if c == nil {
+		c = new([2]int64)
+		w.counts[t.JobID] = c
+	}
+	if state == store.Cancelled {
+		c[1]++
+	} else {
+		c[0]++
+	}
+}
+
+func (w *finalWriter) flush(ctx context.Context, tx pgx.Tx) error {
+	if len(w.seqs) == 0 {
+		return nil
+	}
+	now := w.now.UnixNano()
+	if _, err := tx.Exec(ctx, `INSERT INTO results (job_id, seq, state, attempts, error, finished_at)
+		SELECT x.job_id, x.seq, x.state, x.attempts, x.error, $1
+		FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::int[], $6::text[]) AS x (job_id, seq, state, attempts, error)`,
+		now, w.jobs, w.seqs, w.states, w.attempt, w.errs); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO callbacks (event, job_id, task_seq, round, message, created_at)
+		SELECT 'task', x.job_id, x.seq, x.round, x.message, $1
+		FROM unnest($2::bigint[], $3::bigint[], $4::int[], $5::bytea[]) WITH ORDINALITY AS x (job_id, seq, round, message, n)
+		ORDER BY x.n`, now, w.jobs, w.seqs, w.rounds, w.msgs); err != nil {
+		return err
+	}
+	for id, c := range w.counts {
+		if _, err := tx.Exec(ctx, "UPDATE jobs SET failed = failed + $1, cancelled = cancelled + $2 WHERE id = $3", c[0], c[1], id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func nilIfEmpty(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+func strPtr(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

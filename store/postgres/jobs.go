@@ -1,0 +1,523 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pcd-dev/pcd/store"
+)
+
+const jobColumns = `id, uuid, name, state, sealed, round, workers, queue_size, total,
+	succeeded, failed, cancelled, elapsed_ns, created_at, started_at, finished_at, sinks, done_through`
+
+func scanJob(row pgx.Row) (store.Job, error) {
+	var (
+		j                 store.Job
+		state             string
+		elapsed, created  int64
+		started, finished *int64
+	)
+	err := row.Scan(&j.ID, &j.UUID, &j.Name, &state, &j.Sealed, &j.Round, &j.Workers, &j.QueueSize,
+		&j.Total, &j.Succeeded, &j.Failed, &j.Cancelled, &elapsed, &created, &started, &finished, &j.Sinks, &j.DoneThrough)
+	if err != nil {
+		return store.Job{}, err
+	}
+	j.State = store.State(state)
+	j.Elapsed = time.Duration(elapsed)
+	j.CreatedAt = time.Unix(0, created)
+	if started != nil {
+		j.StartedAt = time.Unix(0, *started)
+	}
+	if finished != nil {
+		j.FinishedAt = time.Unix(0, *finished)
+	}
+	if len(j.Sinks) == 0 {
+		j.Sinks = nil
+	}
+	return j, nil
+}
+
+// querier is a pool or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// queryJobs reads the jobs q selects (with jobColumns).
+func queryJobs(ctx context.Context, q querier, sql string, args ...any) ([]store.Job, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, classify(err)
+	}
+	defer rows.Close()
+	var out []store.Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, j)
+	}
+	return out, classify(rows.Err())
+}
+
+func jobTx(ctx context.Context, q querier, id int64, lock bool) (store.Job, error) {
+	sql := "SELECT " + jobColumns + " FROM jobs WHERE id = $1"
+	if lock {
+		sql += " FOR UPDATE"
+	}
+	j, err := scanJob(q.QueryRow(ctx, sql, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Job{}, fmt.Errorf("job %d: %w", id, store.ErrNotFound)
+	}
+	return j, err
+}
+
+// CreateJob writes a job and its tasks in one transaction, the tasks with
+// COPY; More's batches stream into the same COPY, so memory holds one
+// batch at a time. An Open job's submitter holds an advisory lock on a
+// connection of its own until SealJob, taken before the job's row
+// commits: SealOrphan seals the job of a submitter that is gone.
+func (db *DB) CreateJob(ctx context.Context, nj store.NewJob) (store.Job, error) {
+	if nj.Workers <= 0 || nj.QueueSize <= 0 {
+		return store.Job{}, fmt.Errorf("create job: workers and queue size must be positive")
+	}
+	id, err := uuid.NewRandom()
+	if err != nil {
+		return store.Job{}, fmt.Errorf("create job: %w", err)
+	}
+	job := store.Job{UUID: id.String(), Name: nj.Name, State: store.Pending, Sealed: !nj.Open,
+		Workers: nj.Workers, QueueSize: nj.QueueSize, CreatedAt: time.Now(), Sinks: nj.Sinks}
+	var conn *pgxpool.Conn
+	if nj.Open {
+		if conn, err = db.pool.Acquire(ctx); err != nil {
+			return store.Job{}, fmt.Errorf("create job: %w", classify(err))
+		}
+	}
+	err = func() error {
+		var tx pgx.Tx
+		var err error
+		if conn != nil {
+			tx, err = conn.Begin(ctx)
+		} else {
+			tx, err = db.pool.Begin(ctx)
+		}
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(context.WithoutCancel(ctx))
+		if nj.Key != "" {
+			existing, err := scanJob(tx.QueryRow(ctx, "SELECT "+jobColumns+" FROM jobs WHERE key = $1", nj.Key))
+			if err == nil {
+				job = existing
+				return store.ErrDuplicate
+			}
+			if !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+		}
+		if err := tx.QueryRow(ctx, `INSERT INTO jobs (uuid, name, sealed, workers, queue_size, created_at, key, sinks)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
+			job.UUID, job.Name, job.Sealed, job.Workers, job.QueueSize, job.CreatedAt.UnixNano(), nullString(nj.Key), nullBytes(nj.Sinks),
+		).Scan(&job.ID); err != nil {
+			return err
+		}
+		n, err := copyTasks(ctx, tx, job.ID, 1, nj.Tasks, nj.More)
+		if err != nil {
+			return err
+		}
+		job.Total = n
+		if _, err := tx.Exec(ctx, "UPDATE jobs SET total = $1 WHERE id = $2", n, job.ID); err != nil {
+			return err
+		}
+		if conn != nil {
+			if _, err := tx.Exec(ctx, "SELECT pg_advisory_lock($1)", db.submitKey(job.ID)); err != nil {
+				return err
+			}
+		}
+		return tx.Commit(ctx)
+	}()
+	if errors.Is(err, store.ErrDuplicate) {
+		if conn != nil {
+			conn.Release()
+		}
+		return job, fmt.Errorf("create job: key %q: %w", nj.Key, store.ErrDuplicate)
+	}
+	if err != nil {
+		if conn != nil {
+			// The lock, if taken, goes with the session.
+			conn.Conn().Close(context.WithoutCancel(ctx))
+			conn.Release()
+		}
+		if errors.Is(err, store.ErrDuplicate) {
+			return job, err
+		}
+		return store.Job{}, fmt.Errorf("create job: %w", classify(err))
+	}
+	if conn != nil {
+		db.submits.hold(job.ID, conn)
+	}
+	return job, nil
+}
+
+// submitKey is the advisory lock a streaming submitter holds on its job.
+func (db *DB) submitKey(jobID int64) int64 {
+	return int64(uint64(db.migrateLock) ^ (uint64(jobID) * 0x9E3779B97F4A7C15))
+}
+
+// submits holds the connections of this process's streaming submits.
+type submits struct {
+	mu    sync.Mutex
+	conns map[int64]*pgxpool.Conn
+}
+
+func (s *submits) hold(jobID int64, c *pgxpool.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns == nil {
+		s.conns = map[int64]*pgxpool.Conn{}
+	}
+	s.conns[jobID] = c
+}
+
+// release ends the submitter's session lock by closing its connection.
+func (s *submits) release(jobID int64) {
+	s.mu.Lock()
+	c := s.conns[jobID]
+	delete(s.conns, jobID)
+	s.mu.Unlock()
+	if c != nil {
+		c.Conn().Close(context.Background())
+		c.Release()
+	}
+}
+
+func (s *submits) closeAll() {
+	s.mu.Lock()
+	ids := make([]int64, 0, len(s.conns))
+	for id := range s.conns {
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	for _, id := range ids {
+		s.release(id)
+	}
+}
+
+// taskColumnsIn are the columns COPY writes.
+var taskColumnsIn = []string{"job_id", "seq", "uuid", "kind", "payload", "max_attempts", "backoff_base_ns", "backoff_cap_ns", "timeout_ns"}
+
+// copyTasks writes tasks, then more's batches, numbered from seq on, with
+// one COPY; it returns how many it wrote.
+func copyTasks(ctx context.Context, tx pgx.Tx, jobID, seq int64, tasks []store.NewTask, more iter.Seq2[[]store.NewTask, error]) (int64, error) {
+	src := &taskSource{jobID: jobID, seq: seq - 1, batch: tasks}
+	if more != nil {
+		next, stop := iter.Pull2(more)
+		defer stop()
+		src.next = next
+	}
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{"tasks"}, taskColumnsIn, src)
+	if src.err != nil {
+		return 0, src.err
+	}
+	return n, err
+}
+
+// taskSource feeds COPY one task at a time from the batches.
+type taskSource struct {
+	jobID, seq int64
+	batch      []store.NewTask
+	i          int
+	next       func() ([]store.NewTask, error, bool)
+	row        []any
+	err        error
+}
+
+func (s *taskSource) Next() bool {
+	for s.i >= len(s.batch) {
+		if s.next == nil {
+			return false
+		}
+		batch, err, ok := s.next()
+		if err != nil {
+			s.err = err
+			return false
+		}
+		if !ok {
+			return false
+		}
+		s.batch, s.i = batch, 0
+	}
+	t := s.batch[s.i]
+	s.i++
+	s.seq++
+	id, err := uuid.NewV7()
+	if err != nil {
+		s.err = err
+		return false
+	}
+	s.row = append(s.row[:0], s.jobID, s.seq, id.String(), t.Kind, []byte(t.Payload),
+		max(t.Retry.MaxAttempts, 1), int64(t.Retry.BackoffBase), int64(t.Retry.BackoffCap), int64(t.Retry.Timeout))
+	return true
+}
+
+func (s *taskSource) Values() ([]any, error) { return s.row, nil }
+func (s *taskSource) Err() error             { return s.err }
+
+// AppendTasks adds tasks to an unsealed job in one transaction.
+func (db *DB) AppendTasks(ctx context.Context, jobID int64, tasks []store.NewTask) error {
+	err := db.tx(ctx, func(tx pgx.Tx) error {
+		var total int64
+		var sealed bool
+		if err := tx.QueryRow(ctx, "SELECT total, sealed FROM jobs WHERE id = $1 FOR UPDATE", jobID).Scan(&total, &sealed); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return store.ErrNotFound
+			}
+			return err
+		}
+		if sealed {
+			return store.ErrSealed
+		}
+		n, err := copyTasks(ctx, tx, jobID, total+1, tasks, nil)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, "UPDATE jobs SET total = total + $1 WHERE id = $2", n, jobID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("append tasks to job %d: %w", jobID, err)
+	}
+	return nil
+}
+
+// SealJob records that a job has all its tasks, and ends its submitter's
+// lock.
+func (db *DB) SealJob(ctx context.Context, jobID int64) error {
+	if _, err := db.pool.Exec(ctx, "UPDATE jobs SET sealed = true WHERE id = $1", jobID); err != nil {
+		return fmt.Errorf("seal job %d: %w", jobID, classify(err))
+	}
+	db.submits.release(jobID)
+	return nil
+}
+
+// SealOrphan seals an open job whose submitter's lock is free: its
+// session is gone.
+func (db *DB) SealOrphan(ctx context.Context, jobID int64) (bool, error) {
+	var sealed bool
+	err := db.tx(ctx, func(tx pgx.Tx) error {
+		var free bool
+		if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock($1)", db.submitKey(jobID)).Scan(&free); err != nil {
+			return err
+		}
+		if !free {
+			return nil
+		}
+		tag, err := tx.Exec(ctx, "UPDATE jobs SET sealed = true WHERE id = $1 AND NOT sealed", jobID)
+		sealed = tag.RowsAffected() == 1
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("seal job %d: %w", jobID, err)
+	}
+	return sealed, nil
+}
+
+// CleanStaged has nothing to clean: a PostgreSQL submit is one
+// transaction, however big.
+func (db *DB) CleanStaged(ctx context.Context) (int, error) { return 0, nil }
+
+// Job reads one job by its number.
+func (db *DB) Job(ctx context.Context, id int64) (store.Job, error) {
+	j, err := jobTx(ctx, db.pool, id, false)
+	if err != nil {
+		return store.Job{}, classify(err)
+	}
+	return j, nil
+}
+
+// UnfinishedJobs lists jobs without a committed completion, oldest first.
+func (db *DB) UnfinishedJobs(ctx context.Context) ([]store.Job, error) {
+	jobs, err := queryJobs(ctx, db.pool, "SELECT "+jobColumns+" FROM jobs WHERE finished_at IS NULL ORDER BY id")
+	if err != nil {
+		return nil, fmt.Errorf("unfinished jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// RunnableJobs lists up to limit unfinished jobs, oldest first, with
+// something to run, leaving out skip and open jobs whose committed tasks
+// are all done.
+func (db *DB) RunnableJobs(ctx context.Context, skip map[int64]bool, limit int) ([]store.Job, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	jobs, err := queryJobs(ctx, db.pool, "SELECT "+jobColumns+` FROM jobs
+		WHERE finished_at IS NULL AND NOT (NOT sealed AND total = succeeded + failed + cancelled)
+		ORDER BY id LIMIT $1`, limit+len(skip))
+	if err != nil {
+		return nil, fmt.Errorf("runnable jobs: %w", err)
+	}
+	out := jobs[:0]
+	for _, j := range jobs {
+		if !skip[j.ID] && len(out) < limit {
+			out = append(out, j)
+		}
+	}
+	return out, nil
+}
+
+// OpenJobs lists the unfinished jobs that are not sealed.
+func (db *DB) OpenJobs(ctx context.Context) ([]store.Job, error) {
+	jobs, err := queryJobs(ctx, db.pool, "SELECT "+jobColumns+" FROM jobs WHERE NOT sealed AND finished_at IS NULL ORDER BY id")
+	if err != nil {
+		return nil, fmt.Errorf("open jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// UnfinishedSummary adds up the unfinished jobs.
+func (db *DB) UnfinishedSummary(ctx context.Context) (n int, sum store.Job, err error) {
+	err = db.pool.QueryRow(ctx, `SELECT count(*), coalesce(sum(total), 0)::bigint, coalesce(sum(succeeded), 0)::bigint,
+		coalesce(sum(failed), 0)::bigint, coalesce(sum(cancelled), 0)::bigint FROM jobs WHERE finished_at IS NULL`).
+		Scan(&n, &sum.Total, &sum.Succeeded, &sum.Failed, &sum.Cancelled)
+	if err != nil {
+		return 0, store.Job{}, fmt.Errorf("unfinished jobs: %w", classify(err))
+	}
+	return n, sum, nil
+}
+
+// StopJob records that a runner stopped running an unfinished job.
+func (db *DB) StopJob(ctx context.Context, id int64, elapsed time.Duration) error {
+	_, err := db.pool.Exec(ctx, "UPDATE jobs SET elapsed_ns = $1, state = 'pending' WHERE id = $2 AND finished_at IS NULL", int64(elapsed), id)
+	if err != nil {
+		return fmt.Errorf("stop job %d: %w", id, classify(err))
+	}
+	return nil
+}
+
+// FindJob finds a job by its uuid or a unique prefix of it.
+func (db *DB) FindJob(ctx context.Context, ref string) (store.Job, error) {
+	ref, err := normalRef("job", ref)
+	if err != nil {
+		return store.Job{}, err
+	}
+	found, err := queryJobs(ctx, db.pool, "SELECT "+jobColumns+" FROM jobs WHERE uuid >= $1 AND uuid < $2 ORDER BY uuid LIMIT 2", ref, ref+"\x7f")
+	if err != nil {
+		return store.Job{}, fmt.Errorf("find job %s: %w", ref, err)
+	}
+	switch len(found) {
+	case 0:
+		return store.Job{}, fmt.Errorf("job %s: %w", ref, store.ErrNotFound)
+	case 2:
+		return store.Job{}, fmt.Errorf("job %s: %w: it starts %s and %s; give more characters", ref, store.ErrAmbiguous, found[0].UUID, found[1].UUID)
+	}
+	return found[0], nil
+}
+
+// normalRef checks and lower-cases a job's or task's id or prefix.
+func normalRef(what, ref string) (string, error) {
+	ref = strings.ToLower(strings.TrimSpace(ref))
+	if ref == "" || strings.Trim(ref, "0123456789abcdef-") != "" {
+		return ref, fmt.Errorf("%s %q: %w: a %s id is hex digits and dashes", what, ref, store.ErrNotFound, what)
+	}
+	return ref, nil
+}
+
+// ListJobs lists the newest jobs first, optionally only those in state.
+func (db *DB) ListJobs(ctx context.Context, state store.State, limit int) ([]store.Job, error) {
+	q := "SELECT " + jobColumns + " FROM jobs WHERE ($1 = '' OR state = $1) ORDER BY id DESC LIMIT $2"
+	jobs, err := queryJobs(ctx, db.pool, q, string(state), limit)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// JobsWithSinks lists the jobs that have their own callback sinks; with a
+// non-zero since, only those unfinished or finished after since.
+func (db *DB) JobsWithSinks(ctx context.Context, since time.Time) ([]store.Job, error) {
+	q := "SELECT " + jobColumns + " FROM jobs WHERE sinks IS NOT NULL"
+	var args []any
+	if !since.IsZero() {
+		q += " AND (finished_at IS NULL OR finished_at > $1)"
+		args = append(args, since.UnixNano())
+	}
+	jobs, err := queryJobs(ctx, db.pool, q+" ORDER BY id", args...)
+	if err != nil {
+		return nil, fmt.Errorf("jobs with sinks: %w", err)
+	}
+	return jobs, nil
+}
+
+// conflictError is a state conflict, told in a sentence of its own.
+type conflictError struct{ msg string }
+
+func (e conflictError) Error() string        { return e.msg }
+func (e conflictError) Is(target error) bool { return target == store.ErrConflict }
+
+func conflict(format string, a ...any) error { return conflictError{fmt.Sprintf(format, a...)} }
+
+// RetryJob puts a finished job's failed and cancelled tasks back to
+// pending and opens a new round.
+func (db *DB) RetryJob(ctx context.Context, jobID int64) (store.Job, error) {
+	var job store.Job
+	err := db.tx(ctx, func(tx pgx.Tx) error {
+		var err error
+		if job, err = jobTx(ctx, tx, jobID, true); err != nil {
+			return err
+		}
+		if !job.Finished() {
+			return conflict("job %s is still %s: only a finished job can be retried", job.UUID, job.State)
+		}
+		var pruning bool
+		if err := tx.QueryRow(ctx, "SELECT pruning FROM jobs WHERE id = $1", jobID).Scan(&pruning); err != nil {
+			return err
+		}
+		if pruning {
+			return conflict("job %s is being pruned", job.UUID)
+		}
+		if job.Failed+job.Cancelled == 0 {
+			return conflict("job %s has no failed or cancelled task to retry", job.UUID)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE tasks t SET attempts = r.attempts, error = NULL, not_before = NULL
+			FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq
+			AND t.job_id = $1 AND r.state IN ('failed', 'cancelled')`, jobID); err != nil {
+			return err
+		}
+		// The earlier round's callbacks keep the results they refer to.
+		if _, err := tx.Exec(ctx, `UPDATE callbacks c SET result_at = NULL,
+				message = substring(c.message FROM 1 FOR c.result_at) || convert_to('`+resultMemberSQL+`', 'UTF8') || r.result ||
+					substring(c.message FROM c.result_at + 1)
+			FROM results r WHERE r.job_id = c.job_id AND r.seq = c.task_seq
+			AND c.job_id = $1 AND c.result_at IS NOT NULL AND r.state IN ('failed', 'cancelled')`, jobID); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM results WHERE job_id = $1 AND state IN ('failed', 'cancelled')`, jobID); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE jobs SET state = 'pending', round = round + 1, failed = 0,
+			cancelled = 0, sealed = true, finished_at = NULL, done_through = 0 WHERE id = $1`, jobID); err != nil {
+			return err
+		}
+		job.State, job.Round, job.Failed, job.Cancelled, job.FinishedAt = store.Pending, job.Round+1, 0, 0, time.Time{}
+		job.DoneThrough = 0
+		return nil
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return store.Job{}, err
+	}
+	if err != nil {
+		return store.Job{}, fmt.Errorf("retry job %d: %w", jobID, err)
+	}
+	return job, nil
+}

@@ -1,0 +1,132 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pcd-dev/pcd/migrations"
+	"github.com/pcd-dev/pcd/store"
+)
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// loadMigrations reads the embedded NNNN_name.sql files in version order.
+func loadMigrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrations.Postgres, ".")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		if !ok || !strings.HasSuffix(e.Name(), ".sql") {
+			continue
+		}
+		v, err := strconv.Atoi(num)
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("migration %s: bad version %q", e.Name(), num)
+		}
+		body, err := fs.ReadFile(migrations.Postgres, e.Name())
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: e.Name(), sql: string(body)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	for i, m := range ms {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("migration %s: expected version %d", m.name, i+1)
+		}
+	}
+	return ms, nil
+}
+
+// migrate applies the pending migrations, each in its own transaction that
+// records its version, holding a session advisory lock throughout: ten
+// runners starting together migrate once, and the others wait, then find
+// nothing to do. A schema newer than this binary's is refused.
+func (db *DB) migrate(ctx context.Context) error {
+	ms, err := loadMigrations()
+	if err != nil {
+		return err
+	}
+	current, err := db.schemaVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if current > len(ms) {
+		return fmt.Errorf("%w: schema version %d, this pcd knows up to %d", store.ErrTooNew, current, len(ms))
+	}
+	if current == len(ms) {
+		return nil
+	}
+	if db.opts.MustExist && current == 0 {
+		return store.ErrNoDatabase
+	}
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return classify(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", db.migrateLock); err != nil {
+		return fmt.Errorf("migrate: %w", classify(err))
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", db.migrateLock)
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    integer PRIMARY KEY,
+		name       text    NOT NULL,
+		applied_at bigint  NOT NULL)`); err != nil {
+		return fmt.Errorf("migrate: %w", classify(err))
+	}
+	var applied int
+	if err := conn.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&applied); err != nil {
+		return fmt.Errorf("migrate: %w", classify(err))
+	}
+	if applied > len(ms) {
+		return fmt.Errorf("%w: schema version %d, this pcd knows up to %d", store.ErrTooNew, applied, len(ms))
+	}
+	for _, m := range ms[applied:] {
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			return fmt.Errorf("migration %s: %w", m.name, classify(err))
+		}
+		if _, err := tx.Exec(ctx, m.sql); err != nil {
+			tx.Rollback(ctx)
+			return fmt.Errorf("migration %s: %w", m.name, classify(err))
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+			m.version, m.name, time.Now().UnixNano()); err != nil {
+			tx.Rollback(ctx)
+			return fmt.Errorf("migration %s: %w", m.name, classify(err))
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return fmt.Errorf("migration %s: %w", m.name, classify(err))
+		}
+	}
+	return nil
+}
+
+// schemaVersion is the newest migration applied, 0 for none.
+func (db *DB) schemaVersion(ctx context.Context) (int, error) {
+	var exists bool
+	if err := db.pool.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil {
+		return 0, classify(err)
+	}
+	if !exists {
+		return 0, nil
+	}
+	var v int
+	if err := db.pool.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&v); err != nil {
+		return 0, classify(err)
+	}
+	return v, nil
+}

@@ -1,0 +1,253 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pcd-dev/pcd/store"
+)
+
+// Options configure Open.
+type Options struct {
+	// MaxConns bounds the connection pool; default 8.
+	MaxConns int32
+	// Lease is how long a runner may go without a heartbeat before the
+	// others take its tasks over; default DefaultLease.
+	Lease time.Duration
+	// MustExist refuses a database that has no pcd schema yet, instead of
+	// creating it (ErrNoDatabase): for readers.
+	MustExist bool
+}
+
+// DefaultLease is how long a runner may go without a heartbeat before the
+// others take its tasks over.
+const DefaultLease = 30 * time.Second
+
+// DB is pcd's store on a PostgreSQL database.
+type DB struct {
+	pool *pgxpool.Pool
+	// name is the URL without its password, for messages.
+	name string
+	opts Options
+	// callbackLock is the advisory lock key under which callback ids
+	// are drawn; migrateLock the one migrations run under. Both are
+	// derived from the schema, so that schemas do not share them.
+	callbackLock, migrateLock int64
+	runners                   runnerState
+	submits                   submits
+}
+
+var (
+	_ store.Store = (*DB)(nil)
+)
+
+// IsURL says whether a --db value names a PostgreSQL database.
+func IsURL(s string) bool {
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
+}
+
+// Redact returns a PostgreSQL URL without its password, for messages and
+// logs.
+func Redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "postgres://(a URL that does not parse)"
+	}
+	return u.Redacted()
+}
+
+// Open connects to the PostgreSQL database at rawURL (postgres://...),
+// migrates its schema under an advisory lock, so that runners starting
+// together migrate once, and refuses a schema newer than this binary's
+// (store.ErrTooNew). Query parameters that pgx does not know, such as
+// search_path, are sent to the server as settings.
+func Open(ctx context.Context, rawURL string, opts Options) (*DB, error) {
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 8
+	}
+	if opts.Lease <= 0 {
+		opts.Lease = DefaultLease
+	}
+	name := Redact(rawURL)
+	cfg, err := pgxpool.ParseConfig(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", name, redactErr(err, rawURL))
+	}
+	cfg.MaxConns = opts.MaxConns
+	cfg.ConnConfig.ConnectTimeout = 10 * time.Second
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", name, redactErr(err, rawURL))
+	}
+	db := &DB{pool: pool, name: name, opts: opts}
+	if err := db.init(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	return db, nil
+}
+
+func (db *DB) init(ctx context.Context) error {
+	err := db.pool.QueryRow(ctx, `SELECT hashtext(current_schema() || ':pcd-callbacks'), hashtext(current_schema() || ':pcd-migrate')`).
+		Scan(&db.callbackLock, &db.migrateLock)
+	if err != nil {
+		return classify(err)
+	}
+	return db.migrate(ctx)
+}
+
+// redactErr keeps the password out of an error that quotes the URL.
+func redactErr(err error, rawURL string) error {
+	u, perr := url.Parse(rawURL)
+	if perr != nil || u.User == nil {
+		return err
+	}
+	pw, ok := u.User.Password()
+	if !ok || pw == "" || !strings.Contains(err.Error(), pw) {
+		return err
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), pw, "xxxxx"))
+}
+
+// Path names the database, without its password.
+func (db *DB) Path() string { return db.name }
+
+// Close stops the runner's heartbeat, if any, and closes the pool.
+func (db *DB) Close() error {
+	db.runners.stop()
+	db.submits.closeAll()
+	db.pool.Close()
+	return nil
+}
+
+// CheckDeferred is false: PostgreSQL checks its own pages.
+func (db *DB) CheckDeferred() bool { return false }
+
+// Check asks the server for a trivial answer.
+func (db *DB) Check(ctx context.Context) error {
+	var one int
+	if err := db.pool.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("check: %w", classify(err))
+	}
+	return nil
+}
+
+// Reclaim leaves space to PostgreSQL's autovacuum; a VACUUM, on request,
+// gives the pages of the pruned rows back to the tables.
+func (db *DB) Reclaim(ctx context.Context, vacuum bool) (bool, error) {
+	if !vacuum {
+		return false, nil
+	}
+	for _, t := range []string{"deliveries", "callbacks", "attempts", "results", "running", "tasks", "jobs"} {
+		if _, err := db.pool.Exec(ctx, "VACUUM "+t); err != nil {
+			return false, fmt.Errorf("reclaim: %w", classify(err))
+		}
+	}
+	return true, nil
+}
+
+// Size is the size of pcd's tables with their indexes, in bytes.
+func (db *DB) Size() int64 {
+	var n int64
+	_ = db.pool.QueryRow(context.Background(), `SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = current_schema() AND c.relkind = 'r'`).Scan(&n)
+	return n
+}
+
+// tx runs fn in a transaction, committed if fn returns nil.
+func (db *DB) tx(ctx context.Context, fn func(pgx.Tx) error) error {
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		return classify(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if err := fn(tx); err != nil {
+		return classify(err)
+	}
+	return classify(tx.Commit(ctx))
+}
+
+// lockCallbacks takes the lock under which callback ids are drawn, until
+// the transaction ends. Take it right before inserting callbacks, as late
+// as the transaction allows: it serialises the commits that write them.
+func (db *DB) lockCallbacks(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", db.callbackLock)
+	return err
+}
+
+// classify maps PostgreSQL's errors onto the store's.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	for _, known := range []error{store.ErrBusy, store.ErrDiskFull, store.ErrReadOnly, store.ErrNotFound, store.ErrConflict,
+		store.ErrSealed, store.ErrNotDone, store.ErrTooNew, store.ErrNoDatabase} {
+		if errors.Is(err, known) {
+			return err
+		}
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case pe.Code == "53100": // disk_full
+			return fmt.Errorf("%w: %w", store.ErrDiskFull, err)
+		case pe.Code == "40001", pe.Code == "40P01", pe.Code == "55P03", pe.Code == "57014":
+			// serialization failure, deadlock, lock not available,
+			// statement timeout: try again
+			return fmt.Errorf("%w: %w", store.ErrBusy, err)
+		case pe.Code == "25006", pe.Code == "42501": // read-only transaction, insufficient privilege
+			return fmt.Errorf("%w: %w", store.ErrReadOnly, err)
+		case strings.HasPrefix(pe.Code, "57P"), strings.HasPrefix(pe.Code, "08"):
+			// the server shuts down or restarts; the connection is gone
+			return fmt.Errorf("%w: %w", store.ErrBusy, err)
+		}
+		return err
+	}
+	if pgconn.SafeToRetry(err) || isConnError(err) {
+		return fmt.Errorf("%w: %w", store.ErrBusy, err)
+	}
+	return err
+}
+
+// isConnError says whether err is the loss of, or failure to get, a
+// connection: the server is down or restarting.
+func isConnError(err error) bool {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "connection refused") ||
+		strings.Contains(msg, "unexpected EOF") || strings.Contains(msg, "broken pipe") ||
+		strings.Contains(msg, "connection reset")
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func nullBytes(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+func nanos(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixNano()
+}

@@ -1,0 +1,277 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pcd-dev/pcd/store"
+)
+
+// runnerState is this process's runner on the database, if it is one: its
+// row in runners, kept alive by a heartbeat.
+type runnerState struct {
+	current atomic.Int64
+	mu      sync.Mutex
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+func (r *runnerState) id() int64 { return r.current.Load() }
+
+func (r *runnerState) stop() {
+	r.mu.Lock()
+	cancel, done := r.cancel, r.done
+	r.cancel, r.done = nil, nil
+	r.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
+
+// LockRunner registers this process as a runner of the database, in role.
+// Any number of runners work one PostgreSQL database: each heartbeats,
+// every Lease/3, and one whose heartbeat is older than Lease is gone; its
+// tasks are taken over (Recover). Release ends the heartbeat and marks
+// the runner stopped.
+func (db *DB) LockRunner(role string) (store.Releaser, error) {
+	ctx := context.Background()
+	host, _ := os.Hostname()
+	now := time.Now().UnixNano()
+	var id int64
+	if err := db.pool.QueryRow(ctx, `INSERT INTO runners (role, host, pid, started_at, heartbeat_at)
+		VALUES ($1, $2, $3, $4, $4) RETURNING id`, role, host, os.Getpid(), now).Scan(&id); err != nil {
+		return nil, fmt.Errorf("register runner: %w", classify(err))
+	}
+	db.runners.mu.Lock()
+	defer db.runners.mu.Unlock()
+	if db.runners.cancel != nil {
+		return nil, errors.New("register runner: this handle is a runner already")
+	}
+	db.runners.current.Store(id)
+	hbCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	db.runners.cancel, db.runners.done = cancel, done
+	go func() {
+		defer close(done)
+		db.heartbeat(hbCtx, id)
+	}()
+	return runnerRelease{db: db, id: id}, nil
+}
+
+// heartbeat refreshes the runner's row until ctx ends.
+func (db *DB) heartbeat(ctx context.Context, id int64) {
+	t := time.NewTicker(db.opts.Lease / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, _ = db.pool.Exec(ctx, "UPDATE runners SET heartbeat_at = $1 WHERE id = $2", time.Now().UnixNano(), id)
+	}
+}
+
+type runnerRelease struct {
+	db *DB
+	id int64
+}
+
+// Release stops the heartbeat and marks the runner stopped; its claims
+// are left for the next Recover (a runner releases what it ran on its
+// way out).
+func (r runnerRelease) Release() error {
+	r.db.runners.stop()
+	r.db.runners.current.CompareAndSwap(r.id, 0)
+	_, err := r.db.pool.Exec(context.Background(), "UPDATE runners SET stopped_at = $1 WHERE id = $2", time.Now().UnixNano(), r.id)
+	return classify(err)
+}
+
+// gone is the condition on a runner row g that it is not alive: stopped,
+// or its heartbeat older than the lease ($1, the oldest live heartbeat).
+const gone = `(g.stopped_at IS NOT NULL OR g.heartbeat_at < $1)`
+
+// Recover takes over the tasks of runners that are gone: a task one had
+// only claimed goes back to pending with nothing counted; one it was
+// running goes back with the interruption counted, and a task interrupted
+// maxInterrupts times in a row fails, with its task callback.
+func (db *DB) Recover(ctx context.Context, maxInterrupts int,
+	failMessage func(jobUUID string, t store.Task, reason string) ([]byte, error)) (requeued, failed int, err error) {
+	now := time.Now()
+	reason := fmt.Sprintf("interrupted by %d restarts", maxInterrupts)
+	oldest := now.Add(-db.opts.Lease).UnixNano()
+	me := db.runners.id()
+	if me == 0 {
+		me = -1 // not a runner: every claim is a dead runner's
+	}
+	err = db.tx(ctx, func(tx pgx.Tx) error {
+		requeued, failed = 0, 0
+		// Claims of tasks that finished anyway, and those of dead runners
+		// that never started, are dropped.
+		if _, err := tx.Exec(ctx, `DELETE FROM running u
+			WHERE EXISTS (SELECT 1 FROM results r WHERE r.job_id = u.job_id AND r.seq = u.seq)
+			OR (u.started_at IS NULL AND u.runner_id <> $2 AND NOT EXISTS (
+				SELECT 1 FROM runners g WHERE g.id = u.runner_id AND NOT `+gone+`))`, oldest, me); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `DELETE FROM running u
+			WHERE u.runner_id <> $2 AND NOT EXISTS (SELECT 1 FROM runners g WHERE g.id = u.runner_id AND NOT `+gone+`)
+			RETURNING u.job_id, u.seq`, oldest, me)
+		if err != nil {
+			return err
+		}
+		type key struct{ job, seq int64 }
+		var taken []key
+		for rows.Next() {
+			var k key
+			if err := rows.Scan(&k.job, &k.seq); err != nil {
+				rows.Close()
+				return err
+			}
+			taken = append(taken, k)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		w := finalWriter{db: db, now: now}
+		var jobIDs []int64
+		for _, k := range taken {
+			var t store.Task
+			var jobUUID string
+			var round int
+			if err := tx.QueryRow(ctx, `UPDATE tasks t SET interrupts = t.interrupts + 1 FROM jobs j
+				WHERE j.id = t.job_id AND t.job_id = $1 AND t.seq = $2
+				RETURNING t.job_id, t.seq, t.uuid, t.kind, t.attempts, t.interrupts, j.uuid, j.round`, k.job, k.seq).
+				Scan(&t.JobID, &t.Seq, &t.UUID, &t.Kind, &t.Attempts, &t.Interrupts, &jobUUID, &round); err != nil {
+				return err
+			}
+			if t.Interrupts < maxInterrupts {
+				requeued++
+				continue
+			}
+			msg, err := failMessage(jobUUID, t, reason)
+			if err != nil {
+				return err
+			}
+			w.add(t, round, store.Failed, reason, msg)
+			jobIDs = append(jobIDs, t.JobID)
+			failed++
+		}
+		if failed > 0 {
+			// Lock order: the jobs' rows, then the callback-id lock.
+			if _, err := tx.Exec(ctx, "SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE", jobIDs); err != nil {
+				return err
+			}
+			if err := db.lockCallbacks(ctx, tx); err != nil {
+				return err
+			}
+			if err := w.flush(ctx, tx); err != nil {
+				return err
+			}
+		}
+		// A job left running by runners all gone waits for a runner.
+		_, err = tx.Exec(ctx, `UPDATE jobs j SET state = 'pending' WHERE j.state = 'running' AND j.finished_at IS NULL
+			AND NOT EXISTS (SELECT 1 FROM runners g WHERE g.id <> $2 AND NOT `+gone+`)`, oldest, me)
+		return err
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("recover: %w", err)
+	}
+	return requeued, failed, nil
+}
+
+// wakeChannel is the NOTIFY channel of the database's runners, per schema.
+func (db *DB) wakeChannel() string { return fmt.Sprintf("pcd_wake_%x", uint32(db.callbackLock)) }
+
+// Wake tells the runners that work was committed or a job cancelled.
+func (db *DB) Wake() error {
+	_, err := db.pool.Exec(context.Background(), "SELECT pg_notify($1, '')", db.wakeChannel())
+	return classify(err)
+}
+
+// ListenWake calls notify at each Wake, from any process, until Close. It
+// holds a connection of its own; when that connection is lost it
+// reconnects, and notifies once, since a wake-up may have been missed.
+func (db *DB) ListenWake(notify func()) (io.Closer, error) {
+	l := &listener{db: db, channel: db.wakeChannel(), notify: notify, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	l.cancel = cancel
+	conn, err := l.connect(ctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("listen for wake-ups: %w", err)
+	}
+	go l.run(ctx, conn)
+	return l, nil
+}
+
+// listener is a LISTEN on one channel.
+type listener struct {
+	db      *DB
+	channel string
+	notify  func()
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+func (l *listener) connect(ctx context.Context) (*pgx.Conn, error) {
+	c, err := l.db.pool.Acquire(ctx)
+	if err != nil {
+		return nil, classify(err)
+	}
+	conn := c.Hijack() // a LISTEN belongs to its session: keep it out of the pool
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{l.channel}.Sanitize()); err != nil {
+		conn.Close(context.Background())
+		return nil, classify(err)
+	}
+	return conn, nil
+}
+
+func (l *listener) run(ctx context.Context, conn *pgx.Conn) {
+	defer close(l.done)
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	for {
+		_, err := conn.WaitForNotification(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			l.notify()
+			continue
+		}
+		conn.Close(context.Background())
+		conn = nil
+		for conn == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			conn, _ = l.connect(ctx)
+		}
+		l.notify()
+	}
+}
+
+// Close stops listening.
+func (l *listener) Close() error {
+	l.cancel()
+	<-l.done
+	return nil
+}
+
+func isConflict(err error) bool { return errors.Is(err, store.ErrConflict) }
