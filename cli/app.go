@@ -20,6 +20,7 @@ import (
 
 	"github.com/pcd-dev/pcd/engine"
 	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/postgres"
 	"github.com/pcd-dev/pcd/store/sqlite"
 )
 
@@ -105,9 +106,10 @@ func (e usageErr) Is(target error) bool { return target == ErrUsage }
 // `pcd --db x jobs` and `pcd jobs --db x` mean the same.
 func commonFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "db", EnvVars: []string{"PCD_DB"}, Usage: "database `FILE` (default: $XDG_STATE_HOME/pcd/pcd.db)"},
+		&cli.StringFlag{Name: "db", EnvVars: []string{"PCD_DB"}, Usage: "database: a SQLite `FILE` (default: $XDG_STATE_HOME/pcd/pcd.db) or a postgres:// URL"},
 		&cli.StringFlag{Name: "sync", EnvVars: []string{"PCD_SYNC"}, Value: "full", Usage: "SQLite synchronous `MODE`: full survives power loss, normal survives a process crash"},
 		&cli.StringFlag{Name: "busy-timeout", EnvVars: []string{"PCD_BUSY_TIMEOUT"}, Value: "5s", Usage: "how long a write waits for another process's write lock"},
+		&cli.StringFlag{Name: "lease", EnvVars: []string{"PCD_LEASE"}, Value: postgres.DefaultLease.String(), Usage: "PostgreSQL: how long a runner may go without a heartbeat before the others take its tasks over"},
 		&cli.StringFlag{Name: "log-level", EnvVars: []string{"PCD_LOG_LEVEL"}, Value: "info", Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", EnvVars: []string{"PCD_LOG_FORMAT"}, Value: "text", Usage: "text or json"},
 	}
@@ -198,6 +200,13 @@ func open(c *cli.Context, opts sqlite.Options) (store.Store, error) {
 	path, err := dbPath(c)
 	if err != nil {
 		return nil, err
+	}
+	if postgres.IsURL(path) {
+		lease, err := time.ParseDuration(commonString(c, "lease"))
+		if err != nil || lease < time.Second {
+			return nil, usageError("--lease must be a duration of at least 1s, such as 30s, got %q", commonString(c, "lease"))
+		}
+		return postgres.Open(c.Context, path, postgres.Options{MustExist: opts.MustExist || opts.ReadOnly, Lease: lease})
 	}
 	opts.Sync, opts.BusyTimeout = sync, busy
 	return sqlite.Open(c.Context, path, opts)

@@ -14,7 +14,6 @@ import (
 
 	"github.com/pcd-dev/pcd/engine"
 	"github.com/pcd-dev/pcd/store"
-	"github.com/pcd-dev/pcd/store/sqlite"
 )
 
 // jobView is a job as read commands show it.
@@ -282,7 +281,7 @@ running the job stops its running tasks at once.`,
 				if err != nil {
 					return err
 				}
-				if j.State == store.Running && sqlite.RunnerListening(db.Path()) {
+				if j.State == store.Running && db.RunnerAlive(c.Context) {
 					// No task of the job may start once cancel returns:
 					// wait for its runner to stop them.
 					waitStopped(c.Context, env, db, done)
@@ -318,7 +317,7 @@ daemon runs them, and a new job callback follows when they are done.`,
 				}
 				_, err = fmt.Fprintf(env.Stdout, "job %s: %d tasks back to pending (round %d)\n",
 					again.UUID, j.Failed+j.Cancelled, again.Round)
-				if err == nil && !sqlite.RunnerListening(db.Path()) {
+				if err == nil && !db.RunnerAlive(c.Context) {
 					fmt.Fprintln(env.Stderr, "pcd: note: no daemon is running on this database; `pcd daemon` runs the job, or `pcd run --resume "+again.UUID[:8]+"`")
 				}
 				return err

@@ -11,7 +11,6 @@ import (
 
 	"github.com/pcd-dev/pcd/engine"
 	"github.com/pcd-dev/pcd/store"
-	"github.com/pcd-dev/pcd/store/sqlite"
 )
 
 // ErrInterrupted means a signal ended a command that only watches; the
@@ -89,7 +88,7 @@ func follow(c *cli.Context, env Env, db store.Store, o followOptions) error {
 			defer w.Flush()
 		}
 	}
-	if !o.follow && !sqlite.RunnerListening(db.Path()) {
+	if !o.follow && !db.RunnerAlive(c.Context) {
 		if unfinished, err := db.UnfinishedJobs(c.Context); err == nil && len(unfinished) > 0 {
 			fmt.Fprintln(env.Stderr, "pcd: note: no daemon is running on this database; unfinished jobs wait until `pcd daemon` starts")
 		}

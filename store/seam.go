@@ -36,6 +36,10 @@ type Runners interface {
 	// Wake tells the runner that work was committed or a job cancelled;
 	// best effort: a runner also looks by itself every second.
 	Wake() error
+	// RunnerAlive says whether a runner works the database now: one
+	// listens for wake-ups (SQLite), or has a fresh heartbeat
+	// (PostgreSQL).
+	RunnerAlive(ctx context.Context) bool
 }
 
 // Releaser releases what it holds.

@@ -190,6 +190,14 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 	return requeued, failed, nil
 }
 
+// RunnerAlive reports whether a runner's heartbeat is fresh.
+func (db *DB) RunnerAlive(ctx context.Context) bool {
+	var alive bool
+	err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM runners g WHERE NOT `+gone+`)`,
+		time.Now().Add(-db.opts.Lease).UnixNano()).Scan(&alive)
+	return err == nil && alive
+}
+
 // wakeChannel is the NOTIFY channel of the database's runners, per schema.
 func (db *DB) wakeChannel() string { return fmt.Sprintf("pcd_wake_%x", uint32(db.callbackLock)) }
 

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -79,8 +80,12 @@ func wake(dbPath string) error {
 	return err
 }
 
-// RunnerListening reports whether a runner listens on the database's wake
+// RunnerAlive reports whether a runner listens on the database's wake
 // socket.
+func (db *DB) RunnerAlive(context.Context) bool { return RunnerListening(db.path) }
+
+// RunnerListening reports whether a runner listens on the wake socket of
+// the database at dbPath.
 func RunnerListening(dbPath string) bool {
 	path, err := wakePath(dbPath)
 	if err != nil {
