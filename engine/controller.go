@@ -17,6 +17,10 @@ import (
 // Its tasks that did not finish stay pending, and a later Run resumes it.
 var ErrStopped = errors.New("job stopped before it finished")
 
+// errOthersRun is a job run's end when every task this runner could
+// claim is done and other runners hold the rest.
+var errOthersRun = errors.New("the job's other tasks are other runners'")
+
 // Defaults from the classic producer-consumer lesson.
 const (
 	DefaultWorkers   = 25
@@ -158,7 +162,7 @@ func (c *jobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 	if comp.finished != nil {
 		return *comp.finished, c.settle(bg)
 	}
-	return c.finish(bg, job, elapsed(), comp)
+	return c.finish(bg, job, elapsed(), comp, c.draining() || ctx.Err() != nil)
 }
 
 // pipeline runs the job's producer, consumers and completer until the
@@ -221,9 +225,21 @@ func (c *jobController) pipeline(ctx context.Context, job store.Job, elapsed fun
 // finish finishes a job whose pipeline ended without a commit finishing
 // it: the job is done now (its last results were already final), or it
 // stopped (ErrStopped, its progress saved), or someone else finished it
-// (pcd cancel).
-func (c *jobController) finish(ctx context.Context, job store.Job, elapsed time.Duration, comp *completer) (store.Job, error) {
+// (pcd cancel), or, with nothing stopping it, other runners hold its
+// last tasks (errOthersRun).
+func (c *jobController) finish(ctx context.Context, job store.Job, elapsed time.Duration, comp *completer, stopped bool) (store.Job, error) {
 	finished, cb, err := c.db.FinishJob(ctx, job.ID, elapsed, comp.unreleased, jobMessage)
+	if errors.Is(err, store.ErrNotDone) && !stopped {
+		// Nothing stopped this run: the tasks left are other runners'
+		// (PostgreSQL), and the commit of the last one finishes the job.
+		if markErr := c.markReleased(ctx, job.ID, comp.unreleased); markErr != nil {
+			return job, markErr
+		}
+		if now, err := c.db.Job(ctx, job.ID); err == nil {
+			job = now
+		}
+		return job, errOthersRun
+	}
 	if errors.Is(err, store.ErrNotDone) {
 		saveErr := c.db.StopJob(ctx, job.ID, elapsed)
 		if markErr := c.markReleased(ctx, job.ID, comp.unreleased); markErr != nil {

@@ -113,6 +113,9 @@ func (d *daemon) run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	running := map[int64]*jobController{}
+	// resting are jobs whose tasks left are other runners' (PostgreSQL):
+	// not scheduled again before something changes.
+	resting := map[int64]bool{}
 	done := make(chan jobDone)
 	var pauseUntil time.Time
 	ticker := time.NewTicker(d.cfg.CheckEvery)
@@ -130,7 +133,7 @@ func (d *daemon) run(ctx context.Context) error {
 			ensure = false
 		}
 		if !draining && ctx.Err() == nil && time.Now().After(pauseUntil) {
-			if d.schedule(ctx, running, done, &wg) {
+			if d.schedule(ctx, running, resting, done, &wg) {
 				deliveries.Ensure(deliveryCtx)
 			}
 		}
@@ -144,12 +147,18 @@ func (d *daemon) run(ctx context.Context) error {
 		case <-wakeC:
 			d.cfg.Delivery.wake.Notify() // pcd cancel commits callbacks too
 			ensure = true
+			clear(resting)
 		case <-ticker.C:
+			clear(resting)
 			d.flushMarks(ctx)
 			cleanStaged(ctx, d.db, d.cfg.Logger)
 			ensure = true
 		case r := <-done:
 			delete(running, r.id)
+			if errors.Is(r.err, errOthersRun) {
+				resting[r.id] = true // until the next wake-up or tick
+				continue
+			}
 			if d.jobEnded(r) {
 				// Stop taking work for a while: the problem is more
 				// likely the database's than the job's.
@@ -266,7 +275,8 @@ func (d *daemon) checkInBackground(ctx context.Context, stop context.CancelCause
 // ten thousand jobs waiting as with one. A running job that someone else
 // finished (pcd cancel) is stopped by its own controller. It reports
 // whether it started a job that has sinks of its own.
-func (d *daemon) schedule(ctx context.Context, running map[int64]*jobController, done chan<- jobDone, wg *sync.WaitGroup) (sinks bool) {
+func (d *daemon) schedule(ctx context.Context, running map[int64]*jobController, resting map[int64]bool,
+	done chan<- jobDone, wg *sync.WaitGroup) (sinks bool) {
 	log := d.cfg.Logger
 	open, err := d.db.OpenJobs(ctx)
 	if err != nil {
@@ -290,7 +300,10 @@ func (d *daemon) schedule(ctx context.Context, running map[int64]*jobController,
 		idle[j.ID] = j.Total == j.Done()
 	}
 	busy := 0
-	skip := make(map[int64]bool, len(running))
+	skip := make(map[int64]bool, len(running)+len(resting))
+	for id := range resting {
+		skip[id] = true
+	}
 	for id := range running {
 		skip[id] = true
 		if !idle[id] {

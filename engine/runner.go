@@ -307,6 +307,16 @@ func (r *Runner) RunJob(ctx context.Context, jobID int64) (store.Job, error) {
 	deliveries.Ensure(deliveryCtx)
 
 	job, err := ctl.Run(ctx, jobID)
+	for errors.Is(err, errOthersRun) {
+		// Other runners hold the job's last tasks (PostgreSQL): wait
+		// for them, and take over any a dead one leaves.
+		select {
+		case <-time.After(r.cfg.CheckEvery):
+		case <-r.drain:
+		case <-ctx.Done():
+		}
+		job, err = ctl.Run(ctx, jobID)
+	}
 	if err == nil {
 		// Its sinks finish once its callbacks are out, or when
 		// DeliveryWait runs out; the rest stay for a daemon.

@@ -232,16 +232,17 @@ func (db *DB) recordOutcome(ctx context.Context, tx pgx.Tx, b store.Batch, r sto
 
 // count adds a batch's counts to its job, which is running, saves its
 // elapsed time and release cursor, and says whether the batch made the
-// sealed job's last task final.
+// sealed job's last task final. A runner's DoneThrough is not saved: it
+// knows only the tasks it ran, and other runners may still run tasks
+// below it.
 func (db *DB) count(ctx context.Context, tx pgx.Tx, b store.Batch, counts [3]int64) (complete bool, err error) {
 	err = tx.QueryRow(ctx, `UPDATE jobs SET succeeded = succeeded + $1, failed = failed + $2,
 		cancelled = cancelled + $3, elapsed_ns = greatest(elapsed_ns, $4), released_id = greatest(released_id, $5),
-		done_through = greatest(done_through, $6),
 		state = CASE WHEN finished_at IS NULL THEN 'running' ELSE state END,
-		started_at = coalesce(started_at, $8)
-		WHERE id = $7
+		started_at = coalesce(started_at, $7)
+		WHERE id = $6
 		RETURNING sealed AND finished_at IS NULL AND succeeded + failed + cancelled >= total`,
-		counts[0], counts[1], counts[2], int64(b.Elapsed), b.Released.To, b.DoneThrough, b.JobID, nanos(b.StartedAt),
+		counts[0], counts[1], counts[2], int64(b.Elapsed), b.Released.To, b.JobID, nanos(b.StartedAt),
 	).Scan(&complete)
 	return complete, err
 }
