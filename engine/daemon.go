@@ -20,6 +20,8 @@ type daemon struct {
 	// waiting out, reported once when it starts and once when it ends.
 	trouble troubleLog
 	drain   <-chan struct{}
+	// lastTakeOver is when the daemon last looked for gone runners' tasks.
+	lastTakeOver time.Time
 }
 
 func newDaemon(db store.Store, cfg RunnerConfig, drain <-chan struct{}) *daemon {
@@ -150,6 +152,7 @@ func (d *daemon) run(ctx context.Context) error {
 			clear(resting)
 		case <-ticker.C:
 			clear(resting)
+			d.takeOver(ctx)
 			d.flushMarks(ctx)
 			cleanStaged(ctx, d.db, d.cfg.Logger)
 			ensure = true
@@ -219,6 +222,26 @@ func (d *daemon) jobEnded(r jobDone) (pause bool) {
 	default:
 		d.trouble.report(d.cfg.Logger, d.db.Path(), r.job, r.err, d.cfg.RetryAfter)
 		return true
+	}
+}
+
+// takeOver takes over the tasks of runners that are gone, on a database
+// that several runners share, and wakes the runners if it requeued any:
+// their producers have read past them.
+func (d *daemon) takeOver(ctx context.Context) {
+	if !d.db.Shared() || time.Since(d.lastTakeOver) < d.cfg.CheckEvery*5 {
+		return
+	}
+	d.lastTakeOver = time.Now()
+	n, err := recoverRunner(ctx, d.db, d.cfg.Logger)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.cfg.Logger.Warn("take over the tasks of runners that are gone", "err", err)
+		}
+		return
+	}
+	if n > 0 {
+		_ = d.db.Wake()
 	}
 }
 

@@ -463,7 +463,7 @@ func TestRecoverCountsInterruptionsAndFailsAfterThree(t *testing.T) {
 			WHERE seq IN (1, 2) AND NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq)`); err != nil {
 			t.Fatal(err)
 		}
-		if err := recoverRunner(context.Background(), db, nil); err != nil {
+		if _, err := recoverRunner(context.Background(), db, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

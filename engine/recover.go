@@ -19,10 +19,10 @@ const MaxInterrupts = 3
 // died go back to pending, with the interruption counted, and a task
 // interrupted MaxInterrupts times fails. Call it once, holding the runner
 // lock, before running anything.
-func recoverRunner(ctx context.Context, db store.Store, log *slog.Logger) error {
+func recoverRunner(ctx context.Context, db store.Store, log *slog.Logger) (int, error) {
 	groups, err := db.RunningGroups(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	procs := make([]procGroup, len(groups))
 	for i, g := range groups {
@@ -32,7 +32,7 @@ func recoverRunner(ctx context.Context, db store.Store, log *slog.Logger) error 
 		return db.KnownTasks(ctx, ids)
 	}, 10*time.Second)
 	if err != nil {
-		return fmt.Errorf("recover: %w", err)
+		return 0, fmt.Errorf("recover: %w", err)
 	}
 	if killed > 0 && log != nil {
 		log.Warn("killed processes left running by the last runner's tasks", "processes", killed)
@@ -41,13 +41,13 @@ func recoverRunner(ctx context.Context, db store.Store, log *slog.Logger) error 
 		return taskEvent(jobUUID, t, store.Failed, 0, nil, reason).MarshalJSON()
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if requeued+failed > 0 && log != nil {
-		log.Warn("recovered tasks interrupted by the last stop", "requeued", requeued, "failed", failed)
+		log.Warn("took over the tasks of a runner that stopped or died", "requeued", requeued, "failed", failed)
 	}
 	cleanStaged(ctx, db, log)
-	return nil
+	return requeued + failed, nil
 }
 
 // cleanStaged deletes the half-written jobs of submits that died. It

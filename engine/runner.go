@@ -193,7 +193,7 @@ func (r *Runner) acquire(ctx context.Context) (store.Releaser, error) {
 func (r *Runner) recover(ctx context.Context) error {
 	var trouble troubleLog
 	for {
-		err := recoverRunner(ctx, r.db, r.cfg.Logger)
+		_, err := recoverRunner(ctx, r.db, r.cfg.Logger)
 		if err == nil {
 			trouble.over(r.cfg.Logger)
 			return nil

@@ -40,6 +40,10 @@ type Runners interface {
 	// listens for wake-ups (SQLite), or has a fresh heartbeat
 	// (PostgreSQL).
 	RunnerAlive(ctx context.Context) bool
+	// Shared says that several runners may work the database at once
+	// (PostgreSQL): a runner then takes over the tasks of runners that
+	// are gone (Recover) while it runs, not only when it starts.
+	Shared() bool
 }
 
 // Releaser releases what it holds.
@@ -95,7 +99,9 @@ type TaskStore interface {
 	// CompleteTasks is one group commit: start marks, results with their
 	// callback records, requeued tasks, and maybe the job's completion.
 	CompleteTasks(ctx context.Context, b Batch) (Committed, error)
-	// Recover requeues or fails the tasks a dead runner was running.
+	// Recover requeues or fails the tasks of runners that are gone: on
+	// SQLite, whatever a runner before this one left; on a shared
+	// database, those of runners whose lease ran out.
 	Recover(ctx context.Context, maxInterrupts int,
 		failMessage func(jobUUID string, t Task, reason string) ([]byte, error)) (requeued, failed int, err error)
 	RunningGroups(ctx context.Context) ([]RunningGroup, error)

@@ -190,6 +190,9 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 	return requeued, failed, nil
 }
 
+// Shared is true: any number of runners work a PostgreSQL database.
+func (db *DB) Shared() bool { return true }
+
 // RunnerAlive reports whether a runner's heartbeat is fresh.
 func (db *DB) RunnerAlive(ctx context.Context) bool {
 	var alive bool

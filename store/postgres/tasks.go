@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -283,10 +284,13 @@ func (db *DB) KnownTasks(ctx context.Context, uuids []string) (map[string]bool, 
 }
 
 // RunningGroups lists the process groups recorded with the start marks of
-// the tasks of runners that are gone.
+// the tasks of runners on this host that are gone: only those, since a
+// process group id means nothing on another machine.
 func (db *DB) RunningGroups(ctx context.Context) ([]store.RunningGroup, error) {
-	rows, err := db.pool.Query(ctx, `SELECT u.pgid, coalesce(u.pstart, 0) FROM running u
-		WHERE u.pgid IS NOT NULL AND u.runner_id <> $1`, db.runners.id())
+	host, _ := os.Hostname()
+	rows, err := db.pool.Query(ctx, `SELECT u.pgid, coalesce(u.pstart, 0) FROM running u JOIN runners g ON g.id = u.runner_id
+		WHERE u.pgid IS NOT NULL AND u.runner_id <> $2 AND g.host = $3 AND `+gone,
+		time.Now().Add(-db.opts.Lease).UnixNano(), db.runners.id(), host)
 	if err != nil {
 		return nil, fmt.Errorf("running process groups: %w", classify(err))
 	}

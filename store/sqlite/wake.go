@@ -80,6 +80,9 @@ func wake(dbPath string) error {
 	return err
 }
 
+// Shared is false: one runner at a time works a SQLite database.
+func (db *DB) Shared() bool { return false }
+
 // RunnerAlive reports whether a runner listens on the database's wake
 // socket.
 func (db *DB) RunnerAlive(context.Context) bool { return RunnerListening(db.path) }
