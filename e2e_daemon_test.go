@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pcd-dev/pcd/store/postgres"
 	"github.com/pcd-dev/pcd/store/sqlite"
 )
 
@@ -273,16 +274,28 @@ func queryDB(t *testing.T, db, q string) int { return queryDBAny(t, db, q) }
 
 func queryDBAny(t testing.TB, db, q string) int {
 	t.Helper()
-	raw, err := sql.Open("sqlite", rawDSN(db))
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := openRaw(t, db)
 	defer raw.Close()
 	var n int
 	if err := raw.QueryRow(q).Scan(&n); err != nil {
 		t.Fatalf("%s: %v", q, err)
 	}
 	return n
+}
+
+// openRaw opens the database for the test's own SQL: a SQLite file, or a
+// postgres:// URL (with pgx's database/sql driver).
+func openRaw(t testing.TB, db string) *sql.DB {
+	t.Helper()
+	driver, dsn := "sqlite", rawDSN(db)
+	if postgres.IsURL(db) {
+		driver, dsn = "pgx", db
+	}
+	raw, err := sql.Open(driver, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }
 
 // waitFor polls q until it returns at least want.

@@ -243,6 +243,8 @@ func (d *daemon) takeOver(ctx context.Context) {
 	if n > 0 {
 		_ = d.db.Wake()
 	}
+	// What a gone runner committed but never released, this one does.
+	d.redeliverFinished(ctx)
 }
 
 // flushMarks records the delivered marks of finished jobs that no group

@@ -217,8 +217,32 @@ func (m *deliverers) deliver(ctx context.Context, s callbackSink, jobID int64) b
 	}
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
+	held := true // the cursor read above is current
 	for {
 		wake := m.wake.C()
+		// One runner at a time delivers a sink (a database several
+		// runners share): without the lease, wait; on getting it back,
+		// read the cursor again, as another may have moved it.
+		if ok, err := m.db.LeaseSink(ctx, s.Name()); err != nil || !ok {
+			if err != nil && ctx.Err() == nil {
+				log.Warn("lease sink", "err", err)
+			}
+			held = false
+			select {
+			case <-ticker.C:
+				continue
+			case <-m.stopping:
+				return false
+			case <-ctx.Done():
+				return false
+			}
+		} else if !held {
+			held = true
+			if after, err = m.db.SinkCursor(ctx, s.Name()); err != nil {
+				log.Error("read sink cursor", "err", err)
+				return false
+			}
+		}
 		finished := false
 		if jobID != 0 {
 			j, err := m.db.Job(ctx, jobID)
@@ -245,6 +269,9 @@ func (m *deliverers) deliver(ctx context.Context, s callbackSink, jobID int64) b
 				continue
 			}
 			if s.Wants(ev) {
+				if ok, err := m.db.LeaseSink(ctx, s.Name()); err != nil || !ok {
+					break // the loop's start waits for the lease
+				}
 				if !m.deliverOne(ctx, log, s, ev) {
 					return false // ctx ended
 				}

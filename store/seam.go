@@ -126,6 +126,11 @@ type Outbox interface {
 	MarkReleased(ctx context.Context, jobID int64, span Span) error
 	MarkAllReleased(ctx context.Context, marks []Mark) error
 	JobReleased(ctx context.Context, jobID int64) (bool, error)
+	// LeaseSink takes, or renews, the right to deliver a sink's
+	// callbacks, for this runner: false while another live runner holds
+	// it. One runner at a time delivers a sink, in id order. On SQLite,
+	// where one runner works the database, it is always true.
+	LeaseSink(ctx context.Context, sink string) (bool, error)
 	SinkCursor(ctx context.Context, sink string) (int64, error)
 	SinkCursors(ctx context.Context) (map[string]int64, error)
 	StartSink(ctx context.Context, sink string, from int64) error

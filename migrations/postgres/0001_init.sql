@@ -23,7 +23,6 @@ CREATE TABLE jobs (
     finished_at  bigint,
     key          text    UNIQUE,
     sinks        bytea,
-    released_id  bigint  NOT NULL DEFAULT 0,
     done_through bigint  NOT NULL DEFAULT 0
 );
 CREATE INDEX jobs_unfinished ON jobs (id) WHERE finished_at IS NULL;
@@ -99,6 +98,7 @@ CREATE TABLE callbacks (
     round      integer NOT NULL DEFAULT 0,
     message    bytea   NOT NULL,                 -- JSON
     result_at  integer,                          -- where the task's result goes back in
+    runner_id  bigint  NOT NULL DEFAULT 0,       -- the runner that committed it (0: none, such as pcd cancel)
     created_at bigint  NOT NULL,
     CHECK ((event = 'task') = (task_seq IS NOT NULL))
 );
@@ -106,6 +106,19 @@ ALTER SEQUENCE callbacks_id OWNED BY callbacks.id;
 CREATE INDEX callbacks_job ON callbacks (job_id, id);
 CREATE UNIQUE INDEX callbacks_one_per_task ON callbacks (job_id, task_seq, round) WHERE event = 'task';
 CREATE UNIQUE INDEX callbacks_one_per_job ON callbacks (job_id, round) WHERE event = 'job';
+
+-- Each runner releases the callbacks it commits (to its log, its
+-- output) in id order: per job and runner, the newest it committed and
+-- the newest it released. Callbacks above released_id of a runner that is
+-- gone are released by another.
+CREATE TABLE releases (
+    job_id       bigint NOT NULL,
+    runner_id    bigint NOT NULL,
+    committed_id bigint NOT NULL DEFAULT 0,
+    released_id  bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, runner_id)
+);
+CREATE INDEX releases_pending ON releases (job_id) WHERE committed_id > released_id;
 
 CREATE TABLE sink_cursors (
     sink    text   PRIMARY KEY,
@@ -134,4 +147,12 @@ CREATE TABLE runners (
     started_at   bigint  NOT NULL,
     heartbeat_at bigint  NOT NULL,
     stopped_at   bigint
+);
+
+-- Which runner delivers a sink's callbacks, until when: one at a time, so
+-- that a sink gets them in id order.
+CREATE TABLE sink_leases (
+    sink      text   PRIMARY KEY,
+    runner_id bigint NOT NULL,
+    until     bigint NOT NULL
 );

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -59,18 +60,30 @@ func queryCallbacks(ctx context.Context, q querier, sql string, args ...any) ([]
 }
 
 // Callbacks lists a job's callback records with id after afterID, in id
-// order; unreleasedOnly keeps those the runner has not released yet.
+// order; unreleasedOnly keeps those not released yet that are this
+// runner's to release: its own, and those of runners that are gone (a
+// live runner releases its own).
 func (db *DB) Callbacks(ctx context.Context, jobID, afterID int64, unreleasedOnly bool) ([]store.Callback, error) {
-	q := "SELECT " + callbackColumns + " FROM callbacks c WHERE c.job_id = $1 AND c.id > $2"
+	q := "SELECT " + callbackColumns + " FROM callbacks c WHERE c.job_id = $1 AND c.id > $2 ORDER BY c.id"
+	args := []any{jobID, afterID}
 	if unreleasedOnly {
-		q += " AND c.id > (SELECT released_id FROM jobs WHERE id = $1)"
+		q = "SELECT " + callbackColumns + ` FROM callbacks c JOIN releases r ON r.job_id = c.job_id AND r.runner_id = c.runner_id
+			WHERE c.job_id = $1 AND c.id > $2 AND c.id > r.released_id AND r.committed_id > r.released_id AND ` + releasable + `
+			ORDER BY c.id`
+		args = append(args, time.Now().Add(-db.opts.Lease).UnixNano(), db.runners.id())
 	}
-	out, err := queryCallbacks(ctx, db.pool, q+" ORDER BY c.id", jobID, afterID)
+	out, err := queryCallbacks(ctx, db.pool, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("callbacks of job %d: %w", jobID, err)
 	}
 	return out, nil
 }
+
+// releasable is the condition on a releases row r that this runner ($4)
+// releases its callbacks: they are its own, or their runner is gone
+// (heartbeat before $3).
+const releasable = `(r.runner_id = $4 OR NOT EXISTS (SELECT 1 FROM runners g
+	WHERE g.id = r.runner_id AND g.stopped_at IS NULL AND g.heartbeat_at >= $3))`
 
 // CallbacksAfter returns up to limit callback records with id after
 // afterID, in id order, of the given jobs (all if none are given). Ids are
@@ -99,10 +112,12 @@ func (db *DB) LastCallbackID(ctx context.Context) (int64, error) {
 	return id, nil
 }
 
-// UnreleasedJobs lists the jobs with callback records not released yet.
+// UnreleasedJobs lists the jobs with callback records not released yet
+// that are this runner's to release (Callbacks), oldest first.
 func (db *DB) UnreleasedJobs(ctx context.Context) ([]int64, error) {
-	rows, err := db.pool.Query(ctx, `SELECT id FROM jobs j
-		WHERE EXISTS (SELECT 1 FROM callbacks c WHERE c.job_id = j.id AND c.id > j.released_id) ORDER BY id`)
+	rows, err := db.pool.Query(ctx, `SELECT DISTINCT r.job_id FROM releases r
+		WHERE r.committed_id > r.released_id AND `+strings.ReplaceAll(strings.ReplaceAll(releasable, "$3", "$1"), "$4", "$2")+`
+		ORDER BY r.job_id`, time.Now().Add(-db.opts.Lease).UnixNano(), db.runners.id())
 	if err != nil {
 		return nil, fmt.Errorf("unreleased callbacks: %w", classify(err))
 	}
@@ -113,22 +128,25 @@ func (db *DB) UnreleasedJobs(ctx context.Context) ([]int64, error) {
 	return ids, nil
 }
 
-// MarkReleased records that a job's callbacks up to span.To are released.
+// MarkReleased records that a job's callbacks up to span.To are released,
+// for each runner that committed some of those from span.From on.
 func (db *DB) MarkReleased(ctx context.Context, jobID int64, span store.Span) error {
-	if err := markReleased(ctx, db.pool, jobID, span.To); err != nil {
-		return fmt.Errorf("mark callbacks of job %d released: %w", jobID, classify(err))
+	err := db.tx(ctx, func(tx pgx.Tx) error { return db.markReleased(ctx, tx, jobID, span) })
+	if err != nil {
+		return fmt.Errorf("mark callbacks of job %d released: %w", jobID, err)
 	}
 	return nil
 }
 
-// MarkAllReleased is MarkReleased for several jobs, in one transaction.
+// MarkAllReleased records marks of this runner's own callbacks, in one
+// transaction.
 func (db *DB) MarkAllReleased(ctx context.Context, marks []store.Mark) error {
 	if len(marks) == 0 {
 		return nil
 	}
 	err := db.tx(ctx, func(tx pgx.Tx) error {
 		for _, m := range marks {
-			if err := markReleased(ctx, tx, m.JobID, m.To); err != nil {
+			if err := db.markReleased(ctx, tx, m.JobID, store.Span{To: m.To}); err != nil {
 				return err
 			}
 		}
@@ -145,19 +163,32 @@ type execer interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
-func markReleased(ctx context.Context, q execer, jobID, to int64) error {
-	if to <= 0 {
+// markReleased moves the release cursors of a job. Without span.From the
+// callbacks are this runner's own (the marks of its group commits); with
+// it, each runner that committed callbacks in the span gets its cursor
+// moved to its newest there (a runner releasing a gone one's).
+func (db *DB) markReleased(ctx context.Context, q execer, jobID int64, span store.Span) error {
+	if span.To <= 0 {
 		return nil
 	}
-	_, err := q.Exec(ctx, "UPDATE jobs SET released_id = greatest(released_id, $1) WHERE id = $2", to, jobID)
+	if span.From <= 0 {
+		_, err := q.Exec(ctx, `INSERT INTO releases (job_id, runner_id, released_id) VALUES ($1, $2, $3)
+			ON CONFLICT (job_id, runner_id) DO UPDATE SET released_id = greatest(releases.released_id, EXCLUDED.released_id)`,
+			jobID, db.runners.id(), span.To)
+		return err
+	}
+	_, err := q.Exec(ctx, `INSERT INTO releases (job_id, runner_id, released_id)
+		SELECT job_id, runner_id, max(id) FROM callbacks WHERE job_id = $1 AND id >= $2 AND id <= $3 GROUP BY job_id, runner_id
+		ON CONFLICT (job_id, runner_id) DO UPDATE SET released_id = greatest(releases.released_id, EXCLUDED.released_id)`,
+		jobID, span.From, span.To)
 	return err
 }
 
 // JobReleased reports whether every callback of a job is released.
 func (db *DB) JobReleased(ctx context.Context, jobID int64) (bool, error) {
 	var ok bool
-	err := db.pool.QueryRow(ctx, `SELECT j.released_id >= coalesce((SELECT max(id) FROM callbacks c WHERE c.job_id = j.id), 0)
-		FROM jobs j WHERE j.id = $1`, jobID).Scan(&ok)
+	err := db.pool.QueryRow(ctx, `SELECT NOT EXISTS (SELECT 1 FROM releases r WHERE r.job_id = $1 AND r.committed_id > r.released_id)`,
+		jobID).Scan(&ok)
 	if err != nil {
 		return false, fmt.Errorf("job %d released: %w", jobID, classify(err))
 	}

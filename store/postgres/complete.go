@@ -72,8 +72,11 @@ func (db *DB) CompleteTasks(ctx context.Context, b store.Batch) (store.Committed
 				return err
 			}
 		}
+		if err := db.markReleased(ctx, tx, b.JobID, b.Released); err != nil {
+			return err
+		}
 		for _, m := range b.Marks {
-			if err := markReleased(ctx, tx, m.JobID, m.To); err != nil {
+			if err := db.markReleased(ctx, tx, m.JobID, store.Span{To: m.To}); err != nil {
 				return err
 			}
 		}
@@ -84,7 +87,7 @@ func (db *DB) CompleteTasks(ctx context.Context, b store.Batch) (store.Committed
 		if err := db.lockCallbacks(ctx, tx); err != nil {
 			return err
 		}
-		if err := insertTaskCallbacks(ctx, tx, cbs, results, now); err != nil {
+		if err := db.insertTaskCallbacks(ctx, tx, cbs, results, now); err != nil {
 			return err
 		}
 		out.Callbacks, out.ResultIndex = cbs, index
@@ -96,7 +99,7 @@ func (db *DB) CompleteTasks(ctx context.Context, b store.Batch) (store.Committed
 			return err
 		}
 		job.Elapsed = b.Elapsed
-		out.JobCallback, err = finishTx(ctx, tx, &job, now, b.Finish)
+		out.JobCallback, err = db.finishTx(ctx, tx, &job, now, b.Finish)
 		out.Job = job
 		return err
 	})
@@ -237,12 +240,12 @@ func (db *DB) recordOutcome(ctx context.Context, tx pgx.Tx, b store.Batch, r sto
 // below it.
 func (db *DB) count(ctx context.Context, tx pgx.Tx, b store.Batch, counts [3]int64) (complete bool, err error) {
 	err = tx.QueryRow(ctx, `UPDATE jobs SET succeeded = succeeded + $1, failed = failed + $2,
-		cancelled = cancelled + $3, elapsed_ns = greatest(elapsed_ns, $4), released_id = greatest(released_id, $5),
+		cancelled = cancelled + $3, elapsed_ns = greatest(elapsed_ns, $4),
 		state = CASE WHEN finished_at IS NULL THEN 'running' ELSE state END,
-		started_at = coalesce(started_at, $7)
-		WHERE id = $6
+		started_at = coalesce(started_at, $6)
+		WHERE id = $5
 		RETURNING sealed AND finished_at IS NULL AND succeeded + failed + cancelled >= total`,
-		counts[0], counts[1], counts[2], int64(b.Elapsed), b.Released.To, b.JobID, nanos(b.StartedAt),
+		counts[0], counts[1], counts[2], int64(b.Elapsed), b.JobID, nanos(b.StartedAt),
 	).Scan(&complete)
 	return complete, err
 }
@@ -250,7 +253,7 @@ func (db *DB) count(ctx context.Context, tx pgx.Tx, b store.Batch, counts [3]int
 // insertTaskCallbacks writes the records, under the callback-id lock, and
 // sets their ids. A message refers to its task's result instead of
 // holding a copy (resultref).
-func insertTaskCallbacks(ctx context.Context, tx pgx.Tx, cbs []store.Callback, results [][]byte, now time.Time) error {
+func (db *DB) insertTaskCallbacks(ctx context.Context, tx pgx.Tx, cbs []store.Callback, results [][]byte, now time.Time) error {
 	if len(cbs) == 0 {
 		return nil
 	}
@@ -266,11 +269,11 @@ func insertTaskCallbacks(ctx context.Context, tx pgx.Tx, cbs []store.Callback, r
 			ats[i] = &a
 		}
 	}
-	rows, err := tx.Query(ctx, `INSERT INTO callbacks (event, job_id, round, created_at, task_seq, message, result_at)
-		SELECT 'task', $1, $2, $3, x.seq, x.message, x.result_at
+	rows, err := tx.Query(ctx, `INSERT INTO callbacks (event, job_id, round, created_at, task_seq, message, result_at, runner_id)
+		SELECT 'task', $1, $2, $3, x.seq, x.message, x.result_at, $7
 		FROM unnest($4::bigint[], $5::bytea[], $6::int[]) WITH ORDINALITY AS x (seq, message, result_at, n)
 		ORDER BY x.n
-		RETURNING id, task_seq`, cbs[0].JobID, cbs[0].Round, now.UnixNano(), seqs, msgs, ats)
+		RETURNING id, task_seq`, cbs[0].JobID, cbs[0].Round, now.UnixNano(), seqs, msgs, ats, db.runners.id())
 	if err != nil {
 		return fmt.Errorf("task callbacks: %w", err)
 	}
@@ -286,15 +289,25 @@ func insertTaskCallbacks(ctx context.Context, tx pgx.Tx, cbs []store.Callback, r
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("task callbacks: %w", err)
 	}
+	var newest int64
 	for i := range cbs {
 		cbs[i].ID = ids[cbs[i].TaskSeq]
+		newest = max(newest, cbs[i].ID)
 	}
-	return nil
+	return db.committed(ctx, tx, cbs[0].JobID, newest)
+}
+
+// committed records the newest callback of a job this runner committed.
+func (db *DB) committed(ctx context.Context, tx pgx.Tx, jobID, id int64) error {
+	_, err := tx.Exec(ctx, `INSERT INTO releases (job_id, runner_id, committed_id) VALUES ($1, $2, $3)
+		ON CONFLICT (job_id, runner_id) DO UPDATE SET committed_id = greatest(releases.committed_id, EXCLUDED.committed_id)`,
+		jobID, db.runners.id(), id)
+	return err
 }
 
 // finishTx finishes a job (its final state from its counts) and writes its
 // job callback; the caller holds the callback-id lock.
-func finishTx(ctx context.Context, tx pgx.Tx, job *store.Job, now time.Time, message func(store.Job) ([]byte, error)) (*store.Callback, error) {
+func (db *DB) finishTx(ctx context.Context, tx pgx.Tx, job *store.Job, now time.Time, message func(store.Job) ([]byte, error)) (*store.Callback, error) {
 	job.State = store.Succeeded
 	switch {
 	case job.Failed > 0:
@@ -312,8 +325,11 @@ func finishTx(ctx context.Context, tx pgx.Tx, job *store.Job, now time.Time, mes
 		return nil, err
 	}
 	var id int64
-	if err := tx.QueryRow(ctx, `INSERT INTO callbacks (event, job_id, round, message, created_at) VALUES ('job', $1, $2, $3, $4) RETURNING id`,
-		job.ID, job.Round, msg, now.UnixNano()).Scan(&id); err != nil {
+	if err := tx.QueryRow(ctx, `INSERT INTO callbacks (event, job_id, round, message, created_at, runner_id) VALUES ('job', $1, $2, $3, $4, $5) RETURNING id`,
+		job.ID, job.Round, msg, now.UnixNano(), db.runners.id()).Scan(&id); err != nil {
+		return nil, err
+	}
+	if err := db.committed(ctx, tx, job.ID, id); err != nil {
 		return nil, err
 	}
 	return &store.Callback{ID: id, Event: store.EventJob, JobID: job.ID, Round: job.Round, Message: msg, CreatedAt: now}, nil
@@ -331,7 +347,7 @@ func (db *DB) FinishJob(ctx context.Context, jobID int64, elapsed time.Duration,
 	)
 	err := db.tx(ctx, func(tx pgx.Tx) error {
 		cb = nil
-		if err := markReleased(ctx, tx, jobID, released.To); err != nil {
+		if err := db.markReleased(ctx, tx, jobID, released); err != nil {
 			return err
 		}
 		var err error
@@ -348,7 +364,7 @@ func (db *DB) FinishJob(ctx context.Context, jobID int64, elapsed time.Duration,
 		if err := db.lockCallbacks(ctx, tx); err != nil {
 			return err
 		}
-		cb, err = finishTx(ctx, tx, &job, now, message)
+		cb, err = db.finishTx(ctx, tx, &job, now, message)
 		return err
 	})
 	if err != nil {
@@ -410,7 +426,7 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(store
 		if _, err := tx.Exec(ctx, "UPDATE jobs SET sealed = true WHERE id = $1", jobID); err != nil {
 			return err
 		}
-		_, err = finishTx(ctx, tx, &job, now, jobMessage)
+		_, err = db.finishTx(ctx, tx, &job, now, jobMessage)
 		return err
 	})
 	if err != nil {
@@ -476,10 +492,15 @@ func (w *finalWriter) flush(ctx context.Context, tx pgx.Tx) error {
 		now, w.jobs, w.seqs, w.states, w.attempt, w.errs); err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO callbacks (event, job_id, task_seq, round, message, created_at)
-		SELECT 'task', x.job_id, x.seq, x.round, x.message, $1
-		FROM unnest($2::bigint[], $3::bigint[], $4::int[], $5::bytea[]) WITH ORDINALITY AS x (job_id, seq, round, message, n)
-		ORDER BY x.n`, now, w.jobs, w.seqs, w.rounds, w.msgs); err != nil {
+	if _, err := tx.Exec(ctx, `WITH written AS (
+			INSERT INTO callbacks (event, job_id, task_seq, round, message, created_at, runner_id)
+			SELECT 'task', x.job_id, x.seq, x.round, x.message, $1, $6
+			FROM unnest($2::bigint[], $3::bigint[], $4::int[], $5::bytea[]) WITH ORDINALITY AS x (job_id, seq, round, message, n)
+			ORDER BY x.n
+			RETURNING job_id, id)
+		INSERT INTO releases (job_id, runner_id, committed_id) SELECT job_id, $6, max(id) FROM written GROUP BY job_id
+		ON CONFLICT (job_id, runner_id) DO UPDATE SET committed_id = greatest(releases.committed_id, EXCLUDED.committed_id)`,
+		now, w.jobs, w.seqs, w.rounds, w.msgs, w.db.runners.id()); err != nil {
 		return err
 	}
 	for id, c := range w.counts {

@@ -11,6 +11,29 @@ import (
 	"github.com/pcd-dev/pcd/store"
 )
 
+// LeaseSink takes or renews the lease on delivering a sink, for one lease
+// period: false while another runner's lease on it runs. A process that
+// is not a runner (id 0) always gets it.
+func (db *DB) LeaseSink(ctx context.Context, sink string) (bool, error) {
+	me := db.runners.id()
+	if me == 0 {
+		return true, nil
+	}
+	now := time.Now()
+	var holder int64
+	err := db.pool.QueryRow(ctx, `INSERT INTO sink_leases (sink, runner_id, until) VALUES ($1, $2, $3)
+		ON CONFLICT (sink) DO UPDATE SET runner_id = EXCLUDED.runner_id, until = EXCLUDED.until
+		WHERE sink_leases.runner_id = EXCLUDED.runner_id OR sink_leases.until < $4
+		RETURNING runner_id`, sink, me, now.Add(db.opts.Lease).UnixNano(), now.UnixNano()).Scan(&holder)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("lease sink %s: %w", sink, classify(err))
+	}
+	return holder == me, nil
+}
+
 // SinkCursor is the last callback id a sink is done with.
 func (db *DB) SinkCursor(ctx context.Context, sink string) (int64, error) {
 	var last int64
@@ -107,9 +130,10 @@ func (db *DB) RecordDelivery(ctx context.Context, d store.Delivery) error {
 // Deliveries lists a job's callbacks with their delivery state at each
 // sink that has tried them.
 func (db *DB) Deliveries(ctx context.Context, jobID int64) ([]store.DeliveryRow, error) {
-	rows, err := db.pool.Query(ctx, `SELECT `+callbackColumns+`, c.id <= j.released_id,
+	rows, err := db.pool.Query(ctx, `SELECT `+callbackColumns+`, c.id <= coalesce(r.released_id, 0),
 		coalesce(d.sink, ''), coalesce(d.state, ''), coalesce(d.attempts, 0), coalesce(d.last_error, ''), d.delivered_at
-		FROM callbacks c JOIN jobs j ON j.id = c.job_id LEFT JOIN deliveries d ON d.callback_id = c.id
+		FROM callbacks c LEFT JOIN releases r ON r.job_id = c.job_id AND r.runner_id = c.runner_id
+		LEFT JOIN deliveries d ON d.callback_id = c.id
 		WHERE c.job_id = $1 ORDER BY c.id, d.sink`, jobID)
 	if err != nil {
 		return nil, fmt.Errorf("deliveries of job %d: %w", jobID, classify(err))

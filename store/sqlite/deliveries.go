@@ -10,6 +10,9 @@ import (
 	"github.com/pcd-dev/pcd/store"
 )
 
+// LeaseSink is always true: one runner at a time works a SQLite database.
+func (db *DB) LeaseSink(context.Context, string) (bool, error) { return true, nil }
+
 // SinkCursor is the last callback id a sink is done with.
 func (db *DB) SinkCursor(ctx context.Context, sink string) (int64, error) {
 	var last int64

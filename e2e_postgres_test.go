@@ -1,0 +1,126 @@
+package main_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/pcd-dev/pcd/internal/pgtest"
+)
+
+// startPGDaemon starts pcd daemon on a PostgreSQL database and waits until
+// it runs.
+func startPGDaemon(t *testing.T, db string, env ...string) *proc {
+	t.Helper()
+	d := startWith(t, db, env, "daemon", "--log-level", "debug")
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(d.stderr.String(), "daemon started") {
+		select {
+		case <-d.done:
+			t.Fatalf("daemon exited %d: %s", d.cmd.ProcessState.ExitCode(), d.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon not started after 30s: %s", d.stderr)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return d
+}
+
+// Three daemons on one PostgreSQL database run a 30,000-task job and two
+// small ones; one is SIGKILLed in the middle. The others take its tasks
+// over and finish; every daemon ran some of the big job; a watch that ran
+// throughout printed every callback once, each job's callback after its
+// tasks; and the crash suite's invariants hold in SQL.
+func TestPostgresDaemonsShareAJobAndSurviveAKill(t *testing.T) {
+	db := pgtest.URL(t)
+	dir := t.TempDir()
+	env := []string{"PCD_LEASE=2s"}
+	var daemons []*proc
+	for range 3 {
+		daemons = append(daemons, startPGDaemon(t, db, env...))
+	}
+	watch := startWith(t, db, env, "watch", "--all", "--follow", "--json")
+	// Each task prints the pid of the daemon that runs it (its parent).
+	big := writeJob(t, dir, "big.json", 30000, `{"kind":"exec","payload":{"argv":["sh","-c","echo $PPID"]}}`)
+	small := writeJob(t, dir, "small.json", 50, `{"kind":"sleep","payload":{"secs":0.01}}`)
+	totals := map[string]int64{}
+	for _, job := range []struct {
+		file string
+		n    int64
+	}{{big, 30000}, {small, 50}, {small, 50}} {
+		r := pcd(t, db, "submit", job.file)
+		if r.code != 0 {
+			t.Fatalf("submit: %s", r.stderr)
+		}
+		totals[strings.TrimSpace(r.stdout)] = job.n
+	}
+	// The kill, once the big job is well under way.
+	waitFor(t, db, "SELECT count(*) FROM results", 5000)
+	victim := daemons[1]
+	victim.cmd.Process.Signal(syscall.SIGKILL)
+	victim.wait(t, 10*time.Second)
+
+	deadline := time.Now().Add(5 * time.Minute)
+	for queryDB(t, db, "SELECT count(*) FROM jobs WHERE finished_at IS NULL") > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("jobs unfinished after 5 minutes: %d results; daemons:\n%s\n%s",
+				queryDB(t, db, "SELECT count(*) FROM results"), daemons[0].stderr, daemons[2].stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The survivors release what the killed one committed but had not
+	// released, at their next look for gone runners (every few seconds).
+	unreleased := `SELECT count(*) FROM callbacks c LEFT JOIN releases r ON r.job_id = c.job_id AND r.runner_id = c.runner_id
+		WHERE c.id > coalesce(r.released_id, 0)`
+	for deadline := time.Now().Add(30 * time.Second); queryDB(t, db, unreleased) > 0 && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	records := checkInvariants(t, db)
+	if want := 30000 + 50 + 50 + 3; records != want {
+		t.Errorf("%d callback records, want %d", records, want)
+	}
+	stopWatch(t, watch, records)
+	checkWatch(t, watch.stdout.String(), records)
+	checkExactlyOnce(t, parseEvents(t, watch.stdout.String()), totals)
+
+	// Every daemon ran some of the big job, the killed one included.
+	raw := openRaw(t, db)
+	defer raw.Close()
+	rows, err := raw.Query(`SELECT convert_from(result, 'UTF8')::json->>'stdout', count(*) FROM results
+		WHERE job_id = (SELECT min(id) FROM jobs) GROUP BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := map[int]int{}
+	for rows.Next() {
+		var out string
+		var n int
+		if err := rows.Scan(&out, &n); err != nil {
+			t.Fatal(err)
+		}
+		var pid int
+		fmt.Sscan(out, &pid)
+		ran[pid] += n
+	}
+	rows.Close()
+	for _, d := range daemons {
+		if ran[d.cmd.Process.Pid] == 0 {
+			t.Errorf("daemon %d ran none of the big job's tasks (by daemon: %v)", d.cmd.Process.Pid, ran)
+		}
+	}
+	t.Logf("tasks of the big job by daemon: %v", ran)
+	for _, d := range []*proc{daemons[0], daemons[2]} {
+		stopDaemon(t, d)
+	}
+	if os.Getenv("PCD_TEST_KEEP") != "" {
+		t.Logf("database: %s (%s)", db, filepath.Base(dir))
+	}
+}
