@@ -206,7 +206,7 @@ func (b *bench) db() string {
 
 // pcd runs this binary and returns its stdout and peak RSS in MiB.
 func (b *bench) pcd(ctx context.Context, db string, extraEnv []string, args ...string) (string, float64, error) {
-	cmd := exec.CommandContext(ctx, b.self, args...)
+	cmd := dieWithBench(exec.CommandContext(ctx, b.self, args...))
 	cmd.Env = append(append(os.Environ(), "PCD_DB="+db, "PCD_LOG_LEVEL=warn"), extraEnv...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -382,7 +382,7 @@ func (b *bench) execVsXargs() (benchRow, error) {
 
 // daemon starts pcd daemon on db and waits until it listens.
 func (b *bench) daemon(db string) (*exec.Cmd, error) {
-	cmd := exec.Command(b.self, "daemon", "--log-level", "warn")
+	cmd := dieWithBench(exec.Command(b.self, "daemon", "--log-level", "warn"))
 	cmd.Env = append(os.Environ(), "PCD_DB="+db)
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -587,7 +587,7 @@ func (b *bench) restart(n int) (benchRow, error) {
 			continue // too fast to catch half done; try again
 		}
 		t0 := time.Now()
-		cmd := exec.Command(b.self, "daemon", "--log-level", "warn")
+		cmd := dieWithBench(exec.Command(b.self, "daemon", "--log-level", "warn"))
 		cmd.Env = append(os.Environ(), "PCD_DB="+db)
 		if err := cmd.Start(); err != nil {
 			s.Close()
@@ -629,7 +629,7 @@ func (b *bench) watchLag(n int) (row benchRow, err error) {
 			stop(d)
 			return row, err
 		}
-		w := exec.Command(b.self, "watch", "--json", id)
+		w := dieWithBench(exec.Command(b.self, "watch", "--json", id))
 		w.Env = append(os.Environ(), "PCD_DB="+db)
 		pipe, err := w.StdoutPipe()
 		if err != nil {

@@ -44,7 +44,7 @@ func (b *bench) bigSubmit(n int) ([]benchRow, error) {
 		if _, _, err := b.pcd(ctx, db, nil, "submit", one); err != nil {
 			return rows(), err
 		}
-		big := exec.Command(b.self, "submit", file)
+		big := dieWithBench(exec.Command(b.self, "submit", file))
 		big.Env = append(os.Environ(), "PCD_DB="+db, "PCD_LOG_LEVEL=warn")
 		if err := big.Start(); err != nil {
 			return rows(), err
@@ -192,7 +192,7 @@ func (b *bench) oversizedLine(size int) (benchRow, error) {
 		if err != nil {
 			return row, err
 		}
-		cmd := exec.Command(b.self, "submit", "-")
+		cmd := dieWithBench(exec.Command(b.self, "submit", "-"))
 		cmd.Env = append(os.Environ(), "PCD_DB="+db, "PCD_LOG_LEVEL=warn")
 		in, err := cmd.StdinPipe()
 		if err != nil {

@@ -434,6 +434,10 @@ func dsn(path string, opts Options, readOnly bool) string {
 	q.Add("_pragma", "foreign_keys(1)")
 	if readOnly {
 		q.Add("_pragma", "query_only(1)")
+		// Readers look up a few rows by key: a small page cache each (the
+		// default is 2 MiB a connection), so that a runner's memory does
+		// not grow with its connections.
+		q.Add("_pragma", "cache_size(-512)")
 	} else {
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "wal_autocheckpoint("+strconv.Itoa(walBackstop)+")")
