@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -117,6 +118,28 @@ func TestPostgresDaemonsShareAJobAndSurviveAKill(t *testing.T) {
 		}
 	}
 	t.Logf("tasks of the big job by daemon: %v", ran)
+
+	// pcd status lists the daemons: the killed one as gone.
+	st := pcd(t, db, "status", "--json")
+	var overview struct {
+		Runners []struct {
+			PID   int  `json:"pid"`
+			Alive bool `json:"alive"`
+		} `json:"runners"`
+	}
+	if err := json.Unmarshal([]byte(st.stdout), &overview); err != nil {
+		t.Fatalf("pcd status --json: %v: %s %s", err, st.stdout, st.stderr)
+	}
+	alive := map[int]bool{}
+	for _, r := range overview.Runners {
+		alive[r.PID] = r.Alive
+	}
+	for i, d := range daemons {
+		want := i != 1
+		if got, ok := alive[d.cmd.Process.Pid]; !ok || got != want {
+			t.Errorf("pcd status: daemon %d listed %v, alive %v; want alive %v:\n%s", d.cmd.Process.Pid, ok, got, want, st.stdout)
+		}
+	}
 	for _, d := range []*proc{daemons[0], daemons[2]} {
 		stopDaemon(t, d)
 	}

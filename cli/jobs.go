@@ -152,11 +152,14 @@ func jobsCommand(env Env) *cli.Command {
 func statusCommand(env Env) *cli.Command {
 	return &cli.Command{
 		Name:         "status",
-		Usage:        "show one job in detail",
-		ArgsUsage:    "JOB_ID",
+		Usage:        "show one job in detail, or, with no job, the runners and the unfinished jobs",
+		ArgsUsage:    "[JOB_ID]",
 		Flags:        []cli.Flag{jsonFlag()},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
+			if c.NArg() == 0 {
+				return overview(c, env)
+			}
 			return withJob(c, false, func(_ store.Store, j store.Job) error {
 				v := viewJob(j)
 				if c.Bool("json") {
@@ -181,6 +184,74 @@ func statusCommand(env Env) *cli.Command {
 			})
 		},
 	}
+}
+
+// runnerView is a runner as pcd status --json shows it.
+type runnerView struct {
+	Role      string     `json:"role"`
+	Host      string     `json:"host"`
+	PID       int        `json:"pid"`
+	Alive     bool       `json:"alive"`
+	Started   *time.Time `json:"started,omitempty"`
+	Heartbeat *time.Time `json:"heartbeat,omitempty"`
+	Running   int        `json:"running_tasks"`
+}
+
+// overview is pcd status with no job: the runners of the database, live
+// and lately gone, and the unfinished jobs.
+func overview(c *cli.Context, env Env) error {
+	db, err := openReader(c)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	runners, err := db.ListRunners(c.Context)
+	if err != nil {
+		return err
+	}
+	n, sum, err := db.UnfinishedSummary(c.Context)
+	if err != nil {
+		return err
+	}
+	views := make([]runnerView, len(runners))
+	for i, r := range runners {
+		views[i] = runnerView{Role: r.Role, Host: r.Host, PID: r.PID, Alive: r.Alive, Running: r.Running}
+		if !r.StartedAt.IsZero() {
+			views[i].Started = &runners[i].StartedAt
+		}
+		if !r.Heartbeat.IsZero() {
+			views[i].Heartbeat = &runners[i].Heartbeat
+		}
+	}
+	if c.Bool("json") {
+		return writeJSON(env.Stdout, struct {
+			Runners    []runnerView `json:"runners"`
+			Unfinished int          `json:"unfinished_jobs"`
+			Total      int64        `json:"unfinished_tasks_total"`
+			Done       int64        `json:"unfinished_tasks_done"`
+		}{views, n, sum.Total, sum.Done()})
+	}
+	if len(runners) == 0 {
+		fmt.Fprintf(env.Stdout, "runners: none (start one with `pcd daemon`)\n")
+	} else {
+		rows := make([][]string, len(runners))
+		for i, r := range runners {
+			state := "alive"
+			if !r.Alive {
+				state = "gone"
+			}
+			beat := "-"
+			if !r.Heartbeat.IsZero() {
+				beat = fmt.Sprintf("%.1fs ago", time.Since(r.Heartbeat).Seconds())
+			}
+			rows[i] = []string{printable(r.Role), printable(r.Host), fmt.Sprint(r.PID), state, ago(r.StartedAt), beat, fmt.Sprint(r.Running)}
+		}
+		if err := table(env.Stdout, "ROLE\tHOST\tPID\tSTATE\tSTARTED\tHEARTBEAT\tRUNNING", rows); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(env.Stdout, "\nunfinished jobs: %d, %d of %d tasks done\n", n, sum.Done(), sum.Total)
+	return nil
 }
 
 type taskView struct {

@@ -40,10 +40,27 @@ type Runners interface {
 	// listens for wake-ups (SQLite), or has a fresh heartbeat
 	// (PostgreSQL).
 	RunnerAlive(ctx context.Context) bool
+	// ListRunners lists the runners of the database: the live ones, and
+	// those gone lately (a runner that died shows as gone).
+	ListRunners(ctx context.Context) ([]RunnerInfo, error)
 	// Shared says that several runners may work the database at once
 	// (PostgreSQL): a runner then takes over the tasks of runners that
 	// are gone (Recover) while it runs, not only when it starts.
 	Shared() bool
+}
+
+// RunnerInfo is a runner of a database (a daemon, a pcd run).
+type RunnerInfo struct {
+	ID        int64 // 0 where runners have no id (SQLite)
+	Role      string
+	Host      string
+	PID       int
+	StartedAt time.Time // zero if unknown
+	// Heartbeat is the runner's last sign of life; zero where runners do
+	// not heartbeat (SQLite: the lock says it is alive).
+	Heartbeat time.Time
+	Alive     bool
+	Running   int // tasks it has started and not finished
 }
 
 // Releaser releases what it holds.

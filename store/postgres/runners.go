@@ -190,6 +190,31 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 	return requeued, failed, nil
 }
 
+// ListRunners lists the live runners and those gone in the last hour,
+// newest first, with the tasks each has started and not finished.
+func (db *DB) ListRunners(ctx context.Context) ([]store.RunnerInfo, error) {
+	now := time.Now()
+	rows, err := db.pool.Query(ctx, `SELECT g.id, g.role, g.host, g.pid, g.started_at, g.heartbeat_at, NOT `+gone+`,
+			(SELECT count(*) FROM running u WHERE u.runner_id = g.id AND u.started_at IS NOT NULL)
+		FROM runners g WHERE NOT `+gone+` OR coalesce(g.stopped_at, g.heartbeat_at) > $2
+		ORDER BY g.id DESC LIMIT 100`, now.Add(-db.opts.Lease).UnixNano(), now.Add(-time.Hour).UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("runners: %w", classify(err))
+	}
+	defer rows.Close()
+	var out []store.RunnerInfo
+	for rows.Next() {
+		var r store.RunnerInfo
+		var started, beat int64
+		if err := rows.Scan(&r.ID, &r.Role, &r.Host, &r.PID, &started, &beat, &r.Alive, &r.Running); err != nil {
+			return nil, fmt.Errorf("runners: %w", err)
+		}
+		r.StartedAt, r.Heartbeat = time.Unix(0, started), time.Unix(0, beat)
+		out = append(out, r)
+	}
+	return out, classify(rows.Err())
+}
+
 // Shared is true: any number of runners work a PostgreSQL database.
 func (db *DB) Shared() bool { return true }
 

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -93,4 +94,29 @@ func (l *RunnerLock) Release() error {
 	f := l.f
 	l.f = nil
 	return f.Close()
+}
+
+// ListRunners reports the runner that holds the database's lock, if one
+// does: one runner at a time works a SQLite file.
+func (db *DB) ListRunners(ctx context.Context) ([]store.RunnerInfo, error) {
+	f, err := os.OpenFile(lockPath(db.path), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("runners: %w", err)
+	}
+	defer f.Close()
+	// Not a probe of the lock itself, which a runner starting at that
+	// moment would find taken: a runner listens for wake-ups.
+	if !RunnerListening(db.path) {
+		return nil, nil
+	}
+	pid, role := readHolder(f)
+	host, _ := os.Hostname()
+	r := store.RunnerInfo{Role: role, Host: host, PID: pid, Alive: true}
+	if err := db.rc.QueryRowContext(ctx, "SELECT count(*) FROM running").Scan(&r.Running); err != nil {
+		return nil, fmt.Errorf("runners: %w", err)
+	}
+	return []store.RunnerInfo{r}, nil
 }
