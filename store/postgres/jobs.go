@@ -166,8 +166,22 @@ func (db *DB) CreateJob(ctx context.Context, nj store.NewJob) (store.Job, error)
 	if conn != nil {
 		db.submits.hold(job.ID, conn)
 	}
+	db.analyzeAfter(ctx, job.Total)
 	return job, nil
 }
+
+// analyzeAfter refreshes the planner's statistics of tasks after a write
+// of n tasks, if n is large: a claim's plan depends on them (with the
+// statistics of an empty table, PostgreSQL sorted a million rows for
+// each page of a thousand). Best effort: autovacuum does it too, later.
+func (db *DB) analyzeAfter(ctx context.Context, n int64) {
+	if n >= analyzeEvery {
+		_, _ = db.pool.Exec(ctx, "ANALYZE tasks")
+	}
+}
+
+// analyzeEvery is the size of a write after which tasks are analyzed.
+const analyzeEvery = 10000
 
 // submitKey is the advisory lock a streaming submitter holds on its job.
 func (db *DB) submitKey(jobID int64) int64 {
@@ -297,6 +311,7 @@ func (db *DB) AppendTasks(ctx context.Context, jobID int64, tasks []store.NewTas
 	if err != nil {
 		return fmt.Errorf("append tasks to job %d: %w", jobID, err)
 	}
+	db.analyzeAfter(ctx, int64(len(tasks)))
 	return nil
 }
 
