@@ -147,3 +147,65 @@ func TestPostgresDaemonsShareAJobAndSurviveAKill(t *testing.T) {
 		t.Logf("database: %s (%s)", db, filepath.Base(dir))
 	}
 }
+
+// The everyday commands on PostgreSQL, as on SQLite: submit, watch,
+// cancel, retry, tasks, logs, callbacks, jobs, status, prune, and pcd
+// run; with the same exit codes.
+func TestPostgresCommands(t *testing.T) {
+	db := pgtest.URL(t)
+	if r := pcd(t, db, "run", "--sleep", "2"); r.code != 0 || !strings.Contains(r.stdout, "completed") {
+		t.Fatalf("pcd run: exit %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+	d := startPGDaemon(t, db)
+	defer stopDaemon(t, d)
+
+	slow := strings.TrimSpace(pcd(t, db, "submit", "--workers", "1", "--sleep", "30").stdout)
+	if r := pcd(t, db, "cancel", slow); r.code != 0 || !strings.Contains(r.stdout, "cancelled") {
+		t.Fatalf("cancel: exit %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+	if r := pcd(t, db, "cancel", slow); r.code == 0 {
+		t.Errorf("a second cancel exited 0: %s", r.stdout)
+	}
+	if r := pcd(t, db, "retry", slow); r.code != 0 {
+		t.Fatalf("retry: exit %d: %s", r.code, r.stderr)
+	}
+	pcd(t, db, "cancel", slow)
+
+	file := filepath.Join(t.TempDir(), "lines")
+	if err := os.WriteFile(file, []byte("echo out1\nfalse\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id := strings.TrimSpace(pcd(t, db, "submit", "--lines", file).stdout)
+	if r := pcd(t, db, "watch", id); r.code != 1 {
+		t.Errorf("watch of a job with a failed task: exit %d, want 1: %s", r.code, r.stderr)
+	}
+	tasks := pcd(t, db, "tasks", "--json", id)
+	var first struct {
+		ID    string `json:"task_id"`
+		State string `json:"state"`
+	}
+	if err := json.Unmarshal([]byte(strings.SplitN(tasks.stdout, "\n", 2)[0]), &first); err != nil || first.State != "succeeded" {
+		t.Fatalf("tasks --json: %v: %s", err, tasks.stdout)
+	}
+	if r := pcd(t, db, "logs", first.ID); strings.TrimSpace(r.stdout) != "out1" {
+		t.Errorf("logs: %q, want out1 (%s)", r.stdout, r.stderr)
+	}
+	if r := pcd(t, db, "callbacks", id); r.code != 0 || strings.Count(r.stdout, "runner") != 3 {
+		t.Errorf("callbacks: exit %d:\n%s", r.code, r.stdout)
+	}
+	if r := pcd(t, db, "jobs"); r.code != 0 || strings.Count(r.stdout, "\n") != 4 {
+		t.Errorf("jobs: exit %d, want a header and 3 jobs:\n%s", r.code, r.stdout)
+	}
+	if r := pcd(t, db, "status", id); r.code != 0 || !strings.Contains(r.stdout, "1 failed") {
+		t.Errorf("status: exit %d:\n%s", r.code, r.stdout)
+	}
+	if r := pcd(t, db, "status", "nonsense"); r.code == 0 {
+		t.Errorf("status of no such job exited 0")
+	}
+	if r := pcd(t, db, "prune", "--older-than", "0s"); r.code != 0 || !strings.Contains(r.stdout, "pruned 3 jobs") {
+		t.Errorf("prune: exit %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+	if n := queryDB(t, db, "SELECT count(*) FROM tasks"); n != 0 {
+		t.Errorf("%d tasks left after pruning every job", n)
+	}
+}
