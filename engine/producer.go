@@ -79,13 +79,23 @@ func (r *retries) state() (waits bool, inflight int) {
 // 300k tasks/s in pages of 100, 430k in pages of 1000).
 const minPage = 1000
 
+// minClaim is the smallest page a runner claims on a database that
+// several runners share.
+const minClaim = 250
+
 // produce streams the job's pending tasks, in seq order, into queue, then
 // the tasks that come back from a failed attempt as their backoff ends.
 // Pages are read by key, each the size of the queue or minPage tasks if
 // that is more, so memory stays bounded whatever the size of the job. It blocks while queue is full, and
 // returns once every task it queued has an outcome and none waits.
 func (c *jobController) produce(ctx context.Context, job store.Job, queue chan<- store.Task) error {
-	p := &producer{c: c, ctx: ctx, job: job, queue: queue, page: max(job.QueueSize, minPage),
+	page := max(job.QueueSize, minPage)
+	if c.db.Shared() {
+		// A page read is a claim: a smaller one spreads a job over the
+		// runners and leaves less to take over when one dies.
+		page = max(job.QueueSize, minClaim)
+	}
+	p := &producer{c: c, ctx: ctx, job: job, queue: queue, page: page,
 		after: job.DoneThrough, // every task up to it is final
 		// One instant splits the tasks waiting out a backoff (read when
 		// due) from those the first pass reads.

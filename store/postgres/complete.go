@@ -106,6 +106,7 @@ func (db *DB) CompleteTasks(ctx context.Context, b store.Batch) (store.Committed
 	if err != nil {
 		return store.Committed{}, fmt.Errorf("complete tasks of job %d: %w", b.JobID, err)
 	}
+	db.wrote(len(out.Callbacks))
 	return out, nil
 }
 

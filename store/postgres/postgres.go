@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -43,6 +45,39 @@ type DB struct {
 	callbackLock, migrateLock int64
 	runners                   runnerState
 	submits                   submits
+	stats                     statistics
+}
+
+// statistics keeps the planner's statistics of the tables a run grows
+// fresh: the plans of claims and of pcd watch's reads depend on them, and
+// autovacuum may analyze a table only a minute after it grew from nothing
+// to a million rows.
+type statistics struct {
+	written atomic.Int64 // rows written since the last analysis
+	size    atomic.Int64 // rows written in all, roughly
+	busy    atomic.Bool
+	wg      sync.WaitGroup
+}
+
+// wrote counts n rows written to results and callbacks, and analyzes the
+// tables in the background once they grew by a fifth (at least
+// analyzeEvery rows) since the last time.
+func (db *DB) wrote(n int) {
+	s := &db.stats
+	w := s.written.Add(int64(n))
+	if w < max(analyzeEvery, s.size.Load()/5) || !s.busy.CompareAndSwap(false, true) {
+		return
+	}
+	s.written.Store(0)
+	s.size.Add(w)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.busy.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, _ = db.pool.Exec(ctx, "ANALYZE results, callbacks, running")
+	}()
 }
 
 var (
@@ -124,6 +159,7 @@ func (db *DB) Path() string { return db.name }
 func (db *DB) Close() error {
 	db.runners.stop()
 	db.submits.closeAll()
+	db.stats.wg.Wait()
 	db.pool.Close()
 	return nil
 }
