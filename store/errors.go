@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 )
 
@@ -57,3 +58,12 @@ func (e *LockedError) Error() string {
 
 // Is makes errors.Is(err, ErrLocked) true.
 func (e *LockedError) Is(target error) bool { return target == ErrLocked }
+
+// Conflictf returns an error that errors.Is reports as ErrConflict, told
+// in a sentence of its own: "job 3f2a… already cancelled".
+func Conflictf(format string, a ...any) error { return conflictError{fmt.Sprintf(format, a...)} }
+
+type conflictError struct{ msg string }
+
+func (e conflictError) Error() string        { return e.msg }
+func (e conflictError) Is(target error) bool { return target == ErrConflict }

@@ -387,7 +387,7 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(store
 			return err
 		}
 		if job.Finished() {
-			return conflict("job %s already %s", job.UUID, job.State)
+			return store.Conflictf("job %s already %s", job.UUID, job.State)
 		}
 		if err := db.lockCallbacks(ctx, tx); err != nil {
 			return err

@@ -474,14 +474,6 @@ func (db *DB) JobsWithSinks(ctx context.Context, since time.Time) ([]store.Job, 
 	return jobs, nil
 }
 
-// conflictError is a state conflict, told in a sentence of its own.
-type conflictError struct{ msg string }
-
-func (e conflictError) Error() string        { return e.msg }
-func (e conflictError) Is(target error) bool { return target == store.ErrConflict }
-
-func conflict(format string, a ...any) error { return conflictError{fmt.Sprintf(format, a...)} }
-
 // RetryJob puts a finished job's failed and cancelled tasks back to
 // pending and opens a new round.
 func (db *DB) RetryJob(ctx context.Context, jobID int64) (store.Job, error) {
@@ -492,17 +484,17 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (store.Job, error) {
 			return err
 		}
 		if !job.Finished() {
-			return conflict("job %s is still %s: only a finished job can be retried", job.UUID, job.State)
+			return store.Conflictf("job %s is still %s: only a finished job can be retried", job.UUID, job.State)
 		}
 		var pruning bool
 		if err := tx.QueryRow(ctx, "SELECT pruning FROM jobs WHERE id = $1", jobID).Scan(&pruning); err != nil {
 			return err
 		}
 		if pruning {
-			return conflict("job %s is being pruned", job.UUID)
+			return store.Conflictf("job %s is being pruned", job.UUID)
 		}
 		if job.Failed+job.Cancelled == 0 {
-			return conflict("job %s has no failed or cancelled task to retry", job.UUID)
+			return store.Conflictf("job %s has no failed or cancelled task to retry", job.UUID)
 		}
 		if _, err := tx.Exec(ctx, `UPDATE tasks t SET attempts = r.attempts, error = NULL, not_before = NULL
 			FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq

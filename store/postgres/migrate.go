@@ -3,52 +3,14 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"io/fs"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/pcd-dev/pcd/migrations"
 	"github.com/pcd-dev/pcd/store"
 )
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// loadMigrations reads the embedded NNNN_name.sql files in version order.
-func loadMigrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrations.Postgres, ".")
-	if err != nil {
-		return nil, err
-	}
-	var ms []migration
-	for _, e := range entries {
-		num, _, ok := strings.Cut(e.Name(), "_")
-		if !ok || !strings.HasSuffix(e.Name(), ".sql") {
-			continue
-		}
-		v, err := strconv.Atoi(num)
-		if err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration %s: bad version %q", e.Name(), num)
-		}
-		body, err := fs.ReadFile(migrations.Postgres, e.Name())
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, migration{version: v, name: e.Name(), sql: string(body)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i, m := range ms {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("migration %s: expected version %d", m.name, i+1)
-		}
-	}
-	return ms, nil
-}
+// loadMigrations reads the embedded migrations in version order.
+func loadMigrations() ([]migrations.Migration, error) { return migrations.Load(migrations.Postgres) }
 
 // migrate applies the pending migrations, each in its own transaction that
 // records its version, holding a session advisory lock throughout: ten
@@ -97,19 +59,19 @@ func (db *DB) migrate(ctx context.Context) error {
 	for _, m := range ms[applied:] {
 		tx, err := conn.Begin(ctx)
 		if err != nil {
-			return fmt.Errorf("migration %s: %w", m.name, classify(err))
+			return fmt.Errorf("migration %s: %w", m.Name, classify(err))
 		}
-		if _, err := tx.Exec(ctx, m.sql); err != nil {
+		if _, err := tx.Exec(ctx, m.SQL); err != nil {
 			tx.Rollback(ctx)
-			return fmt.Errorf("migration %s: %w", m.name, classify(err))
+			return fmt.Errorf("migration %s: %w", m.Name, classify(err))
 		}
 		if _, err := tx.Exec(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-			m.version, m.name, time.Now().UnixNano()); err != nil {
+			m.Version, m.Name, time.Now().UnixNano()); err != nil {
 			tx.Rollback(ctx)
-			return fmt.Errorf("migration %s: %w", m.name, classify(err))
+			return fmt.Errorf("migration %s: %w", m.Name, classify(err))
 		}
 		if err := tx.Commit(ctx); err != nil {
-			return fmt.Errorf("migration %s: %w", m.name, classify(err))
+			return fmt.Errorf("migration %s: %w", m.Name, classify(err))
 		}
 	}
 	return nil

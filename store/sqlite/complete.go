@@ -624,7 +624,7 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(store
 			return err
 		}
 		if job.Finished() {
-			return conflict("job %s already %s", job.UUID, job.State)
+			return store.Conflictf("job %s already %s", job.UUID, job.State)
 		}
 		finals, err := newFinalWriter(ctx, tx, now)
 		if err != nil {

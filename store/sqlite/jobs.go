@@ -413,14 +413,6 @@ func (db *DB) StopJob(ctx context.Context, id int64, elapsed time.Duration) erro
 	return nil
 }
 
-// conflictError is a state conflict, told in a sentence of its own.
-type conflictError struct{ msg string }
-
-func (e conflictError) Error() string        { return e.msg }
-func (e conflictError) Is(target error) bool { return target == store.ErrConflict }
-
-func conflict(format string, a ...any) error { return conflictError{fmt.Sprintf(format, a...)} }
-
 // FindJob finds a job by its uuid or a unique prefix of it, as git does
 // with hashes.
 func (db *DB) FindJob(ctx context.Context, ref string) (store.Job, error) {
@@ -550,17 +542,17 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (store.Job, error) {
 			return err
 		}
 		if !job.Finished() {
-			return conflict("job %s is still %s: only a finished job can be retried", job.UUID, job.State)
+			return store.Conflictf("job %s is still %s: only a finished job can be retried", job.UUID, job.State)
 		}
 		var pruning bool
 		if err := tx.QueryRowContext(ctx, "SELECT pruning FROM jobs WHERE id = ?", jobID).Scan(&pruning); err != nil {
 			return err
 		}
 		if pruning {
-			return conflict("job %s is being pruned", job.UUID)
+			return store.Conflictf("job %s is being pruned", job.UUID)
 		}
 		if job.Failed+job.Cancelled == 0 {
-			return conflict("job %s has no failed or cancelled task to retry", job.UUID)
+			return store.Conflictf("job %s has no failed or cancelled task to retry", job.UUID)
 		}
 		// The tasks keep the attempts they spent.
 		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET attempts = r.attempts, error = NULL, not_before = NULL

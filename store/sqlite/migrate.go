@@ -4,10 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"io/fs"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/pcd-dev/pcd/internal/failpoint"
@@ -15,46 +11,8 @@ import (
 	"github.com/pcd-dev/pcd/store"
 )
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// loadMigrations reads the embedded NNNN_name.sql files in version order.
-func loadMigrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrations.SQLite, ".")
-	if err != nil {
-		return nil, err
-	}
-	var ms []migration
-	for _, e := range entries {
-		name := e.Name()
-		if !strings.HasSuffix(name, ".sql") {
-			continue
-		}
-		num, _, ok := strings.Cut(name, "_")
-		if !ok {
-			return nil, fmt.Errorf("migration %s: name is not NNNN_name.sql", name)
-		}
-		v, err := strconv.Atoi(num)
-		if err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration %s: bad version %q", name, num)
-		}
-		body, err := fs.ReadFile(migrations.SQLite, name)
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, migration{version: v, name: name, sql: string(body)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i := range ms {
-		if ms[i].version != i+1 {
-			return nil, fmt.Errorf("migration %s: expected version %d", ms[i].name, i+1)
-		}
-	}
-	return ms, nil
-}
+// loadMigrations reads the embedded migrations in version order.
+func loadMigrations() ([]migrations.Migration, error) { return migrations.Load(migrations.SQLite) }
 
 // latestVersion is the newest schema version this binary knows.
 func latestVersion() int {
@@ -62,7 +20,7 @@ func latestVersion() int {
 	if err != nil || len(ms) == 0 {
 		return 0
 	}
-	return ms[len(ms)-1].version
+	return ms[len(ms)-1].Version
 }
 
 // migrate applies each pending migration in its own transaction, which also
@@ -101,22 +59,22 @@ func (db *DB) migrate(ctx context.Context) error {
 			// Re-check inside the write lock: a concurrent open may have
 			// applied this version already.
 			var done int
-			if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM schema_migrations WHERE version = ?", m.version).Scan(&done); err != nil {
+			if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM schema_migrations WHERE version = ?", m.Version).Scan(&done); err != nil {
 				return err
 			}
 			if done > 0 {
 				return nil
 			}
-			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 				return err
 			}
 			failpoint.Hit(failpoint.DuringMigration)
 			_, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-				m.version, m.name, time.Now().UnixNano())
+				m.Version, m.Name, time.Now().UnixNano())
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("migrate: apply %s: %w", m.name, err)
+			return fmt.Errorf("migrate: apply %s: %w", m.Name, err)
 		}
 	}
 	return nil

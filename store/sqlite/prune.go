@@ -38,7 +38,7 @@ func (db *DB) DeleteJob(ctx context.Context, jobID int64) (int64, error) {
 				return err
 			}
 			if !done {
-				return conflict("job %d is not finished: it cannot be pruned", jobID)
+				return store.Conflictf("job %d is not finished: it cannot be pruned", jobID)
 			}
 			res, err := tx.ExecContext(ctx, q, args...)
 			if err != nil {
