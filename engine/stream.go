@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"time"
 
 	"github.com/pcd-dev/pcd/store"
 )
@@ -61,8 +62,9 @@ func StreamJob(ctx context.Context, db store.Store, r io.Reader, opts StreamOpti
 		var next readLine
 		select {
 		case next = <-lines:
-		default:
-			// The next read may block: commit what we have first.
+		case <-time.After(streamIdle):
+			// The input has paused: commit what we have, so that its
+			// tasks run while the producer thinks.
 			if err := sj.commit(); err != nil {
 				return sj.fail(err)
 			}
@@ -71,6 +73,8 @@ func StreamJob(ctx context.Context, db store.Store, r io.Reader, opts StreamOpti
 			case <-ctx.Done():
 				return sj.fail(context.Cause(ctx))
 			}
+		case <-ctx.Done():
+			return sj.fail(context.Cause(ctx))
 		}
 		if len(sj.batch) >= opts.MaxBatch {
 			if err := sj.commit(); err != nil {
@@ -103,6 +107,12 @@ func StreamJob(ctx context.Context, db store.Store, r io.Reader, opts StreamOpti
 	job.Sealed = true
 	return job, nil
 }
+
+// streamIdle is how long the input of StreamJob may pause before the
+// tasks read so far are committed: long enough that input that is all
+// there (a file, a here-string) is read whole first, even on a loaded
+// machine, so that a bad line in it leaves nothing written.
+const streamIdle = 20 * time.Millisecond
 
 // streamedJob is the job StreamJob writes: created open with its first
 // batch, appended to batch by batch, and sealed at the end or on failure.

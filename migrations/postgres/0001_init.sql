@@ -146,6 +146,7 @@ CREATE TABLE runners (
     version      text    NOT NULL DEFAULT '',
     started_at   bigint  NOT NULL,
     heartbeat_at bigint  NOT NULL,
+    lease_ns     bigint  NOT NULL,               -- gone once heartbeat_at + lease_ns has passed
     stopped_at   bigint
 );
 

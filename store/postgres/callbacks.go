@@ -70,7 +70,7 @@ func (db *DB) Callbacks(ctx context.Context, jobID, afterID int64, unreleasedOnl
 		q = "SELECT " + callbackColumns + ` FROM callbacks c JOIN releases r ON r.job_id = c.job_id AND r.runner_id = c.runner_id
 			WHERE c.job_id = $1 AND c.id > $2 AND c.id > r.released_id AND r.committed_id > r.released_id AND ` + releasable + `
 			ORDER BY c.id`
-		args = append(args, time.Now().Add(-db.opts.Lease).UnixNano(), db.runners.id())
+		args = append(args, time.Now().UnixNano(), db.runners.id())
 	}
 	out, err := queryCallbacks(ctx, db.pool, q, args...)
 	if err != nil {
@@ -80,10 +80,10 @@ func (db *DB) Callbacks(ctx context.Context, jobID, afterID int64, unreleasedOnl
 }
 
 // releasable is the condition on a releases row r that this runner ($4)
-// releases its callbacks: they are its own, or their runner is gone
-// (heartbeat before $3).
+// releases its callbacks: they are its own, or their runner is gone ($3
+// is now).
 const releasable = `(r.runner_id = $4 OR NOT EXISTS (SELECT 1 FROM runners g
-	WHERE g.id = r.runner_id AND g.stopped_at IS NULL AND g.heartbeat_at >= $3))`
+	WHERE g.id = r.runner_id AND g.stopped_at IS NULL AND g.heartbeat_at + g.lease_ns >= $3))`
 
 // CallbacksAfter returns up to limit callback records with id after
 // afterID, in id order, of the given jobs (all if none are given). Ids are
@@ -117,7 +117,7 @@ func (db *DB) LastCallbackID(ctx context.Context) (int64, error) {
 func (db *DB) UnreleasedJobs(ctx context.Context) ([]int64, error) {
 	rows, err := db.pool.Query(ctx, `SELECT DISTINCT r.job_id FROM releases r
 		WHERE r.committed_id > r.released_id AND `+strings.ReplaceAll(strings.ReplaceAll(releasable, "$3", "$1"), "$4", "$2")+`
-		ORDER BY r.job_id`, time.Now().Add(-db.opts.Lease).UnixNano(), db.runners.id())
+		ORDER BY r.job_id`, time.Now().UnixNano(), db.runners.id())
 	if err != nil {
 		return nil, fmt.Errorf("unreleased callbacks: %w", classify(err))
 	}

@@ -47,8 +47,8 @@ func (db *DB) LockRunner(role string) (store.Releaser, error) {
 	host, _ := os.Hostname()
 	now := time.Now().UnixNano()
 	var id int64
-	if err := db.pool.QueryRow(ctx, `INSERT INTO runners (role, host, pid, started_at, heartbeat_at)
-		VALUES ($1, $2, $3, $4, $4) RETURNING id`, role, host, os.Getpid(), now).Scan(&id); err != nil {
+	if err := db.pool.QueryRow(ctx, `INSERT INTO runners (role, host, pid, started_at, heartbeat_at, lease_ns)
+		VALUES ($1, $2, $3, $4, $4, $5) RETURNING id`, role, host, os.Getpid(), now, int64(db.opts.Lease)).Scan(&id); err != nil {
 		return nil, fmt.Errorf("register runner: %w", classify(err))
 	}
 	// The plans of claims and group commits depend on the statistics of
@@ -101,8 +101,8 @@ func (r runnerRelease) Release() error {
 }
 
 // gone is the condition on a runner row g that it is not alive: stopped,
-// or its heartbeat older than the lease ($1, the oldest live heartbeat).
-const gone = `(g.stopped_at IS NOT NULL OR g.heartbeat_at < $1)`
+// or its own lease passed since its last heartbeat ($1 is now).
+const gone = `(g.stopped_at IS NOT NULL OR g.heartbeat_at + g.lease_ns < $1)`
 
 // Recover takes over the tasks of runners that are gone: a task one had
 // only claimed goes back to pending with nothing counted; one it was
@@ -112,7 +112,7 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 	failMessage func(jobUUID string, t store.Task, reason string) ([]byte, error)) (requeued, failed int, err error) {
 	now := time.Now()
 	reason := fmt.Sprintf("interrupted by %d restarts", maxInterrupts)
-	oldest := now.Add(-db.opts.Lease).UnixNano()
+	oldest := now.UnixNano()
 	me := db.runners.id()
 	if me == 0 {
 		me = -1 // not a runner: every claim is a dead runner's
@@ -201,7 +201,7 @@ func (db *DB) ListRunners(ctx context.Context) ([]store.RunnerInfo, error) {
 	rows, err := db.pool.Query(ctx, `SELECT g.id, g.role, g.host, g.pid, g.started_at, g.heartbeat_at, NOT `+gone+`,
 			(SELECT count(*) FROM running u WHERE u.runner_id = g.id AND u.started_at IS NOT NULL)
 		FROM runners g WHERE NOT `+gone+` OR coalesce(g.stopped_at, g.heartbeat_at) > $2
-		ORDER BY g.id DESC LIMIT 100`, now.Add(-db.opts.Lease).UnixNano(), now.Add(-time.Hour).UnixNano())
+		ORDER BY g.id DESC LIMIT 100`, now.UnixNano(), now.Add(-time.Hour).UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("runners: %w", classify(err))
 	}
@@ -226,7 +226,7 @@ func (db *DB) Shared() bool { return true }
 func (db *DB) RunnerAlive(ctx context.Context) bool {
 	var alive bool
 	err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM runners g WHERE NOT `+gone+`)`,
-		time.Now().Add(-db.opts.Lease).UnixNano()).Scan(&alive)
+		time.Now().UnixNano()).Scan(&alive)
 	return err == nil && alive
 }
 

@@ -290,7 +290,7 @@ func (db *DB) RunningGroups(ctx context.Context) ([]store.RunningGroup, error) {
 	host, _ := os.Hostname()
 	rows, err := db.pool.Query(ctx, `SELECT u.pgid, coalesce(u.pstart, 0) FROM running u JOIN runners g ON g.id = u.runner_id
 		WHERE u.pgid IS NOT NULL AND u.runner_id <> $2 AND g.host = $3 AND `+gone,
-		time.Now().Add(-db.opts.Lease).UnixNano(), db.runners.id(), host)
+		time.Now().UnixNano(), db.runners.id(), host)
 	if err != nil {
 		return nil, fmt.Errorf("running process groups: %w", classify(err))
 	}
