@@ -483,18 +483,12 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (store.Job, error) {
 		if job, err = jobTx(ctx, tx, jobID, true); err != nil {
 			return err
 		}
-		if !job.Finished() {
-			return store.Conflictf("job %s is still %s: only a finished job can be retried", job.UUID, job.State)
-		}
 		var pruning bool
 		if err := tx.QueryRow(ctx, "SELECT pruning FROM jobs WHERE id = $1", jobID).Scan(&pruning); err != nil {
 			return err
 		}
-		if pruning {
-			return store.Conflictf("job %s is being pruned", job.UUID)
-		}
-		if job.Failed+job.Cancelled == 0 {
-			return store.Conflictf("job %s has no failed or cancelled task to retry", job.UUID)
+		if err := store.CanRetry(job, pruning); err != nil {
+			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE tasks t SET attempts = r.attempts, error = NULL, not_before = NULL
 			FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq

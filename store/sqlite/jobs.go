@@ -541,18 +541,12 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (store.Job, error) {
 		if err != nil {
 			return err
 		}
-		if !job.Finished() {
-			return store.Conflictf("job %s is still %s: only a finished job can be retried", job.UUID, job.State)
-		}
 		var pruning bool
 		if err := tx.QueryRowContext(ctx, "SELECT pruning FROM jobs WHERE id = ?", jobID).Scan(&pruning); err != nil {
 			return err
 		}
-		if pruning {
-			return store.Conflictf("job %s is being pruned", job.UUID)
-		}
-		if job.Failed+job.Cancelled == 0 {
-			return store.Conflictf("job %s has no failed or cancelled task to retry", job.UUID)
+		if err := store.CanRetry(job, pruning); err != nil {
+			return err
 		}
 		// The tasks keep the attempts they spent.
 		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET attempts = r.attempts, error = NULL, not_before = NULL
