@@ -84,7 +84,7 @@ func exitCode(err error) int {
 		return exitAmbiguous
 	case errors.Is(err, store.ErrConflict):
 		return exitConflict
-	case errors.Is(err, store.ErrDiskFull), errors.Is(err, store.ErrBusy):
+	case errors.Is(err, store.ErrDiskFull), store.Temporary(err):
 		return exitTempFail
 	case errors.Is(err, engine.ErrStopped), errors.Is(err, cli.ErrInterrupted):
 		return exitStopped

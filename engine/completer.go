@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/pcd-dev/pcd/internal/failpoint"
@@ -32,15 +31,18 @@ type completer struct {
 }
 
 // commit writes a batch. While another process holds the database's write
-// lock past the busy timeout (an sqlite3 shell, a big submit), it waits and
-// tries the same batch again rather than tear the job down: the batch's
-// transaction was rolled back whole, and its tasks are in hand. It logs
-// the wait once. Other errors (a full disk) are returned.
+// lock past the busy timeout (an sqlite3 shell, a big submit), or the
+// server is out of reach for a moment (it restarts), it waits and tries
+// the same batch again rather than tear the job down: the batch's
+// transaction was rolled back whole, and its tasks are in hand. (A commit
+// whose outcome was lost with the connection is safe to try again: a
+// result already final is kept, not written twice.) It logs the wait
+// once. Other errors (a full disk) are returned.
 func (m *completer) commit(ctx context.Context, batch store.Batch) (store.Committed, error) {
 	waited := false
 	for {
 		committed, err := m.c.db.CompleteTasks(ctx, batch)
-		if !errors.Is(err, store.ErrBusy) {
+		if !store.Temporary(err) {
 			if waited && err == nil {
 				m.c.cfg.Logger.Info("the database takes writes again; resumed", "job", m.job.UUID)
 			}
@@ -48,8 +50,8 @@ func (m *completer) commit(ctx context.Context, batch store.Batch) (store.Commit
 		}
 		if !waited {
 			waited = true
-			m.c.cfg.Logger.Warn("another process holds the database's write lock: the job waits for it; nothing is lost",
-				"job", m.job.UUID)
+			_, says := troubleKind(err)
+			m.c.cfg.Logger.Warn(says, "job", m.job.UUID, "err", err)
 		}
 		select {
 		case <-time.After(100 * time.Millisecond):
@@ -194,6 +196,10 @@ func jobMessage(j store.Job) ([]byte, error) { return jobEvent(j).MarshalJSON() 
 // resolves the tasks, and releases the callbacks, each with its outcome's
 // event.
 func (m *completer) committed(g *group, committed store.Committed) {
+	if committed.Discarded > 0 {
+		m.c.cfg.Logger.Warn("discarded results of tasks that another runner took over: this runner had lost its lease",
+			"job", m.job.UUID, "results", committed.Discarded)
+	}
 	m.c.cfg.released.recorded(g.marks...)
 	m.c.cfg.onCommit()
 	if len(g.batch.Starts) > 0 {

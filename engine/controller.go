@@ -17,6 +17,12 @@ import (
 // Its tasks that did not finish stay pending, and a later Run resumes it.
 var ErrStopped = errors.New("job stopped before it finished")
 
+// ErrLeaseLost is the cause of a stop when the runner lost its lease on a
+// shared database (PostgreSQL): no heartbeat landed in time, so other
+// runners may take its tasks over. A daemon rejoins as a new runner; a
+// RunJob returns it (wrapped with ErrStopped).
+var ErrLeaseLost = errors.New("lost the runner's lease on the database: no heartbeat landed in time")
+
 // errOthersRun is a job run's end when every task this runner could
 // claim is done and other runners hold the rest.
 var errOthersRun = errors.New("the job's other tasks are other runners'")

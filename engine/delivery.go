@@ -349,7 +349,7 @@ func (m *deliverers) deliverOne(ctx context.Context, log *slog.Logger, s callbac
 func (m *deliverers) record(ctx context.Context, d store.Delivery) error {
 	for {
 		err := m.db.RecordDelivery(context.WithoutCancel(ctx), d)
-		if err == nil || !(errors.Is(err, store.ErrBusy) || errors.Is(err, store.ErrDiskFull)) {
+		if err == nil || !(store.Temporary(err) || errors.Is(err, store.ErrDiskFull)) {
 			if err != nil {
 				m.log.Error("record delivery", "err", err)
 			}

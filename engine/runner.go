@@ -198,12 +198,12 @@ func (r *Runner) recover(ctx context.Context) error {
 			trouble.over(r.cfg.Logger)
 			return nil
 		}
-		if r.cfg.Role != RoleDaemon || (!errors.Is(err, store.ErrDiskFull) && !errors.Is(err, store.ErrBusy)) {
+		if r.cfg.Role != RoleDaemon || (!errors.Is(err, store.ErrDiskFull) && !store.Temporary(err)) {
 			return err
 		}
-		trouble.report(r.cfg.Logger, r.db.Path(), store.Job{}, err, r.cfg.RetryAfter)
+		wait := trouble.report(r.cfg.Logger, r.db.Path(), store.Job{}, err, r.cfg.RetryAfter)
 		select {
-		case <-time.After(r.cfg.RetryAfter):
+		case <-time.After(wait):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -255,7 +255,78 @@ func (r *Runner) Run(ctx context.Context) error {
 		return err
 	}
 	defer r.end(done)
-	return newDaemon(r.db, r.cfg, r.drain).run(ctx)
+	for {
+		runCtx, stopRun := context.WithCancelCause(ctx)
+		unwatch := r.watchLease(runCtx, stopRun)
+		err := newDaemon(r.db, r.cfg, r.drain).run(runCtx)
+		unwatch()
+		lost := errors.Is(context.Cause(runCtx), ErrLeaseLost)
+		stopRun(nil)
+		if !lost || ctx.Err() != nil || r.stopping() {
+			return err
+		}
+		if err := r.rejoin(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// watchLease stops a run (with ErrLeaseLost) if the runner loses its
+// lease on a shared database; unwatch ends the watch.
+func (r *Runner) watchLease(ctx context.Context, stop context.CancelCauseFunc) (unwatch func()) {
+	leased, ok := r.lock.(store.Leased)
+	if !ok {
+		return func() {}
+	}
+	end, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-leased.Lost():
+			r.cfg.Logger.Error("lost the lease on the database (no heartbeat landed in time: is the server reachable?): "+
+				"stopped this runner's tasks; other runners take them over", "db", r.db.Path())
+			stop(ErrLeaseLost)
+		case <-ctx.Done():
+		case <-end:
+		}
+	}()
+	return func() {
+		close(end)
+		<-done
+	}
+}
+
+// rejoin makes a runner that lost its lease a runner again, as a new one,
+// once the database can be reached: it registers, then takes over what
+// its old self left, as it would a dead runner's.
+func (r *Runner) rejoin(ctx context.Context) error {
+	_ = r.lock.Release() // best effort: the old lease is gone either way
+	r.lock = nil
+	wait := r.cfg.RetryAfter / 16
+	for {
+		lock, err := r.db.LockRunner(r.cfg.Role)
+		if err == nil {
+			r.lock = lock
+			break
+		}
+		if !store.Temporary(err) {
+			return err
+		}
+		r.cfg.Logger.Debug("rejoin the database", "err", err, "retry_in", wait)
+		select {
+		case <-time.After(wait):
+		case <-r.drain:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+		wait = min(2*wait, r.cfg.RetryAfter)
+	}
+	if err := r.recover(ctx); err != nil {
+		return err
+	}
+	r.cfg.Logger.Info("rejoined the database as a new runner; running jobs again", "db", r.db.Path())
+	return nil
 }
 
 // RunJob runs one job (RoleRun) to its end, with its sinks and the
@@ -306,6 +377,8 @@ func (r *Runner) RunJob(ctx context.Context, jobID int64) (store.Job, error) {
 	defer stopDelivery()
 	deliveries.Ensure(deliveryCtx)
 
+	unwatch := r.watchLease(ctx, cancel)
+	defer unwatch()
 	job, err := ctl.Run(ctx, jobID)
 	for errors.Is(err, errOthersRun) {
 		// Other runners hold the job's last tasks (PostgreSQL): wait
@@ -316,6 +389,9 @@ func (r *Runner) RunJob(ctx context.Context, jobID int64) (store.Job, error) {
 		case <-ctx.Done():
 		}
 		job, err = ctl.Run(ctx, jobID)
+	}
+	if errors.Is(context.Cause(ctx), ErrLeaseLost) {
+		return job, fmt.Errorf("%w: %w", ErrStopped, ErrLeaseLost)
 	}
 	if err == nil {
 		// Its sinks finish once its callbacks are out, or when

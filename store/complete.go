@@ -93,6 +93,10 @@ type Committed struct {
 	// Batch.Finish).
 	Job         Job
 	JobCallback *Callback
+	// Discarded counts results not written because their task is no
+	// longer this runner's: its lease ran out and another runner took
+	// the task over (PostgreSQL). The task runs there, or ran.
+	Discarded int
 }
 
 // RunningGroup is the process group of a task marked running.

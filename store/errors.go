@@ -22,11 +22,22 @@ var (
 // written: a read-only file or file system, or no permission.
 var ErrReadOnly = errors.New("the database cannot be written here (read-only, or permission denied)")
 
-// Errors of the environment, from any write. Both are temporary: retry.
+// Errors of the environment, from any read or write. Each is temporary:
+// retry (Temporary says which are).
 var (
 	ErrDiskFull = errors.New("disk full")
 	ErrBusy     = errors.New("database is locked by another process for longer than the busy timeout")
+	// ErrUnavailable: the database server cannot be reached, or it
+	// dropped the connection (it restarts, or the network is down).
+	ErrUnavailable = errors.New("the database server cannot be reached")
 )
+
+// Temporary says whether err is one that passes by itself: another
+// process holds the write lock, or the server is unreachable for now.
+// A full disk is temporary too, but needs someone to act.
+func Temporary(err error) bool {
+	return errors.Is(err, ErrBusy) || errors.Is(err, ErrUnavailable)
+}
 
 // ErrUnsafe is returned for a database, WAL, SHM or lock file that another
 // local user could control: owned by someone else, writable by group or

@@ -66,6 +66,16 @@ type RunnerInfo struct {
 // Releaser releases what it holds.
 type Releaser interface{ Release() error }
 
+// Leased is a runner's hold (from LockRunner) that can run out: on a
+// shared database a runner that could not renew its lease in time (the
+// network was cut) has lost it, and the others may take its tasks over.
+// Lost closes then. The runner must stop its tasks at once; it may run
+// again only as a new runner (LockRunner again).
+type Leased interface {
+	Releaser
+	Lost() <-chan struct{}
+}
+
 // JobStore creates, finds and finishes jobs.
 type JobStore interface {
 	// CreateJob writes a job and its tasks, whole or not at all.

@@ -35,10 +35,11 @@ func (db *DB) CompleteTasks(ctx context.Context, b store.Batch) (store.Committed
 				return err
 			}
 		}
-		applied, err := db.finalResults(ctx, tx, b)
+		applied, discarded, err := db.finalResults(ctx, tx, b)
 		if err != nil {
 			return err
 		}
+		out.Discarded = discarded
 		var (
 			counts  [3]int64
 			index   []int
@@ -144,8 +145,9 @@ func (db *DB) markStarts(ctx context.Context, tx pgx.Tx, b store.Batch, started 
 
 // finalResults inserts the batch's final results in one statement and
 // returns the tasks they were written for: not those final already, nor
-// those another runner has claimed.
-func (db *DB) finalResults(ctx context.Context, tx pgx.Tx, b store.Batch) (map[int64]bool, error) {
+// those whose claim this runner no longer holds (its lease ran out, and
+// another runner took them over); it counts the latter.
+func (db *DB) finalResults(ctx context.Context, tx pgx.Tx, b store.Batch) (applied map[int64]bool, discarded int, err error) {
 	var (
 		seqs, times, starts, finishes []int64
 		states, errs                  []*string
@@ -154,7 +156,7 @@ func (db *DB) finalResults(ctx context.Context, tx pgx.Tx, b store.Batch) (map[i
 	)
 	for _, r := range b.Results {
 		if r.Attempt < 1 && r.RetryAt.IsZero() {
-			return nil, fmt.Errorf("task %d: attempt %d: attempts are numbered from 1", r.Seq, r.Attempt)
+			return nil, 0, fmt.Errorf("task %d: attempt %d: attempts are numbered from 1", r.Seq, r.Attempt)
 		}
 		if !r.RetryAt.IsZero() {
 			continue
@@ -169,30 +171,50 @@ func (db *DB) finalResults(ctx context.Context, tx pgx.Tx, b store.Batch) (map[i
 		starts = append(starts, r.StartedAt.UnixNano())
 		finishes = append(finishes, r.FinishedAt.UnixNano())
 	}
-	applied := make(map[int64]bool, len(seqs))
+	applied = make(map[int64]bool, len(seqs))
 	if len(seqs) == 0 {
-		return applied, nil
+		return applied, 0, nil
 	}
 	rows, err := tx.Query(ctx, `INSERT INTO results (job_id, seq, state, attempts, result, error, time_ns, started_at, finished_at)
 		SELECT $1, x.seq, x.state, x.attempts, x.result, x.error, x.time_ns, x.started_at, x.finished_at
 		FROM unnest($2::bigint[], $3::text[], $4::int[], $5::bytea[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[])
 			AS x (seq, state, attempts, result, error, time_ns, started_at, finished_at)
-		WHERE NOT EXISTS (SELECT 1 FROM running u WHERE u.job_id = $1 AND u.seq = x.seq AND u.runner_id <> $10)
+		WHERE `+holdsClaim("x.seq", 10)+`
 		ON CONFLICT (job_id, seq) DO NOTHING
 		RETURNING seq`,
 		b.JobID, seqs, states, attempts, results, errs, times, starts, finishes, db.runners.id())
 	if err != nil {
-		return nil, fmt.Errorf("results: %w", err)
+		return nil, 0, fmt.Errorf("results: %w", err)
 	}
-	defer rows.Close()
 	for rows.Next() {
 		var seq int64
 		if err := rows.Scan(&seq); err != nil {
-			return nil, err
+			rows.Close()
+			return nil, 0, err
 		}
 		applied[seq] = true
 	}
-	return applied, rows.Err()
+	rows.Close()
+	if err := rows.Err(); err != nil || len(applied) == len(seqs) {
+		return applied, 0, err
+	}
+	// Those not written: final already, or no longer this runner's.
+	var lost []int64
+	for _, s := range seqs {
+		if !applied[s] {
+			lost = append(lost, s)
+		}
+	}
+	err = tx.QueryRow(ctx, `SELECT count(*) FROM unnest($2::bigint[]) AS x (seq) WHERE NOT `+holdsClaim("x.seq", 3),
+		b.JobID, lost, db.runners.id()).Scan(&discarded)
+	return applied, discarded, err
+}
+
+// holdsClaim is the condition that this runner holds the claim of task
+// seq of job $1, its id being $n; a handle that is no runner (id 0)
+// claims nothing, and is not held to claims.
+func holdsClaim(seq string, n int) string {
+	return fmt.Sprintf(`($%[2]d = 0 OR EXISTS (SELECT 1 FROM running u WHERE u.job_id = $1 AND u.seq = %[1]s AND u.runner_id = $%[2]d))`, seq, n)
 }
 
 // recordOutcome writes what one result leaves besides its results row: a
@@ -200,10 +222,9 @@ func (db *DB) finalResults(ctx context.Context, tx pgx.Tx, b store.Batch) (map[i
 // of a final task's wait.
 func (db *DB) recordOutcome(ctx context.Context, tx pgx.Tx, b store.Batch, r store.Result) error {
 	if !r.RetryAt.IsZero() {
-		tag, err := tx.Exec(ctx, `UPDATE tasks t SET attempts = $3, error = $1, not_before = $2
-			WHERE t.job_id = $4 AND t.seq = $5 AND `+unfinished+`
-			AND NOT EXISTS (SELECT 1 FROM running u WHERE u.job_id = t.job_id AND u.seq = t.seq AND u.runner_id <> $6)`,
-			nullString(r.Error), r.RetryAt.UnixNano(), r.Attempt, b.JobID, r.Seq, db.runners.id())
+		tag, err := tx.Exec(ctx, `UPDATE tasks t SET attempts = $3, error = $4, not_before = $5
+			WHERE t.job_id = $1 AND t.seq = $2 AND `+unfinished+` AND `+holdsClaim("t.seq", 6),
+			b.JobID, r.Seq, r.Attempt, nullString(r.Error), r.RetryAt.UnixNano(), db.runners.id())
 		if err != nil {
 			return fmt.Errorf("task %d: %w", r.Seq, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -225,7 +226,7 @@ func classify(err error) error {
 	if err == nil {
 		return nil
 	}
-	for _, known := range []error{store.ErrBusy, store.ErrDiskFull, store.ErrReadOnly, store.ErrNotFound, store.ErrConflict,
+	for _, known := range []error{store.ErrBusy, store.ErrUnavailable, store.ErrDiskFull, store.ErrReadOnly, store.ErrNotFound, store.ErrConflict,
 		store.ErrSealed, store.ErrNotDone, store.ErrTooNew, store.ErrNoDatabase} {
 		if errors.Is(err, known) {
 			return err
@@ -244,12 +245,12 @@ func classify(err error) error {
 			return fmt.Errorf("%w: %w", store.ErrReadOnly, err)
 		case strings.HasPrefix(pe.Code, "57P"), strings.HasPrefix(pe.Code, "08"):
 			// the server shuts down or restarts; the connection is gone
-			return fmt.Errorf("%w: %w", store.ErrBusy, err)
+			return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 		}
 		return err
 	}
 	if pgconn.SafeToRetry(err) || isConnError(err) {
-		return fmt.Errorf("%w: %w", store.ErrBusy, err)
+		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 	}
 	return err
 }
@@ -259,6 +260,10 @@ func classify(err error) error {
 func isConnError(err error) bool {
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ce) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
 		return true
 	}
 	msg := err.Error()

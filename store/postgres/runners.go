@@ -42,8 +42,16 @@ func (r *runnerState) stop() {
 // every Lease/3, and one whose heartbeat is older than Lease is gone; its
 // tasks are taken over (Recover). Release ends the heartbeat and marks
 // the runner stopped.
+//
+// A runner that cannot renew its lease for two thirds of it (the network
+// is cut, the server is down) has lost it: the Releaser's Lost channel
+// closes, before the others can see it gone, and it heartbeats no more.
+// It must stop its tasks; the store will not write a result for a task
+// that another runner has taken over since. To run again it registers
+// anew, as a new runner.
 func (db *DB) LockRunner(role string) (store.Releaser, error) {
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), db.opTimeout())
+	defer cancel()
 	host, _ := os.Hostname()
 	now := time.Now().UnixNano()
 	var id int64
@@ -61,34 +69,74 @@ func (db *DB) LockRunner(role string) (store.Releaser, error) {
 		return nil, errors.New("register runner: this handle is a runner already")
 	}
 	db.runners.current.Store(id)
-	hbCtx, cancel := context.WithCancel(ctx)
+	hbCtx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	db.runners.cancel, db.runners.done = cancel, done
+	db.runners.cancel, db.runners.done = stop, done
+	rel := runnerRelease{db: db, id: id, lost: make(chan struct{})}
 	go func() {
 		defer close(done)
-		db.heartbeat(hbCtx, id)
+		db.heartbeat(hbCtx, id, time.Unix(0, now), rel.lost)
 	}()
-	return runnerRelease{db: db, id: id}, nil
+	return rel, nil
 }
 
-// heartbeat refreshes the runner's row until ctx ends.
-func (db *DB) heartbeat(ctx context.Context, id int64) {
-	t := time.NewTicker(db.opts.Lease / 3)
-	defer t.Stop()
+// opTimeout bounds an operation that must not hang on a dead connection:
+// a heartbeat, a registration.
+func (db *DB) opTimeout() time.Duration { return max(db.opts.Lease/3, time.Second) }
+
+// heartbeat refreshes the runner's row, every Lease/3, until ctx ends or
+// the lease is lost: when no heartbeat has landed for two thirds of the
+// lease since the last one (whose time the others judge by), it closes
+// lost and returns. A heartbeat that finds the row gone already (this
+// process was stopped for longer than the lease) loses it too.
+func (db *DB) heartbeat(ctx context.Context, id int64, last time.Time, lost chan struct{}) {
+	lease := db.opts.Lease
+	deadline := last.Add(lease * 2 / 3)
+	tick := time.NewTicker(lease / 3)
+	defer tick.Stop()
 	for {
+		expire := time.NewTimer(time.Until(deadline))
 		select {
 		case <-ctx.Done():
+			expire.Stop()
 			return
-		case <-t.C:
+		case <-expire.C:
+			close(lost)
+			return
+		case <-tick.C:
+			expire.Stop()
 		}
-		_, _ = db.pool.Exec(ctx, "UPDATE runners SET heartbeat_at = $1 WHERE id = $2", time.Now().UnixNano(), id)
+		// A heartbeat stuck on a dead connection gives up at the
+		// deadline, so that the loss is not noticed late.
+		now := time.Now()
+		until := now.Add(db.opTimeout())
+		if deadline.Before(until) {
+			until = deadline
+		}
+		beat, cancel := context.WithDeadline(ctx, until)
+		tag, err := db.pool.Exec(beat, `UPDATE runners SET heartbeat_at = $1 WHERE id = $2 AND stopped_at IS NULL
+			AND heartbeat_at + lease_ns >= $1`, now.UnixNano(), id)
+		cancel()
+		switch {
+		case err != nil:
+			// Tried again at the next tick, until the lease runs out.
+		case tag.RowsAffected() == 0:
+			close(lost)
+			return
+		default:
+			deadline = now.Add(lease * 2 / 3)
+		}
 	}
 }
 
 type runnerRelease struct {
-	db *DB
-	id int64
+	db   *DB
+	id   int64
+	lost chan struct{}
 }
+
+// Lost closes when the runner has lost its lease.
+func (r runnerRelease) Lost() <-chan struct{} { return r.lost }
 
 // Release stops the heartbeat and marks the runner stopped; its claims
 // are left for the next Recover (a runner releases what it ran on its
@@ -96,7 +144,9 @@ type runnerRelease struct {
 func (r runnerRelease) Release() error {
 	r.db.runners.stop()
 	r.db.runners.current.CompareAndSwap(r.id, 0)
-	_, err := r.db.pool.Exec(context.Background(), "UPDATE runners SET stopped_at = $1 WHERE id = $2", time.Now().UnixNano(), r.id)
+	ctx, cancel := context.WithTimeout(context.Background(), r.db.opTimeout())
+	defer cancel()
+	_, err := r.db.pool.Exec(ctx, "UPDATE runners SET stopped_at = $1 WHERE id = $2", time.Now().UnixNano(), r.id)
 	return classify(err)
 }
 

@@ -1,0 +1,113 @@
+package postgres
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/pcd-dev/pcd/internal/pgtest"
+	"github.com/pcd-dev/pcd/store"
+)
+
+// A runner cut off from the server for longer than its lease loses it
+// before the others may see it gone (Lost closes); another runner takes
+// its tasks over and runs them; when the cut heals, the results the first
+// runner commits for those tasks are discarded, counted, and the task
+// callbacks are the second runner's alone.
+func TestLostLeaseDiscardsResults(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	proxy := pgtest.NewProxy(t, url)
+	const lease = 1500 * time.Millisecond
+	a, err := Open(ctx, proxy.URL, Options{Lease: lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(ctx, url, Options{Lease: lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	job, err := a.CreateJob(ctx, store.NewJob{Workers: 3, QueueSize: 3, Tasks: []store.NewTask{
+		{Kind: "noop", Payload: []byte("1")}, {Kind: "noop", Payload: []byte("2")}, {Kind: "noop", Payload: []byte("3")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	relA, err := a.LockRunner("daemon")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relA.Release()
+	leased, ok := relA.(store.Leased)
+	if !ok {
+		t.Fatalf("a PostgreSQL runner's hold is a %T, not a store.Leased", relA)
+	}
+	claimed, err := a.PendingTasks(ctx, job.ID, 0, 10, time.Now())
+	if err != nil || len(claimed) != 3 {
+		t.Fatalf("runner A claimed %d tasks (%v), want 3", len(claimed), err)
+	}
+	now := time.Now()
+	batch := store.Batch{JobID: job.ID, Round: job.Round, StartedAt: now}
+	for _, task := range claimed {
+		batch.Starts = append(batch.Starts, store.Start{Seq: task.Seq, At: now})
+	}
+	if c, err := a.CompleteTasks(ctx, batch); err != nil || len(c.Started) != 3 || !c.Started[0] {
+		t.Fatalf("start marks: %+v %v", c, err)
+	}
+
+	proxy.Cut()
+	cutAt := time.Now()
+	select {
+	case <-leased.Lost():
+	case <-time.After(3 * lease):
+		t.Fatalf("runner A cut off for %v: its lease is not lost", 3*lease)
+	}
+	if waited := time.Since(cutAt); waited >= lease {
+		t.Errorf("runner A saw its lease lost after %v, not before the lease (%v) ran out", waited, lease)
+	}
+	time.Sleep(lease) // until the others see A gone
+
+	relB, err := b.LockRunner("daemon")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relB.Release()
+	requeued, failed, err := b.Recover(ctx, 3, func(string, store.Task, string) ([]byte, error) { return []byte("{}"), nil })
+	if err != nil || requeued != 3 || failed != 0 {
+		t.Fatalf("runner B took over %d tasks, failed %d (%v); want 3, 0", requeued, failed, err)
+	}
+	mine, err := b.PendingTasks(ctx, job.ID, 0, 10, time.Now())
+	if err != nil || len(mine) != 3 {
+		t.Fatalf("runner B claimed %d tasks (%v), want 3", len(mine), err)
+	}
+	proxy.Heal()
+
+	results := func(result string) store.Batch {
+		b := store.Batch{JobID: job.ID, Round: job.Round, StartedAt: now}
+		for _, task := range claimed {
+			b.Results = append(b.Results, store.Result{Seq: task.Seq, State: store.Succeeded, Attempt: 1,
+				Result: []byte(result), Message: []byte(`{}`), StartedAt: now, FinishedAt: time.Now()})
+		}
+		return b
+	}
+	late, err := a.CompleteTasks(ctx, results(`"A"`))
+	if err != nil {
+		t.Fatalf("runner A's late results: %v", err)
+	}
+	if late.Discarded != 3 || len(late.Callbacks) != 0 {
+		t.Errorf("runner A's late results: %d discarded, %d callbacks; want 3, 0", late.Discarded, len(late.Callbacks))
+	}
+	own, err := b.CompleteTasks(ctx, results(`"B"`))
+	if err != nil || own.Discarded != 0 || len(own.Callbacks) != 3 {
+		t.Fatalf("runner B's results: %d discarded, %d callbacks (%v); want 0, 3", own.Discarded, len(own.Callbacks), err)
+	}
+	var fromB, all int
+	if err := b.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE result = '"B"'), count(*) FROM results WHERE job_id = $1`, job.ID).
+		Scan(&fromB, &all); err != nil {
+		t.Fatal(err)
+	}
+	if fromB != 3 || all != 3 {
+		t.Errorf("%d results, %d of them runner B's; want 3 and 3", all, fromB)
+	}
+}
