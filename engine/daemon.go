@@ -22,7 +22,7 @@ type daemon struct {
 	// pause is how long the daemon takes no work after a job's run
 	// failed (the trouble's backoff).
 	pause time.Duration
-	drain   <-chan struct{}
+	drain <-chan struct{}
 	// lastTakeOver is when the daemon last looked for gone runners' tasks.
 	lastTakeOver time.Time
 }
