@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -277,48 +278,8 @@ func TestRandomKills(t *testing.T) {
 	db := filepath.Join(dir, "pcd.db")
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	t.Logf("seed time %v", time.Now())
-	submitted, jobs, execs := 0, 0, 0
-	submit := func() {
-		for _, spec := range []struct {
-			n    int
-			task func() string
-		}{
-			{2000, func() string { return `{"kind":"noop"}` }},
-			{2000, func() string { return fmt.Sprintf(`{"kind":"sleep","payload":{"secs":%.4f}}`, rng.Float64()*0.004) }},
-			{1000, func() string {
-				if rng.IntN(2) == 0 {
-					return `{"kind":"noop"}`
-				}
-				return fmt.Sprintf(`{"kind":"sleep","payload":{"secs":%.4f}}`, rng.Float64()*0.01)
-			}},
-			// Tasks that fail and retry twice, 5-10 ms apart: their waits go
-			// through the database across the kills.
-			{300, func() string {
-				return `{"kind":"fail","payload":{"error":"again"},"max_attempts":3,"backoff":{"base":"10ms","cap":"10ms"}}`
-			}},
-			// Commands with a grandchild, each under a lock of its own: a
-			// second copy running while the first still does finds the
-			// lock taken and leaves a mark.
-			{100, func() string {
-				execs++
-				return fmt.Sprintf(`{"kind":"exec","payload":{"argv":["sh","-c",%q,"sh","%d"]}}`, doubleRunScript(dir), execs)
-			}},
-		} {
-			var b strings.Builder
-			for range spec.n {
-				b.WriteString(spec.task())
-				b.WriteString(",")
-			}
-			path := filepath.Join(dir, fmt.Sprintf("job%d.json", jobs))
-			body := `{"workers": 25, "tasks": [` + strings.TrimSuffix(b.String(), ",") + `]}`
-			os.WriteFile(path, []byte(body), 0o600)
-			if r := pcd(t, db, "submit", path); r.code != 0 {
-				t.Fatalf("submit: %s", r.stderr)
-			}
-			submitted += spec.n
-			jobs++
-		}
-	}
+	load := &killLoad{dir: dir, rng: rng}
+	submit := func() { load.submit(t, db) }
 	submit()
 	watch := start(t, db, nil, "watch", "--all", "--follow", "--json")
 	kills := 0
@@ -356,15 +317,70 @@ func TestRandomKills(t *testing.T) {
 		t.Errorf("%d tasks ran twice at the same moment: %v", len(doubles), doubles)
 	}
 	records := checkInvariants(t, db)
-	if records != submitted+jobs {
-		t.Errorf("%d callback records, want %d", records, submitted+jobs)
+	if want := load.tasks + load.jobs; records != want {
+		t.Errorf("%d callback records, want %d", records, want)
 	}
 	stopWatch(t, watch, records)
 	checkWatch(t, watch.stdout.String(), records)
 	interrupted := queryDB(t, db, "SELECT count(*) FROM tasks WHERE interrupts > 0")
 	failed := queryDB(t, db, "SELECT count(*) FROM results WHERE state = 'failed'")
 	t.Logf("kills %d, jobs %d, tasks %d, callbacks %d, tasks interrupted %d, failed after 3 interruptions %d, in %v",
-		kills, jobs, submitted, records, interrupted, failed, time.Since(startTime).Round(time.Second))
+		kills, load.jobs, load.tasks, records, interrupted, failed, time.Since(startTime).Round(time.Second))
+}
+
+// killLoad submits the random-kill tests' jobs: no-ops, short sleeps, a
+// mix, tasks that fail and retry, and commands that detect running twice
+// at once (doubleRunScript).
+type killLoad struct {
+	dir                string
+	rng                *rand.Rand
+	tasks, jobs, execs int
+}
+
+func (l *killLoad) submit(t *testing.T, db string) {
+	t.Helper()
+	rng := l.rng
+	for _, spec := range []struct {
+		n    int
+		task func() string
+	}{
+		{2000, func() string { return `{"kind":"noop"}` }},
+		{2000, func() string { return fmt.Sprintf(`{"kind":"sleep","payload":{"secs":%.4f}}`, rng.Float64()*0.004) }},
+		{1000, func() string {
+			if rng.IntN(2) == 0 {
+				return `{"kind":"noop"}`
+			}
+			return fmt.Sprintf(`{"kind":"sleep","payload":{"secs":%.4f}}`, rng.Float64()*0.01)
+		}},
+		// Tasks that fail and retry twice, 5-10 ms apart: their waits go
+		// through the database across the kills.
+		{300, func() string {
+			return `{"kind":"fail","payload":{"error":"again"},"max_attempts":3,"backoff":{"base":"10ms","cap":"10ms"}}`
+		}},
+		// Commands with a grandchild, each under a lock of its own: a
+		// second copy running while the first still does finds the
+		// lock taken and leaves a mark.
+		{100, func() string {
+			l.execs++
+			return fmt.Sprintf(`{"kind":"exec","payload":{"argv":["sh","-c",%q,"sh","%d"]}}`, doubleRunScript(l.dir), l.execs)
+		}},
+	} {
+		var b strings.Builder
+		for range spec.n {
+			b.WriteString(spec.task())
+			b.WriteString(",")
+		}
+		path := filepath.Join(l.dir, fmt.Sprintf("job%d.json", l.jobs))
+		body := `{"workers": 25, "tasks": [` + strings.TrimSuffix(b.String(), ",") + `]}`
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if r := pcd(t, db, "submit", path); r.code != 0 {
+			t.Fatalf("submit: %s", r.stderr)
+		}
+		l.tasks += spec.n
+		l.jobs++
+	}
 }
 
 // doubleRunScript is an exec task's script: under a lock named by its
@@ -377,9 +393,9 @@ func doubleRunScript(dir string) string {
 }
 
 // leftovers lists the processes started by tasks of db (they carry PCD_DB
-// from the runner, and are not pcd) that do not descend from the runner
-// pid: none may outlive the runner that started them.
-func leftovers(db string, runner int) []int {
+// from the runner, and are not pcd) that do not descend from one of the
+// runners' pids: none may outlive the runner that started them.
+func leftovers(db string, runners ...int) []int {
 	var out []int
 	for _, pid := range procPIDs() {
 		proc := "/proc/" + strconv.Itoa(pid)
@@ -395,7 +411,7 @@ func leftovers(db string, runner int) []int {
 		}
 		mine := false
 		for p := pid; p > 1 && !mine; {
-			if p == runner {
+			if slices.Contains(runners, p) {
 				mine = true
 				break
 			}

@@ -3,8 +3,10 @@ package main_test
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -77,13 +79,7 @@ func TestPostgresDaemonsShareAJobAndSurviveAKill(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// The survivors release what the killed one committed but had not
-	// released, at their next look for gone runners (every few seconds).
-	unreleased := `SELECT count(*) FROM callbacks c LEFT JOIN releases r ON r.job_id = c.job_id AND r.runner_id = c.runner_id
-		WHERE c.id > coalesce(r.released_id, 0)`
-	for deadline := time.Now().Add(30 * time.Second); queryDB(t, db, unreleased) > 0 && time.Now().Before(deadline); {
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitReleased(t, db)
 	records := checkInvariants(t, db)
 	if want := 30000 + 50 + 50 + 3; records != want {
 		t.Errorf("%d callback records, want %d", records, want)
@@ -207,5 +203,120 @@ func TestPostgresCommands(t *testing.T) {
 	}
 	if n := queryDB(t, db, "SELECT count(*) FROM tasks"); n != 0 {
 		t.Errorf("%d tasks left after pruning every job", n)
+	}
+}
+
+// The crash suite's random kills on PostgreSQL: three daemons run the
+// random-kill load while the test SIGKILLs one at random moments, at least
+// 30 times, restarting it each time, and crashes the PostgreSQL server
+// itself once (an immediate stop, then a start that recovers from its
+// WAL), on a cluster of the test's own. At the end every invariant holds,
+// a watch that ran throughout printed each callback once, and no task ran
+// twice at the same moment.
+func TestPostgresRandomKills(t *testing.T) {
+	cluster := pgtest.NewCluster(t)
+	db := cluster.URL
+	dir := t.TempDir()
+	env := []string{"PCD_LEASE=2s"}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
+	load := &killLoad{dir: dir, rng: rng}
+	load.submit(t, db)
+	daemons := make([]*proc, 3)
+	for i := range daemons {
+		daemons[i] = startPGDaemon(t, db, env...)
+	}
+	watch := startWith(t, db, env, "watch", "--all", "--follow", "--json")
+	unfinished := "SELECT count(*) FROM jobs WHERE finished_at IS NULL"
+	kills, crashAt := 0, 10+rng.IntN(10)
+	var survivors []*proc // daemons that ran through the server's crash
+	started := time.Now()
+	for kills < 30 {
+		time.Sleep(time.Duration(rng.IntN(600)) * time.Millisecond)
+		if queryDB(t, db, unfinished) == 0 {
+			load.submit(t, db)
+		}
+		if kills == crashAt && survivors == nil {
+			survivors = slices.Clone(daemons[:1])
+			if err := cluster.Crash(time.Duration(rng.IntN(500)) * time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("PostgreSQL crashed and restarted after %d kills", kills)
+		}
+		i := rng.IntN(len(daemons))
+		for survivors != nil && daemons[i] == survivors[0] {
+			i = rng.IntN(len(daemons)) // one lives through to the end
+		}
+		daemons[i].cmd.Process.Kill()
+		daemons[i].wait(t, 10*time.Second)
+		kills++
+		if rng.IntN(4) == 0 {
+			// Sometimes killed again during start-up and recovery.
+			daemons[i] = startWith(t, db, env, "daemon", "--log-level", "debug")
+		} else {
+			daemons[i] = startPGDaemon(t, db, env...)
+		}
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for queryDB(t, db, unfinished) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("jobs unfinished 3 minutes after the last kill; a daemon:\n%s", daemons[0].stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitReleased(t, db)
+	records := checkInvariants(t, db)
+	if want := load.tasks + load.jobs; records != want {
+		t.Errorf("%d callback records, want %d", records, want)
+	}
+	stopWatch(t, watch, records)
+	checkWatch(t, watch.stdout.String(), records)
+	if doubles, _ := filepath.Glob(filepath.Join(dir, "double.*")); len(doubles) > 0 {
+		t.Errorf("%d tasks ran twice at the same moment: %v", len(doubles), doubles)
+	}
+	var pids []int
+	for _, d := range daemons {
+		pids = append(pids, d.cmd.Process.Pid)
+	}
+	if left := leftovers(db, pids...); len(left) > 0 {
+		t.Errorf("processes of tasks outlived their runner: %v", left)
+	}
+	// The daemon that lived through the server's crash said so, and
+	// that it went on.
+	if d := survivors[0]; d != nil {
+		log := d.stderr.String()
+		// Either it noticed the outage (once), or, down for longer than
+		// two thirds of its lease, it lost its lease and rejoined.
+		n := strings.Count(log, "lost the connection to the database server")
+		told := n == 1 && strings.Contains(log, "resumed")
+		rejoined := strings.Contains(log, "lost the lease") && strings.Contains(log, "rejoined")
+		if n > 1 || !(told || rejoined) {
+			t.Errorf("daemon %d lived through the server's crash and said so %d times; want once, then that it resumed, or that it rejoined:\n%s",
+				d.cmd.Process.Pid, n, log)
+		}
+		if os.Getenv("PCD_TEST_LOG") != "" {
+			t.Logf("daemon %d:\n%s", d.cmd.Process.Pid, log)
+		}
+	}
+	interrupted := queryDB(t, db, "SELECT count(*) FROM tasks WHERE interrupts > 0")
+	failedOut := queryDB(t, db, "SELECT count(*) FROM results WHERE error LIKE 'interrupted by%'")
+	// A command fails only if its task was interrupted three times, or
+	// ran twice at once (flock); none may be killed under a live runner.
+	if n := queryDB(t, db, `SELECT count(*) FROM results r JOIN tasks t ON t.job_id = r.job_id AND t.seq = r.seq
+		WHERE t.kind = 'exec' AND r.state = 'failed' AND r.error NOT LIKE 'interrupted by%'`); n > 0 {
+		t.Errorf("%d commands failed under a live runner (killed by another's look for leftovers?)", n)
+	}
+	t.Logf("kills %d, jobs %d, tasks %d, callbacks %d, tasks interrupted %d, failed after 3 interruptions %d, in %v",
+		kills, load.jobs, load.tasks, records, interrupted, failedOut, time.Since(started).Round(time.Second))
+}
+
+// waitReleased waits until the callbacks that dead runners committed and
+// never released are released by the survivors, at their next look for
+// gone runners (every few seconds).
+func waitReleased(t *testing.T, db string) {
+	t.Helper()
+	unreleased := `SELECT count(*) FROM callbacks c LEFT JOIN releases r ON r.job_id = c.job_id AND r.runner_id = c.runner_id
+		WHERE c.id > coalesce(r.released_id, 0)`
+	for deadline := time.Now().Add(30 * time.Second); queryDB(t, db, unreleased) > 0 && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -105,7 +105,15 @@ func follow(c *cli.Context, env Env, db store.Store, o followOptions) error {
 		bar.event(ev)
 		return out.err
 	}
-	opts := engine.WatchOptions{JobIDs: o.jobIDs, Follow: o.follow, After: o.after, OnEvent: onEvent, OnJobs: bar.jobs, Flush: flush}
+	opts := engine.WatchOptions{JobIDs: o.jobIDs, Follow: o.follow, After: o.after, OnEvent: onEvent, OnJobs: bar.jobs, Flush: flush,
+		OnTrouble: func(err error) {
+			bar.clear()
+			if err != nil {
+				fmt.Fprintf(env.Stderr, "pcd: cannot read the database (%v); retrying, from where the watch is\n", err)
+			} else {
+				fmt.Fprintln(env.Stderr, "pcd: reading the database again")
+			}
+		}}
 	if o.json && bar == nil && !out.quiet {
 		// Pass each record's JSON on as it is; decode only job events,
 		// for the exit status.

@@ -50,8 +50,7 @@ func (m *completer) commit(ctx context.Context, batch store.Batch) (store.Commit
 		}
 		if !waited {
 			waited = true
-			_, says := troubleKind(err)
-			m.c.cfg.Logger.Warn(says, "job", m.job.UUID, "err", err)
+			m.c.cfg.Logger.Warn("a group commit waits for the database", "job", m.job.UUID, "err", err)
 		}
 		select {
 		case <-time.After(100 * time.Millisecond):

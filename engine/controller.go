@@ -63,6 +63,9 @@ type Config struct {
 	// deferMarks leaves a finished job's last release mark in released
 	// for a later commit to record; the daemon flushes them.
 	deferMarks bool
+	// trouble is the environment problem (a full disk, a held lock, an
+	// unreachable server) the runner waits out: Logger tells it once.
+	trouble *troubleLog
 }
 
 // JobController runs one job. Use it once.
@@ -94,6 +97,10 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.trouble == nil {
+		cfg.trouble = new(troubleLog)
+		cfg.Logger = slog.New(troubleHandler{Handler: cfg.Logger.Handler(), t: cfg.trouble})
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = SystemClock()

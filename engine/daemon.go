@@ -3,9 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/pcd-dev/pcd/store"
@@ -16,9 +14,6 @@ import (
 type daemon struct {
 	db  store.Store
 	cfg RunnerConfig
-	// trouble is the environment problem (disk full, busy) the daemon is
-	// waiting out, reported once when it starts and once when it ends.
-	trouble troubleLog
 	// pause is how long the daemon takes no work after a job's run
 	// failed (the trouble's backoff).
 	pause time.Duration
@@ -33,64 +28,13 @@ func newDaemon(db store.Store, cfg RunnerConfig, drain <-chan struct{}) *daemon 
 	commits := cfg.Delivery.wake
 	d.cfg.onCommit = func() {
 		commits.Notify()
-		d.trouble.over(d.cfg.Logger)
+		d.cfg.trouble.over(d.cfg.Logger)
 		if onCommit != nil {
 			onCommit()
 		}
 	}
 	d.cfg.deferMarks = true // flushed when idle, each CheckEvery, and at the end
 	return d
-}
-
-// troubleLog reports an environment problem (a full disk, a held write
-// lock, an unreachable server) once when it starts and once when it is
-// over; anything else every time. It also paces the retries: the wait
-// after each failure in a row doubles, from a sixteenth of the most.
-type troubleLog struct {
-	kind   atomic.Pointer[error]
-	streak atomic.Int32
-}
-
-// troubleKind is the problem err is an instance of, and how it is told.
-func troubleKind(err error) (kind error, says string) {
-	switch {
-	case errors.Is(err, store.ErrDiskFull):
-		return store.ErrDiskFull, "the disk is full: stopped taking work until space returns; nothing committed is lost"
-	case errors.Is(err, store.ErrUnavailable):
-		return store.ErrUnavailable, "lost the connection to the database server: retrying with backoff; nothing committed is lost"
-	case errors.Is(err, store.ErrBusy):
-		return store.ErrBusy, "another process holds the database's write lock: waiting and retrying; nothing is lost"
-	}
-	return nil, ""
-}
-
-// report logs err and returns how long to wait before the next try, at
-// most most.
-func (t *troubleLog) report(log *slog.Logger, path string, job store.Job, err error, most time.Duration) time.Duration {
-	n := min(t.streak.Add(1), 5)
-	wait := most >> (5 - n)
-	kind, says := troubleKind(err)
-	if kind == nil {
-		log.Error("job run failed; retrying", "job", job.UUID, "err", err, "in", wait)
-		return wait
-	}
-	if prev := t.kind.Swap(&kind); prev != nil && *prev == kind {
-		log.Debug("still waiting for the database", "err", err, "retry_in", wait)
-		return wait
-	}
-	if kind == store.ErrDiskFull {
-		log.Error(says, "db", path, "err", err, "retry_in", wait)
-	} else {
-		log.Warn(says, "db", path, "err", err, "retry_in", wait)
-	}
-	return wait
-}
-
-func (t *troubleLog) over(log *slog.Logger) {
-	t.streak.Store(0)
-	if t.kind.Load() != nil && t.kind.Swap(nil) != nil {
-		log.Info("the database takes writes again; resumed")
-	}
 }
 
 type jobDone struct {
@@ -239,7 +183,7 @@ func (d *daemon) jobEnded(r jobDone) (pause bool) {
 		d.cfg.Logger.Info("job stopped; it resumes at the next start", "job", r.job.UUID, "done", r.job.Done(), "total", r.job.Total)
 		return false
 	default:
-		d.pause = d.trouble.report(d.cfg.Logger, d.db.Path(), r.job, r.err, d.cfg.RetryAfter)
+		d.pause = d.cfg.trouble.report(d.cfg.Logger, d.db.Path(), r.job, r.err, d.cfg.RetryAfter)
 		return true
 	}
 }

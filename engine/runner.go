@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -160,6 +161,9 @@ func (cfg RunnerConfig) withDefaults() RunnerConfig {
 	}
 	if cfg.Delivery.Logger == nil {
 		cfg.Delivery.Logger = cfg.Logger
+	} else if _, ok := cfg.Delivery.Logger.Handler().(troubleHandler); !ok {
+		// An outage the sinks notice is the one the jobs notice: told once.
+		cfg.Delivery.Logger = slog.New(troubleHandler{Handler: cfg.Delivery.Logger.Handler(), t: cfg.trouble})
 	}
 	return cfg
 }
@@ -191,7 +195,7 @@ func (r *Runner) acquire(ctx context.Context) (store.Releaser, error) {
 // recover runs Recover; a daemon retries while the disk is full or
 // another process holds the write lock.
 func (r *Runner) recover(ctx context.Context) error {
-	var trouble troubleLog
+	trouble := r.cfg.trouble
 	for {
 		_, err := recoverRunner(ctx, r.db, r.cfg.Logger)
 		if err == nil {

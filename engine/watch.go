@@ -26,6 +26,10 @@ type WatchOptions struct {
 	// Flush, if set, runs after each catch-up, before Watch waits for the
 	// next commit: output may be buffered until then.
 	Flush func() error
+	// OnTrouble, if set, is told once when the database cannot be read
+	// for a while (the server restarts; Watch waits and goes on from the
+	// last callback it saw), and once, with nil, when it can again.
+	OnTrouble func(error)
 	// OnJobs, if set, receives the watched jobs' rows before each catch-up,
 	// for progress displays. For an all-jobs watch, one row that adds up
 	// the unfinished jobs' counts (none when there are none).
@@ -69,33 +73,77 @@ func Watch(ctx context.Context, db store.Store, opts WatchOptions) error {
 	}
 	ticker := time.NewTicker(opts.PollEvery)
 	defer ticker.Stop()
-	for {
+	pass := func() (done bool, err error) {
 		// Read the jobs before catching up: a job seen finished here has
 		// its last callback committed, so the catch-up below gets it.
 		jobs, err := watchedJobs(ctx, db, opts.JobIDs)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if opts.OnJobs != nil {
 			opts.OnJobs(jobs)
 		}
 		if err := catchUp(); err != nil {
-			return err
+			return false, err
 		}
 		if !opts.Follow && allFinished(jobs, opts.JobIDs) {
-			return nil
+			return true, nil
 		}
 		for changed := false; !changed; {
 			select {
 			case <-ctx.Done():
-				return ctx.Err()
+				return false, ctx.Err()
 			case <-ticker.C:
 			}
 			if changed, err = changes.Poll(ctx); err != nil {
+				return false, err
+			}
+		}
+		return false, nil
+	}
+	var trouble watchTrouble
+	for {
+		done, err := pass()
+		switch {
+		case done:
+			return nil
+		case err == nil:
+			trouble.over(opts.OnTrouble)
+		case !store.Temporary(err) || ctx.Err() != nil:
+			return err
+		default:
+			// The server restarts, or the database is locked: go on
+			// from the last callback seen once it answers again.
+			if err := trouble.wait(ctx, err, opts.OnTrouble); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// watchTrouble paces a watch's retries while the database cannot be read,
+// and tells OnTrouble once when it starts and once when it is over.
+type watchTrouble struct{ streak int }
+
+func (w *watchTrouble) wait(ctx context.Context, err error, tell func(error)) error {
+	if w.streak == 0 && tell != nil {
+		tell(err)
+	}
+	wait := min(50*time.Millisecond<<min(w.streak, 5), time.Second)
+	w.streak++
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(wait):
+		return nil
+	}
+}
+
+func (w *watchTrouble) over(tell func(error)) {
+	if w.streak > 0 && tell != nil {
+		tell(nil)
+	}
+	w.streak = 0
 }
 
 func deliverWatched(cb store.Callback, opts WatchOptions) error {

@@ -131,6 +131,11 @@ type TaskStore interface {
 	// database, those of runners whose lease ran out.
 	Recover(ctx context.Context, maxInterrupts int,
 		failMessage func(jobUUID string, t Task, reason string) ([]byte, error)) (requeued, failed int, err error)
+	// RunningGroups lists the process groups of tasks that gone runners
+	// on this host had started; KnownTasks says which of the task ids
+	// (from the processes' cookies) are this database's and run by no
+	// live runner. The new runner kills those processes before it
+	// recovers their tasks; a live runner's are never among them.
 	RunningGroups(ctx context.Context) ([]RunningGroup, error)
 	KnownTasks(ctx context.Context, uuids []string) (map[string]bool, error)
 	// Tasks lists a job's tasks with their state; TasksInState a page of

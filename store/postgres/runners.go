@@ -169,6 +169,14 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 	}
 	err = db.tx(ctx, func(tx pgx.Tx) error {
 		requeued, failed = 0, 0
+		// Lock order, as a claim takes them: the tasks' rows, then their
+		// claims. (Claims first would deadlock with a live runner that
+		// claims the same tasks as they are freed.)
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM tasks t JOIN running u ON u.job_id = t.job_id AND u.seq = t.seq
+			WHERE u.runner_id <> $2 AND NOT EXISTS (SELECT 1 FROM runners g WHERE g.id = u.runner_id AND NOT `+gone+`)
+			ORDER BY t.job_id, t.seq FOR UPDATE OF t`, oldest, me); err != nil {
+			return err
+		}
 		// Claims of tasks that finished anyway, and those of dead runners
 		// that never started, are dropped.
 		if _, err := tx.Exec(ctx, `DELETE FROM running u

@@ -265,10 +265,14 @@ func (db *DB) Attempts(ctx context.Context, jobID int64) ([]store.Attempt, error
 	return out, classify(rows.Err())
 }
 
-// KnownTasks reports which of the task uuids are this database's.
+// KnownTasks reports which of the task uuids are this database's and
+// claimed by no live runner: this one, and others on this host, run
+// theirs meanwhile.
 func (db *DB) KnownTasks(ctx context.Context, uuids []string) (map[string]bool, error) {
 	known := map[string]bool{}
-	rows, err := db.pool.Query(ctx, "SELECT uuid FROM tasks WHERE uuid = ANY($1)", uuids)
+	rows, err := db.pool.Query(ctx, `SELECT t.uuid FROM tasks t WHERE t.uuid = ANY($2) AND NOT EXISTS (
+		SELECT 1 FROM running u JOIN runners g ON g.id = u.runner_id
+		WHERE u.job_id = t.job_id AND u.seq = t.seq AND NOT `+gone+`)`, time.Now().UnixNano(), uuids)
 	if err != nil {
 		return nil, fmt.Errorf("known tasks: %w", classify(err))
 	}
