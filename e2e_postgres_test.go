@@ -320,3 +320,155 @@ func waitReleased(t *testing.T, db string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// A network cut between one daemon and the server, longer than the lease:
+// that daemon stops its tasks before its lease runs out; the other takes
+// them over and finishes the job; no command runs twice at once, and
+// every result and callback is recorded once. When the network heals the
+// cut-off daemon rejoins as a new runner and runs tasks again.
+func TestPostgresNetworkCut(t *testing.T) {
+	db := pgtest.URL(t)
+	proxy := pgtest.NewProxy(t, db)
+	dir := t.TempDir()
+	const lease = 2 * time.Second
+	env := []string{"PCD_LEASE=" + lease.String()}
+	a := startPGDaemon(t, db, env...)
+	b := startPGDaemon(t, proxy.URL, env...)
+	watch := startWith(t, db, env, "watch", "--all", "--follow", "--json")
+
+	// Each command prints its daemon's pid, then holds a lock of its own
+	// for 0.2-0.6 s: a second copy running at the same time leaves a mark.
+	job := func(name string, n int) string {
+		var tasks []string
+		for i := range n {
+			script := "echo $PPID; " + doubleRunScript(dir)
+			tasks = append(tasks, fmt.Sprintf(`{"kind":"exec","payload":{"argv":["sh","-c",%q,"sh","%s%d"]}}`, script, name, i))
+		}
+		path := filepath.Join(dir, name+".json")
+		if err := os.WriteFile(path, []byte(`{"workers":25,"tasks":[`+strings.Join(tasks, ",")+`]}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := pcd(t, db, "submit", path)
+		if r.code != 0 {
+			t.Fatalf("submit: %s", r.stderr)
+		}
+		return strings.TrimSpace(r.stdout)
+	}
+	first := job("first", 600)
+	// The cut, once B runs tasks.
+	deadline := time.Now().Add(30 * time.Second)
+	for len(leftovers(proxy.URL)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon B runs no task after 30s:\n%s", b.stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	proxy.Cut()
+	cut := time.Now()
+	for len(leftovers(proxy.URL)) > 0 {
+		if time.Since(cut) > lease+time.Second {
+			t.Fatalf("daemon B's commands still run %v after the cut (lease %v): %v\n%s",
+				time.Since(cut).Round(time.Millisecond), lease, leftovers(proxy.URL), b.stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("daemon B stopped its commands %v after the cut", time.Since(cut).Round(time.Millisecond))
+	time.Sleep(3*lease - time.Since(cut))
+	proxy.Heal()
+	healed := time.Now()
+
+	for !strings.Contains(b.stderr.String(), "rejoined") {
+		if time.Since(cut) > 30*time.Second {
+			t.Fatalf("daemon B did not rejoin after the cut healed:\n%s", b.stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	second := job("second", 300)
+	for queryDB(t, db, "SELECT count(*) FROM jobs WHERE finished_at IS NULL") > 0 {
+		if time.Since(cut) > 3*time.Minute {
+			t.Fatalf("jobs unfinished 3 minutes after the cut:\nA:\n%s\nB:\n%s", a.stderr, b.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitReleased(t, db)
+	records := checkInvariants(t, db)
+	if want := 600 + 300 + 2; records != want {
+		t.Errorf("%d callback records, want %d", records, want)
+	}
+	stopWatch(t, watch, records)
+	checkWatch(t, watch.stdout.String(), records)
+	checkExactlyOnce(t, parseEvents(t, watch.stdout.String()), map[string]int64{first: 600, second: 300})
+	if doubles, _ := filepath.Glob(filepath.Join(dir, "double.*")); len(doubles) > 0 {
+		t.Errorf("%d commands ran twice at the same moment: %v", len(doubles), doubles)
+	}
+	if !strings.Contains(b.stderr.String(), "lost the lease") {
+		t.Errorf("daemon B did not say it lost its lease:\n%s", b.stderr)
+	}
+	// After the cut healed, B ran commands again.
+	var fromB int
+	raw := openRaw(t, db)
+	defer raw.Close()
+	if err := raw.QueryRow(`SELECT count(*) FROM results r
+		WHERE r.started_at > $1 AND convert_from(r.result, 'UTF8')::json->>'stdout' = $2`,
+		healed.UnixNano(), fmt.Sprintf("%d\n", b.cmd.Process.Pid)).Scan(&fromB); err != nil {
+		t.Fatal(err)
+	}
+	if fromB == 0 {
+		t.Errorf("daemon B ran no command after the cut healed:\n%s", b.stderr)
+	}
+	if os.Getenv("PCD_TEST_LOG") != "" {
+		t.Logf("A:\n%s\nB:\n%s", a.stderr, b.stderr)
+	}
+	if n := queryDB(t, db, "SELECT count(*) FROM results WHERE state <> 'succeeded'"); n > 0 {
+		t.Errorf("%d tasks did not succeed", n)
+	}
+	t.Logf("daemon B ran %d commands after the cut healed; interrupted tasks: %d", fromB,
+		queryDB(t, db, "SELECT count(*) FROM tasks WHERE interrupts > 0"))
+	stopDaemon(t, a)
+	stopDaemon(t, b)
+}
+
+// With no daemon dying, three daemons sharing a job run each task once:
+// a claim never takes a task that another daemon has just finished (its
+// snapshot may predate the result), nor one that runs.
+func TestPostgresNoTaskRunsTwice(t *testing.T) {
+	db := pgtest.URL(t)
+	dir := t.TempDir()
+	for range 3 {
+		startPGDaemon(t, db, "PCD_LEASE=2s")
+	}
+	const n = 600
+	tasks := make([]string, n)
+	for i := range tasks {
+		tasks[i] = fmt.Sprintf(`{"kind":"exec","payload":{"argv":["sh","-c","sleep 0.$(($$ %% 5 + 2)); echo $PPID >> %s/run.%d"]}}`, dir, i)
+	}
+	path := filepath.Join(dir, "job.json")
+	if err := os.WriteFile(path, []byte(`{"workers":25,"tasks":[`+strings.Join(tasks, ",")+`]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id := strings.TrimSpace(pcd(t, db, "submit", path).stdout)
+	if r := pcd(t, db, "watch", id); r.code != 0 {
+		t.Fatalf("watch: exit %d: %s", r.code, r.stderr)
+	}
+	ran, twice := map[string]int{}, 0
+	for i := range n {
+		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("run.%d", i)))
+		if err != nil {
+			t.Fatalf("task %d did not run: %v", i, err)
+		}
+		lines := strings.Fields(string(b))
+		if len(lines) > 1 {
+			twice++
+		}
+		for _, pid := range lines {
+			ran[pid]++
+		}
+	}
+	if twice > 0 {
+		t.Errorf("%d of %d tasks ran more than once (runs by daemon pid: %v)", twice, n, ran)
+	}
+	if len(ran) < 2 {
+		t.Errorf("the job ran on %d daemons, want several: %v", len(ran), ran)
+	}
+	t.Logf("runs by daemon pid: %v", ran)
+}

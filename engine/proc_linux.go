@@ -373,7 +373,7 @@ func killLeftovers(groups []procGroup, ours func(taskIDs []string) (map[string]b
 			byGroup[g.Pgid] = g
 		}
 	}
-	var victims []int
+	var victims []procStat
 	for _, p := range all {
 		kill := known[taskOfCookie(p.cookie)]
 		if g, ok := byGroup[p.pgrp]; ok && p.cookie == "" {
@@ -386,12 +386,21 @@ func killLeftovers(groups []procGroup, ours func(taskIDs []string) (map[string]b
 			}
 		}
 		if kill {
-			victims = append(victims, p.pid)
+			victims = append(victims, p.procStat)
 		}
 	}
-	for _, pid := range victims {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+	// A task may have finished since the listing (on a shared database,
+	// a live runner's task that is final now is "known"): only a process
+	// that still lives, the same one (same start), is killed and counted.
+	var killed []int
+	for _, v := range victims {
+		if now, err := readStat(v.pid); err != nil || now.start != v.start || now.state == 'Z' {
+			continue
+		}
+		if syscall.Kill(v.pid, syscall.SIGKILL) == nil {
+			killed = append(killed, v.pid)
+		}
 	}
-	waitGone(victims, wait)
-	return len(victims), nil
+	waitGone(killed, wait)
+	return len(killed), nil
 }

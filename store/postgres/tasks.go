@@ -98,7 +98,51 @@ func (db *DB) pending(ctx context.Context, q querier, jobID, afterSeq int64, lim
 	tasks, err := queryTasks(ctx, q, jobID, claimed(`SELECT t.job_id, t.seq FROM tasks t WHERE `+where+` AND `+notClaimed(4)+`
 		ORDER BY t.seq LIMIT $4 FOR UPDATE OF t SKIP LOCKED`, 4)+` ORDER BY t.seq`,
 		db.claimArgs(jobID, afterSeq, due, limit)...)
-	return tasks, err
+	if err != nil {
+		return nil, err
+	}
+	return db.dropFinished(ctx, q, jobID, tasks)
+}
+
+// dropFinished gives back the claims, just taken, of tasks that another
+// runner finished meanwhile, and leaves those tasks out. A claim reads the
+// tasks as of its statement's start; a result that commits after that,
+// and deletes its runner's claim, lets the claim through: without this
+// second look, under a fresh snapshot, the task would run again.
+func (db *DB) dropFinished(ctx context.Context, q querier, jobID int64, tasks []store.Task) ([]store.Task, error) {
+	if len(tasks) == 0 {
+		return tasks, nil
+	}
+	seqs := make([]int64, len(tasks))
+	for i, t := range tasks {
+		seqs[i] = t.Seq
+	}
+	rows, err := q.Query(ctx, `DELETE FROM running u WHERE u.job_id = $1 AND u.seq = ANY($2) AND u.runner_id = $3
+		AND EXISTS (SELECT 1 FROM results r WHERE r.job_id = u.job_id AND r.seq = u.seq) RETURNING u.seq`,
+		jobID, seqs, db.runners.id())
+	if err != nil {
+		return nil, err
+	}
+	done := map[int64]bool{}
+	for rows.Next() {
+		var seq int64
+		if err := rows.Scan(&seq); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		done[seq] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(done) == 0 {
+		return tasks, err
+	}
+	kept := tasks[:0]
+	for _, t := range tasks {
+		if !done[t.Seq] {
+			kept = append(kept, t)
+		}
+	}
+	return kept, nil
 }
 
 // DueTasks returns up to limit of a job's tasks whose backoff ended by
@@ -114,6 +158,9 @@ func (db *DB) DueTasks(ctx context.Context, jobID int64, now time.Time, limit in
 		tasks, err = queryTasks(ctx, db.pool, jobID, claimed(`SELECT t.job_id, t.seq FROM tasks t WHERE `+where+` AND `+notClaimed(3)+`
 			ORDER BY t.not_before LIMIT $3 FOR UPDATE OF t SKIP LOCKED`, 3)+` ORDER BY t.not_before`,
 			db.claimArgs(jobID, now.UnixNano(), limit)...)
+		if err == nil {
+			tasks, err = db.dropFinished(ctx, db.pool, jobID, tasks)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("due tasks of job %d: %w", jobID, err)
