@@ -41,6 +41,8 @@ the work. --quick runs small sizes once: a smoke test, not a measurement.`,
 			&cli.IntFlag{Name: "tasks", Value: 1_000_000, Usage: "tasks in the large no-op job"},
 			&cli.StringFlag{Name: "dir", Usage: "where the temporary databases go (default: a new temp dir)"},
 			&cli.StringFlag{Name: "only", Usage: "run only the workloads whose names contain `TEXT`"},
+			&cli.StringFlag{Name: "postgres", EnvVars: []string{"PCD_BENCH_POSTGRES"}, Usage: "also measure on the PostgreSQL server at `URL` (a schema per run)"},
+			&cli.BoolFlag{Name: "river", Usage: "with --postgres, measure River " + riverVersion + " on the same server, alternating (needs the go command)"},
 			jsonFlag(),
 		},
 		OnUsageError: onUsageError,
@@ -120,6 +122,20 @@ func runBench(c *cli.Context, env Env) error {
 		{"oversized-line", func() (benchRow, error) { return b.oversizedLine(max(big/10_000, 2) << 20) }, nil},
 		{"wal", func() (benchRow, error) { return b.walAfterReader(big / 2) }, nil},
 		{"prune", func() (benchRow, error) { return b.prune(big / 2) }, nil},
+	}
+	if server := c.String("postgres"); server != "" {
+		p := &pgBench{bench: b, server: server}
+		if c.Bool("river") {
+			fmt.Fprintln(b.log, "pcd bench: building River "+riverVersion+" from the Go module cache...")
+			if p.river, err = buildRiver(dir); err != nil {
+				return fmt.Errorf("build River: %w", err)
+			}
+		}
+		workloads = append(workloads,
+			workload{"pg-noop", nil, func() ([]benchRow, error) { return p.pgRuns(big) }},
+			workload{"pg-restart", func() (benchRow, error) { return p.pgRestart(max(big, 100_000)) }, nil})
+	} else if c.Bool("river") {
+		return usageError("--river needs --postgres URL")
 	}
 	var rows []benchRow
 	for _, w := range workloads {
