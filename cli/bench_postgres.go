@@ -363,4 +363,3 @@ func buildRiver(dir string) (string, error) {
 	}
 	return bin, nil
 }
-
