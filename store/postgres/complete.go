@@ -108,6 +108,7 @@ func (db *DB) CompleteTasks(ctx context.Context, b store.Batch) (store.Committed
 		return store.Committed{}, fmt.Errorf("complete tasks of job %d: %w", b.JobID, err)
 	}
 	db.wrote(len(out.Callbacks))
+	db.churned(len(b.Results) + len(b.Interrupted))
 	return out, nil
 }
 

@@ -58,6 +58,9 @@ type statistics struct {
 	size    atomic.Int64 // rows written in all, roughly
 	busy    atomic.Bool
 	wg      sync.WaitGroup
+	// churn counts claims deleted since the last vacuum of running.
+	churn     atomic.Int64
+	vacuuming atomic.Bool
 }
 
 // wrote counts n rows written to results and callbacks, and analyzes the
@@ -80,6 +83,31 @@ func (db *DB) wrote(n int) {
 		_, _ = db.pool.Exec(ctx, "ANALYZE results, callbacks, running")
 	}()
 }
+
+// churned counts n claims deleted (tasks finished), and vacuums running,
+// in the background, every vacuumEvery of them: every task inserts a
+// claim and deletes it, and with autovacuum late, or off, the dead rows
+// pile up in the table and its indexes, and each claim and commit reads
+// through them (a million no-ops slowed by a third by their end).
+func (db *DB) churned(n int) {
+	s := &db.stats
+	if s.churn.Add(int64(n)) < vacuumEvery || !s.vacuuming.CompareAndSwap(false, true) {
+		return
+	}
+	s.churn.Store(0)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.vacuuming.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, _ = db.pool.Exec(ctx, "VACUUM running")
+	}()
+}
+
+// vacuumEvery is how many claims are deleted between two vacuums of the
+// claims table.
+const vacuumEvery = 100_000
 
 var (
 	_ store.Store = (*DB)(nil)
