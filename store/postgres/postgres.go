@@ -44,6 +44,9 @@ type DB struct {
 	// are drawn; migrateLock the one migrations run under. Both are
 	// derived from the schema, so that schemas do not share them.
 	callbackLock, migrateLock int64
+	// claimSpace is the first key of the jobs' claim locks (the second
+	// is the job's id).
+	claimSpace int32
 	runners                   runnerState
 	submits                   submits
 	stats                     statistics
@@ -160,8 +163,9 @@ func Open(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 }
 
 func (db *DB) init(ctx context.Context) error {
-	err := db.pool.QueryRow(ctx, `SELECT hashtext(current_schema() || ':pcd-callbacks'), hashtext(current_schema() || ':pcd-migrate')`).
-		Scan(&db.callbackLock, &db.migrateLock)
+	err := db.pool.QueryRow(ctx, `SELECT hashtext(current_schema() || ':pcd-callbacks'), hashtext(current_schema() || ':pcd-migrate'),
+		hashtext(current_schema() || ':pcd-claims')`).
+		Scan(&db.callbackLock, &db.migrateLock, &db.claimSpace)
 	if err != nil {
 		return classify(err)
 	}

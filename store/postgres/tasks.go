@@ -50,11 +50,11 @@ func queryTasks(ctx context.Context, q querier, jobID int64, sql string, args ..
 	return out, classify(rows.Err())
 }
 
-// claimed wraps a query of candidate tasks (job_id, seq of t, with FOR
-// UPDATE SKIP LOCKED, and notClaimed(n)) whose own parameters are $1 to
-// $n, so that this runner claims them: a task another live runner has
-// claimed is left out, and so is one a concurrent claim got first. The
-// runner's id and the time are $n+1 and $n+2 (claimArgs).
+// claimed wraps a query of candidate tasks (job_id, seq of t, with
+// notClaimed(n)) whose own parameters are $1 to $n, so that this runner
+// claims them (run it with claim, under the job's claim lock). A task this
+// runner claimed before is claimed again. The runner's id and the time are
+// $n+1 and $n+2 (claimArgs).
 func claimed(candidates string, n int) string {
 	return fmt.Sprintf(`WITH picked AS (%s),
 		claimed AS (
@@ -95,54 +95,29 @@ func (db *DB) pending(ctx context.Context, q querier, jobID, afterSeq int64, lim
 		return queryTasks(ctx, q, jobID, `SELECT `+taskColumns+` FROM tasks t WHERE `+where+` ORDER BY t.seq LIMIT $4`,
 			jobID, afterSeq, due, limit)
 	}
-	tasks, err := queryTasks(ctx, q, jobID, claimed(`SELECT t.job_id, t.seq FROM tasks t WHERE `+where+` AND `+notClaimed(4)+`
-		ORDER BY t.seq LIMIT $4 FOR UPDATE OF t SKIP LOCKED`, 4)+` ORDER BY t.seq`,
-		db.claimArgs(jobID, afterSeq, due, limit)...)
-	if err != nil {
-		return nil, err
-	}
-	return db.dropFinished(ctx, q, jobID, tasks)
+	return db.claim(ctx, jobID, claimed(`SELECT t.job_id, t.seq FROM tasks t WHERE `+where+` AND `+notClaimed(4)+`
+		ORDER BY t.seq LIMIT $4`, 4)+` ORDER BY t.seq`, db.claimArgs(jobID, afterSeq, due, limit)...)
 }
 
-// dropFinished gives back the claims, just taken, of tasks that another
-// runner finished meanwhile, and leaves those tasks out. A claim reads the
-// tasks as of its statement's start; a result that commits after that,
-// and deletes its runner's claim, lets the claim through: without this
-// second look, under a fresh snapshot, the task would run again.
-func (db *DB) dropFinished(ctx context.Context, q querier, jobID int64, tasks []store.Task) ([]store.Task, error) {
-	if len(tasks) == 0 {
-		return tasks, nil
-	}
-	seqs := make([]int64, len(tasks))
-	for i, t := range tasks {
-		seqs[i] = t.Seq
-	}
-	rows, err := q.Query(ctx, `DELETE FROM running u WHERE u.job_id = $1 AND u.seq = ANY($2) AND u.runner_id = $3
-		AND EXISTS (SELECT 1 FROM results r WHERE r.job_id = u.job_id AND r.seq = u.seq) RETURNING u.seq`,
-		jobID, seqs, db.runners.id())
-	if err != nil {
-		return nil, err
-	}
-	done := map[int64]bool{}
-	for rows.Next() {
-		var seq int64
-		if err := rows.Scan(&seq); err != nil {
-			rows.Close()
-			return nil, err
+// claim runs a claiming query (claimed) under the job's claim lock, held
+// to commit: one runner claims a job's tasks at a time, and its query's
+// snapshot, taken after the lock, has every claim before it and every
+// result, so it never claims a task that another runner claims or has
+// finished. Row locks (FOR UPDATE SKIP LOCKED) would do the first, not
+// the second: a result that commits after the query's snapshot deletes
+// the claim that kept its task out, and the task would run again; they
+// also cost a write to every task's row.
+func (db *DB) claim(ctx context.Context, jobID int64, query string, args ...any) ([]store.Task, error) {
+	var tasks []store.Task
+	err := db.tx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, $2)", db.claimSpace, int32(jobID&0x7fffffff)); err != nil {
+			return err
 		}
-		done[seq] = true
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil || len(done) == 0 {
-		return tasks, err
-	}
-	kept := tasks[:0]
-	for _, t := range tasks {
-		if !done[t.Seq] {
-			kept = append(kept, t)
-		}
-	}
-	return kept, nil
+		var err error
+		tasks, err = queryTasks(ctx, tx, jobID, query, args...)
+		return err
+	})
+	return tasks, err
 }
 
 // DueTasks returns up to limit of a job's tasks whose backoff ended by
@@ -155,12 +130,9 @@ func (db *DB) DueTasks(ctx context.Context, jobID int64, now time.Time, limit in
 		tasks, err = queryTasks(ctx, db.pool, jobID, `SELECT `+taskColumns+` FROM tasks t WHERE `+where+` ORDER BY t.not_before LIMIT $3`,
 			jobID, now.UnixNano(), limit)
 	} else {
-		tasks, err = queryTasks(ctx, db.pool, jobID, claimed(`SELECT t.job_id, t.seq FROM tasks t WHERE `+where+` AND `+notClaimed(3)+`
-			ORDER BY t.not_before LIMIT $3 FOR UPDATE OF t SKIP LOCKED`, 3)+` ORDER BY t.not_before`,
+		tasks, err = db.claim(ctx, jobID, claimed(`SELECT t.job_id, t.seq FROM tasks t WHERE `+where+` AND `+notClaimed(3)+`
+			ORDER BY t.not_before LIMIT $3`, 3)+` ORDER BY t.not_before`,
 			db.claimArgs(jobID, now.UnixNano(), limit)...)
-		if err == nil {
-			tasks, err = db.dropFinished(ctx, db.pool, jobID, tasks)
-		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("due tasks of job %d: %w", jobID, err)
