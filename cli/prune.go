@@ -7,6 +7,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pcd-dev/pcd/engine"
+	"github.com/pcd-dev/pcd/store/postgres"
 )
 
 func pruneCommand(env Env) *cli.Command {
@@ -50,17 +51,27 @@ back rewrites it once (VACUUM): that needs room for a copy of the file.`,
 				return writeJSON(env.Stdout, map[string]any{"jobs": res.Jobs, "rows": res.Rows, "kept": res.Kept,
 					"vacuumed": res.Vacuumed, "size_before": res.Before, "size_after": res.After})
 			}
+			if _, ok := db.(*postgres.DB); ok {
+				// PostgreSQL keeps a table's free pages for its new rows.
+				fmt.Fprintf(env.Stdout, "pruned %d jobs (%d rows); pcd's tables went from %s to %s (vacuumed: new rows reuse the space)\n",
+					res.Jobs, res.Rows, mib(res.Before), mib(res.After))
+				return pruneKept(env, res.Kept)
+			}
 			fmt.Fprintf(env.Stdout, "pruned %d jobs (%d rows); the file went from %s to %s\n",
 				res.Jobs, res.Rows, mib(res.Before), mib(res.After))
 			if res.Vacuumed {
 				fmt.Fprintln(env.Stdout, "the file was rewritten once (VACUUM) to give space back from now on")
 			}
-			if res.Kept > 0 {
-				fmt.Fprintf(env.Stderr, "pcd: kept %d finished jobs with callbacks that a sink has not delivered yet (`pcd callbacks JOB` shows them; --force removes them anyway)\n", res.Kept)
-			}
-			return nil
+			return pruneKept(env, res.Kept)
 		},
 	}
 }
 
+// pruneKept says how many finished jobs prune kept for their sinks.
+func pruneKept(env Env, kept int) error {
+	if kept > 0 {
+		fmt.Fprintf(env.Stderr, "pcd: kept %d finished jobs with callbacks that a sink has not delivered yet (`pcd callbacks JOB` shows them; --force removes them anyway)\n", kept)
+	}
+	return nil
+}
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
