@@ -269,8 +269,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		if !lost || ctx.Err() != nil || r.stopping() {
 			return err
 		}
-		if err := r.rejoin(ctx); err != nil {
-			return err
+		if err := r.rejoin(ctx); err != nil || r.lock == nil {
+			return err // or stopped before it could rejoin
 		}
 	}
 }
@@ -302,7 +302,8 @@ func (r *Runner) watchLease(ctx context.Context, stop context.CancelCauseFunc) (
 
 // rejoin makes a runner that lost its lease a runner again, as a new one,
 // once the database can be reached: it registers, then takes over what
-// its old self left, as it would a dead runner's.
+// its old self left, as it would a dead runner's. Stopped first, it
+// returns nil with no lock held.
 func (r *Runner) rejoin(ctx context.Context) error {
 	_ = r.lock.Release() // best effort: the old lease is gone either way
 	r.lock = nil

@@ -87,6 +87,17 @@ func (db *DB) wrote(n int) {
 	}()
 }
 
+// analyze analyzes tables in the background; Close waits for it.
+func (db *DB) analyze(tables string) {
+	db.stats.wg.Add(1)
+	go func() {
+		defer db.stats.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, _ = db.pool.Exec(ctx, "ANALYZE "+tables)
+	}()
+}
+
 // churned counts n claims deleted (tasks finished), and vacuums running,
 // in the background, every vacuumEvery of them: every task inserts a
 // claim and deletes it, and with autovacuum late, or off, the dead rows

@@ -61,8 +61,9 @@ func (db *DB) LockRunner(role string) (store.Releaser, error) {
 	}
 	// The plans of claims and group commits depend on the statistics of
 	// these tables; a runner starting on tables that grew since their
-	// last analysis refreshes them (a sample: a fraction of a second).
-	_, _ = db.pool.Exec(ctx, "ANALYZE tasks, results, running")
+	// last analysis refreshes them, in the background: on a million rows
+	// it takes a fraction of a second, which a restart need not wait for.
+	db.analyze("tasks, results, running")
 	db.runners.mu.Lock()
 	defer db.runners.mu.Unlock()
 	if db.runners.cancel != nil {
