@@ -47,9 +47,9 @@ type DB struct {
 	// claimSpace is the first key of the jobs' claim locks (the second
 	// is the job's id).
 	claimSpace int32
-	runners                   runnerState
-	submits                   submits
-	stats                     statistics
+	runners    runnerState
+	submits    submits
+	stats      statistics
 }
 
 // statistics keeps the planner's statistics of the tables a run grows
