@@ -77,24 +77,21 @@ func (db *DB) wrote(n int) {
 	}
 	s.written.Store(0)
 	s.size.Add(w)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer s.busy.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_, _ = db.pool.Exec(ctx, "ANALYZE results, callbacks, running")
-	}()
+	db.background("ANALYZE results, callbacks, running", func() { s.busy.Store(false) })
 }
 
-// analyze analyzes tables in the background; Close waits for it.
-func (db *DB) analyze(tables string) {
+// background runs a maintenance statement (ANALYZE, VACUUM) in the
+// background, for a minute at most, then done, if any; Close waits for it.
+func (db *DB) background(statement string, done func()) {
 	db.stats.wg.Add(1)
 	go func() {
 		defer db.stats.wg.Done()
+		if done != nil {
+			defer done()
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		_, _ = db.pool.Exec(ctx, "ANALYZE "+tables)
+		_, _ = db.pool.Exec(ctx, statement)
 	}()
 }
 
@@ -109,14 +106,7 @@ func (db *DB) churned(n int) {
 		return
 	}
 	s.churn.Store(0)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer s.vacuuming.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_, _ = db.pool.Exec(ctx, "VACUUM running")
-	}()
+	db.background("VACUUM running", func() { s.vacuuming.Store(false) })
 }
 
 // vacuumEvery is how many claims are deleted between two vacuums of the

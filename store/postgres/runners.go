@@ -63,7 +63,7 @@ func (db *DB) LockRunner(role string) (store.Releaser, error) {
 	// these tables; a runner starting on tables that grew since their
 	// last analysis refreshes them, in the background: on a million rows
 	// it takes a fraction of a second, which a restart need not wait for.
-	db.analyze("tasks, results, running")
+	db.background("ANALYZE tasks, results, running", nil)
 	db.runners.mu.Lock()
 	defer db.runners.mu.Unlock()
 	if db.runners.cancel != nil {
