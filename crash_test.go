@@ -59,6 +59,8 @@ func checkInvariants(t *testing.T, db string) int {
 		{"results for no task", `SELECT count(*) FROM results r WHERE NOT EXISTS
 			(SELECT 1 FROM tasks t WHERE t.job_id = r.job_id AND t.seq = r.seq)`},
 		{"start marks left behind", "SELECT count(*) FROM running"},
+		{"tasks of no job", "SELECT count(*) FROM tasks t WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = t.job_id)"},
+		{"callbacks of no job", "SELECT count(*) FROM callbacks c WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = c.job_id)"},
 		{"tasks without exactly one task callback", `SELECT count(*) FROM tasks t WHERE
 			(SELECT count(*) FROM callbacks c WHERE c.job_id = t.job_id AND c.task_seq = t.seq AND c.event = 'task') != 1`},
 		{"task callbacks for no task", `SELECT count(*) FROM callbacks c WHERE c.event = 'task' AND NOT EXISTS
