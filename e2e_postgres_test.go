@@ -249,6 +249,9 @@ func TestPostgresRandomKills(t *testing.T) {
 		daemons[i].cmd.Process.Kill()
 		daemons[i].wait(t, 10*time.Second)
 		kills++
+		if n := queryDB(t, db, frontierPassesUnfinished); n != 0 {
+			t.Fatalf("after kill %d: %d jobs say every task up to done_through is final, and one is not", kills, n)
+		}
 		if rng.IntN(4) == 0 {
 			// Sometimes killed again during start-up and recovery.
 			daemons[i] = startWith(t, db, env, "daemon", "--log-level", "debug")

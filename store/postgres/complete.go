@@ -85,6 +85,11 @@ func (db *DB) CompleteTasks(ctx context.Context, b store.Batch) (store.Committed
 		if err != nil {
 			return err
 		}
+		if len(applied) > 0 && !complete {
+			if err := advanceFrontier(ctx, tx, b.JobID); err != nil {
+				return err
+			}
+		}
 		if err := db.lockCallbacks(ctx, tx); err != nil {
 			return err
 		}
@@ -260,7 +265,7 @@ func (db *DB) recordOutcome(ctx context.Context, tx pgx.Tx, b store.Batch, r sto
 // elapsed time and release cursor, and says whether the batch made the
 // sealed job's last task final. A runner's DoneThrough is not saved: it
 // knows only the tasks it ran, and other runners may still run tasks
-// below it.
+// below it (advanceFrontier computes the job's).
 func (db *DB) count(ctx context.Context, tx pgx.Tx, b store.Batch, counts [3]int64) (complete bool, err error) {
 	err = tx.QueryRow(ctx, `UPDATE jobs SET succeeded = succeeded + $1, failed = failed + $2,
 		cancelled = cancelled + $3, elapsed_ns = greatest(elapsed_ns, $4),
@@ -271,6 +276,28 @@ func (db *DB) count(ctx context.Context, tx pgx.Tx, b store.Batch, counts [3]int
 		counts[0], counts[1], counts[2], int64(b.Elapsed), b.JobID, nanos(b.StartedAt),
 	).Scan(&complete)
 	return complete, err
+}
+
+// advanceFrontier moves the job's done_through up to just below its first
+// task without a result, as this transaction sees the results: the
+// runner's own, and every other runner's that committed before it. (A
+// runner's own frontier knows only the tasks it ran.) The job's row is
+// locked (count), so commits advance it one at a time; the scan starts at
+// the old frontier and stops at the first gap, so each task is passed over
+// once, whatever the size of the job. The next run of the job, by any
+// runner, starts its claims there rather than at the job's first task.
+func advanceFrontier(ctx context.Context, tx pgx.Tx, jobID int64) error {
+	_, err := tx.Exec(ctx, `UPDATE jobs j SET done_through = coalesce(
+		(SELECT t.seq - 1 FROM tasks t WHERE t.job_id = j.id AND t.seq > j.done_through
+			AND NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq)
+			ORDER BY t.seq LIMIT 1),
+		(SELECT max(t.seq) FROM tasks t WHERE t.job_id = j.id),
+		j.done_through)
+		WHERE j.id = $1`, jobID)
+	if err != nil {
+		return fmt.Errorf("advance the finished prefix: %w", err)
+	}
+	return nil
 }
 
 // insertTaskCallbacks writes the records, under the callback-id lock, and
