@@ -20,7 +20,16 @@ import (
 type troubleLog struct {
 	kind   atomic.Pointer[error]
 	streak atomic.Int32
+	// told is the kind last told, and overAt when it was over (unix ns).
+	told   atomic.Pointer[error]
+	overAt atomic.Int64
 }
+
+// troubleTail is how long after a problem is over an error of the same
+// kind is still its tail, not a new problem: after a server restart, each
+// pooled connection that died with it fails once, on its first use, and
+// some are used only after the first commit has succeeded again.
+const troubleTail = 10 * time.Second
 
 // troubleKind is the problem err is an instance of, and how it is told;
 // nil for any other error.
@@ -38,10 +47,20 @@ func troubleKind(err error) (kind error, says string) {
 	return nil, ""
 }
 
-// starts records kind as the problem now, and says whether it is new.
+// starts records kind as the problem now, and says whether it is new: not
+// the one being told, nor the tail of the one just over.
 func (t *troubleLog) starts(kind error) bool {
 	prev := t.kind.Swap(&kind)
-	return prev == nil || *prev != kind
+	if prev != nil && *prev == kind {
+		return false
+	}
+	if told := t.told.Load(); prev == nil && told != nil && *told == kind &&
+		time.Since(time.Unix(0, t.overAt.Load())) < troubleTail {
+		t.kind.CompareAndSwap(&kind, nil) // still over: no second "resumed"
+		return false
+	}
+	t.told.Store(&kind)
+	return true
 }
 
 // report logs a job run's failure and returns how long to wait before the
@@ -61,6 +80,7 @@ func (t *troubleLog) report(log *slog.Logger, path string, job store.Job, err er
 func (t *troubleLog) over(log *slog.Logger) {
 	t.streak.Store(0)
 	if t.kind.Load() != nil && t.kind.Swap(nil) != nil {
+		t.overAt.Store(time.Now().UnixNano())
 		log.Info("the database takes writes again; resumed")
 	}
 }
