@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
 
@@ -31,7 +32,28 @@ const (
 	exitStopped   = 130
 )
 
+// softMemoryLimit is the Go runtime's soft memory limit that pcd sets
+// unless GOMEMLIMIT does: a daemon of 25 workers on a 1M-task job holds
+// about 21 MiB live, and with the default GOGC its heap grew to twice that
+// (peak RSS 65 MiB on PostgreSQL, over the 64 MiB budget); at 40 MiB the
+// collector runs a little more often as the heap nears it (peak RSS 53
+// MiB, no measurable change in rate). The limit is soft: a heap that needs
+// more gets it, and the collector's CPU is capped.
+const softMemoryLimit = 40 << 20
+
+// memoryLimit is the limit to set for the GOMEMLIMIT value env, or -1 to
+// leave the runtime's own.
+func memoryLimit(env string) int64 {
+	if env != "" {
+		return -1
+	}
+	return softMemoryLimit
+}
+
 func main() {
+	if limit := memoryLimit(os.Getenv("GOMEMLIMIT")); limit > 0 {
+		debug.SetMemoryLimit(limit)
+	}
 	stop := profile(os.Getenv("PCD_CPUPROFILE"))
 	err := cli.Run(context.Background(), os.Args, cli.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
 	if err != nil {
