@@ -286,10 +286,15 @@ func (db *DB) count(ctx context.Context, tx pgx.Tx, b store.Batch, counts [3]int
 // the old frontier and stops at the first gap, so each task is passed over
 // once, whatever the size of the job. The next run of the job, by any
 // runner, starts its claims there rather than at the job's first task.
+// The test for a result is a scalar subquery, an index probe per task
+// passed over, which the planner cannot turn into a join: as an anti-join
+// it read every result of the job, or every result above the frontier,
+// in each commit and under the job's row lock (2 daemons, 20k no-ops:
+// 4k-12k tasks/s instead of 30k).
 func advanceFrontier(ctx context.Context, tx pgx.Tx, jobID int64) error {
 	_, err := tx.Exec(ctx, `UPDATE jobs j SET done_through = coalesce(
 		(SELECT t.seq - 1 FROM tasks t WHERE t.job_id = j.id AND t.seq > j.done_through
-			AND NOT EXISTS (SELECT 1 FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq)
+			AND (SELECT 1 FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq) IS NULL
 			ORDER BY t.seq LIMIT 1),
 		(SELECT max(t.seq) FROM tasks t WHERE t.job_id = j.id),
 		j.done_through)

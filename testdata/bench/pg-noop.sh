@@ -23,9 +23,9 @@ t1=$(date +%s.%N)
 cpu1=$(pgcpu)
 dcpu=0
 for p in "${pids[@]}"; do
-	grep VmHWM /proc/$p/status
-	dcpu=$((dcpu + $(awk '{print $14+$15}' /proc/$p/stat)))
-	kill "$p"
+	grep VmHWM /proc/$p/status || echo "daemon $p: gone before the end"
+	dcpu=$((dcpu + $(awk '{print $14+$15}' /proc/$p/stat 2>/dev/null || echo 0)))
+	kill "$p" 2>/dev/null || true
 done
-wait
+wait || true
 echo "rate $(echo "$N / ($t1 - $t0)" | bc -l | cut -c1-8) tasks/s  postgres CPU $((cpu1 - cpu0)) ticks  daemons CPU $dcpu ticks"
