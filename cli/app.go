@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -70,8 +71,8 @@ func Run(ctx context.Context, args []string, env Env) error {
 		Usage:                "a durable producer-consumer job runner",
 		Writer:               env.Stdout,
 		ErrWriter:            env.Stderr,
+		Version:              Version(),
 		EnableBashCompletion: true,
-		HideHelpCommand:      true,
 		Flags:                commonFlags(),
 		Commands: withCommonFlags(
 			runCommand(env),
@@ -92,7 +93,78 @@ func Run(ctx context.Context, args []string, env Env) error {
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError:   onUsageError,
 	}
+	// An unknown command, or help for one, is the user's mistake (exit
+	// 2), said in one line; urfave/cli returns it with no code of ours.
+	if name, ok := unknownCommand(app, args); ok {
+		return usageError("unknown command %q: see pcd help", name)
+	}
 	return app.RunContext(ctx, args)
+}
+
+// unknownCommand finds the first argument that names a command, and for
+// "help NAME" the command asked about, and says whether it is unknown.
+// Flags before the command (pcd --db x jobs) are skipped.
+func unknownCommand(app *cli.App, args []string) (string, bool) {
+	rest := args[1:]
+	for len(rest) > 0 && strings.HasPrefix(rest[0], "-") {
+		if !strings.Contains(rest[0], "=") && takesValue(app.Flags, rest[0]) {
+			rest = rest[1:]
+		}
+		rest = rest[1:]
+	}
+	if len(rest) == 0 {
+		return "", false
+	}
+	name := rest[0]
+	if (name == "help" || name == "h") && len(rest) > 1 {
+		name = rest[1]
+	}
+	if name == "help" || name == "h" || app.Command(name) != nil {
+		return "", false
+	}
+	return name, true
+}
+
+// takesValue says whether arg (-x or --x) names one of flags that takes a
+// value in the next argument.
+func takesValue(flags []cli.Flag, arg string) bool {
+	name := strings.TrimLeft(arg, "-")
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n != name {
+				continue
+			}
+			if bf, ok := f.(*cli.BoolFlag); ok && bf != nil {
+				return false
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// Version is pcd's module version and VCS revision, from the build info.
+func Version() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := info.Main.Version
+	var rev, modified string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = "+dirty"
+			}
+		}
+	}
+	if rev != "" {
+		v += " (" + rev[:min(len(rev), 12)] + modified + ")"
+	}
+	return v
 }
 
 // usageErr marks an error as the user's mistake without changing its text.
