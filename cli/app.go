@@ -98,7 +98,7 @@ func Run(ctx context.Context, args []string, env Env) error {
 	if name, ok := unknownCommand(app, args); ok {
 		return usageError("unknown command %q: see pcd help", name)
 	}
-	return app.RunContext(ctx, args)
+	return app.RunContext(ctx, flagsFirst(app, args))
 }
 
 // unknownCommand finds the first argument that names a command, and for
@@ -123,6 +123,49 @@ func unknownCommand(app *cli.App, args []string) (string, bool) {
 		return "", false
 	}
 	return name, true
+}
+
+// flagsFirst moves a command's flags ahead of its positional arguments,
+// so that `pcd status ID --json` means `pcd status --json ID`: urfave/cli
+// stops reading flags at the first argument. A lone "-" (stdin) is an
+// argument, and the arguments after -- were taken off before.
+func flagsFirst(app *cli.App, args []string) []string {
+	i := 1
+	for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "-" {
+		if !strings.Contains(args[i], "=") && takesValue(app.Flags, args[i]) {
+			i++
+		}
+		i++
+	}
+	if i >= len(args) {
+		return args
+	}
+	cmd := app.Command(args[i])
+	for cmd != nil && len(cmd.Subcommands) > 0 && i+1 < len(args) {
+		sub := cmd.Command(args[i+1])
+		if sub == nil {
+			break
+		}
+		cmd, i = sub, i+1
+	}
+	if cmd == nil || len(cmd.Subcommands) > 0 {
+		return args
+	}
+	out := append([]string{}, args[:i+1]...)
+	var positional []string
+	for rest := args[i+1:]; len(rest) > 0; rest = rest[1:] {
+		a := rest[0]
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			positional = append(positional, a)
+			continue
+		}
+		out = append(out, a)
+		if !strings.Contains(a, "=") && takesValue(cmd.Flags, a) && len(rest) > 1 {
+			out = append(out, rest[1])
+			rest = rest[1:]
+		}
+	}
+	return append(out, positional...)
 }
 
 // takesValue says whether arg (-x or --x) names one of flags that takes a

@@ -137,3 +137,32 @@ func TestPrintable(t *testing.T) {
 		}
 	}
 }
+
+// TestFlagsAfterArguments: a command's flags may follow its arguments, as
+// the README's synopses write them; a lone "-" stays an argument.
+func TestFlagsAfterArguments(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	job := writeFile(t, "job.json", `{"name": "late flags", "tasks": [{"kind": "noop"}, {"kind": "fail", "payload": {"error": "no"}}]}`)
+	if _, stderr, err := pcd(t, "", "run", job, "--db", db, "--quiet"); !errors.Is(err, ErrJobFailed) {
+		t.Fatalf("run JOB --db --quiet: %v, want the job to fail; stderr:\n%s", err, stderr)
+	}
+	jobs, _, err := pcd(t, "", "jobs", "--db", db, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := regexp.MustCompile(`"job_id": "([0-9a-f-]{36})"`).FindStringSubmatch(jobs)
+	if id == nil {
+		t.Fatalf("no job id in %q", jobs)
+	}
+	status, _, err := pcd(t, "", "status", id[1][:8], "--db", db, "--json")
+	if err != nil || !strings.HasPrefix(status, "{") || !strings.Contains(status, `"name": "late flags"`) {
+		t.Errorf("status ID --json: %v, %q; want the job as JSON", err, status)
+	}
+	tasks, _, err := pcd(t, "", "tasks", id[1][:8], "--state", "failed", "--db", db, "--json")
+	if err != nil || strings.Count(tasks, `"state":"failed"`) != 1 || strings.Contains(tasks, `"state":"succeeded"`) {
+		t.Errorf("tasks ID --state failed --json: %v, %q; want the one failed task", err, tasks)
+	}
+	if _, _, err := pcd(t, `{"kind": "noop"}`+"\n", "submit", "-", "--db", db, "--max-payload", "100"); err != nil {
+		t.Errorf("submit - --max-payload 100: %v", err)
+	}
+}
