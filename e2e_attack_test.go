@@ -518,7 +518,7 @@ func TestSecondRunWaitsForTheFirst(t *testing.T) {
 	db := filepath.Join(dir, "pcd.db")
 	gate := filepath.Join(dir, "go")
 	// The first run's task ends only when the test opens the gate.
-	first := start(t, db, nil, "run", "--", "sh", "-c", "while [ ! -e "+gate+" ]; do sleep 0.02; done")
+	first := start(t, db, nil, "run", "--no-output", "--", "sh", "-c", "while [ ! -e "+gate+" ]; do sleep 0.02; done")
 	// "Starting Job" comes once the first holds the lock and made its job.
 	// (Waiting for the sh process would match pcd run's own arguments.)
 	for !strings.Contains(first.stdout.String(), "Starting Job") {

@@ -43,7 +43,7 @@ func TestExecTasksFromTheCommandLine(t *testing.T) {
 
 	lines := filepath.Join(dir, "lines.txt")
 	os.WriteFile(lines, []byte("echo one\n\n# a comment\necho two > "+filepath.Join(dir, "two.txt")+"\n"), 0o600)
-	if r := pcd(t, db, "run", "--lines", lines); r.code != 0 || strings.Count(r.stdout, "kind=exec") != 2 {
+	if r := pcd(t, db, "run", "--lines", lines); r.code != 0 || r.stdout != "one\n" {
 		t.Fatalf("--lines: exit %d, %s %s", r.code, r.stdout, r.stderr)
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "two.txt")); string(b) != "two\n" {
@@ -206,7 +206,7 @@ func TestWebhookRetriesWithTheSameKey(t *testing.T) {
 	srv := httptest.NewServer(rv)
 	defer srv.Close()
 	db := filepath.Join(t.TempDir(), "pcd.db")
-	r := pcd(t, db, "run", "--webhook", srv.URL+"/hook", "--delivery-backoff", "20ms", "--", "true")
+	r := pcd(t, db, "run", "--no-output", "--webhook", srv.URL+"/hook", "--delivery-backoff", "20ms", "--", "true")
 	if r.code != 0 {
 		t.Fatalf("run: exit %d: %s", r.code, r.stderr)
 	}
@@ -296,7 +296,7 @@ func TestDeadDelivery(t *testing.T) {
 	srv := httptest.NewServer(rv)
 	defer srv.Close()
 	db := filepath.Join(t.TempDir(), "pcd.db")
-	r := pcd(t, db, "run", "--webhook", srv.URL, "--delivery-attempts", "2", "--delivery-backoff", "10ms", "--", "true")
+	r := pcd(t, db, "run", "--no-output", "--webhook", srv.URL, "--delivery-attempts", "2", "--delivery-backoff", "10ms", "--", "true")
 	if r.code != 0 {
 		t.Fatalf("run: exit %d: %s", r.code, r.stderr)
 	}

@@ -53,6 +53,12 @@ type Env struct {
 	command []string // the arguments after --, for run and submit
 }
 
+func init() {
+	// -v is --verbose on the commands that print output; the version is
+	// -V, as in parallel and pueue.
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Aliases: []string{"V"}, Usage: "print the version"}
+}
+
 // Run runs the pcd command line.
 func Run(ctx context.Context, args []string, env Env) error {
 	if env.Registry == nil {

@@ -1,10 +1,14 @@
 package cli
 
 import (
+	"container/heap"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/urfave/cli/v2"
 
 	"github.com/pcd-dev/pcd/engine"
 	"github.com/pcd-dev/pcd/store"
@@ -12,34 +16,267 @@ import (
 
 // printer writes events as text lines, in the classic lesson's shape, or
 // as NDJSON.
+//
+// An exec task's captured output is printed when the task completes, one
+// task at a time and never interleaved (like parallel --group): its
+// stdout to w, its stderr to errw. Its callback line then goes to errw,
+// and only with verbose; a task that did not succeed gets a note there
+// instead. The job line of a job whose output was shown goes to errw too,
+// so that w holds nothing but the commands' output.
 type printer struct {
-	w     io.Writer
-	json  bool
-	quiet bool  // only the job events
-	err   error // the first write error; later writes are skipped
+	w       io.Writer
+	errw    io.Writer // nil: errors and notes go to w
+	json    bool
+	quiet   bool // only the job events
+	output  bool // print exec tasks' output
+	verbose bool // with output, the exec tasks' callback lines too, on errw
+	// order holds back tasks that complete before those numbered before
+	// them (--keep-order); nil prints tasks as they complete.
+	order *taskOrder
+	shown map[string]bool // jobs whose exec output was printed
+	err   error           // the first write error on w; later writes are skipped
 	buf   []byte
 }
 
-func (p *printer) start(job store.Job) {
-	if p.quiet {
-		return
+// outputFlags are run's and watch's choices of what to print.
+func outputFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "no-output", Usage: "do not print exec tasks' output; print their callback lines instead"},
+		&cli.BoolFlag{Name: "keep-order", Aliases: []string{"k"}, Usage: "print tasks in task order, not as they complete (like parallel -k)"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "with exec tasks' output, print their callback lines too, on stderr"},
 	}
-	if p.json {
+}
+
+// newPrinter makes the printer the flags of run or watch ask for; db
+// reads back the output of tasks held for --keep-order.
+func newPrinter(c *cli.Context, env Env, db store.Store) *printer {
+	p := &printer{w: env.Stdout, errw: env.Stderr, json: c.Bool("json"), quiet: c.Bool("quiet"),
+		output: !c.Bool("no-output") && !c.Bool("json"), verbose: c.Bool("verbose"), shown: map[string]bool{}}
+	if c.Bool("keep-order") && !c.Bool("json") {
+		p.order = &taskOrder{ctx: c.Context, db: db, jobs: map[string]*jobOrder{}}
+	}
+	return p
+}
+
+// outputShown says whether the job's tasks print their output rather
+// than callback lines: for the start line of a job about to run.
+func (p *printer) outputShown(jf engine.JobFile) bool {
+	if !p.output || len(jf.Tasks) == 0 {
+		return false
+	}
+	for _, t := range jf.Tasks {
+		if t.Kind != "exec" {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *printer) start(job store.Job, outputShown bool) {
+	switch {
+	case p.quiet:
+	case p.json:
 		p.writeJSON(map[string]any{"event": "start", "job_id": job.UUID, "name": job.Name, "total": job.Total})
-		return
+	case outputShown:
+		if p.verbose {
+			p.note("Starting Job %s\n", job.UUID)
+		}
+	default:
+		p.printf("Starting Job %s\n", job.UUID)
 	}
-	p.printf("Starting Job %s\n", job.UUID)
 }
 
 func (p *printer) event(ev engine.Event) {
-	if p.quiet && ev.Job == nil {
-		return
-	}
 	if p.json {
-		p.writeJSON(ev)
+		if !p.quiet || ev.Job != nil {
+			p.writeJSON(ev)
+		}
 		return
 	}
-	p.printf("%s\n", formatEvent(ev))
+	switch {
+	case ev.Task != nil && p.order != nil:
+		p.order.done(ev, p.task)
+	case ev.Task != nil:
+		p.task(ev)
+	case ev.Job != nil:
+		if p.order != nil {
+			p.order.finish(ev.JobID, p.task)
+		}
+		if p.shown[ev.JobID] {
+			delete(p.shown, ev.JobID)
+			p.note("%s\n", formatEvent(ev))
+			return
+		}
+		p.printf("%s\n", formatEvent(ev))
+	}
+}
+
+// task prints a task's output, or its callback line.
+func (p *printer) task(ev engine.Event) {
+	t := ev.Task
+	if !p.output || t.Kind != "exec" {
+		if !p.quiet {
+			p.printf("%s\n", formatEvent(ev))
+		}
+		return
+	}
+	p.shown[ev.JobID] = true
+	if p.verbose && !p.quiet {
+		p.note("%s\n", formatEvent(ev))
+	}
+	var res engine.ExecResult
+	if len(t.Result) > 0 {
+		if err := json.Unmarshal(t.Result, &res); err != nil {
+			p.note("pcd: task %d of job %s: its result is not an exec result: %v\n", t.Number, shortID(ev.JobID), err)
+		}
+	}
+	if res.Stdout != "" && p.err == nil {
+		_, p.err = io.WriteString(p.w, res.Stdout)
+	}
+	if res.Stderr != "" {
+		p.note("%s", res.Stderr)
+	}
+	for _, cut := range []struct {
+		name string
+		was  bool
+		kept int
+	}{{"stdout", res.StdoutTruncated, len(res.Stdout)}, {"stderr", res.StderrTruncated, len(res.Stderr)}} {
+		if cut.was {
+			p.note("pcd: task %d of job %s: its %s was cut to the last %d bytes\n", t.Number, shortID(ev.JobID), cut.name, cut.kept)
+		}
+	}
+	if t.State != store.Succeeded && !p.verbose {
+		why := t.Error
+		if why == "" {
+			why = string(t.State)
+		}
+		p.note("pcd: task %d of job %s %s: %s\n", t.Number, shortID(ev.JobID), t.State, printable(why))
+	}
+}
+
+// note writes to errw, after what w holds so far, so that the two stay
+// in order when they go to the same place.
+func (p *printer) note(format string, a ...any) {
+	if p.errw == nil {
+		p.printf(format, a...)
+		return
+	}
+	if f, ok := p.w.(interface{ Flush() error }); ok && p.err == nil {
+		p.err = f.Flush()
+	}
+	fmt.Fprintf(p.errw, format, a...)
+}
+
+// shortID is the first 8 characters of an id, which the commands accept.
+func shortID(id string) string { return id[:min(len(id), 8)] }
+
+// taskOrder holds back the tasks that complete before the ones numbered
+// before them, for --keep-order. It keeps only their numbers (8 bytes a
+// task): their output is read back from the database when their turn
+// comes, so a slow first task does not make the printer hold everything
+// the others printed.
+type taskOrder struct {
+	ctx  context.Context
+	db   store.Store
+	jobs map[string]*jobOrder // by job uuid
+}
+
+type jobOrder struct {
+	id   int64 // the job's row id, once needed
+	next int64 // the number of the task to print next
+	held numbers
+}
+
+// done takes a completed task and prints it, and the held tasks after
+// it, if its turn has come.
+func (o *taskOrder) done(ev engine.Event, print func(engine.Event)) {
+	j := o.jobs[ev.JobID]
+	if j == nil {
+		j = &jobOrder{next: 1}
+		o.jobs[ev.JobID] = j
+	}
+	n := ev.Task.Number
+	if n > j.next {
+		heap.Push(&j.held, n)
+		return
+	}
+	print(ev)
+	if n == j.next {
+		j.next++
+		o.release(ev.JobID, j, false, print)
+	}
+}
+
+// finish prints what is held of a job that completed (a retried round's
+// tasks start past 1), in order, and forgets the job.
+func (o *taskOrder) finish(jobID string, print func(engine.Event)) {
+	if j := o.jobs[jobID]; j != nil {
+		o.release(jobID, j, true, print)
+		delete(o.jobs, jobID)
+	}
+}
+
+// flush prints everything held, as a command stops.
+func (o *taskOrder) flush(print func(engine.Event)) {
+	for id := range o.jobs {
+		o.finish(id, print)
+	}
+}
+
+func (o *taskOrder) release(jobID string, j *jobOrder, all bool, print func(engine.Event)) {
+	for j.held.Len() > 0 && (all || j.held[0] <= j.next) {
+		n := heap.Pop(&j.held).(int64)
+		if n < j.next && !all {
+			continue
+		}
+		ev, err := o.read(jobID, j, n)
+		if err != nil {
+			ev = engine.Event{Type: store.EventTask, JobID: jobID, Task: &engine.TaskEvent{Number: n, Kind: "exec", State: store.Failed,
+				Error: fmt.Sprintf("cannot read its output back (%v): see pcd logs %s %d", err, shortID(jobID), n)}}
+		}
+		print(ev)
+		j.next = max(j.next, n+1)
+	}
+}
+
+// read reads a held task back from the database.
+func (o *taskOrder) read(jobID string, j *jobOrder, n int64) (engine.Event, error) {
+	if j.id == 0 {
+		job, err := o.db.FindJob(o.ctx, jobID)
+		if err != nil {
+			return engine.Event{}, err
+		}
+		j.id = job.ID
+	}
+	rows, err := o.db.TasksInState(o.ctx, j.id, "", n-1, 1)
+	if err != nil {
+		return engine.Event{}, err
+	}
+	if len(rows) == 0 || rows[0].Seq != n {
+		return engine.Event{}, fmt.Errorf("task %d: %w", n, store.ErrNotFound)
+	}
+	return rowEvent(jobID, rows[0]), nil
+}
+
+// rowEvent is the event of a final task read from the database.
+func rowEvent(jobID string, t store.TaskRow) engine.Event {
+	return engine.Event{Type: store.EventTask, JobID: jobID, Task: &engine.TaskEvent{
+		ID: t.UUID, Number: t.Seq, Kind: t.Kind, State: t.State, TimeSecs: t.Time.Seconds(),
+		Attempts: t.Attempts, Result: t.Result, Error: t.Error}}
+}
+
+// numbers is a min-heap of task numbers.
+type numbers []int64
+
+func (h numbers) Len() int           { return len(h) }
+func (h numbers) Less(i, j int) bool { return h[i] < h[j] }
+func (h numbers) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *numbers) Push(x any)        { *h = append(*h, x.(int64)) }
+func (h *numbers) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // formatEvent renders one callback as a text line.

@@ -26,7 +26,17 @@ func runCommand(env Env) *cli.Command {
 		Usage:     "run a job in this process, with no daemon",
 		ArgsUsage: "[--demo | FILE | --sleep N | --lines FILE | --resume JOB_ID | -- CMD ARGS...]",
 		Description: `Runs a job file (or, with --demo, 10 sleep tasks of 0-1 s) on the database,
-printing each callback as it is released. The exit code is 0 when every
+printing each callback as it is released.
+
+Exec tasks (-- CMD, --lines, ::: lists, exec tasks of a job file) print
+what the command printed instead, as each task completes, a task at a time
+and never interleaved: its stdout on stdout, its stderr on stderr. Their
+callback lines go to stderr with --verbose; a task that failed gets a note
+there, and the job's line goes there too, so that stdout holds only the
+commands' output. --keep-order prints tasks in task order; --no-output
+prints callback lines instead of output.
+
+The exit code is 0 when every
 task succeeded and 1 otherwise. On SIGINT or SIGTERM it stops starting
 tasks and lets running ones finish within --grace; a second signal
 interrupts them. Unfinished work stays in the database.`,
@@ -43,7 +53,8 @@ interrupts them. Unfinished work stays in the database.`,
 			&cli.IntFlag{Name: "queue-size", Aliases: []string{"q"}, EnvVars: []string{"PCD_QUEUE_SIZE"}, Value: engine.DefaultQueueSize, Usage: "capacity of the in-memory queue"},
 			&cli.StringFlag{Name: "name", Usage: "job name"},
 			&cli.BoolFlag{Name: "json", Usage: "print events as NDJSON"},
-			&cli.BoolFlag{Name: "quiet", Usage: "print only the job's completion"},
+			&cli.BoolFlag{Name: "quiet", Usage: "print no task callback lines (exec tasks' output is still printed)"},
+			outputFlags()[0], outputFlags()[1], outputFlags()[2],
 			&cli.DurationFlag{Name: "grace", EnvVars: []string{"PCD_GRACE"}, Value: 10 * time.Second, Usage: "on a stop signal, how long running tasks may finish"},
 		},
 		OnUsageError: onUsageError,
@@ -84,7 +95,7 @@ func runJob(c *cli.Context, env Env) error {
 	}
 	opening, setRunner, releaseSignals := stopper(c.Context, c.Duration("grace"), log)
 	defer releaseSignals()
-	out := &printer{w: env.Stdout, json: c.Bool("json"), quiet: c.Bool("quiet")}
+	out := newPrinter(c, env, db)
 	r, err := engine.OpenRunner(opening, db, engine.RunnerConfig{
 		Role:         engine.RoleRun,
 		Subreaper:    true,
@@ -127,7 +138,11 @@ func runJob(c *cli.Context, env Env) error {
 			return err
 		}
 	}
-	out.start(job)
+	shown := out.outputShown(jf)
+	if resume != "" {
+		shown = out.output && firstKind(c, db, job) == "exec"
+	}
+	out.start(job, shown)
 	return runToEnd(c, env, db, r, out, job)
 }
 
@@ -188,6 +203,9 @@ func noteOthers(c *cli.Context, env Env, db store.Store, resumed store.Job) erro
 // runToEnd runs the job and turns how it ended into pcd run's exit.
 func runToEnd(c *cli.Context, env Env, db store.Store, r *engine.Runner, out *printer, job store.Job) error {
 	done, err := r.RunJob(c.Context, job.ID)
+	if out.order != nil {
+		out.order.flush(out.task)
+	}
 	if errors.Is(err, engine.ErrStopped) {
 		return fmt.Errorf("job %s stopped with %d of %d tasks done; its progress is saved (resume it with `pcd run --resume %s`): %w",
 			job.UUID, done.Done(), done.Total, job.UUID[:8], err)
@@ -208,6 +226,15 @@ func runToEnd(c *cli.Context, env Env, db store.Store, r *engine.Runner, out *pr
 	return nil
 }
 
+// firstKind is the kind of a job's first task, "" if it has none.
+func firstKind(c *cli.Context, db store.Store, job store.Job) string {
+	rows, err := db.TasksInState(c.Context, job.ID, "", 0, 1)
+	if err != nil || len(rows) == 0 {
+		return ""
+	}
+	return rows[0].Kind
+}
+
 func pidOf() int { return os.Getpid() }
 
 // handOff gives the job to the daemon that holds the runner lock and
@@ -222,8 +249,8 @@ func handOff(c *cli.Context, env Env, db store.Store, jf engine.JobFile, held *s
 		who = fmt.Sprintf("pid %d", held.PID)
 	}
 	fmt.Fprintf(env.Stderr, "pcd: %s runs this database; job %s was handed to it\n", who, job.UUID)
-	out := &printer{w: env.Stdout, json: c.Bool("json"), quiet: c.Bool("quiet")}
-	out.start(job)
+	out := newPrinter(c, env, db)
+	out.start(job, out.outputShown(jf))
 	return follow(c, env, db, followOptions{jobIDs: []int64{job.ID}, json: c.Bool("json"), out: out})
 }
 

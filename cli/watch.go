@@ -25,7 +25,9 @@ func watchCommand(env Env) *cli.Command {
 		Description: `Prints the committed callbacks of the given jobs (id prefixes work), from
 their first event, in the format of pcd run, or NDJSON with --json. It
 follows across daemon restarts with no event shown twice and none missed.
-On a terminal it also shows a progress line on stderr.
+On a terminal it also shows a progress line on stderr. Exec tasks print
+their commands' output instead of their callback lines, as pcd run does
+(--no-output, --keep-order and --verbose work as there).
 
 It exits when the jobs are complete: 0 if every task succeeded, 1 if any
 failed. With --follow it keeps following, new jobs too.`,
@@ -34,6 +36,7 @@ failed. With --follow it keeps following, new jobs too.`,
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep following after the jobs complete"},
 			&cli.BoolFlag{Name: "json", Usage: "print events as NDJSON, with no progress line"},
 			&cli.Int64Flag{Name: "after", Usage: "resume after this callback `ID`"},
+			outputFlags()[0], outputFlags()[1], outputFlags()[2],
 		},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
@@ -77,7 +80,7 @@ func follow(c *cli.Context, env Env, db store.Store, o followOptions) error {
 	out := o.out
 	var flush func() error
 	if out == nil {
-		out = &printer{w: env.Stdout, json: o.json}
+		out = newPrinter(c, env, db)
 		if bar == nil {
 			// Buffered, and flushed after each catch-up: a write per line
 			// could not keep up with a runner committing 100k callbacks a
@@ -130,6 +133,9 @@ func follow(c *cli.Context, env Env, db store.Store, o followOptions) error {
 		}
 	}
 	err := engine.Watch(ctx, db, opts)
+	if out.order != nil {
+		out.order.flush(out.task)
+	}
 	bar.finish()
 	if ctx.Err() != nil && c.Context.Err() == nil {
 		return ErrInterrupted
