@@ -1,10 +1,16 @@
 package main_test
 
 import (
+	"errors"
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/pcd-dev/pcd/internal/rundir"
 )
 
 // pcd help, pcd help CMD, an unknown command (issue 14, point 5).
@@ -51,4 +57,72 @@ func TestVersion(t *testing.T) {
 	if !strings.HasPrefix(string(out), "pcd version ") || !strings.Contains(string(out), rev) {
 		t.Fatalf("pcd --version: %q, want the revision %s", out, rev)
 	}
+}
+
+// pcd logs --follow prints a running task's output as it comes, and ends
+// with the task; pcd logs JOB N names a task by its number (issue 14,
+// points 1 and 2).
+func TestLogsFollow(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	gate := filepath.Join(dir, "gate")
+	d := startDaemon(t, db)
+	defer stopDaemon(t, d)
+	id := strings.TrimSpace(pcd(t, db, "submit", "--", "sh", "-c",
+		"echo first; echo oops >&2; while [ ! -e "+gate+" ]; do sleep 0.02; done; echo second; exit 3").stdout)
+	if len(id) != 36 {
+		t.Fatalf("submit printed %q, want a job id", id)
+	}
+	f := start(t, db, nil, "logs", "--follow", id[:8], "1")
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(f.stdout.String(), "first\n") || !strings.Contains(f.stdout.String(), "oops\n") {
+		if time.Now().After(deadline) {
+			t.Fatalf("logs --follow showed %q in 30 s; want the running task's first lines", f.stdout.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The task is still running: what came is live output, in a file only
+	// this user can read, in a directory only this user can enter.
+	live, _ := filepath.Glob(filepath.Join(runtimeDir(t), rundir.Key(db)+".live", "*.log"))
+	if len(live) != 1 {
+		t.Fatalf("live output files: %v, want the running task's", live)
+	}
+	for _, p := range []string{live[0], filepath.Dir(live[0])} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s: %v, mode %v; want it private to the user", p, err, fi.Mode())
+		}
+	}
+	os.WriteFile(gate, nil, 0o600)
+	if code := f.wait(t, 30*time.Second); code != 1 {
+		t.Errorf("logs --follow of a task that exits 3: exit %d, want 1; stderr %s", code, f.stderr)
+	}
+	// stdout and stderr are two pipes: the order between them is the
+	// order pcd read them in.
+	if got := f.stdout.String(); got != "first\noops\nsecond\n" && got != "oops\nfirst\nsecond\n" {
+		t.Errorf("logs --follow printed %q, want the whole output, stdout and stderr together", got)
+	}
+	if _, err := os.Stat(live[0]); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the live output file outlived its task: %v", err)
+	}
+	// Once the task is done, JOB N and a follow both print the stored
+	// output, stdout and stderr apart.
+	for _, args := range [][]string{{"logs", id[:8], "1"}, {"logs", "-f", id, "1"}} {
+		r := pcd(t, db, args...)
+		if r.stdout != "first\nsecond\n" || !strings.Contains(r.stderr, "oops\n") {
+			t.Errorf("pcd %v: exit %d, stdout %q, stderr %q", args, r.code, r.stdout, r.stderr)
+		}
+	}
+	for args, code := range map[string]int{"logs " + id[:8] + " 2": 5, "logs " + id[:8] + " x": 2, "logs": 2} {
+		if r := pcd(t, db, strings.Fields(args)...); r.code != code {
+			t.Errorf("pcd %s: exit %d, want %d; stderr %s", args, r.code, code, r.stderr)
+		}
+	}
+}
+
+// runtimeDir is where pcd keeps its per-user files in these tests.
+func runtimeDir(t *testing.T) string {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("pcd-%d", os.Geteuid()))
 }

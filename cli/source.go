@@ -7,12 +7,15 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/pcd-dev/pcd/engine"
+	"github.com/pcd-dev/pcd/internal/rundir"
+	"github.com/pcd-dev/pcd/store/postgres"
 )
 
 // sourceFlags choose where run and submit take their job from, besides a
@@ -286,6 +289,28 @@ func configureExec(c *cli.Context, env Env) error {
 	if n < 1 || n > 64<<20 {
 		return usageError("--output-cap must be between 1 and %d bytes, got %d", 64<<20, n)
 	}
-	env.Registry.Replace("exec", engine.Exec{OutputCap: n})
+	ex := engine.Exec{OutputCap: n}
+	path, err := dbPath(c)
+	if err != nil {
+		return err
+	}
+	if ex.LiveDir, err = liveDir(path); err != nil {
+		fmt.Fprintf(env.Stderr, "pcd: note: running tasks' output cannot be followed (pcd logs --follow): %v\n", err)
+	} else {
+		engine.CleanLive(ex.LiveDir)
+	}
+	env.Registry.Replace("exec", ex)
 	return nil
+}
+
+// liveDir is where the runners of the database at path put running exec
+// tasks' output on this host, for pcd logs --follow: a directory of the
+// user's runtime directory that no other user can write in.
+func liveDir(path string) (string, error) {
+	if !postgres.IsURL(path) {
+		if abs, err := filepath.Abs(path); err == nil {
+			path = abs
+		}
+	}
+	return rundir.Sub(rundir.Key(path) + ".live")
 }

@@ -36,6 +36,12 @@ const DefaultOutputCap = 64 << 10
 type Exec struct {
 	OutputCap int           // bytes of each stream kept; default DefaultOutputCap
 	KillGrace time.Duration // SIGTERM to SIGKILL; default 5s
+	// LiveDir, when set, is where a running command's stdout and stderr
+	// go as they come, together in <task id>.<pid>.log (0600), for pcd
+	// logs --follow. The file goes when the command ends, and starts
+	// over past LiveCap bytes (default DefaultLiveCap).
+	LiveDir string
+	LiveCap int64
 }
 
 // ExecPayload is the exec kind's payload.
@@ -220,11 +226,14 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 	cmd, cookie := command(p, t)
 	// Our own pipes: when the command exits we kill what it left behind,
 	// and only then wait, a bounded time, for the pipes to drain.
-	out, err := captureOutput(cmd, capBytes)
+	live := openLive(e.LiveDir, t.ID, e.LiveCap)
+	out, err := captureOutput(cmd, capBytes, live)
 	if err != nil {
+		live.close()
 		return nil, startError(cmd.Args[0], fmt.Errorf("pipe: %w", err))
 	}
 	defer out.close()
+	defer live.close()
 	if p.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, time.Duration(p.Timeout), errTimedOut)
@@ -293,8 +302,8 @@ type output struct {
 }
 
 // captureOutput sets cmd's stdout and stderr to pipes read into tails
-// of capBytes.
-func captureOutput(cmd *exec.Cmd, capBytes int) (*output, error) {
+// of capBytes, and into live as they come.
+func captureOutput(cmd *exec.Cmd, capBytes int, live *liveOutput) (*output, error) {
 	o := &output{stdout: newTail(capBytes), stderr: newTail(capBytes)}
 	for _, pipe := range []struct {
 		set  *io.Writer
@@ -312,7 +321,11 @@ func captureOutput(cmd *exec.Cmd, capBytes int) (*output, error) {
 		o.readers.Add(1)
 		go func() {
 			defer o.readers.Done()
-			_, _ = io.Copy(pipe.tail, r)
+			var w io.Writer = pipe.tail
+			if live != nil {
+				w = io.MultiWriter(pipe.tail, live)
+			}
+			_, _ = io.Copy(w, r)
 		}()
 	}
 	return o, nil

@@ -2,14 +2,14 @@ package sqlite
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"syscall"
+
+	"github.com/pcd-dev/pcd/internal/rundir"
 )
 
 // wakePath is the unix socket on which a database's runner hears that new
@@ -21,46 +21,14 @@ import (
 // checked each time it is used.
 func wakePath(dbPath string) (string, error) {
 	p := dbPath + ".sock"
-	if len(p) < 100 && privateDir(filepath.Dir(dbPath)) {
+	if len(p) < 100 && rundir.Private(filepath.Dir(dbPath)) {
 		return p, nil
 	}
-	dir, err := runtimeDir()
+	dir, err := rundir.Dir()
 	if err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256([]byte(dbPath))
-	return filepath.Join(dir, fmt.Sprintf("pcd-%x.sock", sum[:8])), nil
-}
-
-// privateDir reports whether dir is this user's and no one else can write
-// in it.
-func privateDir(dir string) bool {
-	fi, err := os.Lstat(dir)
-	if err != nil || !fi.IsDir() {
-		return false
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	return ok && int(st.Uid) == os.Geteuid() && fi.Mode().Perm()&0o022 == 0
-}
-
-// runtimeDir is a directory for sockets that only this user can write in.
-func runtimeDir() (string, error) {
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) && privateDir(d) {
-		return d, nil
-	}
-	d := filepath.Join(os.TempDir(), fmt.Sprintf("pcd-%d", os.Geteuid()))
-	if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return "", fmt.Errorf("socket directory: %w", err)
-	}
-	fi, err := os.Lstat(d)
-	if err != nil {
-		return "", fmt.Errorf("socket directory: %w", err)
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !fi.IsDir() || !ok || int(st.Uid) != os.Geteuid() || fi.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("socket directory %s is not a directory private to you (another user may have made it); remove it, or set XDG_RUNTIME_DIR", d)
-	}
-	return d, nil
+	return filepath.Join(dir, rundir.Key(dbPath)+".sock"), nil
 }
 
 // wake tells the runner of dbPath, if one is listening, that work was
