@@ -218,7 +218,7 @@ func TestSIGKILLedDaemonLeavesNothingRunning(t *testing.T) {
 			if r := pcd(t, db, "tasks", "--json", job); !strings.Contains(r.stdout, `"interrupts":1`) {
 				t.Errorf("tasks --json does not show the interruption: %s", r.stdout)
 			}
-			if r := pcd(t, db, "tasks", job); !strings.Contains(r.stdout, "INTERRUPTS") {
+			if r := pcd(t, db, "tasks", job); !strings.Contains(r.stdout, "(1 interrupt)") {
 				t.Errorf("tasks does not show interruptions:\n%s", r.stdout)
 			}
 		})

@@ -1,16 +1,20 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
 
+	"github.com/mattn/go-isatty"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
 
 	"github.com/pcd-dev/pcd/engine"
 	"github.com/pcd-dev/pcd/store"
@@ -141,10 +145,14 @@ func jobsCommand(env Env) *cli.Command {
 			}
 			rows := make([][]string, 0, len(jobs))
 			for _, j := range jobs {
+				elapsed := "-"
+				if !j.StartedAt.IsZero() {
+					elapsed = humanDuration(j.Elapsed)
+				}
 				rows = append(rows, []string{j.UUID[:8], oneLine(j.Name), string(j.State), fmt.Sprintf("%d/%d", j.Done(), j.Total),
-					fmt.Sprint(j.Failed), fmt.Sprintf("%.3f", j.Elapsed.Seconds()), ago(j.CreatedAt)})
+					fmt.Sprint(j.Failed), elapsed, ago(j.CreatedAt)})
 			}
-			return table(env.Stdout, "ID\tNAME\tSTATE\tDONE\tFAILED\tELAPSED_SECS\tCREATED", rows)
+			return table(env.Stdout, "ID\tNAME\tSTATE\tDONE\tFAILED\tELAPSED\tCREATED", rows)
 		},
 	}
 }
@@ -287,43 +295,200 @@ func tasksCommand(env Env) *cli.Command {
 			if c.Bool("attempts") {
 				return withJob(c, false, func(db store.Store, j store.Job) error { return listAttempts(c, env, db, j) })
 			}
-			return withJob(c, false, func(db store.Store, j store.Job) error {
-				var enc *json.Encoder
-				var tw *tabwriter.Writer
-				if c.Bool("json") {
-					enc = json.NewEncoder(env.Stdout) // NDJSON: one task a line, for any size of job
-				} else {
-					tw = tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "NUMBER\tID\tKIND\tSTATE\tATTEMPTS\tINTERRUPTS\tTIME_SECS\tERROR")
-				}
-				var after int64
-				for {
-					page, err := db.TasksInState(c.Context, j.ID, state, after, 1000)
-					if err != nil {
-						return err
-					}
-					for _, t := range page {
-						after = t.Seq
-						if enc != nil {
-							if err := enc.Encode(taskView{Number: t.Seq, ID: t.UUID, Kind: t.Kind, State: t.State, Attempts: t.Attempts,
-								Interrupts: t.Interrupts, TimeSecs: t.Time.Seconds(), Payload: t.Payload, Result: t.Result, Error: t.Error}); err != nil {
-								return err
-							}
-							continue
-						}
-						fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%.4f\t%s\n", t.Seq, t.UUID, t.Kind, t.State, t.Attempts, t.Interrupts, t.Time.Seconds(), oneLine(t.Error))
-					}
-					if len(page) < 1000 {
-						break
-					}
-				}
-				if tw != nil {
-					return tw.Flush()
-				}
-				return nil
-			})
+			return withJob(c, false, func(db store.Store, j store.Job) error { return listTasks(c, env, db, j, state) })
 		},
 	}
+}
+
+// listTasks prints a job's tasks, a page at a time: NDJSON with --json,
+// else a table whose COMMAND column is cut to the terminal's width.
+func listTasks(c *cli.Context, env Env, db store.Store, j store.Job, state store.State) error {
+	var enc *json.Encoder
+	if c.Bool("json") {
+		enc = json.NewEncoder(env.Stdout) // NDJSON: one task a line, for any size of job
+	}
+	width := terminalWidth(env.Stdout)
+	numWidth := len(fmt.Sprint(max(j.Total, 1)))
+	header := true
+	var after int64
+	for {
+		page, err := db.TasksInState(c.Context, j.ID, state, after, 1000)
+		if err != nil {
+			return err
+		}
+		var rows [][]string
+		for _, t := range page {
+			after = t.Seq
+			if enc != nil {
+				if err := enc.Encode(taskView{Number: t.Seq, ID: t.UUID, Kind: t.Kind, State: t.State, Attempts: t.Attempts,
+					Interrupts: t.Interrupts, TimeSecs: t.Time.Seconds(), Payload: t.Payload, Result: t.Result, Error: t.Error}); err != nil {
+					return err
+				}
+				continue
+			}
+			rows = append(rows, taskRow(t, numWidth))
+		}
+		if enc == nil && (len(rows) > 0 || header) {
+			// Each page is its own table: the fixed columns keep their
+			// widths, and a million tasks are never held at once.
+			if err := taskTable(env.Stdout, header, rows, width); err != nil {
+				return err
+			}
+			header = false
+		}
+		if len(page) < 1000 {
+			return nil
+		}
+	}
+}
+
+// taskRow is a task's row: NUMBER, STATE, EXIT, TIME, ATTEMPTS, COMMAND,
+// ERROR.
+func taskRow(t store.TaskRow, numWidth int) []string {
+	state := string(t.State)
+	if t.Interrupts > 0 {
+		state += " (" + plural(t.Interrupts, "interrupt") + ")" // runs cut short by a runner's death
+	}
+	exit := "-"
+	if t.Kind == "exec" && len(t.Result) > 0 {
+		var r struct {
+			ExitCode *int `json:"exit_code"`
+		}
+		if json.Unmarshal(t.Result, &r) == nil && r.ExitCode != nil {
+			exit = fmt.Sprint(*r.ExitCode)
+		}
+	}
+	took := "-"
+	switch {
+	case t.State.Final() || t.Time > 0:
+		took = humanDuration(t.Time)
+	case t.State == store.Running && !t.StartedAt.IsZero():
+		took = humanDuration(time.Since(t.StartedAt)) + "…"
+	}
+	return []string{fmt.Sprintf("%*d", numWidth, t.Seq), state, exit, took, fmt.Sprint(t.Attempts), taskCommand(t), oneLine(t.Error)}
+}
+
+// taskTable writes rows under the tasks header; on a terminal the
+// COMMAND and ERROR cells are cut so that a row fits its width.
+func taskTable(w io.Writer, header bool, rows [][]string, width int) error {
+	if width > 0 {
+		fixed := []int{len("NUMBER"), len("STATE"), len("EXIT"), len("TIME"), len("ATTEMPTS")}
+		anyError := false
+		for _, r := range rows {
+			for i := range fixed {
+				fixed[i] = max(fixed[i], utf8.RuneCountInString(r[i]))
+			}
+			anyError = anyError || r[6] != ""
+		}
+		room := width
+		for _, f := range fixed {
+			room -= f + 2
+		}
+		cmdRoom, errRoom := room, 0
+		if anyError {
+			cmdRoom = max(room/2, 20)
+			errRoom = max(room-cmdRoom-2, 10)
+		}
+		for _, r := range rows {
+			r[5], r[6] = cut(r[5], cmdRoom), cut(r[6], errRoom)
+		}
+	}
+	var buf bytes.Buffer
+	tw := tabwriter.NewWriter(&buf, 0, 4, 2, ' ', 0)
+	if header {
+		fmt.Fprintln(tw, "NUMBER\tSTATE\tEXIT\tTIME\tATTEMPTS\tCOMMAND\tERROR")
+	}
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// An empty last cell leaves padding behind.
+	for line := range strings.Lines(buf.String()) {
+		if _, err := io.WriteString(w, strings.TrimRight(line, " \n")+"\n"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// taskCommand is what a task runs, in one line: an exec task's command
+// line (its words quoted as a shell would need), else its kind and
+// payload.
+func taskCommand(t store.TaskRow) string {
+	if t.Kind == "exec" {
+		var p engine.ExecPayload
+		if json.Unmarshal(t.Payload, &p) == nil {
+			if p.Shell != "" {
+				return oneLine(p.Shell)
+			}
+			words := make([]string, len(p.Argv))
+			for i, a := range p.Argv {
+				words[i] = shellQuote(a)
+			}
+			return oneLine(strings.Join(words, " "))
+		}
+	}
+	if len(t.Payload) == 0 || string(t.Payload) == "null" {
+		return t.Kind
+	}
+	return oneLine(t.Kind + " " + string(t.Payload))
+}
+
+// shellQuote quotes a word for sh when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// plural is "1 thing" or "n things".
+func plural[N int | int64](n N, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
+}
+
+// cut shortens s to n characters, marking the cut with "…"; n < 1 keeps
+// it whole.
+func cut(s string, n int) string {
+	if n < 1 || utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n-1]) + "…"
+}
+
+// humanDuration is a duration for a table: 850µs, 12ms, 3.4s, 2m05s,
+// 1h02m, 3d04h.
+func humanDuration(d time.Duration) string {
+	switch {
+	case d < time.Millisecond:
+		return fmt.Sprintf("%dµs", d.Microseconds())
+	case d < time.Second:
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	case d < time.Minute:
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd%02dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+// terminalWidth is w's width in columns if it is a terminal, else 0.
+func terminalWidth(w io.Writer) int {
+	f, ok := w.(*os.File)
+	if !ok || !isatty.IsTerminal(f.Fd()) {
+		return 0
+	}
+	if cols, _, err := term.GetSize(int(f.Fd())); err == nil {
+		return cols
+	}
+	return 0
 }
 
 // oneLine is user text for a table cell: escaped (see printable), and cut
