@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -127,14 +128,19 @@ func jobsCommand(env Env) *cli.Command {
 			if c.Int("limit") < 1 {
 				return usageError("--limit must be positive, got %d", c.Int("limit"))
 			}
+			var jobs []store.Job
 			db, err := openReader(c)
-			if err != nil {
+			switch {
+			case errors.Is(err, store.ErrNoDatabase) && commonString(c, "db") == "":
+				// The default database is made by the first submit: until
+				// then there are no jobs, which is no error.
+			case err != nil:
 				return err
-			}
-			defer db.Close()
-			jobs, err := db.ListJobs(c.Context, state, c.Int("limit"))
-			if err != nil {
-				return err
+			default:
+				defer db.Close()
+				if jobs, err = db.ListJobs(c.Context, state, c.Int("limit")); err != nil {
+					return err
+				}
 			}
 			if c.Bool("json") {
 				views := make([]jobView, 0, len(jobs))

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"bytes"
+	"errors"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -84,5 +86,28 @@ func TestHumanDuration(t *testing.T) {
 		if got := humanDuration(d); got != want {
 			t.Errorf("humanDuration(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// TestJobsBeforeTheFirstSubmit: pcd jobs on the default database, which
+// the first submit makes, lists no jobs and creates nothing; a submit
+// with no daemon says that the job waits.
+func TestJobsBeforeTheFirstSubmit(t *testing.T) {
+	state := t.TempDir()
+	t.Setenv("XDG_STATE_HOME", state)
+	t.Setenv("PCD_DB", "")
+	out, _, err := pcd(t, "", "jobs")
+	if err != nil || strings.TrimSpace(out) != "ID  NAME  STATE  DONE  FAILED  ELAPSED  CREATED" {
+		t.Errorf("jobs: %v, %q; want the empty table", err, out)
+	}
+	if out, _, err = pcd(t, "", "jobs", "--json"); err != nil || strings.TrimSpace(out) != "[]" {
+		t.Errorf("jobs --json: %v, %q; want []", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(state, "pcd")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pcd jobs made the state directory: %v", err)
+	}
+	_, stderr, err := pcd(t, "", "submit", "--", "true")
+	if err != nil || !strings.Contains(stderr, "no daemon is running on ") || !strings.Contains(stderr, "waits until `pcd daemon` starts") {
+		t.Errorf("submit with no daemon: %v, stderr %q; want a note that the job waits", err, stderr)
 	}
 }

@@ -104,6 +104,9 @@ func submit(c *cli.Context, env Env) error {
 		fmt.Fprintln(env.Stdout, job.UUID)
 	}
 	if !c.Bool("wait") {
+		if !db.RunnerAlive(c.Context) {
+			fmt.Fprintf(env.Stderr, "pcd: note: no daemon is running on %s: the job waits until `pcd daemon` starts\n", db.Path())
+		}
 		return nil
 	}
 	return follow(c, env, db, followOptions{jobIDs: []int64{job.ID}, json: c.Bool("json")})
