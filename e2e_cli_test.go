@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -125,4 +126,52 @@ func runtimeDir(t *testing.T) string {
 		return d
 	}
 	return filepath.Join(os.TempDir(), fmt.Sprintf("pcd-%d", os.Geteuid()))
+}
+
+// pcd status with no job is the overview: the daemon (pid, uptime,
+// version), jobs by state, running tasks, the rate, and the callbacks
+// that sinks have yet to take (issue 14, point 2).
+func TestStatusOverview(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	if r := pcd(t, db, "submit", "--", "true"); r.code != 0 {
+		t.Fatalf("submit: exit %d: %s", r.code, r.stderr)
+	}
+	r := pcd(t, db, "status")
+	if r.code != 0 || !strings.Contains(r.stdout, "daemon: none running") || !strings.Contains(r.stdout, "jobs:           1 pending\n") {
+		t.Fatalf("status with no daemon: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	d := startDaemon(t, db, "--delivery-backoff", "1h")
+	defer stopDaemon(t, d)
+	// 10 workers on sleeps of up to 1 s, callbacks to a webhook that
+	// refuses them (port 1): running tasks, a rate, and a backlog.
+	id := strings.TrimSpace(pcd(t, db, "submit", "--sleep", "400", "--workers", "10", "--webhook", "http://127.0.0.1:1/hook").stdout)
+	waitFor(t, db, "SELECT count(*) FROM results WHERE job_id = (SELECT id FROM jobs WHERE uuid = '"+id+"')", 5)
+	r = pcd(t, db, "status")
+	pid := fmt.Sprint(d.cmd.Process.Pid)
+	for _, want := range []string{"daemon: running, pid " + pid + ", up ", ", pcd ", "jobs:           1 running, 1 succeeded\n",
+		"running tasks:  10\n", "tasks/s (over the last", "webhook http://127.0.0.1:1/hook\n"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("status does not hold %q:\n%s%s", want, r.stdout, r.stderr)
+		}
+	}
+	var v struct {
+		Runners []struct {
+			PID     int    `json:"pid"`
+			Version string `json:"version"`
+			Alive   bool   `json:"alive"`
+		} `json:"runners"`
+		Jobs    map[string]int   `json:"jobs"`
+		Running int              `json:"running_tasks"`
+		Rate    float64          `json:"tasks_per_sec"`
+		Pending map[string]int64 `json:"pending_callbacks"`
+	}
+	r = pcd(t, db, "status", "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, r.stdout)
+	}
+	if len(v.Runners) != 1 || fmt.Sprint(v.Runners[0].PID) != pid || !v.Runners[0].Alive || v.Runners[0].Version == "" ||
+		v.Jobs["running"] != 1 || v.Running != 10 || v.Rate <= 0 || v.Pending["webhook http://127.0.0.1:1/hook"] < 5 {
+		t.Errorf("status --json: %+v", v)
+	}
+	pcd(t, db, "cancel", id)
 }

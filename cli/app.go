@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pcd-dev/pcd/engine"
+	"github.com/pcd-dev/pcd/internal/buildinfo"
 	"github.com/pcd-dev/pcd/store"
 	"github.com/pcd-dev/pcd/store/postgres"
 	"github.com/pcd-dev/pcd/store/sqlite"
@@ -193,28 +193,7 @@ func takesValue(flags []cli.Flag, arg string) bool {
 }
 
 // Version is pcd's module version and VCS revision, from the build info.
-func Version() string {
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := info.Main.Version
-	var rev, modified string
-	for _, s := range info.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				modified = "+dirty"
-			}
-		}
-	}
-	if rev != "" {
-		v += " (" + rev[:min(len(rev), 12)] + modified + ")"
-	}
-	return v
-}
+func Version() string { return buildinfo.Version() }
 
 // usageErr marks an error as the user's mistake without changing its text.
 type usageErr struct{ err error }

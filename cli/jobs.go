@@ -2,12 +2,15 @@ package cli
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -206,66 +209,193 @@ type runnerView struct {
 	Host      string     `json:"host"`
 	PID       int        `json:"pid"`
 	Alive     bool       `json:"alive"`
+	Version   string     `json:"version,omitempty"`
 	Started   *time.Time `json:"started,omitempty"`
 	Heartbeat *time.Time `json:"heartbeat,omitempty"`
 	Running   int        `json:"running_tasks"`
 }
 
+// overviewView is pcd status --json with no job.
+type overviewView struct {
+	Runners      []runnerView          `json:"runners"`
+	Jobs         map[store.State]int64 `json:"jobs"`
+	RunningTasks int                   `json:"running_tasks"`
+	Rate         float64               `json:"tasks_per_sec"`
+	RateWindow   float64               `json:"rate_window_secs"`
+	Pending      map[string]int64      `json:"pending_callbacks"`
+	Unfinished   int64                 `json:"unfinished_jobs"`
+	Total        int64                 `json:"unfinished_tasks_total"`
+	Done         int64                 `json:"unfinished_tasks_done"`
+	tallies      map[store.State]store.JobTally
+}
+
+// rateWindow is how long pcd status watches the tasks done to tell the
+// current rate, when a job runs.
+const rateWindow = time.Second
+
 // overview is pcd status with no job: the runners of the database, live
-// and lately gone, and the unfinished jobs.
+// and lately gone, the jobs by state, the running tasks, the current
+// rate and the callbacks that sinks have yet to take.
 func overview(c *cli.Context, env Env) error {
 	db, err := openReader(c)
+	if errors.Is(err, store.ErrNoDatabase) && commonString(c, "db") == "" {
+		db = nil // the default database, before the first submit
+	} else if err != nil {
+		return err
+	} else {
+		defer db.Close()
+	}
+	v, err := gatherOverview(c, db)
 	if err != nil {
 		return err
-	}
-	defer db.Close()
-	runners, err := db.ListRunners(c.Context)
-	if err != nil {
-		return err
-	}
-	n, sum, err := db.UnfinishedSummary(c.Context)
-	if err != nil {
-		return err
-	}
-	views := make([]runnerView, len(runners))
-	for i, r := range runners {
-		views[i] = runnerView{Role: r.Role, Host: r.Host, PID: r.PID, Alive: r.Alive, Running: r.Running}
-		if !r.StartedAt.IsZero() {
-			views[i].Started = &runners[i].StartedAt
-		}
-		if !r.Heartbeat.IsZero() {
-			views[i].Heartbeat = &runners[i].Heartbeat
-		}
 	}
 	if c.Bool("json") {
-		return writeJSON(env.Stdout, struct {
-			Runners    []runnerView `json:"runners"`
-			Unfinished int          `json:"unfinished_jobs"`
-			Total      int64        `json:"unfinished_tasks_total"`
-			Done       int64        `json:"unfinished_tasks_done"`
-		}{views, n, sum.Total, sum.Done()})
+		return writeJSON(env.Stdout, v)
 	}
-	if len(runners) == 0 {
-		fmt.Fprintf(env.Stdout, "runners: none (start one with `pcd daemon`)\n")
-	} else {
-		rows := make([][]string, len(runners))
-		for i, r := range runners {
-			state := "alive"
+	return printOverview(env.Stdout, v, db == nil)
+}
+
+func gatherOverview(c *cli.Context, db store.Store) (overviewView, error) {
+	v := overviewView{Runners: []runnerView{}, Jobs: map[store.State]int64{}, Pending: map[string]int64{}}
+	if db == nil {
+		return v, nil
+	}
+	runners, err := db.ListRunners(c.Context)
+	if err != nil {
+		return v, err
+	}
+	for i, r := range runners {
+		rv := runnerView{Role: r.Role, Host: r.Host, PID: r.PID, Alive: r.Alive, Version: r.Version, Running: r.Running}
+		if !r.StartedAt.IsZero() {
+			rv.Started = &runners[i].StartedAt
+		}
+		if !r.Heartbeat.IsZero() {
+			rv.Heartbeat = &runners[i].Heartbeat
+		}
+		if r.Alive {
+			v.RunningTasks += r.Running
+		}
+		v.Runners = append(v.Runners, rv)
+	}
+	if v.tallies, err = db.CountJobs(c.Context); err != nil {
+		return v, err
+	}
+	for state, t := range v.tallies {
+		v.Jobs[state] = t.Jobs
+		if !state.Final() {
+			v.Unfinished += t.Jobs
+			v.Total += t.Tasks
+			v.Done += t.Done
+		}
+	}
+	if v.Pending, err = engine.SinkBacklog(c.Context, db); err != nil {
+		return v, err
+	}
+	if v.tallies[store.Running].Jobs > 0 {
+		// The tasks done in all jobs, twice, a window apart.
+		before := doneTasks(v.tallies)
+		start := time.Now()
+		select {
+		case <-c.Context.Done():
+			return v, c.Context.Err()
+		case <-time.After(rateWindow):
+		}
+		after, err := db.CountJobs(c.Context)
+		if err != nil {
+			return v, err
+		}
+		v.RateWindow = time.Since(start).Seconds()
+		v.Rate = max(float64(doneTasks(after)-before), 0) / v.RateWindow
+	}
+	return v, nil
+}
+
+func doneTasks(t map[store.State]store.JobTally) int64 {
+	var n int64
+	for _, s := range t {
+		n += s.Done
+	}
+	return n
+}
+
+func printOverview(w io.Writer, v overviewView, noDatabase bool) error {
+	var b strings.Builder
+	alive := 0
+	for _, r := range v.Runners {
+		if r.Alive {
+			alive++
+		}
+	}
+	switch {
+	case noDatabase:
+		b.WriteString("daemon: none, and no database yet: `pcd submit` makes it, `pcd daemon` runs its jobs\n")
+	case len(v.Runners) == 0:
+		b.WriteString("daemon: none running (start one with `pcd daemon`; jobs wait for it)\n")
+	case len(v.Runners) == 1 && alive == 1 && v.Runners[0].Heartbeat == nil:
+		r := v.Runners[0]
+		fmt.Fprintf(&b, "%s: running, pid %d", printable(r.Role), r.PID)
+		if r.Started != nil {
+			fmt.Fprintf(&b, ", up %s (since %s)", humanDuration(time.Since(*r.Started)), ago(*r.Started))
+		}
+		if r.Version != "" {
+			fmt.Fprintf(&b, ", pcd %s", printable(r.Version))
+		}
+		b.WriteString("\n")
+	default:
+		rows := make([][]string, len(v.Runners))
+		for i, r := range v.Runners {
+			state, beat, started := "alive", "-", "-"
 			if !r.Alive {
 				state = "gone"
 			}
-			beat := "-"
-			if !r.Heartbeat.IsZero() {
-				beat = fmt.Sprintf("%.1fs ago", time.Since(r.Heartbeat).Seconds())
+			if r.Heartbeat != nil {
+				beat = humanDuration(time.Since(*r.Heartbeat)) + " ago"
 			}
-			rows[i] = []string{printable(r.Role), printable(r.Host), fmt.Sprint(r.PID), state, ago(r.StartedAt), beat, fmt.Sprint(r.Running)}
+			if r.Started != nil {
+				started = ago(*r.Started)
+			}
+			rows[i] = []string{printable(r.Role), printable(r.Host), fmt.Sprint(r.PID), state, started, beat, fmt.Sprint(r.Running), printable(r.Version)}
 		}
-		if err := table(env.Stdout, "ROLE\tHOST\tPID\tSTATE\tSTARTED\tHEARTBEAT\tRUNNING", rows); err != nil {
+		if err := table(&b, "ROLE\tHOST\tPID\tSTATE\tSTARTED\tHEARTBEAT\tRUNNING\tVERSION", rows); err != nil {
 			return err
 		}
+		b.WriteString("\n")
 	}
-	fmt.Fprintf(env.Stdout, "\nunfinished jobs: %d, %d of %d tasks done\n", n, sum.Done(), sum.Total)
-	return nil
+	var jobs []string
+	for _, state := range []store.State{store.Running, store.Pending, store.Succeeded, store.Failed, store.Cancelled} {
+		if n := v.Jobs[state]; n > 0 {
+			jobs = append(jobs, fmt.Sprintf("%d %s", n, state))
+		}
+	}
+	if len(jobs) == 0 {
+		jobs = []string{"none"}
+	}
+	fmt.Fprintf(&b, "jobs:           %s\n", strings.Join(jobs, ", "))
+	if v.Unfinished > 0 {
+		fmt.Fprintf(&b, "unfinished:     %s, %d of %d tasks done\n", plural(v.Unfinished, "job"), v.Done, v.Total)
+	}
+	fmt.Fprintf(&b, "running tasks:  %d\n", v.RunningTasks)
+	if v.RateWindow > 0 {
+		fmt.Fprintf(&b, "rate:           %.0f tasks/s (over the last %.1f s)\n", v.Rate, v.RateWindow)
+	} else {
+		b.WriteString("rate:           idle (no job is running)\n")
+	}
+	if len(v.Pending) == 0 {
+		b.WriteString("callbacks:      none waiting for a sink\n")
+	} else {
+		names := slices.Sorted(maps.Keys(v.Pending))
+		slices.SortStableFunc(names, func(x, y string) int { return cmp.Compare(v.Pending[y], v.Pending[x]) })
+		b.WriteString("callbacks waiting for a sink:\n")
+		for i, name := range names {
+			if i == 10 {
+				fmt.Fprintf(&b, "  and %d more sinks\n", len(names)-10)
+				break
+			}
+			fmt.Fprintf(&b, "  %-8d %s\n", v.Pending[name], oneLine(name))
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 type taskView struct {

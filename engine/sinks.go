@@ -254,15 +254,56 @@ func PendingDeliveries(ctx context.Context, db store.Store, job store.Job) (int,
 		if err != nil {
 			return 0, err
 		}
-		cbs, err := db.Callbacks(ctx, job.ID, cursor, false)
+		left, err := db.CountCallbacks(ctx, job.ID, cursor, event)
 		if err != nil {
 			return 0, err
 		}
-		for _, cb := range cbs {
-			if event == "" || cb.Event == event {
-				n++
+		n += int(left)
+	}
+	return n, nil
+}
+
+// SinkBacklog counts the callbacks that each sink has not delivered (nor
+// given up on) yet. The daemon's sinks count as themselves; the sinks of
+// jobs are summed by what they are across jobs ("webhook URL", "on-task
+// CMD"). Sinks with nothing pending are left out.
+func SinkBacklog(ctx context.Context, db store.Store) (map[string]int64, error) {
+	cursors, err := db.SinkCursors(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for name, cursor := range cursors {
+		event, ok := DaemonSinkEvent(name)
+		if !ok {
+			continue
+		}
+		n, err := db.CountCallbacks(ctx, 0, cursor, event)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			out[name] += n
+		}
+	}
+	jobs, err := db.JobsWithSinks(ctx, time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	for _, job := range jobs {
+		names, err := SinkNames(job)
+		if err != nil {
+			return nil, err
+		}
+		for name, event := range names {
+			n, err := db.CountCallbacks(ctx, job.ID, cursors[name], event)
+			if err != nil {
+				return nil, err
+			}
+			if n > 0 {
+				out[strings.TrimPrefix(name, "job "+job.UUID+" ")] += n
 			}
 		}
 	}
-	return n, nil
+	return out, nil
 }

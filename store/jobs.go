@@ -107,3 +107,10 @@ var (
 	ErrConflict  = errors.New("job is not in a state that allows this")
 	ErrSealed    = errors.New("job is sealed")
 )
+
+// JobTally counts jobs of one state and their tasks.
+type JobTally struct {
+	Jobs  int64
+	Tasks int64 // their tasks
+	Done  int64 // of those, the final ones
+}

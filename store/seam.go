@@ -60,7 +60,8 @@ type RunnerInfo struct {
 	// not heartbeat (SQLite: the lock says it is alive).
 	Heartbeat time.Time
 	Alive     bool
-	Running   int // tasks it has started and not finished
+	Running   int    // tasks it has started and not finished
+	Version   string // the runner's pcd version, "" if unknown
 }
 
 // Releaser releases what it holds.
@@ -110,6 +111,8 @@ type JobStore interface {
 	// FindJob finds a job by its id or a unique prefix of it.
 	FindJob(ctx context.Context, ref string) (Job, error)
 	ListJobs(ctx context.Context, state State, limit int) ([]Job, error)
+	// CountJobs counts the jobs in each state, with their tasks.
+	CountJobs(ctx context.Context) (map[State]JobTally, error)
 	UnfinishedJobs(ctx context.Context) ([]Job, error)
 }
 
@@ -153,6 +156,9 @@ type TaskStore interface {
 type Outbox interface {
 	Callbacks(ctx context.Context, jobID, afterID int64, unreleasedOnly bool) ([]Callback, error)
 	CallbacksAfter(ctx context.Context, afterID int64, jobIDs []int64, limit int) ([]Callback, error)
+	// CountCallbacks counts the callbacks after afterID of a job (of
+	// every job if jobID is 0), of one event ("" for both).
+	CountCallbacks(ctx context.Context, jobID, afterID int64, event string) (int64, error)
 	LastCallbackID(ctx context.Context) (int64, error)
 	UnreleasedJobs(ctx context.Context) ([]int64, error)
 	MarkReleased(ctx context.Context, jobID int64, span Span) error

@@ -194,3 +194,24 @@ func (db *DB) JobReleased(ctx context.Context, jobID int64) (bool, error) {
 	}
 	return ok, nil
 }
+
+// CountCallbacks counts the callbacks after afterID of a job (of every
+// job if jobID is 0), of one event ("" for both).
+func (db *DB) CountCallbacks(ctx context.Context, jobID, afterID int64, event string) (int64, error) {
+	// One statement per case, so that each uses its index: the primary
+	// key's range for every job, callbacks_job for one.
+	q, args := "SELECT count(*) FROM callbacks WHERE id > $1", []any{afterID}
+	if jobID != 0 {
+		args = append(args, jobID)
+		q += fmt.Sprintf(" AND job_id = $%d", len(args))
+	}
+	if event != "" {
+		args = append(args, event)
+		q += fmt.Sprintf(" AND event = $%d", len(args))
+	}
+	var n int64
+	if err := db.pool.QueryRow(ctx, q, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count callbacks: %w", classify(err))
+	}
+	return n, nil
+}

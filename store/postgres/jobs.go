@@ -522,3 +522,26 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (store.Job, error) {
 	}
 	return job, nil
 }
+
+// CountJobs counts the jobs in each state, with their tasks.
+func (db *DB) CountJobs(ctx context.Context) (map[store.State]store.JobTally, error) {
+	rows, err := db.pool.Query(ctx, `SELECT state, count(*), coalesce(sum(total), 0)::bigint,
+		coalesce(sum(succeeded + failed + cancelled), 0)::bigint FROM jobs WHERE NOT staging GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("count jobs: %w", classify(err))
+	}
+	defer rows.Close()
+	out := map[store.State]store.JobTally{}
+	for rows.Next() {
+		var state string
+		var t store.JobTally
+		if err := rows.Scan(&state, &t.Jobs, &t.Tasks, &t.Done); err != nil {
+			return nil, fmt.Errorf("count jobs: %w", classify(err))
+		}
+		out[store.State(state)] = t
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count jobs: %w", classify(err))
+	}
+	return out, nil
+}

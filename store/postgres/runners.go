@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pcd-dev/pcd/internal/buildinfo"
 	"github.com/pcd-dev/pcd/store"
 )
 
@@ -55,8 +56,8 @@ func (db *DB) LockRunner(role string) (store.Releaser, error) {
 	host, _ := os.Hostname()
 	now := time.Now().UnixNano()
 	var id int64
-	if err := db.pool.QueryRow(ctx, `INSERT INTO runners (role, host, pid, started_at, heartbeat_at, lease_ns)
-		VALUES ($1, $2, $3, $4, $4, $5) RETURNING id`, role, host, os.Getpid(), now, int64(db.opts.Lease)).Scan(&id); err != nil {
+	if err := db.pool.QueryRow(ctx, `INSERT INTO runners (role, host, pid, version, started_at, heartbeat_at, lease_ns)
+		VALUES ($1, $2, $3, $4, $5, $5, $6) RETURNING id`, role, host, os.Getpid(), buildinfo.Version(), now, int64(db.opts.Lease)).Scan(&id); err != nil {
 		return nil, fmt.Errorf("register runner: %w", classify(err))
 	}
 	// The plans of claims and group commits depend on the statistics of
@@ -257,7 +258,7 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 // newest first, with the tasks each has started and not finished.
 func (db *DB) ListRunners(ctx context.Context) ([]store.RunnerInfo, error) {
 	now := time.Now()
-	rows, err := db.pool.Query(ctx, `SELECT g.id, g.role, g.host, g.pid, g.started_at, g.heartbeat_at, NOT `+gone+`,
+	rows, err := db.pool.Query(ctx, `SELECT g.id, g.role, g.host, g.pid, g.version, g.started_at, g.heartbeat_at, NOT `+gone+`,
 			(SELECT count(*) FROM running u WHERE u.runner_id = g.id AND u.started_at IS NOT NULL)
 		FROM runners g WHERE NOT `+gone+` OR coalesce(g.stopped_at, g.heartbeat_at) > $2
 		ORDER BY g.id DESC LIMIT 100`, now.UnixNano(), now.Add(-time.Hour).UnixNano())
@@ -269,7 +270,7 @@ func (db *DB) ListRunners(ctx context.Context) ([]store.RunnerInfo, error) {
 	for rows.Next() {
 		var r store.RunnerInfo
 		var started, beat int64
-		if err := rows.Scan(&r.ID, &r.Role, &r.Host, &r.PID, &started, &beat, &r.Alive, &r.Running); err != nil {
+		if err := rows.Scan(&r.ID, &r.Role, &r.Host, &r.PID, &r.Version, &started, &beat, &r.Alive, &r.Running); err != nil {
 			return nil, fmt.Errorf("runners: %w", err)
 		}
 		r.StartedAt, r.Heartbeat = time.Unix(0, started), time.Unix(0, beat)

@@ -596,3 +596,26 @@ func (db *DB) JobsWithSinks(ctx context.Context, since time.Time) ([]store.Job, 
 	slices.SortFunc(jobs, func(a, b store.Job) int { return cmp.Compare(a.ID, b.ID) })
 	return jobs, err
 }
+
+// CountJobs counts the jobs in each state, with their tasks.
+func (db *DB) CountJobs(ctx context.Context) (map[store.State]store.JobTally, error) {
+	rows, err := db.rc.QueryContext(ctx, `SELECT state, count(*), coalesce(sum(total), 0),
+		coalesce(sum(succeeded + failed + cancelled), 0) FROM jobs WHERE staging = 0 GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	defer rows.Close()
+	out := map[store.State]store.JobTally{}
+	for rows.Next() {
+		var state store.State
+		var t store.JobTally
+		if err := rows.Scan(&state, &t.Jobs, &t.Tasks, &t.Done); err != nil {
+			return nil, fmt.Errorf("count jobs: %w", err)
+		}
+		out[state] = t
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	return out, nil
+}

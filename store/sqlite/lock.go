@@ -8,7 +8,9 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/pcd-dev/pcd/internal/buildinfo"
 	"github.com/pcd-dev/pcd/store"
 )
 
@@ -20,9 +22,10 @@ type RunnerLock struct{ f *os.File }
 // lockPath is the lock file of a database.
 func lockPath(dbPath string) string { return dbPath + ".lock" }
 
-// lockRecord is the fixed size of what the holder writes: the file is
-// never truncated, so a shorter record must overwrite a longer one whole.
-const lockRecord = 32
+// lockRecord is the fixed size of what the holder writes: its pid, role,
+// start time and version. The file is never truncated, so a shorter
+// record must overwrite a longer one whole.
+const lockRecord = 128
 
 // LockRunner takes the runner lock of db without waiting (see
 // AcquireRunnerLock).
@@ -59,31 +62,49 @@ func AcquireRunnerLock(dbPath, role string) (*RunnerLock, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		defer f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			pid, role := readHolder(f)
-			return nil, &store.LockedError{Path: path, PID: pid, Role: role}
+			h := readHolder(f)
+			return nil, &store.LockedError{Path: path, PID: h.pid, Role: h.role}
 		}
 		return nil, fmt.Errorf("runner lock %s: %w", path, err)
 	}
-	rec := fmt.Sprintf("%d %s", os.Getpid(), role)
-	rec += strings.Repeat(" ", max(lockRecord-1-len(rec), 0)) + "\n"
+	rec := fmt.Sprintf("%d %s %d %s", os.Getpid(), role, time.Now().UnixNano(), buildinfo.Version())
+	rec = rec[:min(len(rec), lockRecord-1)]
+	rec += strings.Repeat(" ", lockRecord-1-len(rec)) + "\n"
 	_, _ = f.WriteAt([]byte(rec), 0)
 	return &RunnerLock{f: f}, nil
 }
 
-// readHolder reads the pid and role the holder wrote. Right after it took
-// the lock, it may not have written them yet.
-func readHolder(f *os.File) (pid int, role string) {
+// holder is what the lock's holder wrote of itself.
+type holder struct {
+	pid     int
+	role    string
+	started time.Time
+	version string
+}
+
+// readHolder reads what the holder wrote. Right after it took the lock,
+// it may not have written it yet.
+func readHolder(f *os.File) holder {
+	var h holder
 	buf := make([]byte, lockRecord)
 	n, _ := f.ReadAt(buf, 0)
 	line, _, _ := strings.Cut(string(buf[:n]), "\n")
-	fields := strings.Fields(line)
+	fields := strings.SplitN(strings.TrimSpace(line), " ", 4)
 	if len(fields) > 0 {
-		pid, _ = strconv.Atoi(fields[0])
+		h.pid, _ = strconv.Atoi(fields[0])
 	}
 	if len(fields) > 1 {
-		role = fields[1]
+		h.role = fields[1]
 	}
-	return pid, role
+	if len(fields) > 2 {
+		if ns, err := strconv.ParseInt(fields[2], 10, 64); err == nil && ns > 0 {
+			h.started = time.Unix(0, ns)
+		}
+	}
+	if len(fields) > 3 {
+		h.version = strings.TrimSpace(fields[3])
+	}
+	return h
 }
 
 // Release drops the lock. It is safe to call more than once.
@@ -112,9 +133,9 @@ func (db *DB) ListRunners(ctx context.Context) ([]store.RunnerInfo, error) {
 	if !RunnerListening(db.path) {
 		return nil, nil
 	}
-	pid, role := readHolder(f)
+	h := readHolder(f)
 	host, _ := os.Hostname()
-	r := store.RunnerInfo{Role: role, Host: host, PID: pid, Alive: true}
+	r := store.RunnerInfo{Role: h.role, Host: host, PID: h.pid, Alive: true, StartedAt: h.started, Version: h.version}
 	if err := db.rc.QueryRowContext(ctx, "SELECT count(*) FROM running").Scan(&r.Running); err != nil {
 		return nil, fmt.Errorf("runners: %w", err)
 	}

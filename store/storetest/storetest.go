@@ -36,6 +36,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"WaitingTasksAreDueLater", waitingTasksAreDueLater},
 		{"ReleasedCursor", releasedCursor},
 		{"OpenJobsAndSealing", openJobsAndSealing},
+		{"CountsOfJobsAndCallbacks", countsOfJobsAndCallbacks},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -466,3 +467,44 @@ func openJobsAndSealing(t *testing.T, s store.Store) {
 
 // A compile-time check that NewJob.More takes an iterator.
 var _ iter.Seq2[[]store.NewTask, error] = store.NewJob{}.More
+
+func countsOfJobsAndCallbacks(t *testing.T, s store.Store) {
+	a, b := newJob(t, s, 3), newJob(t, s, 2)
+	newJob(t, s, 4)
+	complete(t, s, store.Batch{JobID: a.ID, Results: []store.Result{result(1, store.Succeeded), result(2, store.Failed), result(3, store.Succeeded)}, Finish: jobMessage})
+	complete(t, s, store.Batch{JobID: b.ID, Results: []store.Result{result(1, store.Succeeded)}})
+	counts, err := s.CountJobs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[store.State]store.JobTally{
+		store.Failed:  {Jobs: 1, Tasks: 3, Done: 3},
+		store.Running: {Jobs: 1, Tasks: 2, Done: 1},
+		store.Pending: {Jobs: 1, Tasks: 4, Done: 0},
+	}
+	if len(counts) != len(want) {
+		t.Errorf("counts %+v, want %+v", counts, want)
+	}
+	for state, w := range want {
+		if counts[state] != w {
+			t.Errorf("%s jobs: %+v, want %+v", state, counts[state], w)
+		}
+	}
+	all, err := s.CallbacksAfter(ctx, 0, nil, 100)
+	if err != nil || len(all) != 5 {
+		t.Fatalf("callbacks: %d, %v; want 5", len(all), err)
+	}
+	for _, c := range []struct {
+		job, after int64
+		event      string
+		want       int64
+	}{
+		{0, 0, "", 5}, {0, 0, store.EventTask, 4}, {0, 0, store.EventJob, 1},
+		{a.ID, 0, "", 4}, {a.ID, all[1].ID, "", 2}, {a.ID, all[1].ID, store.EventTask, 1},
+		{b.ID, 0, store.EventJob, 0}, {0, all[4].ID, "", 0},
+	} {
+		if n, err := s.CountCallbacks(ctx, c.job, c.after, c.event); err != nil || n != c.want {
+			t.Errorf("CountCallbacks(job %d, after %d, %q) = %d, %v; want %d", c.job, c.after, c.event, n, err, c.want)
+		}
+	}
+}
