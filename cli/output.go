@@ -21,8 +21,8 @@ import (
 // task at a time and never interleaved (like parallel --group): its
 // stdout to w, its stderr to errw. Its callback line then goes to errw,
 // and only with verbose; a task that did not succeed gets a note there
-// instead. The job line of a job whose output was shown goes to errw too,
-// so that w holds nothing but the commands' output.
+// instead. So does the job line of a job whose output was shown, so that
+// w holds nothing but the commands' output.
 type printer struct {
 	w       io.Writer
 	errw    io.Writer // nil: errors and notes go to w
@@ -103,8 +103,12 @@ func (p *printer) event(ev engine.Event) {
 			p.order.finish(ev.JobID, p.task)
 		}
 		if p.shown[ev.JobID] {
+			// stdout holds the commands' output alone; a failed job's
+			// tasks had their notes, and the command's error says it.
 			delete(p.shown, ev.JobID)
-			p.note("%s\n", formatEvent(ev))
+			if p.verbose {
+				p.note("%s\n", formatEvent(ev))
+			}
 			return
 		}
 		p.printf("%s\n", formatEvent(ev))

@@ -31,9 +31,9 @@ printing each callback as it is released.
 Exec tasks (-- CMD, --lines, ::: lists, exec tasks of a job file) print
 what the command printed instead, as each task completes, a task at a time
 and never interleaved: its stdout on stdout, its stderr on stderr. Their
-callback lines go to stderr with --verbose; a task that failed gets a note
-there, and the job's line goes there too, so that stdout holds only the
-commands' output. --keep-order prints tasks in task order; --no-output
+callback lines and the job's line go to stderr with --verbose; a task
+that failed gets a note there, so that stdout holds only the commands'
+output. --keep-order prints tasks in task order; --no-output
 prints callback lines instead of output.
 
 The exit code is 0 when every
@@ -42,7 +42,7 @@ tasks and lets running ones finish within --grace; a second signal
 interrupts them. Unfinished work stays in the database.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "demo", Usage: "run the classic demo: 10 sleep tasks of 0-1 s"},
-			sourceFlags()[0], sourceFlags()[1], sourceFlags()[2], execFlags()[0],
+			sourceFlags()[0], sourceFlags()[1], sourceFlags()[2], sourceFlags()[3], sourceFlags()[4], execFlags()[0],
 			walWarnFlag(),
 			retryFlags()[0], retryFlags()[1], retryFlags()[2], retryFlags()[3],
 			sinkFlags()[0], sinkFlags()[1], sinkFlags()[2],

@@ -25,6 +25,8 @@ func sourceFlags() []cli.Flag {
 		&cli.IntFlag{Name: "sleep", Usage: "the job is `N` random sleeps of 0-1 s"},
 		&cli.StringFlag{Name: "lines", Usage: "the job is one shell command per line of `FILE` (- for stdin), like xargs or parallel"},
 		&cli.IntFlag{Name: "max-payload", EnvVars: []string{"PCD_MAX_PAYLOAD"}, Value: engine.DefaultMaxPayload, Usage: "the largest task payload, in `BYTES` of JSON; a bigger one is refused with nothing written"},
+		&cli.StringFlag{Name: "args", Usage: "with -- CMD, one task per line of `FILE` (- for stdin), the line in CMD's {} (like parallel)"},
+		&cli.BoolFlag{Name: "shell", Usage: "with -- CMD, run CMD with sh -c, each argument quoted for it (else each argument is one argv word)"},
 	}
 }
 
@@ -61,6 +63,9 @@ func jobSource(c *cli.Context, env Env, demo bool) (jf engine.JobFile, stream bo
 	if c.NArg() > 0 {
 		sources = append(sources, "a job file")
 	}
+	if (c.IsSet("args") || c.Bool("shell")) && env.command == nil {
+		return jf, false, usageError("--args and --shell go with -- CMD")
+	}
 	switch {
 	case len(sources) == 0:
 		return jf, false, usageError("no job: give a job FILE, - for NDJSON tasks on stdin, --sleep N, --lines FILE or -- CMD ARGS")
@@ -81,6 +86,18 @@ func jobSource(c *cli.Context, env Env, demo bool) (jf engine.JobFile, stream bo
 	case "-- CMD":
 		if len(env.command) == 0 || env.command[0] == "" {
 			return jf, false, usageError("-- needs a command after it")
+		}
+		if hasArgSources(env.command) || c.IsSet("args") {
+			plan, err := parseArgPlan(env.command, c.String("args"), env.Stdin, c.Bool("shell"))
+			if err != nil {
+				return jf, false, err
+			}
+			jf, err := plan.job(env)
+			return jf, false, err
+		}
+		if c.Bool("shell") {
+			jf, err := execJob(env.command[0], nil, []string{strings.Join(env.command, " ")}, env)
+			return jf, false, err
 		}
 		jf, err := execJob(env.command[0], [][]string{env.command}, nil, env)
 		return jf, false, err

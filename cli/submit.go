@@ -30,7 +30,7 @@ works. The job waits durably whether or not a daemon is running.
   pcd submit --lines F one shell command per line of F (- for stdin)
   pcd submit -- CMD A  one exec task running CMD A, with no shell`,
 		Flags: []cli.Flag{
-			sourceFlags()[0], sourceFlags()[1], sourceFlags()[2],
+			sourceFlags()[0], sourceFlags()[1], sourceFlags()[2], sourceFlags()[3], sourceFlags()[4],
 			retryFlags()[0], retryFlags()[1], retryFlags()[2], retryFlags()[3],
 			sinkFlags()[0], sinkFlags()[1], sinkFlags()[2],
 			&cli.StringFlag{Name: "name", Usage: "job name"},
