@@ -126,7 +126,7 @@ func TestTimeoutHoldsWhateverTheChildrenDo(t *testing.T) {
 	start := time.Now()
 	r := pcd(t, db, "run", "--timeout", "1s", "--", "sh", "-c", "setsid sleep "+s1+" & sleep "+s2)
 	took := time.Since(start)
-	if r.code != 1 || !strings.Contains(r.stdout, "timed out") {
+	if r.code != 1 || !strings.Contains(r.stderr, "failed: timed out after 1s") {
 		t.Fatalf("exit %d, stdout %q, stderr %q; want a task that timed out", r.code, r.stdout, r.stderr)
 	}
 	if took > 15*time.Second {
@@ -272,7 +272,7 @@ func TestCancelStopsPcdRun(t *testing.T) {
 	lines := strings.Repeat("echo x >> "+started+"; sleep "+s+"\n", 10)
 	jobs := filepath.Join(dir, "lines")
 	os.WriteFile(jobs, []byte(lines), 0o600)
-	run := start(t, db, nil, "run", "--workers", "2", "--lines", jobs)
+	run := start(t, db, nil, "run", "--no-output", "--workers", "2", "--lines", jobs)
 	waitProcesses(t, 2, 30*time.Second, "sleep", s)
 	id := queryString(t, db, "SELECT uuid FROM jobs")
 	r := pcd(t, db, "cancel", id[:8])

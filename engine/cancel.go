@@ -11,15 +11,29 @@ import (
 // and completes the job as cancelled, in one transaction, then wakes the
 // database's runner: one running the job stops its tasks.
 func CancelJob(ctx context.Context, db store.Store, jobID int64) (store.Job, error) {
+	return CancelJobBecause(ctx, db, jobID, "")
+}
+
+// CancelJobBecause cancels a job as CancelJob does, with the reason in
+// its job callback ("reason"), and in its tasks' errors.
+func CancelJobBecause(ctx context.Context, db store.Store, jobID int64, reason string) (store.Job, error) {
 	job, err := db.Job(ctx, jobID)
 	if err != nil {
 		return store.Job{}, err
 	}
+	taskErr := "cancelled"
+	if reason != "" {
+		taskErr = "cancelled: " + reason
+	}
 	done, err := db.CancelJob(ctx, jobID,
 		func(t store.Task) ([]byte, error) {
-			return taskEvent(job.UUID, t, store.Cancelled, 0, nil, "cancelled").MarshalJSON()
+			return taskEvent(job.UUID, t, store.Cancelled, 0, nil, taskErr).MarshalJSON()
 		},
-		func(j store.Job) ([]byte, error) { return jobEvent(j).MarshalJSON() })
+		func(j store.Job) ([]byte, error) {
+			ev := jobEvent(j)
+			ev.Job.Reason = reason
+			return ev.MarshalJSON()
+		})
 	if err == nil {
 		_ = db.Wake()
 	}

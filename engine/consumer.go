@@ -58,6 +58,15 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 		if c.draining() || ctx.Err() != nil {
 			return // taken but not started: it stays pending
 		}
+		if c.cfg.groupSlots != nil {
+			select {
+			case c.cfg.groupSlots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			case <-c.drain:
+				return
+			}
+		}
 		// An unknown kind fails the task in runTask, with the lookup's error.
 		kind, kindErr := c.cfg.Registry.Lookup(t.Kind)
 		if kindErr == nil && isolated(kind) {
@@ -65,11 +74,13 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 		} else {
 			starts <- startReq{task: t, at: c.cfg.Clock.Now(), reply: reply}
 			if !<-reply {
+				c.releaseGroupSlot()
 				continue // no longer pending (cancelled), or the commit failed
 			}
 		}
 		out := c.runTask(procCtx, job, t, kind, kindErr)
 		slots.end(i)
+		c.releaseGroupSlot()
 		results <- out
 	}
 }
@@ -169,4 +180,12 @@ func (c *jobController) call(ctx context.Context, k Kind, t Task) (res json.RawM
 		}
 	}()
 	return k.Run(ctx, t)
+}
+
+// releaseGroupSlot gives back the slot of the job's group, if it has
+// slots.
+func (c *jobController) releaseGroupSlot() {
+	if c.cfg.groupSlots != nil {
+		<-c.cfg.groupSlots
+	}
 }

@@ -63,6 +63,9 @@ type Config struct {
 	// deferMarks leaves a finished job's last release mark in released
 	// for a later commit to record; the daemon flushes them.
 	deferMarks bool
+	// groupSlots, if set, bounds the tasks running at once across the
+	// jobs of the job's group in this runner (pcd group set --workers).
+	groupSlots chan struct{}
 	// trouble is the environment problem (a full disk, a held lock, an
 	// unreachable server) the runner waits out: Logger tells it once.
 	trouble *troubleLog
@@ -70,8 +73,9 @@ type Config struct {
 
 // JobController runs one job. Use it once.
 type jobController struct {
-	db  store.Store
-	cfg Config
+	db    store.Store
+	cfg   Config
+	group string // the job's group, for the daemon's limits
 
 	drainOnce sync.Once
 	drain     chan struct{}
@@ -337,10 +341,16 @@ func (c *jobController) watchFinished(ctx context.Context, jobID int64, cancel c
 		case <-wake:
 		case <-tick.C:
 		}
-		if j, err := c.db.Job(ctx, jobID); err == nil && j.Finished() {
+		j, err := c.db.Job(ctx, jobID)
+		switch {
+		case err != nil:
+		case j.Finished():
 			c.cfg.Logger.Info("job finished elsewhere (cancelled); stopping its tasks", "job", j.UUID, "state", j.State)
 			cancel(context.Canceled)
 			return
+		case j.Paused && !c.draining():
+			c.cfg.Logger.Info("job paused: starting no new task; the running ones finish", "job", j.UUID)
+			c.Drain()
 		}
 	}
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -20,6 +21,8 @@ type daemon struct {
 	drain <-chan struct{}
 	// lastTakeOver is when the daemon last looked for gone runners' tasks.
 	lastTakeOver time.Time
+	// slots bound the running tasks of groups with a workers limit.
+	slots map[string]chan struct{}
 }
 
 func newDaemon(db store.Store, cfg RunnerConfig, drain <-chan struct{}) *daemon {
@@ -292,33 +295,133 @@ func (d *daemon) schedule(ctx context.Context, running map[int64]*jobController,
 	for id := range resting {
 		skip[id] = true
 	}
-	for id := range running {
+	inGroup := map[string]int{}
+	for id, ctl := range running {
 		skip[id] = true
 		if !idle[id] {
 			busy++
+			inGroup[ctl.group]++
 		}
 	}
-	jobs, err := d.db.RunnableJobs(ctx, skip, d.cfg.MaxJobs-busy)
+	limits, err := d.groupLimits(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
-			log.Error("list unfinished jobs", "err", err)
+			log.Error("read the groups' limits", "err", err)
 		}
 		return false
 	}
-	for _, j := range jobs {
-		sinks = sinks || j.Sinks != nil
-		ctl := newJobController(d.db, d.cfg.Config)
-		running[j.ID] = ctl
-		log.Info("job started", "job", j.UUID, "name", j.Name, "tasks", j.Total, "done", j.Done(),
-			"workers", j.Workers, "queue_size", j.QueueSize)
-		wg.Add(1)
-		go func(id int64) {
-			defer wg.Done()
-			job, err := ctl.Run(ctx, id)
-			done <- jobDone{id: id, job: job, err: err}
-		}(j.ID)
+	// A page can hold more of a group's jobs than it has room for: those
+	// are passed over, and the next page leaves the full group out.
+	for range 4 {
+		free := d.cfg.MaxJobs - busy
+		if free <= 0 {
+			return sinks
+		}
+		var full []string
+		for g, lim := range limits {
+			if lim.MaxJobs > 0 && inGroup[g] >= lim.MaxJobs {
+				full = append(full, g)
+			}
+		}
+		jobs, err := d.db.RunnableJobs(ctx, store.RunnableQuery{Skip: skip, Limit: free, Now: time.Now(), FullGroups: full})
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error("list unfinished jobs", "err", err)
+			}
+			return sinks
+		}
+		passed := false
+		for _, j := range jobs {
+			skip[j.ID] = true
+			if lim := limits[j.Group]; lim.MaxJobs > 0 && inGroup[j.Group] >= lim.MaxJobs {
+				passed = true
+				delete(skip, j.ID)
+				continue
+			}
+			if j.After != store.AfterNone && !d.depsAllow(ctx, j) {
+				continue
+			}
+			sinks = sinks || j.Sinks != nil
+			cfg := d.cfg.Config
+			cfg.groupSlots = d.groupSlots(j.Group, limits[j.Group].Workers)
+			ctl := newJobController(d.db, cfg)
+			ctl.group = j.Group
+			running[j.ID] = ctl
+			busy++
+			inGroup[j.Group]++
+			log.Info("job started", "job", j.UUID, "name", j.Name, "tasks", j.Total, "done", j.Done(),
+				"workers", j.Workers, "queue_size", j.QueueSize)
+			wg.Add(1)
+			go func(id int64) {
+				defer wg.Done()
+				job, err := ctl.Run(ctx, id)
+				done <- jobDone{id: id, job: job, err: err}
+			}(j.ID)
+		}
+		if !passed || len(jobs) == 0 {
+			return sinks
+		}
 	}
 	return sinks
+}
+
+// groupLimits reads the groups' limits, by name.
+func (d *daemon) groupLimits(ctx context.Context) (map[string]store.Group, error) {
+	groups, err := d.db.Groups(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]store.Group, len(groups))
+	for _, g := range groups {
+		out[g.Name] = g
+	}
+	return out, nil
+}
+
+// groupSlots is the semaphore that bounds the running tasks of a group
+// with a workers limit; nil for none. A changed limit takes a new one,
+// for the jobs that start from then on.
+func (d *daemon) groupSlots(group string, workers int) chan struct{} {
+	if workers <= 0 {
+		return nil
+	}
+	if d.slots == nil {
+		d.slots = map[string]chan struct{}{}
+	}
+	s := d.slots[group]
+	if s == nil || cap(s) != workers {
+		s = make(chan struct{}, workers)
+		d.slots[group] = s
+	}
+	return s
+}
+
+// depsAllow says whether a job whose dependencies all ended may start.
+// With --after, one that failed or was cancelled cancels the job, with
+// the reason in its job callback.
+func (d *daemon) depsAllow(ctx context.Context, j store.Job) bool {
+	deps, err := d.db.JobDeps(ctx, j.ID)
+	if err != nil {
+		d.cfg.Logger.Error("read the jobs a job waits for", "job", j.UUID, "err", err)
+		return false
+	}
+	if j.After == store.AfterAny {
+		return true
+	}
+	for _, dep := range deps {
+		if dep.State == store.Succeeded {
+			continue
+		}
+		reason := fmt.Sprintf("job %s, which it waits for (--after), %s", dep.UUID, dep.State)
+		if _, err := CancelJobBecause(ctx, d.db, j.ID, reason); err != nil {
+			d.cfg.Logger.Error("cancel a job whose dependency did not succeed", "job", j.UUID, "err", err)
+			return false
+		}
+		d.cfg.Logger.Info("job cancelled: "+reason, "job", j.UUID)
+		d.cfg.Delivery.wake.Notify()
+		return false
+	}
+	return true
 }
 
 // redeliverFinished releases undelivered callbacks of jobs that finished

@@ -41,6 +41,9 @@ type JobEvent struct {
 	Succeeded   int64       `json:"succeeded"`
 	Failed      int64       `json:"failed"`
 	Cancelled   int64       `json:"cancelled"`
+	// Reason says why a job ended early: a job it waited for failed, or
+	// its --halt policy stopped it.
+	Reason string `json:"reason,omitempty"`
 }
 
 type eventHeader struct {

@@ -49,6 +49,46 @@ type Job struct {
 	// with seq up to it is final. A runner starts reading pending tasks
 	// there instead of at the first task.
 	DoneThrough int64
+	// Paused jobs start no task until resumed (pcd pause, pcd resume).
+	Paused bool
+	Control
+	// After says whether the job waits for others (JobDeps) and how.
+	After AfterMode
+}
+
+// Control is how a job is scheduled besides its order of submission.
+type Control struct {
+	Priority int       // a job of higher priority starts first
+	StartAt  time.Time // not before this; zero: at once
+	Group    string    // the job's group; "" is the default one
+	Halt     string    // when to stop the job early, as parallel's --halt; "" never
+}
+
+// AfterMode is how a job waits for the jobs it depends on.
+type AfterMode int
+
+// The modes: no dependencies, until they succeed (a dependency that
+// fails or is cancelled cancels the job), until they end however they do.
+const (
+	AfterNone AfterMode = iota
+	AfterSuccess
+	AfterAny
+)
+
+// Group is a named group's limits; 0 is no limit of its own.
+type Group struct {
+	Name    string
+	MaxJobs int // jobs of the group running at once in a runner
+	Workers int // tasks of the group's jobs running at once in a runner
+}
+
+// RunnableQuery asks for the next jobs to run.
+type RunnableQuery struct {
+	Skip  map[int64]bool // jobs to leave out (the runner's own)
+	Limit int
+	Now   time.Time // jobs whose StartAt is later wait
+	// FullGroups are groups with no free slot: their jobs wait.
+	FullGroups []string
 }
 
 // Done is the number of tasks in a final state.
@@ -90,6 +130,11 @@ type NewJob struct {
 	Key string
 	// Sinks are the job's own callback sinks, JSON, or nil.
 	Sinks []byte
+	Control
+	// After are jobs that must end before this one starts: succeed, or,
+	// with AfterAny, end however they do.
+	After    []int64
+	AfterAny bool
 }
 
 // SubmitChunk bounds how long one transaction of a big submit holds the
@@ -113,4 +158,15 @@ type JobTally struct {
 	Jobs  int64
 	Tasks int64 // their tasks
 	Done  int64 // of those, the final ones
+}
+
+// AfterModeOf is how a new job waits for others.
+func AfterModeOf(nj NewJob) AfterMode {
+	switch {
+	case len(nj.After) == 0:
+		return AfterNone
+	case nj.AfterAny:
+		return AfterAny
+	}
+	return AfterSuccess
 }

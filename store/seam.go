@@ -90,9 +90,19 @@ type JobStore interface {
 	CleanStaged(ctx context.Context) (int, error)
 	Job(ctx context.Context, id int64) (Job, error)
 	// OpenJobs are the unfinished, unsealed jobs; RunnableJobs the next
-	// limit jobs to run, oldest first, leaving out skip.
+	// jobs to run, by priority then age: not paused, due to start, in a
+	// group with room, and with every job they wait for ended.
 	OpenJobs(ctx context.Context) ([]Job, error)
-	RunnableJobs(ctx context.Context, skip map[int64]bool, limit int) ([]Job, error)
+	RunnableJobs(ctx context.Context, q RunnableQuery) ([]Job, error)
+	// JobDeps are the jobs a job waits for.
+	JobDeps(ctx context.Context, jobID int64) ([]Job, error)
+	// PauseJobs pauses (or resumes) the unfinished jobs among ids, every
+	// unfinished job if ids is empty, and says how many changed.
+	PauseJobs(ctx context.Context, ids []int64, paused bool) (int64, error)
+	// SetGroup writes a group's limits; Groups lists the groups that have
+	// limits (a scheduling pass reads them: not the jobs).
+	SetGroup(ctx context.Context, g Group) error
+	Groups(ctx context.Context) ([]Group, error)
 	UnfinishedSummary(ctx context.Context) (n int, sum Job, err error)
 	// StopJob makes a job that a runner stops pending again.
 	StopJob(ctx context.Context, id int64, elapsed time.Duration) error

@@ -17,7 +17,8 @@ import (
 )
 
 const jobColumns = `id, uuid, name, state, sealed, round, workers, queue_size, total,
-	succeeded, failed, cancelled, elapsed_ns, created_at, started_at, finished_at, sinks, done_through`
+	succeeded, failed, cancelled, elapsed_ns, created_at, started_at, finished_at, sinks, done_through,
+	paused, priority, start_at, grp, halt, after_mode`
 
 func scanJob(row pgx.Row) (store.Job, error) {
 	var (
@@ -25,11 +26,18 @@ func scanJob(row pgx.Row) (store.Job, error) {
 		state             string
 		elapsed, created  int64
 		started, finished *int64
+		startAt           *int64
+		after             int
 	)
 	err := row.Scan(&j.ID, &j.UUID, &j.Name, &state, &j.Sealed, &j.Round, &j.Workers, &j.QueueSize,
-		&j.Total, &j.Succeeded, &j.Failed, &j.Cancelled, &elapsed, &created, &started, &finished, &j.Sinks, &j.DoneThrough)
+		&j.Total, &j.Succeeded, &j.Failed, &j.Cancelled, &elapsed, &created, &started, &finished, &j.Sinks, &j.DoneThrough,
+		&j.Paused, &j.Priority, &startAt, &j.Group, &j.Halt, &after)
 	if err != nil {
 		return store.Job{}, err
+	}
+	j.After = store.AfterMode(after)
+	if startAt != nil {
+		j.StartAt = time.Unix(0, *startAt)
 	}
 	j.State = store.State(state)
 	j.Elapsed = time.Duration(elapsed)
@@ -96,7 +104,7 @@ func (db *DB) CreateJob(ctx context.Context, nj store.NewJob) (store.Job, error)
 		return store.Job{}, fmt.Errorf("create job: %w", err)
 	}
 	job := store.Job{UUID: id.String(), Name: nj.Name, State: store.Pending, Sealed: !nj.Open,
-		Workers: nj.Workers, QueueSize: nj.QueueSize, CreatedAt: time.Now(), Sinks: nj.Sinks}
+		Workers: nj.Workers, QueueSize: nj.QueueSize, CreatedAt: time.Now(), Sinks: nj.Sinks, Control: nj.Control, After: store.AfterModeOf(nj)}
 	var conn *pgxpool.Conn
 	if nj.Open {
 		if conn, err = db.pool.Acquire(ctx); err != nil {
@@ -125,11 +133,29 @@ func (db *DB) CreateJob(ctx context.Context, nj store.NewJob) (store.Job, error)
 				return err
 			}
 		}
-		if err := tx.QueryRow(ctx, `INSERT INTO jobs (uuid, name, sealed, workers, queue_size, created_at, key, sinks)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
+		if err := tx.QueryRow(ctx, `INSERT INTO jobs (uuid, name, sealed, workers, queue_size, created_at, key, sinks,
+			priority, start_at, grp, halt, after_mode)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id`,
 			job.UUID, job.Name, job.Sealed, job.Workers, job.QueueSize, job.CreatedAt.UnixNano(), nullString(nj.Key), nullBytes(nj.Sinks),
+			job.Priority, nullTime(job.StartAt), job.Group, job.Halt, int(job.After),
 		).Scan(&job.ID); err != nil {
 			return err
+		}
+		for _, dep := range nj.After {
+			tag, err := tx.Exec(ctx, `INSERT INTO job_deps (job_id, dep_id) SELECT $1, id FROM jobs WHERE id = $2
+				ON CONFLICT DO NOTHING`, job.ID, dep)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() == 0 {
+				var n int
+				if err := tx.QueryRow(ctx, "SELECT count(*) FROM job_deps WHERE job_id = $1 AND dep_id = $2", job.ID, dep).Scan(&n); err != nil {
+					return err
+				}
+				if n == 0 {
+					return fmt.Errorf("create job: the job it waits for (%d): %w", dep, store.ErrNotFound)
+				}
+			}
 		}
 		n, err := copyTasks(ctx, tx, job.ID, 1, nj.Tasks, nj.More)
 		if err != nil {
@@ -372,23 +398,82 @@ func (db *DB) UnfinishedJobs(ctx context.Context) ([]store.Job, error) {
 // RunnableJobs lists up to limit unfinished jobs, oldest first, with
 // something to run, leaving out skip and open jobs whose committed tasks
 // are all done.
-func (db *DB) RunnableJobs(ctx context.Context, skip map[int64]bool, limit int) ([]store.Job, error) {
-	if limit <= 0 {
+func (db *DB) RunnableJobs(ctx context.Context, q store.RunnableQuery) ([]store.Job, error) {
+	if q.Limit <= 0 {
 		return nil, nil
+	}
+	full := q.FullGroups
+	if full == nil {
+		full = []string{}
 	}
 	jobs, err := queryJobs(ctx, db.pool, "SELECT "+jobColumns+` FROM jobs
 		WHERE finished_at IS NULL AND NOT (NOT sealed AND total = succeeded + failed + cancelled)
-		ORDER BY id LIMIT $1`, limit+len(skip))
+		AND NOT paused AND (start_at IS NULL OR start_at <= $2) AND grp <> ALL ($3)
+		AND (after_mode = 0 OR NOT EXISTS (SELECT 1 FROM job_deps d JOIN jobs p ON p.id = d.dep_id
+			WHERE d.job_id = jobs.id AND p.finished_at IS NULL))
+		ORDER BY priority DESC, id LIMIT $1`, q.Limit+len(q.Skip), q.Now.UnixNano(), full)
 	if err != nil {
 		return nil, fmt.Errorf("runnable jobs: %w", err)
 	}
 	out := jobs[:0]
 	for _, j := range jobs {
-		if !skip[j.ID] && len(out) < limit {
+		if !q.Skip[j.ID] && len(out) < q.Limit {
 			out = append(out, j)
 		}
 	}
 	return out, nil
+}
+
+// JobDeps are the jobs a job waits for.
+func (db *DB) JobDeps(ctx context.Context, jobID int64) ([]store.Job, error) {
+	jobs, err := queryJobs(ctx, db.pool, "SELECT "+jobColumns+" FROM jobs WHERE id IN (SELECT dep_id FROM job_deps WHERE job_id = $1) ORDER BY id", jobID)
+	if err != nil {
+		return nil, fmt.Errorf("jobs that job %d waits for: %w", jobID, err)
+	}
+	return jobs, nil
+}
+
+// PauseJobs pauses (or resumes) the unfinished jobs among ids, or every
+// unfinished job if ids is empty.
+func (db *DB) PauseJobs(ctx context.Context, ids []int64, paused bool) (int64, error) {
+	if ids == nil {
+		ids = []int64{}
+	}
+	tag, err := db.pool.Exec(ctx, `UPDATE jobs SET paused = $1 WHERE finished_at IS NULL AND paused <> $1
+		AND (cardinality($2::bigint[]) = 0 OR id = ANY ($2))`, paused, ids)
+	if err != nil {
+		return 0, fmt.Errorf("pause jobs: %w", classify(err))
+	}
+	return tag.RowsAffected(), nil
+}
+
+// SetGroup writes a group's limits.
+func (db *DB) SetGroup(ctx context.Context, g store.Group) error {
+	_, err := db.pool.Exec(ctx, `INSERT INTO groups (name, max_jobs, workers) VALUES ($1, $2, $3)
+		ON CONFLICT (name) DO UPDATE SET max_jobs = excluded.max_jobs, workers = excluded.workers`, g.Name, g.MaxJobs, g.Workers)
+	if err != nil {
+		return fmt.Errorf("set group %q: %w", g.Name, classify(err))
+	}
+	return nil
+}
+
+// Groups lists the groups that have limits.
+func (db *DB) Groups(ctx context.Context) ([]store.Group, error) {
+	rows, err := db.pool.Query(ctx, `SELECT name, max_jobs, workers FROM groups
+		ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("groups: %w", classify(err))
+	}
+	defer rows.Close()
+	var out []store.Group
+	for rows.Next() {
+		var g store.Group
+		if err := rows.Scan(&g.Name, &g.MaxJobs, &g.Workers); err != nil {
+			return nil, fmt.Errorf("groups: %w", classify(err))
+		}
+		out = append(out, g)
+	}
+	return out, classify(rows.Err())
 }
 
 // OpenJobs lists the unfinished jobs that are not sealed.

@@ -307,6 +307,14 @@ func isConnError(err error) bool {
 		strings.Contains(msg, "connection reset")
 }
 
+// nullTime is t in ns, or NULL for the zero time.
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixNano()
+}
+
 func nullString(s string) any {
 	if s == "" {
 		return nil

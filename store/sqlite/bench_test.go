@@ -132,7 +132,7 @@ func BenchmarkSchedulePass(b *testing.B) {
 		if _, err := db.OpenJobs(ctx); err != nil {
 			b.Fatal(err)
 		}
-		jobs, err := db.RunnableJobs(ctx, running, 1)
+		jobs, err := db.RunnableJobs(ctx, store.RunnableQuery{Skip: running, Limit: 1, Now: time.Now()})
 		if err != nil || len(jobs) != 1 || jobs[0].ID != 2 {
 			b.Fatalf("runnable: %v, %v", jobs, err)
 		}

@@ -686,6 +686,14 @@ func nullBytes(b []byte) any {
 	return string(b)
 }
 
+// nullTime is t in ns, or NULL for the zero time.
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixNano()
+}
+
 func nullString(s string) any {
 	if s == "" {
 		return nil

@@ -138,7 +138,7 @@ func newJob(nj store.NewJob) (store.Job, error) {
 	return store.Job{
 		UUID: id.String(), Name: nj.Name, State: store.Pending, Sealed: !nj.Open,
 		Workers: nj.Workers, QueueSize: nj.QueueSize, Total: int64(len(nj.Tasks)),
-		CreatedAt: time.Now(), Sinks: nj.Sinks,
+		CreatedAt: time.Now(), Sinks: nj.Sinks, Control: nj.Control, After: store.AfterModeOf(nj),
 	}, nil
 }
 
@@ -155,15 +155,28 @@ func insertJob(ctx context.Context, tx *sql.Tx, job *store.Job, nj store.NewJob)
 			return err
 		}
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO jobs (uuid, name, state, sealed, workers, queue_size, total, created_at, key, sinks)
-		VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)`,
+	res, err := tx.ExecContext(ctx, `INSERT INTO jobs (uuid, name, state, sealed, workers, queue_size, total, created_at, key, sinks,
+		priority, start_at, grp, halt, after_mode)
+		VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		job.UUID, job.Name, job.Sealed, job.Workers, job.QueueSize, job.Total, job.CreatedAt.UnixNano(), nullString(nj.Key),
-		nullBytes(nj.Sinks))
+		nullBytes(nj.Sinks), job.Priority, nullTime(job.StartAt), job.Group, job.Halt, job.After)
 	if err != nil {
 		return err
 	}
 	if job.ID, err = res.LastInsertId(); err != nil {
 		return err
+	}
+	for _, dep := range nj.After {
+		var n int
+		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM jobs WHERE id = ? AND staging = 0", dep).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("create job: the job it waits for (%d): %w", dep, store.ErrNotFound)
+		}
+		if _, err := tx.ExecContext(ctx, "INSERT OR IGNORE INTO job_deps (job_id, dep_id) VALUES (?, ?)", job.ID, dep); err != nil {
+			return err
+		}
 	}
 	return insertTasks(ctx, tx, job.ID, 1, nj.Tasks)
 }
@@ -283,7 +296,8 @@ func insertTasks(ctx context.Context, tx *sql.Tx, jobID, seq int64, tasks []stor
 var taskChunks = []int{256, 32, 4, 1}
 
 const jobColumns = `id, uuid, name, state, sealed, round, workers, queue_size, total,
-	succeeded, failed, cancelled, elapsed_ns, created_at, started_at, finished_at, sinks, done_through`
+	succeeded, failed, cancelled, elapsed_ns, created_at, started_at, finished_at, sinks, done_through,
+	paused, priority, start_at, grp, halt, after_mode`
 
 type scanner interface{ Scan(...any) error }
 
@@ -299,11 +313,16 @@ func scanJob(s scanner) (store.Job, error) {
 		elapsed, created  int64
 		started, finished sql.NullInt64
 		sinks             sql.NullString
+		startAt           sql.NullInt64
 	)
 	err := s.Scan(&j.ID, &j.UUID, &j.Name, &j.State, &j.Sealed, &j.Round, &j.Workers, &j.QueueSize,
-		&j.Total, &j.Succeeded, &j.Failed, &j.Cancelled, &elapsed, &created, &started, &finished, &sinks, &j.DoneThrough)
+		&j.Total, &j.Succeeded, &j.Failed, &j.Cancelled, &elapsed, &created, &started, &finished, &sinks, &j.DoneThrough,
+		&j.Paused, &j.Priority, &startAt, &j.Group, &j.Halt, &j.After)
 	if err != nil {
 		return store.Job{}, err
+	}
+	if startAt.Valid {
+		j.StartAt = time.Unix(0, startAt.Int64)
 	}
 	j.Elapsed = time.Duration(elapsed)
 	j.CreatedAt = time.Unix(0, created)
@@ -356,30 +375,101 @@ func (db *DB) UnfinishedJobs(ctx context.Context) ([]store.Job, error) {
 // something to run, leaving out those in skip (running already) and open
 // jobs (still being streamed) whose committed tasks are all done. A
 // scheduling pass reads only these few rows, however many jobs wait.
-func (db *DB) RunnableJobs(ctx context.Context, skip map[int64]bool, limit int) ([]store.Job, error) {
-	if limit <= 0 {
+func (db *DB) RunnableJobs(ctx context.Context, q store.RunnableQuery) ([]store.Job, error) {
+	if q.Limit <= 0 {
 		return nil, nil
 	}
-	// The running ones come first in id order often enough that asking for
-	// them too is simpler than excluding them in SQL.
-	rows, err := db.rc.QueryContext(ctx, "SELECT "+jobColumns+` FROM jobs
+	// The running ones come first often enough that asking for them too
+	// is simpler than excluding them in SQL.
+	sql := "SELECT " + jobColumns + ` FROM jobs
 		WHERE finished_at IS NULL AND staging = 0 AND NOT (sealed = 0 AND total = succeeded + failed + cancelled)
-		ORDER BY id LIMIT ?`, limit+len(skip))
+		AND paused = 0 AND (start_at IS NULL OR start_at <= ?)
+		AND (after_mode = 0 OR NOT EXISTS (SELECT 1 FROM job_deps d JOIN jobs p ON p.id = d.dep_id
+			WHERE d.job_id = jobs.id AND p.finished_at IS NULL))`
+	args := []any{q.Now.UnixNano()}
+	if len(q.FullGroups) > 0 {
+		sql += " AND grp NOT IN (?" + strings.Repeat(", ?", len(q.FullGroups)-1) + ")"
+		for _, g := range q.FullGroups {
+			args = append(args, g)
+		}
+	}
+	rows, err := db.rc.QueryContext(ctx, sql+" ORDER BY priority DESC, id LIMIT ?", append(args, q.Limit+len(q.Skip))...)
 	if err != nil {
 		return nil, fmt.Errorf("runnable jobs: %w", err)
 	}
 	defer rows.Close()
 	var jobs []store.Job
-	for rows.Next() && len(jobs) < limit {
+	for rows.Next() && len(jobs) < q.Limit {
 		j, err := scanJob(rows)
 		if err != nil {
 			return nil, fmt.Errorf("runnable jobs: %w", err)
 		}
-		if !skip[j.ID] {
+		if !q.Skip[j.ID] {
 			jobs = append(jobs, j)
 		}
 	}
 	return jobs, rows.Err()
+}
+
+// JobDeps are the jobs a job waits for.
+func (db *DB) JobDeps(ctx context.Context, jobID int64) ([]store.Job, error) {
+	jobs, err := db.queryJobs(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id IN (SELECT dep_id FROM job_deps WHERE job_id = ?) ORDER BY id", jobID)
+	if err != nil {
+		return nil, fmt.Errorf("jobs that job %d waits for: %w", jobID, err)
+	}
+	return jobs, nil
+}
+
+// PauseJobs pauses (or resumes) the unfinished jobs among ids, or every
+// unfinished job if ids is empty.
+func (db *DB) PauseJobs(ctx context.Context, ids []int64, paused bool) (int64, error) {
+	var n int64
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		q := "UPDATE jobs SET paused = ? WHERE finished_at IS NULL AND staging = 0 AND paused != ?"
+		args := []any{paused, paused}
+		if len(ids) > 0 {
+			q += " AND id IN (?" + strings.Repeat(", ?", len(ids)-1) + ")"
+			for _, id := range ids {
+				args = append(args, id)
+			}
+		}
+		res, err := tx.ExecContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("pause jobs: %w", err)
+	}
+	return n, nil
+}
+
+// SetGroup writes a group's limits.
+func (db *DB) SetGroup(ctx context.Context, g store.Group) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO groups (name, max_jobs, workers) VALUES (?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET max_jobs = excluded.max_jobs, workers = excluded.workers`, g.Name, g.MaxJobs, g.Workers)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("set group %q: %w", g.Name, err)
+	}
+	return nil
+}
+
+// Groups lists the groups that have limits.
+func (db *DB) Groups(ctx context.Context) ([]store.Group, error) {
+	out, err := queryAll(ctx, db.rc, func(s scanner) (store.Group, error) {
+		var g store.Group
+		return g, s.Scan(&g.Name, &g.MaxJobs, &g.Workers)
+	}, `SELECT name, max_jobs, workers FROM groups
+		ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("groups: %w", err)
+	}
+	return out, nil
 }
 
 // OpenJobs lists the unfinished jobs that are not sealed: their producer

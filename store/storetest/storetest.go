@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ReleasedCursor", releasedCursor},
 		{"OpenJobsAndSealing", openJobsAndSealing},
 		{"CountsOfJobsAndCallbacks", countsOfJobsAndCallbacks},
+		{"RunnableJobsFollowControl", runnableJobsFollowControl},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -459,7 +461,7 @@ func openJobsAndSealing(t *testing.T, s store.Store) {
 	if open, _ := s.OpenJobs(ctx); len(open) != 0 {
 		t.Fatalf("open jobs after sealing: %d", len(open))
 	}
-	runnable, err := s.RunnableJobs(ctx, nil, 5)
+	runnable, err := s.RunnableJobs(ctx, store.RunnableQuery{Limit: 5, Now: time.Now()})
 	if err != nil || len(runnable) != 1 {
 		t.Fatalf("runnable: %d, %v; want 1", len(runnable), err)
 	}
@@ -506,5 +508,84 @@ func countsOfJobsAndCallbacks(t *testing.T, s store.Store) {
 		if n, err := s.CountCallbacks(ctx, c.job, c.after, c.event); err != nil || n != c.want {
 			t.Errorf("CountCallbacks(job %d, after %d, %q) = %d, %v; want %d", c.job, c.after, c.event, n, err, c.want)
 		}
+	}
+}
+
+func runnableJobsFollowControl(t *testing.T, s store.Store) {
+	create := func(name string, c store.Control, after []int64, any bool) store.Job {
+		t.Helper()
+		j, err := s.CreateJob(ctx, store.NewJob{Name: name, Workers: 1, QueueSize: 1, Control: c, After: after, AfterAny: any,
+			Tasks: []store.NewTask{{Kind: "noop", Payload: []byte("null")}}})
+		if err != nil {
+			t.Fatalf("create %s: %v", name, err)
+		}
+		return j
+	}
+	now := time.Now()
+	old := create("old", store.Control{}, nil, false)
+	urgent := create("urgent", store.Control{Priority: 5, Group: "gpu"}, nil, false)
+	later := create("later", store.Control{StartAt: now.Add(time.Hour)}, nil, false)
+	after := create("after", store.Control{}, []int64{old.ID}, false)
+	anyEnd := create("after-any", store.Control{}, []int64{old.ID, urgent.ID}, true)
+	if later.StartAt.IsZero() || after.After != store.AfterSuccess || anyEnd.After != store.AfterAny || urgent.Group != "gpu" {
+		t.Fatalf("the new jobs do not carry their control: %+v %+v %+v", later, after, anyEnd)
+	}
+	names := func(q store.RunnableQuery) string {
+		t.Helper()
+		jobs, err := s.RunnableJobs(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, j := range jobs {
+			out = append(out, j.Name)
+		}
+		return strings.Join(out, " ")
+	}
+	if got := names(store.RunnableQuery{Limit: 10, Now: now}); got != "urgent old" {
+		t.Errorf("runnable: %q, want the urgent job first, the later one and the waiting ones left out", got)
+	}
+	if got := names(store.RunnableQuery{Limit: 10, Now: now.Add(2 * time.Hour), FullGroups: []string{"gpu"}}); got != "old later" {
+		t.Errorf("runnable in two hours with gpu full: %q, want old later", got)
+	}
+	if n, err := s.PauseJobs(ctx, []int64{old.ID}, true); err != nil || n != 1 {
+		t.Fatalf("pause: %d, %v", n, err)
+	}
+	if got := names(store.RunnableQuery{Limit: 10, Now: now}); got != "urgent" || !job(t, s, old.ID).Paused {
+		t.Errorf("runnable with old paused: %q", got)
+	}
+	if n, err := s.PauseJobs(ctx, nil, false); err != nil || n != 1 {
+		t.Fatalf("resume all: %d, %v; want the one paused job", n, err)
+	}
+	// The dependencies end: after waits for old to succeed, after-any
+	// for both to end.
+	complete(t, s, store.Batch{JobID: old.ID, Results: []store.Result{result(1, store.Failed)}, Finish: jobMessage})
+	if got := names(store.RunnableQuery{Limit: 10, Now: now}); got != "urgent after" {
+		t.Errorf("runnable once old failed: %q, want urgent after (the runner cancels after)", got)
+	}
+	complete(t, s, store.Batch{JobID: urgent.ID, Results: []store.Result{result(1, store.Succeeded)}, Finish: jobMessage})
+	if got := names(store.RunnableQuery{Limit: 10, Now: now}); got != "after after-any" {
+		t.Errorf("runnable once both ended: %q", got)
+	}
+	deps, err := s.JobDeps(ctx, anyEnd.ID)
+	if err != nil || len(deps) != 2 || deps[0].ID != old.ID || deps[1].State != store.Succeeded {
+		t.Errorf("deps of after-any: %+v, %v", deps, err)
+	}
+	if _, err := s.CreateJob(ctx, store.NewJob{Name: "orphan", Workers: 1, QueueSize: 1, After: []int64{1 << 40},
+		Tasks: []store.NewTask{{Kind: "noop", Payload: []byte("null")}}}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a job after a job that does not exist: %v, want ErrNotFound", err)
+	}
+	if _, err := s.FindJob(ctx, "orphan"); err == nil {
+		t.Errorf("the refused job was written")
+	}
+	if err := s.SetGroup(ctx, store.Group{Name: "gpu", MaxJobs: 1, Workers: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetGroup(ctx, store.Group{Name: "gpu", MaxJobs: 2, Workers: 4}); err != nil {
+		t.Fatal(err)
+	}
+	groups, err := s.Groups(ctx)
+	if err != nil || len(groups) != 1 || groups[0] != (store.Group{Name: "gpu", MaxJobs: 2, Workers: 4}) {
+		t.Errorf("groups: %+v, %v; want gpu with its last limits", groups, err)
 	}
 }
