@@ -42,6 +42,11 @@ type jobView struct {
 	CreatedAt   time.Time   `json:"created_at"`
 	StartedAt   *time.Time  `json:"started_at,omitempty"`
 	FinishedAt  *time.Time  `json:"finished_at,omitempty"`
+	Paused      bool        `json:"paused,omitempty"`
+	Priority    int         `json:"priority,omitempty"`
+	Group       string      `json:"group,omitempty"`
+	StartAt     *time.Time  `json:"start_at,omitempty"`
+	Halt        string      `json:"halt,omitempty"`
 }
 
 func viewJob(j store.Job) jobView {
@@ -54,6 +59,10 @@ func viewJob(j store.Job) jobView {
 	if !j.FinishedAt.IsZero() {
 		v.FinishedAt = &j.FinishedAt
 	}
+	if !j.StartAt.IsZero() {
+		v.StartAt = &j.StartAt
+	}
+	v.Paused, v.Priority, v.Group, v.Halt = j.Paused && !j.Finished(), j.Priority, j.Group, j.Halt
 	return v
 }
 
@@ -158,7 +167,7 @@ func jobsCommand(env Env) *cli.Command {
 				if !j.StartedAt.IsZero() {
 					elapsed = humanDuration(j.Elapsed)
 				}
-				rows = append(rows, []string{j.UUID[:8], oneLine(j.Name), string(j.State), fmt.Sprintf("%d/%d", j.Done(), j.Total),
+				rows = append(rows, []string{j.UUID[:8], oneLine(j.Name), jobState(j), fmt.Sprintf("%d/%d", j.Done(), j.Total),
 					fmt.Sprint(j.Failed), elapsed, ago(j.CreatedAt)})
 			}
 			return table(env.Stdout, "ID\tNAME\tSTATE\tDONE\tFAILED\tELAPSED\tCREATED", rows)
@@ -177,7 +186,7 @@ func statusCommand(env Env) *cli.Command {
 			if c.NArg() == 0 {
 				return overview(c, env)
 			}
-			return withJob(c, false, func(_ store.Store, j store.Job) error {
+			return withJob(c, false, func(db store.Store, j store.Job) error {
 				v := viewJob(j)
 				if c.Bool("json") {
 					return writeJSON(env.Stdout, v)
@@ -190,8 +199,33 @@ func statusCommand(env Env) *cli.Command {
 					{"job", v.ID}, {"name", printable(v.Name)}, {"state", string(v.State) + open},
 					{"tasks", fmt.Sprintf("%d done of %d: %d succeeded, %d failed, %d cancelled", v.Done, v.Total, v.Succeeded, v.Failed, v.Cancelled)},
 					{"workers", fmt.Sprint(v.Workers)}, {"queue size", fmt.Sprint(v.QueueSize)},
-					{"round", fmt.Sprint(v.Round)}, {"elapsed_secs", fmt.Sprintf("%.4f", v.ElapsedSecs)},
+					{"round", fmt.Sprint(v.Round)}, {"elapsed", humanDuration(j.Elapsed)},
 					{"created", ago(j.CreatedAt)}, {"started", ago(j.StartedAt)}, {"finished", ago(j.FinishedAt)},
+				}
+				if j.Group != "" {
+					rows = append(rows, []string{"group", printable(j.Group)})
+				}
+				if j.Priority != 0 {
+					rows = append(rows, []string{"priority", fmt.Sprint(j.Priority)})
+				}
+				if !j.StartAt.IsZero() {
+					rows = append(rows, []string{"starts at", ago(j.StartAt)})
+				}
+				if j.After != store.AfterNone {
+					if deps, err := db.JobDeps(c.Context, j.ID); err == nil {
+						var ids []string
+						for _, d := range deps {
+							ids = append(ids, d.UUID[:8]+" ("+string(d.State)+")")
+						}
+						mode := map[store.AfterMode]string{store.AfterSuccess: "after", store.AfterAny: "after any end of"}[j.After]
+						rows = append(rows, []string{"waits", mode + " " + strings.Join(ids, ", ")})
+					}
+				}
+				if j.Halt != "" {
+					rows = append(rows, []string{"halt", printable(j.Halt)})
+				}
+				if j.Paused && !j.Finished() {
+					rows[2][1] = "paused (pcd resume " + j.UUID[:8] + ")"
 				}
 				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 				for _, r := range rows {
@@ -580,6 +614,19 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
+// jobState is a job's state for a table: paused, or waiting for its start
+// time, where that is why it does not run.
+func jobState(j store.Job) string {
+	switch {
+	case j.Finished():
+	case j.Paused:
+		return "paused"
+	case j.State == store.Pending && j.StartAt.After(time.Now()):
+		return "pending (at " + j.StartAt.Local().Format("15:04:05") + ")"
+	}
+	return string(j.State)
+}
+
 // plural is "1 thing" or "n things".
 func plural[N int | int64](n N, thing string) string {
 	if n == 1 {
@@ -637,66 +684,6 @@ func oneLine(s string) string {
 	return s
 }
 
-func cancelCommand(env Env) *cli.Command {
-	return &cli.Command{
-		Name:      "cancel",
-		Usage:     "cancel a job: pending tasks are cancelled, running ones stopped",
-		ArgsUsage: "JOB_ID",
-		Flags:     []cli.Flag{jsonFlag()},
-		Description: `Cancels every unfinished task, each with its task callback, and completes
-the job as cancelled with its job callback, in one transaction. A daemon
-running the job stops its running tasks at once.`,
-		OnUsageError: onUsageError,
-		Action: func(c *cli.Context) error {
-			return withJob(c, true, func(db store.Store, j store.Job) error {
-				done, err := engine.CancelJob(c.Context, db, j.ID)
-				if err != nil {
-					return err
-				}
-				if j.State == store.Running && db.RunnerAlive(c.Context) {
-					// No task of the job may start once cancel returns:
-					// wait for its runner to stop them.
-					waitStopped(c.Context, env, db, done)
-				}
-				if c.Bool("json") {
-					return writeJSON(env.Stdout, viewJob(done))
-				}
-				_, err = fmt.Fprintf(env.Stdout, "cancelled job %s: %d tasks cancelled, %d had finished\n",
-					done.UUID, done.Cancelled-j.Cancelled, j.Done())
-				return err
-			})
-		},
-	}
-}
-
-func retryCommand(env Env) *cli.Command {
-	return &cli.Command{
-		Name:      "retry",
-		Usage:     "run a finished job's failed and cancelled tasks again",
-		ArgsUsage: "JOB_ID",
-		Flags:     []cli.Flag{jsonFlag()},
-		Description: `Puts the failed and cancelled tasks of a finished job back to pending; the
-daemon runs them, and a new job callback follows when they are done.`,
-		OnUsageError: onUsageError,
-		Action: func(c *cli.Context) error {
-			return withJob(c, true, func(db store.Store, j store.Job) error {
-				again, err := engine.RetryJob(c.Context, db, j.ID)
-				if err != nil {
-					return err
-				}
-				if c.Bool("json") {
-					return writeJSON(env.Stdout, viewJob(again))
-				}
-				_, err = fmt.Fprintf(env.Stdout, "job %s: %d tasks back to pending (round %d)\n",
-					again.UUID, j.Failed+j.Cancelled, again.Round)
-				if err == nil && !db.RunnerAlive(c.Context) {
-					fmt.Fprintln(env.Stderr, "pcd: note: no daemon is running on this database; `pcd daemon` runs the job, or `pcd run --resume "+again.UUID[:8]+"`")
-				}
-				return err
-			})
-		},
-	}
-}
 
 type attemptView struct {
 	Number     int64       `json:"number"`

@@ -106,8 +106,11 @@ func (p *printer) event(ev engine.Event) {
 			// stdout holds the commands' output alone; a failed job's
 			// tasks had their notes, and the command's error says it.
 			delete(p.shown, ev.JobID)
-			if p.verbose {
+			switch {
+			case p.verbose:
 				p.note("%s\n", formatEvent(ev))
+			case ev.Job.Reason != "":
+				p.note("pcd: job %s %s: %s\n", shortID(ev.JobID), ev.Job.Outcome, printable(ev.Job.Reason))
 			}
 			return
 		}
@@ -149,7 +152,9 @@ func (p *printer) task(ev engine.Event) {
 			p.note("pcd: task %d of job %s: its %s was cut to the last %d bytes\n", t.Number, shortID(ev.JobID), cut.name, cut.kept)
 		}
 	}
-	if t.State != store.Succeeded && !p.verbose {
+	// A cancelled task's note would repeat the job's: the job's error
+	// counts them, and a reason comes once with the job.
+	if t.State == store.Failed && !p.verbose {
 		why := t.Error
 		if why == "" {
 			why = string(t.State)
@@ -304,8 +309,12 @@ func formatEvent(ev engine.Event) string {
 		if j.Outcome == store.Succeeded {
 			return fmt.Sprintf("Job %s completed: {'elapsed_secs': %.4f}", ev.JobID, j.ElapsedSecs)
 		}
-		return fmt.Sprintf("Job %s completed: {'elapsed_secs': %.4f, 'outcome': '%s', 'total': %d, 'succeeded': %d, 'failed': %d, 'cancelled': %d}",
-			ev.JobID, j.ElapsedSecs, j.Outcome, j.Total, j.Succeeded, j.Failed, j.Cancelled)
+		reason := ""
+		if j.Reason != "" {
+			reason = ", 'reason': " + pyQuote(j.Reason)
+		}
+		return fmt.Sprintf("Job %s completed: {'elapsed_secs': %.4f, 'outcome': '%s', 'total': %d, 'succeeded': %d, 'failed': %d, 'cancelled': %d%s}",
+			ev.JobID, j.ElapsedSecs, j.Outcome, j.Total, j.Succeeded, j.Failed, j.Cancelled, reason)
 	}
 	return fmt.Sprintf("event %s for job %s", ev.Type, ev.JobID)
 }

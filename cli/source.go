@@ -179,12 +179,107 @@ func applyJobFlags(c *cli.Context, jf *engine.JobFile) error {
 		return fmt.Errorf("find the working directory: %w", err)
 	}
 	jf.Dir = cwd
-	for _, apply := range []func(*cli.Context, *engine.JobFile) error{applySizeFlags, applyRetryFlags, applySinkFlags} {
+	for _, apply := range []func(*cli.Context, *engine.JobFile) error{applySizeFlags, applyRetryFlags, applySinkFlags, applyScheduleFlags} {
 		if err := apply(c, jf); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// haltFlag is --halt, for run and submit.
+func haltFlag() cli.Flag {
+	return &cli.StringFlag{Name: "halt", Usage: "stop the job early, as GNU parallel: `WHEN,WHY=N` (now,fail=1 cancels it at the first failure; soon,fail=3 lets running tasks finish; success=N, done=N, N%)"}
+}
+
+// scheduleFlags say when a submitted job runs.
+func scheduleFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "priority", Usage: "a job of higher `N` starts first, and takes the daemon's free slots first (default 0)"},
+		&cli.StringFlag{Name: "at", Usage: "start no earlier than `TIME`: 15:04, 2026-12-01 15:04, or RFC 3339"},
+		&cli.DurationFlag{Name: "in", Usage: "start no earlier than `DURATION` from now (say 2h30m)"},
+		&cli.StringFlag{Name: "group", Aliases: []string{"g"}, Usage: "run in the group `G`, with its limits (pcd group set)"},
+		&cli.StringSliceFlag{Name: "after", Usage: "start once the jobs `JOB[,JOB...]` have succeeded; if one fails or is cancelled, this job is cancelled"},
+		&cli.StringSliceFlag{Name: "after-any", Usage: "start once the jobs `JOB[,JOB...]` have ended, however they ended"},
+	}
+}
+
+// applyScheduleFlags puts --halt and the schedule flags into the job.
+func applyScheduleFlags(c *cli.Context, jf *engine.JobFile) error {
+	if c.IsSet("halt") {
+		jf.Halt = c.String("halt")
+	}
+	if _, err := engine.ParseHalt(jf.Halt); err != nil {
+		return usageError("%w", err)
+	}
+	if c.IsSet("priority") {
+		jf.Priority = c.Int("priority")
+	}
+	if c.IsSet("group") {
+		jf.Group = c.String("group")
+	}
+	switch {
+	case c.IsSet("at") && c.IsSet("in"):
+		return usageError("give --at or --in, not both")
+	case c.IsSet("at"):
+		at, err := parseAt(c.String("at"), time.Now())
+		if err != nil {
+			return err
+		}
+		jf.StartAt = at
+	case c.IsSet("in"):
+		if c.Duration("in") < 0 {
+			return usageError("--in must not be negative, got %v", c.Duration("in"))
+		}
+		jf.StartAt = time.Now().Add(c.Duration("in"))
+	}
+	after, afterAny := splitRefs(c.StringSlice("after")), splitRefs(c.StringSlice("after-any"))
+	switch {
+	case len(after) > 0 && len(afterAny) > 0:
+		return usageError("give --after or --after-any, not both")
+	case len(after) > 0:
+		jf.After, jf.AfterAny = after, false
+	case len(afterAny) > 0:
+		jf.After, jf.AfterAny = afterAny, true
+	}
+	return nil
+}
+
+// splitRefs takes job ids given as repeated flags, comma-separated, or
+// both.
+func splitRefs(vals []string) []string {
+	var out []string
+	for _, v := range vals {
+		for _, ref := range strings.Split(v, ",") {
+			if ref = strings.TrimSpace(ref); ref != "" {
+				out = append(out, ref)
+			}
+		}
+	}
+	return out
+}
+
+// parseAt reads --at: a clock time today (tomorrow if it has passed), a
+// date and time in local time, or RFC 3339.
+func parseAt(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	for _, layout := range []string{"2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02T15:04", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, now.Location()); err == nil {
+			return t, nil
+		}
+	}
+	for _, layout := range []string{"15:04:05", "15:04"} {
+		if t, err := time.ParseInLocation(layout, s, now.Location()); err == nil {
+			at := time.Date(now.Year(), now.Month(), now.Day(), t.Hour(), t.Minute(), t.Second(), 0, now.Location())
+			if !at.After(now) {
+				at = at.AddDate(0, 0, 1)
+			}
+			return at, nil
+		}
+	}
+	return time.Time{}, usageError("--at %q: want 15:04, 2026-12-01 15:04 or RFC 3339 (2026-12-01T15:04:00Z)", s)
 }
 
 // retryFlags set the job's retry defaults, over the job file's.

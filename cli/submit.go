@@ -39,6 +39,8 @@ works. The job waits durably whether or not a daemon is running.
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON object instead of the bare id"},
 			&cli.BoolFlag{Name: "wait", Usage: "follow the job like watch and exit with its outcome"},
 			&cli.StringFlag{Name: "key", Usage: "idempotency `KEY`: if a job with this key exists, print its id instead of submitting again"},
+			haltFlag(),
+			scheduleFlags()[0], scheduleFlags()[1], scheduleFlags()[2], scheduleFlags()[3], scheduleFlags()[4], scheduleFlags()[5],
 		},
 		OnUsageError: onUsageError,
 		Action:       func(c *cli.Context) error { return submit(c, env) },
@@ -63,6 +65,9 @@ func submit(c *cli.Context, env Env) error {
 	if stream {
 		nj := jf.NewJob()
 		nj.Key = c.String("key")
+		if nj.After, err = engine.ResolveAfter(c.Context, db, jf.After); err != nil {
+			return err
+		}
 		// Ctrl-C or SIGTERM ends the stream: the job is sealed at once with
 		// the tasks that committed. (A SIGKILLed submitter's job is sealed by
 		// the runner, which sees its lock go.)

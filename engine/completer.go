@@ -28,6 +28,8 @@ type completer struct {
 	// interrupted closes when the run is cancelled (a hard stop): a
 	// commit stops waiting for the write lock then.
 	interrupted <-chan struct{}
+	// halt applies the job's --halt policy to the committed results.
+	halt *halter
 }
 
 // commit writes a batch. While another process holds the database's write
@@ -225,6 +227,9 @@ func (m *completer) committed(g *group, committed store.Committed) {
 		ev := g.outs[g.recordOut[committed.ResultIndex[i]]].event
 		ev.CallbackID = cb.ID
 		m.c.release(m.job.ID, ev)
+		if ev.Task != nil && m.halt.count(ev.Task.State) {
+			m.c.halted(m.job, m.halt)
+		}
 		if m.unreleased.From == 0 {
 			m.unreleased.From = cb.ID
 		}

@@ -76,6 +76,10 @@ type jobController struct {
 	db    store.Store
 	cfg   Config
 	group string // the job's group, for the daemon's limits
+	// haltReason is set once the job's --halt policy is met (by the
+	// completer, before the pipeline ends); haltNow for now.
+	haltReason string
+	haltNow    bool
 
 	drainOnce sync.Once
 	drain     chan struct{}
@@ -179,7 +183,36 @@ func (c *jobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 	if comp.finished != nil {
 		return *comp.finished, c.settle(bg)
 	}
-	return c.finish(bg, job, elapsed(), comp, c.draining() || ctx.Err() != nil)
+	if c.haltReason != "" && !c.haltNow && ctx.Err() == nil {
+		// --halt soon: the running tasks have finished; the rest are
+		// cancelled, with the reason.
+		if _, err := CancelJobBecause(bg, c.db, job.ID, c.haltReason); err != nil {
+			_ = c.db.StopJob(bg, job.ID, elapsed())
+			return job, err
+		}
+		return c.finish(bg, job, elapsed(), comp, false)
+	}
+	return c.finish(bg, job, elapsed(), comp, (c.draining() && c.haltReason == "") || ctx.Err() != nil)
+}
+
+// halted acts on the job's --halt policy, met by the results that just
+// committed: now cancels the job and stops its running tasks; soon
+// starts no new task, and Run cancels the rest once the running ones
+// have finished.
+func (c *jobController) halted(job store.Job, h *halter) {
+	c.cfg.Logger.Info("job "+h.reason, "job", job.UUID)
+	c.haltReason, c.haltNow = h.reason, h.policy.Now
+	if !h.policy.Now {
+		c.Drain()
+		return
+	}
+	if _, err := CancelJobBecause(context.Background(), c.db, job.ID, h.reason); err != nil {
+		c.cfg.Logger.Error("cancel a halted job; its running tasks finish, and no new one starts", "job", job.UUID, "err", err)
+		c.haltNow = false
+		c.Drain()
+		return
+	}
+	c.Cancel()
 }
 
 // pipeline runs the job's producer, consumers and completer until the
@@ -229,7 +262,7 @@ func (c *jobController) pipeline(ctx context.Context, job store.Job, elapsed fun
 	}()
 
 	comp := &completer{c: c, job: job, elapsed: elapsed, slots: slots, interrupted: runCtx.Done(),
-		startedAt: c.cfg.Clock.Now()}
+		startedAt: c.cfg.Clock.Now(), halt: newHalter(job)}
 	err := comp.run(context.WithoutCancel(ctx), starts, results, cancel)
 	cancel(nil) // ends the kill watcher
 	wg.Wait()

@@ -42,6 +42,7 @@ type JobFile struct {
 	QueueSize int        `json:"queue_size"`
 	RetrySpec            // the defaults of every task
 	Sinks                // the job's own callback destinations
+	Schedule             // when the job runs, and when it stops early
 	Tasks     []TaskSpec `json:"tasks"`
 
 	// Dir is the submitter's working directory, where the job's commands
@@ -55,6 +56,54 @@ type JobFile struct {
 	// file and count: a job read by ReadJobFile, whose tasks stay there.
 	file  string
 	count int
+}
+
+// Schedule is when a job runs: its priority, its start time, its group,
+// the jobs it waits for, and its --halt policy.
+type Schedule struct {
+	// Priority: a job of higher priority starts first, and takes a
+	// daemon's free slots (--max-jobs) first.
+	Priority int `json:"priority,omitempty"`
+	// StartAt: the job starts no earlier (RFC 3339 in a job file).
+	StartAt time.Time `json:"start_at,omitzero"`
+	// Group is the job's group ("" is the default), with the limits of
+	// pcd group set.
+	Group string `json:"group,omitempty"`
+	// After are jobs (ids or unique prefixes) that must succeed before
+	// this one starts; if one fails or is cancelled, so is this job.
+	// With AfterAny they need only to end, however they do.
+	After    []string `json:"after,omitempty"`
+	AfterAny bool     `json:"after_any,omitempty"`
+	// Halt stops the job early, as GNU parallel's --halt ("now,fail=1").
+	Halt string `json:"halt,omitempty"`
+}
+
+// Validate checks the schedule's settings.
+func (s Schedule) Validate() error {
+	if _, err := ParseHalt(s.Halt); err != nil {
+		return err
+	}
+	if s.AfterAny && len(s.After) == 0 {
+		return fmt.Errorf("after_any needs after: the jobs to wait for")
+	}
+	if len(s.Group) > 64 || strings.ContainsFunc(s.Group, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+		return fmt.Errorf("group %q: a group's name is at most 64 printable characters", s.Group)
+	}
+	return nil
+}
+
+// ResolveAfter finds the jobs a new job waits for, by id or unique
+// prefix.
+func ResolveAfter(ctx context.Context, db store.Store, refs []string) ([]int64, error) {
+	ids := make([]int64, 0, len(refs))
+	for _, ref := range refs {
+		j, err := db.FindJob(ctx, ref)
+		if err != nil {
+			return nil, fmt.Errorf("after %s: %w", ref, err)
+		}
+		ids = append(ids, j.ID)
+	}
+	return ids, nil
 }
 
 // TaskSpec is one task of a job file.
@@ -335,6 +384,9 @@ func (jf JobFile) Validate(reg *Registry) error {
 	if err := jf.Sinks.Validate(); err != nil {
 		return badJob("%w", err)
 	}
+	if err := jf.Schedule.Validate(); err != nil {
+		return badJob("%w", err)
+	}
 	if len(jf.Tasks) == 0 && jf.count == 0 {
 		return badJob("no tasks: want \"tasks\": [{\"kind\": ..., \"payload\": ...}, ...]")
 	}
@@ -358,7 +410,12 @@ func Submit(ctx context.Context, db store.Store, reg *Registry, jf JobFile) (sto
 	if err := jf.Validate(reg); err != nil {
 		return store.Job{}, err
 	}
-	job, err := db.CreateJob(ctx, jf.NewJob())
+	nj := jf.NewJob()
+	var err error
+	if nj.After, err = ResolveAfter(ctx, db, jf.After); err != nil {
+		return store.Job{}, err
+	}
+	job, err := db.CreateJob(ctx, nj)
 	if err == nil {
 		_ = db.Wake()
 	}
@@ -386,6 +443,10 @@ func SubmitTx(ctx context.Context, db store.Store, tx *sql.Tx, reg *Registry, jf
 	nj := jf.NewJob()
 	if nj.More != nil {
 		return store.Job{}, badJob("a job submitted in a transaction must hold its tasks (JobFile.Tasks), not read them from a file")
+	}
+	var err error
+	if nj.After, err = ResolveAfter(ctx, db, jf.After); err != nil {
+		return store.Job{}, err
 	}
 	return creator.CreateJobTx(ctx, tx, nj)
 }
@@ -419,7 +480,8 @@ func validateTask(i int, t TaskSpec, reg *Registry) error {
 // tasks read again, in batches, by the returned job's More.
 func (jf JobFile) NewJob() store.NewJob {
 	nj := store.NewJob{Name: jf.Name, Workers: jf.Workers, QueueSize: jf.QueueSize, Key: jf.Key,
-		Tasks: make([]store.NewTask, len(jf.Tasks))}
+		Tasks: make([]store.NewTask, len(jf.Tasks)), AfterAny: jf.AfterAny,
+		Control: store.Control{Priority: jf.Priority, StartAt: jf.StartAt, Group: jf.Group, Halt: jf.Halt}}
 	if nj.Workers == 0 {
 		nj.Workers = DefaultWorkers
 	}

@@ -1,0 +1,338 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/pcd-dev/pcd/engine"
+	"github.com/pcd-dev/pcd/store"
+)
+
+// selectFlags choose the jobs of cancel, retry, pause and resume besides
+// their ids.
+func selectFlags(what string) []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "all", Usage: "every job " + what},
+		&cli.StringFlag{Name: "state", Usage: "only jobs in this `STATE`, with --all"},
+	}
+}
+
+// selectJobs finds the jobs a command names: its JOB_ID arguments, or
+// with --all every job that ok accepts (in --state, if given).
+func selectJobs(c *cli.Context, db store.Store, ok func(store.Job) bool) ([]store.Job, error) {
+	state, err := parseState(c.String("state"))
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case c.Bool("all") && c.NArg() > 0:
+		return nil, usageError("give job ids or --all, not both")
+	case !c.Bool("all") && c.NArg() == 0:
+		return nil, usageError("give one or more job ids (unique prefixes are enough), or --all")
+	case state != "" && !c.Bool("all"):
+		return nil, usageError("--state goes with --all")
+	}
+	if !c.Bool("all") {
+		var jobs []store.Job
+		seen := map[int64]bool{}
+		for _, ref := range c.Args().Slice() {
+			j, err := db.FindJob(c.Context, ref)
+			if err != nil {
+				return nil, err
+			}
+			if !seen[j.ID] {
+				seen[j.ID] = true
+				jobs = append(jobs, j)
+			}
+		}
+		return jobs, nil
+	}
+	all, err := db.ListJobs(c.Context, state, 1<<30)
+	if err != nil {
+		return nil, err
+	}
+	var out []store.Job
+	for i := len(all) - 1; i >= 0; i-- { // oldest first
+		if ok(all[i]) {
+			out = append(out, all[i])
+		}
+	}
+	return out, nil
+}
+
+// eachJob runs fn on each selected job, goes on past a job it cannot act
+// on, and returns the first error, after the others were tried.
+func eachJob(env Env, jobs []store.Job, fn func(store.Job) error) error {
+	var first error
+	failed := 0
+	for _, j := range jobs {
+		if err := fn(j); err != nil {
+			if len(jobs) > 1 {
+				fmt.Fprintf(env.Stderr, "pcd: job %s: %s\n", j.UUID, ErrorLine(err))
+			}
+			if first == nil {
+				first = err
+			}
+			failed++
+		}
+	}
+	if first != nil && len(jobs) > 1 {
+		return fmt.Errorf("%d of %d jobs: %w", failed, len(jobs), first)
+	}
+	if len(jobs) == 0 {
+		fmt.Fprintln(env.Stderr, "pcd: no job matches")
+	}
+	return first
+}
+
+func cancelCommand(env Env) *cli.Command {
+	return &cli.Command{
+		Name:      "cancel",
+		Usage:     "cancel jobs: pending tasks are cancelled, running ones stopped",
+		ArgsUsage: "JOB_ID... | --all [--state pending|running]",
+		Flags:     append(selectFlags("unfinished"), jsonFlag()),
+		Description: `Cancels every unfinished task of each job, each with its task callback,
+and completes the job as cancelled with its job callback, in one
+transaction per job. A daemon running the job stops its running tasks at
+once.`,
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			db, err := openDB(c, true)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			jobs, err := selectJobs(c, db, func(j store.Job) bool { return !j.Finished() })
+			if err != nil {
+				return err
+			}
+			return eachJob(env, jobs, func(j store.Job) error {
+				done, err := engine.CancelJob(c.Context, db, j.ID)
+				if err != nil {
+					return err
+				}
+				if j.State == store.Running && db.RunnerAlive(c.Context) {
+					// No task of the job may start once cancel returns:
+					// wait for its runner to stop them.
+					waitStopped(c.Context, env, db, done)
+				}
+				if c.Bool("json") {
+					return writeJSON(env.Stdout, viewJob(done))
+				}
+				_, err = fmt.Fprintf(env.Stdout, "cancelled job %s: %d tasks cancelled, %d had finished\n",
+					done.UUID, done.Cancelled-j.Cancelled, j.Done())
+				return err
+			})
+		},
+	}
+}
+
+func retryCommand(env Env) *cli.Command {
+	return &cli.Command{
+		Name:      "retry",
+		Usage:     "run finished jobs' failed and cancelled tasks again",
+		ArgsUsage: "JOB_ID... | --all [--state failed|cancelled]",
+		Flags:     append(selectFlags("that failed or was cancelled"), jsonFlag()),
+		Description: `Puts the failed and cancelled tasks of each finished job back to pending;
+the daemon runs them, and a new job callback follows when they are done.`,
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			db, err := openDB(c, true)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			jobs, err := selectJobs(c, db, func(j store.Job) bool { return j.Finished() && j.State != store.Succeeded })
+			if err != nil {
+				return err
+			}
+			err = eachJob(env, jobs, func(j store.Job) error {
+				again, err := engine.RetryJob(c.Context, db, j.ID)
+				if err != nil {
+					return err
+				}
+				if c.Bool("json") {
+					return writeJSON(env.Stdout, viewJob(again))
+				}
+				_, err = fmt.Fprintf(env.Stdout, "job %s: %d tasks back to pending (round %d)\n",
+					again.UUID, j.Failed+j.Cancelled, again.Round)
+				return err
+			})
+			if len(jobs) > 0 && !db.RunnerAlive(c.Context) {
+				fmt.Fprintln(env.Stderr, "pcd: note: no daemon is running on this database; `pcd daemon` runs the jobs, or `pcd run --resume JOB_ID`")
+			}
+			return err
+		},
+	}
+}
+
+func pauseCommand(env Env) *cli.Command  { return pauseOrResume(env, true) }
+func resumeCommand(env Env) *cli.Command { return pauseOrResume(env, false) }
+
+func pauseOrResume(env Env, pause bool) *cli.Command {
+	name, usage, desc := "pause", "start no new task of jobs; running ones finish",
+		`Pauses each job: its runner starts no new task, and lets the running ones
+finish. A paused job stays paused across daemon restarts, until pcd
+resume. With --all, every unfinished job is paused.`
+	if !pause {
+		name, usage, desc = "resume", "start the tasks of paused jobs again",
+			`Resumes each paused job: the daemon runs it again as its turn comes.`
+	}
+	return &cli.Command{
+		Name:         name,
+		Usage:        usage,
+		ArgsUsage:    "JOB_ID... | --all",
+		Description:  desc,
+		Flags:        []cli.Flag{&cli.BoolFlag{Name: "all", Usage: "every unfinished job"}, jsonFlag()},
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			if c.Bool("all") == (c.NArg() > 0) {
+				return usageError("give one or more job ids (unique prefixes are enough), or --all")
+			}
+			db, err := openDB(c, true)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			var ids []int64
+			for _, ref := range c.Args().Slice() {
+				j, err := db.FindJob(c.Context, ref)
+				if err != nil {
+					return err
+				}
+				if j.Finished() {
+					return fmt.Errorf("job %s already %s: nothing to %s: %w", j.UUID, j.State, name, store.ErrConflict)
+				}
+				ids = append(ids, j.ID)
+			}
+			n, err := db.PauseJobs(c.Context, ids, pause)
+			if err != nil {
+				return err
+			}
+			_ = db.Wake()
+			if c.Bool("json") {
+				return writeJSON(env.Stdout, map[string]any{name + "d": n})
+			}
+			verb := map[bool]string{true: "paused", false: "resumed"}[pause]
+			_, err = fmt.Fprintf(env.Stdout, "%s %s\n", verb, plural(n, "job"))
+			if err == nil && n == 0 && !c.Bool("all") {
+				fmt.Fprintf(env.Stderr, "pcd: note: the jobs were %s already\n", verb)
+			}
+			return err
+		},
+	}
+}
+
+func groupCommand(env Env) *cli.Command {
+	return &cli.Command{
+		Name:  "group",
+		Usage: "list groups, or set a group's limits",
+		Description: `Groups are named queues with limits of their own, as in pueue. A job
+joins one with pcd submit --group G; the default group has no name.
+
+  pcd group                       list the groups with limits
+  pcd group set G --max-jobs N    run at most N of G's jobs at once (per daemon)
+  pcd group set G --workers N     run at most N of G's tasks at once (per daemon)
+
+0 is no limit of the group's own: --max-jobs of the daemon, and each job's
+own --workers, still hold.`,
+		Flags:        []cli.Flag{jsonFlag()},
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usageError("unknown group command %q: want pcd group, or pcd group set G", c.Args().First())
+			}
+			db, err := openReader(c)
+			if errors.Is(err, store.ErrNoDatabase) && commonString(c, "db") == "" {
+				return table(env.Stdout, "GROUP\tMAX_JOBS\tWORKERS", nil)
+			}
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			groups, err := db.Groups(c.Context)
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				type view struct {
+					Name    string `json:"name"`
+					MaxJobs int    `json:"max_jobs"`
+					Workers int    `json:"workers"`
+				}
+				out := []view{}
+				for _, g := range groups {
+					out = append(out, view{g.Name, g.MaxJobs, g.Workers})
+				}
+				return writeJSON(env.Stdout, out)
+			}
+			rows := make([][]string, len(groups))
+			for i, g := range groups {
+				rows[i] = []string{groupName(g.Name), limit(g.MaxJobs), limit(g.Workers)}
+			}
+			return table(env.Stdout, "GROUP\tMAX_JOBS\tWORKERS", rows)
+		},
+		Subcommands: []*cli.Command{{
+			Name:      "set",
+			Usage:     "set a group's limits",
+			ArgsUsage: "GROUP",
+			Flags: append([]cli.Flag{
+				&cli.IntFlag{Name: "max-jobs", Usage: "the group's jobs running at once per daemon (0: no limit of its own)"},
+				&cli.IntFlag{Name: "workers", Usage: "the group's tasks running at once per daemon (0: no limit of its own)"},
+			}, commonFlags()...),
+			OnUsageError: onUsageError,
+			Action: func(c *cli.Context) error {
+				if c.NArg() != 1 {
+					return usageError("give one group name, got %d arguments", c.NArg())
+				}
+				g := store.Group{Name: c.Args().First(), MaxJobs: c.Int("max-jobs"), Workers: c.Int("workers")}
+				if err := (engine.Schedule{Group: g.Name}).Validate(); err != nil {
+					return usageError("%w", err)
+				}
+				if g.MaxJobs < 0 || g.Workers < 0 || g.MaxJobs > maxWorkers || g.Workers > maxWorkers {
+					return usageError("--max-jobs and --workers must be between 0 and %d", maxWorkers)
+				}
+				if !c.IsSet("max-jobs") && !c.IsSet("workers") {
+					return usageError("give --max-jobs N, --workers N, or both")
+				}
+				db, err := openDB(c, false)
+				if err != nil {
+					return err
+				}
+				defer db.Close()
+				if old, err := db.Groups(c.Context); err == nil {
+					for _, o := range old {
+						if o.Name == g.Name && !c.IsSet("max-jobs") {
+							g.MaxJobs = o.MaxJobs
+						}
+						if o.Name == g.Name && !c.IsSet("workers") {
+							g.Workers = o.Workers
+						}
+					}
+				}
+				if err := db.SetGroup(c.Context, g); err != nil {
+					return err
+				}
+				_ = db.Wake()
+				_, err = fmt.Fprintf(env.Stdout, "group %s: max-jobs %s, workers %s\n", groupName(g.Name), limit(g.MaxJobs), limit(g.Workers))
+				return err
+			},
+		}},
+	}
+}
+
+func groupName(g string) string {
+	if g == "" {
+		return "(default)"
+	}
+	return printable(g)
+}
+
+func limit(n int) string {
+	if n == 0 {
+		return "-"
+	}
+	return fmt.Sprint(n)
+}
