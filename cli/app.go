@@ -90,6 +90,7 @@ func Run(ctx context.Context, args []string, env Env) error {
 			tasksCommand(env),
 			cancelCommand(env),
 			retryCommand(env),
+			killCommand(env),
 			pauseCommand(env),
 			resumeCommand(env),
 			groupCommand(env),
@@ -247,6 +248,16 @@ func commonString(c *cli.Context, name string) string {
 
 // onUsageError returns flag errors to main.go, without a page of help.
 func onUsageError(_ *cli.Context, err error, _ bool) error { return usageErr{err} }
+
+// conflictErr is a request that the job's or task's state does not allow
+// (exit 7), said in its own words.
+type conflictErr struct{ msg string }
+
+func (e conflictErr) Error() string        { return e.msg }
+func (e conflictErr) Is(target error) bool { return target == store.ErrConflict }
+
+// conflict formats a conflictErr.
+func conflict(format string, a ...any) error { return conflictErr{fmt.Sprintf(format, a...)} }
 
 // usageError formats an error that is the user's mistake.
 func usageError(format string, a ...any) error { return usageErr{fmt.Errorf(format, a...)} }

@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -121,8 +122,8 @@ once.`,
 				if c.Bool("json") {
 					return writeJSON(env.Stdout, viewJob(done))
 				}
-				_, err = fmt.Fprintf(env.Stdout, "cancelled job %s: %d tasks cancelled, %d had finished\n",
-					done.UUID, done.Cancelled-j.Cancelled, j.Done())
+				_, err = fmt.Fprintf(env.Stdout, "cancelled job %s: %s cancelled, %d had finished\n",
+					done.UUID, plural(done.Cancelled-j.Cancelled, "task"), j.Done())
 				return err
 			})
 		},
@@ -203,7 +204,7 @@ resume. With --all, every unfinished job is paused.`
 					return err
 				}
 				if j.Finished() {
-					return fmt.Errorf("job %s already %s: nothing to %s: %w", j.UUID, j.State, name, store.ErrConflict)
+					return conflict("job %s already %s: nothing to %s", j.UUID, j.State, name)
 				}
 				ids = append(ids, j.ID)
 			}
@@ -335,4 +336,64 @@ func limit(n int) string {
 		return "-"
 	}
 	return fmt.Sprint(n)
+}
+
+func killCommand(env Env) *cli.Command {
+	return &cli.Command{
+		Name:      "kill",
+		Usage:     "stop one running task: it fails, or goes back to pending with --requeue",
+		ArgsUsage: "TASK_ID | JOB_ID N",
+		Description: `Asks the task's runner to stop it, as a timeout would: an exec task's
+process group gets SIGTERM, then SIGKILL after the grace. The task fails
+with "killed (pcd kill)", with no retry; with --requeue it goes back to
+pending with no attempt spent, and runs again. The rest of the job goes
+on. pcd kill waits (up to --wait) until the runner has stopped it.`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "requeue", Usage: "put the task back to pending instead of failing it"},
+			&cli.DurationFlag{Name: "wait", Value: 30 * time.Second, Usage: "how long to wait for the runner to stop the task"},
+		},
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			db, err := openDB(c, true)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			t, err := findTask(c, db)
+			if err != nil {
+				return err
+			}
+			if t.State != store.Running {
+				return conflict("task %d (%s) is %s, not running", t.Seq, t.UUID, t.State)
+			}
+			if err := db.KillTask(c.Context, t.JobID, t.Seq, c.Bool("requeue")); err != nil {
+				return err
+			}
+			_ = db.Wake()
+			deadline := time.Now().Add(c.Duration("wait"))
+			for {
+				now, err := db.FindTask(c.Context, t.UUID)
+				if err != nil {
+					return err
+				}
+				if now.State != store.Running || now.Attempts != t.Attempts {
+					verb := "killed: " + string(now.State)
+					if c.Bool("requeue") {
+						verb = "stopped; back to " + string(now.State)
+					}
+					_, err = fmt.Fprintf(env.Stdout, "task %d (%s) %s\n", t.Seq, t.UUID, verb)
+					return err
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("task %d (%s) still runs after %v; its runner stops it when it next looks: %w",
+						t.Seq, t.UUID, c.Duration("wait"), ErrInterrupted)
+				}
+				select {
+				case <-c.Context.Done():
+					return c.Context.Err()
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		},
+	}
 }

@@ -91,10 +91,13 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 func (c *jobController) runTask(ctx context.Context, job store.Job, t store.Task, kind Kind, kindErr error) outcome {
 	attempt := t.Attempts + 1
 	task := Task{JobID: job.UUID, ID: t.UUID, Number: t.Seq, Kind: t.Kind, Payload: json.RawMessage(t.Payload), Attempt: attempt}
-	taskCtx := ctx
+	taskCtx, stopTask := context.WithCancelCause(ctx)
+	defer stopTask(nil)
+	c.killable.Store(t.Seq, stopTask)
+	defer c.killable.Delete(t.Seq)
 	if t.Retry.Timeout > 0 {
 		var cancel context.CancelFunc
-		taskCtx, cancel = context.WithTimeoutCause(ctx, t.Retry.Timeout, errTaskTimeout)
+		taskCtx, cancel = context.WithTimeoutCause(taskCtx, t.Retry.Timeout, errTaskTimeout)
 		defer cancel()
 	}
 	wallStart := c.cfg.Clock.Now()
@@ -107,6 +110,17 @@ func (c *jobController) runTask(ctx context.Context, job store.Job, t store.Task
 	took := c.cfg.Clock.Mono() - start
 	if err != nil && ctx.Err() != nil {
 		return outcome{task: t, interrupted: true}
+	}
+	killed := err != nil && errors.Is(context.Cause(taskCtx), errKilled)
+	if err != nil && errors.Is(context.Cause(taskCtx), errRequeued) {
+		// pcd kill --requeue: back to pending, with no attempt spent.
+		c.cfg.Logger.Info("task stopped and put back to pending (pcd kill --requeue)", "job", job.UUID, "task", t.UUID)
+		res := store.Result{Seq: t.Seq, State: store.Failed, Attempt: t.Attempts, RetryAt: c.cfg.Clock.Now()}
+		t.NotBefore = res.RetryAt
+		return outcome{task: t, res: res}
+	}
+	if killed {
+		err = errKilled
 	}
 	if errors.Is(err, ErrResource) {
 		// The task did not start (no file descriptors, processes or
@@ -134,7 +148,7 @@ func (c *jobController) runTask(ctx context.Context, job store.Job, t store.Task
 		StartedAt: wallStart, FinishedAt: wallStart.Add(took),
 		Attempt: attempt, Record: t.Retry.MaxAttempts > 1,
 	}
-	if state == store.Failed && attempt < t.Retry.MaxAttempts {
+	if state == store.Failed && attempt < t.Retry.MaxAttempts && !killed {
 		res.RetryAt = c.cfg.Clock.Now().Add(backoff(t.Retry, attempt))
 		t.Attempts, t.NotBefore = attempt, res.RetryAt
 		return outcome{task: t, res: res}
@@ -151,7 +165,11 @@ func (c *jobController) runTask(ctx context.Context, job store.Job, t store.Task
 	return outcome{task: t, event: ev, res: res}
 }
 
-var errTaskTimeout = errors.New("task timed out")
+var (
+	errTaskTimeout = errors.New("task timed out")
+	errKilled      = errors.New("killed (pcd kill)")
+	errRequeued    = errors.New("stopped to run again (pcd kill --requeue)")
+)
 
 // resourceWait is about how long a task that could not start for want of
 // a system resource waits before it runs again.

@@ -80,6 +80,9 @@ type jobController struct {
 	// completer, before the pipeline ends); haltNow for now.
 	haltReason string
 	haltNow    bool
+	// killable holds the cancel function of each running task, by seq,
+	// for pcd kill.
+	killable sync.Map
 
 	drainOnce sync.Once
 	drain     chan struct{}
@@ -385,6 +388,26 @@ func (c *jobController) watchFinished(ctx context.Context, jobID int64, cancel c
 			c.cfg.Logger.Info("job paused: starting no new task; the running ones finish", "job", j.UUID)
 			c.Drain()
 		}
+		c.applyKills(ctx, jobID)
+	}
+}
+
+// applyKills stops the running tasks that pcd kill asked to stop.
+func (c *jobController) applyKills(ctx context.Context, jobID int64) {
+	kills, err := c.db.KillRequests(ctx, jobID)
+	if err != nil {
+		return
+	}
+	for seq, requeue := range kills {
+		stop, ok := c.killable.Load(seq)
+		if !ok {
+			continue
+		}
+		cause := errKilled
+		if requeue {
+			cause = errRequeued
+		}
+		stop.(context.CancelCauseFunc)(cause)
 	}
 }
 

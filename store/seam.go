@@ -159,6 +159,12 @@ type TaskStore interface {
 	TasksInState(ctx context.Context, jobID int64, state State, afterSeq int64, limit int) ([]TaskRow, error)
 	Attempts(ctx context.Context, jobID int64) ([]Attempt, error)
 	FindTask(ctx context.Context, ref string) (TaskRow, error)
+	// KillTask asks the runner of a running task to stop it (pcd kill):
+	// it fails, or with requeue goes back to pending. A task that is not
+	// running is ErrConflict. KillRequests are a job's asks, by seq (true
+	// for requeue), for its runner.
+	KillTask(ctx context.Context, jobID, seq int64, requeue bool) error
+	KillRequests(ctx context.Context, jobID int64) (map[int64]bool, error)
 }
 
 // Outbox is the callback records, the runner's release cursor per job,

@@ -23,3 +23,7 @@ CREATE TABLE groups (
 
 -- The scheduler's pass: the next unfinished jobs by priority, then age.
 CREATE INDEX jobs_runnable ON jobs (priority DESC, id) WHERE finished_at IS NULL;
+
+-- pcd kill: the runner stops a running task asked for: 1 fails it, 2 puts
+-- it back to pending.
+ALTER TABLE running ADD COLUMN kill INTEGER NOT NULL DEFAULT 0;

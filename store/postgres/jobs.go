@@ -630,3 +630,41 @@ func (db *DB) CountJobs(ctx context.Context) (map[store.State]store.JobTally, er
 	}
 	return out, nil
 }
+
+// KillTask asks the runner of a running task to stop it.
+func (db *DB) KillTask(ctx context.Context, jobID, seq int64, requeue bool) error {
+	mode := 1
+	if requeue {
+		mode = 2
+	}
+	tag, err := db.pool.Exec(ctx, "UPDATE running SET kill = $1 WHERE job_id = $2 AND seq = $3 AND started_at IS NOT NULL", mode, jobID, seq)
+	if err != nil {
+		return fmt.Errorf("kill task %d: %w", seq, classify(err))
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("task %d is not running: %w", seq, store.ErrConflict)
+	}
+	return nil
+}
+
+// KillRequests are the job's running tasks that pcd kill asked to stop.
+func (db *DB) KillRequests(ctx context.Context, jobID int64) (map[int64]bool, error) {
+	rows, err := db.pool.Query(ctx, "SELECT seq, kill FROM running WHERE job_id = $1 AND kill <> 0", jobID)
+	if err != nil {
+		return nil, fmt.Errorf("kill requests: %w", classify(err))
+	}
+	defer rows.Close()
+	var out map[int64]bool
+	for rows.Next() {
+		var seq int64
+		var mode int
+		if err := rows.Scan(&seq, &mode); err != nil {
+			return nil, fmt.Errorf("kill requests: %w", classify(err))
+		}
+		if out == nil {
+			out = map[int64]bool{}
+		}
+		out[seq] = mode == 2
+	}
+	return out, classify(rows.Err())
+}

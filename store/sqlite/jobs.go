@@ -709,3 +709,49 @@ func (db *DB) CountJobs(ctx context.Context) (map[store.State]store.JobTally, er
 	}
 	return out, nil
 }
+
+// KillTask asks the runner of a running task to stop it.
+func (db *DB) KillTask(ctx context.Context, jobID, seq int64, requeue bool) error {
+	mode := 1
+	if requeue {
+		mode = 2
+	}
+	var n int64
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE running SET kill = ? WHERE job_id = ? AND seq = ?", mode, jobID, seq)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("kill task %d: %w", seq, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("task %d is not running: %w", seq, store.ErrConflict)
+	}
+	return nil
+}
+
+// KillRequests are the job's running tasks that pcd kill asked to stop.
+func (db *DB) KillRequests(ctx context.Context, jobID int64) (map[int64]bool, error) {
+	rows, err := db.rc.QueryContext(ctx, "SELECT seq, kill FROM running WHERE job_id = ? AND kill != 0", jobID)
+	if err != nil {
+		return nil, fmt.Errorf("kill requests: %w", err)
+	}
+	defer rows.Close()
+	var out map[int64]bool
+	for rows.Next() {
+		var seq int64
+		var mode int
+		if err := rows.Scan(&seq, &mode); err != nil {
+			return nil, fmt.Errorf("kill requests: %w", err)
+		}
+		if out == nil {
+			out = map[int64]bool{}
+		}
+		out[seq] = mode == 2
+	}
+	return out, rows.Err()
+}
