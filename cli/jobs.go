@@ -684,7 +684,6 @@ func oneLine(s string) string {
 	return s
 }
 
-
 type attemptView struct {
 	Number     int64       `json:"number"`
 	Attempt    int         `json:"attempt"`
