@@ -175,3 +175,41 @@ func TestStatusOverview(t *testing.T) {
 	}
 	pcd(t, db, "cancel", id)
 }
+
+// pcd completion bash completes commands and flags by asking pcd; zsh
+// and fish get their scripts (issue 14, point 5).
+func TestCompletion(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	script := pcd(t, db, "completion", "bash")
+	if script.code != 0 || !strings.Contains(script.stdout, "complete -o default") {
+		t.Fatalf("completion bash: exit %d: %s%s", script.code, script.stdout, script.stderr)
+	}
+	file := filepath.Join(t.TempDir(), "pcd.bash")
+	os.WriteFile(file, []byte(script.stdout), 0o600)
+	complete := func(words ...string) string {
+		t.Helper()
+		sh := `source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _pcd_complete; echo "${COMPREPLY[*]}"`
+		out, err := exec.Command("bash", append([]string{"-c", sh, "bash", file, pcdBin}, words...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("bash: %v: %s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if got := complete("sub"); got != "submit" {
+		t.Errorf("pcd sub<TAB>: %q, want submit", got)
+	}
+	if got := complete("submit", "--prio"); got != "--priority" {
+		t.Errorf("pcd submit --prio<TAB>: %q, want --priority", got)
+	}
+	if got := complete("run", "--", "ec"); got != "" {
+		t.Errorf("pcd run -- ec<TAB>: %q, want nothing from pcd (the shell completes files)", got)
+	}
+	for shell, want := range map[string]string{"zsh": "bashcompinit", "fish": "complete -c pcd"} {
+		if r := pcd(t, db, "completion", shell); r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Errorf("completion %s: exit %d, no %q", shell, r.code, want)
+		}
+	}
+	if r := pcd(t, db, "completion", "tcsh"); r.code != 2 {
+		t.Errorf("completion tcsh: exit %d, want 2", r.code)
+	}
+}

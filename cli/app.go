@@ -98,6 +98,7 @@ func Run(ctx context.Context, args []string, env Env) error {
 			callbacksCommand(env),
 			pruneCommand(env),
 			benchCommand(env),
+			completionCommand(env),
 		),
 		// Errors are returned to main.go, which prints them once.
 		ExitErrHandler: func(*cli.Context, error) {},
@@ -105,6 +106,9 @@ func Run(ctx context.Context, args []string, env Env) error {
 	}
 	// An unknown command, or help for one, is the user's mistake (exit
 	// 2), said in one line; urfave/cli returns it with no code of ours.
+	if len(args) > 1 && args[len(args)-1] == completionFlag {
+		return app.RunContext(ctx, args) // a shell asks what to complete
+	}
 	if name, ok := unknownCommand(app, args); ok {
 		return usageError("unknown command %q: see pcd help", name)
 	}

@@ -195,7 +195,7 @@ func haltFlag() cli.Flag {
 // scheduleFlags say when a submitted job runs.
 func scheduleFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.IntFlag{Name: "priority", Usage: "a job of higher `N` starts first, and takes the daemon's free slots first (default 0)"},
+		&cli.IntFlag{Name: "priority", Usage: "a job of higher `N` starts first, and takes the daemon's free slots first"},
 		&cli.StringFlag{Name: "at", Usage: "start no earlier than `TIME`: 15:04, 2026-12-01 15:04, or RFC 3339"},
 		&cli.DurationFlag{Name: "in", Usage: "start no earlier than `DURATION` from now (say 2h30m)"},
 		&cli.StringFlag{Name: "group", Aliases: []string{"g"}, Usage: "run in the group `G`, with its limits (pcd group set)"},
@@ -285,10 +285,10 @@ func parseAt(s string, now time.Time) (time.Time, error) {
 // retryFlags set the job's retry defaults, over the job file's.
 func retryFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.IntFlag{Name: "max-attempts", Usage: "attempts per task before it fails (default 1: no retry)"},
-		&cli.DurationFlag{Name: "backoff-base", Usage: "the first wait before a retry; it doubles each time, with jitter (default 1s)"},
-		&cli.DurationFlag{Name: "backoff-cap", Usage: "the longest wait before a retry (default 5m)"},
-		&cli.DurationFlag{Name: "timeout", Usage: "how long one attempt of a task may run (default: no limit)"},
+		&cli.IntFlag{Name: "max-attempts", Usage: "attempts per task before it fails", DefaultText: "1: no retry"},
+		&cli.DurationFlag{Name: "backoff-base", Usage: "the first wait before a retry; it doubles each time, with jitter", DefaultText: "1s"},
+		&cli.DurationFlag{Name: "backoff-cap", Usage: "the longest wait before a retry", DefaultText: "5m"},
+		&cli.DurationFlag{Name: "timeout", Usage: "how long one attempt of a task may run", DefaultText: "no limit"},
 	}
 }
 
