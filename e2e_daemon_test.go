@@ -463,12 +463,12 @@ func TestBadInputExitCodes(t *testing.T) {
 	}{
 		{[]string{"status", "0000dead"}, 5, "not found"},
 		{[]string{"status", "zz"}, 5, "hex digits"},
-		{[]string{"status", shared}, 6, "ambiguous job id"},
-		{[]string{"cancel", shared}, 6, "ambiguous job id"},
+		{[]string{"status", shared}, 6, "ambiguous id"},
+		{[]string{"cancel", shared}, 6, "ambiguous id"},
 		{[]string{"tasks", "--state", "done", ids[0]}, 2, `unknown state "done"`},
 		{[]string{"retry", ids[0]}, 7, "still pending"},
 		{[]string{"jobs", "--limit", "0"}, 2, "--limit must be positive"},
-		{[]string{"watch"}, 2, "give job ids or --all"},
+		{[]string{"watch"}, 2, "give job ids, or --all"},
 	} {
 		r := pcd(t, db, tc.args...)
 		if r.code != tc.code || !strings.Contains(r.stderr, tc.want) || strings.Count(r.stderr, "\n") != 1 {

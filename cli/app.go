@@ -38,7 +38,7 @@ type jobFailed struct{ job store.Job }
 
 func (e jobFailed) Error() string {
 	j := e.job
-	return fmt.Sprintf("job %s %s: %d of %d tasks failed, %d cancelled", j.UUID, j.State, j.Failed, j.Total, j.Cancelled)
+	return fmt.Sprintf("job %s %s: %d of %s failed, %d cancelled", j.UUID, j.State, j.Failed, plural(j.Total, "task"), j.Cancelled)
 }
 func (e jobFailed) Is(target error) bool { return target == ErrJobFailed }
 

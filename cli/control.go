@@ -157,8 +157,8 @@ the daemon runs them, and a new job callback follows when they are done.`,
 				if c.Bool("json") {
 					return writeJSON(env.Stdout, viewJob(again))
 				}
-				_, err = fmt.Fprintf(env.Stdout, "job %s: %d tasks back to pending (round %d)\n",
-					again.UUID, j.Failed+j.Cancelled, again.Round)
+				_, err = fmt.Fprintf(env.Stdout, "job %s: %s back to pending (round %d)\n",
+					again.UUID, plural(j.Failed+j.Cancelled, "task"), again.Round)
 				return err
 			})
 			if len(jobs) > 0 && !db.RunnerAlive(c.Context) {

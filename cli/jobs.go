@@ -81,11 +81,43 @@ func table(w io.Writer, header string, rows [][]string) error {
 	return tw.Flush()
 }
 
+// ago is a time for a table: how long ago (or, ahead, in how long), as
+// "3m ago" or "in 2h"; a date past a month.
 func ago(t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	return t.Local().Format("2006-01-02 15:04:05")
+	d := time.Since(t)
+	switch {
+	case d < -time.Second:
+		return "in " + shortDuration(-d)
+	case d < time.Second:
+		return "now"
+	case d < 30*24*time.Hour:
+		return shortDuration(d) + " ago"
+	}
+	return t.Local().Format("2006-01-02")
+}
+
+// when is a time in full with how long ago it was, for pcd status JOB.
+func when(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05") + " (" + ago(t) + ")"
+}
+
+// shortDuration is a duration to the unit that matters: 45s, 3m, 2h, 5d.
+func shortDuration(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
 }
 
 // jsonFlag is a new --json flag: urfave/cli writes into a flag as it
@@ -200,7 +232,7 @@ func statusCommand(env Env) *cli.Command {
 					{"tasks", fmt.Sprintf("%d done of %d: %d succeeded, %d failed, %d cancelled", v.Done, v.Total, v.Succeeded, v.Failed, v.Cancelled)},
 					{"workers", fmt.Sprint(v.Workers)}, {"queue size", fmt.Sprint(v.QueueSize)},
 					{"round", fmt.Sprint(v.Round)}, {"elapsed", humanDuration(j.Elapsed)},
-					{"created", ago(j.CreatedAt)}, {"started", ago(j.StartedAt)}, {"finished", ago(j.FinishedAt)},
+					{"created", when(j.CreatedAt)}, {"started", when(j.StartedAt)}, {"finished", when(j.FinishedAt)},
 				}
 				if j.Group != "" {
 					rows = append(rows, []string{"group", printable(j.Group)})
@@ -209,7 +241,7 @@ func statusCommand(env Env) *cli.Command {
 					rows = append(rows, []string{"priority", fmt.Sprint(j.Priority)})
 				}
 				if !j.StartAt.IsZero() {
-					rows = append(rows, []string{"starts at", ago(j.StartAt)})
+					rows = append(rows, []string{"starts at", when(j.StartAt)})
 				}
 				if j.After != store.AfterNone {
 					if deps, err := db.JobDeps(c.Context, j.ID); err == nil {
@@ -369,7 +401,7 @@ func printOverview(w io.Writer, v overviewView, noDatabase bool) error {
 		r := v.Runners[0]
 		fmt.Fprintf(&b, "%s: running, pid %d", printable(r.Role), r.PID)
 		if r.Started != nil {
-			fmt.Fprintf(&b, ", up %s (since %s)", humanDuration(time.Since(*r.Started)), ago(*r.Started))
+			fmt.Fprintf(&b, ", up %s (since %s)", humanDuration(time.Since(*r.Started)), r.Started.Local().Format("2006-01-02 15:04:05"))
 		}
 		if r.Version != "" {
 			fmt.Fprintf(&b, ", pcd %s", printable(r.Version))

@@ -70,7 +70,7 @@ func findTask(c *cli.Context, db store.Store) (store.TaskRow, error) {
 			return store.TaskRow{}, err
 		}
 		if n > job.Total {
-			return store.TaskRow{}, fmt.Errorf("job %s has %d tasks, so no task %d: %w", job.UUID, job.Total, n, store.ErrNotFound)
+			return store.TaskRow{}, fmt.Errorf("job %s has %s, so no task %d: %w", job.UUID, plural(job.Total, "task"), n, store.ErrNotFound)
 		}
 		rows, err := db.TasksInState(c.Context, job.ID, "", n-1, 1)
 		if err != nil {

@@ -15,12 +15,15 @@ import (
 type progress struct {
 	bar          *progressbar.ProgressBar
 	done, failed int64
-	all          bool // watching every job: totals come from unfinished jobs
-	w            io.Writer
+	// total is the bar's total once known (-1 before). Not the bar's own
+	// max: a bar with no total yet reports its width (30) as its max.
+	total int64
+	all   bool // watching every job: totals come from unfinished jobs
+	w     io.Writer
 }
 
 func newProgress(w io.Writer, all bool) *progress {
-	return &progress{all: all, w: w, bar: progressbar.NewOptions64(-1,
+	return &progress{all: all, w: w, total: -1, bar: progressbar.NewOptions64(-1,
 		progressbar.OptionSetWriter(w),
 		progressbar.OptionShowCount(),
 		progressbar.OptionShowIts(),
@@ -68,8 +71,9 @@ func (p *progress) jobs(jobs []store.Job) {
 			total += j.Total
 		}
 	}
-	if total != p.bar.GetMax64() {
-		p.bar.ChangeMax64(max(total, 1))
+	if total = max(total, 1); total != p.total {
+		p.total = total
+		p.bar.ChangeMax64(total)
 	}
 }
 
@@ -78,7 +82,8 @@ func (p *progress) finish() {
 	if p == nil {
 		return
 	}
+	_ = p.bar.Finish() // also ends the bar's spinner goroutine, at its next tick
 	_ = p.bar.Clear()
 	_ = p.bar.Exit()
-	fmt.Fprintf(p.w, "%d tasks done, %d failed\n", p.done, p.failed)
+	fmt.Fprintf(p.w, "%s done, %d failed\n", plural(p.done, "task"), p.failed)
 }

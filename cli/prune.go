@@ -53,12 +53,12 @@ back rewrites it once (VACUUM): that needs room for a copy of the file.`,
 			}
 			if _, ok := db.(*postgres.DB); ok {
 				// PostgreSQL keeps a table's free pages for its new rows.
-				fmt.Fprintf(env.Stdout, "pruned %d jobs (%d rows); pcd's tables went from %s to %s (vacuumed: new rows reuse the space)\n",
-					res.Jobs, res.Rows, mib(res.Before), mib(res.After))
+				fmt.Fprintf(env.Stdout, "pruned %s (%s); pcd's tables went from %s to %s (vacuumed: new rows reuse the space)\n",
+					plural(res.Jobs, "job"), plural(res.Rows, "row"), mib(res.Before), mib(res.After))
 				return pruneKept(env, res.Kept)
 			}
-			fmt.Fprintf(env.Stdout, "pruned %d jobs (%d rows); the file went from %s to %s\n",
-				res.Jobs, res.Rows, mib(res.Before), mib(res.After))
+			fmt.Fprintf(env.Stdout, "pruned %s (%s); the file went from %s to %s\n",
+				plural(res.Jobs, "job"), plural(res.Rows, "row"), mib(res.Before), mib(res.After))
 			if res.Vacuumed {
 				fmt.Fprintln(env.Stdout, "the file was rewritten once (VACUUM) to give space back from now on")
 			}

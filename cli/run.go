@@ -175,7 +175,7 @@ func sealResumed(c *cli.Context, env Env, db store.Store, resumed store.Job) err
 	case err != nil:
 		return err
 	case sealed:
-		fmt.Fprintf(env.Stderr, "pcd: job %s's submitter is gone: it is sealed with the %d tasks that committed\n", resumed.UUID, resumed.Total)
+		fmt.Fprintf(env.Stderr, "pcd: job %s's submitter is gone: it is sealed with the %s that committed\n", resumed.UUID, plural(resumed.Total, "task"))
 	default:
 		fmt.Fprintf(env.Stderr, "pcd: job %s is still being submitted; its tasks run as they come\n", resumed.UUID)
 	}
@@ -207,8 +207,8 @@ func runToEnd(c *cli.Context, env Env, db store.Store, r *engine.Runner, out *pr
 		out.order.flush(out.task)
 	}
 	if errors.Is(err, engine.ErrStopped) {
-		return fmt.Errorf("job %s stopped with %d of %d tasks done; its progress is saved (resume it with `pcd run --resume %s`): %w",
-			job.UUID, done.Done(), done.Total, job.UUID[:8], err)
+		return fmt.Errorf("job %s stopped with %d of %s done; its progress is saved (resume it with `pcd run --resume %s`): %w",
+			job.UUID, done.Done(), plural(done.Total, "task"), job.UUID[:8], err)
 	}
 	if err != nil {
 		return err

@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/mattn/go-isatty"
 	"github.com/urfave/cli/v2"
 
 	"github.com/pcd-dev/pcd/engine"
@@ -73,6 +75,9 @@ func submit(c *cli.Context, env Env) error {
 		// the runner, which sees its lock go.)
 		ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
+		if f, ok := env.Stdin.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+			fmt.Fprintln(env.Stderr, `pcd: reading tasks from the terminal, one JSON object a line ({"kind": "exec", "payload": {"argv": ["echo", "hi"]}}); Ctrl-D ends the job, Ctrl-C stops it`)
+		}
 		job, err = engine.StreamJob(ctx, db, env.Stdin, engine.StreamOptions{
 			Job:      nj,
 			Retry:    jf.RetrySpec,
@@ -85,7 +90,7 @@ func submit(c *cli.Context, env Env) error {
 				return fmt.Errorf("interrupted before any task committed; no job was created: %w", ErrInterrupted)
 			}
 			fmt.Fprintln(env.Stdout, job.UUID)
-			return fmt.Errorf("interrupted: job %s is sealed with the %d tasks that committed: %w", job.UUID, job.Total, ErrInterrupted)
+			return fmt.Errorf("interrupted: job %s is sealed with the %s that committed: %w", job.UUID, plural(job.Total, "task"), ErrInterrupted)
 		}
 		if err != nil {
 			return fmt.Errorf("stdin: %w", err)

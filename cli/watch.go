@@ -30,7 +30,9 @@ their commands' output instead of their callback lines, as pcd run does
 (--no-output, --keep-order and --verbose work as there).
 
 It exits when the jobs are complete: 0 if every task succeeded, 1 if any
-failed. With --follow it keeps following, new jobs too.`,
+failed. With --follow it keeps following, new jobs too; --follow with no
+job id follows every job. If the daemon stops while it watches, it says
+so once, and again when a daemon is back.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "all", Usage: "watch every job"},
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep following after the jobs complete"},
@@ -40,8 +42,11 @@ failed. With --follow it keeps following, new jobs too.`,
 		},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			if c.Bool("all") == (c.NArg() > 0) {
-				return usageError("give job ids or --all")
+			switch {
+			case c.Bool("all") && c.NArg() > 0:
+				return usageError("give job ids or --all, not both")
+			case !c.Bool("all") && c.NArg() == 0 && !c.Bool("follow"):
+				return usageError("give job ids, or --all (with --follow, no ids follows every job)")
 			}
 			db, err := openReader(c)
 			if err != nil {
@@ -150,7 +155,7 @@ func follow(c *cli.Context, env Env, db store.Store, o followOptions) error {
 		}
 	}
 	if failed > 0 {
-		return fmt.Errorf("%w: %d of %d jobs did not succeed", ErrJobFailed, failed, len(outcomes))
+		return fmt.Errorf("%w: %d of %s did not succeed", ErrJobFailed, failed, plural(len(outcomes), "job"))
 	}
 	return nil
 }

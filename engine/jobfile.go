@@ -618,21 +618,26 @@ func describeJSONError(pos func(offset int64) (line, col int), err error) error 
 	var typ *json.UnmarshalTypeError
 	var trail trailingData
 	var at syntaxAt
+	// where names the place; a line of its own (NDJSON, whose line the
+	// caller names) gives its column alone.
+	where := func(offset int64) string {
+		line, col := pos(offset)
+		if line == 0 {
+			return fmt.Sprintf("column %d", col)
+		}
+		return fmt.Sprintf("line %d, column %d", line, col)
+	}
 	switch {
 	case errors.Is(err, ErrBadJob):
 		return err
 	case errors.As(err, &at):
-		line, col := pos(at.offset)
-		return fmt.Errorf("line %d, column %d: %s", line, col, at.err.Error())
+		return fmt.Errorf("%s: %s", where(at.offset), at.err.Error())
 	case errors.As(err, &trail):
-		line, col := pos(trail.offset)
-		return fmt.Errorf("line %d, column %d: %s", line, col, trail.Error())
+		return fmt.Errorf("%s: %s", where(trail.offset), trail.Error())
 	case errors.As(err, &syn):
-		line, col := pos(syn.Offset)
-		return fmt.Errorf("line %d, column %d: %s", line, col, syn.Error())
+		return fmt.Errorf("%s: %s", where(syn.Offset), syn.Error())
 	case errors.As(err, &typ):
-		line, col := pos(typ.Offset)
-		return fmt.Errorf("line %d, column %d: %w", line, col, jsonFieldError(err))
+		return fmt.Errorf("%s: %w", where(typ.Offset), jsonFieldError(err))
 	case errors.Is(err, io.EOF):
 		return errors.New("empty input: want a JSON job object")
 	case errors.Is(err, io.ErrUnexpectedEOF):

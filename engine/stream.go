@@ -150,7 +150,7 @@ func (sj *streamedJob) take(next readLine, maxLine int) error {
 func (sj *streamedJob) badLine(err error) error {
 	err = badJob("line %d: %w", sj.line, err)
 	if sj.job.ID != 0 {
-		err = fmt.Errorf("%w (job %s keeps the %d tasks committed before that line's batch, and is sealed)", err, sj.job.UUID, sj.job.Total)
+		err = fmt.Errorf("%w (job %s keeps the %d %s committed before that line's batch, and is sealed)", err, sj.job.UUID, sj.job.Total, pluralTasks(sj.job.Total))
 	}
 	return err
 }
@@ -255,7 +255,7 @@ func parseTaskLine(raw []byte, reg *Registry, def RetrySpec, dir string) (store.
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&spec); err != nil {
-		return store.NewTask{}, false, describeJSONError(func(off int64) (int, int) { return position(raw, off) }, err)
+		return store.NewTask{}, false, describeJSONError(func(off int64) (int, int) { _, col := position(raw, off); return 0, col }, err)
 	}
 	if dec.More() {
 		return store.NewTask{}, false, errors.New("more than one JSON value on the line")

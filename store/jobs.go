@@ -148,7 +148,7 @@ var ErrDuplicate = errors.New("a job with this key exists")
 
 // Errors for job references and state changes.
 var (
-	ErrAmbiguous = errors.New("ambiguous job id")
+	ErrAmbiguous = errors.New("ambiguous id")
 	ErrConflict  = errors.New("job is not in a state that allows this")
 	ErrSealed    = errors.New("job is sealed")
 )

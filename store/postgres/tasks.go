@@ -266,7 +266,7 @@ func (db *DB) FindTask(ctx context.Context, ref string) (store.TaskRow, error) {
 	case 0:
 		return store.TaskRow{}, fmt.Errorf("task %s: %w", ref, store.ErrNotFound)
 	case 2:
-		return store.TaskRow{}, fmt.Errorf("task %s: %w: give more characters", ref, store.ErrAmbiguous)
+		return store.TaskRow{}, fmt.Errorf("task %s: %w: several tasks' ids start so (those of one job share their first 16 characters); give more, or JOB_ID N", ref, store.ErrAmbiguous)
 	}
 	found, err := db.TasksInState(ctx, keys[0].job, "", keys[0].seq-1, 1)
 	if err != nil {
