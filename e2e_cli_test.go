@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -211,5 +213,61 @@ func TestCompletion(t *testing.T) {
 	}
 	if r := pcd(t, db, "completion", "tcsh"); r.code != 2 {
 		t.Errorf("completion tcsh: exit %d, want 2", r.code)
+	}
+}
+
+// A watch says when the daemon dies under it, and when one is back; pcd
+// run that hands its job to a daemon prints what pcd run prints (issue
+// 14, point 5).
+func TestWatchSaysTheDaemonIsGone(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	gate := filepath.Join(dir, "gate")
+	d := startDaemon(t, db)
+	// Task 1 prints at once; task 2 waits for the gate.
+	id := strings.TrimSpace(pcd(t, db, "submit", "--workers", "1", "--", "sh", "-c",
+		"if [ {} = 1 ]; then echo first; else while [ ! -e "+gate+" ]; do sleep 0.02; done; fi", ":::", "1", "2").stdout)
+	w := start(t, db, nil, "watch", id)
+	waitFor := func(b *buffer, want string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(b.String(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in 30 s: %s", want, b)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitStderr := func(p *proc, want string) { t.Helper(); waitFor(p.stderr, want) }
+	waitFor(w.stdout, "first\n") // the watch runs
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	d.wait(t, 10*time.Second)
+	waitStderr(w, "the daemon is gone")
+	d = startDaemon(t, db)
+	defer stopDaemon(t, d)
+	waitStderr(w, "a daemon runs the jobs again")
+	os.WriteFile(gate, nil, 0o600)
+	if code := w.wait(t, 30*time.Second); code != 0 {
+		t.Errorf("watch: exit %d: %s", code, w.stderr)
+	}
+
+	// The same job, run here and handed to the daemon: the same lines.
+	job := filepath.Join(dir, "job.json")
+	os.WriteFile(job, []byte(`{"tasks": [{"kind": "noop"}, {"kind": "fail", "payload": {"error": "no"}}]}`), 0o600)
+	handed := pcd(t, db, "run", job)
+	stopDaemon(t, d)
+	here := pcd(t, db, "run", job)
+	shape := func(out string) string {
+		return regexp.MustCompile(`[0-9a-f-]{36}|time_secs=[0-9.]+|'elapsed_secs': [0-9.]+`).ReplaceAllString(out, "X")
+	}
+	if handed.code != here.code || shape(handed.stdout) != shape(here.stdout) {
+		t.Errorf("pcd run handed to a daemon: exit %d\n%s\nrun here: exit %d\n%s", handed.code, handed.stdout, here.code, here.stdout)
+	}
+	lastLine := func(s string) string {
+		lines := strings.Split(strings.TrimSpace(s), "\n")
+		return shape(lines[len(lines)-1])
+	}
+	if lastLine(handed.stderr) != lastLine(here.stderr) {
+		t.Errorf("the last word differs: handed %q, here %q", lastLine(handed.stderr), lastLine(here.stderr))
 	}
 }

@@ -251,7 +251,14 @@ func handOff(c *cli.Context, env Env, db store.Store, jf engine.JobFile, held *s
 	fmt.Fprintf(env.Stderr, "pcd: %s runs this database; job %s was handed to it\n", who, job.UUID)
 	out := newPrinter(c, env, db)
 	out.start(job, out.outputShown(jf))
-	return follow(c, env, db, followOptions{jobIDs: []int64{job.ID}, json: c.Bool("json"), out: out})
+	err = follow(c, env, db, followOptions{jobIDs: []int64{job.ID}, json: c.Bool("json"), out: out, noBar: true})
+	if errors.Is(err, ErrJobFailed) {
+		// As pcd run says it when it runs the job itself.
+		if done, jerr := db.Job(c.Context, job.ID); jerr == nil {
+			return jobFailed{done}
+		}
+	}
+	return err
 }
 
 // sleepJob is n sleeps of 0-1 s at random.

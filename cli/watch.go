@@ -2,10 +2,13 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os/signal"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -73,13 +76,16 @@ type followOptions struct {
 	after  int64
 	// out prints the events; default a printer for json on stdout.
 	out *printer
+	// noBar leaves the progress line out, for pcd run handing its job to
+	// a daemon: it prints what pcd run prints.
+	noBar bool
 }
 
 // follow streams the jobs' callbacks until they are complete, and returns
 // ErrJobFailed if any job did not succeed.
 func follow(c *cli.Context, env Env, db store.Store, o followOptions) error {
 	var bar *progress
-	if !o.json && isTerminal(env.Stderr) {
+	if !o.json && !o.noBar && isTerminal(env.Stderr) {
 		bar = newProgress(env.Stderr, len(o.jobIDs) == 0)
 	}
 	out := o.out
@@ -104,7 +110,11 @@ func follow(c *cli.Context, env Env, db store.Store, o followOptions) error {
 	outcomes := map[string]store.State{}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// mu keeps the events, the bar and the daemon notices apart.
+	var mu sync.Mutex
 	onEvent := func(ev engine.Event) error {
+		mu.Lock()
+		defer mu.Unlock()
 		bar.clear()
 		out.event(ev)
 		if ev.Job != nil {
@@ -113,6 +123,7 @@ func follow(c *cli.Context, env Env, db store.Store, o followOptions) error {
 		bar.event(ev)
 		return out.err
 	}
+	defer watchRunner(ctx, env, db, &mu, bar)()
 	opts := engine.WatchOptions{JobIDs: o.jobIDs, Follow: o.follow, After: o.after, OnEvent: onEvent, OnJobs: bar.jobs, Flush: flush,
 		OnTrouble: func(err error) {
 			bar.clear()
@@ -158,4 +169,45 @@ func follow(c *cli.Context, env Env, db store.Store, o followOptions) error {
 		return fmt.Errorf("%w: %d of %s did not succeed", ErrJobFailed, failed, plural(len(outcomes), "job"))
 	}
 	return nil
+}
+
+// runnerCheck is how often a watch looks whether a daemon still runs.
+const runnerCheck = time.Second
+
+// watchRunner says on stderr when the database's daemon stops while a
+// watch waits for its jobs, and when one is back, until the returned
+// function is called.
+func watchRunner(ctx context.Context, env Env, db store.Store, mu *sync.Mutex, bar *progress) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		alive := db.RunnerAlive(ctx)
+		tick := time.NewTicker(runnerCheck)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			now := db.RunnerAlive(ctx)
+			if now == alive || ctx.Err() != nil {
+				continue
+			}
+			alive = now
+			mu.Lock()
+			bar.clear()
+			if alive {
+				fmt.Fprintln(env.Stderr, "pcd: a daemon runs the jobs again")
+			} else {
+				fmt.Fprintln(env.Stderr, "pcd: the daemon is gone: the jobs wait until `pcd daemon` runs again (this watch goes on)")
+			}
+			mu.Unlock()
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
