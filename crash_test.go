@@ -454,7 +454,7 @@ func TestRunRecoversAndResumes(t *testing.T) {
 	}
 
 	r := pcd(t, db, "run", "testdata/jobs/sleeps.json")
-	if r.code != 0 || !strings.Contains(r.stderr, "1 other unfinished job(s)") {
+	if r.code != 0 || !strings.Contains(r.stderr, "1 other unfinished job in") {
 		t.Fatalf("run beside an unfinished job: exit %d, stderr %q", r.code, r.stderr)
 	}
 	if queryDB(t, db, "SELECT count(*) FROM running") != 0 {

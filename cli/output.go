@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -30,6 +31,7 @@ type printer struct {
 	quiet   bool // only the job events
 	output  bool // print exec tasks' output
 	verbose bool // with output, the exec tasks' callback lines too, on errw
+	short   bool // short event lines (a terminal), not the seed's Python repr
 	// order holds back tasks that complete before those numbered before
 	// them (--keep-order); nil prints tasks as they complete.
 	order *taskOrder
@@ -44,18 +46,37 @@ func outputFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "no-output", Usage: "do not print exec tasks' output; print their callback lines instead"},
 		&cli.BoolFlag{Name: "keep-order", Aliases: []string{"k"}, Usage: "print tasks in task order, not as they complete (like parallel -k)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "with exec tasks' output, print their callback lines too, on stderr"},
+		&cli.StringFlag{Name: "format", Usage: "event lines: short, or seed (the classic lesson's lines); the default is short on a terminal, seed elsewhere and for --demo", DefaultText: "short on a terminal"},
 	}
 }
 
 // newPrinter makes the printer the flags of run or watch ask for; db
 // reads back the output of tasks held for --keep-order.
-func newPrinter(c *cli.Context, env Env, db store.Store) *printer {
+func newPrinter(c *cli.Context, env Env, db store.Store) (*printer, error) {
 	p := &printer{w: env.Stdout, errw: env.Stderr, json: c.Bool("json"), quiet: c.Bool("quiet"),
 		output: !c.Bool("no-output") && !c.Bool("json"), verbose: c.Bool("verbose"), shown: map[string]bool{}}
+	switch c.String("format") {
+	case "short":
+		p.short = true
+	case "seed":
+	case "":
+		p.short = isTerminal(env.Stdout) && !c.Bool("demo")
+	default:
+		return nil, usageError("--format must be short or seed, got %q", c.String("format"))
+	}
 	if c.Bool("keep-order") && !c.Bool("json") {
 		p.order = &taskOrder{ctx: c.Context, db: db, jobs: map[string]*jobOrder{}}
 	}
-	return p
+	return p, nil
+}
+
+// checkFormat refuses an unknown --format before anything is opened.
+func checkFormat(c *cli.Context) error {
+	switch c.String("format") {
+	case "", "short", "seed":
+		return nil
+	}
+	return usageError("--format must be short or seed, got %q", c.String("format"))
 }
 
 // outputShown says whether the job's tasks print their output rather
@@ -81,9 +102,49 @@ func (p *printer) start(job store.Job, outputShown bool) {
 		if p.verbose {
 			p.note("Starting Job %s\n", job.UUID)
 		}
+	case p.short:
+		p.printf("job %s started: %s\n", job.UUID, plural(job.Total, "task"))
 	default:
 		p.printf("Starting Job %s\n", job.UUID)
 	}
+}
+
+// line is an event's text line, short or in the seed's shape.
+func (p *printer) line(ev engine.Event) string {
+	if p.short {
+		return shortEvent(ev)
+	}
+	return formatEvent(ev)
+}
+
+// shortEvent is an event in a line that fits a terminal:
+//
+//	3f2a9c1e #17 sleep succeeded 0.52s
+//	3f2a9c1e #18 fail failed 0.01s: no luck
+//	3f2a9c1e job failed in 5.2s: 1 of 10 tasks failed, 0 cancelled
+func shortEvent(ev engine.Event) string {
+	switch {
+	case ev.Task != nil:
+		t := ev.Task
+		s := fmt.Sprintf("%s #%d %s %s %s", shortID(ev.JobID), t.Number, printable(t.Kind), t.State, humanDuration(time.Duration(t.TimeSecs*float64(time.Second))))
+		if t.Error != "" {
+			s += ": " + oneLine(t.Error)
+		}
+		return s
+	case ev.Job != nil:
+		j := ev.Job
+		s := fmt.Sprintf("%s job %s in %s: ", shortID(ev.JobID), j.Outcome, humanDuration(time.Duration(j.ElapsedSecs*float64(time.Second))))
+		if j.Outcome == store.Succeeded {
+			s += plural(j.Total, "task")
+		} else {
+			s += fmt.Sprintf("%d of %s failed, %d cancelled", j.Failed, plural(j.Total, "task"), j.Cancelled)
+		}
+		if j.Reason != "" {
+			s += " (" + oneLine(j.Reason) + ")"
+		}
+		return s
+	}
+	return fmt.Sprintf("event %s for job %s", ev.Type, ev.JobID)
 }
 
 func (p *printer) event(ev engine.Event) {
@@ -108,13 +169,13 @@ func (p *printer) event(ev engine.Event) {
 			delete(p.shown, ev.JobID)
 			switch {
 			case p.verbose:
-				p.note("%s\n", formatEvent(ev))
+				p.note("%s\n", p.line(ev))
 			case ev.Job.Reason != "":
 				p.note("pcd: job %s %s: %s\n", shortID(ev.JobID), ev.Job.Outcome, printable(ev.Job.Reason))
 			}
 			return
 		}
-		p.printf("%s\n", formatEvent(ev))
+		p.printf("%s\n", p.line(ev))
 	}
 }
 
@@ -123,13 +184,13 @@ func (p *printer) task(ev engine.Event) {
 	t := ev.Task
 	if !p.output || t.Kind != "exec" {
 		if !p.quiet {
-			p.printf("%s\n", formatEvent(ev))
+			p.printf("%s\n", p.line(ev))
 		}
 		return
 	}
 	p.shown[ev.JobID] = true
 	if p.verbose && !p.quiet {
-		p.note("%s\n", formatEvent(ev))
+		p.note("%s\n", p.line(ev))
 	}
 	var res engine.ExecResult
 	if len(t.Result) > 0 {

@@ -79,3 +79,30 @@ func TestKeepOrder(t *testing.T) {
 		t.Errorf("watch -k: no job line on stderr:\n%s", stderr)
 	}
 }
+
+// TestShortEvents: --format short prints events in lines that fit a
+// terminal; the seed's lines stay with --format seed.
+func TestShortEvents(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	job := writeFile(t, "job.json", `{"workers": 1, "tasks": [{"kind": "noop"}, {"kind": "fail", "payload": {"error": "no luck"}}]}`)
+	stdout, _, err := pcd(t, "", "--db", db, "run", "--format", "short", job)
+	if !errors.Is(err, ErrJobFailed) {
+		t.Fatalf("run: %v", err)
+	}
+	want := regexp.MustCompile(`^job [0-9a-f-]{36} started: 2 tasks
+[0-9a-f]{8} #1 noop succeeded \d+µs
+[0-9a-f]{8} #2 fail failed \d+µs: no luck
+[0-9a-f]{8} job failed in \d+(µs|ms): 1 of 2 tasks failed, 0 cancelled
+$`)
+	if !want.MatchString(stdout) {
+		t.Errorf("short events:\n%s", stdout)
+	}
+	for _, line := range lines(stdout) {
+		if len(line) > 80 {
+			t.Errorf("a line of %d characters: %q", len(line), line)
+		}
+	}
+	if _, _, err := pcd(t, "", "--db", filepath.Join(t.TempDir(), "x.db"), "run", "--format", "shrt", job); !errors.Is(err, ErrUsage) {
+		t.Errorf("--format shrt: %v, want a usage error", err)
+	}
+}

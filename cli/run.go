@@ -54,7 +54,7 @@ interrupts them. Unfinished work stays in the database.`,
 			&cli.StringFlag{Name: "name", Usage: "job name"},
 			&cli.BoolFlag{Name: "json", Usage: "print events as NDJSON"},
 			&cli.BoolFlag{Name: "quiet", Usage: "print no task callback lines (exec tasks' output is still printed)"},
-			outputFlags()[0], outputFlags()[1], outputFlags()[2], haltFlag(),
+			outputFlags()[0], outputFlags()[1], outputFlags()[2], outputFlags()[3], haltFlag(),
 			&cli.DurationFlag{Name: "grace", EnvVars: []string{"PCD_GRACE"}, Value: 10 * time.Second, Usage: "on a stop signal, how long running tasks may finish"},
 		},
 		OnUsageError: onUsageError,
@@ -64,6 +64,9 @@ interrupts them. Unfinished work stays in the database.`,
 
 func runJob(c *cli.Context, env Env) error {
 	resume := c.String("resume")
+	if err := checkFormat(c); err != nil {
+		return err
+	}
 	if err := configureExec(c, env); err != nil {
 		return err
 	}
@@ -95,7 +98,10 @@ func runJob(c *cli.Context, env Env) error {
 	}
 	opening, setRunner, releaseSignals := stopper(c.Context, c.Duration("grace"), log)
 	defer releaseSignals()
-	out := newPrinter(c, env, db)
+	out, err := newPrinter(c, env, db)
+	if err != nil {
+		return err
+	}
 	r, err := engine.OpenRunner(opening, db, engine.RunnerConfig{
 		Role:         engine.RoleRun,
 		Subreaper:    true,
@@ -195,8 +201,8 @@ func noteOthers(c *cli.Context, env Env, db store.Store, resumed store.Job) erro
 	if resumed.ID != 0 {
 		n--
 	}
-	fmt.Fprintf(env.Stderr, "pcd: note: %d other unfinished job(s) in %s are not run by `pcd run`; start `pcd daemon` to resume them, or `pcd run --resume JOB_ID`\n",
-		n, db.Path())
+	fmt.Fprintf(env.Stderr, "pcd: note: %s in %s not run by `pcd run`; start `pcd daemon` to resume them, or `pcd run --resume JOB_ID`\n",
+		plural(n, "other unfinished job"), db.Path())
 	return nil
 }
 
@@ -249,7 +255,10 @@ func handOff(c *cli.Context, env Env, db store.Store, jf engine.JobFile, held *s
 		who = fmt.Sprintf("pid %d", held.PID)
 	}
 	fmt.Fprintf(env.Stderr, "pcd: %s runs this database; job %s was handed to it\n", who, job.UUID)
-	out := newPrinter(c, env, db)
+	out, err := newPrinter(c, env, db)
+	if err != nil {
+		return err
+	}
 	out.start(job, out.outputShown(jf))
 	err = follow(c, env, db, followOptions{jobIDs: []int64{job.ID}, json: c.Bool("json"), out: out, noBar: true})
 	if errors.Is(err, ErrJobFailed) {

@@ -41,7 +41,7 @@ so once, and again when a daemon is back.`,
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep following after the jobs complete"},
 			&cli.BoolFlag{Name: "json", Usage: "print events as NDJSON, with no progress line"},
 			&cli.Int64Flag{Name: "after", Usage: "resume after this callback `ID`"},
-			outputFlags()[0], outputFlags()[1], outputFlags()[2],
+			outputFlags()[0], outputFlags()[1], outputFlags()[2], outputFlags()[3],
 		},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
@@ -91,7 +91,10 @@ func follow(c *cli.Context, env Env, db store.Store, o followOptions) error {
 	out := o.out
 	var flush func() error
 	if out == nil {
-		out = newPrinter(c, env, db)
+		var err error
+		if out, err = newPrinter(c, env, db); err != nil {
+			return err
+		}
 		if bar == nil {
 			// Buffered, and flushed after each catch-up: a write per line
 			// could not keep up with a runner committing 100k callbacks a
