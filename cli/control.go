@@ -149,11 +149,13 @@ the daemon runs them, and a new job callback follows when they are done.`,
 			if err != nil {
 				return err
 			}
+			retried := 0
 			err = eachJob(env, jobs, func(j store.Job) error {
 				again, err := engine.RetryJob(c.Context, db, j.ID)
 				if err != nil {
 					return err
 				}
+				retried++
 				if c.Bool("json") {
 					return writeJSON(env.Stdout, viewJob(again))
 				}
@@ -161,7 +163,7 @@ the daemon runs them, and a new job callback follows when they are done.`,
 					again.UUID, plural(j.Failed+j.Cancelled, "task"), again.Round)
 				return err
 			})
-			if len(jobs) > 0 && !db.RunnerAlive(c.Context) {
+			if retried > 0 && !db.RunnerAlive(c.Context) {
 				fmt.Fprintln(env.Stderr, "pcd: note: no daemon is running on this database; `pcd daemon` runs the jobs, or `pcd run --resume JOB_ID`")
 			}
 			return err
