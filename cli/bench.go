@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -58,6 +59,25 @@ type benchRow struct {
 	Values   []float64 `json:"values"`
 	RSSMiB   float64   `json:"peak_rss_mib,omitempty"`
 	Note     string    `json:"note,omitempty"`
+}
+
+// targetRE reads a target that is a bound: "<= 10", ">= 150000 ...".
+var targetRE = regexp.MustCompile(`^(<=|<|>=|>) ([0-9]+(?:\.[0-9]+)?)(?:[ ,]|$)`)
+
+// met says whether the row's median meets its target: yes, no, or - for
+// a target that is no plain bound (a ratio to another tool, "report").
+func (r benchRow) met() string {
+	m := targetRE.FindStringSubmatch(r.Target)
+	if m == nil || len(r.Values) == 0 {
+		return "-"
+	}
+	bound, _ := strconv.ParseFloat(m[2], 64)
+	v := r.median()
+	ok := map[string]bool{"<=": v <= bound, "<": v < bound, ">=": v >= bound, ">": v > bound}[m[1]]
+	if ok {
+		return "yes"
+	}
+	return "no"
 }
 
 func (r benchRow) median() float64 {
@@ -162,10 +182,15 @@ func runBench(c *cli.Context, env Env) error {
 		return writeJSON(env.Stdout, rows)
 	}
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "WORKLOAD\tMEDIAN\tMIN\tMAX\tUNIT\tPEAK RSS\tTARGET\tRUNS")
+	fmt.Fprintln(tw, "WORKLOAD\tMEDIAN\tMIN\tMAX\tUNIT\tPEAK RSS\tTARGET\tMET\tRUNS")
+	var missed []string
 	for _, r := range rows {
+		met := r.met()
+		if met == "no" {
+			missed = append(missed, r.Workload)
+		}
 		if len(r.Values) == 0 {
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t%s\t-\t%s\t0\n", r.Workload, r.Unit, r.Target)
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t%s\t-\t%s\t%s\t0\n", r.Workload, r.Unit, r.Target, met)
 			continue
 		}
 		lo, hi := slices.Min(r.Values), slices.Max(r.Values)
@@ -173,10 +198,17 @@ func runBench(c *cli.Context, env Env) error {
 		if r.RSSMiB > 0 {
 			rss = fmt.Sprintf("%.1f MiB", r.RSSMiB)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", r.Workload, num(r.median()), num(lo), num(hi), r.Unit, rss, r.Target, len(r.Values))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", r.Workload, num(r.median()), num(lo), num(hi), r.Unit, rss, r.Target, met, len(r.Values))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if len(missed) > 0 {
+		fmt.Fprintf(env.Stdout, "missed their target: %s", strings.Join(missed, "; "))
+		if c.Bool("quick") {
+			fmt.Fprint(env.Stdout, " (--quick runs small sizes once: a smoke test, not a measurement)")
+		}
+		fmt.Fprintln(env.Stdout)
 	}
 	for _, r := range rows {
 		if r.Note != "" {
