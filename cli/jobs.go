@@ -575,21 +575,22 @@ func taskRow(t store.TaskRow, numWidth int) []string {
 func taskTable(w io.Writer, header bool, rows [][]string, width int) error {
 	if width > 0 {
 		fixed := []int{len("NUMBER"), len("STATE"), len("EXIT"), len("TIME"), len("ATTEMPTS")}
-		anyError := false
+		longestErr := 0
 		for _, r := range rows {
 			for i := range fixed {
 				fixed[i] = max(fixed[i], utf8.RuneCountInString(r[i]))
 			}
-			anyError = anyError || r[6] != ""
+			longestErr = max(longestErr, utf8.RuneCountInString(r[6]))
 		}
 		room := width
 		for _, f := range fixed {
 			room -= f + 2
 		}
+		// The errors take what they need, up to half; the commands the rest.
 		cmdRoom, errRoom := room, 0
-		if anyError {
-			cmdRoom = max(room/2, 20)
-			errRoom = max(room-cmdRoom-2, 10)
+		if longestErr > 0 {
+			errRoom = max(min(longestErr, room/2), len("ERROR"))
+			cmdRoom = max(room-errRoom-2, 10)
 		}
 		for _, r := range rows {
 			r[5], r[6] = cut(r[5], cmdRoom), cut(r[6], errRoom)

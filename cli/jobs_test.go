@@ -68,7 +68,7 @@ func TestTaskTableFitsTheTerminal(t *testing.T) {
 			t.Errorf("%d columns, or trailing spaces: %q", n, line)
 		}
 	}
-	if !strings.Contains(b.String(), "long command long c…") || !strings.Contains(b.String(), "long error long …") {
+	if !strings.Contains(b.String(), "long command long…") || !strings.Contains(b.String(), "long error long er…") {
 		t.Errorf("the cut is not marked:\n%s", b.String())
 	}
 }

@@ -72,9 +72,10 @@ func RunnerListening(dbPath string) bool {
 
 // wakeListener receives wake-ups and turns them into notifications.
 type wakeListener struct {
-	conn *net.UnixConn
-	path string
-	done chan struct{}
+	conn  *net.UnixConn
+	path  string
+	bound os.FileInfo // the socket file as bound
+	done  chan struct{}
 }
 
 // ListenWake binds the database's wake socket and calls notify at each
@@ -107,7 +108,8 @@ func listenWake(dbPath string, notify func()) (*wakeListener, error) {
 		conn.Close()
 		return nil, fmt.Errorf("wake socket: %w", err)
 	}
-	l := &wakeListener{conn: conn, path: path, done: make(chan struct{})}
+	bound, _ := os.Stat(path)
+	l := &wakeListener{conn: conn, path: path, bound: bound, done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
 		buf := make([]byte, 16)
@@ -122,10 +124,14 @@ func listenWake(dbPath string, notify func()) (*wakeListener, error) {
 	return l, nil
 }
 
-// Close stops listening and removes the socket file.
+// Close stops listening and removes the socket file, if it is still the
+// one this listener bound: a database deleted and made again under a
+// runner that is stopping has a new runner, whose socket stays.
 func (l *wakeListener) Close() error {
 	err := l.conn.Close()
 	<-l.done
-	_ = os.Remove(l.path)
+	if now, statErr := os.Stat(l.path); statErr == nil && l.bound != nil && os.SameFile(now, l.bound) {
+		_ = os.Remove(l.path)
+	}
 	return err
 }
