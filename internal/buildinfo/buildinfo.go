@@ -2,7 +2,10 @@
 // VCS revision it was built from.
 package buildinfo
 
-import "runtime/debug"
+import (
+	"runtime/debug"
+	"strings"
+)
 
 // Version is the module version and the first 12 characters of the VCS
 // revision, with +dirty for a modified tree: "v1.2.0 (0123456789ab)".
@@ -23,8 +26,14 @@ func Version() string {
 			}
 		}
 	}
-	if rev != "" {
-		v += " (" + rev[:min(len(rev), 12)] + modified + ")"
+	short := rev[:min(len(rev), 12)]
+	switch {
+	case rev == "":
+	case strings.HasSuffix(v, "-"+short):
+		// A pseudo-version names the revision already.
+		v += modified
+	default:
+		v += " (" + short + modified + ")"
 	}
 	return v
 }
