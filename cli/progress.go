@@ -82,8 +82,8 @@ func (p *progress) finish() {
 	if p == nil {
 		return
 	}
-	_ = p.bar.Finish() // also ends the bar's spinner goroutine, at its next tick
-	_ = p.bar.Clear()
 	_ = p.bar.Exit()
-	fmt.Fprintf(p.w, "%s done, %d failed\n", plural(p.done, "task"), p.failed)
+	_ = p.bar.Finish() // ends the bar's spinner goroutine, at its next tick; draws nothing once exited
+	// The line is a terminal's: erase all of it, however long the bar was.
+	fmt.Fprintf(p.w, "\r\033[K%s done, %d failed\n", plural(p.done, "task"), p.failed)
 }
