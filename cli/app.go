@@ -61,9 +61,6 @@ func init() {
 
 // Run runs the pcd command line.
 func Run(ctx context.Context, args []string, env Env) error {
-	if env.Registry == nil {
-		env.Registry = engine.NewRegistry()
-	}
 	// pcd submit -- CMD ARGS: everything after the first -- is the command.
 	for i, a := range args {
 		if a == "--" && i > 1 {
@@ -72,7 +69,25 @@ func Run(ctx context.Context, args []string, env Env) error {
 			break
 		}
 	}
-	app := &cli.App{
+	app := App(ctx, env)
+	if len(args) > 1 && args[len(args)-1] == completionFlag {
+		return app.RunContext(ctx, args) // a shell asks what to complete
+	}
+	// An unknown command, or help for one, is the user's mistake (exit
+	// 2), said in one line; urfave/cli returns it with no code of ours.
+	if name, ok := unknownCommand(app, args); ok {
+		return usageError("unknown command %q: see pcd help", name)
+	}
+	return app.RunContext(ctx, flagsFirst(app, args))
+}
+
+// App is pcd's command line as urfave/cli's App: its commands and flags,
+// for Run, and for the test that the README documents every one.
+func App(_ context.Context, env Env) *cli.App {
+	if env.Registry == nil {
+		env.Registry = engine.NewRegistry()
+	}
+	return &cli.App{
 		Name:                 "pcd",
 		Usage:                "a durable producer-consumer job runner",
 		Writer:               env.Stdout,
@@ -104,15 +119,6 @@ func Run(ctx context.Context, args []string, env Env) error {
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError:   onUsageError,
 	}
-	// An unknown command, or help for one, is the user's mistake (exit
-	// 2), said in one line; urfave/cli returns it with no code of ours.
-	if len(args) > 1 && args[len(args)-1] == completionFlag {
-		return app.RunContext(ctx, args) // a shell asks what to complete
-	}
-	if name, ok := unknownCommand(app, args); ok {
-		return usageError("unknown command %q: see pcd help", name)
-	}
-	return app.RunContext(ctx, flagsFirst(app, args))
 }
 
 // unknownCommand finds the first argument that names a command, and for

@@ -46,7 +46,7 @@ func outputFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "no-output", Usage: "do not print exec tasks' output; print their callback lines instead"},
 		&cli.BoolFlag{Name: "keep-order", Aliases: []string{"k"}, Usage: "print tasks in task order, not as they complete (like parallel -k)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "with exec tasks' output, print their callback lines too, on stderr"},
-		&cli.StringFlag{Name: "format", Usage: "event lines: short, or seed (the classic lesson's lines); the default is short on a terminal, seed elsewhere and for --demo", DefaultText: "short on a terminal"},
+		&cli.StringFlag{Name: "format", Usage: "event lines: short, or seed (the classic lesson's lines)", DefaultText: "short on a terminal, else seed; seed for --demo"},
 	}
 }
 
