@@ -2,7 +2,9 @@ package main_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -288,4 +290,70 @@ func killAndGroups(t *testing.T, db string) {
 	}
 	pcd(t, db, "cancel", "--all")
 	stopDaemon(t, d)
+}
+
+// The CLI's reading and output on both stores, driving the binary:
+// commands' output and --keep-order in run and watch, flags after
+// arguments, JOB N, the tasks table, the status overview, and pcd jobs on
+// a default database that does not exist yet (issue 14, points 1, 2, 5).
+func TestCLIOnBothStores(t *testing.T) {
+	for _, store := range []struct {
+		name string
+		db   func(t *testing.T) string
+	}{
+		{"sqlite", func(t *testing.T) string { return filepath.Join(t.TempDir(), "pcd.db") }},
+		{"postgres", func(t *testing.T) string { return pgtest.URL(t) }},
+	} {
+		t.Run(store.name, func(t *testing.T) {
+			db := store.db(t)
+			// After --, everything is the command line: flags go before it.
+			r := pcd(t, db, "run", "-k", "--", "sh", "-c", "sleep 0.$((4 - {})); echo out {}; echo err {} >&2", ":::", "1", "2", "3")
+			if r.code != 0 || r.stdout != "out 1\nout 2\nout 3\n" || !strings.Contains(r.stderr, "err 2\n") {
+				t.Fatalf("run -k: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+			}
+			id := jobIDs(t, db)[0]
+			w := pcd(t, db, "watch", id[:8], "--keep-order")
+			if w.code != 0 || w.stdout != "out 1\nout 2\nout 3\n" {
+				t.Errorf("watch JOB --keep-order: exit %d, stdout %q", w.code, w.stdout)
+			}
+			if l := pcd(t, db, "logs", id[:8], "2"); l.stdout != "out 2\n" || l.stderr != "err 2\n" {
+				t.Errorf("logs JOB 2: %q %q", l.stdout, l.stderr)
+			}
+			tasks := pcd(t, db, "tasks", id, "--state", "succeeded")
+			if !strings.Contains(tasks.stdout, "COMMAND") || !strings.Contains(tasks.stdout, `sh -c 'sleep 0.$((4 - 2)); echo out 2; echo err 2 >&2'`) {
+				t.Errorf("tasks JOB --state succeeded:\n%s", tasks.stdout)
+			}
+			d := controlDaemon(t, db)
+			st := pcd(t, db, "status")
+			if !strings.Contains(st.stdout, fmt.Sprint(d.cmd.Process.Pid)) || !strings.Contains(st.stdout, "jobs:           1 succeeded") {
+				t.Errorf("status with a daemon:\n%s%s", st.stdout, st.stderr)
+			}
+			stopDaemon(t, d)
+		})
+	}
+	// The default database, before the first submit.
+	state := t.TempDir()
+	cmd := exec.Command(pcdBin, "jobs")
+	cmd.Env = append(os.Environ(), "XDG_STATE_HOME="+state, "PCD_DB=", raceEnv)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "ID  NAME  STATE") {
+		t.Errorf("pcd jobs on the default database before any submit: %v: %s", err, out)
+	}
+}
+
+// jobIDs are the database's job ids, newest first.
+func jobIDs(t *testing.T, db string) []string {
+	t.Helper()
+	var jobs []struct {
+		ID string `json:"job_id"`
+	}
+	r := pcd(t, db, "jobs", "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &jobs); err != nil || len(jobs) == 0 {
+		t.Fatalf("jobs --json: %v: %s%s", err, r.stdout, r.stderr)
+	}
+	ids := make([]string, len(jobs))
+	for i, j := range jobs {
+		ids[i] = j.ID
+	}
+	return ids
 }
