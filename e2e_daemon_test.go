@@ -406,7 +406,7 @@ func TestRetryRunsFailedTasksAgain(t *testing.T) {
 		t.Fatalf("run: exit %d", r.code)
 	}
 	id := parseOutput(t, r.stdout).job
-	if r := pcd(t, db, "retry", id); r.code != 0 || !strings.Contains(r.stdout, "1 tasks back to pending") {
+	if r := pcd(t, db, "retry", id); r.code != 0 || !strings.Contains(r.stdout, "1 task back to pending") {
 		t.Fatalf("retry: exit %d, %q %q", r.code, r.stdout, r.stderr)
 	}
 	d := startDaemon(t, db)
