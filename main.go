@@ -9,6 +9,8 @@ import (
 	"os"
 	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/pcd-dev/pcd/cli"
@@ -64,12 +66,13 @@ func main() {
 }
 
 // profile writes a CPU profile of the whole process to path, if set, for
-// go tool pprof. The returned func ends it.
+// go tool pprof; %p in path is the pid. The returned func ends it.
 func profile(path string) (stop func()) {
 	if path == "" {
 		return func() {}
 	}
-	f, err := os.Create(path)
+	// %p is the pid: each process of a benchmark gets its own file.
+	f, err := os.Create(strings.ReplaceAll(path, "%p", strconv.Itoa(os.Getpid())))
 	if err == nil {
 		err = pprof.StartCPUProfile(f)
 	}

@@ -166,8 +166,11 @@ func (c *jobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 	// Bookkeeping finishes even when ctx is cancelled.
 	bg := context.WithoutCancel(ctx)
 	// Callbacks committed by an earlier run but never delivered go first.
-	if err := c.redeliver(bg, job.ID); err != nil {
-		return job, err
+	// A job that never started and is not finished has none.
+	if !job.StartedAt.IsZero() || job.Done() > 0 || job.Finished() {
+		if err := c.redeliver(bg, job.ID); err != nil {
+			return job, err
+		}
 	}
 	if job.Finished() {
 		return job, nil

@@ -23,10 +23,18 @@ type daemon struct {
 	lastTakeOver time.Time
 	// slots bound the running tasks of groups with a workers limit.
 	slots map[string]chan struct{}
+	// limits are the groups' limits, read again after a wake-up or a tick
+	// (pcd group set wakes the runner), not at every pass.
+	limits      map[string]store.Group
+	limitsStale bool
+	// openSeen says the last look found open jobs (still streamed); with
+	// none, the next look waits for a wake-up or a tick, as a new open
+	// job comes with one (its submit wakes the runner).
+	openSeen, openStale bool
 }
 
 func newDaemon(db store.Store, cfg RunnerConfig, drain <-chan struct{}) *daemon {
-	d := &daemon{db: db, cfg: cfg, drain: drain}
+	d := &daemon{db: db, cfg: cfg, drain: drain, limitsStale: true, openStale: true}
 	onCommit := cfg.onCommit
 	commits := cfg.Delivery.wake
 	d.cfg.onCommit = func() {
@@ -116,8 +124,10 @@ func (d *daemon) run(ctx context.Context) error {
 			d.cfg.Delivery.wake.Notify() // pcd cancel commits callbacks too
 			ensure = true
 			clear(resting)
+			d.limitsStale, d.openStale = true, true
 		case <-ticker.C:
 			clear(resting)
+			d.limitsStale, d.openStale = true, true
 			d.takeOver(ctx)
 			d.flushMarks(ctx)
 			cleanStaged(ctx, d.db, d.cfg.Logger)
@@ -269,12 +279,16 @@ func (d *daemon) checkInBackground(ctx context.Context, stop context.CancelCause
 func (d *daemon) schedule(ctx context.Context, running map[int64]*jobController, resting map[int64]bool,
 	done chan<- jobDone, wg *sync.WaitGroup) (sinks bool) {
 	log := d.cfg.Logger
-	open, err := d.db.OpenJobs(ctx)
-	if err != nil {
-		if ctx.Err() == nil {
-			log.Error("list open jobs", "err", err)
+	var open []store.Job
+	if d.openSeen || d.openStale {
+		var err error
+		if open, err = d.db.OpenJobs(ctx); err != nil {
+			if ctx.Err() == nil {
+				log.Error("list open jobs", "err", err)
+			}
+			return false
 		}
-		return false
+		d.openSeen, d.openStale = len(open) > 0, false
 	}
 	// An open job (still being streamed) whose committed tasks are all
 	// done holds no slot while other jobs wait: it has nothing to run.
@@ -365,17 +379,21 @@ func (d *daemon) schedule(ctx context.Context, running map[int64]*jobController,
 	return sinks
 }
 
-// groupLimits reads the groups' limits, by name.
+// groupLimits are the groups' limits, by name: read again when stale.
 func (d *daemon) groupLimits(ctx context.Context) (map[string]store.Group, error) {
+	if !d.limitsStale && d.limits != nil {
+		return d.limits, nil
+	}
 	groups, err := d.db.Groups(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]store.Group, len(groups))
+	d.limits = make(map[string]store.Group, len(groups))
 	for _, g := range groups {
-		out[g.Name] = g
+		d.limits[g.Name] = g
 	}
-	return out, nil
+	d.limitsStale = false
+	return d.limits, nil
 }
 
 // groupSlots is the semaphore that bounds the running tasks of a group
