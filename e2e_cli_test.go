@@ -66,10 +66,15 @@ func TestVersion(t *testing.T) {
 // with the task; pcd logs JOB N names a task by its number (issue 14,
 // points 1 and 2).
 func TestLogsFollow(t *testing.T) {
+	for _, store := range bothStores {
+		t.Run(store.name, func(t *testing.T) { logsFollow(t, store.db(t)) })
+	}
+}
+
+func logsFollow(t *testing.T, db string) {
 	dir := t.TempDir()
-	db := filepath.Join(dir, "pcd.db")
 	gate := filepath.Join(dir, "gate")
-	d := startDaemon(t, db)
+	d := controlDaemon(t, db)
 	defer stopDaemon(t, d)
 	id := strings.TrimSpace(pcd(t, db, "submit", "--", "sh", "-c",
 		"echo first; echo oops >&2; while [ ! -e "+gate+" ]; do sleep 0.02; done; echo second; exit 3").stdout)

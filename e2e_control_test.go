@@ -17,19 +17,22 @@ import (
 // stores: priorities, start times, dependencies, pause and resume across
 // a restart, --halt, pcd kill, groups, and cancel of several jobs.
 func TestJobControl(t *testing.T) {
-	for _, store := range []struct {
-		name string
-		db   func(t *testing.T) string
-	}{
-		{"sqlite", func(t *testing.T) string { return filepath.Join(t.TempDir(), "pcd.db") }},
-		{"postgres", func(t *testing.T) string { return pgtest.URL(t) }},
-	} {
+	for _, store := range bothStores {
 		t.Run(store.name, func(t *testing.T) {
 			t.Run("Scheduling", func(t *testing.T) { scheduling(t, store.db(t)) })
 			t.Run("Halt", func(t *testing.T) { halting(t, store.db(t)) })
 			t.Run("KillAndGroups", func(t *testing.T) { killAndGroups(t, store.db(t)) })
 		})
 	}
+}
+
+// bothStores make a new database of each kind for a test.
+var bothStores = []struct {
+	name string
+	db   func(t *testing.T) string
+}{
+	{"sqlite", func(t *testing.T) string { return filepath.Join(t.TempDir(), "pcd.db") }},
+	{"postgres", func(t *testing.T) string { return pgtest.URL(t) }},
 }
 
 // controlDaemon starts pcd daemon with args and waits until it runs.
@@ -297,13 +300,7 @@ func killAndGroups(t *testing.T, db string) {
 // arguments, JOB N, the tasks table, the status overview, and pcd jobs on
 // a default database that does not exist yet (issue 14, points 1, 2, 5).
 func TestCLIOnBothStores(t *testing.T) {
-	for _, store := range []struct {
-		name string
-		db   func(t *testing.T) string
-	}{
-		{"sqlite", func(t *testing.T) string { return filepath.Join(t.TempDir(), "pcd.db") }},
-		{"postgres", func(t *testing.T) string { return pgtest.URL(t) }},
-	} {
+	for _, store := range bothStores {
 		t.Run(store.name, func(t *testing.T) {
 			db := store.db(t)
 			// After --, everything is the command line: flags go before it.
