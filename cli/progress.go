@@ -32,6 +32,9 @@ func newProgress(w io.Writer, all bool) *progress {
 		progressbar.OptionSetElapsedTime(true),
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionThrottle(100e6), // 100ms
+		// No spinner of its own: its goroutine would draw the bar between
+		// the lines of events, and outlive the watch.
+		progressbar.OptionSetSpinnerChangeInterval(0),
 	)}
 }
 
@@ -83,7 +86,6 @@ func (p *progress) finish() {
 		return
 	}
 	_ = p.bar.Exit()
-	_ = p.bar.Finish() // ends the bar's spinner goroutine, at its next tick; draws nothing once exited
 	// The line is a terminal's: erase all of it, however long the bar was.
 	fmt.Fprintf(p.w, "\r\033[K%s done, %d failed\n", plural(p.done, "task"), p.failed)
 }
