@@ -210,7 +210,7 @@ func jobsCommand(env Env) *cli.Command {
 func statusCommand(env Env) *cli.Command {
 	return &cli.Command{
 		Name:         "status",
-		Usage:        "show one job in detail, or, with no job, the runners and the unfinished jobs",
+		Usage:        "show one job in detail, or with no job the overview: the daemon, jobs by state, the rate, callbacks waiting",
 		ArgsUsage:    "[JOB_ID]",
 		Flags:        []cli.Flag{jsonFlag()},
 		OnUsageError: onUsageError,
