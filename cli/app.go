@@ -112,6 +112,7 @@ func App(_ context.Context, env Env) *cli.App {
 			logsCommand(env),
 			callbacksCommand(env),
 			pruneCommand(env),
+			serveCommand(env),
 			benchCommand(env),
 			completionCommand(env),
 		),

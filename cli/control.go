@@ -7,6 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/pcd-dev/pcd/cli/web"
 	"github.com/pcd-dev/pcd/engine"
 	"github.com/pcd-dev/pcd/store"
 )
@@ -120,7 +121,7 @@ once.`,
 					waitStopped(c.Context, env, db, done)
 				}
 				if c.Bool("json") {
-					return writeJSON(env.Stdout, viewJob(done))
+					return writeJSON(env.Stdout, web.ViewJob(done))
 				}
 				_, err = fmt.Fprintf(env.Stdout, "cancelled job %s: %s cancelled, %d had finished\n",
 					done.UUID, plural(done.Cancelled-j.Cancelled, "task"), j.Done())
@@ -157,7 +158,7 @@ the daemon runs them, and a new job callback follows when they are done.`,
 				}
 				retried++
 				if c.Bool("json") {
-					return writeJSON(env.Stdout, viewJob(again))
+					return writeJSON(env.Stdout, web.ViewJob(again))
 				}
 				_, err = fmt.Fprintf(env.Stdout, "job %s: %s back to pending (round %d)\n",
 					again.UUID, plural(j.Failed+j.Cancelled, "task"), again.Round)

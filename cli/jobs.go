@@ -20,51 +20,10 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/pcd-dev/pcd/cli/web"
 	"github.com/pcd-dev/pcd/engine"
 	"github.com/pcd-dev/pcd/store"
 )
-
-// jobView is a job as read commands show it.
-type jobView struct {
-	ID          string      `json:"job_id"`
-	Name        string      `json:"name"`
-	State       store.State `json:"state"`
-	Sealed      bool        `json:"sealed"`
-	Round       int         `json:"round"`
-	Workers     int         `json:"workers"`
-	QueueSize   int         `json:"queue_size"`
-	Total       int64       `json:"total"`
-	Done        int64       `json:"done"`
-	Succeeded   int64       `json:"succeeded"`
-	Failed      int64       `json:"failed"`
-	Cancelled   int64       `json:"cancelled"`
-	ElapsedSecs float64     `json:"elapsed_secs"`
-	CreatedAt   time.Time   `json:"created_at"`
-	StartedAt   *time.Time  `json:"started_at,omitempty"`
-	FinishedAt  *time.Time  `json:"finished_at,omitempty"`
-	Paused      bool        `json:"paused,omitempty"`
-	Priority    int         `json:"priority,omitempty"`
-	Group       string      `json:"group,omitempty"`
-	StartAt     *time.Time  `json:"start_at,omitempty"`
-	Halt        string      `json:"halt,omitempty"`
-}
-
-func viewJob(j store.Job) jobView {
-	v := jobView{ID: j.UUID, Name: j.Name, State: j.State, Sealed: j.Sealed, Round: j.Round, Workers: j.Workers,
-		QueueSize: j.QueueSize, Total: j.Total, Done: j.Done(), Succeeded: j.Succeeded, Failed: j.Failed,
-		Cancelled: j.Cancelled, ElapsedSecs: j.Elapsed.Seconds(), CreatedAt: j.CreatedAt}
-	if !j.StartedAt.IsZero() {
-		v.StartedAt = &j.StartedAt
-	}
-	if !j.FinishedAt.IsZero() {
-		v.FinishedAt = &j.FinishedAt
-	}
-	if !j.StartAt.IsZero() {
-		v.StartAt = &j.StartAt
-	}
-	v.Paused, v.Priority, v.Group, v.Halt = j.Paused && !j.Finished(), j.Priority, j.Group, j.Halt
-	return v
-}
 
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
@@ -187,9 +146,9 @@ func jobsCommand(env Env) *cli.Command {
 				}
 			}
 			if c.Bool("json") {
-				views := make([]jobView, 0, len(jobs))
+				views := make([]web.Job, 0, len(jobs))
 				for _, j := range jobs {
-					views = append(views, viewJob(j))
+					views = append(views, web.ViewJob(j))
 				}
 				return writeJSON(env.Stdout, views)
 			}
@@ -219,7 +178,7 @@ func statusCommand(env Env) *cli.Command {
 				return overview(c, env)
 			}
 			return withJob(c, false, func(db store.Store, j store.Job) error {
-				v := viewJob(j)
+				v := web.ViewJob(j)
 				if c.Bool("json") {
 					return writeJSON(env.Stdout, v)
 				}
@@ -464,20 +423,6 @@ func printOverview(w io.Writer, v overviewView, noDatabase bool) error {
 	return err
 }
 
-type taskView struct {
-	Number   int64       `json:"number"`
-	ID       string      `json:"task_id"`
-	Kind     string      `json:"kind"`
-	State    store.State `json:"state"`
-	Attempts int         `json:"attempts"`
-	// Interrupts counts runs cut short by a runner's death: not attempts.
-	Interrupts int             `json:"interrupts"`
-	TimeSecs   float64         `json:"time_secs"`
-	Payload    json.RawMessage `json:"payload"`
-	Result     json.RawMessage `json:"result,omitempty"`
-	Error      string          `json:"error,omitempty"`
-}
-
 func tasksCommand(env Env) *cli.Command {
 	return &cli.Command{
 		Name:      "tasks",
@@ -522,8 +467,7 @@ func listTasks(c *cli.Context, env Env, db store.Store, j store.Job, state store
 		for _, t := range page {
 			after = t.Seq
 			if enc != nil {
-				if err := enc.Encode(taskView{Number: t.Seq, ID: t.UUID, Kind: t.Kind, State: t.State, Attempts: t.Attempts,
-					Interrupts: t.Interrupts, TimeSecs: t.Time.Seconds(), Payload: t.Payload, Result: t.Result, Error: t.Error}); err != nil {
+				if err := enc.Encode(web.ViewTask(t)); err != nil {
 					return err
 				}
 				continue

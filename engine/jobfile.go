@@ -205,6 +205,35 @@ func ReadJobFile(path string, reg *Registry) (JobFile, error) {
 	return jf, nil
 }
 
+// ParseJobFile reads and validates a job file held in memory (an HTTP
+// request's body), as ReadJobFile does a file; its tasks are kept.
+func ParseJobFile(data []byte, reg *Registry) (JobFile, error) {
+	var jf JobFile
+	limit := int64(0)
+	if m := reg.MaxPayload(); m > 0 {
+		limit = int64(m) + lineSlack
+	}
+	var tasks []TaskSpec
+	_, err := scanJobFile(bytes.NewReader(data), limit, &jf, func(i int, t TaskSpec) error {
+		if err := validateTask(i, t, reg); err != nil {
+			return err
+		}
+		tasks = append(tasks, t)
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrBadJob) {
+			return JobFile{}, err
+		}
+		return JobFile{}, badJob("%w", describeJSONError(func(off int64) (int, int) { return position(data, off) }, err))
+	}
+	jf.Tasks = tasks
+	if err := jf.Validate(reg); err != nil {
+		return JobFile{}, err
+	}
+	return jf, nil
+}
+
 // scanJobFile decodes a job object from r into jf, handing each task of its
 // "tasks" array to each, numbered from 1, as it is read: the tasks are
 // never all in memory. It returns the number of tasks. Other keys decode

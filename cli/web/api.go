@@ -1,0 +1,324 @@
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/pcd-dev/pcd/engine"
+	"github.com/pcd-dev/pcd/store"
+)
+
+// Job is a job as pcd status --json and the API show it.
+type Job struct {
+	ID          string      `json:"job_id"`
+	Name        string      `json:"name"`
+	State       store.State `json:"state"`
+	Sealed      bool        `json:"sealed"`
+	Round       int         `json:"round"`
+	Workers     int         `json:"workers"`
+	QueueSize   int         `json:"queue_size"`
+	Total       int64       `json:"total"`
+	Done        int64       `json:"done"`
+	Succeeded   int64       `json:"succeeded"`
+	Failed      int64       `json:"failed"`
+	Cancelled   int64       `json:"cancelled"`
+	ElapsedSecs float64     `json:"elapsed_secs"`
+	CreatedAt   time.Time   `json:"created_at"`
+	StartedAt   *time.Time  `json:"started_at,omitempty"`
+	FinishedAt  *time.Time  `json:"finished_at,omitempty"`
+	Paused      bool        `json:"paused,omitempty"`
+	Priority    int         `json:"priority,omitempty"`
+	Group       string      `json:"group,omitempty"`
+	StartAt     *time.Time  `json:"start_at,omitempty"`
+	Halt        string      `json:"halt,omitempty"`
+}
+
+// ViewJob is j as the API shows it.
+func ViewJob(j store.Job) Job {
+	v := Job{ID: j.UUID, Name: j.Name, State: j.State, Sealed: j.Sealed, Round: j.Round, Workers: j.Workers,
+		QueueSize: j.QueueSize, Total: j.Total, Done: j.Done(), Succeeded: j.Succeeded, Failed: j.Failed,
+		Cancelled: j.Cancelled, ElapsedSecs: j.Elapsed.Seconds(), CreatedAt: j.CreatedAt}
+	if !j.StartedAt.IsZero() {
+		v.StartedAt = &j.StartedAt
+	}
+	if !j.FinishedAt.IsZero() {
+		v.FinishedAt = &j.FinishedAt
+	}
+	if !j.StartAt.IsZero() {
+		v.StartAt = &j.StartAt
+	}
+	v.Paused, v.Priority, v.Group, v.Halt = j.Paused && !j.Finished(), j.Priority, j.Group, j.Halt
+	return v
+}
+
+// Task is a task as pcd tasks --json and the API show it.
+type Task struct {
+	Number   int64       `json:"number"`
+	ID       string      `json:"task_id"`
+	Kind     string      `json:"kind"`
+	State    store.State `json:"state"`
+	Attempts int         `json:"attempts"`
+	// Interrupts counts runs cut short by a runner's death: not attempts.
+	Interrupts int             `json:"interrupts"`
+	TimeSecs   float64         `json:"time_secs"`
+	Payload    json.RawMessage `json:"payload"`
+	Result     json.RawMessage `json:"result,omitempty"`
+	Error      string          `json:"error,omitempty"`
+}
+
+// ViewTask is t as the API shows it.
+func ViewTask(t store.TaskRow) Task {
+	return Task{Number: t.Seq, ID: t.UUID, Kind: t.Kind, State: t.State, Attempts: t.Attempts,
+		Interrupts: t.Interrupts, TimeSecs: t.Time.Seconds(), Payload: t.Payload, Result: t.Result, Error: t.Error}
+}
+
+func (s *server) findJob(w http.ResponseWriter, r *http.Request) (store.Job, bool) {
+	j, err := s.db.FindJob(r.Context(), r.PathValue("job"))
+	if err != nil {
+		s.failErr(w, r, err)
+		return store.Job{}, false
+	}
+	return j, true
+}
+
+// jobs lists recent jobs, newest first: ?state=S&limit=N (default 20).
+func (s *server) jobs(w http.ResponseWriter, r *http.Request) {
+	state, err := stateParam(r)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	limit, err := intParam(r, "limit", 20, 1, 10_000)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	jobs, err := s.db.ListJobs(r.Context(), state, int(limit))
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	out := make([]Job, len(jobs))
+	for i, j := range jobs {
+		out[i] = ViewJob(j)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"jobs": out})
+}
+
+func (s *server) job(w http.ResponseWriter, r *http.Request) {
+	if j, ok := s.findJob(w, r); ok {
+		writeJSON(w, http.StatusOK, ViewJob(j))
+	}
+}
+
+// tasks is a page of a job's tasks: ?state=S&after=N&limit=N (default
+// 100, at most 1000); next_after continues it.
+func (s *server) tasks(w http.ResponseWriter, r *http.Request) {
+	j, ok := s.findJob(w, r)
+	if !ok {
+		return
+	}
+	state, err := stateParam(r)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	after, err := intParam(r, "after", 0, 0, 1<<62)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	limit, err := intParam(r, "limit", 100, 1, 1000)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	rows, err := s.db.TasksInState(r.Context(), j.ID, state, after, int(limit))
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	out := make([]Task, len(rows))
+	for i, t := range rows {
+		out[i] = ViewTask(t)
+	}
+	resp := map[string]any{"job_id": j.UUID, "tasks": out}
+	if len(rows) == int(limit) {
+		resp["next_after"] = rows[len(rows)-1].Seq
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// task is one task with its output: an exec task's stdout and stderr
+// come as they are in its result.
+func (s *server) task(w http.ResponseWriter, r *http.Request) {
+	j, ok := s.findJob(w, r)
+	if !ok {
+		return
+	}
+	n, err := strconv.ParseInt(r.PathValue("n"), 10, 64)
+	if err != nil || n < 1 || n > j.Total {
+		s.failErr(w, r, fmt.Errorf("job %s has %d tasks, so no task %q: %w", j.UUID, j.Total, r.PathValue("n"), store.ErrNotFound))
+		return
+	}
+	rows, err := s.db.TasksInState(r.Context(), j.ID, "", n-1, 1)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	if len(rows) == 0 || rows[0].Seq != n {
+		s.failErr(w, r, fmt.Errorf("job %s: task %d: %w", j.UUID, n, store.ErrNotFound))
+		return
+	}
+	writeJSON(w, http.StatusOK, ViewTask(rows[0]))
+}
+
+// callbacks are a job's callbacks, each with its deliveries.
+func (s *server) callbacks(w http.ResponseWriter, r *http.Request) {
+	j, ok := s.findJob(w, r)
+	if !ok {
+		return
+	}
+	deliveries, err := s.db.Deliveries(r.Context(), j.ID)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	type delivery struct {
+		CallbackID int64      `json:"callback_id"`
+		Sink       string     `json:"sink"`
+		State      string     `json:"state"`
+		Attempts   int        `json:"attempts"`
+		Error      string     `json:"error,omitempty"`
+		At         *time.Time `json:"delivered_at,omitempty"`
+	}
+	out := []delivery{}
+	for _, d := range deliveries {
+		v := delivery{CallbackID: d.ID, Sink: d.Sink, State: string(d.State), Attempts: d.Attempts, Error: d.LastError}
+		if !d.DeliveredAt.IsZero() {
+			v.At = &d.DeliveredAt
+		}
+		out = append(out, v)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"job_id": j.UUID, "deliveries": out})
+}
+
+// submit creates a job from a job file in the body (application/json),
+// as pcd submit FILE does; 201 with the job.
+func (s *server) submit(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		s.fail(w, r, apiError{http.StatusRequestEntityTooLarge, "too_large", 2,
+			fmt.Sprintf("a job file in a request is at most %d MiB; stream a big job as NDJSON with pcd submit -", maxBody>>20)})
+		return
+	}
+	if err != nil {
+		s.failErr(w, r, badRequest("read the body: %v", err))
+		return
+	}
+	jf, err := engine.ParseJobFile(body, s.o.Registry)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	jf.Key = r.Header.Get("Idempotency-Key")
+	job, err := engine.Submit(r.Context(), s.db, s.o.Registry, jf)
+	if errors.Is(err, store.ErrDuplicate) {
+		writeJSON(w, http.StatusOK, ViewJob(job))
+		return
+	}
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, ViewJob(job))
+}
+
+// action changes a job as the command of the same name does.
+func (s *server) action(name string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		j, ok := s.findJob(w, r)
+		if !ok {
+			return
+		}
+		ctx := r.Context()
+		var err error
+		switch name {
+		case "cancel":
+			j, err = engine.CancelJob(ctx, s.db, j.ID)
+		case "retry":
+			j, err = engine.RetryJob(ctx, s.db, j.ID)
+		case "pause", "resume":
+			if j.Finished() {
+				err = fmt.Errorf("job %s already %s: nothing to %s: %w", j.UUID, j.State, name, store.ErrConflict)
+				break
+			}
+			if _, err = s.db.PauseJobs(ctx, []int64{j.ID}, name == "pause"); err == nil {
+				_ = s.db.Wake()
+				j, err = s.db.Job(ctx, j.ID)
+			}
+		}
+		if err != nil {
+			s.failErr(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, ViewJob(j))
+	}
+}
+
+// status is the overview of pcd status.
+func (s *server) status(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	runners, err := s.db.ListRunners(ctx)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	counts, err := s.db.CountJobs(ctx)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	pending, err := engine.SinkBacklog(ctx, s.db)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	type runner struct {
+		Role      string     `json:"role"`
+		Host      string     `json:"host"`
+		PID       int        `json:"pid"`
+		Alive     bool       `json:"alive"`
+		Version   string     `json:"version,omitempty"`
+		Started   *time.Time `json:"started,omitempty"`
+		Heartbeat *time.Time `json:"heartbeat,omitempty"`
+		Running   int        `json:"running_tasks"`
+	}
+	rs := []runner{}
+	running := 0
+	for i, x := range runners {
+		v := runner{Role: x.Role, Host: x.Host, PID: x.PID, Alive: x.Alive, Version: x.Version, Running: x.Running}
+		if !x.StartedAt.IsZero() {
+			v.Started = &runners[i].StartedAt
+		}
+		if !x.Heartbeat.IsZero() {
+			v.Heartbeat = &runners[i].Heartbeat
+		}
+		if x.Alive {
+			running += x.Running
+		}
+		rs = append(rs, v)
+	}
+	jobs := map[store.State]int64{}
+	for state, t := range counts {
+		jobs[state] = t.Jobs
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"runners": rs, "jobs": jobs, "running_tasks": running,
+		"pending_callbacks": pending, "database_bytes": s.db.Size(), "version": s.o.Version})
+}

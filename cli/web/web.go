@@ -1,0 +1,249 @@
+// Package web is pcd's HTTP side: a JSON API that mirrors the command
+// line, health checks, and Prometheus metrics, served by pcd daemon
+// --http and pcd serve. It reads and writes through the store seam and
+// the engine, so it serves SQLite and PostgreSQL alike; on PostgreSQL any
+// daemon serves the whole queue.
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pcd-dev/pcd/engine"
+	"github.com/pcd-dev/pcd/store"
+)
+
+// Options configure the handler.
+type Options struct {
+	// Token, if set, is required as "Authorization: Bearer TOKEN" by
+	// every request but the health checks.
+	Token string
+	// Registry validates submitted jobs; nil is the built-in kinds.
+	Registry *engine.Registry
+	Logger   *slog.Logger
+	// Metrics, if set, is served at /metrics.
+	Metrics http.Handler
+	// Version is pcd's, for the status.
+	Version string
+}
+
+// maxBody bounds a request body that is read whole (a job file).
+const maxBody = 16 << 20
+
+// Handler serves the API of the database db.
+func Handler(db store.Store, o Options) http.Handler {
+	if o.Registry == nil {
+		o.Registry = engine.NewRegistry()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &server{db: db, o: o}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
+	api := http.NewServeMux()
+	api.HandleFunc("GET /api/v1/status", s.status)
+	api.HandleFunc("GET /api/v1/jobs", s.jobs)
+	api.HandleFunc("POST /api/v1/jobs", s.submit)
+	api.HandleFunc("GET /api/v1/jobs/{job}", s.job)
+	api.HandleFunc("GET /api/v1/jobs/{job}/tasks", s.tasks)
+	api.HandleFunc("GET /api/v1/jobs/{job}/tasks/{n}", s.task)
+	api.HandleFunc("GET /api/v1/jobs/{job}/callbacks", s.callbacks)
+	for _, action := range []string{"cancel", "retry", "pause", "resume"} {
+		api.HandleFunc("POST /api/v1/jobs/{job}/"+action, s.action(action))
+	}
+	api.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		s.fail(w, r, apiError{http.StatusNotFound, "not_found", 5, fmt.Sprintf("no such API endpoint: %s %s", r.Method, r.URL.Path)})
+	})
+	if o.Metrics != nil {
+		api.Handle("GET /metrics", o.Metrics)
+	}
+	guarded := s.guard(api)
+	mux.Handle("/api/", guarded)
+	mux.Handle("/metrics", guarded)
+	return mux
+}
+
+type server struct {
+	db store.Store
+	o  Options
+}
+
+// guard checks the token, and keeps other sites from changing anything:
+// a request that changes state (any method but GET and HEAD) with an
+// Origin header must come from this server's own origin.
+func (s *server) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		if s.o.Token != "" && !validToken(r, s.o.Token) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="pcd"`)
+			s.fail(w, r, apiError{http.StatusUnauthorized, "unauthorized", 2, "a valid token is needed: Authorization: Bearer TOKEN"})
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if origin := r.Header.Get("Origin"); origin != "" && !sameOrigin(origin, r) {
+				s.fail(w, r, apiError{http.StatusForbidden, "cross_origin", 2, "a request from another site may not change anything: Origin " + origin})
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func validToken(r *http.Request, token string) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && constantTimeEqual(strings.TrimSpace(got), token)
+}
+
+func constantTimeEqual(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	var v byte
+	for i := range len(a) {
+		v |= a[i] ^ b[i]
+	}
+	return v == 0
+}
+
+// sameOrigin says whether origin is the request's own scheme and host.
+func sameOrigin(origin string, r *http.Request) bool {
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return u.Scheme == scheme && strings.EqualFold(u.Host, r.Host)
+}
+
+// apiError is an error as the API returns it: an HTTP status, a code, the
+// exit code pcd would give it, and one line.
+type apiError struct {
+	status int
+	code   string
+	exit   int
+	msg    string
+}
+
+// errorOf classifies err as the command line's exit codes do.
+func errorOf(err error) apiError {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, engine.ErrBadJob), errors.Is(err, errBadRequest):
+		return apiError{http.StatusBadRequest, "bad_request", 2, msg}
+	case errors.Is(err, store.ErrNotFound):
+		return apiError{http.StatusNotFound, "not_found", 5, msg}
+	case errors.Is(err, store.ErrAmbiguous):
+		return apiError{http.StatusConflict, "ambiguous", 6, msg}
+	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrDuplicate):
+		return apiError{http.StatusConflict, "conflict", 7, msg}
+	case errors.Is(err, store.ErrDiskFull), store.Temporary(err):
+		return apiError{http.StatusServiceUnavailable, "try_again", 75, msg}
+	}
+	return apiError{http.StatusInternalServerError, "internal", 70, msg}
+}
+
+var errBadRequest = errors.New("bad request")
+
+func badRequest(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", errBadRequest, fmt.Sprintf(format, a...))
+}
+
+func (s *server) fail(w http.ResponseWriter, r *http.Request, e apiError) {
+	if e.status >= 500 {
+		s.o.Logger.Error("api", "method", r.Method, "path", r.URL.Path, "err", e.msg)
+	}
+	writeJSON(w, e.status, map[string]any{"error": e.msg, "code": e.code, "exit_code": e.exit})
+}
+
+func (s *server) failErr(w http.ResponseWriter, r *http.Request, err error) {
+	s.fail(w, r, errorOf(err))
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// readyz answers once the database answers.
+func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.db.CountJobs(r.Context()); err != nil {
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = fmt.Fprintf(w, "the database does not answer: %v\n", err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = io.WriteString(w, "ready\n")
+}
+
+// Loopback says whether addr (host:port) listens on loopback only.
+func Loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Server is an http.Server with pcd's timeouts and limits: a slow client
+// cannot hold a connection open, and headers are bounded.
+func Server(addr string, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       5 * time.Minute, // a streamed submit may take that long
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// intParam reads a query parameter as a whole number in [lo, hi], def
+// if absent.
+func intParam(r *http.Request, name string, def, lo, hi int64) (int64, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < lo || n > hi {
+		return 0, badRequest("%s must be a whole number from %d to %d, got %q", name, lo, hi, v)
+	}
+	return n, nil
+}
+
+func stateParam(r *http.Request) (store.State, error) {
+	switch st := store.State(r.URL.Query().Get("state")); st {
+	case "", store.Pending, store.Running, store.Succeeded, store.Failed, store.Cancelled:
+		return st, nil
+	}
+	return "", badRequest("unknown state %q (want pending, running, succeeded, failed or cancelled)", r.URL.Query().Get("state"))
+}

@@ -1,0 +1,205 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/pcd-dev/pcd/engine"
+	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/sqlite"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newServer(t *testing.T, token string) (*httptest.Server, store.Store) {
+	t.Helper()
+	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "pcd.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(Handler(db, Options{Token: token, Version: "test"}))
+	t.Cleanup(func() {
+		srv.Close()
+		db.Close()
+	})
+	return srv, db
+}
+
+type reply struct {
+	status int
+	body   map[string]any
+	raw    string
+}
+
+func call(t *testing.T, srv *httptest.Server, method, path, body string, header ...string) reply {
+	t.Helper()
+	req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	r := reply{status: resp.StatusCode, raw: string(raw)}
+	_ = json.Unmarshal(raw, &r.body)
+	return r
+}
+
+const jobFile = `{"name": "web", "tasks": [{"kind": "noop"}, {"kind": "fail", "payload": {"error": "no"}}, {"kind": "noop"}]}`
+
+// TestAPI drives every endpoint against a real database: a job submitted
+// through the API, read back, run by a runner, and changed.
+func TestAPI(t *testing.T) {
+	srv, db := newServer(t, "")
+	if r := call(t, srv, "GET", "/healthz", ""); r.status != 200 || r.raw != "ok\n" {
+		t.Fatalf("healthz: %d %q", r.status, r.raw)
+	}
+	if r := call(t, srv, "GET", "/readyz", ""); r.status != 200 {
+		t.Fatalf("readyz: %d %q", r.status, r.raw)
+	}
+	r := call(t, srv, "POST", "/api/v1/jobs", jobFile, "Idempotency-Key", "k1")
+	if r.status != 201 || r.body["total"] != 3.0 || r.body["state"] != "pending" {
+		t.Fatalf("submit: %d %s", r.status, r.raw)
+	}
+	id := r.body["job_id"].(string)
+	if again := call(t, srv, "POST", "/api/v1/jobs", jobFile, "Idempotency-Key", "k1"); again.status != 200 || again.body["job_id"] != id {
+		t.Errorf("submit with the same Idempotency-Key: %d %s; want the first job", again.status, again.raw)
+	}
+	// A runner runs it.
+	reg := engine.NewRegistry()
+	runner, err := engine.OpenRunner(context.Background(), db, engine.RunnerConfig{Role: engine.RoleRun, Config: engine.Config{Registry: reg}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := db.FindJob(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runner.RunJob(context.Background(), job.ID); err != nil {
+		t.Fatal(err)
+	}
+	runner.Close()
+
+	if r := call(t, srv, "GET", "/api/v1/jobs/"+id[:8], ""); r.status != 200 || r.body["state"] != "failed" || r.body["failed"] != 1.0 {
+		t.Errorf("job: %d %s", r.status, r.raw)
+	}
+	if r := call(t, srv, "GET", "/api/v1/jobs?state=failed&limit=5", ""); r.status != 200 || len(r.body["jobs"].([]any)) != 1 {
+		t.Errorf("jobs?state=failed: %d %s", r.status, r.raw)
+	}
+	page := call(t, srv, "GET", "/api/v1/jobs/"+id+"/tasks?limit=2", "")
+	if page.status != 200 || len(page.body["tasks"].([]any)) != 2 || page.body["next_after"] != 2.0 {
+		t.Errorf("tasks?limit=2: %d %s", page.status, page.raw)
+	}
+	rest := call(t, srv, "GET", "/api/v1/jobs/"+id+"/tasks?after=2", "")
+	if tasks := rest.body["tasks"].([]any); len(tasks) != 1 || tasks[0].(map[string]any)["number"] != 3.0 || rest.body["next_after"] != nil {
+		t.Errorf("tasks?after=2: %s", rest.raw)
+	}
+	if r := call(t, srv, "GET", "/api/v1/jobs/"+id+"/tasks?state=failed", ""); len(r.body["tasks"].([]any)) != 1 {
+		t.Errorf("tasks?state=failed: %s", r.raw)
+	}
+	if r := call(t, srv, "GET", "/api/v1/jobs/"+id+"/tasks/2", ""); r.status != 200 || r.body["error"] != "no" || r.body["state"] != "failed" {
+		t.Errorf("task 2: %d %s", r.status, r.raw)
+	}
+	if r := call(t, srv, "GET", "/api/v1/jobs/"+id+"/callbacks", ""); r.status != 200 {
+		t.Errorf("callbacks: %d %s", r.status, r.raw)
+	}
+	if r := call(t, srv, "GET", "/api/v1/status", ""); r.status != 200 || r.body["jobs"].(map[string]any)["failed"] != 1.0 || r.body["version"] != "test" {
+		t.Errorf("status: %d %s", r.status, r.raw)
+	}
+	// Retry, then cancel: the state changes as the commands' do.
+	if r := call(t, srv, "POST", "/api/v1/jobs/"+id+"/retry", ""); r.status != 200 || r.body["round"] != 1.0 || r.body["state"] != "pending" {
+		t.Errorf("retry: %d %s", r.status, r.raw)
+	}
+	if r := call(t, srv, "POST", "/api/v1/jobs/"+id+"/pause", ""); r.status != 200 || r.body["paused"] != true {
+		t.Errorf("pause: %d %s", r.status, r.raw)
+	}
+	if r := call(t, srv, "POST", "/api/v1/jobs/"+id+"/resume", ""); r.status != 200 || r.body["paused"] != nil {
+		t.Errorf("resume: %d %s", r.status, r.raw)
+	}
+	if r := call(t, srv, "POST", "/api/v1/jobs/"+id+"/cancel", ""); r.status != 200 || r.body["state"] != "cancelled" {
+		t.Errorf("cancel: %d %s", r.status, r.raw)
+	}
+}
+
+// TestAPIErrors: errors are JSON, with the status and exit code of the
+// command line's, and a bad request changes nothing.
+func TestAPIErrors(t *testing.T) {
+	srv, db := newServer(t, "")
+	for _, c := range []struct {
+		method, path, body string
+		status             int
+		code               string
+		exit               float64
+	}{
+		{"GET", "/api/v1/jobs/0000", "", 404, "not_found", 5},
+		{"GET", "/api/v1/jobs?limit=0", "", 400, "bad_request", 2},
+		{"GET", "/api/v1/jobs?state=done", "", 400, "bad_request", 2},
+		{"POST", "/api/v1/jobs", `{"tasks": [{"kind": "slep"}]}`, 400, "bad_request", 2},
+		{"POST", "/api/v1/jobs", `{"tasks": [`, 400, "bad_request", 2},
+		{"POST", "/api/v1/jobs", `{"tasks": [{"kind": "noop", "payload": "` + strings.Repeat("x", maxBody) + `"}]}`, 413, "too_large", 2},
+		{"GET", "/api/v1/nothing", "", 404, "not_found", 5},
+	} {
+		r := call(t, srv, c.method, c.path, c.body)
+		if r.status != c.status || r.body["code"] != c.code || r.body["exit_code"] != c.exit || r.body["error"] == "" {
+			t.Errorf("%s %s: %d %.200s; want %d %s", c.method, c.path, r.status, r.raw, c.status, c.code)
+		}
+	}
+	if n, _, err := db.UnfinishedSummary(context.Background()); err != nil || n != 0 {
+		t.Errorf("bad requests made %d jobs (%v)", n, err)
+	}
+	// A finished job cannot be cancelled again (exit 7); no GET changes it.
+	r := call(t, srv, "POST", "/api/v1/jobs", `{"tasks": [{"kind": "noop"}]}`)
+	id := r.body["job_id"].(string)
+	call(t, srv, "POST", "/api/v1/jobs/"+id+"/cancel", "")
+	if r := call(t, srv, "POST", "/api/v1/jobs/"+id+"/cancel", ""); r.status != 409 || r.body["exit_code"] != 7.0 {
+		t.Errorf("cancel twice: %d %s", r.status, r.raw)
+	}
+	if r := call(t, srv, "GET", "/api/v1/jobs/"+id+"/cancel", ""); r.status != 404 && r.status != 405 {
+		t.Errorf("GET of an action: %d, want it refused", r.status)
+	}
+}
+
+// TestAPISecurity: with a token every API request needs it, the health
+// checks do not; a request from another site may not change anything.
+func TestAPISecurity(t *testing.T) {
+	const token = "0123456789abcdef-secret"
+	srv, _ := newServer(t, token)
+	if r := call(t, srv, "GET", "/api/v1/jobs", ""); r.status != 401 || r.body["code"] != "unauthorized" {
+		t.Errorf("no token: %d %s", r.status, r.raw)
+	}
+	if r := call(t, srv, "GET", "/api/v1/jobs", "", "Authorization", "Bearer wrong-token-0000000"); r.status != 401 {
+		t.Errorf("a wrong token: %d", r.status)
+	}
+	if r := call(t, srv, "GET", "/api/v1/jobs", "", "Authorization", "Bearer "+token); r.status != 200 {
+		t.Errorf("the token: %d %s", r.status, r.raw)
+	}
+	if r := call(t, srv, "GET", "/healthz", ""); r.status != 200 {
+		t.Errorf("healthz without a token: %d", r.status)
+	}
+	auth := []string{"Authorization", "Bearer " + token}
+	evil := append([]string{"Origin", "https://evil.example"}, auth...)
+	if r := call(t, srv, "POST", "/api/v1/jobs", `{"tasks": [{"kind": "noop"}]}`, evil...); r.status != 403 || r.body["code"] != "cross_origin" {
+		t.Errorf("a submit from another origin: %d %s", r.status, r.raw)
+	}
+	same := append([]string{"Origin", srv.URL}, auth...)
+	if r := call(t, srv, "POST", "/api/v1/jobs", `{"tasks": [{"kind": "noop"}]}`, same...); r.status != 201 {
+		t.Errorf("a submit from the same origin: %d %s", r.status, r.raw)
+	}
+	if !Loopback("127.0.0.1:8700") || !Loopback("[::1]:80") || !Loopback("localhost:1") || Loopback(":8700") || Loopback("0.0.0.0:1") || Loopback("10.0.0.1:1") {
+		t.Errorf("Loopback misjudges an address")
+	}
+}
