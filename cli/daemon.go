@@ -7,6 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/pcd-dev/pcd/cli/web"
 	"github.com/pcd-dev/pcd/engine"
 	"github.com/pcd-dev/pcd/store"
 )
@@ -79,15 +80,23 @@ func runDaemon(c *cli.Context, env Env) error {
 	defer db.Close()
 	opening, setRunner, releaseSignals := stopper(c.Context, c.Duration("grace"), log)
 	defer releaseSignals()
+	cfg := engine.Config{Registry: env.Registry, Logger: log, OnEvent: logEvent(log)}
+	var metrics *web.Metrics
+	if httpAddr != "" {
+		// The runner's events and group commits feed /metrics.
+		metrics = web.NewMetrics(db)
+		logged := cfg.OnEvent
+		cfg.OnEvent = func(ev engine.Event) {
+			logged(ev)
+			metrics.Observe(ev)
+		}
+		cfg.OnGroupCommit = metrics.GroupCommit
+	}
 	r, err := engine.OpenRunner(opening, db, engine.RunnerConfig{
-		Role:      engine.RoleDaemon,
-		Subreaper: true,
-		Delivery:  delivery,
-		Config: engine.Config{
-			Registry: env.Registry,
-			Logger:   log,
-			OnEvent:  logEvent(log),
-		},
+		Role:       engine.RoleDaemon,
+		Subreaper:  true,
+		Delivery:   delivery,
+		Config:     cfg,
 		MaxJobs:    c.Int("max-jobs"),
 		Retain:     c.Duration("retain"),
 		RetryAfter: c.Duration("retry-after"),
@@ -105,7 +114,7 @@ func runDaemon(c *cli.Context, env Env) error {
 	defer r.Close()
 	setRunner(r)
 	if httpAddr != "" {
-		stopHTTP, err := startHTTP(httpAddr, httpTok, db, env, log)
+		stopHTTP, err := startHTTP(httpAddr, httpTok, db, env, log, metrics)
 		if err != nil {
 			return err
 		}

@@ -72,12 +72,15 @@ func checkHTTP(c *cli.Context) (addr, token string, err error) {
 
 // startHTTP serves the API of db on addr until the returned stop is
 // called; it returns once the listener is up.
-func startHTTP(addr, token string, db store.Store, env Env, log *slog.Logger) (stop func(), err error) {
+func startHTTP(addr, token string, db store.Store, env Env, log *slog.Logger, metrics *web.Metrics) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--http %s: %w", addr, err)
 	}
-	h := web.Handler(db, web.Options{Token: token, Registry: env.Registry, Logger: log, Version: Version()})
+	if metrics == nil {
+		metrics = web.NewMetrics(db)
+	}
+	h := web.Handler(db, web.Options{Token: token, Registry: env.Registry, Logger: log, Version: Version(), Metrics: metrics.Handler()})
 	srv := web.Server(addr, h, log)
 	done := make(chan struct{})
 	go func() {
@@ -126,7 +129,7 @@ machine (PostgreSQL), or to look at a SQLite file.`,
 			defer db.Close()
 			ctx, cancel := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 			defer cancel()
-			stop, err := startHTTP(addr, token, db, env, log)
+			stop, err := startHTTP(addr, token, db, env, log, nil)
 			if err != nil {
 				return err
 			}

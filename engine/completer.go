@@ -43,7 +43,11 @@ type completer struct {
 func (m *completer) commit(ctx context.Context, batch store.Batch) (store.Committed, error) {
 	waited := false
 	for {
+		start := time.Now()
 		committed, err := m.c.db.CompleteTasks(ctx, batch)
+		if err == nil && m.c.cfg.OnGroupCommit != nil {
+			m.c.cfg.OnGroupCommit(len(batch.Results), len(batch.Starts), time.Since(start))
+		}
 		if !store.Temporary(err) {
 			if waited && err == nil {
 				m.c.cfg.Logger.Info("the database takes writes again; resumed", "job", m.job.UUID)

@@ -44,8 +44,11 @@ type Config struct {
 	Clock    Clock        // default SystemClock()
 	// OnEvent receives each callback after its record commits, in the
 	// order of the records. It runs on the completer's goroutine.
-	OnEvent  func(Event)
-	MaxBatch int // default DefaultMaxBatch
+	OnEvent func(Event)
+	// OnGroupCommit, if set, hears of each group commit: how many results
+	// and start marks it wrote, and how long it took (for metrics).
+	OnGroupCommit func(results, starts int, took time.Duration)
+	MaxBatch      int // default DefaultMaxBatch
 	// PollEvery is how often the producer of an open job checks for new
 	// tasks when it hears nothing; default 250ms.
 	PollEvery time.Duration
