@@ -1,12 +1,15 @@
 package main_test
 
 import (
+	"bufio"
 	"encoding/json"
 	"io"
 	"net/http"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -67,5 +70,77 @@ func TestDaemonServesTheAPI(t *testing.T) {
 		if r := pcd(t, db, args...); r.code != 2 || !strings.Contains(r.stderr, "--http") && !strings.Contains(r.stderr, "token") {
 			t.Errorf("pcd %v: exit %d, %s; want a usage error", args, r.code, r.stderr)
 		}
+	}
+}
+
+// The event stream resumes across a daemon restart: a client that
+// reconnects (to the new daemon) with Last-Event-ID gets every callback,
+// none twice (issue 15).
+func TestEventStreamAcrossARestart(t *testing.T) {
+	for _, store := range bothStores {
+		t.Run(store.name, func(t *testing.T) {
+			db := store.db(t)
+			start := func() (*proc, string) {
+				d := controlDaemon(t, db, "--http", "127.0.0.1:0", "--grace", "0s", "--lease", "2s")
+				m := regexp.MustCompile(`http api listening addr=(\S+)`).FindStringSubmatch(d.stderr.String())
+				if m == nil {
+					t.Fatalf("no address: %s", d.stderr)
+				}
+				return d, "http://" + m[1]
+			}
+			d, base := start()
+			id := strings.TrimSpace(pcd(t, db, "submit", "--workers", "2", "--", "sleep", ":::", "0.05", "0.05", "0.05", "0.05", "0.05",
+				"0.05", "0.05", "0.05", "0.05", "0.05", "0.05", "0.05", "0.05", "0.05", "0.05", "0.05", "0.05", "0.05", "0.05", "0.05").stdout)
+			seen := map[float64]int{}
+			var lastID int64
+			jobDone := false
+			read := func(base string, upTo int) {
+				req, _ := http.NewRequest("GET", base+"/api/v1/events?job="+id, nil)
+				if lastID > 0 {
+					req.Header.Set("Last-Event-ID", strconv.FormatInt(lastID, 10))
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				sc := bufio.NewScanner(resp.Body)
+				n := 0
+				var evID int64
+				for sc.Scan() && n < upTo && !jobDone {
+					line := sc.Text()
+					switch {
+					case strings.HasPrefix(line, "id: "):
+						evID, _ = strconv.ParseInt(line[4:], 10, 64)
+						if evID <= lastID {
+							t.Fatalf("event %d after %d: out of order or repeated", evID, lastID)
+						}
+					case strings.HasPrefix(line, "data: "):
+						var ev map[string]any
+						json.Unmarshal([]byte(line[6:]), &ev)
+						if ev["event"] == "job" {
+							jobDone = true
+						} else {
+							seen[ev["number"].(float64)]++
+						}
+						lastID, n = evID, n+1
+					}
+				}
+			}
+			read(base, 5)
+			d.cmd.Process.Signal(syscall.SIGKILL)
+			d.wait(t, 10*time.Second)
+			d, base = start()
+			defer stopDaemon(t, d)
+			read(base, 1000)
+			if !jobDone || len(seen) != 20 {
+				t.Fatalf("after the restart: job callback %v, %d tasks seen", jobDone, len(seen))
+			}
+			for n, c := range seen {
+				if c != 1 {
+					t.Errorf("task %v's callback came %d times", n, c)
+				}
+			}
+		})
 	}
 }

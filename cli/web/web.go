@@ -59,6 +59,7 @@ func Handler(db store.Store, o Options) http.Handler {
 	api.HandleFunc("GET /api/v1/jobs/{job}/tasks", s.tasks)
 	api.HandleFunc("GET /api/v1/jobs/{job}/tasks/{n}", s.task)
 	api.HandleFunc("GET /api/v1/jobs/{job}/callbacks", s.callbacks)
+	api.HandleFunc("GET /api/v1/events", s.events)
 	for _, action := range []string{"cancel", "retry", "pause", "resume"} {
 		api.HandleFunc("POST /api/v1/jobs/{job}/"+action, s.action(action))
 	}
