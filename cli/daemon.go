@@ -34,7 +34,7 @@ next start resumes them. The exit code is then 0.`,
 			&cli.DurationFlag{Name: "retain", EnvVars: []string{"PCD_RETAIN"}, Usage: "prune jobs that finished longer ago than `DURATION`, in the background; 0 keeps everything"},
 			&cli.Int64Flag{Name: "replay-from", EnvVars: []string{"PCD_REPLAY_FROM"}, Usage: "deliver again to the daemon's hooks and webhooks every callback from `CALLBACK_ID` on (a new sink otherwise starts with the callbacks committed after it first appears)"},
 			&cli.DurationFlag{Name: "retry-after", EnvVars: []string{"PCD_RETRY_AFTER"}, Value: 5 * time.Second, Usage: "after a database error (disk full, busy), how long to wait before taking work again"},
-			httpFlags()[0], httpFlags()[1], httpFlags()[2],
+			httpFlags()[0], httpFlags()[1], httpFlags()[2], httpFlags()[3], httpFlags()[4],
 		},
 		OnUsageError: onUsageError,
 		Action:       func(c *cli.Context) error { return runDaemon(c, env) },
@@ -69,7 +69,7 @@ func runDaemon(c *cli.Context, env Env) error {
 		return usageError("--replay-from must be a callback id, got %d", c.Int64("replay-from"))
 	}
 	delivery.ReplayFrom = c.Int64("replay-from")
-	httpAddr, httpTok, err := checkHTTP(c)
+	hc, err := checkHTTP(c)
 	if err != nil {
 		return err
 	}
@@ -82,7 +82,7 @@ func runDaemon(c *cli.Context, env Env) error {
 	defer releaseSignals()
 	cfg := engine.Config{Registry: env.Registry, Logger: log, OnEvent: logEvent(log)}
 	var metrics *web.Metrics
-	if httpAddr != "" {
+	if hc.addr != "" {
 		// The runner's events and group commits feed /metrics.
 		metrics = web.NewMetrics(db)
 		logged := cfg.OnEvent
@@ -113,8 +113,8 @@ func runDaemon(c *cli.Context, env Env) error {
 	}
 	defer r.Close()
 	setRunner(r)
-	if httpAddr != "" {
-		stopHTTP, err := startHTTP(httpAddr, httpTok, db, env, log, metrics)
+	if hc.addr != "" {
+		stopHTTP, err := startHTTP(hc, db, env, log, metrics)
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,7 +26,15 @@ func httpFlags() []cli.Flag {
 		&cli.StringFlag{Name: "http", EnvVars: []string{"PCD_HTTP"}, Usage: "serve the HTTP API and /metrics on `ADDR` (host:port; loopback unless a token is set)"},
 		&cli.StringFlag{Name: "http-token", EnvVars: []string{"PCD_HTTP_TOKEN"}, Usage: "require `TOKEN` as a bearer token (needed to listen beyond loopback)"},
 		&cli.StringFlag{Name: "http-token-file", EnvVars: []string{"PCD_HTTP_TOKEN_FILE"}, Usage: "read the token from `FILE` (its first line)"},
+		&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"PCD_TLS_CERT"}, Usage: "serve HTTPS with the certificate (chain) in `FILE` (PEM)"},
+		&cli.StringFlag{Name: "tls-key", EnvVars: []string{"PCD_TLS_KEY"}, Usage: "the certificate's private key in `FILE` (PEM)"},
 	}
+}
+
+// httpConfig is what --http and its flags ask for.
+type httpConfig struct {
+	addr, token     string
+	tlsCert, tlsKey string
 }
 
 // httpToken reads --http-token or --http-token-file.
@@ -52,27 +61,41 @@ func httpToken(c *cli.Context) (string, error) {
 }
 
 // checkHTTP checks --http before anything is opened: a listener beyond
-// loopback needs a token.
-func checkHTTP(c *cli.Context) (addr, token string, err error) {
-	addr = c.String("http")
-	if addr == "" {
-		return "", "", nil
+// loopback needs a token; TLS needs a certificate and its key, which
+// load.
+func checkHTTP(c *cli.Context) (httpConfig, error) {
+	h := httpConfig{addr: c.String("http"), tlsCert: c.String("tls-cert"), tlsKey: c.String("tls-key")}
+	if h.addr == "" {
+		if h.tlsCert != "" || h.tlsKey != "" || c.String("http-token") != "" || c.String("http-token-file") != "" {
+			return h, usageError("--tls-cert, --tls-key and --http-token go with --http ADDR")
+		}
+		return h, nil
 	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return "", "", usageError("--http %q: want host:port, such as 127.0.0.1:8700", addr)
+	if _, _, err := net.SplitHostPort(h.addr); err != nil {
+		return h, usageError("--http %q: want host:port, such as 127.0.0.1:8700", h.addr)
 	}
-	if token, err = httpToken(c); err != nil {
-		return "", "", err
+	var err error
+	if h.token, err = httpToken(c); err != nil {
+		return h, err
 	}
-	if !web.Loopback(addr) && token == "" {
-		return "", "", usageError("--http %s listens beyond loopback: give --http-token or --http-token-file, or listen on 127.0.0.1", addr)
+	if !web.Loopback(h.addr) && h.token == "" {
+		return h, usageError("--http %s listens beyond loopback: give --http-token or --http-token-file, or listen on 127.0.0.1", h.addr)
 	}
-	return addr, token, nil
+	if (h.tlsCert == "") != (h.tlsKey == "") {
+		return h, usageError("give both --tls-cert and --tls-key")
+	}
+	if h.tlsCert != "" {
+		if _, err := tls.LoadX509KeyPair(h.tlsCert, h.tlsKey); err != nil {
+			return h, usageError("--tls-cert, --tls-key: %w", err)
+		}
+	}
+	return h, nil
 }
 
 // startHTTP serves the API of db on addr until the returned stop is
 // called; it returns once the listener is up.
-func startHTTP(addr, token string, db store.Store, env Env, log *slog.Logger, metrics *web.Metrics) (stop func(), err error) {
+func startHTTP(hc httpConfig, db store.Store, env Env, log *slog.Logger, metrics *web.Metrics) (stop func(), err error) {
+	addr, token := hc.addr, hc.token
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--http %s: %w", addr, err)
@@ -85,11 +108,15 @@ func startHTTP(addr, token string, db store.Store, env Env, log *slog.Logger, me
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return srv.Serve(ln) }
+		if hc.tlsCert != "" {
+			serve = func() error { return srv.ServeTLS(ln, hc.tlsCert, hc.tlsKey) }
+		}
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server", "err", err)
 		}
 	}()
-	log.Info("http api listening", "addr", ln.Addr().String(), "token", token != "")
+	log.Info("http api listening", "addr", ln.Addr().String(), "token", token != "", "tls", hc.tlsCert != "")
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -111,11 +138,11 @@ machine (PostgreSQL), or to look at a SQLite file.`,
 			if c.NArg() > 0 {
 				return usageError("serve takes no arguments, got %q", c.Args().First())
 			}
-			addr, token, err := checkHTTP(c)
+			hc, err := checkHTTP(c)
 			if err != nil {
 				return err
 			}
-			if addr == "" {
+			if hc.addr == "" {
 				return usageError("give --http ADDR, such as 127.0.0.1:8700")
 			}
 			log, err := newLogger(c, env.Stderr)
@@ -129,7 +156,7 @@ machine (PostgreSQL), or to look at a SQLite file.`,
 			defer db.Close()
 			ctx, cancel := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 			defer cancel()
-			stop, err := startHTTP(addr, token, db, env, log, nil)
+			stop, err := startHTTP(hc, db, env, log, nil)
 			if err != nil {
 				return err
 			}
