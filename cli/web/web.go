@@ -6,6 +6,7 @@
 package web
 
 import (
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,16 +53,8 @@ func Handler(db store.Store, o Options) http.Handler {
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	api := http.NewServeMux()
-	api.HandleFunc("GET /api/v1/status", s.status)
-	api.HandleFunc("GET /api/v1/jobs", s.jobs)
-	api.HandleFunc("POST /api/v1/jobs", s.submit)
-	api.HandleFunc("GET /api/v1/jobs/{job}", s.job)
-	api.HandleFunc("GET /api/v1/jobs/{job}/tasks", s.tasks)
-	api.HandleFunc("GET /api/v1/jobs/{job}/tasks/{n}", s.task)
-	api.HandleFunc("GET /api/v1/jobs/{job}/callbacks", s.callbacks)
-	api.HandleFunc("GET /api/v1/events", s.events)
-	for _, action := range []string{"cancel", "retry", "pause", "resume"} {
-		api.HandleFunc("POST /api/v1/jobs/{job}/"+action, s.action(action))
+	for _, rt := range s.routes() {
+		api.HandleFunc(rt.method+" "+rt.path, rt.h)
 	}
 	api.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, apiError{http.StatusNotFound, "not_found", 5, fmt.Sprintf("no such API endpoint: %s %s", r.Method, r.URL.Path)})
@@ -78,6 +71,39 @@ func Handler(db store.Store, o Options) http.Handler {
 type server struct {
 	db store.Store
 	o  Options
+}
+
+type route struct {
+	method, path string
+	h            http.HandlerFunc
+}
+
+// routes are the API's endpoints; openapi.json documents each
+// (TestOpenAPIDocumentsEveryRoute).
+func (s *server) routes() []route {
+	rs := []route{
+		{"GET", "/api/v1/openapi.json", s.openapi},
+		{"GET", "/api/v1/status", s.status},
+		{"GET", "/api/v1/jobs", s.jobs},
+		{"POST", "/api/v1/jobs", s.submit},
+		{"GET", "/api/v1/jobs/{job}", s.job},
+		{"GET", "/api/v1/jobs/{job}/tasks", s.tasks},
+		{"GET", "/api/v1/jobs/{job}/tasks/{n}", s.task},
+		{"GET", "/api/v1/jobs/{job}/callbacks", s.callbacks},
+		{"GET", "/api/v1/events", s.events},
+	}
+	for _, action := range []string{"cancel", "retry", "pause", "resume"} {
+		rs = append(rs, route{"POST", "/api/v1/jobs/{job}/" + action, s.action(action)})
+	}
+	return rs
+}
+
+//go:embed openapi.json
+var openapiJSON []byte
+
+func (s *server) openapi(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(openapiJSON)
 }
 
 // guard checks the token, and keeps other sites from changing anything:
