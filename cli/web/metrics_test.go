@@ -2,11 +2,16 @@ package web
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -112,4 +117,56 @@ func matches(m *dto.Metric, labels map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// TestGrafanaDashboard: the sample dashboard is JSON whose queries name
+// only metrics that /metrics serves.
+func TestGrafanaDashboard(t *testing.T) {
+	raw, err := os.ReadFile("grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil || len(dash.Panels) == 0 {
+		t.Fatalf("grafana-dashboard.json: %v", err)
+	}
+	srv, db := newServer(t, "")
+	m := NewMetrics(db)
+	m.Observe(engine.Event{Task: &engine.TaskEvent{Kind: "noop", State: "succeeded"}})
+	m.GroupCommit(1, 0, time.Millisecond)
+	srv.Config.Handler = Handler(db, Options{Metrics: m.Handler()})
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	served := string(body)
+	// Gauges with no sample now (no sink has a backlog) are described
+	// all the same.
+	descs := make(chan *prometheus.Desc, 32)
+	dbCollector{}.Describe(descs)
+	close(descs)
+	for d := range descs {
+		if m := regexp.MustCompile(`fqName: "([^"]+)"`).FindStringSubmatch(d.String()); m != nil {
+			served += "\n" + m[1] + " "
+		}
+	}
+	name := regexp.MustCompile(`\b(pcd_[a-z_]+|process_[a-z_]+)\b`)
+	for _, p := range dash.Panels {
+		for _, target := range p.Targets {
+			for _, n := range name.FindAllString(target.Expr, -1) {
+				if !strings.Contains(served, "\n"+n+" ") && !strings.Contains(served, "\n"+n+"{") {
+					t.Errorf("panel %q queries %s, which /metrics does not serve", p.Title, n)
+				}
+			}
+		}
+	}
 }
