@@ -200,15 +200,17 @@ func halting(t *testing.T, db string) {
 	if r.stdout != "1\n" {
 		t.Errorf("--halt now: the running task 2 was not stopped, or others started: stdout %q", r.stdout)
 	}
+	// Task 2 may have started before the failure of 3 committed; if it
+	// did, it finishes. Task 4 never starts.
 	r = pcd(t, db, "run", "--halt", "soon,fail=1", "-w", "2", "--", "sh", "-c", script, ":::", "1", "3", "2", "4")
-	if r.code != 1 || r.stdout != "1\n2\n" || !strings.Contains(r.stderr, "halted (--halt soon,fail=1)") {
-		t.Errorf("--halt soon,fail=1: exit %d, stdout %q (want the running task 2 to finish, and 4 never start):\n%s", r.code, r.stdout, r.stderr)
+	if r.code != 1 || (r.stdout != "1\n2\n" && r.stdout != "1\n") || !strings.Contains(r.stderr, "halted (--halt soon,fail=1)") {
+		t.Errorf("--halt soon,fail=1: exit %d, stdout %q (want the running tasks to finish, and 4 never start):\n%s", r.code, r.stdout, r.stderr)
 	}
 	// The policy applies as results commit: a task quick enough to end
 	// before the commit that meets it still counts.
 	r = pcd(t, db, "run", "--halt", "now,success=50%", "-w", "1", "--", "sh", "-c", "sleep 0.3; echo {}", ":::", "a", "b", "c", "d")
-	if r.code != 1 || r.stdout != "a\nb\n" {
-		t.Errorf("--halt now,success=50%%: exit %d, stdout %q, want a and b only", r.code, r.stdout)
+	if r.code != 1 || (r.stdout != "a\nb\n" && r.stdout != "a\nb\nc\n") {
+		t.Errorf("--halt now,success=50%%: exit %d, stdout %q, want a and b (c only if it ended before the commit), never d", r.code, r.stdout)
 	}
 	if r := pcd(t, db, "submit", "--halt", "later,fail=x", "--", "true"); r.code != 2 || !strings.Contains(r.stderr, "--halt") {
 		t.Errorf("a bad --halt: exit %d, %s", r.code, r.stderr)
