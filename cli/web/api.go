@@ -319,6 +319,11 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 	for state, t := range counts {
 		jobs[state] = t.Jobs
 	}
+	last, err := s.db.LastCallbackID(ctx)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"runners": rs, "jobs": jobs, "running_tasks": running,
-		"pending_callbacks": pending, "database_bytes": s.db.Size(), "version": s.o.Version})
+		"pending_callbacks": pending, "database_bytes": s.db.Size(), "version": s.o.Version, "last_callback_id": last})
 }

@@ -6,7 +6,7 @@
 package web
 
 import (
-	_ "embed"
+	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,6 +51,8 @@ func Handler(db store.Store, o Options) http.Handler {
 	s := &server{db: db, o: o}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /{$}", s.dashboard)
+	mux.Handle("GET /ui/", http.FileServerFS(uiFS))
 	mux.HandleFunc("GET /readyz", s.readyz)
 	api := http.NewServeMux()
 	for _, rt := range s.routes() {
@@ -100,6 +102,27 @@ func (s *server) routes() []route {
 
 //go:embed openapi.json
 var openapiJSON []byte
+
+// uiFS is the dashboard: HTML, CSS and JavaScript, with no CDN and no
+// build step.
+//
+//go:embed ui
+var uiFS embed.FS
+
+// dashboard serves the dashboard's page. It is static: the page asks the
+// API for everything, with the token if one is set.
+func (s *server) dashboard(w http.ResponseWriter, r *http.Request) {
+	page, err := uiFS.ReadFile("ui/index.html")
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("X-Frame-Options", "DENY")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	_, _ = w.Write(page)
+}
 
 func (s *server) openapi(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")

@@ -1,0 +1,355 @@
+// pcd's dashboard: the API's pages, live from its event stream. Every
+// value from the server goes into the page as text (textContent), never
+// as HTML.
+"use strict";
+
+const main = document.getElementById("main");
+let token = sessionStorage.getItem("pcd-token") || "";
+
+// el builds an element: el("td", {class: "num"}, "text", child...).
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) {
+    if (c === null || c === undefined) continue;
+    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+
+function askToken() {
+  return new Promise((resolve) => {
+    const dialog = document.getElementById("token-dialog");
+    const input = document.getElementById("token-input");
+    dialog.addEventListener("close", () => {
+      token = input.value.trim();
+      sessionStorage.setItem("pcd-token", token);
+      resolve();
+    }, { once: true });
+    dialog.showModal();
+  });
+}
+
+function headers(extra) {
+  const h = Object.assign({}, extra || {});
+  if (token) h["Authorization"] = "Bearer " + token;
+  return h;
+}
+
+// api calls the API; a 401 asks for the token once, and tries again.
+async function api(path, opts) {
+  opts = opts || {};
+  for (let tries = 0; tries < 3; tries++) {
+    const resp = await fetch(path, Object.assign({}, opts, { headers: headers(opts.headers) }));
+    if (resp.status === 401) { await askToken(); continue; }
+    const body = await resp.json().catch(() => ({}));
+    if (!resp.ok) throw new Error(body.error || resp.statusText);
+    return body;
+  }
+  throw new Error("the token was refused");
+}
+
+// Live updates: the event stream, read with fetch so that it can carry the
+// token, resumed with Last-Event-ID after a drop.
+const listeners = new Set();
+let lastEventID = 0;
+async function stream() {
+  const live = document.getElementById("live");
+  for (;;) {
+    try {
+      const h = headers({ Accept: "text/event-stream" });
+      if (lastEventID) h["Last-Event-ID"] = String(lastEventID);
+      else h["Last-Event-ID"] = String(await latestID());
+      const resp = await fetch("/api/v1/events", { headers: h });
+      if (resp.status === 401) { await askToken(); continue; }
+      if (!resp.ok) throw new Error(resp.statusText);
+      live.classList.add("on");
+      const reader = resp.body.getReader();
+      const dec = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let i;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          const block = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          let id = 0, data = null;
+          for (const line of block.split("\n")) {
+            if (line.startsWith("id: ")) id = Number(line.slice(4));
+            else if (line.startsWith("data: ")) data = JSON.parse(line.slice(6));
+          }
+          if (id && data) {
+            lastEventID = id;
+            for (const f of listeners) f(data);
+          }
+        }
+      }
+    } catch (e) {
+      // The daemon restarts, or the network drops: go on where we were.
+    }
+    live.classList.remove("on");
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+// latestID starts a fresh page's stream at the newest callback: what came
+// before is in the pages themselves.
+async function latestID() {
+  const s = await api("/api/v1/status");
+  return s.last_callback_id || 0;
+}
+
+// Throughput: task callbacks per second, in 10-second buckets over the
+// last hour, counted from the stream since the page opened.
+const buckets = new Map();
+listeners.add((ev) => {
+  if (ev.event !== "task") return;
+  const b = Math.floor(Date.now() / 10000);
+  buckets.set(b, (buckets.get(b) || 0) + 1);
+});
+
+function drawChart(canvas) {
+  const w = canvas.width = canvas.clientWidth * devicePixelRatio;
+  const h = canvas.height = canvas.clientHeight * devicePixelRatio;
+  const ctx = canvas.getContext("2d");
+  const now = Math.floor(Date.now() / 10000);
+  const n = 360;
+  let max = 1;
+  for (let i = 0; i < n; i++) max = Math.max(max, (buckets.get(now - i) || 0) / 10);
+  ctx.clearRect(0, 0, w, h);
+  ctx.fillStyle = getComputedStyle(document.documentElement).getPropertyValue("--run");
+  for (let i = 0; i < n; i++) {
+    const v = (buckets.get(now - n + 1 + i) || 0) / 10;
+    const bh = (v / max) * (h - 4);
+    ctx.fillRect((i / n) * w, h - bh, Math.max(w / n - 1, 1), bh);
+  }
+  return max;
+}
+
+function fmtDuration(secs) {
+  if (secs === undefined || secs === null) return "-";
+  if (secs < 1) return Math.round(secs * 1000) + "ms";
+  if (secs < 60) return secs.toFixed(1) + "s";
+  if (secs < 3600) return Math.floor(secs / 60) + "m" + String(Math.floor(secs % 60)).padStart(2, "0") + "s";
+  return Math.floor(secs / 3600) + "h" + String(Math.floor((secs % 3600) / 60)).padStart(2, "0") + "m";
+}
+
+function fmtBytes(n) {
+  if (n < 1 << 20) return (n / 1024).toFixed(0) + " KiB";
+  return (n / (1 << 20)).toFixed(1) + " MiB";
+}
+
+function progress(job) {
+  const pct = job.total ? Math.round((job.done / job.total) * 100) : 0;
+  const cls = job.state === "succeeded" ? "progress done" : (job.failed ? "progress bad" : "progress");
+  const fill = el("span");
+  fill.style.width = pct + "%"; // the CSSOM, which the page's CSP allows
+  return el("span", {},
+    el("span", { class: cls, role: "progressbar", "aria-valuenow": String(pct), "data-pct": String(pct) }, fill),
+    " " + pct + "%");
+}
+
+function eta(job) {
+  if (job.state !== "running" || !job.done || !job.elapsed_secs) return "-";
+  return fmtDuration((job.elapsed_secs / job.done) * (job.total - job.done));
+}
+
+function stateCell(state, paused) {
+  return el("td", { class: "state-" + state }, paused ? "paused" : state);
+}
+
+// Pages.
+
+let stopPage = () => {};
+
+async function overview() {
+  const s = await api("/api/v1/status");
+  const cards = el("div", { class: "cards" });
+  for (const st of ["running", "pending", "succeeded", "failed", "cancelled"]) {
+    cards.append(el("div", { class: "card" }, el("b", {}, s.jobs[st] || 0), st + " jobs"));
+  }
+  cards.append(el("div", { class: "card" }, el("b", {}, s.running_tasks), "running tasks"));
+  cards.append(el("div", { class: "card" }, el("b", {}, fmtBytes(s.database_bytes)), "database"));
+  const runners = el("table", {}, el("tr", {}, ...["role", "host", "pid", "state", "started", "version", "running"].map((h) => el("th", {}, h))));
+  for (const r of s.runners) {
+    runners.append(el("tr", {}, el("td", {}, r.role), el("td", {}, r.host), el("td", { class: "num" }, r.pid),
+      el("td", { class: r.alive ? "state-succeeded" : "state-cancelled" }, r.alive ? "alive" : "gone"),
+      el("td", {}, r.started ? new Date(r.started).toLocaleString() : "-"), el("td", {}, r.version || "-"),
+      el("td", { class: "num" }, r.running_tasks)));
+  }
+  const sinks = el("table", {}, el("tr", {}, el("th", {}, "sink"), el("th", {}, "callbacks waiting")));
+  for (const [name, n] of Object.entries(s.pending_callbacks || {})) {
+    sinks.append(el("tr", {}, el("td", {}, name), el("td", { class: "num" }, n)));
+  }
+  const canvas = el("canvas", { id: "throughput" });
+  const rate = el("span", { class: "muted" });
+  main.replaceChildren(el("h1", {}, "Overview"), cards,
+    el("h2", {}, "Throughput, tasks per second, last hour ", rate), canvas,
+    el("h2", {}, "Daemons"), s.runners.length ? runners : el("p", { class: "muted" }, "No daemon runs this database: start one with pcd daemon."),
+    el("h2", {}, "Callbacks waiting for a sink"), Object.keys(s.pending_callbacks || {}).length ? sinks : el("p", { class: "muted" }, "None."));
+  const tick = setInterval(() => { rate.textContent = "(peak " + drawChart(canvas).toFixed(1) + "/s)"; }, 1000);
+  drawChart(canvas);
+  return () => clearInterval(tick);
+}
+
+async function jobsPage(params) {
+  const state = params.get("state") || "";
+  const name = params.get("name") || "";
+  const body = await api("/api/v1/jobs?limit=500" + (state ? "&state=" + encodeURIComponent(state) : ""));
+  const stateSel = el("select", { id: "state-filter" }, ...["", "pending", "running", "succeeded", "failed", "cancelled"].map((s) => {
+    const o = el("option", { value: s }, s || "any state");
+    if (s === state) o.selected = true;
+    return o;
+  }));
+  const nameIn = el("input", { id: "name-filter", placeholder: "name", value: name });
+  const apply = () => { location.hash = "#/jobs?state=" + encodeURIComponent(stateSel.value) + "&name=" + encodeURIComponent(nameIn.value); };
+  stateSel.addEventListener("change", apply);
+  nameIn.addEventListener("change", apply);
+  const table = el("table", { id: "jobs" }, el("tr", {}, ...["job", "name", "state", "progress", "done", "failed", "elapsed", "ETA", "created"].map((h) => el("th", {}, h))));
+  const rows = new Map();
+  for (const j of body.jobs.filter((j) => !name || j.name.includes(name))) {
+    const tr = el("tr", { "data-job": j.job_id });
+    rows.set(j.job_id, tr);
+    fillJobRow(tr, j);
+    table.append(tr);
+  }
+  main.replaceChildren(el("h1", {}, "Jobs"), el("div", { class: "filters" }, stateSel, nameIn), table);
+  const stop = liveJobs((id) => rows.get(id), (tr, j) => fillJobRow(tr, j));
+  // New jobs, and jobs that start, send no event: look every 5 s.
+  const poll = setInterval(async () => {
+    try {
+      const fresh = await api("/api/v1/jobs?limit=500" + (state ? "&state=" + encodeURIComponent(state) : ""));
+      for (const j of fresh.jobs.filter((j) => !name || j.name.includes(name))) {
+        let tr = rows.get(j.job_id);
+        if (!tr) {
+          tr = el("tr", { "data-job": j.job_id });
+          rows.set(j.job_id, tr);
+          table.firstChild.after(tr);
+        }
+        fillJobRow(tr, j);
+      }
+    } catch (e) { /* next time */ }
+  }, 5000);
+  return () => { stop(); clearInterval(poll); };
+}
+
+function fillJobRow(tr, j) {
+  tr.replaceChildren(el("td", {}, el("a", { href: "#/jobs/" + j.job_id }, j.job_id.slice(0, 8))), el("td", {}, j.name),
+    stateCell(j.state, j.paused), el("td", {}, progress(j)), el("td", { class: "num" }, j.done + "/" + j.total),
+    el("td", { class: "num" }, j.failed), el("td", { class: "num" }, fmtDuration(j.elapsed_secs)), el("td", { class: "num" }, eta(j)),
+    el("td", {}, new Date(j.created_at).toLocaleString()));
+}
+
+// liveJobs refreshes the jobs that events name, at most every 300 ms each.
+function liveJobs(find, refresh) {
+  const due = new Map();
+  const f = (ev) => {
+    const tr = find(ev.job_id);
+    if (!tr || due.has(ev.job_id)) return;
+    due.set(ev.job_id, setTimeout(async () => {
+      due.delete(ev.job_id);
+      try { refresh(tr, await api("/api/v1/jobs/" + ev.job_id)); } catch (e) { /* next event */ }
+    }, 300));
+  };
+  listeners.add(f);
+  return () => { listeners.delete(f); for (const t of due.values()) clearTimeout(t); };
+}
+
+async function jobPage(id) {
+  let job = await api("/api/v1/jobs/" + encodeURIComponent(id));
+  const head = el("div", { id: "job-head" });
+  const actions = el("div", { class: "filters" });
+  for (const action of ["pause", "resume", "retry", "cancel"]) {
+    actions.append(el("button", { id: "action-" + action, class: action === "cancel" ? "danger" : "", onclick: async () => {
+      if (!confirm(action + " job " + job.job_id + "?")) return;
+      try { job = await api("/api/v1/jobs/" + job.job_id + "/" + action, { method: "POST" }); fillHead(); }
+      catch (e) { alert(e.message); }
+    } }, action));
+  }
+  const output = el("div", { id: "task-output" });
+  const table = el("table", { id: "tasks" }, el("tr", {}, ...["#", "state", "attempts", "time", "exit", "error"].map((h) => el("th", {}, h))));
+  const fillHead = () => {
+    head.replaceChildren(el("h1", {}, "Job ", job.name ? job.name + " " : "", el("span", { class: "muted" }, job.job_id)),
+      el("div", { class: "cards" },
+        el("div", { class: "card" }, el("b", { id: "job-state", class: "state-" + job.state }, job.paused ? "paused" : job.state), "state"),
+        el("div", { class: "card" }, el("b", {}, progress(job)), job.done + " of " + job.total + " done"),
+        el("div", { class: "card" }, el("b", {}, job.failed), "failed"),
+        el("div", { class: "card" }, el("b", {}, fmtDuration(job.elapsed_secs)), "elapsed"),
+        el("div", { class: "card" }, el("b", {}, eta(job)), "ETA")));
+  };
+  fillHead();
+  const shown = new Set();
+  const addTask = (t) => {
+    if (shown.has(t.number)) return;
+    shown.add(t.number);
+    let exit = "-";
+    if (t.result && typeof t.result === "object" && "exit_code" in t.result) exit = t.result.exit_code;
+    const row = el("tr", { "data-task": String(t.number) },
+      el("td", {}, el("a", { class: "task", onclick: () => showTask(t.number) }, t.number)),
+      stateCell(t.state), el("td", { class: "num" }, t.attempts), el("td", { class: "num" }, fmtDuration(t.time_secs)),
+      el("td", { class: "num" }, exit), el("td", {}, t.error || ""));
+    // Failed tasks come first, as they came when the page opened.
+    if (t.state === "failed") table.firstChild.after(row);
+    else table.append(row);
+  };
+  const showTask = async (n) => {
+    const t = await api("/api/v1/jobs/" + job.job_id + "/tasks/" + n);
+    const r = t.result && typeof t.result === "object" ? t.result : null;
+    output.replaceChildren(el("h2", {}, "Task " + n + " (" + t.state + ")"),
+      t.error ? el("p", { class: "error" }, t.error) : null,
+      r && "stdout" in r ? el("pre", { class: "output", id: "task-stdout" }, r.stdout) : el("pre", { class: "output", id: "task-stdout" }, JSON.stringify(t.result, null, 2) || ""),
+      r && r.stderr ? el("pre", { class: "output", id: "task-stderr" }, r.stderr) : null);
+    output.scrollIntoView();
+  };
+  // Failed tasks first, then the rest in order, a page at a time.
+  const failed = await api("/api/v1/jobs/" + job.job_id + "/tasks?state=failed&limit=1000");
+  failed.tasks.forEach(addTask);
+  let after = 0;
+  const more = el("button", { id: "more-tasks" }, "more tasks");
+  const page = async () => {
+    const p = await api("/api/v1/jobs/" + job.job_id + "/tasks?limit=200&after=" + after);
+    p.tasks.forEach(addTask);
+    after = p.next_after || 0;
+    more.hidden = !p.next_after;
+  };
+  more.addEventListener("click", page);
+  await page();
+  main.replaceChildren(head, actions, output, el("h2", {}, "Tasks"), table, more);
+  const stopLive = liveJobs((jid) => (jid === job.job_id ? head : null), (_, j) => { job = j; fillHead(); });
+  // A job that starts, or waits, sends no event: look every 2 s as well.
+  const poll = setInterval(async () => {
+    try { job = await api("/api/v1/jobs/" + job.job_id); fillHead(); } catch (e) { /* next time */ }
+  }, 2000);
+  const onTask = (ev) => {
+    if (ev.job_id !== job.job_id || ev.event !== "task") return;
+    const row = table.querySelector('tr[data-task="' + ev.number + '"]');
+    if (row) { row.remove(); shown.delete(ev.number); }
+    addTask({ number: ev.number, state: ev.state, attempts: ev.attempts, time_secs: ev.time_secs, result: ev.result, error: ev.error });
+  };
+  listeners.add(onTask);
+  return () => { stopLive(); clearInterval(poll); listeners.delete(onTask); };
+}
+
+async function route() {
+  stopPage();
+  stopPage = () => {};
+  const [path, query] = (location.hash.slice(1) || "/").split("?");
+  const params = new URLSearchParams(query || "");
+  try {
+    if (path === "/" || path === "") stopPage = await overview();
+    else if (path === "/jobs") stopPage = await jobsPage(params);
+    else if (path.startsWith("/jobs/")) stopPage = await jobPage(decodeURIComponent(path.slice(6)));
+    else main.replaceChildren(el("p", {}, "No such page."));
+  } catch (e) {
+    main.replaceChildren(el("p", { class: "error" }, e.message));
+  }
+}
+
+window.addEventListener("hashchange", route);
+route();
+stream();
