@@ -228,21 +228,9 @@ func statusCommand(env Env) *cli.Command {
 	}
 }
 
-// runnerView is a runner as pcd status --json shows it.
-type runnerView struct {
-	Role      string     `json:"role"`
-	Host      string     `json:"host"`
-	PID       int        `json:"pid"`
-	Alive     bool       `json:"alive"`
-	Version   string     `json:"version,omitempty"`
-	Started   *time.Time `json:"started,omitempty"`
-	Heartbeat *time.Time `json:"heartbeat,omitempty"`
-	Running   int        `json:"running_tasks"`
-}
-
 // overviewView is pcd status --json with no job.
 type overviewView struct {
-	Runners      []runnerView          `json:"runners"`
+	Runners      []web.Runner          `json:"runners"`
 	Jobs         map[store.State]int64 `json:"jobs"`
 	RunningTasks int                   `json:"running_tasks"`
 	Rate         float64               `json:"tasks_per_sec"`
@@ -281,7 +269,7 @@ func overview(c *cli.Context, env Env) error {
 }
 
 func gatherOverview(c *cli.Context, db store.Store) (overviewView, error) {
-	v := overviewView{Runners: []runnerView{}, Jobs: map[store.State]int64{}, Pending: map[string]int64{}}
+	v := overviewView{Runners: []web.Runner{}, Jobs: map[store.State]int64{}, Pending: map[string]int64{}}
 	if db == nil {
 		return v, nil
 	}
@@ -289,19 +277,7 @@ func gatherOverview(c *cli.Context, db store.Store) (overviewView, error) {
 	if err != nil {
 		return v, err
 	}
-	for i, r := range runners {
-		rv := runnerView{Role: r.Role, Host: r.Host, PID: r.PID, Alive: r.Alive, Version: r.Version, Running: r.Running}
-		if !r.StartedAt.IsZero() {
-			rv.Started = &runners[i].StartedAt
-		}
-		if !r.Heartbeat.IsZero() {
-			rv.Heartbeat = &runners[i].Heartbeat
-		}
-		if r.Alive {
-			v.RunningTasks += r.Running
-		}
-		v.Runners = append(v.Runners, rv)
-	}
+	v.Runners, v.RunningTasks = web.ViewRunners(runners)
 	if v.tallies, err = db.CountJobs(c.Context); err != nil {
 		return v, err
 	}

@@ -272,6 +272,38 @@ func (s *server) action(name string) http.HandlerFunc {
 	}
 }
 
+// Runner is a runner as pcd status --json and the API show it.
+type Runner struct {
+	Role      string     `json:"role"`
+	Host      string     `json:"host"`
+	PID       int        `json:"pid"`
+	Alive     bool       `json:"alive"`
+	Version   string     `json:"version,omitempty"`
+	Started   *time.Time `json:"started,omitempty"`
+	Heartbeat *time.Time `json:"heartbeat,omitempty"`
+	Running   int        `json:"running_tasks"`
+}
+
+// ViewRunners are runners as the API shows them, and the tasks the live
+// ones run.
+func ViewRunners(runners []store.RunnerInfo) (views []Runner, running int) {
+	views = []Runner{}
+	for i, x := range runners {
+		v := Runner{Role: x.Role, Host: x.Host, PID: x.PID, Alive: x.Alive, Version: x.Version, Running: x.Running}
+		if !x.StartedAt.IsZero() {
+			v.Started = &runners[i].StartedAt
+		}
+		if !x.Heartbeat.IsZero() {
+			v.Heartbeat = &runners[i].Heartbeat
+		}
+		if x.Alive {
+			running += x.Running
+		}
+		views = append(views, v)
+	}
+	return views, running
+}
+
 // status is the overview of pcd status.
 func (s *server) status(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
@@ -290,31 +322,7 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, err)
 		return
 	}
-	type runner struct {
-		Role      string     `json:"role"`
-		Host      string     `json:"host"`
-		PID       int        `json:"pid"`
-		Alive     bool       `json:"alive"`
-		Version   string     `json:"version,omitempty"`
-		Started   *time.Time `json:"started,omitempty"`
-		Heartbeat *time.Time `json:"heartbeat,omitempty"`
-		Running   int        `json:"running_tasks"`
-	}
-	rs := []runner{}
-	running := 0
-	for i, x := range runners {
-		v := runner{Role: x.Role, Host: x.Host, PID: x.PID, Alive: x.Alive, Version: x.Version, Running: x.Running}
-		if !x.StartedAt.IsZero() {
-			v.Started = &runners[i].StartedAt
-		}
-		if !x.Heartbeat.IsZero() {
-			v.Heartbeat = &runners[i].Heartbeat
-		}
-		if x.Alive {
-			running += x.Running
-		}
-		rs = append(rs, v)
-	}
+	rs, running := ViewRunners(runners)
 	jobs := map[store.State]int64{}
 	for state, t := range counts {
 		jobs[state] = t.Jobs
