@@ -263,7 +263,7 @@ func TestWatchSaysTheDaemonIsGone(t *testing.T) {
 
 	// The same job, run here and handed to the daemon: the same lines.
 	job := filepath.Join(dir, "job.json")
-	os.WriteFile(job, []byte(`{"tasks": [{"kind": "noop"}, {"kind": "fail", "payload": {"error": "no"}}]}`), 0o600)
+	os.WriteFile(job, []byte(`{"workers": 1, "tasks": [{"kind": "noop"}, {"kind": "fail", "payload": {"error": "no"}}]}`), 0o600) // one worker: one order
 	handed := pcd(t, db, "run", job)
 	stopDaemon(t, d)
 	here := pcd(t, db, "run", job)
