@@ -176,6 +176,14 @@ func scheduling(t *testing.T, db string) {
 	if r := pcd(t, db, "pause", long); r.code != 0 {
 		t.Fatalf("pause: %s", r.stderr)
 	}
+	// The gate opens once the daemon has taken the pause in: before, its
+	// first task could end and the next start in between.
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(d.stderr.String(), "job paused: starting no new task"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon did not take the pause in: %s", d.stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	os.WriteFile(gate2, nil, 0o600)
 	j := waitJob(t, db, long, "pending")
 	time.Sleep(500 * time.Millisecond)
