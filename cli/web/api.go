@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pcd-dev/pcd/engine"
@@ -209,8 +210,13 @@ func (s *server) callbacks(w http.ResponseWriter, r *http.Request) {
 }
 
 // submit creates a job from a job file in the body (application/json),
-// as pcd submit FILE does; 201 with the job.
+// as pcd submit FILE does, or from NDJSON tasks streamed in the body
+// (application/x-ndjson), as pcd submit - does; 201 with the job.
 func (s *server) submit(w http.ResponseWriter, r *http.Request) {
+	if ct := r.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/x-ndjson") || strings.HasPrefix(ct, "application/ndjson") {
+		s.submitStream(w, r)
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
@@ -237,6 +243,35 @@ func (s *server) submit(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, err)
 		return
 	}
+	writeJSON(w, http.StatusCreated, ViewJob(job))
+}
+
+// submitStream creates a job from NDJSON tasks in the body, one
+// {"kind": ..., "payload": ...} a line, committed in batches as they are
+// read: the daemon starts on the first while the rest still come. The
+// job's settings are query parameters: name, workers, queue_size. A bad
+// line ends the stream with its line number; a job that holds earlier
+// batches is sealed with them, and the error says so.
+func (s *server) submitStream(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	workers, err := intParam(r, "workers", int64(engine.DefaultWorkers), 1, 10_000)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	queue, err := intParam(r, "queue_size", int64(engine.DefaultQueueSize), 1, 1_000_000)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	nj := store.NewJob{Name: q.Get("name"), Workers: int(workers), QueueSize: int(queue), Key: r.Header.Get("Idempotency-Key")}
+	job, err := engine.StreamJob(r.Context(), s.db, r.Body, engine.StreamOptions{Job: nj, Registry: s.o.Registry,
+		OnCommit: func(store.Job) { _ = s.db.Wake() }})
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	_ = s.db.Wake()
 	writeJSON(w, http.StatusCreated, ViewJob(job))
 }
 

@@ -229,3 +229,25 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		t.Errorf("GET /api/v1/openapi.json: %d", r.status)
 	}
 }
+
+// TestSubmitNDJSON: NDJSON tasks streamed in the body make a job, as pcd
+// submit - does; a bad line is a 400 naming it, and writes nothing here.
+func TestSubmitNDJSON(t *testing.T) {
+	srv, db := newServer(t, "")
+	lines := `{"kind": "noop"}` + "\n" + `{"kind": "sleep", "payload": {"secs": 0}}` + "\n" + `{"kind": "noop"}` + "\n"
+	r := call(t, srv, "POST", "/api/v1/jobs?name=streamed&workers=2", lines, "Content-Type", "application/x-ndjson")
+	if r.status != 201 || r.body["total"] != 3.0 || r.body["name"] != "streamed" || r.body["workers"] != 2.0 || r.body["sealed"] != true {
+		t.Fatalf("NDJSON submit: %d %s", r.status, r.raw)
+	}
+	r = call(t, srv, "POST", "/api/v1/jobs", `{"kind": "noop"}`+"\n"+`{"kind": "slep"}`+"\n", "Content-Type", "application/x-ndjson")
+	if r.status != 400 || !strings.Contains(r.body["error"].(string), "line 2") {
+		t.Errorf("a bad line: %d %s", r.status, r.raw)
+	}
+	if r := call(t, srv, "POST", "/api/v1/jobs?workers=0", lines, "Content-Type", "application/x-ndjson"); r.status != 400 {
+		t.Errorf("workers=0: %d", r.status)
+	}
+	jobs, err := db.ListJobs(context.Background(), "", 10)
+	if err != nil || len(jobs) != 1 {
+		t.Errorf("jobs after one good and two bad streams: %d, %v", len(jobs), err)
+	}
+}
