@@ -301,9 +301,23 @@ func SinkBacklog(ctx context.Context, db store.Store) (map[string]int64, error) 
 				return nil, err
 			}
 			if n > 0 {
-				out[strings.TrimPrefix(name, "job "+job.UUID+" ")] += n
+				out[SinkKind(name)] += n
 			}
 		}
 	}
 	return out, nil
+}
+
+// SinkKind is a sink's name without its job: "job <uuid> webhook URL" is
+// "webhook URL", so that the sinks of many jobs add up. The daemon's own
+// sinks keep their names.
+func SinkKind(name string) string {
+	rest, ok := strings.CutPrefix(name, "job ")
+	if !ok {
+		return name
+	}
+	if _, kind, ok := strings.Cut(rest, " "); ok {
+		return kind
+	}
+	return name
 }

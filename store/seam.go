@@ -191,6 +191,8 @@ type Outbox interface {
 	RecordDelivery(ctx context.Context, d Delivery) error
 	DeliveryAttempts(ctx context.Context, sink string, callbackID int64) (int, error)
 	Deliveries(ctx context.Context, jobID int64) ([]DeliveryRow, error)
+	// DeadDeliveries counts the callbacks each sink gave up on.
+	DeadDeliveries(ctx context.Context) (map[string]int64, error)
 	// Changes reports commits by other processes, for pcd watch.
 	Changes(ctx context.Context) (ChangeFeed, error)
 }

@@ -81,13 +81,14 @@ var (
 	runningDesc  = prometheus.NewDesc("pcd_tasks_running", "Tasks running now, in every live runner.", nil, nil)
 	runnersDesc  = prometheus.NewDesc("pcd_runners", "Live runners (daemons, pcd run) of the database.", nil, nil)
 	callbackDesc = prometheus.NewDesc("pcd_callbacks_pending", "Callbacks a sink has not delivered yet, by sink.", []string{"sink"}, nil)
+	deadDesc     = prometheus.NewDesc("pcd_callbacks_dead", "Callbacks a sink gave up on (its attempts ran out), by sink.", []string{"sink"}, nil)
 	sizeDesc     = prometheus.NewDesc("pcd_database_bytes", "Size of the database: the SQLite file, or pcd's tables on PostgreSQL.", nil, nil)
 	walDesc      = prometheus.NewDesc("pcd_wal_bytes", "Size of the SQLite write-ahead log.", nil, nil)
 	upDesc       = prometheus.NewDesc("pcd_database_up", "1 if the database answered this scrape.", nil, nil)
 )
 
 func (dbCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{jobsDesc, pendingDesc, runningDesc, runnersDesc, callbackDesc, sizeDesc, walDesc, upDesc} {
+	for _, d := range []*prometheus.Desc{jobsDesc, pendingDesc, runningDesc, runnersDesc, callbackDesc, deadDesc, sizeDesc, walDesc, upDesc} {
 		ch <- d
 	}
 }
@@ -124,6 +125,15 @@ func (c dbCollector) Collect(ch chan<- prometheus.Metric) {
 	if backlog, err := engine.SinkBacklog(ctx, c.db); err == nil {
 		for sink, n := range backlog {
 			ch <- prometheus.MustNewConstMetric(callbackDesc, prometheus.GaugeValue, float64(n), sink)
+		}
+	}
+	if dead, err := c.db.DeadDeliveries(ctx); err == nil {
+		bySink := map[string]int64{}
+		for sink, n := range dead {
+			bySink[engine.SinkKind(sink)] += n
+		}
+		for sink, n := range bySink {
+			ch <- prometheus.MustNewConstMetric(deadDesc, prometheus.GaugeValue, float64(n), sink)
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(sizeDesc, prometheus.GaugeValue, float64(c.db.Size()))

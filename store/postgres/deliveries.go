@@ -167,3 +167,22 @@ func (db *DB) Deliveries(ctx context.Context, jobID int64) ([]store.DeliveryRow,
 type scanFunc func(...any) error
 
 func (f scanFunc) Scan(dest ...any) error { return f(dest...) }
+
+// DeadDeliveries counts the callbacks each sink gave up on.
+func (db *DB) DeadDeliveries(ctx context.Context) (map[string]int64, error) {
+	rows, err := db.pool.Query(ctx, "SELECT sink, count(*) FROM deliveries WHERE state = 'dead' GROUP BY sink")
+	if err != nil {
+		return nil, fmt.Errorf("dead deliveries: %w", classify(err))
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var sink string
+		var n int64
+		if err := rows.Scan(&sink, &n); err != nil {
+			return nil, fmt.Errorf("dead deliveries: %w", classify(err))
+		}
+		out[sink] = n
+	}
+	return out, classify(rows.Err())
+}

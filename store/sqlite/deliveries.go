@@ -139,3 +139,22 @@ func (db *DB) Deliveries(ctx context.Context, jobID int64) ([]store.DeliveryRow,
 	}
 	return out, rows.Err()
 }
+
+// DeadDeliveries counts the callbacks each sink gave up on.
+func (db *DB) DeadDeliveries(ctx context.Context) (map[string]int64, error) {
+	rows, err := db.rc.QueryContext(ctx, "SELECT sink, count(*) FROM deliveries WHERE state = 'dead' GROUP BY sink")
+	if err != nil {
+		return nil, fmt.Errorf("dead deliveries: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var sink string
+		var n int64
+		if err := rows.Scan(&sink, &n); err != nil {
+			return nil, fmt.Errorf("dead deliveries: %w", err)
+		}
+		out[sink] = n
+	}
+	return out, rows.Err()
+}

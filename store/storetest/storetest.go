@@ -496,6 +496,19 @@ func countsOfJobsAndCallbacks(t *testing.T, s store.Store) {
 	if err != nil || len(all) != 5 {
 		t.Fatalf("callbacks: %d, %v; want 5", len(all), err)
 	}
+	// Deliveries given up on, by sink.
+	for i, d := range []store.Delivery{
+		{Sink: "job x webhook http://a", CallbackID: all[0].ID, State: store.DeliveryDead, Attempts: 8, LastError: "503"},
+		{Sink: "job x webhook http://a", CallbackID: all[1].ID, State: store.DeliveryDelivered, Attempts: 1},
+		{Sink: "daemon on-task", CallbackID: all[1].ID, State: store.DeliveryDead, Attempts: 8},
+	} {
+		if err := s.RecordDelivery(ctx, d); err != nil {
+			t.Fatalf("delivery %d: %v", i, err)
+		}
+	}
+	if dead, err := s.DeadDeliveries(ctx); err != nil || len(dead) != 2 || dead["job x webhook http://a"] != 1 || dead["daemon on-task"] != 1 {
+		t.Errorf("dead deliveries: %v, %v", dead, err)
+	}
 	for _, c := range []struct {
 		job, after int64
 		event      string
