@@ -69,17 +69,7 @@ func findTask(c *cli.Context, db store.Store) (store.TaskRow, error) {
 		if err != nil {
 			return store.TaskRow{}, err
 		}
-		if n > job.Total {
-			return store.TaskRow{}, fmt.Errorf("job %s has %s, so no task %d: %w", job.UUID, plural(job.Total, "task"), n, store.ErrNotFound)
-		}
-		rows, err := db.TasksInState(c.Context, job.ID, "", n-1, 1)
-		if err != nil {
-			return store.TaskRow{}, err
-		}
-		if len(rows) == 0 || rows[0].Seq != n {
-			return store.TaskRow{}, fmt.Errorf("job %s: task %d: %w", job.UUID, n, store.ErrNotFound)
-		}
-		return rows[0], nil
+		return engine.TaskNumber(c.Context, db, job, n)
 	}
 	return store.TaskRow{}, usageError("give a task id (a unique prefix is enough), or a job id and the task's number, got %d arguments", c.NArg())
 }
@@ -120,14 +110,8 @@ func printLogs(env Env, t store.TaskRow, res engine.ExecResult) error {
 	if _, err := io.WriteString(env.Stderr, res.Stderr); err != nil {
 		return err
 	}
-	for _, cut := range []struct {
-		name string
-		was  bool
-		kept int
-	}{{"stdout", res.StdoutTruncated, len(res.Stdout)}, {"stderr", res.StderrTruncated, len(res.Stderr)}} {
-		if cut.was {
-			fmt.Fprintf(env.Stderr, "pcd: note: task %s's %s was cut to its last %d bytes\n", t.UUID, cut.name, cut.kept)
-		}
+	for _, cut := range res.Cuts() {
+		fmt.Fprintf(env.Stderr, "pcd: note: task %s's %s\n", t.UUID, cut)
 	}
 	return nil
 }

@@ -204,14 +204,8 @@ func (p *printer) task(ev engine.Event) {
 	if res.Stderr != "" {
 		p.note("%s", res.Stderr)
 	}
-	for _, cut := range []struct {
-		name string
-		was  bool
-		kept int
-	}{{"stdout", res.StdoutTruncated, len(res.Stdout)}, {"stderr", res.StderrTruncated, len(res.Stderr)}} {
-		if cut.was {
-			p.note("pcd: task %d of job %s: its %s was cut to the last %d bytes\n", t.Number, shortID(ev.JobID), cut.name, cut.kept)
-		}
+	for _, cut := range res.Cuts() {
+		p.note("pcd: task %d of job %s: its %s\n", t.Number, shortID(ev.JobID), cut)
 	}
 	// A cancelled task's note would repeat the job's: the job's error
 	// counts them, and a reason comes once with the job.
@@ -252,8 +246,8 @@ type taskOrder struct {
 }
 
 type jobOrder struct {
-	id   int64 // the job's row id, once needed
-	next int64 // the number of the task to print next
+	job  store.Job // the job's row, once needed
+	next int64     // the number of the task to print next
 	held numbers
 }
 
@@ -311,21 +305,25 @@ func (o *taskOrder) release(jobID string, j *jobOrder, all bool, print func(engi
 
 // read reads a held task back from the database.
 func (o *taskOrder) read(jobID string, j *jobOrder, n int64) (engine.Event, error) {
-	if j.id == 0 {
+	if j.job.ID == 0 {
 		job, err := o.db.FindJob(o.ctx, jobID)
 		if err != nil {
 			return engine.Event{}, err
 		}
-		j.id = job.ID
+		j.job = job
 	}
-	rows, err := o.db.TasksInState(o.ctx, j.id, "", n-1, 1)
+	if n > j.job.Total { // an open job grew since
+		job, err := o.db.Job(o.ctx, j.job.ID)
+		if err != nil {
+			return engine.Event{}, err
+		}
+		j.job = job
+	}
+	t, err := engine.TaskNumber(o.ctx, o.db, j.job, n)
 	if err != nil {
 		return engine.Event{}, err
 	}
-	if len(rows) == 0 || rows[0].Seq != n {
-		return engine.Event{}, fmt.Errorf("task %d: %w", n, store.ErrNotFound)
-	}
-	return rowEvent(jobID, rows[0]), nil
+	return rowEvent(jobID, t), nil
 }
 
 // rowEvent is the event of a final task read from the database.

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -132,4 +133,34 @@ func jobEvent(job store.Job) Event {
 		Failed:      job.Failed,
 		Cancelled:   job.Cancelled,
 	}}
+}
+
+// TaskNumber reads task n (1-based) of the job jobID: what pcd logs JOB N
+// and the API's /tasks/{n} name. A number outside the job is
+// store.ErrNotFound.
+func TaskNumber(ctx context.Context, db store.Store, job store.Job, n int64) (store.TaskRow, error) {
+	if n < 1 || n > job.Total {
+		return store.TaskRow{}, fmt.Errorf("job %s has %d %s, so no task %d: %w", job.UUID, job.Total, pluralTasks(job.Total), n, store.ErrNotFound)
+	}
+	rows, err := db.TasksInState(ctx, job.ID, "", n-1, 1)
+	if err != nil {
+		return store.TaskRow{}, err
+	}
+	if len(rows) == 0 || rows[0].Seq != n {
+		return store.TaskRow{}, fmt.Errorf("job %s: task %d: %w", job.UUID, n, store.ErrNotFound)
+	}
+	return rows[0], nil
+}
+
+// Cuts says which of an exec result's streams were cut to their last
+// bytes, and how many were kept: for notes beside printed output.
+func (r ExecResult) Cuts() []string {
+	var out []string
+	if r.StdoutTruncated {
+		out = append(out, fmt.Sprintf("stdout was cut to its last %d bytes", len(r.Stdout)))
+	}
+	if r.StderrTruncated {
+		out = append(out, fmt.Sprintf("stderr was cut to its last %d bytes", len(r.Stderr)))
+	}
+	return out
 }

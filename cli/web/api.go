@@ -163,20 +163,16 @@ func (s *server) task(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, err := strconv.ParseInt(r.PathValue("n"), 10, 64)
-	if err != nil || n < 1 || n > j.Total {
-		s.failErr(w, r, fmt.Errorf("job %s has %d tasks, so no task %q: %w", j.UUID, j.Total, r.PathValue("n"), store.ErrNotFound))
+	if err != nil {
+		s.failErr(w, r, fmt.Errorf("job %s: no task %q: %w", j.UUID, r.PathValue("n"), store.ErrNotFound))
 		return
 	}
-	rows, err := s.db.TasksInState(r.Context(), j.ID, "", n-1, 1)
+	t, err := engine.TaskNumber(r.Context(), s.db, j, n)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
 	}
-	if len(rows) == 0 || rows[0].Seq != n {
-		s.failErr(w, r, fmt.Errorf("job %s: task %d: %w", j.UUID, n, store.ErrNotFound))
-		return
-	}
-	writeJSON(w, http.StatusOK, ViewTask(rows[0]))
+	writeJSON(w, http.StatusOK, ViewTask(t))
 }
 
 // callbacks are a job's callbacks, each with its deliveries.
