@@ -617,7 +617,7 @@ func (b *bench) restart(n int) (benchRow, error) {
 			return row, err
 		}
 		done := func() (int64, bool) {
-			jobs, _ := s.ListJobs(context.Background(), "", 1)
+			jobs, _ := s.ListJobs(context.Background(), store.JobFilter{Limit: 1})
 			if len(jobs) == 0 {
 				return 0, false
 			}

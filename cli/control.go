@@ -51,7 +51,7 @@ func selectJobs(c *cli.Context, db store.Store, ok func(store.Job) bool) ([]stor
 		}
 		return jobs, nil
 	}
-	all, err := db.ListJobs(c.Context, state, 1<<30)
+	all, err := db.ListJobs(c.Context, store.JobFilter{State: state, Limit: 1 << 30})
 	if err != nil {
 		return nil, err
 	}

@@ -141,7 +141,7 @@ func jobsCommand(env Env) *cli.Command {
 				return err
 			default:
 				defer db.Close()
-				if jobs, err = db.ListJobs(c.Context, state, c.Int("limit")); err != nil {
+				if jobs, err = db.ListJobs(c.Context, store.JobFilter{State: state, Limit: c.Int("limit")}); err != nil {
 					return err
 				}
 			}

@@ -226,10 +226,14 @@ func (m *completer) committed(g *group, committed store.Committed) {
 	}
 	m.c.retries.resolved(g.done)
 	m.unreleased = store.Span{}
+	succeeded := 0
 	for i, cb := range committed.Callbacks {
 		m.c.frontier.finished(cb.TaskSeq)
 		ev := g.outs[g.recordOut[committed.ResultIndex[i]]].event
 		ev.CallbackID = cb.ID
+		if ev.Task != nil && ev.Task.State == store.Succeeded {
+			succeeded++
+		}
 		m.c.release(m.job.ID, ev)
 		if ev.Task != nil && m.halt.count(ev.Task.State) {
 			m.c.halted(m.job, m.halt)
@@ -240,9 +244,13 @@ func (m *completer) committed(g *group, committed store.Committed) {
 		m.unreleased.To = cb.ID
 	}
 	m.done += int64(len(committed.Callbacks))
+	m.c.cfg.throughput.add(time.Now(), succeeded, len(committed.Callbacks)-succeeded)
 	if cb := committed.JobCallback; cb != nil {
 		ev := jobEvent(committed.Job)
 		ev.CallbackID = cb.ID
+		if ev.Task != nil && ev.Task.State == store.Succeeded {
+			succeeded++
+		}
 		m.c.release(m.job.ID, ev)
 		m.finished = &committed.Job
 		m.unreleased = store.Span{From: cb.ID, To: cb.ID}

@@ -69,6 +69,9 @@ type Config struct {
 	// groupSlots, if set, bounds the tasks running at once across the
 	// jobs of the job's group in this runner (pcd group set --workers).
 	groupSlots chan struct{}
+	// throughput counts the committed results for the database's
+	// throughput counts (the dashboard's chart); nil counts nothing.
+	throughput *throughput
 	// trouble is the environment problem (a full disk, a held lock, an
 	// unreachable server) the runner waits out: Logger tells it once.
 	trouble *troubleLog

@@ -80,7 +80,7 @@ func ExampleSubmit() {
 		{Kind: "sleep", Payload: json.RawMessage(`{"secs": -1}`)},
 	}})
 	fmt.Println(err)
-	jobs, _ := db.ListJobs(ctx, "", 10)
+	jobs, _ := db.ListJobs(ctx, store.JobFilter{Limit: 10})
 	fmt.Println(len(jobs), "jobs")
 	// Output:
 	// task 1: sleep: secs must not be negative, got -1
@@ -356,7 +356,7 @@ func ExampleSubmitTx() {
 	order("kettle", true)
 	order("teapot", false) // rolled back: no order, no job
 
-	jobs, err := db.ListJobs(ctx, "", 10)
+	jobs, err := db.ListJobs(ctx, store.JobFilter{Limit: 10})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pcd-dev/pcd/store"
 )
 
 // writeTasks writes a job file of n noop tasks with the job's settings
@@ -78,7 +80,7 @@ func TestJobFileChangedWhileReadChangesNothing(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "changed while it was read") {
 		t.Fatalf("create from a changed file: %v", err)
 	}
-	if jobs, _ := db.ListJobs(context.Background(), "", 10); len(jobs) != 0 {
+	if jobs, _ := db.ListJobs(context.Background(), store.JobFilter{Limit: 10}); len(jobs) != 0 {
 		t.Errorf("%d jobs created from a changed file", len(jobs))
 	}
 }

@@ -155,6 +155,9 @@ func (cfg RunnerConfig) withDefaults() RunnerConfig {
 	if cfg.wake == nil {
 		cfg.wake = newNotifier()
 	}
+	if cfg.throughput == nil {
+		cfg.throughput = newThroughput()
+	}
 	cfg.Config = cfg.Config.withDefaults()
 	if cfg.Delivery.wake == nil {
 		cfg.Delivery.wake = newNotifier()
@@ -259,6 +262,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		return err
 	}
 	defer r.end(done)
+	defer r.keepThroughput(ctx)()
 	for {
 		runCtx, stopRun := context.WithCancelCause(ctx)
 		unwatch := r.watchLease(runCtx, stopRun)
@@ -350,6 +354,7 @@ func (r *Runner) RunJob(ctx context.Context, jobID int64) (store.Job, error) {
 		return store.Job{}, err
 	}
 	defer r.end(done)
+	defer r.keepThroughput(ctx)()
 
 	delivery := r.cfg.Delivery
 	delivery.Scope = jobID
@@ -405,6 +410,15 @@ func (r *Runner) RunJob(ctx context.Context, jobID int64) (store.Job, error) {
 		r.waitDeliveries(deliveries, stopDelivery)
 	}
 	return job, err
+}
+
+// keepThroughput adds the runner's committed results to the database's
+// throughput counts every second while it runs, and once more as it
+// ends; call the returned function then.
+func (r *Runner) keepThroughput(ctx context.Context) (stop func()) {
+	return r.cfg.throughput.keep(ctx, r.db, func(err error) {
+		r.cfg.Logger.Debug("could not add to the throughput counts; trying again", "err", err)
+	})
 }
 
 // waitDeliveries waits, at most DeliveryWait, for deliveries to finish,

@@ -120,10 +120,21 @@ type JobStore interface {
 	RetryJob(ctx context.Context, jobID int64) (Job, error)
 	// FindJob finds a job by its id or a unique prefix of it.
 	FindJob(ctx context.Context, ref string) (Job, error)
-	ListJobs(ctx context.Context, state State, limit int) ([]Job, error)
+	// ListJobs lists the jobs that f selects, newest first.
+	ListJobs(ctx context.Context, f JobFilter) ([]Job, error)
 	// CountJobs counts the jobs in each state, with their tasks.
 	CountJobs(ctx context.Context) (map[State]JobTally, error)
 	UnfinishedJobs(ctx context.Context) ([]Job, error)
+}
+
+// JobFilter selects jobs for ListJobs: those in State (any if empty)
+// whose name holds Name (any if empty, case folded), with an id below
+// Before (any if 0), at most Limit of them.
+type JobFilter struct {
+	State  State
+	Name   string
+	Before int64
+	Limit  int
 }
 
 // TaskStore pages tasks to the producer and commits what the runner did.
@@ -213,6 +224,26 @@ type Upkeep interface {
 	DeleteJob(ctx context.Context, jobID int64) (int64, error)
 	Reclaim(ctx context.Context, vacuum bool) (vacuumed bool, err error)
 	Size() int64
+	// AddThroughput adds counts of finished tasks to their spans of time
+	// (and deletes the counts older than ThroughputKept); Throughput reads
+	// the spans since a time, oldest first, leaving out the empty ones.
+	AddThroughput(ctx context.Context, spans []Throughput) error
+	Throughput(ctx context.Context, since time.Time) ([]Throughput, error)
+}
+
+// ThroughputSpan is the span of time one Throughput counts, and
+// ThroughputKept how long the counts are kept.
+const (
+	ThroughputSpan = 10 * time.Second
+	ThroughputKept = 7 * 24 * time.Hour
+)
+
+// Throughput counts the tasks that finished in the ThroughputSpan that
+// starts at At (a multiple of the span in Unix time).
+type Throughput struct {
+	At        time.Time
+	Succeeded int64
+	Failed    int64 // failed or cancelled
 }
 
 // TxCreator is a store that can create a job inside a transaction its

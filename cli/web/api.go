@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -88,6 +89,8 @@ func (s *server) findJob(w http.ResponseWriter, r *http.Request) (store.Job, boo
 }
 
 // jobs lists recent jobs, newest first: ?state=S&limit=N (default 20).
+// jobs is a page of jobs, newest first: ?state=S&name=TEXT&before=N&limit=N
+// (default 20, at most 10,000); next_before continues it.
 func (s *server) jobs(w http.ResponseWriter, r *http.Request) {
 	state, err := stateParam(r)
 	if err != nil {
@@ -99,16 +102,66 @@ func (s *server) jobs(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, err)
 		return
 	}
-	jobs, err := s.db.ListJobs(r.Context(), state, int(limit))
+	before, err := intParam(r, "before", 0, 0, math.MaxInt64)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
+	}
+	name := r.URL.Query().Get("name")
+	if len(name) > 1000 {
+		s.failErr(w, r, badRequest("name may hold at most 1000 bytes"))
+		return
+	}
+	jobs, err := s.db.ListJobs(r.Context(), store.JobFilter{State: state, Name: name, Before: before, Limit: int(limit) + 1})
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	page := map[string]any{}
+	if len(jobs) > int(limit) {
+		jobs = jobs[:limit]
+		page["next_before"] = jobs[len(jobs)-1].ID
 	}
 	out := make([]Job, len(jobs))
 	for i, j := range jobs {
 		out[i] = ViewJob(j)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"jobs": out})
+	page["jobs"] = out
+	writeJSON(w, http.StatusOK, page)
+}
+
+// throughput is the tasks finished per store.ThroughputSpan over the last
+// ?minutes=N (default 60, at most a week), oldest first, every span
+// there: those with none count 0.
+func (s *server) throughput(w http.ResponseWriter, r *http.Request) {
+	minutes, err := intParam(r, "minutes", 60, 1, int64(store.ThroughputKept/time.Minute))
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	now := time.Now()
+	from := now.Add(-time.Duration(minutes) * time.Minute).Truncate(store.ThroughputSpan).Add(store.ThroughputSpan)
+	spans, err := s.db.Throughput(r.Context(), from)
+	if err != nil {
+		s.failErr(w, r, err)
+		return
+	}
+	type point struct {
+		At        time.Time `json:"at"`
+		Succeeded int64     `json:"succeeded"`
+		Failed    int64     `json:"failed"`
+	}
+	var out []point
+	for at, i := from, 0; !at.After(now); at = at.Add(store.ThroughputSpan) {
+		p := point{At: at.UTC()}
+		for ; i < len(spans) && !spans[i].At.After(at); i++ {
+			if spans[i].At.Equal(at) {
+				p.Succeeded, p.Failed = spans[i].Succeeded, spans[i].Failed
+			}
+		}
+		out = append(out, p)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"span_secs": store.ThroughputSpan.Seconds(), "spans": out})
 }
 
 func (s *server) job(w http.ResponseWriter, r *http.Request) {

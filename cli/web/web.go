@@ -86,6 +86,7 @@ func (s *server) routes() []route {
 	rs := []route{
 		{"GET", "/api/v1/openapi.json", s.openapi},
 		{"GET", "/api/v1/status", s.status},
+		{"GET", "/api/v1/throughput", s.throughput},
 		{"GET", "/api/v1/jobs", s.jobs},
 		{"POST", "/api/v1/jobs", s.submit},
 		{"GET", "/api/v1/jobs/{job}", s.job},

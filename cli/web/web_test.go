@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -116,6 +117,19 @@ func TestAPI(t *testing.T) {
 	}
 	if r := call(t, srv, "GET", "/api/v1/jobs/"+id+"/callbacks", ""); r.status != 200 {
 		t.Errorf("callbacks: %d %s", r.status, r.raw)
+	}
+	tp := call(t, srv, "GET", "/api/v1/throughput?minutes=5", "")
+	if tp.status != 200 || tp.body["span_secs"] != 10.0 {
+		t.Fatalf("throughput: %d %s", tp.status, tp.raw)
+	}
+	var ok, bad float64
+	spans := tp.body["spans"].([]any)
+	for _, sp := range spans {
+		ok += sp.(map[string]any)["succeeded"].(float64)
+		bad += sp.(map[string]any)["failed"].(float64)
+	}
+	if ok != 2 || bad != 1 || len(spans) < 29 || len(spans) > 31 {
+		t.Errorf("throughput of the last 5 minutes: %v succeeded, %v failed in %d spans, want 2 and 1 in 30: %s", ok, bad, len(spans), tp.raw)
 	}
 	if r := call(t, srv, "GET", "/api/v1/status", ""); r.status != 200 || r.body["jobs"].(map[string]any)["failed"] != 1.0 || r.body["version"] != "test" {
 		t.Errorf("status: %d %s", r.status, r.raw)
@@ -246,8 +260,56 @@ func TestSubmitNDJSON(t *testing.T) {
 	if r := call(t, srv, "POST", "/api/v1/jobs?workers=0", lines, "Content-Type", "application/x-ndjson"); r.status != 400 {
 		t.Errorf("workers=0: %d", r.status)
 	}
-	jobs, err := db.ListJobs(context.Background(), "", 10)
+	jobs, err := db.ListJobs(context.Background(), store.JobFilter{Limit: 10})
 	if err != nil || len(jobs) != 1 {
 		t.Errorf("jobs after one good and two bad streams: %d, %v", len(jobs), err)
+	}
+}
+
+// TestJobsPages: the jobs list comes a page at a time, newest first,
+// filtered by name (case folded) and state, each job once.
+func TestJobsPages(t *testing.T) {
+	srv, _ := newServer(t, "")
+	for i := range 7 {
+		name := fmt.Sprintf("nightly-%d", i)
+		if i%2 == 1 {
+			name = fmt.Sprintf("Backup-%d", i)
+		}
+		if r := call(t, srv, "POST", "/api/v1/jobs", `{"name": "`+name+`", "tasks": [{"kind": "noop"}]}`); r.status != 201 {
+			t.Fatalf("submit: %d %s", r.status, r.raw)
+		}
+	}
+	var names []string
+	path := "/api/v1/jobs?limit=3"
+	for pages := 0; path != ""; pages++ {
+		if pages > 3 {
+			t.Fatal("the pages do not end")
+		}
+		r := call(t, srv, "GET", path, "")
+		if r.status != 200 {
+			t.Fatalf("%s: %d %s", path, r.status, r.raw)
+		}
+		for _, j := range r.body["jobs"].([]any) {
+			names = append(names, j.(map[string]any)["name"].(string))
+		}
+		path = ""
+		if next, ok := r.body["next_before"].(float64); ok {
+			path = fmt.Sprintf("/api/v1/jobs?limit=3&before=%d", int64(next))
+		}
+	}
+	want := "nightly-6 Backup-5 nightly-4 Backup-3 nightly-2 Backup-1 nightly-0"
+	if got := strings.Join(names, " "); got != want {
+		t.Errorf("jobs page by page: %s, want %s", got, want)
+	}
+	r := call(t, srv, "GET", "/api/v1/jobs?name=BACKUP&state=pending&limit=100", "")
+	var got []string
+	for _, j := range r.body["jobs"].([]any) {
+		got = append(got, j.(map[string]any)["name"].(string))
+	}
+	if strings.Join(got, " ") != "Backup-5 Backup-3 Backup-1" || r.body["next_before"] != nil {
+		t.Errorf("jobs?name=BACKUP: %s", r.raw)
+	}
+	if r := call(t, srv, "GET", "/api/v1/jobs?before=-1", ""); r.status != 400 {
+		t.Errorf("before=-1: %d %s, want 400", r.status, r.raw)
 	}
 }

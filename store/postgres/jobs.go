@@ -533,10 +533,25 @@ func normalRef(what, ref string) (string, error) {
 	return ref, nil
 }
 
-// ListJobs lists the newest jobs first, optionally only those in state.
-func (db *DB) ListJobs(ctx context.Context, state store.State, limit int) ([]store.Job, error) {
-	q := "SELECT " + jobColumns + " FROM jobs WHERE ($1 = '' OR state = $1) ORDER BY id DESC LIMIT $2"
-	jobs, err := queryJobs(ctx, db.pool, q, string(state), limit)
+// ListJobs lists the jobs that f selects, newest first.
+func (db *DB) ListJobs(ctx context.Context, f store.JobFilter) ([]store.Job, error) {
+	q := "SELECT " + jobColumns + " FROM jobs WHERE true"
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	if f.State != "" {
+		q += " AND state = " + arg(string(f.State))
+	}
+	if f.Name != "" {
+		q += " AND strpos(lower(name), lower(" + arg(f.Name) + ")) > 0"
+	}
+	if f.Before > 0 {
+		q += " AND id < " + arg(f.Before)
+	}
+	q += " ORDER BY id DESC LIMIT " + arg(f.Limit)
+	jobs, err := queryJobs(ctx, db.pool, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}

@@ -74,3 +74,49 @@ func (db *DB) DeleteJob(ctx context.Context, jobID int64) (int64, error) {
 	}
 	return total + n, nil
 }
+
+// AddThroughput adds counts of finished tasks to their spans, and deletes
+// the counts older than store.ThroughputKept. The spans are taken in
+// order, so that runners adding at once never deadlock.
+func (db *DB) AddThroughput(ctx context.Context, spans []store.Throughput) error {
+	at := make([]int64, len(spans))
+	ok := make([]int64, len(spans))
+	bad := make([]int64, len(spans))
+	for i, sp := range spans {
+		at[i], ok[i], bad[i] = sp.At.Unix(), sp.Succeeded, sp.Failed
+	}
+	err := db.tx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO throughput (bucket, succeeded, failed)
+			SELECT b, sum(s), sum(f) FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(b, s, f) GROUP BY b ORDER BY b
+			ON CONFLICT (bucket) DO UPDATE SET succeeded = throughput.succeeded + excluded.succeeded, failed = throughput.failed + excluded.failed`,
+			at, ok, bad); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "DELETE FROM throughput WHERE bucket < $1", time.Now().Add(-store.ThroughputKept).Unix())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("add throughput: %w", classify(err))
+	}
+	return nil
+}
+
+// Throughput reads the counts of finished tasks since a time.
+func (db *DB) Throughput(ctx context.Context, since time.Time) ([]store.Throughput, error) {
+	rows, err := db.pool.Query(ctx, "SELECT bucket, succeeded, failed FROM throughput WHERE bucket >= $1 ORDER BY bucket", since.Unix())
+	if err != nil {
+		return nil, fmt.Errorf("throughput: %w", classify(err))
+	}
+	defer rows.Close()
+	var out []store.Throughput
+	for rows.Next() {
+		var sp store.Throughput
+		var at int64
+		if err := rows.Scan(&at, &sp.Succeeded, &sp.Failed); err != nil {
+			return nil, fmt.Errorf("throughput: %w", classify(err))
+		}
+		sp.At = time.Unix(at, 0)
+		out = append(out, sp)
+	}
+	return out, classify(rows.Err())
+}

@@ -535,16 +535,24 @@ func findByPrefix[T any](ctx context.Context, db *DB, what, ref string, scan fun
 	return found, ref, nil
 }
 
-// ListJobs lists the newest jobs first, optionally only those in state.
-func (db *DB) ListJobs(ctx context.Context, state store.State, limit int) ([]store.Job, error) {
+// ListJobs lists the jobs that f selects, newest first.
+func (db *DB) ListJobs(ctx context.Context, f store.JobFilter) ([]store.Job, error) {
 	q := "SELECT " + jobColumns + " FROM jobs WHERE staging = 0"
 	args := []any{}
-	if state != "" {
+	if f.State != "" {
 		q += " AND state = ?"
-		args = append(args, string(state))
+		args = append(args, string(f.State))
+	}
+	if f.Name != "" {
+		q += " AND instr(lower(name), lower(?)) > 0"
+		args = append(args, f.Name)
+	}
+	if f.Before > 0 {
+		q += " AND id < ?"
+		args = append(args, f.Before)
 	}
 	q += " ORDER BY id DESC LIMIT ?"
-	args = append(args, limit)
+	args = append(args, f.Limit)
 	return db.queryJobs(ctx, q, args...)
 }
 

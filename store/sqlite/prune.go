@@ -161,3 +161,38 @@ func (db *DB) Size() int64 {
 	}
 	return n
 }
+
+// AddThroughput adds counts of finished tasks to their spans, and deletes
+// the counts older than store.ThroughputKept.
+func (db *DB) AddThroughput(ctx context.Context, spans []store.Throughput) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		for _, sp := range spans {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO throughput (bucket, succeeded, failed) VALUES (?, ?, ?)
+				ON CONFLICT (bucket) DO UPDATE SET succeeded = succeeded + excluded.succeeded, failed = failed + excluded.failed`,
+				sp.At.Unix(), sp.Succeeded, sp.Failed); err != nil {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, "DELETE FROM throughput WHERE bucket < ?", time.Now().Add(-store.ThroughputKept).Unix())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("add throughput: %w", err)
+	}
+	return nil
+}
+
+// Throughput reads the counts of finished tasks since a time.
+func (db *DB) Throughput(ctx context.Context, since time.Time) ([]store.Throughput, error) {
+	out, err := queryAll(ctx, db.rc, func(s scanner) (store.Throughput, error) {
+		var sp store.Throughput
+		var at int64
+		err := s.Scan(&at, &sp.Succeeded, &sp.Failed)
+		sp.At = time.Unix(at, 0)
+		return sp, err
+	}, "SELECT bucket, succeeded, failed FROM throughput WHERE bucket >= ? ORDER BY bucket", since.Unix())
+	if err != nil {
+		return nil, fmt.Errorf("throughput: %w", err)
+	}
+	return out, nil
+}

@@ -39,6 +39,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"OpenJobsAndSealing", openJobsAndSealing},
 		{"CountsOfJobsAndCallbacks", countsOfJobsAndCallbacks},
 		{"RunnableJobsFollowControl", runnableJobsFollowControl},
+		{"ThroughputAddsUp", throughputAddsUp},
+		{"ListJobsFilters", listJobsFilters},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -141,7 +143,7 @@ func failedCreateWritesNothing(t *testing.T, s store.Store) {
 	if _, err := s.CreateJob(ctx, nj); !errors.Is(err, broken) {
 		t.Fatalf("create: %v, want the source's error", err)
 	}
-	jobs, err := s.ListJobs(ctx, "", 10)
+	jobs, err := s.ListJobs(ctx, store.JobFilter{Limit: 10})
 	if err != nil || len(jobs) != 0 {
 		t.Fatalf("jobs after a failed create: %d, %v", len(jobs), err)
 	}
@@ -157,7 +159,7 @@ func keyMakesSubmitIdempotent(t *testing.T, s store.Store) {
 	if !errors.Is(err, store.ErrDuplicate) || again.ID != first.ID {
 		t.Fatalf("second create with the key: job %d, %v; want job %d, ErrDuplicate", again.ID, err, first.ID)
 	}
-	if jobs, _ := s.ListJobs(ctx, "", 10); len(jobs) != 1 {
+	if jobs, _ := s.ListJobs(ctx, store.JobFilter{Limit: 10}); len(jobs) != 1 {
 		t.Fatalf("%d jobs, want 1", len(jobs))
 	}
 }
@@ -600,5 +602,89 @@ func runnableJobsFollowControl(t *testing.T, s store.Store) {
 	groups, err := s.Groups(ctx)
 	if err != nil || len(groups) != 1 || groups[0] != (store.Group{Name: "gpu", MaxJobs: 2, Workers: 4}) {
 		t.Errorf("groups: %+v, %v; want gpu with its last limits", groups, err)
+	}
+}
+
+// throughputAddsUp: counts added to a span add to what it held, spans
+// read back oldest first from a time on, and counts older than
+// store.ThroughputKept are deleted.
+func throughputAddsUp(t *testing.T, s store.Store) {
+	span := func(ago time.Duration, ok, bad int64) store.Throughput {
+		at := time.Now().Add(-ago).Truncate(store.ThroughputSpan)
+		return store.Throughput{At: at, Succeeded: ok, Failed: bad}
+	}
+	old := span(store.ThroughputKept+time.Hour, 5, 0)
+	a, b := span(30*time.Minute, 3, 1), span(20*time.Second, 10, 0)
+	if err := s.AddThroughput(ctx, []store.Throughput{old, a, b}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddThroughput(ctx, []store.Throughput{{At: a.At, Succeeded: 2, Failed: 4}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Throughput(ctx, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.Throughput{{At: a.At, Succeeded: 5, Failed: 5}, b}
+	if len(got) != len(want) {
+		t.Fatalf("throughput of the last hour: %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if !got[i].At.Equal(want[i].At) || got[i].Succeeded != want[i].Succeeded || got[i].Failed != want[i].Failed {
+			t.Errorf("span %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	all, err := s.Throughput(ctx, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 2 {
+		t.Errorf("a count older than %v was kept: %+v", store.ThroughputKept, all)
+	}
+}
+
+// listJobsFilters: ListJobs pages newest first, by name (case folded, a
+// LIKE pattern's characters meaning themselves) and by state.
+func listJobsFilters(t *testing.T, s store.Store) {
+	names := []string{"alpha", "Beta_1", "beta%2", "gamma", "BETA_3"}
+	ids := map[string]int64{}
+	for _, name := range names {
+		j, err := s.CreateJob(ctx, store.NewJob{Name: name, Workers: 1, QueueSize: 1,
+			Tasks: []store.NewTask{{Kind: "noop", Payload: []byte("null")}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[name] = j.ID
+	}
+	if _, err := s.CancelJob(ctx, ids["gamma"], taskMessage, jobMessage); err != nil {
+		t.Fatal(err)
+	}
+	list := func(f store.JobFilter) string {
+		t.Helper()
+		jobs, err := s.ListJobs(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, j := range jobs {
+			out = append(out, j.Name)
+		}
+		return strings.Join(out, " ")
+	}
+	for _, c := range []struct {
+		f    store.JobFilter
+		want string
+	}{
+		{store.JobFilter{Limit: 2}, "BETA_3 gamma"},
+		{store.JobFilter{Limit: 2, Before: ids["gamma"]}, "beta%2 Beta_1"},
+		{store.JobFilter{Limit: 10, Name: "beta"}, "BETA_3 beta%2 Beta_1"},
+		{store.JobFilter{Limit: 10, Name: "a_"}, "BETA_3 Beta_1"},
+		{store.JobFilter{Limit: 10, Name: "%"}, "beta%2"},
+		{store.JobFilter{Limit: 10, State: store.Cancelled}, "gamma"},
+		{store.JobFilter{Limit: 10, State: store.Pending, Name: "A", Before: ids["BETA_3"]}, "beta%2 Beta_1 alpha"},
+	} {
+		if got := list(c.f); got != c.want {
+			t.Errorf("ListJobs(%+v) = %q, want %q", c.f, got, c.want)
+		}
 	}
 }

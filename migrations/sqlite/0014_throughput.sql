@@ -1,0 +1,8 @@
+-- Tasks finished per 10 seconds, for the dashboard's throughput chart.
+-- A runner counts its committed results in memory and adds them here
+-- about once a second; rows older than a week are deleted as it does.
+CREATE TABLE throughput (
+    bucket    INTEGER PRIMARY KEY,           -- unix seconds, a multiple of 10
+    succeeded INTEGER NOT NULL DEFAULT 0,
+    failed    INTEGER NOT NULL DEFAULT 0     -- failed or cancelled
+);
