@@ -142,6 +142,7 @@ func runBench(c *cli.Context, env Env) error {
 		{"oversized-line", func() (benchRow, error) { return b.oversizedLine(max(big/10_000, 2) << 20) }, nil},
 		{"wal", func() (benchRow, error) { return b.walAfterReader(big / 2) }, nil},
 		{"prune", func() (benchRow, error) { return b.prune(big / 2) }, nil},
+		{"sse-load", nil, func() ([]benchRow, error) { return b.sseLoad(big, 50) }},
 	}
 	if server := c.String("postgres"); server != "" {
 		p := &pgBench{bench: b, server: server}

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/pcd-dev/pcd/engine"
@@ -19,12 +18,21 @@ import (
 // proxies and clients see it alive.
 const keepAlive = 15 * time.Second
 
+// streamPage is how many events a stream takes at a time, from the ring
+// or the database.
+const streamPage = 1000
+
 // events streams committed callbacks as Server-Sent Events: pcd watch
 // over HTTP. Each event's id is its callback_id, its type "task" or
 // "job", its data the callback's JSON. A client that reconnects with
 // Last-Event-ID (or ?after=ID) goes on after that event, with none lost
-// or repeated. ?job=ID,ID follows those jobs; with none, every job.
-// ?follow=false ends the stream once the jobs are complete.
+// or repeated; with neither, the stream starts at the first callback.
+// ?job=ID,ID follows those jobs; with none, every job. ?event=job (or
+// task) sends only those events. ?sample=true thins each job's successful
+// tasks to one per sampleEvery, for a display (a dashboard): job events
+// and tasks that did not succeed all come. ?follow=false ends the stream
+// once the jobs are complete. Every stream reads from the
+// server's one hub (see hub).
 func (s *server) events(w http.ResponseWriter, r *http.Request) {
 	after, err := lastEventID(r)
 	if err != nil {
@@ -32,7 +40,9 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var ids []int64
+	var only map[int64]bool
 	if refs := r.URL.Query().Get("job"); refs != "" {
+		only = map[int64]bool{}
 		for _, ref := range strings.Split(refs, ",") {
 			j, err := s.db.FindJob(r.Context(), strings.TrimSpace(ref))
 			if err != nil {
@@ -40,82 +50,213 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			ids = append(ids, j.ID)
+			only[j.ID] = true
 		}
 	}
 	follow := r.URL.Query().Get("follow") != "false"
+	event := r.URL.Query().Get("event")
+	if event != "" && event != store.EventTask && event != store.EventJob {
+		s.failErr(w, r, badRequest("event must be task or job, got %q", event))
+		return
+	}
+	sample := r.URL.Query().Get("sample") == "true"
+	if err := s.hub.join(r.Context()); err != nil {
+		if errors.Is(err, errTooManyStreams) {
+			w.Header().Set("Retry-After", "5")
+			s.fail(w, r, apiError{http.StatusServiceUnavailable, "try_again", 75, err.Error()})
+			return
+		}
+		s.failErr(w, r, err)
+		return
+	}
+	defer s.hub.leave()
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	out := bufio.NewWriterSize(w, 32<<10)
-	flush := func() error {
-		if err := out.Flush(); err != nil {
-			return err
-		}
-		return rc.Flush()
-	}
-	if err := flush(); err != nil {
-		return
-	}
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	// mu keeps the keep-alive comments between whole events.
-	var mu sync.Mutex
-	go func() {
-		tick := time.NewTicker(keepAlive)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			mu.Lock()
-			_, _ = out.WriteString(": keep-alive\n\n")
-			err := flush()
-			mu.Unlock()
-			if err != nil {
-				cancel()
-				return
-			}
-		}
-	}()
-	var buf []byte
-	err = engine.Watch(ctx, s.db, engine.WatchOptions{
-		JobIDs: ids, Follow: follow, After: after,
-		OnCallback: func(cb store.Callback) error {
-			var err error
-			if buf, err = engine.CallbackJSON(buf[:0], cb); err != nil {
+	st := &stream{s: s, out: out, cursor: after, ids: ids, only: only, follow: follow, event: event, sample: sample,
+		flush: func() error {
+			if err := out.Flush(); err != nil {
 				return err
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			fmt.Fprintf(out, "id: %d\nevent: %s\ndata: ", cb.ID, cb.Event)
-			_, _ = out.Write(buf)
-			_, err = out.WriteString("\n\n")
-			return err
-		},
-		Flush: func() error {
-			mu.Lock()
-			defer mu.Unlock()
-			return flush()
-		},
-		OnTrouble: func(err error) {
-			if err != nil {
-				mu.Lock()
-				fmt.Fprintf(out, ": the database cannot be read (%s); waiting\n\n", strings.ReplaceAll(err.Error(), "\n", " "))
-				_ = flush()
-				mu.Unlock()
-			}
-		},
-	})
-	cancel()
-	mu.Lock()
-	defer mu.Unlock()
-	if err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
+			return rc.Flush()
+		}}
+	err = st.run(r.Context())
+	if err != nil && !errors.Is(err, context.Canceled) && r.Context().Err() == nil {
 		fmt.Fprintf(out, "event: error\ndata: %q\n\n", err.Error())
-		_ = flush()
+		_ = st.flush()
+	}
+}
+
+// stream is one client's event stream: where it is, and what it follows.
+type stream struct {
+	s      *server
+	out    *bufio.Writer
+	flush  func() error
+	cursor int64          // the last callback id passed
+	ids    []int64        // the jobs followed; none: every job
+	only   map[int64]bool // the same, as a set
+	follow bool
+	event  string // "task" or "job": only those; "": both
+	// sample thins a job's successful tasks to one per sampleEvery.
+	sample bool
+	// trouble is the database trouble last told to the client.
+	trouble string
+	buf     []byte
+}
+
+func (st *stream) run(ctx context.Context) error {
+	if err := st.flush(); err != nil {
+		return err
+	}
+	keep := time.NewTicker(keepAlive)
+	defer keep.Stop()
+	// end, once the followed jobs are complete (without follow), is the
+	// newest callback then: the stream ends once it has passed it.
+	end := int64(-1)
+	for {
+		if !st.follow && end < 0 {
+			done, last, err := st.complete(ctx)
+			if err != nil {
+				if err := st.wait(ctx, err); err != nil {
+					return err
+				}
+				continue
+			}
+			if done {
+				end = last
+			}
+		}
+		v := st.s.hub.read(st.cursor, streamPage)
+		if v.err != nil {
+			return v.err
+		}
+		if v.trouble != st.trouble {
+			st.trouble = v.trouble
+			if v.trouble != "" {
+				fmt.Fprintf(st.out, ": the database cannot be read (%s); waiting\n\n", v.trouble)
+			}
+		}
+		if v.gap > st.cursor {
+			if err := st.backfill(ctx, v.gap); err != nil {
+				if err := st.wait(ctx, err); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		sent := false
+		for _, f := range v.frames {
+			if st.wants(f) {
+				if _, err := st.out.Write(f.data); err != nil {
+					return err
+				}
+				sent = true
+			}
+			st.cursor = f.id
+		}
+		if sent || st.out.Buffered() > 0 {
+			if err := st.flush(); err != nil {
+				return err
+			}
+		}
+		if len(v.frames) > 0 {
+			continue
+		}
+		if end >= 0 && st.cursor >= end {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-v.changed:
+		case <-keep.C:
+			if _, err := st.out.WriteString(": keep-alive\n\n"); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// backfill sends, from the database, the events after the cursor up to
+// gap that the ring no longer holds: a page at a time, holding no
+// connection between pages.
+func (st *stream) backfill(ctx context.Context, gap int64) error {
+	cbs, err := st.s.db.CallbacksAfter(ctx, st.cursor, st.ids, streamPage)
+	if err != nil {
+		return err
+	}
+	succeeded := map[int64]bool{} // the jobs with a success sampled on this page
+	for _, cb := range cbs {
+		if cb.ID > gap {
+			break // the ring has it
+		}
+		f := frame{id: cb.ID, job: cb.JobID, event: cb.Event, sampled: true}
+		if st.sample && taskState(cb) == store.Succeeded {
+			f.sampled = !succeeded[cb.JobID]
+			succeeded[cb.JobID] = true
+		}
+		if st.wants(f) {
+			if st.buf, err = engine.CallbackJSON(st.buf[:0], cb); err != nil {
+				return err
+			}
+			if _, err := st.out.Write(encodeFrame(cb, st.buf).data); err != nil {
+				return err
+			}
+		}
+		st.cursor = cb.ID
+	}
+	if len(cbs) < streamPage || cbs[len(cbs)-1].ID >= gap {
+		st.cursor = gap // every followed event up to gap is out
+	}
+	return st.flush()
+}
+
+// wants says whether the stream sends f.
+func (st *stream) wants(f frame) bool {
+	return (st.only == nil || st.only[f.job]) && (st.event == "" || f.event == st.event) && (!st.sample || f.sampled)
+}
+
+// complete says whether the followed jobs (every job, if none) are
+// complete, and the newest callback id, read after them: a job seen
+// complete has its last callback at or before it.
+func (st *stream) complete(ctx context.Context) (bool, int64, error) {
+	if len(st.ids) == 0 {
+		n, _, err := st.s.db.UnfinishedSummary(ctx)
+		if err != nil || n > 0 {
+			return false, 0, err
+		}
+	}
+	for _, id := range st.ids {
+		j, err := st.s.db.Job(ctx, id)
+		if err != nil || !j.Finished() {
+			return false, 0, err
+		}
+	}
+	last, err := st.s.db.LastCallbackID(ctx)
+	return err == nil, last, err
+}
+
+// wait waits a second after a database error that may pass, telling the
+// client once; other errors end the stream.
+func (st *stream) wait(ctx context.Context, err error) error {
+	if !store.Temporary(err) {
+		return err
+	}
+	if st.trouble == "" {
+		st.trouble = strings.ReplaceAll(err.Error(), "\n", " ")
+		fmt.Fprintf(st.out, ": the database cannot be read (%s); waiting\n\n", st.trouble)
+		if err := st.flush(); err != nil {
+			return err
+		}
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(time.Second):
+		return nil
 	}
 }
 

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,11 +25,27 @@ type sse struct {
 // readEvents reads n events (all, if n < 0, until the stream ends).
 func readEvents(t *testing.T, resp *http.Response, n int) []sse {
 	t.Helper()
+	return scanEvents(t, resp, func(out []sse) bool { return n >= 0 && len(out) >= n })
+}
+
+// readEventsUntilJob reads events up to the first job event.
+func readEventsUntilJob(t *testing.T, resp *http.Response) []sse {
+	t.Helper()
+	out := scanEvents(t, resp, func(out []sse) bool { return len(out) > 0 && out[len(out)-1].event == "job" })
+	if len(out) == 0 || out[len(out)-1].event != "job" {
+		t.Fatalf("the stream ended before a job event: %+v", out)
+	}
+	return out
+}
+
+// scanEvents reads events until enough says so, or the stream ends.
+func scanEvents(t *testing.T, resp *http.Response, enough func([]sse) bool) []sse {
+	t.Helper()
 	var out []sse
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	var cur sse
-	for (n < 0 || len(out) < n) && sc.Scan() {
+	for !enough(out) && sc.Scan() {
 		line := sc.Text()
 		switch {
 		case strings.HasPrefix(line, "id: "):
@@ -46,7 +64,7 @@ func readEvents(t *testing.T, resp *http.Response, n int) []sse {
 	return out
 }
 
-func stream(t *testing.T, url string, lastID int64) *http.Response {
+func openStream(t *testing.T, url string, lastID int64) *http.Response {
 	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)
 	if lastID > 0 {
@@ -87,7 +105,7 @@ func TestEventStream(t *testing.T) {
 	id := r.body["job_id"].(string)
 	runJob(t, db, id)
 
-	resp := stream(t, srv.URL+"/api/v1/events?follow=false&job="+id[:8], 0)
+	resp := openStream(t, srv.URL+"/api/v1/events?follow=false&job="+id[:8], 0)
 	all := readEvents(t, resp, -1)
 	resp.Body.Close()
 	if len(all) != 7 || all[6].event != "job" || all[6].data["outcome"] != "succeeded" {
@@ -99,7 +117,7 @@ func TestEventStream(t *testing.T) {
 		}
 	}
 	// Resume after the third event.
-	resp = stream(t, srv.URL+"/api/v1/events?follow=false&job="+id, all[2].id)
+	resp = openStream(t, srv.URL+"/api/v1/events?follow=false&job="+id, all[2].id)
 	rest := readEvents(t, resp, -1)
 	resp.Body.Close()
 	if len(rest) != 4 || rest[0].id != all[3].id || rest[3].id != all[6].id {
@@ -107,7 +125,7 @@ func TestEventStream(t *testing.T) {
 	}
 
 	// A following stream of every job: the old events, then a new job's.
-	resp = stream(t, srv.URL+"/api/v1/events", all[6].id)
+	resp = openStream(t, srv.URL+"/api/v1/events", all[6].id)
 	defer resp.Body.Close()
 	got := make(chan []sse, 1)
 	go func() { got <- readEvents(t, resp, 2) }()
@@ -123,5 +141,155 @@ func TestEventStream(t *testing.T) {
 	}
 	if r := call(t, srv, "GET", "/api/v1/events?after=x", ""); r.status != 400 {
 		t.Errorf("after=x: %d", r.status)
+	}
+}
+
+// TestManyStreamsShareOneWatch: more event streams than the database has
+// read connections. Each stream used to hold one for its life, so a few
+// streams stopped the API and the runner. Now the API answers, a job
+// runs, and every stream gets every event of it, once, in order.
+func TestManyStreamsShareOneWatch(t *testing.T) {
+	srv, db := newServer(t, "")
+	const streams = 40
+	resps := make([]*http.Response, streams)
+	for i := range resps {
+		resps[i] = openStream(t, srv.URL+"/api/v1/events?after=0", 0)
+		defer resps[i].Body.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/api/v1/status", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("status with %d streams open: %v", streams, err)
+	}
+	resp.Body.Close()
+	r := call(t, srv, "POST", "/api/v1/jobs", `{"tasks": [{"kind": "noop"}, {"kind": "noop"}, {"kind": "noop"}]}`)
+	runJob(t, db, r.body["job_id"].(string))
+	for i, resp := range resps {
+		evs := readEvents(t, resp, 4)
+		if len(evs) != 4 || evs[3].event != "job" || evs[3].data["job_id"] != r.body["job_id"] {
+			t.Fatalf("stream %d: %+v", i, evs)
+		}
+		for j := 1; j < len(evs); j++ {
+			if evs[j].id <= evs[j-1].id {
+				t.Fatalf("stream %d: ids out of order: %+v", i, evs)
+			}
+		}
+	}
+}
+
+// TestStreamBackfillsWhatTheRingDropped: a ring of 5 events, a stream
+// that resumes from far back, and one filtered to a job: each reads from
+// the database what the ring no longer holds, then goes on from the ring,
+// with every event once and in order.
+func TestStreamBackfillsWhatTheRingDropped(t *testing.T) {
+	_, db := newServer(t, "")
+	s := &server{db: db, hub: newHub(db, slog.New(slog.DiscardHandler))}
+	s.hub.maxEvents = 5
+	srv := httptest.NewServer(http.HandlerFunc(s.events))
+	defer srv.Close()
+	api := httptest.NewServer(Handler(db, Options{}))
+	defer api.Close()
+
+	submit := func(n int) string {
+		body := `{"tasks": [` + strings.Repeat(`{"kind": "noop"},`, n-1) + `{"kind": "noop"}]}`
+		r := call(t, api, "POST", "/api/v1/jobs", body)
+		return r.body["job_id"].(string)
+	}
+	first := submit(30)
+	runJob(t, db, first)
+	// A stream keeps the hub's ring going while the others come and go.
+	live := openStream(t, srv.URL, 0)
+	defer live.Body.Close()
+	liveGot := make(chan []sse, 1)
+	go func() { liveGot <- readEvents(t, live, 31+21) }()
+	second := submit(20)
+	runJob(t, db, second)
+
+	all := openStream(t, srv.URL+"?follow=false", 0)
+	evs := readEvents(t, all, -1)
+	all.Body.Close()
+	if len(evs) != 31+21 {
+		t.Fatalf("from the start: %d events, want %d", len(evs), 31+21)
+	}
+	for i := 1; i < len(evs); i++ {
+		if evs[i].id != evs[i-1].id+1 {
+			t.Fatalf("event %d: id %d after %d", i, evs[i].id, evs[i-1].id)
+		}
+	}
+	one := openStream(t, srv.URL+"?follow=false&job="+second, 3)
+	evs2 := readEvents(t, one, -1)
+	one.Body.Close()
+	if len(evs2) != 21 || evs2[20].event != "job" || evs2[0].data["job_id"] != second {
+		t.Fatalf("the second job's stream: %d events, %+v", len(evs2), evs2)
+	}
+	select {
+	case got := <-liveGot:
+		if len(got) != 52 || got[0].id != evs[0].id || got[51].id != evs[51].id {
+			t.Fatalf("the live stream: %d events", len(got))
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the live stream did not get every event in 30 s")
+	}
+}
+
+// TestStreamFilters: ?event=job sends job events alone; ?sample=true
+// sends every job event and every task that did not succeed, and of a
+// job's successes one per quarter second, live or read back.
+func TestStreamFilters(t *testing.T) {
+	srv, db := newServer(t, "")
+	live := openStream(t, srv.URL+"/api/v1/events?sample=true", 0)
+	defer live.Body.Close()
+	body := `{"tasks": [` + strings.Repeat(`{"kind": "noop"},`, 60) + `{"kind": "fail", "payload": {"error": "x"}}, {"kind": "fail", "payload": {"error": "y"}}]}`
+	r := call(t, srv, "POST", "/api/v1/jobs", body)
+	id := r.body["job_id"].(string)
+	runJob(t, db, id)
+	check := func(name string, evs []sse, maxOK int) {
+		t.Helper()
+		var ok, failed, jobs int
+		for _, ev := range evs {
+			switch {
+			case ev.event == "job":
+				jobs++
+			case ev.data["state"] == "failed":
+				failed++
+			case ev.data["state"] == "succeeded":
+				ok++
+			}
+		}
+		if jobs != 1 || failed != 2 || ok < 1 || ok > maxOK {
+			t.Errorf("%s: %d job events, %d failed, %d succeeded tasks; want 1, 2, and 1 to %d", name, jobs, failed, ok, maxOK)
+		}
+	}
+	// The job ran in far less than a second: a few windows at most.
+	check("live", readEventsUntilJob(t, live), 8)
+	back := openStream(t, srv.URL+"/api/v1/events?sample=true&follow=false", 0)
+	check("read back", readEvents(t, back, -1), 1)
+	back.Body.Close()
+	jobs := openStream(t, srv.URL+"/api/v1/events?event=job&follow=false", 0)
+	evs := readEvents(t, jobs, -1)
+	jobs.Body.Close()
+	if len(evs) != 1 || evs[0].event != "job" {
+		t.Errorf("event=job: %+v", evs)
+	}
+	if r := call(t, srv, "GET", "/api/v1/events?event=tasks", ""); r.status != 400 {
+		t.Errorf("event=tasks: %d, want 400", r.status)
+	}
+}
+
+// TestTaskStateReadsTheField: the state read without decoding is the
+// task's own, whatever its result or error say.
+func TestTaskStateReadsTheField(t *testing.T) {
+	for _, want := range []store.State{store.Succeeded, store.Failed, store.Cancelled} {
+		ev := engine.Event{Type: store.EventTask, JobID: "j", Task: &engine.TaskEvent{ID: "t", Number: 1, Kind: `k","state":"x`,
+			State: want, Result: json.RawMessage(`{"state":"succeeded",",\"state\":\"y":1}`), Error: `,"state":"failed"`}}
+		msg, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := taskState(store.Callback{Event: store.EventTask, Message: msg}); got != want {
+			t.Errorf("taskState of %s = %q, want %q", msg, got, want)
+		}
 	}
 }

@@ -48,7 +48,7 @@ func Handler(db store.Store, o Options) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &server{db: db, o: o}
+	s := &server{db: db, o: o, hub: newHub(db, o.Logger)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /{$}", s.dashboard)
@@ -71,8 +71,9 @@ func Handler(db store.Store, o Options) http.Handler {
 }
 
 type server struct {
-	db store.Store
-	o  Options
+	db  store.Store
+	o   Options
+	hub *hub
 }
 
 type route struct {

@@ -63,7 +63,10 @@ async function stream() {
       const h = headers({ Accept: "text/event-stream" });
       if (lastEventID) h["Last-Event-ID"] = String(lastEventID);
       else h["Last-Event-ID"] = String(await latestID());
-      const resp = await fetch("/api/v1/events", { headers: h });
+      // Sampled: every job event and every task that did not succeed,
+      // and a few successes a second per job, enough to move the bars;
+      // the rows are read from the API.
+      const resp = await fetch("/api/v1/events?sample=true", { headers: h });
       if (resp.status === 401) { await askToken(); continue; }
       if (!resp.ok) throw new Error(resp.statusText);
       live.classList.add("on");
@@ -104,31 +107,37 @@ async function latestID() {
   return s.last_callback_id || 0;
 }
 
-// Throughput: task callbacks per second, in 10-second buckets over the
-// last hour, counted from the stream since the page opened.
-const buckets = new Map();
-listeners.add((ev) => {
-  if (ev.event !== "task") return;
-  const b = Math.floor(Date.now() / 10000);
-  buckets.set(b, (buckets.get(b) || 0) + 1);
-});
+// Throughput: tasks finished per second, in the server's 10-second spans
+// over the last hour (GET /api/v1/throughput), succeeded stacked under
+// failed. The spans are the database's, so the chart shows every
+// runner's work, from before the page opened too.
+async function throughput() {
+  return api("/api/v1/throughput?minutes=60");
+}
 
-function drawChart(canvas) {
+function drawChart(canvas, series) {
   const w = canvas.width = canvas.clientWidth * devicePixelRatio;
   const h = canvas.height = canvas.clientHeight * devicePixelRatio;
   const ctx = canvas.getContext("2d");
-  const now = Math.floor(Date.now() / 10000);
-  const n = 360;
-  let max = 1;
-  for (let i = 0; i < n; i++) max = Math.max(max, (buckets.get(now - i) || 0) / 10);
-  ctx.clearRect(0, 0, w, h);
-  ctx.fillStyle = getComputedStyle(document.documentElement).getPropertyValue("--run");
-  for (let i = 0; i < n; i++) {
-    const v = (buckets.get(now - n + 1 + i) || 0) / 10;
-    const bh = (v / max) * (h - 4);
-    ctx.fillRect((i / n) * w, h - bh, Math.max(w / n - 1, 1), bh);
+  const spans = series.spans || [];
+  const secs = series.span_secs || 10;
+  let max = 1, total = 0;
+  for (const sp of spans) {
+    max = Math.max(max, (sp.succeeded + sp.failed) / secs);
+    total += sp.succeeded + sp.failed;
   }
-  return max;
+  ctx.clearRect(0, 0, w, h);
+  const style = getComputedStyle(document.documentElement);
+  const n = Math.max(spans.length, 1);
+  spans.forEach((sp, i) => {
+    const x = (i / n) * w, bw = Math.max(w / n - 1, 1);
+    const ok = (sp.succeeded / secs / max) * (h - 4), bad = (sp.failed / secs / max) * (h - 4);
+    ctx.fillStyle = style.getPropertyValue("--run");
+    ctx.fillRect(x, h - ok, bw, ok);
+    ctx.fillStyle = style.getPropertyValue("--bad");
+    ctx.fillRect(x, h - ok - bad, bw, bad);
+  });
+  return { peak: max, total: total };
 }
 
 function fmtDuration(secs) {
@@ -170,6 +179,10 @@ let stopPage = () => {};
 async function overview() {
   const s = await api("/api/v1/status");
   const cards = el("div", { class: "cards" });
+  const live = s.runners.filter((r) => r.alive);
+  const since = live.map((r) => r.started).filter(Boolean).sort()[0];
+  cards.append(el("div", { class: "card", id: "daemons-card" }, el("b", {}, live.length),
+    (live.length === 1 ? "daemon" : "daemons") + (since ? ", up since " + new Date(since).toLocaleString() : "")));
   for (const st of ["running", "pending", "succeeded", "failed", "cancelled"]) {
     cards.append(el("div", { class: "card" }, el("b", {}, s.jobs[st] || 0), st + " jobs"));
   }
@@ -187,20 +200,32 @@ async function overview() {
     sinks.append(el("tr", {}, el("td", {}, name), el("td", { class: "num" }, n)));
   }
   const canvas = el("canvas", { id: "throughput" });
-  const rate = el("span", { class: "muted" });
+  const rate = el("span", { class: "muted", id: "throughput-note" });
   main.replaceChildren(el("h1", {}, "Overview"), cards,
     el("h2", {}, "Throughput, tasks per second, last hour ", rate), canvas,
     el("h2", {}, "Daemons"), s.runners.length ? runners : el("p", { class: "muted" }, "No daemon runs this database: start one with pcd daemon."),
     el("h2", {}, "Callbacks waiting for a sink"), Object.keys(s.pending_callbacks || {}).length ? sinks : el("p", { class: "muted" }, "None."));
-  const tick = setInterval(() => { rate.textContent = "(peak " + drawChart(canvas).toFixed(1) + "/s)"; }, 1000);
-  drawChart(canvas);
+  let series = await throughput();
+  const draw = () => {
+    const d = drawChart(canvas, series);
+    rate.textContent = "(" + d.total.toLocaleString() + " tasks, peak " + d.peak.toFixed(1) + "/s)";
+  };
+  draw();
+  // The counts grow each second as runners add theirs: look every 5 s.
+  const tick = setInterval(async () => {
+    try { series = await throughput(); draw(); } catch (e) { /* next time */ }
+  }, 5000);
   return () => clearInterval(tick);
 }
+
+// jobsPerPage is how many jobs the jobs page shows at a time.
+const jobsPerPage = 100;
 
 async function jobsPage(params) {
   const state = params.get("state") || "";
   const name = params.get("name") || "";
-  const body = await api("/api/v1/jobs?limit=500" + (state ? "&state=" + encodeURIComponent(state) : ""));
+  const query = "/api/v1/jobs?limit=" + jobsPerPage + (state ? "&state=" + encodeURIComponent(state) : "") +
+    (name ? "&name=" + encodeURIComponent(name) : "");
   const stateSel = el("select", { id: "state-filter" }, ...["", "pending", "running", "succeeded", "failed", "cancelled"].map((s) => {
     const o = el("option", { value: s }, s || "any state");
     if (s === state) o.selected = true;
@@ -212,19 +237,32 @@ async function jobsPage(params) {
   nameIn.addEventListener("change", apply);
   const table = el("table", { id: "jobs" }, el("tr", {}, ...["job", "name", "state", "progress", "done", "failed", "elapsed", "ETA", "created"].map((h) => el("th", {}, h))));
   const rows = new Map();
-  for (const j of body.jobs.filter((j) => !name || j.name.includes(name))) {
-    const tr = el("tr", { "data-job": j.job_id });
-    rows.set(j.job_id, tr);
-    fillJobRow(tr, j);
-    table.append(tr);
-  }
-  main.replaceChildren(el("h1", {}, "Jobs"), el("div", { class: "filters" }, stateSel, nameIn), table);
+  const more = el("button", { id: "more-jobs" }, "older jobs");
+  const count = el("p", { class: "muted", id: "jobs-shown" });
+  let before = 0;
+  const page = async () => {
+    const body = await api(query + (before ? "&before=" + before : ""));
+    for (const j of body.jobs) {
+      if (rows.has(j.job_id)) continue;
+      const tr = el("tr", { "data-job": j.job_id });
+      rows.set(j.job_id, tr);
+      fillJobRow(tr, j);
+      table.append(tr);
+    }
+    before = body.next_before || 0;
+    more.hidden = !body.next_before;
+    count.textContent = rows.size + " jobs shown" + (before ? "; older ones a click away" : "");
+  };
+  more.addEventListener("click", () => page().catch((e) => alert(e.message)));
+  await page();
+  main.replaceChildren(el("h1", {}, "Jobs"), el("div", { class: "filters" }, stateSel, nameIn), table, count, more);
   const stop = liveJobs((id) => rows.get(id), (tr, j) => fillJobRow(tr, j));
-  // New jobs, and jobs that start, send no event: look every 5 s.
+  // New jobs, and jobs that start, send no event: look at the newest
+  // page every 5 s.
   const poll = setInterval(async () => {
     try {
-      const fresh = await api("/api/v1/jobs?limit=500" + (state ? "&state=" + encodeURIComponent(state) : ""));
-      for (const j of fresh.jobs.filter((j) => !name || j.name.includes(name))) {
+      const fresh = await api(query);
+      for (const j of fresh.jobs.slice().reverse()) {
         let tr = rows.get(j.job_id);
         if (!tr) {
           tr = el("tr", { "data-job": j.job_id });
@@ -260,6 +298,9 @@ function liveJobs(find, refresh) {
   return () => { listeners.delete(f); for (const t of due.values()) clearTimeout(t); };
 }
 
+// maxFailedShown bounds the failed tasks a job's page lists first.
+const maxFailedShown = 1000;
+
 async function jobPage(id) {
   let job = await api("/api/v1/jobs/" + encodeURIComponent(id));
   const head = el("div", { id: "job-head" });
@@ -283,16 +324,22 @@ async function jobPage(id) {
         el("div", { class: "card" }, el("b", {}, eta(job)), "ETA")));
   };
   fillHead();
-  const shown = new Set();
-  const addTask = (t) => {
-    if (shown.has(t.number)) return;
-    shown.add(t.number);
+  // rows holds the row of each task shown, by number.
+  const rows = new Map();
+  const taskRow = (t) => {
     let exit = "-";
     if (t.result && typeof t.result === "object" && "exit_code" in t.result) exit = t.result.exit_code;
-    const row = el("tr", { "data-task": String(t.number) },
+    return el("tr", { "data-task": String(t.number), "data-state": t.state },
       el("td", {}, el("a", { class: "task", onclick: () => showTask(t.number) }, t.number)),
       stateCell(t.state), el("td", { class: "num" }, t.attempts), el("td", { class: "num" }, fmtDuration(t.time_secs)),
       el("td", { class: "num" }, exit), el("td", {}, t.error || ""));
+  };
+  // addTask shows a task, or brings its row up to date.
+  const addTask = (t) => {
+    const old = rows.get(t.number);
+    const row = taskRow(t);
+    rows.set(t.number, row);
+    if (old) { old.replaceWith(row); return; }
     // Failed tasks come first, as they came when the page opened.
     if (t.state === "failed") table.firstChild.after(row);
     else table.append(row);
@@ -307,7 +354,7 @@ async function jobPage(id) {
     output.scrollIntoView();
   };
   // Failed tasks first, then the rest in order, a page at a time.
-  const failed = await api("/api/v1/jobs/" + job.job_id + "/tasks?state=failed&limit=1000");
+  const failed = await api("/api/v1/jobs/" + job.job_id + "/tasks?state=failed&limit=" + maxFailedShown);
   failed.tasks.forEach(addTask);
   let after = 0;
   const more = el("button", { id: "more-tasks" }, "more tasks");
@@ -321,14 +368,34 @@ async function jobPage(id) {
   await page();
   main.replaceChildren(head, actions, output, el("h2", {}, "Tasks"), table, more);
   const stopLive = liveJobs((jid) => (jid === job.job_id ? head : null), (_, j) => { job = j; fillHead(); });
-  // A job that starts, or waits, sends no event: look every 2 s as well.
+  // A job that starts, or waits, sends no event, and the stream brings a
+  // sample of the successes: every 2 s, read the job, and the page of
+  // tasks from the first one shown that has not ended.
   const poll = setInterval(async () => {
-    try { job = await api("/api/v1/jobs/" + job.job_id); fillHead(); } catch (e) { /* next time */ }
+    try {
+      job = await api("/api/v1/jobs/" + job.job_id);
+      fillHead();
+      let first = 0;
+      for (const [n, row] of rows) {
+        const st = row.dataset.state;
+        if ((st === "pending" || st === "running") && (!first || n < first)) first = n;
+      }
+      if (first) {
+        const p = await api("/api/v1/jobs/" + job.job_id + "/tasks?limit=200&after=" + (first - 1));
+        for (const t of p.tasks) if (rows.has(t.number)) addTask(t);
+      }
+    } catch (e) { /* next time */ }
   }, 2000);
+  // A task event changes the row of a task shown; a task that failed
+  // comes in at the top, up to maxFailedShown. The rest wait for "more
+  // tasks": a million-task job never puts a million rows in the page.
+  let failedShown = failed.tasks.length;
   const onTask = (ev) => {
     if (ev.job_id !== job.job_id || ev.event !== "task") return;
-    const row = table.querySelector('tr[data-task="' + ev.number + '"]');
-    if (row) { row.remove(); shown.delete(ev.number); }
+    if (!rows.has(ev.number)) {
+      if (ev.state !== "failed" || failedShown >= maxFailedShown) return;
+      failedShown++;
+    }
     addTask({ number: ev.number, state: ev.state, attempts: ev.attempts, time_secs: ev.time_secs, result: ev.result, error: ev.error });
   };
   listeners.add(onTask);

@@ -1,0 +1,312 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pcd-dev/pcd/engine"
+	"github.com/pcd-dev/pcd/store"
+)
+
+// The hub's ring keeps at most this many of the newest events, and this
+// many bytes of them. A stream that falls further behind reads what it
+// missed from the database, a page at a time.
+const (
+	ringEvents = 16384
+	ringBytes  = 16 << 20
+)
+
+// maxStreams bounds the event streams one server serves at once.
+const maxStreams = 1000
+
+var errTooManyStreams = errors.New("too many event streams are open; try again later")
+
+// hub shares one watch of the database among every event stream of a
+// server. Each stream used to run a watch of its own, and each watch holds
+// a read connection (SQLite's data_version, PostgreSQL's LISTEN) for its
+// life: a few streams took every read connection, and the daemon's own
+// reads waited behind them. Now one tail reads each callback once, encodes
+// it once as an SSE frame, and keeps the newest in a ring; a stream
+// copies frames from the ring, and reads from the database only what the
+// ring no longer holds (a stream that resumes from far back, or a client
+// too slow to keep up), a page at a time, holding no connection between.
+type hub struct {
+	db  store.Store
+	log *slog.Logger
+	// maxEvents and maxBytes bound the ring: ringEvents and ringBytes.
+	maxEvents, maxBytes int
+
+	mu sync.Mutex
+	// frames are the newest events, oldest first: every callback with an
+	// id in (base, last] is among them.
+	frames []frame
+	bytes  int
+	base   int64
+	last   int64
+	// changed is closed, and replaced, when frames grow or the tail's
+	// trouble changes.
+	changed chan struct{}
+	trouble string
+	err     error // the tail stopped on this; streams end with it
+	streams int
+	stop    func() // ends the tail and waits for it
+	// unpublished counts the frames added since the streams were woken.
+	unpublished int
+	// window and sampledIn say which jobs' successes were sampled in the
+	// sampleEvery window now.
+	window    int64
+	sampledIn map[int64]bool
+}
+
+// frame is one callback as an SSE event, whole.
+type frame struct {
+	id, job int64
+	event   string
+	// sampled: a stream that samples (?sample=true) sends it. Every job
+	// event is, and every task event but a success; of a job's successes,
+	// the first in each sampleEvery.
+	sampled bool
+	data    []byte
+}
+
+// sampleEvery is how often a sampling stream gets a job's successes.
+const sampleEvery = 250 * time.Millisecond
+
+func newHub(db store.Store, log *slog.Logger) *hub {
+	return &hub{db: db, log: log, maxEvents: ringEvents, maxBytes: ringBytes, changed: make(chan struct{})}
+}
+
+// join counts a stream in, and starts the tail for the first one.
+func (h *hub) join(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.streams >= maxStreams {
+		return errTooManyStreams
+	}
+	if h.streams == 0 {
+		// Start at the newest callback: what came before is the
+		// database's to read, for those that ask.
+		last, err := h.db.LastCallbackID(ctx)
+		if err != nil {
+			return err
+		}
+		h.frames, h.bytes, h.base, h.last, h.err, h.trouble = nil, 0, last, last, nil, ""
+		tailCtx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			h.tail(tailCtx, last)
+		}()
+		h.stop = func() {
+			cancel()
+			<-done
+		}
+	}
+	h.streams++
+	return nil
+}
+
+// leave counts a stream out; the last one out stops the tail.
+func (h *hub) leave() {
+	h.mu.Lock()
+	h.streams--
+	var stop func()
+	if h.streams == 0 {
+		stop, h.stop = h.stop, nil
+		h.frames, h.bytes = nil, 0
+	}
+	h.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// tail follows the database's callbacks into the ring. Watch waits out
+// trouble it meets while it runs; trouble as it starts (the database
+// cannot be opened for watching) is waited out here.
+func (h *hub) tail(ctx context.Context, after int64) {
+	var buf []byte
+	for {
+		err := engine.Watch(ctx, h.db, engine.WatchOptions{
+			Follow: true, After: after,
+			OnCallback: func(cb store.Callback) error {
+				var err error
+				if buf, err = engine.CallbackJSON(buf[:0], cb); err != nil {
+					return err
+				}
+				h.add(encodeFrame(cb, buf), taskState(cb))
+				after = cb.ID
+				return nil
+			},
+			// Wake the streams once a catch-up is in: once per commit
+			// or so, not once per event.
+			Flush: func() error {
+				h.mu.Lock()
+				defer h.mu.Unlock()
+				h.publish()
+				return nil
+			},
+			OnTrouble: h.setTrouble,
+		})
+		switch {
+		case ctx.Err() != nil:
+			return
+		case store.Temporary(err):
+			h.setTrouble(err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		default:
+			if err == nil {
+				err = errors.New("the watch of the database ended")
+			}
+			h.log.Error("the event streams' watch of the database stopped", "err", err)
+			h.mu.Lock()
+			h.err = err
+			h.broadcast()
+			h.mu.Unlock()
+			return
+		}
+	}
+}
+
+// setTrouble tells the streams that the database cannot be read for now
+// (nil: it can again).
+func (h *hub) setTrouble(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.trouble = ""
+	if err != nil {
+		h.trouble = strings.ReplaceAll(err.Error(), "\n", " ")
+	}
+	h.broadcast()
+}
+
+func encodeFrame(cb store.Callback, data []byte) frame {
+	b := make([]byte, 0, len(data)+64)
+	b = append(b, "id: "...)
+	b = strconv.AppendInt(b, cb.ID, 10)
+	b = append(b, "\nevent: "...)
+	b = append(b, cb.Event...)
+	b = append(b, "\ndata: "...)
+	b = append(b, data...)
+	b = append(b, "\n\n"...)
+	return frame{id: cb.ID, job: cb.JobID, event: cb.Event, data: b}
+}
+
+// add puts a frame in the ring, dropping the oldest beyond its bounds.
+// state is a task event's state.
+func (h *hub) add(f frame, state store.State) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	f.sampled = f.event != store.EventTask || state != store.Succeeded
+	if !f.sampled {
+		if w := time.Now().UnixNano() / int64(sampleEvery); w != h.window || h.sampledIn == nil {
+			h.window, h.sampledIn = w, map[int64]bool{}
+		}
+		if !h.sampledIn[f.job] {
+			h.sampledIn[f.job], f.sampled = true, true
+		}
+	}
+	h.frames = append(h.frames, f)
+	h.bytes += len(f.data)
+	h.last = f.id
+	drop := 0
+	for len(h.frames)-drop > h.maxEvents || (h.bytes > h.maxBytes && len(h.frames)-drop > 1) {
+		h.bytes -= len(h.frames[drop].data)
+		h.base = h.frames[drop].id
+		drop++
+	}
+	if drop > 0 {
+		// Not cleared: streams may read the frames still (read hands out
+		// the ring's own slice). The array goes when append outgrows it.
+		h.frames = h.frames[drop:]
+	}
+	if h.unpublished++; h.unpublished >= streamPage {
+		h.publish() // a long catch-up: let the streams start on it
+	}
+}
+
+// publish wakes the streams to the frames added since the last time;
+// h.mu is held.
+func (h *hub) publish() {
+	if h.unpublished > 0 {
+		h.unpublished = 0
+		h.broadcast()
+	}
+}
+
+// taskState is the state of a task callback, read from its message
+// without decoding it: the message is engine's JSON, where "state" comes
+// before any field a user's text can be in (the result, the error), and
+// a quote inside a string is escaped. "" for a job event.
+func taskState(cb store.Callback) store.State {
+	if cb.Event != store.EventTask {
+		return ""
+	}
+	const key = `,"state":"`
+	i := bytes.Index(cb.Message, []byte(key))
+	if i < 0 {
+		return ""
+	}
+	rest := cb.Message[i+len(key):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 {
+		return ""
+	}
+	return store.State(rest[:j])
+}
+
+// broadcast wakes every waiting stream; h.mu is held.
+func (h *hub) broadcast() {
+	close(h.changed)
+	h.changed = make(chan struct{})
+}
+
+// view is what a stream at cursor may send now.
+type view struct {
+	// frames are the ring's events after the cursor (at most a page).
+	frames []frame
+	// gap, if more than the cursor, is the last id the ring no longer
+	// holds: the stream reads (cursor, gap] from the database first.
+	gap     int64
+	last    int64 // the newest id the tail has seen
+	changed <-chan struct{}
+	trouble string
+	err     error
+}
+
+// read returns what a stream at cursor may send, and a channel that
+// closes when there is more.
+func (h *hub) read(cursor int64, page int) view {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v := view{last: h.last, changed: h.changed, trouble: h.trouble, err: h.err}
+	if cursor < h.base {
+		v.gap = h.base
+		return v
+	}
+	// The ring is in id order: find the first frame after the cursor.
+	lo, hi := 0, len(h.frames)
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if h.frames[mid].id <= cursor {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	n := min(len(h.frames)-lo, page)
+	// The frames are never changed once added: the stream may read them
+	// outside the lock. The slice is capped, so no append can reach them.
+	v.frames = h.frames[lo : lo+n : lo+n]
+	return v
+}
