@@ -82,7 +82,12 @@ func runDaemon(c *cli.Context, env Env) error {
 	defer releaseSignals()
 	cfg := engine.Config{Registry: env.Registry, Logger: log, OnEvent: logEvent(log)}
 	var metrics *web.Metrics
+	var feed *web.Feed
 	if hc.addr != "" {
+		// The runner's commits feed the event streams: they need not be
+		// read back from the database.
+		feed = new(web.Feed)
+		cfg.OnCallbacks = feed.Offer
 		// The runner's events and group commits feed /metrics.
 		metrics = web.NewMetrics(db)
 		logged := cfg.OnEvent
@@ -114,7 +119,7 @@ func runDaemon(c *cli.Context, env Env) error {
 	defer r.Close()
 	setRunner(r)
 	if hc.addr != "" {
-		stopHTTP, err := startHTTP(hc, db, env, log, metrics)
+		stopHTTP, err := startHTTP(hc, db, env, log, metrics, feed)
 		if err != nil {
 			return err
 		}

@@ -94,7 +94,7 @@ func checkHTTP(c *cli.Context) (httpConfig, error) {
 
 // startHTTP serves the API of db on addr until the returned stop is
 // called; it returns once the listener is up.
-func startHTTP(hc httpConfig, db store.Store, env Env, log *slog.Logger, metrics *web.Metrics) (stop func(), err error) {
+func startHTTP(hc httpConfig, db store.Store, env Env, log *slog.Logger, metrics *web.Metrics, feed *web.Feed) (stop func(), err error) {
 	addr, token := hc.addr, hc.token
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -103,7 +103,7 @@ func startHTTP(hc httpConfig, db store.Store, env Env, log *slog.Logger, metrics
 	if metrics == nil {
 		metrics = web.NewMetrics(db)
 	}
-	h := web.Handler(db, web.Options{Token: token, Registry: env.Registry, Logger: log, Version: Version(), Metrics: metrics.Handler()})
+	h := web.Handler(db, web.Options{Token: token, Registry: env.Registry, Logger: log, Version: Version(), Metrics: metrics.Handler(), Feed: feed})
 	srv := web.Server(addr, h, log)
 	done := make(chan struct{})
 	go func() {
@@ -156,7 +156,7 @@ machine (PostgreSQL), or to look at a SQLite file.`,
 			defer db.Close()
 			ctx, cancel := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 			defer cancel()
-			stop, err := startHTTP(hc, db, env, log, nil)
+			stop, err := startHTTP(hc, db, env, log, nil, nil)
 			if err != nil {
 				return err
 			}

@@ -226,6 +226,13 @@ func (m *completer) committed(g *group, committed store.Committed) {
 	}
 	m.c.retries.resolved(g.done)
 	m.unreleased = store.Span{}
+	if on := m.c.cfg.OnCallbacks; on != nil && (len(committed.Callbacks) > 0 || committed.JobCallback != nil) {
+		cbs := committed.Callbacks
+		if cb := committed.JobCallback; cb != nil {
+			cbs = append(cbs, *cb)
+		}
+		on(cbs)
+	}
 	succeeded := 0
 	for i, cb := range committed.Callbacks {
 		m.c.frontier.finished(cb.TaskSeq)
@@ -248,9 +255,6 @@ func (m *completer) committed(g *group, committed store.Committed) {
 	if cb := committed.JobCallback; cb != nil {
 		ev := jobEvent(committed.Job)
 		ev.CallbackID = cb.ID
-		if ev.Task != nil && ev.Task.State == store.Succeeded {
-			succeeded++
-		}
 		m.c.release(m.job.ID, ev)
 		m.finished = &committed.Job
 		m.unreleased = store.Span{From: cb.ID, To: cb.ID}

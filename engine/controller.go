@@ -48,7 +48,15 @@ type Config struct {
 	// OnGroupCommit, if set, hears of each group commit: how many results
 	// and start marks it wrote, and how long it took (for metrics).
 	OnGroupCommit func(results, starts int, took time.Duration)
-	MaxBatch      int // default DefaultMaxBatch
+	// OnCallbacks, if set, receives the callback records each commit of
+	// the runner wrote, in id order, once they are committed and before
+	// their events are released: for a reader that passes them on (an
+	// event stream) without reading them back. It runs on the completer's
+	// goroutine, so it must be quick; the slice is the callee's to keep.
+	// Callbacks other processes commit, and those of pcd cancel, do not
+	// come through it.
+	OnCallbacks func([]store.Callback)
+	MaxBatch    int // default DefaultMaxBatch
 	// PollEvery is how often the producer of an open job checks for new
 	// tasks when it hears nothing; default 250ms.
 	PollEvery time.Duration
@@ -291,6 +299,9 @@ func (c *jobController) pipeline(ctx context.Context, job store.Job, elapsed fun
 // last tasks (errOthersRun).
 func (c *jobController) finish(ctx context.Context, job store.Job, elapsed time.Duration, comp *completer, stopped bool) (store.Job, error) {
 	finished, cb, err := c.db.FinishJob(ctx, job.ID, elapsed, comp.unreleased, jobMessage)
+	if cb != nil && err == nil && c.cfg.OnCallbacks != nil {
+		c.cfg.OnCallbacks([]store.Callback{*cb})
+	}
 	if errors.Is(err, store.ErrNotDone) && !stopped {
 		// Nothing stopped this run: the tasks left are other runners'
 		// (PostgreSQL), and the commit of the last one finishes the job.

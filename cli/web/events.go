@@ -83,7 +83,17 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 			}
 			return rc.Flush()
 		}}
-	err = st.run(r.Context())
+	// The server's Shutdown ends the stream (Server).
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err = st.run(ctx)
 	if err != nil && !errors.Is(err, context.Canceled) && r.Context().Err() == nil {
 		fmt.Fprintf(out, "event: error\ndata: %q\n\n", err.Error())
 		_ = st.flush()

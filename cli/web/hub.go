@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pcd-dev/pcd/engine"
@@ -58,6 +59,14 @@ type hub struct {
 	stop    func() // ends the tail and waits for it
 	// unpublished counts the frames added since the streams were woken.
 	unpublished int
+	// fed: a runner in this process offers its callbacks (Feed).
+	fed bool
+	// inbox holds the callbacks offered and not taken yet, while the
+	// tail runs (tailing); wake tells the tail of an offer.
+	inMu    sync.Mutex
+	inbox   []store.Callback
+	tailing bool
+	wake    chan struct{}
 	// window and sampledIn say which jobs' successes were sampled in the
 	// sampleEvery window now.
 	window    int64
@@ -79,7 +88,7 @@ type frame struct {
 const sampleEvery = 250 * time.Millisecond
 
 func newHub(db store.Store, log *slog.Logger) *hub {
-	return &hub{db: db, log: log, maxEvents: ringEvents, maxBytes: ringBytes, changed: make(chan struct{})}
+	return &hub{db: db, log: log, maxEvents: ringEvents, maxBytes: ringBytes, changed: make(chan struct{}), wake: make(chan struct{}, 1)}
 }
 
 // join counts a stream in, and starts the tail for the first one.
@@ -127,47 +136,85 @@ func (h *hub) leave() {
 	}
 }
 
-// tail follows the database's callbacks into the ring. Watch waits out
-// trouble it meets while it runs; trouble as it starts (the database
-// cannot be opened for watching) is waited out here.
-func (h *hub) tail(ctx context.Context, after int64) {
-	var buf []byte
+// pollEvery is how often the tail looks for callbacks committed by
+// other processes (pcd cancel, other daemons on PostgreSQL).
+const pollEvery = 20 * time.Millisecond
+
+// maxInbox bounds the callbacks offered and not yet taken: beyond it,
+// offers are dropped, and read from the database instead.
+const maxInbox = 1 << 16
+
+// Feed hands a server's event streams the callback records that a runner
+// in the same process commits (engine.Config.OnCallbacks: pcd daemon
+// --http), so that the streams' one tail need not read them back from
+// the database: it reads only what others commit. Without a Feed, the
+// tail reads everything.
+type Feed struct{ hub atomic.Pointer[hub] }
+
+// Offer passes committed callback records on; the slice is kept.
+func (f *Feed) Offer(cbs []store.Callback) {
+	if h := f.hub.Load(); h != nil {
+		h.offer(cbs)
+	}
+}
+
+func (h *hub) offer(cbs []store.Callback) {
+	h.inMu.Lock()
+	if h.tailing && len(h.inbox) < maxInbox {
+		h.inbox = append(h.inbox, cbs...)
+	}
+	h.inMu.Unlock()
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
+
+// tail follows the database's callbacks into the ring, in id order, each
+// once: those a runner of this process offered (Feed) as they come, the
+// rest read from the database. A callback's id is given out as it
+// commits (on SQLite, one writer at a time; on PostgreSQL, under the
+// callback-id lock), so once an id is committed, every lower one is
+// committed or never will be: an id missing below one in hand is read
+// from the database, or is a hole.
+func (h *hub) tail(ctx context.Context, last int64) {
+	h.inMu.Lock()
+	h.tailing, h.inbox = true, nil
+	h.inMu.Unlock()
+	defer func() {
+		h.inMu.Lock()
+		h.tailing, h.inbox = false, nil
+		h.inMu.Unlock()
+	}()
+	t := tailer{h: h, last: last, pending: map[int64]store.Callback{}}
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
+	streak := 0
 	for {
-		err := engine.Watch(ctx, h.db, engine.WatchOptions{
-			Follow: true, After: after,
-			OnCallback: func(cb store.Callback) error {
-				var err error
-				if buf, err = engine.CallbackJSON(buf[:0], cb); err != nil {
-					return err
-				}
-				h.add(encodeFrame(cb, buf), taskState(cb))
-				after = cb.ID
-				return nil
-			},
-			// Wake the streams once a catch-up is in: once per commit
-			// or so, not once per event.
-			Flush: func() error {
-				h.mu.Lock()
-				defer h.mu.Unlock()
-				h.publish()
-				return nil
-			},
-			OnTrouble: h.setTrouble,
-		})
+		err := t.pass(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return
+		case err == nil:
+			if streak > 0 {
+				h.setTrouble(nil)
+			}
+			streak = 0
 		case store.Temporary(err):
-			h.setTrouble(err)
+			// The server restarts, or the database is locked: go on
+			// from the last callback once it answers.
+			if streak == 0 {
+				h.setTrouble(err)
+			}
+			wait := min(50*time.Millisecond<<min(streak, 5), time.Second)
+			streak++
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(time.Second):
+			case <-time.After(wait):
 			}
+			continue
 		default:
-			if err == nil {
-				err = errors.New("the watch of the database ended")
-			}
 			h.log.Error("the event streams' watch of the database stopped", "err", err)
 			h.mu.Lock()
 			h.err = err
@@ -175,7 +222,113 @@ func (h *hub) tail(ctx context.Context, after int64) {
 			h.mu.Unlock()
 			return
 		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-h.wake:
+		}
 	}
+}
+
+// tailer is the tail's state between passes.
+type tailer struct {
+	h       *hub
+	last    int64                    // the newest id in the ring
+	pending map[int64]store.Callback // offered, above last
+	// waited is the start of a gap (ids not offered, up to the newest)
+	// that a pass left for the next: its callbacks may be this
+	// process's, on their way.
+	waited int64
+	buf    []byte
+}
+
+// readBack counts the callbacks tails read from the database, for tests.
+var readBack atomic.Int64
+
+// pass takes what was offered, and what the database holds beyond last.
+func (t *tailer) pass(ctx context.Context) error {
+	h := t.h
+	h.inMu.Lock()
+	in := h.inbox
+	h.inbox = nil
+	h.inMu.Unlock()
+	for _, cb := range in {
+		if cb.ID > t.last {
+			t.pending[cb.ID] = cb
+		}
+	}
+	defer func() {
+		h.mu.Lock()
+		h.publish()
+		h.mu.Unlock()
+	}()
+	newest, err := h.db.LastCallbackID(ctx)
+	if err != nil {
+		return err
+	}
+	for t.last < newest {
+		if cb, ok := t.pending[t.last+1]; ok {
+			delete(t.pending, cb.ID)
+			if err := t.put(cb); err != nil {
+				return err
+			}
+			continue
+		}
+		next := newest + 1 // the lowest id offered above last
+		for id := range t.pending {
+			if id > t.last && id < next {
+				next = id
+			}
+		}
+		if next > newest && h.fed && t.waited != t.last+1 {
+			t.waited = t.last + 1
+			return nil // look again once the offers are in
+		}
+		if err := t.read(ctx, next-1); err != nil {
+			return err
+		}
+	}
+	for id := range t.pending {
+		if id <= t.last {
+			delete(t.pending, id) // read from the database first
+		}
+	}
+	return nil
+}
+
+// read puts the database's callbacks after last, up to to, in the ring.
+func (t *tailer) read(ctx context.Context, to int64) error {
+	for t.last < to {
+		cbs, err := t.h.db.CallbacksAfter(ctx, t.last, nil, streamPage)
+		if err != nil {
+			return err
+		}
+		for _, cb := range cbs {
+			if cb.ID > to {
+				break
+			}
+			if err := t.put(cb); err != nil {
+				return err
+			}
+			readBack.Add(1)
+		}
+		if len(cbs) < streamPage || cbs[len(cbs)-1].ID >= to {
+			t.last = to // the rest up to it are holes
+		}
+	}
+	return nil
+}
+
+// put encodes a callback into the ring.
+func (t *tailer) put(cb store.Callback) error {
+	var err error
+	if t.buf, err = engine.CallbackJSON(t.buf[:0], cb); err != nil {
+		return err
+	}
+	t.h.add(encodeFrame(cb, t.buf), taskState(cb))
+	t.last = cb.ID
+	return nil
 }
 
 // setTrouble tells the streams that the database cannot be read for now

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pcd-dev/pcd/engine"
@@ -35,6 +36,9 @@ type Options struct {
 	Metrics http.Handler
 	// Version is pcd's, for the status.
 	Version string
+	// Feed, if set, passes the event streams the callbacks of a runner
+	// in this process, as it commits them.
+	Feed *Feed
 }
 
 // maxBody bounds a request body that is read whole (a job file).
@@ -48,7 +52,11 @@ func Handler(db store.Store, o Options) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &server{db: db, o: o, hub: newHub(db, o.Logger)}
+	s := &server{db: db, o: o, hub: newHub(db, o.Logger), closing: make(chan struct{})}
+	if o.Feed != nil {
+		s.hub.fed = true
+		o.Feed.hub.Store(s.hub)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /{$}", s.dashboard)
@@ -67,13 +75,27 @@ func Handler(db store.Store, o Options) http.Handler {
 	guarded := s.guard(api)
 	mux.Handle("/api/", guarded)
 	mux.Handle("/metrics", guarded)
-	return mux
+	return &handler{Handler: mux, s: s}
 }
+
+// handler is the server's mux, with a way to end its event streams: an
+// http.Server's Shutdown waits for idle connections, which a stream's
+// never is (see Server).
+type handler struct {
+	http.Handler
+	s *server
+}
+
+// closeStreams ends every event stream, now and from now on.
+func (h *handler) closeStreams() { h.s.closeOnce.Do(func() { close(h.s.closing) }) }
 
 type server struct {
 	db  store.Store
 	o   Options
 	hub *hub
+	// closing ends the event streams: the server shuts down.
+	closing   chan struct{}
+	closeOnce sync.Once
 }
 
 type route struct {
@@ -266,8 +288,9 @@ func Loopback(addr string) bool {
 
 // Server is an http.Server with pcd's timeouts and limits: a slow client
 // cannot hold a connection open, and headers are bounded.
+// Its Shutdown ends the event streams of a Handler it serves.
 func Server(addr string, h http.Handler, log *slog.Logger) *http.Server {
-	return &http.Server{
+	srv := &http.Server{
 		Addr:              addr,
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -276,6 +299,10 @@ func Server(addr string, h http.Handler, log *slog.Logger) *http.Server {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	if h, ok := h.(*handler); ok {
+		srv.RegisterOnShutdown(h.closeStreams)
+	}
+	return srv
 }
 
 // intParam reads a query parameter as a whole number in [lo, hi], def
