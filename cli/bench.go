@@ -143,6 +143,7 @@ func runBench(c *cli.Context, env Env) error {
 		{"wal", func() (benchRow, error) { return b.walAfterReader(big / 2) }, nil},
 		{"prune", func() (benchRow, error) { return b.prune(big / 2) }, nil},
 		{"sse-load", nil, func() ([]benchRow, error) { return b.sseLoad(big, 50) }},
+		{"dashboard", nil, func() ([]benchRow, error) { return b.dashboard(big, max(big/100, 1000)) }},
 	}
 	if server := c.String("postgres"); server != "" {
 		p := &pgBench{bench: b, server: server}

@@ -74,19 +74,8 @@ func (b *bench) sseRun(file string, k int, query string) (rate float64, lag time
 	}
 	defer stop(d)
 	base := "http://" + addr
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			return 0, 0, errors.New("the daemon's HTTP server did not start")
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := waitReady(base, 30*time.Second); err != nil {
+		return 0, 0, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

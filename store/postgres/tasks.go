@@ -193,14 +193,22 @@ func (db *DB) TasksInState(ctx context.Context, jobID int64, state store.State, 
 	if limit < 0 {
 		limit = math.MaxInt32
 	}
-	rows, err := db.pool.Query(ctx, `SELECT * FROM (SELECT t.seq, t.uuid, t.kind, t.payload, coalesce(r.attempts, t.attempts), t.interrupts,
+	q := `SELECT * FROM (SELECT t.seq, t.uuid, t.kind, t.payload, coalesce(r.attempts, t.attempts), t.interrupts,
 			CASE WHEN r.state IS NOT NULL THEN r.state WHEN u.started_at IS NOT NULL THEN 'running' ELSE 'pending' END AS state,
 			r.result, CASE WHEN r.state IS NULL THEN t.error ELSE r.error END, r.time_ns, coalesce(r.started_at, u.started_at), r.finished_at
 		FROM tasks t
 		LEFT JOIN results r ON r.job_id = t.job_id AND r.seq = t.seq AND r.seq > $2
 		LEFT JOIN running u ON u.job_id = t.job_id AND u.seq = t.seq AND u.seq > $2
-		WHERE t.job_id = $1 AND t.seq > $2) x WHERE ($3 = '' OR state = $3) ORDER BY seq LIMIT $4`,
-		jobID, afterSeq, string(state), limit)
+		WHERE t.job_id = $1 AND t.seq > $2) x WHERE ($3 = '' OR state = $3) ORDER BY seq LIMIT $4`
+	if state.Final() {
+		// From the results, not every task: the failed of a million
+		// tasks are a few rows of the results_failed index.
+		q = `SELECT t.seq, t.uuid, t.kind, t.payload, coalesce(r.attempts, t.attempts), t.interrupts, r.state,
+				r.result, r.error, r.time_ns, r.started_at, r.finished_at
+			FROM results r JOIN tasks t ON t.job_id = r.job_id AND t.seq = r.seq
+			WHERE r.job_id = $1 AND r.seq > $2 AND r.state = $3 ORDER BY r.seq LIMIT $4`
+	}
+	rows, err := db.pool.Query(ctx, q, jobID, afterSeq, string(state), limit)
 	if err != nil {
 		return nil, fmt.Errorf("tasks of job %d: %w", jobID, classify(err))
 	}

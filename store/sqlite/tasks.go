@@ -135,11 +135,23 @@ func (db *DB) TasksInState(ctx context.Context, jobID int64, state store.State, 
 		LEFT JOIN running u ON u.job_id = t.job_id AND u.seq = t.seq
 		WHERE t.job_id = ? AND t.seq > ?)`
 	args := []any{jobID, afterSeq}
-	if state != "" {
+	switch {
+	case state.Final():
+		// From the results, not every task: the failed of a million
+		// tasks are a few rows of the results_failed index.
+		q = `SELECT t.seq, t.uuid, t.kind, t.payload, coalesce(r.attempts, t.attempts), t.interrupts, r.state,
+				r.result, r.error, r.time_ns, r.started_at, r.finished_at
+			FROM results r JOIN tasks t ON t.job_id = r.job_id AND t.seq = r.seq
+			WHERE r.job_id = ? AND r.seq > ? AND r.state = ? ORDER BY r.seq LIMIT ?`
+		args = append(args, string(state))
+	case state != "":
 		q += " WHERE state = ?"
 		args = append(args, string(state))
 	}
-	rows, err := db.rc.QueryContext(ctx, q+" ORDER BY seq LIMIT ?", append(args, limit)...)
+	if !state.Final() {
+		q += " ORDER BY seq LIMIT ?"
+	}
+	rows, err := db.rc.QueryContext(ctx, q, append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("tasks of job %d: %w", jobID, err)
 	}

@@ -41,6 +41,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RunnableJobsFollowControl", runnableJobsFollowControl},
 		{"ThroughputAddsUp", throughputAddsUp},
 		{"ListJobsFilters", listJobsFilters},
+		{"TasksInStatePages", tasksInStatePages},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -685,6 +686,57 @@ func listJobsFilters(t *testing.T, s store.Store) {
 	} {
 		if got := list(c.f); got != c.want {
 			t.Errorf("ListJobs(%+v) = %q, want %q", c.f, got, c.want)
+		}
+	}
+}
+
+// tasksInStatePages: a job's tasks in one state, a page at a time, with
+// the state and error of each, the same whether the state is final (read
+// from the results) or not.
+func tasksInStatePages(t *testing.T, s store.Store) {
+	j := newJob(t, s, 7)
+	other := newJob(t, s, 3)
+	fail := func(seq int64) store.Result {
+		r := result(seq, store.Failed)
+		r.Error = fmt.Sprintf("task %d broke", seq)
+		return r
+	}
+	complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{result(1, store.Succeeded), fail(2), result(3, store.Succeeded), fail(5), fail(6)}})
+	complete(t, s, store.Batch{JobID: other.ID, Results: []store.Result{fail(1)}})
+	seqs := func(state store.State, after int64, limit int) string {
+		t.Helper()
+		rows, err := s.TasksInState(ctx, j.ID, state, after, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range rows {
+			if state != "" && r.State != state {
+				t.Errorf("TasksInState(%q): task %d is %s", state, r.Seq, r.State)
+			}
+			if r.State == store.Failed && r.Error != fmt.Sprintf("task %d broke", r.Seq) {
+				t.Errorf("task %d: error %q", r.Seq, r.Error)
+			}
+			out = append(out, fmt.Sprint(r.Seq))
+		}
+		return strings.Join(out, " ")
+	}
+	for _, c := range []struct {
+		state store.State
+		after int64
+		limit int
+		want  string
+	}{
+		{store.Failed, 0, 10, "2 5 6"},
+		{store.Failed, 2, 1, "5"},
+		{store.Failed, 6, 10, ""},
+		{store.Succeeded, 0, 10, "1 3"},
+		{store.Pending, 0, 10, "4 7"},
+		{"", 4, 2, "5 6"},
+		{store.Cancelled, 0, 10, ""},
+	} {
+		if got := seqs(c.state, c.after, c.limit); got != c.want {
+			t.Errorf("TasksInState(%q, after %d, limit %d) = %q, want %q", c.state, c.after, c.limit, got, c.want)
 		}
 	}
 }

@@ -6,3 +6,7 @@ CREATE TABLE throughput (
     succeeded bigint NOT NULL DEFAULT 0,
     failed    bigint NOT NULL DEFAULT 0      -- failed or cancelled
 );
+
+-- The failed tasks of a job, first on its page, without reading every
+-- task: only failures write to it.
+CREATE INDEX results_failed ON results (job_id, seq) WHERE state = 'failed';
