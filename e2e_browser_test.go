@@ -3,6 +3,7 @@ package main_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,91 +24,15 @@ import (
 // screenshots of the overview and of a job page (PCD_SCREENSHOTS=DIR
 // keeps them; the README shows them).
 func TestDashboardInABrowser(t *testing.T) {
-	browser := ""
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			browser = p
-			break
-		}
-	}
-	if browser == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("no Chromium: .ci/run installs Debian's chromium package")
-		}
-		t.Skip("no Chromium")
-	}
 	db := filepath.Join(t.TempDir(), "pcd.db")
 	d := controlDaemon(t, db, "--http", "127.0.0.1:0", "--max-jobs", "4")
 	defer stopDaemon(t, d)
-	m := regexp.MustCompile(`http api listening addr=(\S+)`).FindStringSubmatch(d.stderr.String())
-	if m == nil {
-		t.Fatalf("no address: %s", d.stderr)
-	}
-	base := "http://" + m[1]
-
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(browser), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900),
-	}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	ctx, cancelCtx := chromedp.NewContext(allocCtx)
-	defer cancelCtx()
-	ctx, cancelTimeout := context.WithTimeout(ctx, 3*time.Minute)
-	defer cancelTimeout()
-	// Confirm every dialog: the buttons ask before they change anything.
-	dialogs := chromedp.Events(ctx, page.JavascriptDialogOpening)
-	go func() {
-		for _, err := range dialogs {
-			if err != nil {
-				return
-			}
-			chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
-		}
-	}()
-	shots := os.Getenv("PCD_SCREENSHOTS")
-	if shots == "" {
-		shots = t.TempDir()
-	}
-	// The test drives the page by JavaScript: eval returns an
-	// expression's value; waitFor polls one until it is true.
-	eval := func(js string) any {
-		t.Helper()
-		v, err := chromedp.Run(ctx, chromedp.Evaluate[any](js))
-		if err != nil {
-			t.Fatalf("%s: %v", js, err)
-		}
-		return v
-	}
-	waitFor := func(what, js string) {
-		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for eval("!!("+js+")") != true {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not so after 60 s (%s)", what, js)
-			}
-			time.Sleep(30 * time.Millisecond)
-		}
-	}
-	screenshot := func(name string) {
-		t.Helper()
-		shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatalf("screenshot: %v", err)
-		}
-		if err := os.MkdirAll(shots, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(shots, name), shot, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	base := httpBase(t, d)
+	b := openBrowser(t)
+	eval, waitFor, screenshot := b.eval, b.waitFor, b.screenshot
 
 	// Open the dashboard first, then submit: the page sees the job live.
-	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/#/jobs")); err != nil {
-		t.Fatalf("open the dashboard: %v", err)
-	}
+	b.open(base + "/#/jobs")
 	waitFor("the jobs page", `document.getElementById("jobs")`)
 	eval(`window.__noReload = 1`)
 	id := postJob(t, base, `{"name": "thumbnails", "workers": 2, "tasks": [`+
@@ -170,6 +95,111 @@ func TestDashboardInABrowser(t *testing.T) {
 	screenshot("overview.png")
 }
 
+// httpBase is the address a daemon's HTTP server listens on.
+func httpBase(t *testing.T, d *proc) string {
+	t.Helper()
+	m := regexp.MustCompile(`http api listening addr=(\S+)`).FindStringSubmatch(d.stderr.String())
+	if m == nil {
+		t.Fatalf("no address: %s", d.stderr)
+	}
+	return "http://" + m[1]
+}
+
+// browser is headless Chromium, driven by JavaScript: eval returns an
+// expression's value; waitFor polls one until it is true.
+type browser struct {
+	t   *testing.T
+	ctx context.Context
+}
+
+// openBrowser starts Chromium with a fresh profile, as .ci/run's brief
+// says, and confirms every dialog: the buttons ask before they change
+// anything. No Chromium fails under CI and skips elsewhere.
+func openBrowser(t *testing.T) *browser {
+	t.Helper()
+	path := ""
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			path = p
+			break
+		}
+	}
+	if path == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("no Chromium: .ci/run installs Debian's chromium package")
+		}
+		t.Skip("no Chromium")
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900),
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	ctx, cancelCtx := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancelCtx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 3*time.Minute)
+	t.Cleanup(cancelTimeout)
+	dialogs := chromedp.Events(ctx, page.JavascriptDialogOpening)
+	go func() {
+		for _, err := range dialogs {
+			if err != nil {
+				return
+			}
+			chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
+		}
+	}()
+	return &browser{t: t, ctx: ctx}
+}
+
+func (b *browser) eval(js string) any {
+	b.t.Helper()
+	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[any](js))
+	if err != nil {
+		b.t.Fatalf("%s: %v", js, err)
+	}
+	return v
+}
+
+func (b *browser) waitFor(what, js string) {
+	b.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for b.eval("!!("+js+")") != true {
+		if time.Now().After(deadline) {
+			b.t.Fatalf("%s: not so after 60 s (%s)", what, js)
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+}
+
+// screenshot saves the page as name in PCD_SCREENSHOTS (the README's
+// images), or a temporary directory.
+func (b *browser) screenshot(name string) {
+	b.t.Helper()
+	dir := os.Getenv("PCD_SCREENSHOTS")
+	if dir == "" {
+		dir = b.t.TempDir()
+	}
+	shot, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Fatalf("screenshot: %v", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), shot, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+func (b *browser) open(url string) {
+	b.t.Helper()
+	if err := chromedp.Do(b.ctx, chromedp.Navigate(url)); err != nil {
+		b.t.Fatalf("open %s: %v", url, err)
+	}
+}
+
 func postJob(t *testing.T, base, body string) string {
 	t.Helper()
 	resp, err := http.Post(base+"/api/v1/jobs", "application/json", strings.NewReader(body))
@@ -196,5 +226,87 @@ func getJSON(t *testing.T, url string, v any) {
 	defer resp.Body.Close()
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDashboardAsksForTheToken: a daemon with a token. The dashboard asks
+// for it, asks again when it is wrong, and keeps it for the session (a
+// reload does not ask). The jobs page shows 100 jobs and pages to the
+// rest; the name filter is the server's, case folded; the overview's
+// chart counts the tasks the daemon ran, from the server's counts.
+func TestDashboardAsksForTheToken(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	const token = "s3cret-token-for-the-dashboard"
+	d := controlDaemon(t, db, "--http", "127.0.0.1:0", "--http-token", token, "--max-jobs", "8")
+	defer stopDaemon(t, d)
+	base := httpBase(t, d)
+	call := func(method, path, body string, v any) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if v != nil {
+			json.NewDecoder(resp.Body).Decode(v)
+		}
+		return resp.StatusCode
+	}
+	for i := range 130 {
+		name := fmt.Sprintf("beta-%d", i)
+		if i%13 == 0 {
+			name = fmt.Sprintf("alpha-%d", i)
+		}
+		if code := call("POST", "/api/v1/jobs", `{"name": "`+name+`", "tasks": [{"kind": "noop"}]}`, nil); code != 201 {
+			t.Fatalf("submit %d: %d", i, code)
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var st struct {
+			Jobs map[string]int `json:"jobs"`
+		}
+		call("GET", "/api/v1/status", "", &st)
+		if st.Jobs["succeeded"] == 130 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jobs after 60 s: %v", st.Jobs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	b := openBrowser(t)
+	b.open(base + "/#/jobs")
+	b.waitFor("the token dialog", `document.getElementById("token-dialog").open`)
+	b.eval(`document.getElementById("token-input").value = "wrong"; document.getElementById("token-form").requestSubmit()`)
+	b.waitFor("the dialog, again, for a wrong token", `sessionStorage.getItem("pcd-token") === "wrong" && document.getElementById("token-dialog").open`)
+	b.eval(`document.getElementById("token-input").value = "` + token + `"; document.getElementById("token-form").requestSubmit()`)
+	b.waitFor("the newest 100 jobs", `document.querySelectorAll("#jobs tr[data-job]").length === 100`)
+	if b.eval(`sessionStorage.getItem("pcd-token")`) != token {
+		t.Errorf("the token is not kept in the session")
+	}
+	b.waitFor("the older jobs' button", `!document.getElementById("more-jobs").hidden`)
+	b.eval(`document.getElementById("more-jobs").click()`)
+	b.waitFor("all 130 jobs", `document.querySelectorAll("#jobs tr[data-job]").length === 130 && document.getElementById("more-jobs").hidden`)
+
+	// A reload keeps the token; the name filter is the server's.
+	b.open(base + "/?again#/jobs?name=ALPHA")
+	b.waitFor("the 10 alpha jobs", `document.querySelectorAll("#jobs tr[data-job]").length === 10`)
+	if open := b.eval(`document.getElementById("token-dialog").open`); open != false {
+		t.Errorf("the dialog asked again after a reload")
+	}
+	names := b.eval(`[...document.querySelectorAll("#jobs tr[data-job] td:nth-child(2)")].map((td) => td.textContent).join(" ")`).(string)
+	if strings.Count(names, "alpha-") != 10 || strings.Contains(names, "beta") {
+		t.Errorf("jobs by name ALPHA: %s", names)
+	}
+
+	// The chart: the server's counts hold the daemon's 130 tasks.
+	b.eval(`location.hash = "#/"`)
+	b.waitFor("130 tasks in the chart", `(document.getElementById("throughput-note") || {textContent: ""}).textContent.startsWith("(130 tasks, peak ")`)
+	if up := b.eval(`document.getElementById("daemons-card").textContent`).(string); !strings.Contains(up, "up since") {
+		t.Errorf("the daemons card: %q", up)
 	}
 }

@@ -137,6 +137,16 @@ function drawChart(canvas, series) {
     ctx.fillStyle = style.getPropertyValue("--bad");
     ctx.fillRect(x, h - ok - bad, bw, bad);
   });
+  // The time axis: the hour's start, its middle, and now.
+  ctx.fillStyle = style.getPropertyValue("--muted");
+  ctx.font = (11 * devicePixelRatio) + "px system-ui, sans-serif";
+  ctx.textBaseline = "top";
+  ctx.textAlign = "left";
+  ctx.fillText("60 min ago", 4, 4);
+  ctx.textAlign = "center";
+  ctx.fillText("30 min ago", w / 2, 4);
+  ctx.textAlign = "right";
+  ctx.fillText("now", w - 4, 4);
   return { peak: max, total: total };
 }
 
