@@ -60,7 +60,9 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sample := r.URL.Query().Get("sample") == "true"
-	if err := s.hub.join(r.Context()); err != nil {
+	// The thin ring holds every job event and the sampled task events.
+	thin := sample || event == store.EventJob
+	if err := s.hub.join(r.Context(), thin); err != nil {
 		if errors.Is(err, errTooManyStreams) {
 			w.Header().Set("Retry-After", "5")
 			s.fail(w, r, apiError{http.StatusServiceUnavailable, "try_again", 75, err.Error()})
@@ -69,14 +71,14 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, err)
 		return
 	}
-	defer s.hub.leave()
+	defer s.hub.leave(thin)
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	out := bufio.NewWriterSize(w, 32<<10)
-	st := &stream{s: s, out: out, cursor: after, ids: ids, only: only, follow: follow, event: event, sample: sample,
+	st := &stream{s: s, out: out, cursor: after, ids: ids, only: only, follow: follow, event: event, sample: sample, thin: thin,
 		flush: func() error {
 			if err := out.Flush(); err != nil {
 				return err
@@ -112,6 +114,7 @@ type stream struct {
 	event  string // "task" or "job": only those; "": both
 	// sample thins a job's successful tasks to one per sampleEvery.
 	sample bool
+	thin   bool // the stream reads the hub's thin ring
 	// trouble is the database trouble last told to the client.
 	trouble string
 	buf     []byte
@@ -139,7 +142,7 @@ func (st *stream) run(ctx context.Context) error {
 				end = last
 			}
 		}
-		v := st.s.hub.read(st.cursor, streamPage)
+		v := st.s.hub.read(st.cursor, st.thin, streamPage)
 		if v.err != nil {
 			return v.err
 		}
@@ -166,6 +169,11 @@ func (st *stream) run(ctx context.Context) error {
 				sent = true
 			}
 			st.cursor = f.id
+		}
+		if len(v.frames) < streamPage {
+			// The ring holds every frame of its kind up to v.last, and
+			// the stream has them all.
+			st.cursor = max(st.cursor, v.last)
 		}
 		if sent || st.out.Buffered() > 0 {
 			if err := st.flush(); err != nil {
@@ -212,7 +220,7 @@ func (st *stream) backfill(ctx context.Context, gap int64) error {
 			if st.buf, err = engine.CallbackJSON(st.buf[:0], cb); err != nil {
 				return err
 			}
-			if _, err := st.out.Write(encodeFrame(cb, st.buf).data); err != nil {
+			if _, err := st.out.Write(encodeFrame(cb, st.buf)); err != nil {
 				return err
 			}
 		}

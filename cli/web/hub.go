@@ -40,16 +40,16 @@ var errTooManyStreams = errors.New("too many event streams are open; try again l
 type hub struct {
 	db  store.Store
 	log *slog.Logger
-	// maxEvents and maxBytes bound the ring: ringEvents and ringBytes.
+	// maxEvents and maxBytes bound each ring: ringEvents and ringBytes.
 	maxEvents, maxBytes int
 
 	mu sync.Mutex
-	// frames are the newest events, oldest first: every callback with an
-	// id in (base, last] is among them.
-	frames []frame
-	bytes  int
-	base   int64
-	last   int64
+	// all holds every event, while a stream that reads every event is
+	// open; thin holds the sampled ones (see frame.sampled), which are
+	// what the dashboard's streams, and those of job events only, read.
+	// A ring nobody reads is kept empty, and its frames not encoded.
+	all, thin ring
+	last      int64 // the newest id the tail has put
 	// changed is closed, and replaced, when frames grow or the tail's
 	// trouble changes.
 	changed chan struct{}
@@ -91,8 +91,9 @@ func newHub(db store.Store, log *slog.Logger) *hub {
 	return &hub{db: db, log: log, maxEvents: ringEvents, maxBytes: ringBytes, changed: make(chan struct{}), wake: make(chan struct{}, 1)}
 }
 
-// join counts a stream in, and starts the tail for the first one.
-func (h *hub) join(ctx context.Context) error {
+// join counts a stream in, reading the thin ring or all, and starts the
+// tail for the first one.
+func (h *hub) join(ctx context.Context, thin bool) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.streams >= maxStreams {
@@ -105,7 +106,8 @@ func (h *hub) join(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		h.frames, h.bytes, h.base, h.last, h.err, h.trouble = nil, 0, last, last, nil, ""
+		h.all, h.thin = ring{base: last}, ring{base: last}
+		h.last, h.err, h.trouble = last, nil, ""
 		tailCtx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() {
@@ -118,22 +120,30 @@ func (h *hub) join(ctx context.Context) error {
 		}
 	}
 	h.streams++
+	h.ringOf(thin).readers++
 	return nil
 }
 
 // leave counts a stream out; the last one out stops the tail.
-func (h *hub) leave() {
+func (h *hub) leave(thin bool) {
 	h.mu.Lock()
 	h.streams--
+	h.ringOf(thin).readers--
 	var stop func()
 	if h.streams == 0 {
 		stop, h.stop = h.stop, nil
-		h.frames, h.bytes = nil, 0
 	}
 	h.mu.Unlock()
 	if stop != nil {
 		stop()
 	}
+}
+
+func (h *hub) ringOf(thin bool) *ring {
+	if thin {
+		return &h.thin
+	}
+	return &h.all
 }
 
 // pollEvery is how often the tail looks for callbacks committed by
@@ -320,15 +330,10 @@ func (t *tailer) read(ctx context.Context, to int64) error {
 	return nil
 }
 
-// put encodes a callback into the ring.
+// put puts a callback in the rings that are read.
 func (t *tailer) put(cb store.Callback) error {
-	var err error
-	if t.buf, err = engine.CallbackJSON(t.buf[:0], cb); err != nil {
-		return err
-	}
-	t.h.add(encodeFrame(cb, t.buf), taskState(cb))
 	t.last = cb.ID
-	return nil
+	return t.h.put(cb, &t.buf)
 }
 
 // setTrouble tells the streams that the database cannot be read for now
@@ -343,7 +348,8 @@ func (h *hub) setTrouble(err error) {
 	h.broadcast()
 }
 
-func encodeFrame(cb store.Callback, data []byte) frame {
+// encodeFrame is a callback's SSE event, whole; data is its JSON.
+func encodeFrame(cb store.Callback, data []byte) []byte {
 	b := make([]byte, 0, len(data)+64)
 	b = append(b, "id: "...)
 	b = strconv.AppendInt(b, cb.ID, 10)
@@ -352,40 +358,96 @@ func encodeFrame(cb store.Callback, data []byte) frame {
 	b = append(b, "\ndata: "...)
 	b = append(b, data...)
 	b = append(b, "\n\n"...)
-	return frame{id: cb.ID, job: cb.JobID, event: cb.Event, data: b}
+	return b
 }
 
-// add puts a frame in the ring, dropping the oldest beyond its bounds.
-// state is a task event's state.
-func (h *hub) add(f frame, state store.State) {
+// put encodes a callback as a frame, once, and adds it to the rings
+// that have readers; buf is scratch space.
+func (h *hub) put(cb store.Callback, buf *[]byte) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	f.sampled = f.event != store.EventTask || state != store.Succeeded
-	if !f.sampled {
-		if w := time.Now().UnixNano() / int64(sampleEvery); w != h.window || h.sampledIn == nil {
-			h.window, h.sampledIn = w, map[int64]bool{}
+	h.last = cb.ID
+	f := frame{id: cb.ID, job: cb.JobID, event: cb.Event, sampled: h.sample(cb)}
+	encode := func() error {
+		if f.data != nil {
+			return nil
 		}
-		if !h.sampledIn[f.job] {
-			h.sampledIn[f.job], f.sampled = true, true
+		var err error
+		if *buf, err = engine.CallbackJSON((*buf)[:0], cb); err != nil {
+			return err
 		}
+		f.data = encodeFrame(cb, *buf)
+		return nil
 	}
-	h.frames = append(h.frames, f)
-	h.bytes += len(f.data)
-	h.last = f.id
+	if h.all.readers > 0 {
+		if err := encode(); err != nil {
+			return err
+		}
+		h.all.add(f, h.maxEvents, h.maxBytes)
+	} else {
+		h.all.skip(f.id)
+	}
+	if f.sampled && h.thin.readers > 0 {
+		if err := encode(); err != nil {
+			return err
+		}
+		h.thin.add(f, h.maxEvents, h.maxBytes)
+	} else if h.thin.readers == 0 {
+		h.thin.skip(f.id)
+	}
+	if h.unpublished++; h.unpublished >= streamPage {
+		h.publish() // a long catch-up: let the streams start on it
+	}
+	return nil
+}
+
+// sample says whether a stream that samples sends cb: every job event,
+// every task that did not succeed, and of a job's successes the first in
+// each sampleEvery. h.mu is held.
+func (h *hub) sample(cb store.Callback) bool {
+	if cb.Event != store.EventTask || taskState(cb) != store.Succeeded {
+		return true
+	}
+	if w := time.Now().UnixNano() / int64(sampleEvery); w != h.window || h.sampledIn == nil {
+		h.window, h.sampledIn = w, map[int64]bool{}
+	}
+	if h.sampledIn[cb.JobID] {
+		return false
+	}
+	h.sampledIn[cb.JobID] = true
+	return true
+}
+
+// ring is the newest frames of one kind, oldest first: every frame of
+// its kind with an id in (base, the hub's last] is among them.
+type ring struct {
+	frames  []frame
+	bytes   int
+	base    int64
+	readers int
+}
+
+// add adds a frame, dropping the oldest beyond the bounds.
+func (r *ring) add(f frame, maxEvents, maxBytes int) {
+	r.frames = append(r.frames, f)
+	r.bytes += len(f.data)
 	drop := 0
-	for len(h.frames)-drop > h.maxEvents || (h.bytes > h.maxBytes && len(h.frames)-drop > 1) {
-		h.bytes -= len(h.frames[drop].data)
-		h.base = h.frames[drop].id
+	for len(r.frames)-drop > maxEvents || (r.bytes > maxBytes && len(r.frames)-drop > 1) {
+		r.bytes -= len(r.frames[drop].data)
+		r.base = r.frames[drop].id
 		drop++
 	}
 	if drop > 0 {
 		// Not cleared: streams may read the frames still (read hands out
 		// the ring's own slice). The array goes when append outgrows it.
-		h.frames = h.frames[drop:]
+		r.frames = r.frames[drop:]
 	}
-	if h.unpublished++; h.unpublished >= streamPage {
-		h.publish() // a long catch-up: let the streams start on it
-	}
+}
+
+// skip moves a ring nobody reads past id: a reader that comes reads
+// what is before from the database.
+func (r *ring) skip(id int64) {
+	r.frames, r.bytes, r.base = nil, 0, id
 }
 
 // publish wakes the streams to the frames added since the last time;
@@ -437,29 +499,30 @@ type view struct {
 	err     error
 }
 
-// read returns what a stream at cursor may send, and a channel that
-// closes when there is more.
-func (h *hub) read(cursor int64, page int) view {
+// read returns what a stream at cursor, of the thin ring or all, may
+// send, and a channel that closes when there is more.
+func (h *hub) read(cursor int64, thin bool, page int) view {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	r := h.ringOf(thin)
 	v := view{last: h.last, changed: h.changed, trouble: h.trouble, err: h.err}
-	if cursor < h.base {
-		v.gap = h.base
+	if cursor < r.base {
+		v.gap = r.base
 		return v
 	}
 	// The ring is in id order: find the first frame after the cursor.
-	lo, hi := 0, len(h.frames)
+	lo, hi := 0, len(r.frames)
 	for lo < hi {
 		mid := (lo + hi) / 2
-		if h.frames[mid].id <= cursor {
+		if r.frames[mid].id <= cursor {
 			lo = mid + 1
 		} else {
 			hi = mid
 		}
 	}
-	n := min(len(h.frames)-lo, page)
+	n := min(len(r.frames)-lo, page)
 	// The frames are never changed once added: the stream may read them
 	// outside the lock. The slice is capped, so no append can reach them.
-	v.frames = h.frames[lo : lo+n : lo+n]
+	v.frames = r.frames[lo : lo+n : lo+n]
 	return v
 }
