@@ -74,6 +74,13 @@ func TestDashboardInABrowser(t *testing.T) {
 		t.Errorf("the failed task's error: %q", errText)
 	}
 
+	// The tasks filtered by state: the failed one alone, then the 12
+	// that succeeded.
+	eval(`document.getElementById("task-state-filter").value = "failed"; document.getElementById("task-state-filter").dispatchEvent(new Event("change"))`)
+	waitFor("the failed tasks alone", `location.hash.endsWith("?state=failed") && document.querySelectorAll("#tasks tr[data-task]").length === 1 && document.querySelector('#tasks tr[data-task="13"]')`)
+	eval(`location.hash = "#/jobs/` + id + `?state=succeeded"`)
+	waitFor("the 12 that succeeded", `document.querySelectorAll('#tasks tr[data-state="succeeded"]').length === 12 && document.querySelectorAll("#tasks tr[data-task]").length === 12`)
+
 	// Cancel a running job with its button.
 	long := postJob(t, base, `{"name": "long", "tasks": [{"kind": "exec", "payload": {"argv": ["sleep", "60"]}}, {"kind": "exec", "payload": {"argv": ["sleep", "60"]}}]}`)
 	eval(`location.hash = "#/jobs/` + long + `"`)

@@ -309,6 +309,11 @@ func TestJobsPages(t *testing.T) {
 	if strings.Join(got, " ") != "Backup-5 Backup-3 Backup-1" || r.body["next_before"] != nil {
 		t.Errorf("jobs?name=BACKUP: %s", r.raw)
 	}
+	for _, bad := range []string{"/api/v1/throughput?minutes=0", "/api/v1/throughput?minutes=10081", "/api/v1/jobs?limit=0"} {
+		if r := call(t, srv, "GET", bad, ""); r.status != 400 || r.body["exit_code"] != 2.0 {
+			t.Errorf("%s: %d %s, want 400 with exit code 2", bad, r.status, r.raw)
+		}
+	}
 	if r := call(t, srv, "GET", "/api/v1/jobs?before=-1", ""); r.status != 400 {
 		t.Errorf("before=-1: %d %s, want 400", r.status, r.raw)
 	}

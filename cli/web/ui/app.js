@@ -311,7 +311,8 @@ function liveJobs(find, refresh) {
 // maxFailedShown bounds the failed tasks a job's page lists first.
 const maxFailedShown = 1000;
 
-async function jobPage(id) {
+async function jobPage(id, params) {
+  const state = params.get("state") || "";
   let job = await api("/api/v1/jobs/" + encodeURIComponent(id));
   const head = el("div", { id: "job-head" });
   const actions = el("div", { class: "filters" });
@@ -363,20 +364,27 @@ async function jobPage(id) {
       r && r.stderr ? el("pre", { class: "output", id: "task-stderr" }, r.stderr) : null);
     output.scrollIntoView();
   };
-  // Failed tasks first, then the rest in order, a page at a time.
-  const failed = await api("/api/v1/jobs/" + job.job_id + "/tasks?state=failed&limit=" + maxFailedShown);
+  // Failed tasks first, then the rest in order, a page at a time; or,
+  // filtered by a state, those in it.
+  const failed = state ? { tasks: [] } : await api("/api/v1/jobs/" + job.job_id + "/tasks?state=failed&limit=" + maxFailedShown);
   failed.tasks.forEach(addTask);
   let after = 0;
   const more = el("button", { id: "more-tasks" }, "more tasks");
+  const stateSel = el("select", { id: "task-state-filter" }, ...["", "pending", "running", "succeeded", "failed", "cancelled"].map((s) => {
+    const o = el("option", { value: s }, s || "any state");
+    if (s === state) o.selected = true;
+    return o;
+  }));
+  stateSel.addEventListener("change", () => { location.hash = "#/jobs/" + job.job_id + (stateSel.value ? "?state=" + stateSel.value : ""); });
   const page = async () => {
-    const p = await api("/api/v1/jobs/" + job.job_id + "/tasks?limit=200&after=" + after);
+    const p = await api("/api/v1/jobs/" + job.job_id + "/tasks?limit=200&after=" + after + (state ? "&state=" + state : ""));
     p.tasks.forEach(addTask);
     after = p.next_after || 0;
     more.hidden = !p.next_after;
   };
   more.addEventListener("click", page);
   await page();
-  main.replaceChildren(head, actions, output, el("h2", {}, "Tasks"), table, more);
+  main.replaceChildren(head, actions, output, el("h2", {}, "Tasks"), el("div", { class: "filters" }, stateSel), table, more);
   const stopLive = liveJobs((jid) => (jid === job.job_id ? head : null), (_, j) => { job = j; fillHead(); });
   // A job that starts, or waits, sends no event, and the stream brings a
   // sample of the successes: every 2 s, read the job, and the page of
@@ -403,7 +411,7 @@ async function jobPage(id) {
   const onTask = (ev) => {
     if (ev.job_id !== job.job_id || ev.event !== "task") return;
     if (!rows.has(ev.number)) {
-      if (ev.state !== "failed" || failedShown >= maxFailedShown) return;
+      if (state || ev.state !== "failed" || failedShown >= maxFailedShown) return;
       failedShown++;
     }
     addTask({ number: ev.number, state: ev.state, attempts: ev.attempts, time_secs: ev.time_secs, result: ev.result, error: ev.error });
@@ -420,7 +428,7 @@ async function route() {
   try {
     if (path === "/" || path === "") stopPage = await overview();
     else if (path === "/jobs") stopPage = await jobsPage(params);
-    else if (path.startsWith("/jobs/")) stopPage = await jobPage(decodeURIComponent(path.slice(6)));
+    else if (path.startsWith("/jobs/")) stopPage = await jobPage(decodeURIComponent(path.slice(6)), params);
     else main.replaceChildren(el("p", {}, "No such page."));
   } catch (e) {
     main.replaceChildren(el("p", { class: "error" }, e.message));
