@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -350,5 +353,52 @@ func TestFeedAndDatabaseMeet(t *testing.T) {
 	// when a look at the database comes between a commit and its offer.
 	if n := readBack.Load() - before; n < 51 || n > 51+300 {
 		t.Errorf("%d callbacks read back from the database, want the cancel's 51 and few of the runner's", n)
+	}
+}
+
+// TestStreamsAreBoundedAndEndOnShutdown: past the bound, a stream is
+// refused with 503 and Retry-After; a server's Shutdown ends its streams
+// at once (a stream is never idle, and Shutdown waits for idle
+// connections).
+func TestStreamsAreBoundedAndEndOnShutdown(t *testing.T) {
+	_, db := newServer(t, "")
+	h := Handler(db, Options{})
+	h.(*handler).s.hub.maxStreams = 2
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := Server(ln.Addr().String(), h, slog.New(slog.DiscardHandler))
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	url := "http://" + ln.Addr().String() + "/api/v1/events"
+	a, b := openStream(t, url, 0), openStream(t, url, 0)
+	defer a.Body.Close()
+	defer b.Body.Close()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), `"exit_code": 75`) {
+		t.Errorf("a third stream: %d, Retry-After %q, %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown with two streams open: %v after %v", err, time.Since(start))
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("shutdown took %v", took)
+	}
+	for _, r := range []*http.Response{a, b} {
+		if _, err := io.ReadAll(r.Body); err != nil {
+			t.Errorf("a stream did not end cleanly: %v", err)
+		}
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("serve: %v", err)
 	}
 }

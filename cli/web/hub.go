@@ -40,8 +40,9 @@ var errTooManyStreams = errors.New("too many event streams are open; try again l
 type hub struct {
 	db  store.Store
 	log *slog.Logger
-	// maxEvents and maxBytes bound each ring: ringEvents and ringBytes.
-	maxEvents, maxBytes int
+	// maxEvents and maxBytes bound each ring: ringEvents and ringBytes;
+	// maxStreams the streams.
+	maxEvents, maxBytes, maxStreams int
 
 	mu sync.Mutex
 	// all holds every event, while a stream that reads every event is
@@ -88,7 +89,7 @@ type frame struct {
 const sampleEvery = 250 * time.Millisecond
 
 func newHub(db store.Store, log *slog.Logger) *hub {
-	return &hub{db: db, log: log, maxEvents: ringEvents, maxBytes: ringBytes, changed: make(chan struct{}), wake: make(chan struct{}, 1)}
+	return &hub{db: db, log: log, maxEvents: ringEvents, maxBytes: ringBytes, maxStreams: maxStreams, changed: make(chan struct{}), wake: make(chan struct{}, 1)}
 }
 
 // join counts a stream in, reading the thin ring or all, and starts the
@@ -96,7 +97,7 @@ func newHub(db store.Store, log *slog.Logger) *hub {
 func (h *hub) join(ctx context.Context, thin bool) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.streams >= maxStreams {
+	if h.streams >= h.maxStreams {
 		return errTooManyStreams
 	}
 	if h.streams == 0 {
