@@ -552,11 +552,7 @@ func runnableJobsFollowControl(t *testing.T, s store.Store) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out []string
-		for _, j := range jobs {
-			out = append(out, j.Name)
-		}
-		return strings.Join(out, " ")
+		return jobNames(jobs)
 	}
 	if got := names(store.RunnableQuery{Limit: 10, Now: now}); got != "urgent old" {
 		t.Errorf("runnable: %q, want the urgent job first, the later one and the waiting ones left out", got)
@@ -666,11 +662,7 @@ func listJobsFilters(t *testing.T, s store.Store) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out []string
-		for _, j := range jobs {
-			out = append(out, j.Name)
-		}
-		return strings.Join(out, " ")
+		return jobNames(jobs)
 	}
 	for _, c := range []struct {
 		f    store.JobFilter
@@ -739,4 +731,13 @@ func tasksInStatePages(t *testing.T, s store.Store) {
 			t.Errorf("TasksInState(%q, after %d, limit %d) = %q, want %q", c.state, c.after, c.limit, got, c.want)
 		}
 	}
+}
+
+// jobNames is the jobs' names, in order, joined by spaces.
+func jobNames(jobs []store.Job) string {
+	out := make([]string, len(jobs))
+	for i, j := range jobs {
+		out[i] = j.Name
+	}
+	return strings.Join(out, " ")
 }
