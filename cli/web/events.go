@@ -18,6 +18,10 @@ import (
 // proxies and clients see it alive.
 const keepAlive = 15 * time.Second
 
+// writeWait is how long a stream waits for a client to take what it
+// writes before it lets the client go.
+var writeWait = time.Minute
+
 // streamPage is how many events a stream takes at a time, from the ring
 // or the database.
 const streamPage = 1000
@@ -83,7 +87,14 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 			if err := out.Flush(); err != nil {
 				return err
 			}
-			return rc.Flush()
+			if err := rc.Flush(); err != nil {
+				return err
+			}
+			// A client that stops reading is let go: the writes until
+			// the next flush (at most keepAlive away) must be taken
+			// within writeWait.
+			_ = rc.SetWriteDeadline(time.Now().Add(writeWait))
+			return nil
 		}}
 	// The server's Shutdown ends the stream (Server).
 	ctx, cancel := context.WithCancel(r.Context())

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -400,5 +402,44 @@ func TestStreamsAreBoundedAndEndOnShutdown(t *testing.T) {
 	}
 	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 		t.Errorf("serve: %v", err)
+	}
+}
+
+// TestStreamLetsAStalledClientGo: a client that stops reading, while
+// events flow, is let go once a write waits writeWait: its stream ends,
+// and its slot is free.
+func TestStreamLetsAStalledClientGo(t *testing.T) {
+	defer func(w time.Duration) { writeWait = w }(writeWait)
+	writeWait = 300 * time.Millisecond
+	srv, db := newServer(t, "")
+	s := srv.Config.Handler.(*handler).s
+	// A client with a small receive buffer, which sends its request and
+	// reads nothing.
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	conn, err := d.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+	streams := func() int {
+		s.hub.mu.Lock()
+		defer s.hub.mu.Unlock()
+		return s.hub.streams
+	}
+	for deadline := time.Now().Add(10 * time.Second); streams() != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the stream did not start")
+		}
+	}
+	// About 8 MB of events: more than the socket buffers hold.
+	r := call(t, srv, "POST", "/api/v1/jobs", `{"tasks": [`+strings.Repeat(`{"kind": "noop"},`, 39_999)+`{"kind": "noop"}]}`)
+	runJob(t, db, r.body["job_id"].(string))
+	for deadline := time.Now().Add(30 * time.Second); streams() != 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled client's stream still runs 30 s after the job")
+		}
 	}
 }
