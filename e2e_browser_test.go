@@ -57,6 +57,9 @@ func TestDashboardInABrowser(t *testing.T) {
 	if len(seen) < 3 || eval(`window.__noReload === 1`) != true {
 		t.Errorf("the progress bar showed %v (want it to move), or the page reloaded", seen)
 	}
+	// The rows follow, though the stream brings only a sample of the
+	// successes; the failed task moves to the top.
+	waitFor("every row up to date", `document.querySelectorAll('#tasks tr[data-state="succeeded"]').length === 12 && document.querySelector("#tasks tr[data-task]").dataset.task === "13"`)
 	screenshot("job.png")
 
 	// The failed task: its error and its output, as text.

@@ -301,7 +301,7 @@ function liveJobs(find, refresh) {
     if (!tr || due.has(ev.job_id)) return;
     due.set(ev.job_id, setTimeout(async () => {
       due.delete(ev.job_id);
-      try { refresh(tr, await api("/api/v1/jobs/" + ev.job_id)); } catch (e) { /* next event */ }
+      try { await refresh(tr, await api("/api/v1/jobs/" + ev.job_id)); } catch (e) { /* next event */ }
     }, 300));
   };
   listeners.add(f);
@@ -350,9 +350,10 @@ async function jobPage(id, params) {
     const old = rows.get(t.number);
     const row = taskRow(t);
     rows.set(t.number, row);
-    if (old) { old.replaceWith(row); return; }
-    // Failed tasks come first, as they came when the page opened.
-    if (t.state === "failed") table.firstChild.after(row);
+    // Failed tasks come first: one that fails while shown moves up.
+    if (old && !(t.state === "failed" && old.dataset.state !== "failed" && !state)) { old.replaceWith(row); return; }
+    if (old) old.remove();
+    if (t.state === "failed" && !state) table.firstChild.after(row);
     else table.append(row);
   };
   const showTask = async (n) => {
@@ -385,23 +386,31 @@ async function jobPage(id, params) {
   more.addEventListener("click", page);
   await page();
   main.replaceChildren(head, actions, output, el("h2", {}, "Tasks"), el("div", { class: "filters" }, stateSel), table, more);
-  const stopLive = liveJobs((jid) => (jid === job.job_id ? head : null), (_, j) => { job = j; fillHead(); });
-  // A job that starts, or waits, sends no event, and the stream brings a
-  // sample of the successes: every 2 s, read the job, and the page of
-  // tasks from the first one shown that has not ended.
+  // The stream brings a sample of the successes: the rows shown that have
+  // not ended are read again, a page from the first of them, when an
+  // event of the job comes (at most every 300 ms) and every 2 s.
+  const refreshRows = async () => {
+    let first = 0;
+    for (const [n, row] of rows) {
+      const st = row.dataset.state;
+      if ((st === "pending" || st === "running") && (!first || n < first)) first = n;
+    }
+    if (!first) return;
+    const p = await api("/api/v1/jobs/" + job.job_id + "/tasks?limit=200&after=" + (first - 1) + (state ? "&state=" + state : ""));
+    for (const t of p.tasks) if (rows.has(t.number)) addTask(t);
+  };
+  const stopLive = liveJobs((jid) => (jid === job.job_id ? head : null), async (_, j) => {
+    job = j;
+    fillHead();
+    await refreshRows();
+  });
+  // A job that starts, or waits, sends no event: every 2 s, read the job
+  // and its rows.
   const poll = setInterval(async () => {
     try {
       job = await api("/api/v1/jobs/" + job.job_id);
       fillHead();
-      let first = 0;
-      for (const [n, row] of rows) {
-        const st = row.dataset.state;
-        if ((st === "pending" || st === "running") && (!first || n < first)) first = n;
-      }
-      if (first) {
-        const p = await api("/api/v1/jobs/" + job.job_id + "/tasks?limit=200&after=" + (first - 1));
-        for (const t of p.tasks) if (rows.has(t.number)) addTask(t);
-      }
+      await refreshRows();
     } catch (e) { /* next time */ }
   }, 2000);
   // A task event changes the row of a task shown; a task that failed
