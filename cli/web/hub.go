@@ -264,6 +264,12 @@ func (t *tailer) pass(ctx context.Context) error {
 	in := h.inbox
 	h.inbox = nil
 	h.inMu.Unlock()
+	if len(t.pending)+len(in) > maxInbox {
+		// Passes keep failing (the database is out of reach) while
+		// offers come: let them go, and read them back later.
+		clear(t.pending)
+		in = nil
+	}
 	for _, cb := range in {
 		if cb.ID > t.last {
 			t.pending[cb.ID] = cb
