@@ -146,6 +146,49 @@ func (db *DB) markStarts(ctx context.Context, tx pgx.Tx, b store.Batch, started 
 		}
 		started[i] = tag.RowsAffected() == 1
 	}
+	return db.dropFinalStarts(ctx, tx, b, started)
+}
+
+// dropFinalStarts takes back the start marks just written for tasks that
+// another runner made final meanwhile. The INSERT's NOT EXISTS reads the
+// results as its statement began; a runner that took the task over may
+// have been committing its result then, and deleting its own mark, which
+// let this INSERT through once it committed. A new statement sees that
+// result (READ COMMITTED), so the mark goes, and the task does not run.
+func (db *DB) dropFinalStarts(ctx context.Context, tx pgx.Tx, b store.Batch, started []bool) error {
+	var seqs []int64
+	for i, ok := range started {
+		if ok {
+			seqs = append(seqs, b.Starts[i].Seq)
+		}
+	}
+	if len(seqs) == 0 {
+		return nil
+	}
+	rows, err := tx.Query(ctx, `DELETE FROM running u WHERE u.job_id = $1 AND u.seq = ANY($2) AND u.runner_id = $3
+		AND EXISTS (SELECT 1 FROM results r WHERE r.job_id = u.job_id AND r.seq = u.seq) RETURNING u.seq`,
+		b.JobID, seqs, db.runners.id())
+	if err != nil {
+		return fmt.Errorf("start marks of final tasks: %w", err)
+	}
+	final := map[int64]bool{}
+	for rows.Next() {
+		var seq int64
+		if err := rows.Scan(&seq); err != nil {
+			rows.Close()
+			return err
+		}
+		final[seq] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for i := range started {
+		if final[b.Starts[i].Seq] {
+			started[i] = false
+		}
+	}
 	return nil
 }
 
