@@ -72,33 +72,22 @@ func (b *bench) dashboard(big, jobs int) ([]benchRow, error) {
 	}
 	id := bigJob[0].UUID
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	srv, base, err := b.httpServer(db, "serve")
 	if err != nil {
 		return nil, err
 	}
-	addr := l.Addr().String()
-	l.Close()
-	srv := dieWithBench(exec.Command(b.self, "serve", "--log-level", "warn", "--http", addr))
-	srv.Env = append(os.Environ(), "PCD_DB="+db)
-	if err := srv.Start(); err != nil {
-		return nil, err
-	}
 	defer stop(srv)
-	base := "http://" + addr
-	if err := waitReady(base, 30*time.Second); err != nil {
-		return nil, err
-	}
 	pages := []struct {
 		name  string
 		paths []string
 	}{
 		{"overview", []string{"/api/v1/status", "/api/v1/throughput?minutes=60"}},
 		{"jobs, newest 100", []string{"/api/v1/jobs?limit=100"}},
-		{"jobs, the page after 5,000", []string{fmt.Sprintf("/api/v1/jobs?limit=100&before=%d", jobs/2)}},
+		{"jobs, a page half way down", []string{fmt.Sprintf("/api/v1/jobs?limit=100&before=%d", jobs/2)}},
 		{"jobs by name", []string{"/api/v1/jobs?limit=100&name=nightly-0999"}},
 		{"jobs by state (failed)", []string{"/api/v1/jobs?limit=100&state=failed"}},
 		{"the big job: failed tasks, first 200", []string{"/api/v1/jobs/" + id, "/api/v1/jobs/" + id + "/tasks?state=failed&limit=1000", "/api/v1/jobs/" + id + "/tasks?limit=200&after=0"}},
-		{"the big job: tasks after 900,000", []string{fmt.Sprintf("/api/v1/jobs/%s/tasks?limit=200&after=%d", id, big*9/10)}},
+		{"the big job: 200 tasks 90 % in", []string{fmt.Sprintf("/api/v1/jobs/%s/tasks?limit=200&after=%d", id, big*9/10)}},
 		{"the big job: a task's output", []string{fmt.Sprintf("/api/v1/jobs/%s/tasks/%d", id, big-1)}},
 	}
 	var rows []benchRow
@@ -135,20 +124,32 @@ func get(url string) error {
 	return nil
 }
 
-// waitReady waits for a server's /readyz.
-func waitReady(base string, wait time.Duration) error {
-	deadline := time.Now().Add(wait)
-	for {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
+// httpServer starts this binary's command (daemon or serve) on db with
+// --http on a free loopback port, and returns it once /readyz answers,
+// with the server's base URL.
+func (b *bench) httpServer(db, command string) (*exec.Cmd, string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cmd := dieWithBench(exec.Command(b.self, command, "--log-level", "warn", "--http", addr))
+	cmd.Env = append(os.Environ(), "PCD_DB="+db)
+	if err := cmd.Start(); err != nil {
+		return nil, "", err
+	}
+	base := "http://" + addr
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if resp, err := http.Get(base + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return nil
+				return cmd, base, nil
 			}
 		}
 		if time.Now().After(deadline) {
-			return errors.New("the HTTP server did not start")
+			stop(cmd)
+			return nil, "", fmt.Errorf("pcd %s --http %s did not answer in 30 s", command, addr)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

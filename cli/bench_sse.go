@@ -5,10 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"time"
@@ -61,22 +59,11 @@ func (b *bench) sseLoad(n, clients int) ([]benchRow, error) {
 func (b *bench) sseRun(file string, k int, query string) (rate float64, lag time.Duration, err error) {
 	db := b.db()
 	defer os.Remove(db)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	d, base, err := b.httpServer(db, "daemon")
 	if err != nil {
 		return 0, 0, err
 	}
-	addr := l.Addr().String()
-	l.Close()
-	d := dieWithBench(exec.Command(b.self, "daemon", "--log-level", "warn", "--http", addr))
-	d.Env = append(os.Environ(), "PCD_DB="+db)
-	if err := d.Start(); err != nil {
-		return 0, 0, err
-	}
 	defer stop(d)
-	base := "http://" + addr
-	if err := waitReady(base, 30*time.Second); err != nil {
-		return 0, 0, err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	// Each client follows every job from now on; it is done when it has
