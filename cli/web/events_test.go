@@ -271,6 +271,23 @@ func TestStreamFilters(t *testing.T) {
 	}
 	// The job ran in far less than a second: a few windows at most.
 	check("live", readEventsUntilJob(t, live), 8)
+	// With the live stream gone, the hub stops; the next stream starts it
+	// at the newest id, so the job is read back from the database, where
+	// a page keeps one success per job. (Were the live stream open, the
+	// ring would hold the job, sampled by time.)
+	live.Body.Close()
+	hub := srv.Config.Handler.(*handler).s.hub
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		hub.mu.Lock()
+		n := hub.streams
+		hub.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the live stream did not end")
+		}
+	}
 	back := openStream(t, srv.URL+"/api/v1/events?sample=true&follow=false", 0)
 	check("read back", readEvents(t, back, -1), 1)
 	back.Body.Close()
