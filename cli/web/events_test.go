@@ -269,8 +269,9 @@ func TestStreamFilters(t *testing.T) {
 			t.Errorf("%s: %d job events, %d failed, %d succeeded tasks; want 1, 2, and 1 to %d", name, jobs, failed, ok, maxOK)
 		}
 	}
-	// The job ran in far less than a second: a few windows at most.
-	check("live", readEventsUntilJob(t, live), 8)
+	// The job runs in milliseconds: a few quarter seconds at most, even
+	// on a loaded machine, against the 60 successes unsampled.
+	check("live", readEventsUntilJob(t, live), 20)
 	// With the live stream gone, the hub stops; the next stream starts it
 	// at the newest id, so the job is read back from the database, where
 	// a page keeps one success per job. (Were the live stream open, the
