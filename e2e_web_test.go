@@ -205,3 +205,52 @@ func TestDaemonServesHTTPS(t *testing.T) {
 		resp.Body.Close()
 	}
 }
+
+// DNS rebinding: a loopback daemon with no token answers only requests
+// addressed to loopback (or to a name given with --http-allow-host). The
+// attack's exact request, a foreign Host with a matching Origin, gets 421
+// and runs nothing.
+func TestDaemonRefusesDNSRebinding(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	pwned := filepath.Join(dir, "pwned")
+	d := controlDaemon(t, db, "--http", "127.0.0.1:0", "--http-allow-host", "pcd.test")
+	defer stopDaemon(t, d)
+	m := regexp.MustCompile(`http api listening addr=(\S+)`).FindStringSubmatch(d.stderr.String())
+	if m == nil {
+		t.Fatalf("no listening address in the log:\n%s", d.stderr)
+	}
+	port := m[1][strings.LastIndex(m[1], ":")+1:]
+	send := func(method, host, body string) (int, string) {
+		req, _ := http.NewRequest(method, "http://"+m[1]+"/api/v1/jobs", strings.NewReader(body))
+		req.Host = host
+		req.Header.Set("Origin", "http://"+host)
+		req.Header.Set("Content-Type", "text/plain")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	job := `{"tasks":[{"kind":"exec","payload":{"shell":"id > ` + pwned + `"}}]}`
+	if code, body := send("POST", "evil.example:"+port, job); code != http.StatusMisdirectedRequest {
+		t.Errorf("a rebound submit: %d %s", code, body)
+	}
+	if code, body := send("GET", "evil.example:"+port, ""); code != http.StatusMisdirectedRequest {
+		t.Errorf("a rebound GET of the jobs: %d %s", code, body)
+	}
+	if r := pcd(t, db, "jobs", "--json"); strings.Contains(r.stdout, "job_id") {
+		t.Errorf("a refused submit made a job: %s", r.stdout)
+	}
+	if code, body := send("GET", "pcd.test:"+port, ""); code != 200 {
+		t.Errorf("an allowed Host: %d %s", code, body)
+	}
+	if code, body := send("GET", "localhost:"+port, ""); code != 200 {
+		t.Errorf("localhost: %d %s", code, body)
+	}
+	if _, err := os.Stat(pwned); err == nil {
+		t.Errorf("the rebound submit ran")
+	}
+}

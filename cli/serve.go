@@ -26,6 +26,7 @@ func httpFlags() []cli.Flag {
 		&cli.StringFlag{Name: "http", EnvVars: []string{"PCD_HTTP"}, Usage: "serve the HTTP API and /metrics on `ADDR` (host:port; loopback unless a token is set)"},
 		&cli.StringFlag{Name: "http-token", EnvVars: []string{"PCD_HTTP_TOKEN"}, Usage: "require `TOKEN` as a bearer token (needed to listen beyond loopback)"},
 		&cli.StringFlag{Name: "http-token-file", EnvVars: []string{"PCD_HTTP_TOKEN_FILE"}, Usage: "read the token from `FILE` (its first line)"},
+		&cli.StringSliceFlag{Name: "http-allow-host", EnvVars: []string{"PCD_HTTP_ALLOW_HOSTS"}, Usage: "also answer requests whose Host is `NAME` when there is no token (loopback names and addresses are always answered; repeat, or separate by commas)"},
 		&cli.StringFlag{Name: "tls-cert", EnvVars: []string{"PCD_TLS_CERT"}, Usage: "serve HTTPS with the certificate (chain) in `FILE` (PEM)"},
 		&cli.StringFlag{Name: "tls-key", EnvVars: []string{"PCD_TLS_KEY"}, Usage: "the certificate's private key in `FILE` (PEM)"},
 	}
@@ -35,6 +36,7 @@ func httpFlags() []cli.Flag {
 type httpConfig struct {
 	addr, token     string
 	tlsCert, tlsKey string
+	allowHosts      []string
 }
 
 // httpToken reads --http-token or --http-token-file.
@@ -66,10 +68,17 @@ func httpToken(c *cli.Context) (string, error) {
 func checkHTTP(c *cli.Context) (httpConfig, error) {
 	h := httpConfig{addr: c.String("http"), tlsCert: c.String("tls-cert"), tlsKey: c.String("tls-key")}
 	if h.addr == "" {
-		if h.tlsCert != "" || h.tlsKey != "" || c.String("http-token") != "" || c.String("http-token-file") != "" {
-			return h, usageError("--tls-cert, --tls-key and --http-token go with --http ADDR")
+		if h.tlsCert != "" || h.tlsKey != "" || c.String("http-token") != "" || c.String("http-token-file") != "" || len(c.StringSlice("http-allow-host")) > 0 {
+			return h, usageError("--tls-cert, --tls-key, --http-token and --http-allow-host go with --http ADDR")
 		}
 		return h, nil
+	}
+	for _, name := range c.StringSlice("http-allow-host") {
+		name = strings.TrimSpace(name)
+		if name == "" || strings.ContainsAny(name, ":/ ") {
+			return h, usageError("--http-allow-host %q: want a host name, such as pcd.internal", name)
+		}
+		h.allowHosts = append(h.allowHosts, name)
 	}
 	if _, _, err := net.SplitHostPort(h.addr); err != nil {
 		return h, usageError("--http %q: want host:port, such as 127.0.0.1:8700", h.addr)
@@ -103,7 +112,7 @@ func startHTTP(hc httpConfig, db store.Store, env Env, log *slog.Logger, metrics
 	if metrics == nil {
 		metrics = web.NewMetrics(db)
 	}
-	h := web.Handler(db, web.Options{Token: token, Registry: env.Registry, Logger: log, Version: Version(), Metrics: metrics.Handler(), Feed: feed})
+	h := web.Handler(db, web.Options{Token: token, Registry: env.Registry, Logger: log, Version: Version(), Metrics: metrics.Handler(), Feed: feed, AllowHosts: hc.allowHosts})
 	srv := web.Server(addr, h, log)
 	done := make(chan struct{})
 	go func() {

@@ -478,7 +478,7 @@ func TestStreamLetsAStalledClientGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+	fmt.Fprintf(conn, "GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
 	streams := func() int {
 		s.hub.mu.Lock()
 		defer s.hub.mu.Unlock()

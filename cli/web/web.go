@@ -39,6 +39,9 @@ type Options struct {
 	// Feed, if set, passes the event streams the callbacks of a runner
 	// in this process, as it commits them.
 	Feed *Feed
+	// AllowHosts are host names, besides loopback's, that a request's
+	// Host header may name when there is no token (see hostGuard).
+	AllowHosts []string
 }
 
 // maxBody bounds a request body that is read whole (a job file).
@@ -75,7 +78,7 @@ func Handler(db store.Store, o Options) http.Handler {
 	guarded := s.guard(api)
 	mux.Handle("/api/", guarded)
 	mux.Handle("/metrics", guarded)
-	return &handler{Handler: mux, s: s}
+	return &handler{Handler: s.hostGuard(mux), s: s}
 }
 
 // handler is the server's mux, with a way to end its event streams: an
@@ -173,6 +176,50 @@ func (s *server) guard(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// hostGuard refuses, when there is no token, a request whose Host header
+// names anything but loopback or an allowed name. Without it, DNS
+// rebinding lets any web page reach a loopback API: the page's own name
+// is made to resolve to 127.0.0.1, so the browser sends the page's Host
+// and Origin, which agree, and reads the answers. A token guards the API
+// on its own: the page cannot know it.
+func (s *server) hostGuard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.o.Token == "" && !allowedHost(r.Host, s.o.AllowHosts) {
+			s.fail(w, r, apiError{http.StatusMisdirectedRequest, "misdirected", 2,
+				fmt.Sprintf("Host %q is not this server's: without a token, pcd answers only requests to localhost or a loopback address (or a name given with --http-allow-host)", r.Host)})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// allowedHost says whether a Host header (name or address, with or
+// without a port) names loopback or one of the allowed names.
+func allowedHost(hostport string, allow []string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1]
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "" {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback()
+	}
+	for _, a := range allow {
+		if strings.EqualFold(strings.TrimSuffix(a, "."), host) {
+			return true
+		}
+	}
+	return false
 }
 
 func validToken(r *http.Request, token string) bool {

@@ -47,6 +47,10 @@ func call(t *testing.T, srv *httptest.Server, method, path, body string, header 
 		t.Fatal(err)
 	}
 	for i := 0; i+1 < len(header); i += 2 {
+		if header[i] == "Host" {
+			req.Host = header[i+1] // the client sends req.Host, not a Host header
+			continue
+		}
 		req.Header.Set(header[i], header[i+1])
 	}
 	resp, err := srv.Client().Do(req)
@@ -215,6 +219,56 @@ func TestAPISecurity(t *testing.T) {
 	}
 	if !Loopback("127.0.0.1:8700") || !Loopback("[::1]:80") || !Loopback("localhost:1") || Loopback(":8700") || Loopback("0.0.0.0:1") || Loopback("10.0.0.1:1") {
 		t.Errorf("Loopback misjudges an address")
+	}
+}
+
+// TestAPIRefusesForeignHosts: without a token, a request whose Host is not
+// loopback is refused before it reaches anything, so DNS rebinding (a
+// page whose own name resolves to 127.0.0.1, sending its own Host and a
+// matching Origin) can neither read nor submit. A token needs no such
+// check: the page cannot know it.
+func TestAPIRefusesForeignHosts(t *testing.T) {
+	srv, db := newServer(t, "")
+	const job = `{"tasks":[{"kind":"exec","payload":{"shell":"id > /tmp/pwned"}}]}`
+	rebound := []string{"Host", "evil.example:18777", "Origin", "http://evil.example:18777", "Content-Type", "text/plain"}
+	if r := call(t, srv, "POST", "/api/v1/jobs", job, rebound...); r.status != http.StatusMisdirectedRequest || r.body["code"] != "misdirected" {
+		t.Errorf("a rebound submit: %d %s", r.status, r.raw)
+	}
+	for _, path := range []string{"/api/v1/jobs", "/api/v1/status", "/metrics", "/", "/ui/app.js", "/readyz"} {
+		if r := call(t, srv, "GET", path, "", "Host", "evil.example:18777"); r.status != http.StatusMisdirectedRequest {
+			t.Errorf("GET %s with a foreign Host: %d %.200s", path, r.status, r.raw)
+		}
+	}
+	if n, err := db.CountJobs(context.Background()); err != nil || len(n) != 0 {
+		t.Fatalf("a refused submit wrote jobs: %v (%v)", n, err)
+	}
+	for _, host := range []string{"localhost:8700", "LOCALHOST", "localhost.", "127.0.0.1:1", "127.1.2.3", "[::1]:8700", "::1"} {
+		if r := call(t, srv, "GET", "/api/v1/jobs", "", "Host", host); r.status != 200 {
+			t.Errorf("Host %s: %d %s", host, r.status, r.raw)
+		}
+	}
+	for _, host := range []string{"localhost.evil.example", "127.0.0.1.nip.io", "10.0.0.1:8700", "[::2]:80", "evil.localhost"} {
+		if r := call(t, srv, "GET", "/api/v1/jobs", "", "Host", host); r.status != http.StatusMisdirectedRequest {
+			t.Errorf("Host %s: %d %s", host, r.status, r.raw)
+		}
+	}
+
+	allowed := httptest.NewServer(Handler(db, Options{Version: "test", AllowHosts: []string{"pcd.internal"}}))
+	defer allowed.Close()
+	if r := call(t, allowed, "GET", "/api/v1/jobs", "", "Host", "PCD.internal:8700"); r.status != 200 {
+		t.Errorf("an allowed Host: %d %s", r.status, r.raw)
+	}
+	if r := call(t, allowed, "GET", "/api/v1/jobs", "", "Host", "evil.example"); r.status != http.StatusMisdirectedRequest {
+		t.Errorf("a foreign Host beside an allowed one: %d %s", r.status, r.raw)
+	}
+
+	const token = "0123456789abcdef-secret"
+	guarded, _ := newServer(t, token)
+	if r := call(t, guarded, "GET", "/api/v1/jobs", "", "Host", "pcd.example.com", "Authorization", "Bearer "+token); r.status != 200 {
+		t.Errorf("a token with any Host: %d %s", r.status, r.raw)
+	}
+	if r := call(t, guarded, "GET", "/api/v1/jobs", "", "Host", "pcd.example.com"); r.status != 401 {
+		t.Errorf("no token with any Host: %d %s", r.status, r.raw)
 	}
 }
 
