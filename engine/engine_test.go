@@ -635,3 +635,64 @@ func TestRegisterRefusesADuplicate(t *testing.T) {
 		t.Errorf("after Replace: %v, %v", k, err)
 	}
 }
+
+// TestRetriedAttemptRunsOnce: while tasks fail and wait out short
+// backoffs under load, no attempt of a task runs twice and no task runs
+// more than max_attempts times. A due-task read that raced an attempt's
+// commit once queued the attempt it had just seen committed, again.
+func TestRetriedAttemptRunsOnce(t *testing.T) {
+	db := openDB(t)
+	var mu sync.Mutex
+	runs := map[string]int{}
+	perTask := map[int64]int{}
+	reg := NewRegistry()
+	reg.Register("every-third-fails", Func(func(_ context.Context, task Task) (json.RawMessage, error) {
+		mu.Lock()
+		runs[fmt.Sprintf("%d.%d", task.Number, task.Attempt)]++
+		perTask[task.Number]++
+		mu.Unlock()
+		if task.Number%3 == 0 {
+			return nil, errors.New("exit 1")
+		}
+		return nil, nil
+	}))
+	for round := range 3 {
+		jf := JobFile{Workers: 20, QueueSize: 100, RetrySpec: RetrySpec{MaxAttempts: 3,
+			Backoff: &BackoffSpec{Base: Duration(10 * time.Millisecond), Cap: Duration(50 * time.Millisecond)}},
+			Tasks: repeat(300, "every-third-fails", "")}
+		if err := jf.Validate(reg); err != nil {
+			t.Fatal(err)
+		}
+		job, err := db.CreateJob(context.Background(), jf.NewJob())
+		if err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		clear(runs)
+		clear(perTask)
+		mu.Unlock()
+		done, err := newJobController(db, Config{Registry: reg}).Run(context.Background(), job.ID)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if done.State != store.Failed || done.Done() != 300 {
+			t.Fatalf("round %d: job %s at %d/300", round, done.State, done.Done())
+		}
+		mu.Lock()
+		for run, n := range runs {
+			if n > 1 {
+				t.Errorf("round %d: attempt %s ran %d times", round, run, n)
+			}
+		}
+		for n, c := range perTask {
+			want := 1
+			if n%3 == 0 {
+				want = 3
+			}
+			if c != want {
+				t.Errorf("round %d: task %d ran %d times, want %d", round, n, c, want)
+			}
+		}
+		mu.Unlock()
+	}
+}

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"maps"
 	"sync"
 	"time"
 
@@ -57,11 +58,33 @@ func (r *retries) wait() {
 	r.signal()
 }
 
-// queue counts seq in flight; false if it is in flight already.
-func (r *retries) queue(seq int64) bool {
+// readFrom is what was in flight when a read of the database began (see
+// queue).
+type readFrom map[int64]bool
+
+// beginRead is called before the producer reads tasks to queue: it keeps
+// the set in flight then, which is at most the queue and the workers.
+func (r *retries) beginRead() readFrom {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.inflight[seq] {
+	if len(r.inflight) == 0 {
+		return nil
+	}
+	return maps.Clone(r.inflight)
+}
+
+// queue counts seq, which a read that began at from returned, in flight;
+// false if it is in flight now or was when the read began. A task in
+// flight at the read's start may have been read as it was before its
+// attempt committed: its outcome can commit and be resolved before the
+// read's tasks are queued, and the stale row would then run the same
+// attempt again (or run a task that has succeeded). What the read saw of
+// a task not in flight at its start was committed, since outcomes are
+// resolved only after their commit.
+func (r *retries) queue(seq int64, from readFrom) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.inflight[seq] || from[seq] {
 		return false
 	}
 	r.inflight[seq] = true
@@ -209,12 +232,13 @@ func (p *producer) end(err error) error {
 func (p *producer) sendDue() (sent bool, due time.Time, err error) {
 	c := p.c
 	now := c.cfg.Clock.Now()
+	from := c.retries.beginRead()
 	tasks, err := c.db.DueTasks(p.ctx, p.job.ID, now, p.page)
 	if err != nil {
 		return false, time.Time{}, err
 	}
 	for _, t := range tasks {
-		if !c.retries.queue(t.Seq) {
+		if !c.retries.queue(t.Seq, from) {
 			continue
 		}
 		if !p.send(t) {
@@ -247,6 +271,7 @@ func (p *producer) sendPending() (sent bool, err error) {
 		}
 		p.job.Sealed = j.Sealed
 	}
+	from := c.retries.beginRead()
 	tasks, err := c.db.PendingTasks(p.ctx, p.job.ID, p.after, p.page, p.passDue)
 	if err != nil {
 		return false, err
@@ -261,7 +286,7 @@ func (p *producer) sendPending() (sent bool, err error) {
 	for _, t := range tasks {
 		p.after = t.Seq
 		c.frontier.queued(t.Seq)
-		if !c.retries.queue(t.Seq) {
+		if !c.retries.queue(t.Seq, from) {
 			// Due at the start, and queued already as a due retry.
 			continue
 		}
