@@ -9,8 +9,10 @@ package main_test
 import (
 	"bytes"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -285,6 +287,7 @@ func TestRandomKills(t *testing.T) {
 	submit()
 	watch := start(t, db, nil, "watch", "--all", "--follow", "--json")
 	kills := 0
+	killed := map[int]bool{}
 	startTime := time.Now()
 	for kills < 20 || time.Since(startTime) < soak {
 		if soak > 0 && queryDB(t, db, "SELECT count(*) FROM jobs WHERE finished_at IS NULL") == 0 {
@@ -302,10 +305,14 @@ func TestRandomKills(t *testing.T) {
 			if left := leftovers(db, d.cmd.Process.Pid); len(left) > 0 {
 				t.Fatalf("after kill %d: processes of a dead runner's tasks still run: %v", kills, left)
 			}
+			if kills > 0 {
+				checkRuns(t, db, dir, killed)
+			}
 			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
 		}
 		d.cmd.Process.Kill()
 		d.wait(t, 10*time.Second)
+		killed[d.cmd.Process.Pid] = true
 		kills++
 		if n := queryDB(t, db, frontierPassesUnfinished); n != 0 {
 			t.Fatalf("after kill %d: %d jobs say every task up to done_through is final, and one is not", kills, n)
@@ -317,6 +324,9 @@ func TestRandomKills(t *testing.T) {
 	}
 	if doubles, _ := filepath.Glob(filepath.Join(dir, "double.*")); len(doubles) > 0 {
 		t.Errorf("%d tasks ran twice at the same moment: %v", len(doubles), doubles)
+	}
+	if checkRuns(t, db, dir, killed) == 0 {
+		t.Errorf("no command logged its run")
 	}
 	records := checkInvariants(t, db)
 	if want := load.tasks + load.jobs; records != want {
@@ -355,9 +365,14 @@ func (l *killLoad) submit(t *testing.T, db string) {
 			return fmt.Sprintf(`{"kind":"sleep","payload":{"secs":%.4f}}`, rng.Float64()*0.01)
 		}},
 		// Tasks that fail and retry twice, 5-10 ms apart: their waits go
-		// through the database across the kills.
+		// through the database across the kills. The commands among them
+		// log each run (checkRuns).
 		{300, func() string {
-			return `{"kind":"fail","payload":{"error":"again"},"max_attempts":3,"backoff":{"base":"10ms","cap":"10ms"}}`
+			if rng.IntN(3) == 0 {
+				return `{"kind":"fail","payload":{"error":"again"},"max_attempts":3,"backoff":{"base":"10ms","cap":"10ms"}}`
+			}
+			return fmt.Sprintf(`{"kind":"exec","payload":{"argv":["sh","-c",%q]},"max_attempts":3,"backoff":{"base":"10ms","cap":"10ms"}}`,
+				logRun(l.dir)+"; exit 1")
 		}},
 		// Commands with a grandchild, each under a lock of its own: a
 		// second copy running while the first still does finds the
@@ -390,8 +405,100 @@ func (l *killLoad) submit(t *testing.T, db string) {
 // restart; if the lock is taken, another copy of the task is still
 // running, and it leaves a mark, double.N, in dir.
 func doubleRunScript(dir string) string {
-	return `flock -n -E 99 "` + dir + `/lock.$1" sh -c 'sleep 0.$(($$ % 5 + 2)) & wait'; s=$?; ` +
+	return logRun(dir) + `; flock -n -E 99 "` + dir + `/lock.$1" sh -c 'sleep 0.$(($$ % 5 + 2)) & wait'; s=$?; ` +
 		`[ $s -ne 99 ] || touch "` + dir + `/double.$1"; exit $s`
+}
+
+// logRun is a command that appends the run's PCD_RUN_ID (task uuid and
+// attempt) and its runner's pid to dir/runs.log, a line at a time
+// (O_APPEND).
+func logRun(dir string) string { return `echo "$PCD_RUN_ID $PPID" >> "` + dir + `/runs.log"` }
+
+// checkRuns asserts, from the runs that logRun logged, that no runner ran
+// an attempt twice, that no attempt is numbered beyond the task's
+// max_attempts, and that an attempt ran again on another runner only
+// after the runners that ran it before were killed (an interruption,
+// which the database counts only for tasks whose start mark had
+// committed; a command starts before its mark commits). killed holds
+// the pids of runners killed, or which lost their lease and rejoined,
+// as a new runner in the same process. It returns the number of runs.
+func checkRuns(t *testing.T, db, dir string, killed map[int]bool) (runs int) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "runs.log"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0 // no command has run yet
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	type run struct {
+		attempt int
+		runner  int
+	}
+	byTask := map[string][]run{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		id, pid, ok1 := strings.Cut(line, " ")
+		task, attempt, ok2 := strings.Cut(id, ".")
+		a, err1 := strconv.Atoi(attempt)
+		p, err2 := strconv.Atoi(pid)
+		if !ok1 || !ok2 || err1 != nil || err2 != nil {
+			t.Fatalf("runs.log: %q is not a run id and a pid", line)
+		}
+		byTask[task] = append(byTask[task], run{a, p})
+		runs++
+	}
+	raw := openRaw(t, db)
+	defer raw.Close()
+	maxAttempts, interrupts := map[string]int{}, map[string]int{}
+	rows, err := raw.Query("SELECT uuid, max_attempts, interrupts FROM tasks WHERE kind = 'exec'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var task string
+		var n, i int
+		if err := rows.Scan(&task, &n, &i); err != nil {
+			t.Fatal(err)
+		}
+		maxAttempts[task], interrupts[task] = n, i
+	}
+	rows.Close()
+	bad := 0
+	for task, rs := range byTask {
+		var why string
+		seen := map[run]bool{}
+		// Repeats on another runner while the first lived: a runner that
+		// lost its lease stops its tasks, and the database counts those
+		// interruptions.
+		unkilled := 0
+		for i, r := range rs {
+			switch {
+			case r.attempt < 1 || r.attempt > maxAttempts[task]:
+				why = fmt.Sprintf("attempt %d of at most %d", r.attempt, maxAttempts[task])
+			case seen[r] && !killed[r.runner]:
+				why = fmt.Sprintf("attempt %d twice on runner %d", r.attempt, r.runner)
+			}
+			for _, before := range rs[:i] {
+				if before.attempt == r.attempt && before.runner != r.runner && !killed[before.runner] {
+					if unkilled++; unkilled > interrupts[task] {
+						why = fmt.Sprintf("attempt %d on runner %d, then on %d, which was not killed, with %d interruptions",
+							r.attempt, before.runner, r.runner, interrupts[task])
+					}
+					break
+				}
+			}
+			seen[r] = true
+		}
+		if why != "" {
+			if bad++; bad <= 10 {
+				t.Errorf("task %s ran %s (runs %v, %d interruptions)", task, why, rs, interrupts[task])
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d tasks ran an attempt twice", bad)
+	}
+	return runs
 }
 
 // leftovers lists the processes started by tasks of db (they carry PCD_DB

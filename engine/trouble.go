@@ -43,6 +43,8 @@ func troubleKind(err error) (kind error, says string) {
 		return store.ErrUnavailable, "lost the connection to the database server: retrying with backoff; nothing committed is lost"
 	case errors.Is(err, store.ErrBusy):
 		return store.ErrBusy, "another process holds the database's write lock: waiting and retrying; nothing is lost"
+	case errors.Is(err, store.ErrLockConflict):
+		return store.ErrLockConflict, "the database server ended a transaction over a lock conflict: retrying; nothing is lost"
 	}
 	return nil, ""
 }

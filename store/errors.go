@@ -30,13 +30,17 @@ var (
 	// ErrUnavailable: the database server cannot be reached, or it
 	// dropped the connection (it restarts, or the network is down).
 	ErrUnavailable = errors.New("the database server cannot be reached")
+	// ErrLockConflict: the server ended a transaction to resolve a
+	// conflict between transactions (a deadlock, a serialization
+	// failure, a lock or statement timeout). It is tried again.
+	ErrLockConflict = errors.New("a transaction was ended by the database server to resolve a lock conflict")
 )
 
 // Temporary says whether err is one that passes by itself: another
 // process holds the write lock, or the server is unreachable for now.
 // A full disk is temporary too, but needs someone to act.
 func Temporary(err error) bool {
-	return errors.Is(err, ErrBusy) || errors.Is(err, ErrUnavailable)
+	return errors.Is(err, ErrBusy) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrLockConflict)
 }
 
 // ErrUnsafe is returned for a database, WAL, SHM or lock file that another

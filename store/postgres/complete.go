@@ -19,13 +19,17 @@ const resultMemberSQL = resultref.Member
 // result and gets no second callback; a task that another runner has
 // taken over (this one's lease ran out) gets no result from this one.
 //
-// Lock order, the same in every writer: the job's row (its counters),
-// then the callback-id lock, held until commit.
+// Locks in the order of every writer (see lockJobs): the job's claim
+// lock, its rows, the job's row (its counters), then the callback-id
+// lock, held until commit.
 func (db *DB) CompleteTasks(ctx context.Context, b store.Batch) (store.Committed, error) {
 	now := time.Now()
 	var out store.Committed
 	err := db.tx(ctx, func(tx pgx.Tx) error {
 		out = store.Committed{Started: make([]bool, len(b.Starts))}
+		if err := db.lockJobs(ctx, tx, b.JobID); err != nil {
+			return err
+		}
 		if err := db.markStarts(ctx, tx, b, out.Started); err != nil {
 			return err
 		}
@@ -479,6 +483,9 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(store
 	now := time.Now()
 	var job store.Job
 	err := db.tx(ctx, func(tx pgx.Tx) error {
+		if err := db.lockJobs(ctx, tx, jobID); err != nil {
+			return err
+		}
 		var err error
 		if job, err = jobTx(ctx, tx, jobID, true); err != nil {
 			return err

@@ -579,6 +579,9 @@ func (db *DB) JobsWithSinks(ctx context.Context, since time.Time) ([]store.Job, 
 func (db *DB) RetryJob(ctx context.Context, jobID int64) (store.Job, error) {
 	var job store.Job
 	err := db.tx(ctx, func(tx pgx.Tx) error {
+		if err := db.lockJobs(ctx, tx, jobID); err != nil {
+			return err
+		}
 		var err error
 		if job, err = jobTx(ctx, tx, jobID, true); err != nil {
 			return err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -248,6 +249,38 @@ func (db *DB) tx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return classify(tx.Commit(ctx))
 }
 
+// Lock order. Every transaction that writes a job's tasks, claims or
+// results takes its locks in one order, so that no two wait on each other:
+//
+//  1. the jobs' claim locks (lockJobs), in the order of their keys;
+//  2. rows of those jobs' tasks, claims and results;
+//  3. the jobs' rows (their counters), in id order;
+//  4. the callback-id lock (lockCallbacks).
+//
+// The claim locks serialise, per job, the claims, the group commits, a
+// takeover, a cancel and a retry: the statements of each touch the same
+// claim rows in different orders (a due claim in order of due time, a
+// commit in order of seq, a cancel the whole job), and row locks alone
+// deadlocked them against each other.
+
+// claimKey is the second key of a job's claim lock.
+func claimKey(jobID int64) int32 { return int32(jobID & 0x7fffffff) }
+
+// lockJobs takes the claim locks of jobs, until the transaction ends.
+func (db *DB) lockJobs(ctx context.Context, tx pgx.Tx, jobIDs ...int64) error {
+	keys := make([]int32, 0, len(jobIDs))
+	for _, id := range jobIDs {
+		keys = append(keys, claimKey(id))
+	}
+	slices.Sort(keys)
+	for _, k := range slices.Compact(keys) {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, $2)", db.claimSpace, k); err != nil {
+			return fmt.Errorf("lock job claims: %w", err)
+		}
+	}
+	return nil
+}
+
 // lockCallbacks takes the lock under which callback ids are drawn, until
 // the transaction ends. Take it right before inserting callbacks, as late
 // as the transaction allows: it serialises the commits that write them.
@@ -261,7 +294,7 @@ func classify(err error) error {
 	if err == nil {
 		return nil
 	}
-	for _, known := range []error{store.ErrBusy, store.ErrUnavailable, store.ErrDiskFull, store.ErrReadOnly, store.ErrNotFound, store.ErrConflict,
+	for _, known := range []error{store.ErrBusy, store.ErrLockConflict, store.ErrUnavailable, store.ErrDiskFull, store.ErrReadOnly, store.ErrNotFound, store.ErrConflict,
 		store.ErrSealed, store.ErrNotDone, store.ErrTooNew, store.ErrNoDatabase} {
 		if errors.Is(err, known) {
 			return err
@@ -272,10 +305,10 @@ func classify(err error) error {
 		switch {
 		case pe.Code == "53100": // disk_full
 			return fmt.Errorf("%w: %w", store.ErrDiskFull, err)
-		case pe.Code == "40001", pe.Code == "40P01", pe.Code == "55P03", pe.Code == "57014":
+		case pe.Code == "40001", pe.Code == "40P01", pe.Code == "55P03", pe.Code == "57014", pe.Code == "25P03":
 			// serialization failure, deadlock, lock not available,
-			// statement timeout: try again
-			return fmt.Errorf("%w: %w", store.ErrBusy, err)
+			// statement timeout, idle in transaction timeout: try again
+			return fmt.Errorf("%w: %w", store.ErrLockConflict, err)
 		case pe.Code == "25006", pe.Code == "42501": // read-only transaction, insufficient privilege
 			return fmt.Errorf("%w: %w", store.ErrReadOnly, err)
 		case strings.HasPrefix(pe.Code, "57P"), strings.HasPrefix(pe.Code, "08"):

@@ -171,25 +171,33 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 	}
 	err = db.tx(ctx, func(tx pgx.Tx) error {
 		requeued, failed = 0, 0
-		// Lock order, as a claim takes them: the tasks' rows, then their
-		// claims. (Claims first would deadlock with a live runner that
-		// claims the same tasks as they are freed.)
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM tasks t JOIN running u ON u.job_id = t.job_id AND u.seq = t.seq
-			WHERE u.runner_id <> $2 AND NOT EXISTS (SELECT 1 FROM runners g WHERE g.id = u.runner_id AND NOT `+gone+`)
-			ORDER BY t.job_id, t.seq FOR UPDATE OF t`, oldest, me); err != nil {
+		// Lock order (lockJobs): the claim locks of the jobs whose claims
+		// are taken over, then their rows. Only those jobs' claims are
+		// taken: a runner that stops meanwhile leaves its claims in other
+		// jobs to the next look.
+		rows, err := tx.Query(ctx, `SELECT DISTINCT u.job_id FROM running u
+			WHERE u.runner_id <> $2 AND NOT EXISTS (SELECT 1 FROM runners g WHERE g.id = u.runner_id AND NOT `+gone+`)`, oldest, me)
+		if err != nil {
+			return err
+		}
+		jobs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return err
+		}
+		if err := db.lockJobs(ctx, tx, jobs...); err != nil {
 			return err
 		}
 		// Claims of tasks that finished anyway, and those of dead runners
 		// that never started, are dropped.
-		if _, err := tx.Exec(ctx, `DELETE FROM running u
-			WHERE EXISTS (SELECT 1 FROM results r WHERE r.job_id = u.job_id AND r.seq = u.seq)
+		if _, err := tx.Exec(ctx, `DELETE FROM running u WHERE u.job_id = ANY($3) AND (
+			EXISTS (SELECT 1 FROM results r WHERE r.job_id = u.job_id AND r.seq = u.seq)
 			OR (u.started_at IS NULL AND u.runner_id <> $2 AND NOT EXISTS (
-				SELECT 1 FROM runners g WHERE g.id = u.runner_id AND NOT `+gone+`))`, oldest, me); err != nil {
+				SELECT 1 FROM runners g WHERE g.id = u.runner_id AND NOT `+gone+`)))`, oldest, me, jobs); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `DELETE FROM running u
-			WHERE u.runner_id <> $2 AND NOT EXISTS (SELECT 1 FROM runners g WHERE g.id = u.runner_id AND NOT `+gone+`)
-			RETURNING u.job_id, u.seq`, oldest, me)
+		rows, err = tx.Query(ctx, `DELETE FROM running u
+			WHERE u.job_id = ANY($3) AND u.runner_id <> $2 AND NOT EXISTS (SELECT 1 FROM runners g WHERE g.id = u.runner_id AND NOT `+gone+`)
+			RETURNING u.job_id, u.seq`, oldest, me, jobs)
 		if err != nil {
 			return err
 		}

@@ -123,7 +123,7 @@ func (db *DB) pending(ctx context.Context, q querier, jobID, afterSeq int64, lim
 func (db *DB) claim(ctx context.Context, jobID int64, query string, args ...any) ([]store.Task, error) {
 	var tasks []store.Task
 	err := db.tx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, $2)", db.claimSpace, int32(jobID&0x7fffffff)); err != nil {
+		if err := db.lockJobs(ctx, tx, jobID); err != nil {
 			return err
 		}
 		// See pending: no materialized nested loops over the claims.

@@ -1,0 +1,81 @@
+package main_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// retryJob writes the job that found double runs and a deadlock: 300
+// commands, every third of which fails, with 3 attempts 10-50 ms apart,
+// 20 workers. Each command logs its run (logRun).
+func retryJob(t *testing.T, dir string) string {
+	t.Helper()
+	tasks := make([]string, 300)
+	for i := range tasks {
+		script := logRun(dir)
+		if (i+1)%3 == 0 {
+			script += "; exit 1"
+		}
+		tasks[i] = fmt.Sprintf(`{"kind":"exec","payload":{"argv":["sh","-c",%q]},"max_attempts":3,"backoff":{"base":"10ms","cap":"50ms"}}`, script)
+	}
+	path := filepath.Join(dir, "retry.json")
+	if err := os.WriteFile(path, []byte(`{"workers":20,"tasks":[`+strings.Join(tasks, ",")+`]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Retried attempts run once each, with pcd run and with a daemon, on both
+// stores: with no kill, every task runs at most max_attempts times, and no
+// attempt twice. (A due-task read raced an attempt's commit and queued
+// the same attempt again; on PostgreSQL the due-task claim and the group
+// commit deadlocked.)
+func TestRetriesRunEachAttemptOnce(t *testing.T) {
+	for _, store := range bothStores {
+		t.Run(store.name, func(t *testing.T) {
+			dir := t.TempDir()
+			db := store.db(t)
+			job := retryJob(t, dir)
+			for round := range 3 {
+				r := pcd(t, db, "run", job)
+				if r.code != 1 || !strings.Contains(r.stderr, "100 of 300 tasks failed") {
+					t.Fatalf("round %d: pcd run exit %d, want 1 with 100 of 300 failed:\n%s", round, r.code, tail(r.stderr, 2000))
+				}
+			}
+			d := controlDaemon(t, db)
+			for range 2 {
+				if r := pcd(t, db, "submit", job); r.code != 0 {
+					t.Fatalf("submit: exit %d: %s", r.code, r.stderr)
+				}
+			}
+			for deadline := time.Now().Add(2 * time.Minute); queryDB(t, db, "SELECT count(*) FROM jobs WHERE finished_at IS NULL") > 0; {
+				if time.Now().After(deadline) {
+					t.Fatalf("the daemon's jobs are unfinished after 2 minutes:\n%s", tail(d.stderr.String(), 4000))
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			stopDaemon(t, d)
+			if strings.Contains(d.stderr.String(), "job run failed") {
+				t.Errorf("the daemon failed a job run:\n%s", tail(d.stderr.String(), 4000))
+			}
+			if runs := checkRuns(t, db, dir, nil); runs != 5*(200+3*100) {
+				t.Errorf("%d runs, want %d", runs, 5*(200+3*100))
+			}
+			if n := queryDB(t, db, "SELECT count(*) FROM results WHERE state = 'failed' AND attempts = 3"); n != 5*100 {
+				t.Errorf("%d tasks failed after 3 attempts, want %d", n, 5*100)
+			}
+		})
+	}
+}
+
+// tail is the end of s, at most n bytes.
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
+}
