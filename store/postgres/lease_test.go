@@ -111,3 +111,79 @@ func TestLostLeaseDiscardsResults(t *testing.T) {
 		t.Errorf("%d results, %d of them runner B's; want 3 and 3", all, fromB)
 	}
 }
+
+// A runner that goes silent inside a transaction (the network between it
+// and the server stops, then it dies) holds its locks only for a lease:
+// the server ends its session (idle_in_transaction_session_timeout), and
+// another runner's cancel of the same job, which waits on those locks,
+// goes through. Without the timeout it waited for as long as the silent
+// connection stayed open.
+func TestSilentSessionReleasesItsLocks(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	proxy := pgtest.NewProxy(t, url)
+	const lease = 1500 * time.Millisecond
+	a, err := Open(ctx, proxy.URL, Options{Lease: lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(ctx, url, Options{Lease: lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	job, err := b.CreateJob(ctx, store.NewJob{Workers: 1, QueueSize: 1, Tasks: []store.NewTask{{Kind: "noop", Payload: []byte("1")}, {Kind: "noop", Payload: []byte("2")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := a.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if err := a.lockJobs(ctx, tx, job.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "UPDATE jobs SET state = state WHERE id = $1", job.ID); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Cut()
+	defer proxy.Heal() // before the rollback, which would wait on the cut
+	start := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, 10*lease)
+	defer cancel()
+	msg := func(store.Task) ([]byte, error) { return []byte("{}"), nil }
+	_, err = b.CancelJob(cctx, job.ID, msg, func(store.Job) ([]byte, error) { return []byte("{}"), nil })
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("the cancel beside a silent session: %v after %v", err, took)
+	}
+	// The server ends the session after a lease idle in its transaction;
+	// a lock wait is bounded at two leases. Either way, a small multiple
+	// of the lease, not the silent connection's life.
+	if took > 3*lease {
+		t.Errorf("the cancel waited %v on a silent session's locks; the lease is %v", took, lease)
+	}
+	t.Logf("the cancel went through %v after the session went silent (lease %v)", took.Round(time.Millisecond), lease)
+}
+
+// Every connection carries the bounds of boundWaits, and the URL's own
+// settings win.
+func TestConnectionsBoundTheirWaits(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, pgtest.URL(t)+"&lock_timeout=7000", Options{Lease: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for name, want := range map[string]string{
+		"idle_in_transaction_session_timeout": "3s",
+		"lock_timeout":                        "7s",
+	} {
+		var got string
+		if err := db.pool.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&got); err != nil || got != want {
+			t.Errorf("%s = %q (%v), want %q", name, got, err, want)
+		}
+	}
+}

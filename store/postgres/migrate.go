@@ -39,7 +39,15 @@ func (db *DB) migrate(ctx context.Context) error {
 		return classify(err)
 	}
 	defer conn.Release()
+	// Another process's migration may take longer than lock_timeout; it
+	// holds the lock for as long as it lives.
+	if _, err := conn.Exec(ctx, "SET lock_timeout = 0"); err != nil {
+		return fmt.Errorf("migrate: %w", classify(err))
+	}
 	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", db.migrateLock); err != nil {
+		return fmt.Errorf("migrate: %w", classify(err))
+	}
+	if _, err := conn.Exec(ctx, "RESET lock_timeout"); err != nil {
 		return fmt.Errorf("migrate: %w", classify(err))
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", db.migrateLock)

@@ -7,9 +7,11 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -153,7 +155,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("open %s: %w", name, redactErr(err, rawURL))
 	}
 	cfg.MaxConns = opts.MaxConns
-	cfg.ConnConfig.ConnectTimeout = 10 * time.Second
+	boundWaits(cfg.ConnConfig, opts.Lease)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, redactErr(err, rawURL))
@@ -164,6 +166,59 @@ func Open(ctx context.Context, rawURL string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
 	return db, nil
+}
+
+// boundWaits bounds every wait that a dead or silent peer can cause, on
+// both sides of each connection, to a small multiple of the lease:
+//
+//   - A session left idle inside a transaction (its client died or
+//     froze, or the network between them went silent) is ended by the
+//     server after one lease (idle_in_transaction_session_timeout): its
+//     locks no longer hold up the other runners.
+//   - A statement waits at most two leases for a lock
+//     (lock_timeout); it fails with ErrLockConflict, and is tried again.
+//   - TCP keepalives, on the client's side and the server's, find a dead
+//     peer after about two thirds of a lease (idle lease/3, then 3 probes
+//     lease/9 apart), and unacknowledged data fails the connection after
+//     a lease (TCP_USER_TIMEOUT). Linux's defaults take 2 h 11 min.
+//   - Connecting gives up after a lease (at least 10 s).
+//
+// A session that must wait longer (a migration waits for another's)
+// sets its own lock_timeout.
+func boundWaits(cc *pgx.ConnConfig, lease time.Duration) {
+	ms := func(d time.Duration) string { return strconv.FormatInt(max(d.Milliseconds(), 1), 10) }
+	secs := func(d time.Duration) string { return strconv.FormatInt(max(int64(d/time.Second), 1), 10) }
+	if cc.RuntimeParams == nil {
+		cc.RuntimeParams = map[string]string{}
+	}
+	set := func(name, value string) {
+		if _, ok := cc.RuntimeParams[name]; !ok { // the URL's own setting wins
+			cc.RuntimeParams[name] = value
+		}
+	}
+	set("idle_in_transaction_session_timeout", ms(lease))
+	set("lock_timeout", ms(2*lease))
+	set("tcp_keepalives_idle", secs(lease/3))
+	set("tcp_keepalives_interval", secs(lease/9))
+	set("tcp_keepalives_count", "3")
+	set("tcp_user_timeout", ms(lease))
+	cc.ConnectTimeout = max(lease, 10*time.Second)
+	d := &net.Dialer{
+		Timeout: cc.ConnectTimeout,
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true,
+			Idle: max(lease/3, time.Second), Interval: max(lease/9, time.Second), Count: 3},
+		Control: func(network, _ string, c syscall.RawConn) error {
+			if !strings.HasPrefix(network, "tcp") {
+				return nil
+			}
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = setTCPUserTimeout(fd, lease)
+			})
+			return errors.Join(err, serr)
+		},
+	}
+	cc.DialFunc = d.DialContext
 }
 
 func (db *DB) init(ctx context.Context) error {

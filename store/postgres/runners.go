@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pcd-dev/pcd/internal/buildinfo"
 	"github.com/pcd-dev/pcd/store"
@@ -54,10 +55,17 @@ func (db *DB) LockRunner(role string) (store.Releaser, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), db.opTimeout())
 	defer cancel()
 	host, _ := os.Hostname()
+	// The runner registers on its heartbeat's connection (see heartbeat),
+	// made first: the lease starts once it is up.
+	conn, err := pgx.ConnectConfig(ctx, db.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return nil, fmt.Errorf("register runner: %w", classify(err))
+	}
 	now := time.Now().UnixNano()
 	var id int64
-	if err := db.pool.QueryRow(ctx, `INSERT INTO runners (role, host, pid, version, started_at, heartbeat_at, lease_ns)
+	if err := conn.QueryRow(ctx, `INSERT INTO runners (role, host, pid, version, started_at, heartbeat_at, lease_ns)
 		VALUES ($1, $2, $3, $4, $5, $5, $6) RETURNING id`, role, host, os.Getpid(), buildinfo.Version(), now, int64(db.opts.Lease)).Scan(&id); err != nil {
+		conn.Close(context.Background())
 		return nil, fmt.Errorf("register runner: %w", classify(err))
 	}
 	// The plans of claims and group commits depend on the statistics of
@@ -68,6 +76,7 @@ func (db *DB) LockRunner(role string) (store.Releaser, error) {
 	db.runners.mu.Lock()
 	defer db.runners.mu.Unlock()
 	if db.runners.cancel != nil {
+		conn.Close(context.Background())
 		return nil, errors.New("register runner: this handle is a runner already")
 	}
 	db.runners.current.Store(id)
@@ -77,7 +86,7 @@ func (db *DB) LockRunner(role string) (store.Releaser, error) {
 	rel := runnerRelease{db: db, id: id, lost: make(chan struct{})}
 	go func() {
 		defer close(done)
-		db.heartbeat(hbCtx, id, time.Unix(0, now), rel.lost)
+		db.heartbeat(hbCtx, conn, id, time.Unix(0, now), rel.lost)
 	}()
 	return rel, nil
 }
@@ -91,11 +100,21 @@ func (db *DB) opTimeout() time.Duration { return max(db.opts.Lease/3, time.Secon
 // lease since the last one (whose time the others judge by), it closes
 // lost and returns. A heartbeat that finds the row gone already (this
 // process was stopped for longer than the lease) loses it too.
-func (db *DB) heartbeat(ctx context.Context, id int64, last time.Time, lost chan struct{}) {
+//
+// It beats on a connection of its own, not the pool's: with every pooled
+// connection busy (claims and commits of many jobs, each waiting on a
+// lock), a heartbeat that waited for one lost the lease of a runner that
+// was working, and its tasks ran again elsewhere.
+func (db *DB) heartbeat(ctx context.Context, conn *pgx.Conn, id int64, last time.Time, lost chan struct{}) {
 	lease := db.opts.Lease
 	deadline := last.Add(lease * 2 / 3)
 	tick := time.NewTicker(lease / 3)
 	defer tick.Stop()
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
 	for {
 		expire := time.NewTimer(time.Until(deadline))
 		select {
@@ -116,12 +135,24 @@ func (db *DB) heartbeat(ctx context.Context, id int64, last time.Time, lost chan
 			until = deadline
 		}
 		beat, cancel := context.WithDeadline(ctx, until)
-		tag, err := db.pool.Exec(beat, `UPDATE runners SET heartbeat_at = $1 WHERE id = $2 AND stopped_at IS NULL
-			AND heartbeat_at + lease_ns >= $1`, now.UnixNano(), id)
+		var err error
+		if conn == nil {
+			conn, err = pgx.ConnectConfig(beat, db.pool.Config().ConnConfig.Copy())
+		}
+		var tag pgconn.CommandTag
+		if err == nil {
+			tag, err = conn.Exec(beat, `UPDATE runners SET heartbeat_at = $1 WHERE id = $2 AND stopped_at IS NULL
+				AND heartbeat_at + lease_ns >= $1`, now.UnixNano(), id)
+		}
 		cancel()
 		switch {
 		case err != nil:
-			// Tried again at the next tick, until the lease runs out.
+			// Tried again at the next tick, on a new connection, until
+			// the lease runs out.
+			if conn != nil {
+				conn.Close(context.Background())
+				conn = nil
+			}
 		case tag.RowsAffected() == 0:
 			close(lost)
 			return
