@@ -1,9 +1,12 @@
 package main_test
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -70,5 +73,93 @@ func TestArgsLikeParallel(t *testing.T) {
 				t.Errorf("pcd and parallel differ:\npcd:\n%s\nparallel:\n%s", r.stdout, wantOut)
 			}
 		})
+	}
+}
+
+// --halt now,fail=1, side by side with GNU parallel at -j1 and -j4, on
+// both stores: the same tasks start (none after the failure that meets the
+// policy), the exit code is 1, the job ends failed, and the tasks the halt
+// stopped are recorded as cancelled with the attempt they ran and their
+// time.
+func TestHaltLikeParallel(t *testing.T) {
+	gnu, err := exec.LookPath("parallel")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("GNU parallel is not installed (.ci/run installs it): %v", err)
+		}
+		t.Skip("GNU parallel is not installed")
+	}
+	cases := []struct {
+		name, workers, script string
+		inputs                []string
+	}{
+		// Task 3 fails at once; the others take 50 ms.
+		{"j1", "1", "if [ {} = 3 ]; then exit 1; fi; sleep 0.05", []string{"1", "2", "3", "4", "5", "6", "7", "8"}},
+		// Task 3 fails after 0.3 s, while 1, 2 and 4 run (1 s each).
+		{"j4", "4", "if [ {} = 3 ]; then sleep 0.3; exit 1; fi; sleep 1", []string{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"}},
+	}
+	started := func(t *testing.T, file string) string {
+		t.Helper()
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Fields(string(b))
+		slices.Sort(lines)
+		return strings.Join(lines, " ")
+	}
+	for _, c := range cases {
+		dir := t.TempDir()
+		starts := filepath.Join(dir, "parallel.starts")
+		script := "echo {} >> " + starts + "; " + c.script
+		cmd := exec.Command(gnu, append([]string{"--will-cite", "--halt", "now,fail=1", "-j", c.workers, script, ":::"}, c.inputs...)...)
+		if err := cmd.Run(); cmd.ProcessState.ExitCode() != 1 {
+			t.Fatalf("%s: parallel exited %d (%v), want 1", c.name, cmd.ProcessState.ExitCode(), err)
+		}
+		want := started(t, starts)
+		for _, store := range bothStores {
+			t.Run(c.name+"/"+store.name, func(t *testing.T) {
+				db := store.db(t)
+				starts := filepath.Join(t.TempDir(), "pcd.starts")
+				script := "echo {} >> " + starts + "; " + c.script
+				r := pcd(t, db, append([]string{"run", "--json", "--halt", "now,fail=1", "-w", c.workers, "--shell", "--", script, ":::"}, c.inputs...)...)
+				if r.code != 1 {
+					t.Fatalf("pcd run exited %d, want 1:\n%s", r.code, r.stderr)
+				}
+				if got := started(t, starts); got != want {
+					t.Errorf("pcd started %q, parallel %q", got, want)
+				}
+				var jobs []struct {
+					ID string `json:"job_id"`
+				}
+				if err := json.Unmarshal([]byte(pcd(t, db, "jobs", "--json").stdout), &jobs); err != nil || len(jobs) != 1 {
+					t.Fatalf("pcd jobs --json: %v, %d jobs", err, len(jobs))
+				}
+				out := pcd(t, db, "tasks", "--json", jobs[0].ID)
+				for _, line := range strings.Split(strings.TrimSpace(out.stdout), "\n") {
+					var task struct {
+						Number   int64   `json:"number"`
+						State    string  `json:"state"`
+						Attempts int     `json:"attempts"`
+						Time     float64 `json:"time_secs"`
+					}
+					if err := json.Unmarshal([]byte(line), &task); err != nil {
+						t.Fatalf("pcd tasks --json: %v: %q", err, line)
+					}
+					ran := slices.Contains(strings.Fields(want), strconv.FormatInt(task.Number, 10))
+					switch {
+					case task.Number == 3 && task.State != "failed":
+						t.Errorf("task 3 is %s, want failed", task.State)
+					case task.Number != 3 && ran && c.workers != "1" && (task.State != "cancelled" || task.Attempts != 1 || task.Time <= 0):
+						t.Errorf("task %d, stopped by the halt, is %s with %d attempts in %vs; want cancelled, 1 attempt, its time", task.Number, task.State, task.Attempts, task.Time)
+					case !ran && (task.State != "cancelled" || task.Attempts != 0):
+						t.Errorf("task %d never started, and is %s with %d attempts; want cancelled, 0", task.Number, task.State, task.Attempts)
+					}
+				}
+				if st := queryDB(t, db, "SELECT count(*) FROM jobs WHERE state = 'failed'"); st != 1 {
+					t.Errorf("the halted job did not end failed")
+				}
+			})
+		}
 	}
 }

@@ -243,7 +243,7 @@ func (m *completer) committed(g *group, committed store.Committed) {
 		}
 		m.c.release(m.job.ID, ev)
 		if ev.Task != nil && m.halt.count(ev.Task.State) {
-			m.c.halted(m.job, m.halt)
+			m.c.halted(m.job, m.halt.reason, m.halt.policy.Now)
 		}
 		if m.unreleased.From == 0 {
 			m.unreleased.From = cb.ID

@@ -70,6 +70,10 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 		// An unknown kind fails the task in runTask, with the lookup's error.
 		kind, kindErr := c.cfg.Registry.Lookup(t.Kind)
 		if kindErr == nil && isolated(kind) {
+			if c.draining() {
+				c.releaseGroupSlot()
+				return // halted or paused meanwhile: it stays pending
+			}
 			slots.begin(i, t.Seq, c.cfg.Clock.Now())
 		} else {
 			starts <- startReq{task: t, at: c.cfg.Clock.Now(), reply: reply}
@@ -77,10 +81,20 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 				c.releaseGroupSlot()
 				continue // no longer pending (cancelled), or the commit failed
 			}
+			if c.draining() {
+				// Halted or paused while its mark committed: it goes
+				// back to pending, unstarted.
+				c.releaseGroupSlot()
+				results <- outcome{task: t, interrupted: true}
+				return
+			}
 		}
 		out := c.runTask(procCtx, job, t, kind, kindErr)
 		slots.end(i)
 		c.releaseGroupSlot()
+		if !out.interrupted && out.res.RetryAt.IsZero() {
+			c.noteOutcome(job, out.res.State)
+		}
 		results <- out
 	}
 }
@@ -121,6 +135,22 @@ func (c *jobController) runTask(ctx context.Context, job store.Job, t store.Task
 	}
 	if killed {
 		err = errKilled
+	}
+	if halt := (haltCause{}); err != nil && errors.As(context.Cause(taskCtx), &halt) {
+		// The job halted now: the task is stopped, and recorded as
+		// cancelled, with the attempt it ran and its time.
+		final := t
+		final.Attempts = attempt
+		ev := taskEvent(job.UUID, final, store.Cancelled, took, nil, halt.Error())
+		msg, mErr := ev.MarshalJSON()
+		if mErr != nil {
+			panic(fmt.Sprintf("marshal task event: %v", mErr))
+		}
+		return outcome{task: t, event: ev, res: store.Result{
+			Seq: t.Seq, State: store.Cancelled, Error: halt.Error(), Time: took,
+			StartedAt: wallStart, FinishedAt: wallStart.Add(took),
+			Attempt: attempt, Record: t.Retry.MaxAttempts > 1, Message: msg,
+		}}
 	}
 	if errors.Is(err, ErrResource) {
 		// The task did not start (no file descriptors, processes or

@@ -90,10 +90,15 @@ type jobController struct {
 	db    store.Store
 	cfg   Config
 	group string // the job's group, for the daemon's limits
-	// haltReason is set once the job's --halt policy is met (by the
-	// completer, before the pipeline ends); haltNow for now.
+	// haltReason is set once the job's --halt policy is met (halt), by
+	// a consumer as a task ends or by the completer as results commit,
+	// before the pipeline ends; haltMu guards it while the pipeline runs.
+	haltMu     sync.Mutex
 	haltReason string
-	haltNow    bool
+	// preHalt applies the policy to the outcomes as the consumers hand
+	// them over, before they commit: at the first failure of a
+	// --halt now,fail=1 job, no consumer starts another task.
+	preHalt *halter
 	// killable holds the cancel function of each running task, by seq,
 	// for pcd kill.
 	killable sync.Map
@@ -203,9 +208,10 @@ func (c *jobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 	if comp.finished != nil {
 		return *comp.finished, c.settle(bg)
 	}
-	if c.haltReason != "" && !c.haltNow && ctx.Err() == nil {
-		// --halt soon: the running tasks have finished; the rest are
-		// cancelled, with the reason.
+	if c.haltReason != "" && ctx.Err() == nil {
+		// Halted: the running tasks have finished (soon) or were stopped
+		// (now), and are recorded; the rest are cancelled, with the
+		// reason.
 		if _, err := CancelJobBecause(bg, c.db, job.ID, c.haltReason); err != nil {
 			_ = c.db.StopJob(bg, job.ID, elapsed())
 			return job, err
@@ -215,25 +221,56 @@ func (c *jobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 	return c.finish(bg, job, elapsed(), comp, (c.draining() && c.haltReason == "") || ctx.Err() != nil)
 }
 
-// halted acts on the job's --halt policy, met by the results that just
-// committed: now cancels the job and stops its running tasks; soon
-// starts no new task, and Run cancels the rest once the running ones
-// have finished.
-func (c *jobController) halted(job store.Job, h *halter) {
-	c.cfg.Logger.Info("job "+h.reason, "job", job.UUID)
-	c.haltReason, c.haltNow = h.reason, h.policy.Now
-	if !h.policy.Now {
-		c.Drain()
+// halted acts on the job's --halt policy, once it is met: no task of the
+// job starts from now on; now also stops the running tasks, each recorded
+// as cancelled with the attempt it ran and its time; soon lets them
+// finish. Once they are recorded, Run cancels the tasks that never
+// started. It acts once, whoever calls it first: a consumer as a task
+// ends (noteOutcome), or the completer as results commit.
+func (c *jobController) halted(job store.Job, reason string, now bool) {
+	c.haltMu.Lock()
+	first := c.haltReason == ""
+	if first {
+		c.haltReason = reason
+	}
+	c.haltMu.Unlock()
+	if !first {
 		return
 	}
-	if _, err := CancelJobBecause(context.Background(), c.db, job.ID, h.reason); err != nil {
-		c.cfg.Logger.Error("cancel a halted job; its running tasks finish, and no new one starts", "job", job.UUID, "err", err)
-		c.haltNow = false
-		c.Drain()
-		return
+	c.cfg.Logger.Info("job "+reason, "job", job.UUID)
+	c.Drain()
+	if now {
+		cause := haltCause{reason}
+		c.killable.Range(func(_, stop any) bool {
+			stop.(context.CancelCauseFunc)(cause)
+			return true
+		})
 	}
-	c.Cancel()
 }
+
+// noteOutcome applies the halt policy to a task's final state as its
+// consumer hands it over, ahead of its commit: the consumer then starts
+// no other task, as GNU parallel starts none after the failure that meets
+// --halt. Every outcome handed over is committed, or the run fails and
+// the next one counts from what committed.
+func (c *jobController) noteOutcome(job store.Job, state store.State) {
+	c.haltMu.Lock()
+	met := c.preHalt.count(state)
+	var reason string
+	var now bool
+	if met {
+		reason, now = c.preHalt.reason, c.preHalt.policy.Now
+	}
+	c.haltMu.Unlock()
+	if met {
+		c.halted(job, reason, now)
+	}
+}
+
+// haltCause stops a running task when its job halts now.
+type haltCause struct{ reason string }
+
+func (h haltCause) Error() string { return "stopped: " + h.reason }
 
 // pipeline runs the job's producer, consumers and completer until the
 // queue is drained or ctx ends, and returns once every one of them has.
@@ -250,6 +287,7 @@ func (c *jobController) pipeline(ctx context.Context, job store.Job, elapsed fun
 	}()
 	queue := make(chan store.Task, job.QueueSize)
 	c.frontier = newFrontier(job.DoneThrough)
+	c.preHalt = newHalter(job)
 	// Room for a whole group commit's worth of starts and results, so that
 	// consumers keep running while the completer waits for its fsync and
 	// the next batch is ready when it returns.

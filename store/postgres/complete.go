@@ -410,13 +410,7 @@ func (db *DB) committed(ctx context.Context, tx pgx.Tx, jobID, id int64) error {
 // finishTx finishes a job (its final state from its counts) and writes its
 // job callback; the caller holds the callback-id lock.
 func (db *DB) finishTx(ctx context.Context, tx pgx.Tx, job *store.Job, now time.Time, message func(store.Job) ([]byte, error)) (*store.Callback, error) {
-	job.State = store.Succeeded
-	switch {
-	case job.Failed > 0:
-		job.State = store.Failed
-	case job.Cancelled > 0:
-		job.State = store.Cancelled
-	}
+	job.State = store.FinalState(job.Succeeded, job.Failed, job.Cancelled)
 	job.FinishedAt = now
 	if _, err := tx.Exec(ctx, "UPDATE jobs SET state = $1, elapsed_ns = $2, finished_at = $3 WHERE id = $4",
 		string(job.State), int64(job.Elapsed), now.UnixNano(), job.ID); err != nil {

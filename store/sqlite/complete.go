@@ -582,13 +582,7 @@ func (db *DB) FinishJob(ctx context.Context, jobID int64, elapsed time.Duration,
 // finishTx marks a job whose tasks are all final finished, with its state
 // from the counts, and writes its job-callback record.
 func (db *DB) finishTx(ctx context.Context, tx *sql.Tx, job *store.Job, now time.Time, message func(store.Job) ([]byte, error)) (*store.Callback, error) {
-	job.State = store.Succeeded
-	switch {
-	case job.Cancelled > 0:
-		job.State = store.Cancelled
-	case job.Failed > 0:
-		job.State = store.Failed
-	}
+	job.State = store.FinalState(job.Succeeded, job.Failed, job.Cancelled)
 	job.FinishedAt = now
 	if _, err := tx.StmtContext(ctx, db.stmts.finishJob).ExecContext(ctx,
 		string(job.State), int64(job.Elapsed), now.UnixNano(), job.ID); err != nil {

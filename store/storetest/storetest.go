@@ -32,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"CallbacksComeInIDOrder", callbacksComeInIDOrder},
 		{"MessagesReadBackAsWritten", messagesReadBackAsWritten},
 		{"CancelFinishesEveryTask", cancelFinishesEveryTask},
+		{"AFailureOutranksACancel", aFailureOutranksACancel},
 		{"RetryOpensARound", retryOpensARound},
 		{"RecoverCountsInterruptions", recoverCountsInterruptions},
 		{"WaitingTasksAreDueLater", waitingTasksAreDueLater},
@@ -318,6 +319,29 @@ func cancelFinishesEveryTask(t *testing.T, s store.Store) {
 	late := complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{result(2, store.Succeeded)}})
 	if len(late.Callbacks) != 0 {
 		t.Fatalf("a result after the cancel got a callback")
+	}
+}
+
+// aFailureOutranksACancel: a job with a failed task and cancelled ones
+// ends failed (store.FinalState), whether the cancel finishes it or the
+// last result does.
+func aFailureOutranksACancel(t *testing.T, s store.Store) {
+	j := newJob(t, s, 3)
+	complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{result(1, store.Failed)}})
+	done, err := s.CancelJob(ctx, j.ID, taskMessage, jobMessage)
+	if err != nil || done.State != store.Failed || done.Failed != 1 || done.Cancelled != 2 {
+		t.Fatalf("cancel after a failure: %+v, %v; want failed, 1 failed, 2 cancelled", done, err)
+	}
+	if got := job(t, s, j.ID).State; got != store.Failed {
+		t.Fatalf("the job reads back %s, want failed", got)
+	}
+	k := newJob(t, s, 2)
+	c := complete(t, s, store.Batch{JobID: k.ID, Results: []store.Result{result(1, store.Cancelled), result(2, store.Failed)}, Finish: jobMessage})
+	if c.JobCallback == nil || c.Job.State != store.Failed {
+		t.Fatalf("a job with a cancelled and a failed task finished %s, want failed", c.Job.State)
+	}
+	if st := store.FinalState(1, 0, 1); st != store.Cancelled {
+		t.Fatalf("FinalState with a cancel and no failure: %s", st)
 	}
 }
 
