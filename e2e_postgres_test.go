@@ -510,3 +510,82 @@ func TestPostgresNoTaskRunsTwice(t *testing.T) {
 	}
 	t.Logf("runs by daemon pid: %v", ran)
 }
+
+// --halt on a job that two daemons share: once one daemon's task fails,
+// neither starts another task of the job (the other hears of it at its
+// wake-up, a NOTIFY away), and the job ends failed once. With soon, the
+// daemon that halted waits for its running tasks before it cancels the
+// rest; the other must not go on meanwhile.
+func TestPostgresHaltStopsEveryDaemon(t *testing.T) {
+	for _, when := range []string{"now", "soon"} {
+		t.Run(when, func(t *testing.T) { haltEveryDaemon(t, when) })
+	}
+}
+
+func haltEveryDaemon(t *testing.T, when string) {
+	db := pgtest.URL(t)
+	dir := t.TempDir()
+	a := startPGDaemon(t, db, "PCD_LEASE=5s")
+	b := startPGDaemon(t, db, "PCD_LEASE=5s")
+	log := filepath.Join(dir, "log")
+	// Each command logs its start (s) with the time and takes 1 s; task
+	// 5 fails after 0.1 s, and logs the moment (f) before it exits.
+	script := `echo "s {} $(date +%s.%N)" >> ` + log + `; if [ {} = 5 ]; then sleep 0.1; echo "f {} $(date +%s.%N)" >> ` + log + `; exit 1; fi; sleep 1`
+	args := []string{"submit", "--halt", when + ",fail=1", "-w", "10", "--shell", "--", script, ":::"}
+	for i := 1; i <= 400; i++ {
+		args = append(args, fmt.Sprint(i))
+	}
+	id := strings.TrimSpace(pcd(t, db, args...).stdout)
+	if r := pcd(t, db, "watch", id); r.code != 1 {
+		t.Fatalf("watch: exit %d, want 1 (the job failed): %s", r.code, r.stderr)
+	}
+	b2, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failedAt float64
+	type start struct {
+		task string
+		at   float64
+	}
+	var starts []start
+	for _, line := range strings.Split(strings.TrimSpace(string(b2)), "\n") {
+		var kind, task string
+		var at float64
+		if _, err := fmt.Sscanf(line, "%s %s %f", &kind, &task, &at); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if kind == "f" {
+			failedAt = at
+		} else {
+			starts = append(starts, start{task, at})
+		}
+	}
+	if failedAt == 0 {
+		t.Fatalf("task 5 never failed; %d starts", len(starts))
+	}
+	// The failing command logs its end a moment before it exits, and the
+	// other daemon hears of the halt a NOTIFY later: 0.5 s is room for a
+	// loaded machine, where before it went on for over a second.
+	var late []string
+	for _, s := range starts {
+		if s.at > failedAt+0.5 {
+			late = append(late, fmt.Sprintf("%s at +%.3fs", s.task, s.at-failedAt))
+		}
+	}
+	if len(late) > 0 {
+		t.Errorf("%d tasks started after the halt: %v\nA:\n%s\nB:\n%s", len(late), late, a.stderr, b.stderr)
+	}
+	if n := queryDB(t, db, "SELECT count(*) FROM jobs WHERE state = 'failed' AND finished_at IS NOT NULL"); n != 1 {
+		t.Errorf("the job did not end failed")
+	}
+	t.Logf("%d of 400 tasks started; the last %.3fs after the failure", len(starts), func() float64 {
+		last := 0.0
+		for _, s := range starts {
+			last = max(last, s.at-failedAt)
+		}
+		return last
+	}())
+	stopDaemon(t, a)
+	stopDaemon(t, b)
+}

@@ -194,6 +194,11 @@ func (c *jobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 	if job.Finished() {
 		return job, nil
 	}
+	if job.Halting != "" {
+		// Halted by a runner that did not live to cancel the rest.
+		h, _ := ParseHalt(job.Halt)
+		c.halted(job, job.Halting, h.Now)
+	}
 	start := c.cfg.Clock.Mono()
 	base := job.Elapsed
 	elapsed := func() time.Duration { return base + c.cfg.Clock.Mono() - start }
@@ -212,7 +217,8 @@ func (c *jobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		// Halted: the running tasks have finished (soon) or were stopped
 		// (now), and are recorded; the rest are cancelled, with the
 		// reason.
-		if _, err := CancelJobBecause(bg, c.db, job.ID, c.haltReason); err != nil {
+		// Another runner of the job may have cancelled it first.
+		if _, err := CancelJobBecause(bg, c.db, job.ID, c.haltReason); err != nil && !errors.Is(err, store.ErrConflict) {
 			_ = c.db.StopJob(bg, job.ID, elapsed())
 			return job, err
 		}
@@ -239,6 +245,15 @@ func (c *jobController) halted(job store.Job, reason string, now bool) {
 	}
 	c.cfg.Logger.Info("job "+reason, "job", job.UUID)
 	c.Drain()
+	if c.db.Shared() && job.Halting == "" {
+		// Other runners of the job stop starting its tasks too, at the
+		// wake-up (watchFinished).
+		if err := c.db.HaltJob(context.Background(), job.ID, reason); err != nil {
+			c.cfg.Logger.Warn("could not tell the other runners that the job halted; they stop when it is cancelled", "job", job.UUID, "err", err)
+		} else {
+			_ = c.db.Wake()
+		}
+	}
 	if now {
 		cause := haltCause{reason}
 		c.killable.Range(func(_, stop any) bool {
@@ -442,6 +457,10 @@ func (c *jobController) watchFinished(ctx context.Context, jobID int64, cancel c
 			c.cfg.Logger.Info("job finished elsewhere (cancelled); stopping its tasks", "job", j.UUID, "state", j.State)
 			cancel(context.Canceled)
 			return
+		case j.Halting != "":
+			// Another runner met the job's --halt policy.
+			h, _ := ParseHalt(j.Halt)
+			c.halted(j, j.Halting, h.Now)
 		case j.Paused && !c.draining():
 			c.cfg.Logger.Info("job paused: starting no new task; the running ones finish", "job", j.UUID)
 			c.Drain()

@@ -51,6 +51,10 @@ type Job struct {
 	DoneThrough int64
 	// Paused jobs start no task until resumed (pcd pause, pcd resume).
 	Paused bool
+	// Halting is why a runner halted the job (its --halt policy was met),
+	// "" until then: no runner starts a task of it, and the one that
+	// halted it cancels the tasks left.
+	Halting string
 	Control
 	// After says whether the job waits for others (JobDeps) and how.
 	After AfterMode

@@ -99,6 +99,9 @@ type JobStore interface {
 	// PauseJobs pauses (or resumes) the unfinished jobs among ids, every
 	// unfinished job if ids is empty, and says how many changed.
 	PauseJobs(ctx context.Context, ids []int64, paused bool) (int64, error)
+	// HaltJob records that an unfinished job halted, and why (the first
+	// reason stays); every runner of it then starts no task of it.
+	HaltJob(ctx context.Context, jobID int64, reason string) error
 	// SetGroup writes a group's limits; Groups lists the groups that have
 	// limits (a scheduling pass reads them: not the jobs).
 	SetGroup(ctx context.Context, g Group) error

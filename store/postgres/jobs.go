@@ -18,7 +18,7 @@ import (
 
 const jobColumns = `id, uuid, name, state, sealed, round, workers, queue_size, total,
 	succeeded, failed, cancelled, elapsed_ns, created_at, started_at, finished_at, sinks, done_through,
-	paused, priority, start_at, grp, halt, after_mode`
+	paused, priority, start_at, grp, halt, after_mode, coalesce(halting, '')`
 
 func scanJob(row pgx.Row) (store.Job, error) {
 	var (
@@ -31,7 +31,7 @@ func scanJob(row pgx.Row) (store.Job, error) {
 	)
 	err := row.Scan(&j.ID, &j.UUID, &j.Name, &state, &j.Sealed, &j.Round, &j.Workers, &j.QueueSize,
 		&j.Total, &j.Succeeded, &j.Failed, &j.Cancelled, &elapsed, &created, &started, &finished, &j.Sinks, &j.DoneThrough,
-		&j.Paused, &j.Priority, &startAt, &j.Group, &j.Halt, &after)
+		&j.Paused, &j.Priority, &startAt, &j.Group, &j.Halt, &after, &j.Halting)
 	if err != nil {
 		return store.Job{}, err
 	}
@@ -445,6 +445,14 @@ func (db *DB) PauseJobs(ctx context.Context, ids []int64, paused bool) (int64, e
 		return 0, fmt.Errorf("pause jobs: %w", classify(err))
 	}
 	return tag.RowsAffected(), nil
+}
+
+// HaltJob records why a job halted, once.
+func (db *DB) HaltJob(ctx context.Context, jobID int64, reason string) error {
+	if _, err := db.pool.Exec(ctx, "UPDATE jobs SET halting = $1 WHERE id = $2 AND halting IS NULL AND finished_at IS NULL", reason, jobID); err != nil {
+		return fmt.Errorf("halt job %d: %w", jobID, classify(err))
+	}
+	return nil
 }
 
 // SetGroup writes a group's limits.

@@ -297,7 +297,7 @@ var taskChunks = []int{256, 32, 4, 1}
 
 const jobColumns = `id, uuid, name, state, sealed, round, workers, queue_size, total,
 	succeeded, failed, cancelled, elapsed_ns, created_at, started_at, finished_at, sinks, done_through,
-	paused, priority, start_at, grp, halt, after_mode`
+	paused, priority, start_at, grp, halt, after_mode, coalesce(halting, '')`
 
 type scanner interface{ Scan(...any) error }
 
@@ -317,7 +317,7 @@ func scanJob(s scanner) (store.Job, error) {
 	)
 	err := s.Scan(&j.ID, &j.UUID, &j.Name, &j.State, &j.Sealed, &j.Round, &j.Workers, &j.QueueSize,
 		&j.Total, &j.Succeeded, &j.Failed, &j.Cancelled, &elapsed, &created, &started, &finished, &sinks, &j.DoneThrough,
-		&j.Paused, &j.Priority, &startAt, &j.Group, &j.Halt, &j.After)
+		&j.Paused, &j.Priority, &startAt, &j.Group, &j.Halt, &j.After, &j.Halting)
 	if err != nil {
 		return store.Job{}, err
 	}
@@ -444,6 +444,18 @@ func (db *DB) PauseJobs(ctx context.Context, ids []int64, paused bool) (int64, e
 		return 0, fmt.Errorf("pause jobs: %w", err)
 	}
 	return n, nil
+}
+
+// HaltJob records why a job halted, once.
+func (db *DB) HaltJob(ctx context.Context, jobID int64, reason string) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "UPDATE jobs SET halting = ? WHERE id = ? AND halting IS NULL AND finished_at IS NULL", reason, jobID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("halt job %d: %w", jobID, err)
+	}
+	return nil
 }
 
 // SetGroup writes a group's limits.

@@ -33,6 +33,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"MessagesReadBackAsWritten", messagesReadBackAsWritten},
 		{"CancelFinishesEveryTask", cancelFinishesEveryTask},
 		{"AFailureOutranksACancel", aFailureOutranksACancel},
+		{"HaltKeepsTheFirstReason", haltKeepsTheFirstReason},
 		{"RetryOpensARound", retryOpensARound},
 		{"RecoverCountsInterruptions", recoverCountsInterruptions},
 		{"WaitingTasksAreDueLater", waitingTasksAreDueLater},
@@ -342,6 +343,21 @@ func aFailureOutranksACancel(t *testing.T, s store.Store) {
 	}
 	if st := store.FinalState(1, 0, 1); st != store.Cancelled {
 		t.Fatalf("FinalState with a cancel and no failure: %s", st)
+	}
+}
+
+func haltKeepsTheFirstReason(t *testing.T, s store.Store) {
+	j := newJob(t, s, 2)
+	if job(t, s, j.ID).Halting != "" {
+		t.Fatalf("a new job is halting")
+	}
+	for _, reason := range []string{"first", "second"} {
+		if err := s.HaltJob(ctx, j.ID, reason); err != nil {
+			t.Fatalf("halt: %v", err)
+		}
+	}
+	if got := job(t, s, j.ID).Halting; got != "first" {
+		t.Fatalf("halting %q, want the first reason", got)
 	}
 }
 
