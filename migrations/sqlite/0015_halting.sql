@@ -2,3 +2,8 @@
 -- met, before the job's tasks are cancelled: every runner of the job
 -- starts no task of it from then on.
 ALTER TABLE jobs ADD COLUMN halting TEXT;
+
+-- The interruptions a task had when its job was last retried (pcd retry):
+-- the limit on interruptions in a row counts from there, while
+-- interrupts keeps the whole history for display.
+ALTER TABLE tasks ADD COLUMN interrupts_base INTEGER NOT NULL DEFAULT 0;

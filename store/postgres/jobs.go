@@ -601,7 +601,8 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (store.Job, error) {
 		if err := store.CanRetry(job, pruning); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE tasks t SET attempts = r.attempts, error = NULL, not_before = NULL
+		if _, err := tx.Exec(ctx, `UPDATE tasks t SET attempts = r.attempts, error = NULL, not_before = NULL,
+				interrupts_base = t.interrupts
 			FROM results r WHERE r.job_id = t.job_id AND r.seq = t.seq
 			AND t.job_id = $1 AND r.state IN ('failed', 'cancelled')`, jobID); err != nil {
 			return err

@@ -251,14 +251,15 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 		for _, k := range taken {
 			var t store.Task
 			var jobUUID string
-			var round int
+			var round, base int
 			if err := tx.QueryRow(ctx, `UPDATE tasks t SET interrupts = t.interrupts + 1 FROM jobs j
 				WHERE j.id = t.job_id AND t.job_id = $1 AND t.seq = $2
-				RETURNING t.job_id, t.seq, t.uuid, t.kind, t.attempts, t.interrupts, j.uuid, j.round`, k.job, k.seq).
-				Scan(&t.JobID, &t.Seq, &t.UUID, &t.Kind, &t.Attempts, &t.Interrupts, &jobUUID, &round); err != nil {
+				RETURNING t.job_id, t.seq, t.uuid, t.kind, t.attempts, t.interrupts, t.interrupts_base, j.uuid, j.round`, k.job, k.seq).
+				Scan(&t.JobID, &t.Seq, &t.UUID, &t.Kind, &t.Attempts, &t.Interrupts, &base, &jobUUID, &round); err != nil {
 				return err
 			}
-			if t.Interrupts < maxInterrupts {
+			// The limit counts from the job's last retry.
+			if t.Interrupts-base < maxInterrupts {
 				requeued++
 				continue
 			}

@@ -427,7 +427,7 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int, failMessage func(j
 		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = 'pending' WHERE state = 'running' AND finished_at IS NULL`); err != nil {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT t.job_id, j.uuid, j.round, t.seq, t.uuid, t.kind, t.attempts, t.interrupts
+		rows, err := tx.QueryContext(ctx, `SELECT t.job_id, j.uuid, j.round, t.seq, t.uuid, t.kind, t.attempts, t.interrupts, t.interrupts_base
 			FROM running u JOIN tasks t ON t.job_id = u.job_id AND t.seq = u.seq JOIN jobs j ON j.id = u.job_id`)
 		if err != nil {
 			return err
@@ -436,11 +436,12 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int, failMessage func(j
 			store.Task
 			jobUUID string
 			round   int
+			base    int // interruptions before the last retry
 		}
 		var all []running
 		for rows.Next() {
 			var r running
-			if err := rows.Scan(&r.JobID, &r.jobUUID, &r.round, &r.Seq, &r.UUID, &r.Kind, &r.Attempts, &r.Interrupts); err != nil {
+			if err := rows.Scan(&r.JobID, &r.jobUUID, &r.round, &r.Seq, &r.UUID, &r.Kind, &r.Attempts, &r.Interrupts, &r.base); err != nil {
 				rows.Close()
 				return err
 			}
@@ -460,7 +461,7 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int, failMessage func(j
 				r.JobID, r.Seq); err != nil {
 				return err
 			}
-			if r.Interrupts < maxInterrupts {
+			if r.Interrupts-r.base < maxInterrupts {
 				requeued++
 				continue
 			}

@@ -659,7 +659,8 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (store.Job, error) {
 			return err
 		}
 		// The tasks keep the attempts they spent.
-		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET attempts = r.attempts, error = NULL, not_before = NULL
+		if _, err := tx.ExecContext(ctx, `UPDATE tasks SET attempts = r.attempts, error = NULL, not_before = NULL,
+				interrupts_base = tasks.interrupts
 			FROM results r WHERE r.job_id = tasks.job_id AND r.seq = tasks.seq
 			AND tasks.job_id = ?1 AND r.job_id = ?1 AND r.state IN ('failed', 'cancelled')`, jobID); err != nil {
 			return err

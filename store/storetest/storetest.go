@@ -413,6 +413,19 @@ func recoverCountsInterruptions(t *testing.T, s store.Store) {
 	if c := complete(t, s, store.Batch{JobID: j.ID, Starts: []store.Start{{Seq: 1, At: time.Now()}}}); c.Started[0] {
 		t.Fatalf("a final task may start again")
 	}
+	// A retry starts a new round: the limit counts from it, and the
+	// history stays for display.
+	complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{result(2, store.Succeeded)}, Finish: jobMessage})
+	again, err := s.RetryJob(ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	complete(t, s, store.Batch{JobID: j.ID, Round: again.Round, Starts: []store.Start{{Seq: 1, At: time.Now()}}})
+	requeued, failed, err := s.Recover(ctx, 3, fail)
+	if rows := tasks(t, s, j.ID); err != nil || requeued != 1 || failed != 0 || rows[0].State != store.Pending || rows[0].Interrupts != 4 {
+		t.Fatalf("an interruption after a retry: requeued %d, failed %d (%v), task %s with %d interrupts; want it pending, with 4",
+			requeued, failed, err, rows[0].State, rows[0].Interrupts)
+	}
 }
 
 func waitingTasksAreDueLater(t *testing.T, s store.Store) {
