@@ -364,3 +364,37 @@ func jobIDs(t *testing.T, db string) []string {
 	}
 	return ids
 }
+
+// A running daemon releases the callbacks of a job that pcd cancel
+// finished while no run of it was going on there (it waited for its start
+// time): at the cancel's wake-up, not at the daemon's next start.
+func TestDaemonReleasesAJobCancelledElsewhere(t *testing.T) {
+	for _, store := range bothStores {
+		t.Run(store.name, func(t *testing.T) {
+			db := store.db(t)
+			d := controlDaemon(t, db)
+			defer stopDaemon(t, d)
+			id := strings.TrimSpace(pcd(t, db, "submit", "--in", "1h", "--", "true", ":::", "a", "b", "c").stdout)
+			if len(id) != 36 {
+				t.Fatalf("submit printed %q", id)
+			}
+			start := time.Now()
+			if r := pcd(t, db, "cancel", id); r.code != 0 {
+				t.Fatalf("cancel: exit %d: %s", r.code, r.stderr)
+			}
+			if took := time.Since(start); took > 20*time.Second {
+				t.Errorf("pcd cancel took %v", took)
+			}
+			released := "job completed callback_id="
+			for deadline := time.Now().Add(30 * time.Second); !strings.Contains(d.stderr.String(), "job="+id+" outcome=cancelled") || !strings.Contains(d.stderr.String(), released); {
+				if time.Now().After(deadline) {
+					t.Fatalf("the daemon did not release the cancelled job's callbacks in 30 s:\n%s", d.stderr)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if n := strings.Count(d.stderr.String(), "task completed"); n != 3 {
+				t.Errorf("the daemon released %d task callbacks, want 3:\n%s", n, d.stderr)
+			}
+		})
+	}
+}

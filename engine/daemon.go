@@ -21,6 +21,10 @@ type daemon struct {
 	drain <-chan struct{}
 	// lastTakeOver is when the daemon last looked for gone runners' tasks.
 	lastTakeOver time.Time
+	// lastRelease is when a wake-up last looked for callbacks to release;
+	// releaseLater, that one wake-up came too soon after it to look.
+	lastRelease  time.Time
+	releaseLater bool
 	// slots bound the running tasks of groups with a workers limit.
 	slots map[string]chan struct{}
 	// limits are the groups' limits, read again after a wake-up or a tick
@@ -122,10 +126,17 @@ func (d *daemon) run(ctx context.Context) error {
 		select {
 		case <-wakeC:
 			d.cfg.Delivery.wake.Notify() // pcd cancel commits callbacks too
+			// A job that pcd cancel finished while no run of it was
+			// going on here (it waited to start, or to retry a failed
+			// run): its callbacks are this daemon's to release.
+			d.releaseFinishedElsewhere(ctx, running)
 			ensure = true
 			clear(resting)
 			d.limitsStale, d.openStale = true, true
 		case <-ticker.C:
+			if d.releaseLater {
+				d.releaseFinishedElsewhere(ctx, running)
+			}
 			clear(resting)
 			d.limitsStale, d.openStale = true, true
 			d.takeOver(ctx)
@@ -442,16 +453,37 @@ func (d *daemon) depsAllow(ctx context.Context, j store.Job) bool {
 	return true
 }
 
+// releaseFinishedElsewhere is redeliverFinished at a wake-up, at most
+// every releaseEvery, for the jobs not running here.
+func (d *daemon) releaseFinishedElsewhere(ctx context.Context, running map[int64]*jobController) {
+	if time.Since(d.lastRelease) < releaseEvery {
+		d.releaseLater = true // at the next tick
+		return
+	}
+	d.lastRelease, d.releaseLater = time.Now(), false
+	d.redeliverFinished(ctx, running)
+}
+
+// releaseEvery bounds how often a wake-up looks for callbacks to release:
+// the look reads every job's release cursor.
+const releaseEvery = 200 * time.Millisecond
+
 // redeliverFinished releases undelivered callbacks of jobs that finished
-// while no runner was delivering, such as a job cancelled by pcd cancel.
-func (d *daemon) redeliverFinished(ctx context.Context) {
+// while no runner was delivering, such as a job cancelled by pcd cancel;
+// jobs that this daemon runs release their own.
+func (d *daemon) redeliverFinished(ctx context.Context, running ...map[int64]*jobController) {
 	ids, err := d.db.UnreleasedJobs(ctx)
 	if err != nil {
-		d.cfg.Logger.Error("find undelivered callbacks", "err", err)
+		if ctx.Err() == nil {
+			d.cfg.Logger.Error("find undelivered callbacks", "err", err)
+		}
 		return
 	}
 	ctl := newJobController(d.db, d.cfg.Config)
 	for _, id := range ids {
+		if len(running) > 0 && running[0][id] != nil {
+			continue
+		}
 		if err := ctl.redeliver(ctx, id); err != nil {
 			d.cfg.Logger.Error("redeliver callbacks", "job_id", id, "err", err)
 		}
