@@ -579,6 +579,12 @@ func haltEveryDaemon(t *testing.T, when string) {
 	if n := queryDB(t, db, "SELECT count(*) FROM jobs WHERE state = 'failed' AND finished_at IS NOT NULL"); n != 1 {
 		t.Errorf("the job did not end failed")
 	}
+	for _, d := range []*proc{a, b} {
+		// The results of a halted job's stopped tasks are not a lost lease.
+		if strings.Contains(d.stderr.String(), "lost its lease") || strings.Contains(d.stderr.String(), "lost the lease") {
+			t.Errorf("a daemon speaks of a lost lease after a halt:\n%s", d.stderr)
+		}
+	}
 	t.Logf("%d of 400 tasks started; the last %.3fs after the failure", len(starts), func() float64 {
 		last := 0.0
 		for _, s := range starts {

@@ -413,3 +413,21 @@ func otherConn(t *testing.T, db, begin string) *sql.Conn {
 	}
 	return conn
 }
+
+// pcd run on a SQLite file leaves no directory of live output behind in
+// the user's runtime directory.
+func TestRunLeavesNoLiveDirectory(t *testing.T) {
+	tmp := t.TempDir()
+	cmd := exec.Command(pcdBin, "run", "--", "true", ":::", "a", "b")
+	cmd.Env = append(os.Environ(), "PCD_DB="+filepath.Join(t.TempDir(), "pcd.db"), "TMPDIR="+tmp, "XDG_RUNTIME_DIR=", raceEnv)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("pcd run: %v\n%s", err, out)
+	}
+	left, _ := filepath.Glob(filepath.Join(tmp, "pcd-*", "*.live"))
+	if len(left) > 0 {
+		t.Errorf("pcd run left %v behind", left)
+	}
+	if dirs, _ := filepath.Glob(filepath.Join(tmp, "pcd-*")); len(dirs) != 1 {
+		t.Errorf("the runtime directory was not used (%v): the test tests nothing", dirs)
+	}
+}

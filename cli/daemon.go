@@ -48,9 +48,11 @@ func runDaemon(c *cli.Context, env Env) error {
 	if n := c.Int("max-jobs"); n < 1 || n > maxWorkers {
 		return usageError("--max-jobs must be between 1 and %d, got %d", maxWorkers, n)
 	}
-	if err := configureExec(c, env); err != nil {
+	cleanLive, err := configureExec(c, env)
+	if err != nil {
 		return err
 	}
+	defer cleanLive()
 	log, err := newLogger(c, env.Stderr)
 	if err != nil {
 		return err

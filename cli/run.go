@@ -67,9 +67,11 @@ func runJob(c *cli.Context, env Env) error {
 	if err := checkFormat(c); err != nil {
 		return err
 	}
-	if err := configureExec(c, env); err != nil {
+	cleanLive, err := configureExec(c, env)
+	if err != nil {
 		return err
 	}
+	defer cleanLive()
 	jf, err := runSource(c, env, resume)
 	if err != nil {
 		return err

@@ -395,24 +395,31 @@ func execFlags() []cli.Flag {
 	}
 }
 
-// configureExec applies execFlags to the registry.
-func configureExec(c *cli.Context, env Env) error {
+// configureExec applies execFlags to the registry. done removes the
+// database's directory of live output once the runner is over, if it is
+// empty and the database is a SQLite file, which one runner uses at a
+// time (runners of a PostgreSQL database on this host share it).
+func configureExec(c *cli.Context, env Env) (done func(), err error) {
+	done = func() {}
 	n := c.Int("output-cap")
 	if n < 1 || n > 64<<20 {
-		return usageError("--output-cap must be between 1 and %d bytes, got %d", 64<<20, n)
+		return done, usageError("--output-cap must be between 1 and %d bytes, got %d", 64<<20, n)
 	}
 	ex := engine.Exec{OutputCap: n}
 	path, err := dbPath(c)
 	if err != nil {
-		return err
+		return done, err
 	}
 	if ex.LiveDir, err = liveDir(path); err != nil {
 		fmt.Fprintf(env.Stderr, "pcd: note: running tasks' output cannot be followed (pcd logs --follow): %v\n", err)
 	} else {
 		engine.CleanLive(ex.LiveDir)
+		if !postgres.IsURL(path) {
+			done = func() { _ = os.Remove(ex.LiveDir) } // fails, harmlessly, unless empty
+		}
 	}
 	env.Registry.Replace("exec", ex)
-	return nil
+	return done, nil
 }
 
 // liveDir is where the runners of the database at path put running exec

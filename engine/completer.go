@@ -197,13 +197,25 @@ func (m *completer) build(g *group, markTimer *time.Timer) bool {
 
 func jobMessage(j store.Job) ([]byte, error) { return jobEvent(j).MarshalJSON() }
 
+// discarded tells why n results were not recorded: the tasks are no
+// longer this runner's. Either the job was finished meanwhile (cancelled,
+// or halted by another runner), which is no trouble, or this runner lost
+// its lease and another took the tasks over.
+func (m *completer) discarded(n int) {
+	if j, err := m.c.db.Job(context.Background(), m.job.ID); err == nil && (j.Finished() || j.Halting != "") {
+		m.c.cfg.Logger.Debug("results not recorded: the job was finished meanwhile", "job", m.job.UUID, "state", j.State, "results", n)
+		return
+	}
+	m.c.cfg.Logger.Warn("discarded results of tasks that another runner took over: this runner had lost its lease",
+		"job", m.job.UUID, "results", n)
+}
+
 // committed acts on a group's commit: it answers the start requests,
 // resolves the tasks, and releases the callbacks, each with its outcome's
 // event.
 func (m *completer) committed(g *group, committed store.Committed) {
 	if committed.Discarded > 0 {
-		m.c.cfg.Logger.Warn("discarded results of tasks that another runner took over: this runner had lost its lease",
-			"job", m.job.UUID, "results", committed.Discarded)
+		m.discarded(committed.Discarded)
 	}
 	m.c.cfg.released.recorded(g.marks...)
 	m.c.cfg.onCommit()

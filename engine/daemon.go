@@ -443,6 +443,11 @@ func (d *daemon) depsAllow(ctx context.Context, j store.Job) bool {
 		}
 		reason := fmt.Sprintf("job %s, which it waits for (--after), %s", dep.UUID, dep.State)
 		if _, err := CancelJobBecause(ctx, d.db, j.ID, reason); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				// Another daemon cancelled it first (PostgreSQL).
+				d.cfg.Logger.Debug("job finished by another runner", "job", j.UUID, "err", err)
+				return false
+			}
 			d.cfg.Logger.Error("cancel a job whose dependency did not succeed", "job", j.UUID, "err", err)
 			return false
 		}

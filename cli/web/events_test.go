@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -419,7 +420,13 @@ func feedAndDatabaseMeet(t *testing.T, db, otherDB store.Store) {
 // connections).
 func TestStreamsAreBoundedAndEndOnShutdown(t *testing.T) {
 	_, db := newServer(t, "")
-	h := Handler(db, Options{})
+	var logged strings.Builder
+	var logMu sync.Mutex
+	h := Handler(db, Options{Logger: slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logged.Write(p)
+	}), nil))})
 	h.(*handler).s.hub.maxStreams = 2
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -441,6 +448,11 @@ func TestStreamsAreBoundedAndEndOnShutdown(t *testing.T) {
 	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), `"exit_code": 75`) {
 		t.Errorf("a third stream: %d, Retry-After %q, %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
+	logMu.Lock()
+	if log := logged.String(); strings.Contains(log, "level=ERROR") || !strings.Contains(log, "level=WARN") {
+		t.Errorf("a client over the stream cap is not a server error; logged:\n%s", log)
+	}
+	logMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -498,3 +510,8 @@ func TestStreamLetsAStalledClientGo(t *testing.T) {
 		}
 	}
 }
+
+// writerFunc is an io.Writer made of a function.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

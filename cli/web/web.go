@@ -285,7 +285,11 @@ func badRequest(format string, a ...any) error {
 }
 
 func (s *server) fail(w http.ResponseWriter, r *http.Request, e apiError) {
-	if e.status >= 500 {
+	switch {
+	case e.code == "try_again":
+		// Busy, not broken: the stream cap, a held lock, a full disk.
+		s.o.Logger.Warn("api: try again later", "method", r.Method, "path", r.URL.Path, "err", e.msg)
+	case e.status >= 500:
 		s.o.Logger.Error("api", "method", r.Method, "path", r.URL.Path, "err", e.msg)
 	}
 	writeJSON(w, e.status, map[string]any{"error": e.msg, "code": e.code, "exit_code": e.exit})
