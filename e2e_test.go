@@ -309,6 +309,22 @@ func TestRefusesUnusableDatabase(t *testing.T) {
 			t.Errorf("%s was changed", filepath.Base(path))
 		}
 	}
+	// Paths where no database can be: a symlink to nothing (nothing is
+	// created at its target), a place under /proc.
+	dangling := filepath.Join(dir, "dangling.db")
+	target := filepath.Join(dir, "missing", "target.db")
+	if err := os.Symlink(target, dangling); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{dangling, "/proc/self/pcd.db"} {
+		r := pcd(t, path, "submit", "--", "true")
+		if r.code != 3 || !strings.Contains(r.stderr, "no database can be opened or made") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+			t.Errorf("%s: exit %d, stderr %q; want 3 and one line", path, r.code, r.stderr)
+		}
+	}
+	if _, err := os.Lstat(filepath.Dir(target)); err == nil {
+		t.Errorf("a database was made through the dangling symlink")
+	}
 }
 
 // TestSignalLetsRunningTasksFinish sends SIGINT mid-job: the running tasks

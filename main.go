@@ -97,7 +97,7 @@ func exitCode(err error) int {
 	case errors.Is(err, store.ErrNoDatabase):
 		return exitNoDB
 	case errors.Is(err, store.ErrNotDatabase), errors.Is(err, store.ErrNotPCD), errors.Is(err, store.ErrCorrupt),
-		errors.Is(err, store.ErrTooNew), errors.Is(err, store.ErrUnsafe),
+		errors.Is(err, store.ErrTooNew), errors.Is(err, store.ErrUnsafe), errors.Is(err, store.ErrBadPath),
 		errors.Is(err, store.ErrReadOnly), errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS),
 		errors.Is(err, store.ErrNeedsMigration):
 		return exitDatabase

@@ -43,6 +43,10 @@ func Temporary(err error) bool {
 	return errors.Is(err, ErrBusy) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrLockConflict)
 }
 
+// ErrBadPath is returned for a database path where no database can be:
+// a symlink to nothing, a place where no file can be made (/proc).
+var ErrBadPath = errors.New("no database can be opened or made at this path")
+
 // ErrUnsafe is returned for a database, WAL, SHM or lock file that another
 // local user could control: owned by someone else, writable by group or
 // others, or a symlink where pcd expects a file. Such a file is refused,

@@ -30,7 +30,9 @@ func checkOwnFile(path string, followLink bool) error {
 			return err
 		}
 		if fi, err = os.Stat(path); err != nil {
-			return err
+			// A database is not created through a link to nowhere.
+			target, _ := os.Readlink(path)
+			return fmt.Errorf("%w: %s is a symlink to %s, which cannot be opened: %w", store.ErrBadPath, path, target, err)
 		}
 	}
 	return checkOwnedInfo(path, fi)

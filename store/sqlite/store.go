@@ -267,11 +267,12 @@ func prepareFile(path string, mustExist, write bool) (existed bool, err error) {
 		return false, store.ErrNoDatabase
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return false, err
+		return false, fmt.Errorf("%w: cannot create its directory: %w", store.ErrBadPath, err)
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil && !errors.Is(err, os.ErrExist) {
-		return false, err
+		// Such as a path under /proc, where no file can be made.
+		return false, fmt.Errorf("%w: cannot create it: %w", store.ErrBadPath, err)
 	}
 	if f != nil {
 		return false, f.Close()
