@@ -245,6 +245,11 @@ func TestBadJobFilesChangeNothing(t *testing.T) {
 		"cut-short.json":       "the JSON is cut short",
 		"two-objects.json":     "line 2, column 1: unexpected data after the job object",
 		"task-wrong-type.json": `task 2: "max_attempts" must be int, got string`,
+		// What encoding/json lets pass, refused (strictJSON).
+		"field-case.json":         `task 2: unknown field "KIND" (names are case-sensitive: "kind")`,
+		"duplicate-key.json":      `task 1: key "kind" is given twice in one object`,
+		"not-utf8.json":           `"name": the JSON is not valid UTF-8`,
+		"payload-field-case.json": `task 1: exec: payload: unknown field "ARGV"`,
 	}
 	files, _ := filepath.Glob("testdata/bad/*.json")
 	if len(files) != len(cases) {
@@ -256,6 +261,10 @@ func TestBadJobFilesChangeNothing(t *testing.T) {
 		t.Fatalf("setup run: exit %d: %s", r.code, r.stderr)
 	}
 	before := fileSum(t, existing)
+	// An empty idempotency key is refused too.
+	if r := pcd(t, existing, "submit", "--key", "", "--", "true"); r.code != 2 || !strings.Contains(r.stderr, "--key is empty") {
+		t.Errorf("--key '': exit %d, %s", r.code, r.stderr)
+	}
 	for name, want := range cases {
 		t.Run(name, func(t *testing.T) {
 			fresh := filepath.Join(dir, name+".db")

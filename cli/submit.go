@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/mattn/go-isatty"
@@ -50,6 +51,9 @@ works. The job waits durably whether or not a daemon is running.
 }
 
 func submit(c *cli.Context, env Env) error {
+	if c.IsSet("key") && strings.TrimSpace(c.String("key")) == "" {
+		return usageError("--key is empty: give a key, or leave --key out")
+	}
 	jf, stream, err := jobSource(c, env, false)
 	if err != nil {
 		return err

@@ -98,6 +98,11 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 // ParseExec reads and checks an exec payload.
 func parseExec(payload json.RawMessage) (ExecPayload, error) {
 	var p ExecPayload
+	if json.Valid(payload) {
+		if err := strictJSON(payload, execFields()); err != nil {
+			return p, fmt.Errorf("payload: %w", err)
+		}
+	}
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {

@@ -257,23 +257,26 @@ func scanJobFile(src source, taskLimit int64, jf *JobFile, each func(int, TaskSp
 	if tok != json.Delim('{') {
 		return 0, errors.New(`want a JSON job object: {"tasks": [...]}`)
 	}
-	n, seenTasks := 0, false
+	n, seen := 0, map[string]bool{}
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
 			return n, err
 		}
 		key, _ := tok.(string)
-		if !strings.EqualFold(key, "tasks") {
+		if seen[key] {
+			return n, fmt.Errorf("%q is given twice", key)
+		}
+		seen[key] = true
+		if err := fieldName(key, jobFileFields()); err != nil {
+			return n, err
+		}
+		if key != "tasks" {
 			if err := decodeField(dec, src, jf, key); err != nil {
 				return n, err
 			}
 			continue
 		}
-		if seenTasks {
-			return n, errors.New(`"tasks" is given twice`)
-		}
-		seenTasks = true
 		if tok, err = dec.Token(); err != nil {
 			return n, err
 		} else if tok == nil {
@@ -282,13 +285,17 @@ func scanJobFile(src source, taskLimit int64, jf *JobFile, each func(int, TaskSp
 			return n, errors.New(`"tasks" must be an array of tasks`)
 		}
 		for dec.More() {
-			var t TaskSpec
+			var raw json.RawMessage
 			lim.start()
-			err := decodeAt(dec, src, &t)
+			err := decodeAt(dec, src, &raw)
 			lim.active = false
 			if errors.Is(err, ErrPayloadTooLarge) {
 				return n, badJob("task %d: longer than %d bytes: %w (the limit is %d bytes of payload, --max-payload)",
 					n+1, taskLimit, ErrPayloadTooLarge, taskLimit-lineSlack)
+			}
+			var t TaskSpec
+			if err == nil {
+				err = decodeTask(raw, &t)
 			}
 			if err != nil {
 				return n, taskError(n+1, err)
@@ -364,12 +371,26 @@ func (e trailingData) Error() string { return "unexpected data after the job obj
 // errReadStopped ends a read of a job file whose reader went away.
 var errReadStopped = errors.New("job file read stopped")
 
+// decodeTask decodes one task of a job file, strictly (strictJSON):
+// unknown fields refused, names matched with their case.
+func decodeTask(raw []byte, t *TaskSpec) error {
+	if err := strictJSON(raw, taskFields()); err != nil {
+		return err
+	}
+	one := json.NewDecoder(bytes.NewReader(raw))
+	one.DisallowUnknownFields()
+	return one.Decode(t)
+}
+
 // decodeField decodes the value of one key of the job object into jf,
 // with errors placed as if the whole object had been decoded.
 func decodeField(dec *json.Decoder, src source, jf *JobFile, key string) error {
 	var raw json.RawMessage
 	if err := decodeAt(dec, src, &raw); err != nil {
 		return err
+	}
+	if err := strictJSON(raw, nil); err != nil {
+		return fmt.Errorf("%q: %w", key, err)
 	}
 	start := dec.InputOffset() - int64(len(raw))
 	name, _ := json.Marshal(key)
@@ -386,6 +407,9 @@ func decodeField(dec *json.Decoder, src source, jf *JobFile, key string) error {
 
 // taskError names the task a decoding error is in.
 func taskError(i int, err error) error {
+	if errors.As(err, new(strictError)) {
+		return badJob("task %d: %w", i, err)
+	}
 	var typ *json.UnmarshalTypeError
 	if errors.As(err, &typ) {
 		if jsonField(typ.Field) == "" {

@@ -32,6 +32,11 @@ func parseSleep(payload json.RawMessage) (time.Duration, error) {
 	if len(bytes.TrimSpace(payload)) == 0 || bytes.Equal(bytes.TrimSpace(payload), []byte("null")) {
 		return 0, errors.New(`missing payload {"secs": N}`)
 	}
+	if json.Valid(payload) {
+		if err := strictJSON(payload, sleepFields()); err != nil {
+			return 0, fmt.Errorf("payload: %w", err)
+		}
+	}
 	if err := dec.Decode(&p); err != nil {
 		return 0, fmt.Errorf("payload: %w", jsonFieldError(err))
 	}

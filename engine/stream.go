@@ -252,6 +252,11 @@ func parseTaskLine(raw []byte, reg *Registry, def RetrySpec, dir string) (store.
 		return store.NewTask{}, false, nil
 	}
 	var spec TaskSpec
+	if json.Valid(raw) {
+		if err := strictJSON(raw, taskFields()); err != nil {
+			return store.NewTask{}, false, err
+		}
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&spec); err != nil {

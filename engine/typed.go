@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 )
 
 // Args is a payload type of a typed kind (KindOf). Its Validate, if it
@@ -29,6 +30,15 @@ func (k typedKind[T, R]) decode(payload json.RawMessage) (T, error) {
 	var args T
 	if len(payload) == 0 {
 		payload = json.RawMessage("null")
+	}
+	if json.Valid(payload) {
+		var fields map[string]bool
+		if t := reflect.TypeFor[T](); t.Kind() == reflect.Struct {
+			fields = jsonFields(t)
+		}
+		if err := strictJSON(payload, fields); err != nil {
+			return args, fmt.Errorf("payload does not decode as %T: %w", args, err)
+		}
 	}
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
