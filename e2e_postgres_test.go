@@ -39,7 +39,7 @@ func startPGDaemon(t *testing.T, db string, env ...string) *proc {
 	return d
 }
 
-// Three daemons on one PostgreSQL database run a 30,000-task job and two
+// Three daemons on one PostgreSQL database run a 6,000-task job and two
 // small ones; one is SIGKILLed in the middle. The others take its tasks
 // over and finish; every daemon ran some of the big job; a watch that ran
 // throughout printed every callback once, each job's callback after its
@@ -54,13 +54,13 @@ func TestPostgresDaemonsShareAJobAndSurviveAKill(t *testing.T) {
 	}
 	watch := startWith(t, db, env, "watch", "--all", "--follow", "--json")
 	// Each task prints the pid of the daemon that runs it (its parent).
-	big := writeJob(t, dir, "big.json", 30000, `{"kind":"exec","payload":{"argv":["sh","-c","echo $PPID"]}}`)
+	big := writeJob(t, dir, "big.json", 6000, `{"kind":"exec","payload":{"argv":["sh","-c","echo $PPID"]}}`)
 	small := writeJob(t, dir, "small.json", 50, `{"kind":"sleep","payload":{"secs":0.01}}`)
 	totals := map[string]int64{}
 	for _, job := range []struct {
 		file string
 		n    int64
-	}{{big, 30000}, {small, 50}, {small, 50}} {
+	}{{big, 6000}, {small, 50}, {small, 50}} {
 		r := pcd(t, db, "submit", job.file)
 		if r.code != 0 {
 			t.Fatalf("submit: %s", r.stderr)
@@ -83,7 +83,7 @@ func TestPostgresDaemonsShareAJobAndSurviveAKill(t *testing.T) {
 	}
 	waitReleased(t, db)
 	records := checkInvariants(t, db)
-	if want := 30000 + 50 + 50 + 3; records != want {
+	if want := 6000 + 50 + 50 + 3; records != want {
 		t.Errorf("%d callback records, want %d", records, want)
 	}
 	stopWatch(t, watch, records)
