@@ -368,7 +368,7 @@ func (l *killLoad) submit(t *testing.T, db string) {
 		// through the database across the kills. The commands among them
 		// log each run (checkRuns).
 		{300, func() string {
-			if rng.IntN(3) == 0 {
+			if rng.IntN(3) != 0 {
 				return `{"kind":"fail","payload":{"error":"again"},"max_attempts":3,"backoff":{"base":"10ms","cap":"10ms"}}`
 			}
 			return fmt.Sprintf(`{"kind":"exec","payload":{"argv":["sh","-c",%q]},"max_attempts":3,"backoff":{"base":"10ms","cap":"10ms"}}`,

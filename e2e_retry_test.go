@@ -40,17 +40,12 @@ func TestRetriesRunEachAttemptOnce(t *testing.T) {
 			dir := t.TempDir()
 			db := store.db(t)
 			job := retryJob(t, dir)
-			for round := range 3 {
-				r := pcd(t, db, "run", job)
-				if r.code != 1 || !strings.Contains(r.stderr, "100 of 300 tasks failed") {
-					t.Fatalf("round %d: pcd run exit %d, want 1 with 100 of 300 failed:\n%s", round, r.code, tail(r.stderr, 2000))
-				}
+			if r := pcd(t, db, "run", job); r.code != 1 || !strings.Contains(r.stderr, "100 of 300 tasks failed") {
+				t.Fatalf("pcd run exit %d, want 1 with 100 of 300 failed:\n%s", r.code, tail(r.stderr, 2000))
 			}
 			d := controlDaemon(t, db)
-			for range 2 {
-				if r := pcd(t, db, "submit", job); r.code != 0 {
-					t.Fatalf("submit: exit %d: %s", r.code, r.stderr)
-				}
+			if r := pcd(t, db, "submit", job); r.code != 0 {
+				t.Fatalf("submit: exit %d: %s", r.code, r.stderr)
 			}
 			for deadline := time.Now().Add(2 * time.Minute); queryDB(t, db, "SELECT count(*) FROM jobs WHERE finished_at IS NULL") > 0; {
 				if time.Now().After(deadline) {
@@ -62,11 +57,11 @@ func TestRetriesRunEachAttemptOnce(t *testing.T) {
 			if strings.Contains(d.stderr.String(), "job run failed") {
 				t.Errorf("the daemon failed a job run:\n%s", tail(d.stderr.String(), 4000))
 			}
-			if runs := checkRuns(t, db, dir, nil); runs != 5*(200+3*100) {
-				t.Errorf("%d runs, want %d", runs, 5*(200+3*100))
+			if runs := checkRuns(t, db, dir, nil); runs != 2*(200+3*100) {
+				t.Errorf("%d runs, want %d", runs, 2*(200+3*100))
 			}
-			if n := queryDB(t, db, "SELECT count(*) FROM results WHERE state = 'failed' AND attempts = 3"); n != 5*100 {
-				t.Errorf("%d tasks failed after 3 attempts, want %d", n, 5*100)
+			if n := queryDB(t, db, "SELECT count(*) FROM results WHERE state = 'failed' AND attempts = 3"); n != 2*100 {
+				t.Errorf("%d tasks failed after 3 attempts, want %d", n, 2*100)
 			}
 		})
 	}
