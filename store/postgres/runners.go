@@ -129,6 +129,13 @@ func (db *DB) heartbeat(ctx context.Context, conn *pgx.Conn, id int64, last time
 			return
 		case <-tick.C:
 			expire.Stop()
+			// Both may be due after this process was stopped: the lease
+			// ran out by this runner's own reckoning, and its fence has
+			// killed its commands, even if a heartbeat would still land.
+			if !time.Now().Before(deadline) {
+				close(lost)
+				return
+			}
 		}
 		// A heartbeat stuck on a dead connection gives up at the
 		// deadline, so that the loss is not noticed late.
