@@ -448,7 +448,9 @@ func TestPostgresNetworkCut(t *testing.T) {
 		t.Logf("A:\n%s\nB:\n%s", a.stderr, b.stderr)
 	}
 	if n := queryDB(t, db, "SELECT count(*) FROM results WHERE state <> 'succeeded'"); n > 0 {
-		t.Errorf("%d tasks did not succeed", n)
+		var why string
+		_ = raw.QueryRow(`SELECT string_agg(DISTINCT coalesce(error, ''), '; ') FROM results WHERE state <> 'succeeded'`).Scan(&why)
+		t.Errorf("%d tasks did not succeed: %s", n, why)
 	}
 	t.Logf("daemon B ran %d commands after the cut healed; interrupted tasks: %d", fromB,
 		queryDB(t, db, "SELECT count(*) FROM tasks WHERE interrupts > 0"))
