@@ -122,9 +122,7 @@ func (c *jobController) runTask(ctx context.Context, job store.Job, t store.Task
 		result, err = c.call(taskCtx, kind, task)
 	}
 	took := c.cfg.Clock.Mono() - start
-	if err != nil && (ctx.Err() != nil || fenceOf(ctx).expired()) {
-		// Stopped by the run's end, or by the fence of a runner whose
-		// lease ran out (it was frozen): no attempt is spent.
+	if err != nil && ctx.Err() != nil {
 		return outcome{task: t, interrupted: true}
 	}
 	killed := err != nil && errors.Is(context.Cause(taskCtx), errKilled)

@@ -260,12 +260,10 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 	}
 	closeWriters(cmd)
 	pgid := cmd.Process.Pid
-	fenceOf(ctx).track(pgid)
 	reportProcess(ctx, procGroup{Pgid: pgid, Start: processStart(pgid)})
 	state := waitStopping(ctx, cmd, grace)
 	runtime.UnlockOSThread()
 	processDone(pgid)
-	fenceOf(ctx).untrack(pgid)
 	// Sweep the group, then what left it: nothing the command started
 	// outlives it.
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)

@@ -265,8 +265,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer r.keepThroughput(ctx)()
 	for {
 		runCtx, stopRun := context.WithCancelCause(ctx)
-		fenced, unwatch := r.watchLease(runCtx, stopRun)
-		err := newDaemon(r.db, r.cfg, r.drain).run(fenced)
+		unwatch := r.watchLease(runCtx, stopRun)
+		err := newDaemon(r.db, r.cfg, r.drain).run(runCtx)
 		unwatch()
 		lost := errors.Is(context.Cause(runCtx), ErrLeaseLost)
 		stopRun(nil)
@@ -280,16 +280,12 @@ func (r *Runner) Run(ctx context.Context) error {
 }
 
 // watchLease stops a run (with ErrLeaseLost) if the runner loses its
-// lease on a shared database, and starts the runner's fence (see
-// RunFence), which the returned context carries to the exec kind;
-// unwatch ends both, once the run's tasks have stopped.
-func (r *Runner) watchLease(ctx context.Context, stop context.CancelCauseFunc) (_ context.Context, unwatch func()) {
+// lease on a shared database; unwatch ends the watch.
+func (r *Runner) watchLease(ctx context.Context, stop context.CancelCauseFunc) (unwatch func()) {
 	leased, ok := r.lock.(store.Leased)
 	if !ok {
-		return ctx, func() {}
+		return func() {}
 	}
-	f := startFence(ctx, leased, r.cfg.Logger)
-	ctx = withFence(ctx, f)
 	end, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -302,10 +298,9 @@ func (r *Runner) watchLease(ctx context.Context, stop context.CancelCauseFunc) (
 		case <-end:
 		}
 	}()
-	return ctx, func() {
+	return func() {
 		close(end)
 		<-done
-		f.stop()
 	}
 }
 
@@ -392,7 +387,7 @@ func (r *Runner) RunJob(ctx context.Context, jobID int64) (store.Job, error) {
 	defer stopDelivery()
 	deliveries.Ensure(deliveryCtx)
 
-	ctx, unwatch := r.watchLease(ctx, cancel)
+	unwatch := r.watchLease(ctx, cancel)
 	defer unwatch()
 	job, err := ctl.Run(ctx, jobID)
 	for errors.Is(err, errOthersRun) {
