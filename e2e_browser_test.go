@@ -17,7 +17,7 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// The dashboard in headless Chromium (issue 15): a job submitted through
+// The dashboard in headless Chromium: a job submitted through
 // the API shows its progress live, to 100 %, with no reload; a failed
 // task's error and output are one click away, and output holding
 // <script> is text; a running job is cancelled with its button. It saves

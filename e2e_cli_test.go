@@ -16,7 +16,7 @@ import (
 	"github.com/pcd-dev/pcd/internal/rundir"
 )
 
-// pcd help, pcd help CMD, an unknown command (issue 14, point 5).
+// pcd help, pcd help CMD, an unknown command.
 func TestHelpAndUnknownCommands(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "pcd.db")
 	r := pcd(t, db, "help")
@@ -63,8 +63,7 @@ func TestVersion(t *testing.T) {
 }
 
 // pcd logs --follow prints a running task's output as it comes, and ends
-// with the task; pcd logs JOB N names a task by its number (issue 14,
-// points 1 and 2).
+// with the task; pcd logs JOB N names a task by its number.
 func TestLogsFollow(t *testing.T) {
 	for _, store := range bothStores {
 		t.Run(store.name, func(t *testing.T) { logsFollow(t, store.db(t)) })
@@ -137,7 +136,7 @@ func runtimeDir(t *testing.T) string {
 
 // pcd status with no job is the overview: the daemon (pid, uptime,
 // version), jobs by state, running tasks, the rate, and the callbacks
-// that sinks have yet to take (issue 14, point 2).
+// that sinks have yet to take.
 func TestStatusOverview(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "pcd.db")
 	if r := pcd(t, db, "submit", "--", "true"); r.code != 0 {
@@ -189,7 +188,7 @@ func TestStatusOverview(t *testing.T) {
 }
 
 // pcd completion bash completes commands and flags by asking pcd; zsh
-// and fish get their scripts (issue 14, point 5).
+// and fish get their scripts.
 func TestCompletion(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "pcd.db")
 	script := pcd(t, db, "completion", "bash")

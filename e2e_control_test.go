@@ -13,7 +13,7 @@ import (
 	"github.com/pcd-dev/pcd/internal/pgtest"
 )
 
-// Job control as pueue users expect it (issue 14, point 4), on both
+// Job control as pueue users expect it, on both
 // stores: priorities, start times, dependencies, pause and resume across
 // a restart, --halt, pcd kill, groups, and cancel of several jobs.
 func TestJobControl(t *testing.T) {
@@ -308,7 +308,7 @@ func killAndGroups(t *testing.T, db string) {
 // The CLI's reading and output on both stores, driving the binary:
 // commands' output and --keep-order in run and watch, flags after
 // arguments, JOB N, the tasks table, the status overview, and pcd jobs on
-// a default database that does not exist yet (issue 14, points 1, 2, 5).
+// a default database that does not exist yet.
 func TestCLIOnBothStores(t *testing.T) {
 	for _, store := range bothStores {
 		t.Run(store.name, func(t *testing.T) {

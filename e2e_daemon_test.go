@@ -264,7 +264,7 @@ func TestHardStopPutsTasksBackToPending(t *testing.T) {
 		t.Fatalf("%d tasks pending with no attempt spent, want 6", n)
 	}
 	r = pcd(t, db, "status", "--json", id)
-	// Nothing runs it now: it waits for a runner (DESIGN invariant 11, issue 10 point 17).
+	// Nothing runs it now: it waits for a runner (DESIGN invariant 11).
 	if !strings.Contains(r.stdout, `"state": "pending"`) || !strings.Contains(r.stdout, `"done": 0`) {
 		t.Errorf("status after a hard stop:\n%s", r.stdout)
 	}

@@ -1,6 +1,6 @@
 package main_test
 
-// End-to-end tests of the bounds on resources (issue 11).
+// End-to-end tests of the bounds on resources.
 
 import (
 	"context"

@@ -12,7 +12,7 @@ import (
 )
 
 // GNU parallel's arguments, side by side: the same command line through
-// pcd run and through parallel prints the same (issue 14, point 3). pcd's
+// pcd run and through parallel prints the same. pcd's
 // default is argv words, parallel -q's; pcd --shell is parallel's own.
 func TestArgsLikeParallel(t *testing.T) {
 	gnu, err := exec.LookPath("parallel")

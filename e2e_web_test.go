@@ -26,7 +26,7 @@ import (
 
 // pcd daemon --http serves the API: a job submitted over HTTP runs and is
 // read back; beyond loopback the daemon refuses to start without a token
-// (issue 15, first part).
+// .
 func TestDaemonServesTheAPI(t *testing.T) {
 	for _, store := range bothStores {
 		t.Run(store.name, func(t *testing.T) {
@@ -85,7 +85,7 @@ func TestDaemonServesTheAPI(t *testing.T) {
 
 // The event stream resumes across a daemon restart: a client that
 // reconnects (to the new daemon) with Last-Event-ID gets every callback,
-// none twice (issue 15).
+// none twice.
 func TestEventStreamAcrossARestart(t *testing.T) {
 	for _, store := range bothStores {
 		t.Run(store.name, func(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	pcdcli "github.com/pcd-dev/pcd/cli"
 )
 
-// The README documents every command and every flag (issue 14).
+// The README documents every command and every flag.
 func TestReadmeDocumentsEveryFlag(t *testing.T) {
 	readme, err := os.ReadFile("README.md")
 	if err != nil {
