@@ -411,17 +411,22 @@ func doubleRunScript(dir string) string {
 
 // logRun is a command that appends the run's PCD_RUN_ID (task uuid and
 // attempt) and its runner's pid to dir/runs.log, a line at a time
-// (O_APPEND).
-func logRun(dir string) string { return `echo "$PCD_RUN_ID $PPID" >> "` + dir + `/runs.log"` }
+// (O_APPEND); and the same with "stopped" if its runner stops it
+// (SIGTERM: a stop, or a job run that failed and will run again).
+func logRun(dir string) string {
+	log := `"` + dir + `/runs.log"`
+	return `trap 'echo "$PCD_RUN_ID $PPID stopped" >> ` + log + `; exit 143' TERM; echo "$PCD_RUN_ID $PPID" >> ` + log
+}
 
 // checkRuns asserts, from the runs that logRun logged, that no runner ran
 // an attempt twice, that no attempt is numbered beyond the task's
-// max_attempts, and that an attempt ran again on another runner only
-// after the runners that ran it before were killed (an interruption,
+// max_attempts, and that an attempt ran again only after the run before
+// was stopped by its runner, or its runner was killed (an interruption,
 // which the database counts only for tasks whose start mark had
-// committed; a command starts before its mark commits). killed holds
-// the pids of runners killed, or which lost their lease and rejoined,
-// as a new runner in the same process. It returns the number of runs.
+// committed; a command starts before its mark commits), or the database
+// counted an interruption. killed holds the pids of runners killed, or
+// which lost their lease and rejoined, as a new runner in the same
+// process. It returns the number of runs.
 func checkRuns(t *testing.T, db, dir string, killed map[int]bool) (runs int) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, "runs.log"))
@@ -436,13 +441,29 @@ func checkRuns(t *testing.T, db, dir string, killed map[int]bool) (runs int) {
 		runner  int
 	}
 	byTask := map[string][]run{}
+	stopped := map[string]map[run]int{} // runs stopped by their runner
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		id, pid, ok1 := strings.Cut(line, " ")
-		task, attempt, ok2 := strings.Cut(id, ".")
+		f := strings.Fields(line)
+		var task, attempt string
+		var ok bool
+		if len(f) >= 2 {
+			task, attempt, ok = strings.Cut(f[0], ".")
+		}
 		a, err1 := strconv.Atoi(attempt)
-		p, err2 := strconv.Atoi(pid)
-		if !ok1 || !ok2 || err1 != nil || err2 != nil {
+		var p int
+		var err2 error
+		if ok {
+			p, err2 = strconv.Atoi(f[1])
+		}
+		if !ok || err1 != nil || err2 != nil || len(f) > 3 || (len(f) == 3 && f[2] != "stopped") {
 			t.Fatalf("runs.log: %q is not a run id and a pid", line)
+		}
+		if len(f) == 3 {
+			if stopped[task] == nil {
+				stopped[task] = map[run]int{}
+			}
+			stopped[task][run{a, p}]++
+			continue
 		}
 		byTask[task] = append(byTask[task], run{a, p})
 		runs++
@@ -466,20 +487,19 @@ func checkRuns(t *testing.T, db, dir string, killed map[int]bool) (runs int) {
 	bad := 0
 	for task, rs := range byTask {
 		var why string
-		seen := map[run]bool{}
-		// Repeats on another runner while the first lived: a runner that
-		// lost its lease stops its tasks, and the database counts those
-		// interruptions.
+		seen := map[run]int{}
+		// Repeats while the run before was not stopped and its runner
+		// lived: only the database's count of interruptions explains them.
 		unkilled := 0
 		for i, r := range rs {
 			switch {
 			case r.attempt < 1 || r.attempt > maxAttempts[task]:
 				why = fmt.Sprintf("attempt %d of at most %d", r.attempt, maxAttempts[task])
-			case seen[r] && !killed[r.runner]:
+			case seen[r] > stopped[task][r] && !killed[r.runner]:
 				why = fmt.Sprintf("attempt %d twice on runner %d", r.attempt, r.runner)
 			}
 			for _, before := range rs[:i] {
-				if before.attempt == r.attempt && before.runner != r.runner && !killed[before.runner] {
+				if before.attempt == r.attempt && before.runner != r.runner && !killed[before.runner] && stopped[task][before] == 0 {
 					if unkilled++; unkilled > interrupts[task] {
 						why = fmt.Sprintf("attempt %d on runner %d, then on %d, which was not killed, with %d interruptions",
 							r.attempt, before.runner, r.runner, interrupts[task])
@@ -487,7 +507,7 @@ func checkRuns(t *testing.T, db, dir string, killed map[int]bool) (runs int) {
 					break
 				}
 			}
-			seen[r] = true
+			seen[r]++
 		}
 		if why != "" {
 			if bad++; bad <= 10 {

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -596,4 +598,114 @@ func haltEveryDaemon(t *testing.T, when string) {
 	}())
 	stopDaemon(t, a)
 	stopDaemon(t, b)
+}
+
+// A frozen daemon's commands do not run beside their reruns on another
+// machine. Daemons A and B each run in a PID and UTS namespace of their
+// own (two "hosts": neither sees the other's processes, so B's look for
+// leftovers cannot kill A's commands). A is SIGSTOPped while its 20
+// commands run, each under a lock of its own. B takes the tasks over once
+// A's lease has run out, and runs them again; A's fence killed A's copies
+// before that, so no rerun finds its lock taken.
+func TestPostgresFrozenDaemonIsFenced(t *testing.T) {
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("unshare is not installed")
+	}
+	db := pgtest.URL(t)
+	dir := t.TempDir()
+	const lease = 3 * time.Second
+	a := startOnHost(t, db, "host-a", "PCD_LEASE="+lease.String())
+	var tasks []string
+	for i := range 20 {
+		// A's copies take 20 s, longer than the takeover; B's 1 s.
+		script := `t=1; [ "$(hostname)" != host-a ] || t=20; flock -n -E 99 "` + dir + `/lock.$1" sleep $t; s=$?; [ $s -ne 99 ] || touch "` + dir + `/double.$1"; exit $s`
+		tasks = append(tasks, fmt.Sprintf(`{"kind":"exec","payload":{"argv":["sh","-c",%q,"sh","%d"]}}`, script, i))
+	}
+	path := filepath.Join(dir, "job.json")
+	if err := os.WriteFile(path, []byte(`{"workers":25,"tasks":[`+strings.Join(tasks, ",")+`]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id := strings.TrimSpace(pcd(t, db, "submit", path).stdout)
+	for deadline := time.Now().Add(30 * time.Second); queryDB(t, db, "SELECT count(*) FROM running WHERE started_at IS NOT NULL") < 20; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon A does not run the 20 commands:\n%s", a.log.String())
+		}
+	}
+	b := startOnHost(t, db, "host-b", "PCD_LEASE="+lease.String())
+	if err := syscall.Kill(a.pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	if r := pcd(t, db, "watch", id); r.code != 0 {
+		t.Errorf("watch: exit %d (the job did not succeed):\n%s", r.code, r.stderr)
+	}
+	t.Logf("daemon B finished the job %v after A froze", time.Since(frozen).Round(time.Millisecond))
+	if doubles, _ := filepath.Glob(filepath.Join(dir, "double.*")); len(doubles) > 0 {
+		t.Errorf("%d commands ran beside their rerun: %v\nB:\n%s", len(doubles), doubles, b.log.String())
+	}
+	syscall.Kill(a.pid, syscall.SIGCONT)
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(a.log.String(), "lost the lease"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("daemon A, thawed, did not say it lost its lease:\n%s", a.log.String())
+			break
+		}
+	}
+	if n := queryDB(t, db, "SELECT count(*) FROM results WHERE state = 'succeeded'"); n != 20 {
+		t.Errorf("%d tasks succeeded, want 20", n)
+	}
+}
+
+// hostDaemon is pcd daemon in PID and UTS namespaces of its own.
+type hostDaemon struct {
+	pid int // pcd's, as this process sees it
+	log *buffer
+}
+
+// startOnHost starts pcd daemon on db as if on another machine named
+// host: in PID and UTS namespaces of its own (unshare), and waits until it
+// runs; the test kills it at its end.
+func startOnHost(t *testing.T, db, host string, env ...string) hostDaemon {
+	t.Helper()
+	cmd := exec.Command("unshare", "--pid", "--uts", "--fork", "--mount-proc", "sh", "-c", `hostname "$1" && exec "$0" daemon --log-level debug`, pcdBin, host)
+	cmd.Env = append(append(os.Environ(), "PCD_DB="+db, raceEnv), env...)
+	d := hostDaemon{log: new(buffer)}
+	cmd.Stderr = d.log
+	if err := cmd.Start(); err != nil {
+		t.Skipf("unshare: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		if d.pid > 0 {
+			syscall.Kill(d.pid, syscall.SIGCONT)
+			syscall.Kill(d.pid, syscall.SIGKILL)
+		}
+		cmd.Process.Kill()
+		<-done
+	})
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(d.log.String(), "daemon started"); time.Sleep(10 * time.Millisecond) {
+		select {
+		case <-done:
+			t.Skipf("unshare could not start a daemon on its own host: %s", d.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon on %s did not start:\n%s", host, d.log.String())
+		}
+	}
+	if d.pid = childOf(cmd.Process.Pid); d.pid <= 0 {
+		t.Fatalf("no daemon inside unshare on %s", host)
+	}
+	return d
+}
+
+// childOf is the first child of pid, or 0.
+func childOf(pid int) int {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[0])
+	return n
 }

@@ -53,6 +53,10 @@ func memoryLimit(env string) int64 {
 }
 
 func main() {
+	// A runner on PostgreSQL starts this binary again as its fence.
+	if engine.RunFence() {
+		return
+	}
 	if limit := memoryLimit(os.Getenv("GOMEMLIMIT")); limit > 0 {
 		debug.SetMemoryLimit(limit)
 	}

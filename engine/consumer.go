@@ -122,7 +122,9 @@ func (c *jobController) runTask(ctx context.Context, job store.Job, t store.Task
 		result, err = c.call(taskCtx, kind, task)
 	}
 	took := c.cfg.Clock.Mono() - start
-	if err != nil && ctx.Err() != nil {
+	if err != nil && (ctx.Err() != nil || errors.Is(err, errFenced)) {
+		// Stopped by the run's end, or by the fence of a runner whose
+		// lease ran out (it was frozen): no attempt is spent.
 		return outcome{task: t, interrupted: true}
 	}
 	killed := err != nil && errors.Is(context.Cause(taskCtx), errKilled)

@@ -260,15 +260,27 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 	}
 	closeWriters(cmd)
 	pgid := cmd.Process.Pid
+	fenceOf(ctx).track(pgid)
 	reportProcess(ctx, procGroup{Pgid: pgid, Start: processStart(pgid)})
 	state := waitStopping(ctx, cmd, grace)
 	runtime.UnlockOSThread()
 	processDone(pgid)
+	fenced := false
+	if f := fenceOf(ctx); f != nil {
+		if ws, ok := sysStatus(state); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+			fenced = f.killed(pgid)
+		} else {
+			f.untrack(pgid)
+		}
+	}
 	// Sweep the group, then what left it: nothing the command started
 	// outlives it.
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	sweepAdopted(cookie)
 	out.drain()
+	if fenced {
+		return nil, errFenced
+	}
 	return execOutcome(ctx, p, state, out)
 }
 
@@ -386,6 +398,15 @@ func waitStopping(ctx context.Context, cmd *exec.Cmd, grace time.Duration) *os.P
 	close(exited)
 	stopper.Wait()
 	return state
+}
+
+// sysStatus is state's wait status, if there is one.
+func sysStatus(state *os.ProcessState) (syscall.WaitStatus, bool) {
+	if state == nil {
+		return 0, false
+	}
+	ws, ok := state.Sys().(syscall.WaitStatus)
+	return ws, ok
 }
 
 // execOutcome is the task's result (an ExecResult) and its error: a

@@ -265,8 +265,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer r.keepThroughput(ctx)()
 	for {
 		runCtx, stopRun := context.WithCancelCause(ctx)
-		unwatch := r.watchLease(runCtx, stopRun)
-		err := newDaemon(r.db, r.cfg, r.drain).run(runCtx)
+		fenced, unwatch := r.watchLease(runCtx, stopRun)
+		err := newDaemon(r.db, r.cfg, r.drain).run(fenced)
 		unwatch()
 		lost := errors.Is(context.Cause(runCtx), ErrLeaseLost)
 		stopRun(nil)
@@ -280,12 +280,16 @@ func (r *Runner) Run(ctx context.Context) error {
 }
 
 // watchLease stops a run (with ErrLeaseLost) if the runner loses its
-// lease on a shared database; unwatch ends the watch.
-func (r *Runner) watchLease(ctx context.Context, stop context.CancelCauseFunc) (unwatch func()) {
+// lease on a shared database, and starts the runner's fence (see
+// RunFence), which the returned context carries to the exec kind;
+// unwatch ends both, once the run's tasks have stopped.
+func (r *Runner) watchLease(ctx context.Context, stop context.CancelCauseFunc) (_ context.Context, unwatch func()) {
 	leased, ok := r.lock.(store.Leased)
 	if !ok {
-		return func() {}
+		return ctx, func() {}
 	}
+	f := startFence(ctx, leased, r.cfg.Logger)
+	ctx = withFence(ctx, f)
 	end, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -298,9 +302,10 @@ func (r *Runner) watchLease(ctx context.Context, stop context.CancelCauseFunc) (
 		case <-end:
 		}
 	}()
-	return func() {
+	return ctx, func() {
 		close(end)
 		<-done
+		f.stop()
 	}
 }
 
@@ -387,7 +392,7 @@ func (r *Runner) RunJob(ctx context.Context, jobID int64) (store.Job, error) {
 	defer stopDelivery()
 	deliveries.Ensure(deliveryCtx)
 
-	unwatch := r.watchLease(ctx, cancel)
+	ctx, unwatch := r.watchLease(ctx, cancel)
 	defer unwatch()
 	job, err := ctl.Run(ctx, jobID)
 	for errors.Is(err, errOthersRun) {

@@ -83,10 +83,13 @@ func (db *DB) LockRunner(role string) (store.Releaser, error) {
 	hbCtx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	db.runners.cancel, db.runners.done = stop, done
-	rel := runnerRelease{db: db, id: id, lost: make(chan struct{})}
+	rel := runnerRelease{db: db, id: id, lost: make(chan struct{}), until: new(atomic.Pointer[time.Time])}
+	// The lease's end, with a monotonic reading (time.Unix has none).
+	first := time.Now().Add(-time.Since(time.Unix(0, now)) + db.opts.Lease*2/3)
+	rel.until.Store(&first)
 	go func() {
 		defer close(done)
-		db.heartbeat(hbCtx, conn, id, time.Unix(0, now), rel.lost)
+		db.heartbeat(hbCtx, conn, id, time.Unix(0, now), rel.lost, rel.until)
 	}()
 	return rel, nil
 }
@@ -105,7 +108,7 @@ func (db *DB) opTimeout() time.Duration { return max(db.opts.Lease/3, time.Secon
 // connection busy (claims and commits of many jobs, each waiting on a
 // lock), a heartbeat that waited for one lost the lease of a runner that
 // was working, and its tasks ran again elsewhere.
-func (db *DB) heartbeat(ctx context.Context, conn *pgx.Conn, id int64, last time.Time, lost chan struct{}) {
+func (db *DB) heartbeat(ctx context.Context, conn *pgx.Conn, id int64, last time.Time, lost chan struct{}, validUntil *atomic.Pointer[time.Time]) {
 	lease := db.opts.Lease
 	deadline := last.Add(lease * 2 / 3)
 	tick := time.NewTicker(lease / 3)
@@ -163,8 +166,16 @@ func (db *DB) heartbeat(ctx context.Context, conn *pgx.Conn, id int64, last time
 		case tag.RowsAffected() == 0:
 			close(lost)
 			return
+		case !time.Now().Before(deadline):
+			// It landed, but late: the lease had run out by this
+			// runner's reckoning meanwhile, and its fence may have
+			// killed its commands.
+			close(lost)
+			return
 		default:
 			deadline = now.Add(lease * 2 / 3)
+			d := deadline
+			validUntil.Store(&d)
 		}
 	}
 }
@@ -173,7 +184,14 @@ type runnerRelease struct {
 	db   *DB
 	id   int64
 	lost chan struct{}
+	// until is when the lease runs out by this runner's own reckoning:
+	// two thirds of the lease after its last heartbeat landed.
+	until *atomic.Pointer[time.Time]
 }
+
+// ValidFor is how much longer the lease holds by this runner's reckoning
+// (negative once it ran out), for its fence.
+func (r runnerRelease) ValidFor() time.Duration { return time.Until(*r.until.Load()) }
 
 // Lost closes when the runner has lost its lease.
 func (r runnerRelease) Lost() <-chan struct{} { return r.lost }

@@ -1,0 +1,16 @@
+//go:build !linux
+
+package engine
+
+import (
+	"os/exec"
+	"time"
+)
+
+const fenceSupported = false
+
+func startFenceProcess(cmd *exec.Cmd) error { return cmd.Start() }
+
+func fenceReaped(int) {}
+
+func fenceNow() time.Time { return time.Now() }
