@@ -156,12 +156,16 @@ type fence struct {
 	cmd     *exec.Cmd
 	done    chan struct{}
 	answers chan struct{} // closed when the fence's answers end
+	log     *slog.Logger
+	warned  sync.Once
 }
 
-// fenceAnswerWait bounds the wait for the fence's answer: a fence that
-// does not answer (it was stopped, or died) is taken to have killed the
-// command, which then runs again rather than failing for a kill it did
-// not ask for.
+// fenceAnswerWait bounds the wait for the fence's answer. A fence that
+// does not answer (stopped) or is gone (killed by someone else: a fence
+// exits by itself only once its runner has stopped its tasks) killed
+// nothing: the command's end is its outcome. Taking it for the fence's
+// kill instead would run a command that the OOM killer ends again and
+// again, with no attempt spent.
 const fenceAnswerWait = 5 * time.Second
 
 var fenceWarnOnce sync.Once
@@ -189,6 +193,7 @@ func startFence(ctx context.Context, leased store.Leased, log *slog.Logger) *fen
 		})
 		return nil
 	}
+	f.log = log
 	f.say("L " + strconv.FormatInt(int64(valid.ValidFor()), 10))
 	go func() {
 		t := time.NewTicker(fenceTick)
@@ -231,6 +236,13 @@ func spawnFence(self string) (*fence, error) {
 // asked for it, until the fence's output ends.
 func (f *fence) readAnswers(r io.Reader) {
 	defer close(f.answers)
+	defer func() {
+		select {
+		case <-f.done: // stopped by its runner
+		default:
+			f.warn("the fence exited", nil)
+		}
+	}()
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		g, answer, ok := strings.Cut(sc.Text(), " ")
@@ -271,7 +283,8 @@ func (f *fence) killed(pgid int) bool {
 	_, err := io.WriteString(f.w, "?"+strconv.Itoa(pgid)+"\n")
 	f.mu.Unlock()
 	if err != nil {
-		return true // the fence is gone: it killed what it knew of
+		f.warn("the fence is gone", err)
+		return false
 	}
 	t := time.NewTimer(fenceAnswerWait)
 	defer t.Stop()
@@ -283,11 +296,20 @@ func (f *fence) killed(pgid int) bool {
 		case yes := <-c:
 			return yes
 		default:
-			return true
+			f.warn("the fence is gone", nil)
+			return false
 		}
 	case <-t.C:
-		return true
+		f.warn("the fence did not answer in "+fenceAnswerWait.String(), nil)
+		return false
 	}
+}
+
+// warn says, once per fence, that it does not work as it should.
+func (f *fence) warn(what string, err error) {
+	f.warned.Do(func() {
+		f.log.Warn(what+": this runner's commands have no fence (a frozen runner's commands may run on beside their rerun elsewhere)", "pid", f.cmd.Process.Pid, "err", err)
+	})
 }
 
 // stop ends the fence: it kills the groups it still knows of (none, when
