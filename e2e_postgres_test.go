@@ -709,3 +709,45 @@ func childOf(pid int) int {
 	n, _ := strconv.Atoi(f[0])
 	return n
 }
+
+// Two daemons see the same failed dependency: one cancels each job that
+// waits for it, and neither logs an error for the one it lost the race to.
+func TestPostgresDaemonsCancelADependentOnce(t *testing.T) {
+	db := pgtest.URL(t)
+	// The dependency is paused until both daemons run, so that both look
+	// at every dependent when it fails.
+	failing := submitID(t, db, "--", "false")
+	if r := pcd(t, db, "pause", failing); r.code != 0 {
+		t.Fatalf("pause: exit %d: %s", r.code, r.stderr)
+	}
+	var dependents []string
+	for range 30 {
+		dependents = append(dependents, submitID(t, db, "--after", failing, "--", "true"))
+	}
+	a := startPGDaemon(t, db, "PCD_LEASE=5s")
+	b := startPGDaemon(t, db, "PCD_LEASE=5s")
+	if r := pcd(t, db, "resume", failing); r.code != 0 {
+		t.Fatalf("resume: exit %d: %s", r.code, r.stderr)
+	}
+	for deadline := time.Now().Add(time.Minute); queryDB(t, db, "SELECT count(*) FROM jobs WHERE finished_at IS NULL") > 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("jobs unfinished after a minute:\nA:\n%s\nB:\n%s", a.stderr, b.stderr)
+		}
+	}
+	for _, id := range dependents {
+		if why := jobReason(t, db, id); !strings.Contains(why, failing) {
+			t.Errorf("job %s: its callback's reason %q does not name the failed dependency", id, why)
+		}
+	}
+	if n := queryDB(t, db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"); n != len(dependents) {
+		t.Errorf("%d jobs cancelled, want %d", n, len(dependents))
+	}
+	checkInvariants(t, db)
+	for name, d := range map[string]*proc{"A": a, "B": b} {
+		if strings.Contains(d.stderr.String(), " ERR ") {
+			t.Errorf("daemon %s logged an error:\n%s", name, d.stderr)
+		}
+	}
+	stopDaemon(t, a)
+	stopDaemon(t, b)
+}
