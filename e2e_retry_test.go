@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pcd-dev/pcd/internal/pgtest"
 )
 
 // retryJob writes the job that found double runs and a deadlock: 300
@@ -73,4 +75,71 @@ func tail(s string, n int) string {
 		return s
 	}
 	return "…" + s[len(s)-n:]
+}
+
+// Retries and takeovers under load on PostgreSQL: three daemons share
+// three retrying jobs, and one is SIGKILLed twice while the others claim
+// due retries and commit; the survivors take its tasks over meanwhile.
+// No statement deadlocks or ends over a lock conflict, every attempt runs
+// once (a rerun only after its runner was killed), and each task has its
+// one result.
+func TestPostgresRetriesAndTakeoversUnderLoad(t *testing.T) {
+	db := pgtest.URL(t)
+	dir := t.TempDir()
+	job := retryJob(t, dir)
+	env := []string{"PCD_LEASE=3s"}
+	var daemons []*proc
+	for range 3 {
+		daemons = append(daemons, startPGDaemon(t, db, env...))
+	}
+	for range 3 {
+		if r := pcd(t, db, "submit", job); r.code != 0 {
+			t.Fatalf("submit: exit %d: %s", r.code, r.stderr)
+		}
+	}
+	killed := map[int]bool{}
+	logs := []*proc{}
+	for _, at := range []int{150, 500} {
+		for deadline := time.Now().Add(2 * time.Minute); lines(filepath.Join(dir, "runs.log")) < at; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("fewer than %d runs after 2 minutes:\n%s", at, tail(daemons[0].stderr.String(), 4000))
+			}
+		}
+		victim := daemons[0]
+		victim.cmd.Process.Kill()
+		victim.wait(t, 30*time.Second)
+		killed[victim.cmd.Process.Pid] = true
+		logs = append(logs, victim)
+		daemons = append(daemons[1:], startPGDaemon(t, db, env...))
+	}
+	for deadline := time.Now().Add(3 * time.Minute); queryDB(t, db, "SELECT count(*) FROM jobs WHERE finished_at IS NULL") > 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("jobs unfinished after 3 minutes:\n%s", tail(daemons[0].stderr.String(), 4000))
+		}
+	}
+	for _, d := range daemons {
+		stopDaemon(t, d)
+	}
+	for _, d := range append(logs, daemons...) {
+		for _, bad := range []string{"deadlock", "lock conflict", "job run failed"} {
+			if strings.Contains(d.stderr.String(), bad) {
+				t.Errorf("a daemon logged %q:\n%s", bad, tail(d.stderr.String(), 4000))
+			}
+		}
+	}
+	checkRuns(t, db, dir, killed)
+	checkInvariants(t, db)
+	if n := queryDB(t, db, "SELECT count(*) FROM results"); n != 900 {
+		t.Errorf("%d results, want 900", n)
+	}
+	if n := queryDB(t, db, "SELECT count(*) FROM results WHERE state = 'failed' AND attempts = 3"); n != 300 {
+		t.Errorf("%d tasks failed after 3 attempts, want 300", n)
+	}
+	t.Logf("interrupted tasks: %d", queryDB(t, db, "SELECT count(*) FROM tasks WHERE interrupts > 0"))
+}
+
+// lines counts the lines of the file at path (0 if there is none).
+func lines(path string) int {
+	b, _ := os.ReadFile(path)
+	return strings.Count(string(b), "\n")
 }
