@@ -521,6 +521,45 @@ func checkRuns(t *testing.T, db, dir string, killed map[int]bool) (runs int) {
 	return runs
 }
 
+// checkRunsOf is checkRuns, where the daemons that lost their lease
+// (and rejoined) count as killed: they interrupted their tasks.
+func checkRunsOf(t *testing.T, db, dir string, daemons []*proc, killed map[int]bool) (runs int) {
+	t.Helper()
+	for _, d := range daemons {
+		if strings.Contains(d.stderr.String(), "lost the lease") {
+			killed[d.cmd.Process.Pid] = true
+		}
+	}
+	return checkRuns(t, db, dir, killed)
+}
+
+// finishLoad waits, at most within, until the kill load's jobs have
+// finished on db, then checks the crash suite's invariants, the callback
+// records, the watch that ran throughout, and that no command ran beside
+// its rerun (their number is doubles).
+func finishLoad(t *testing.T, db, dir string, load *killLoad, watch *proc, daemons []*proc, within time.Duration) (records, doubles int) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for queryDB(t, db, "SELECT count(*) FROM jobs WHERE finished_at IS NULL") > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("jobs unfinished %v after the last fault; a daemon:\n%s", within, tail(daemons[0].stderr.String(), 4000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitReleased(t, db)
+	records = checkInvariants(t, db)
+	if want := load.tasks + load.jobs; records != want {
+		t.Errorf("%d callback records, want %d", records, want)
+	}
+	stopWatch(t, watch, records)
+	checkWatch(t, watch.stdout.String(), records)
+	found, _ := filepath.Glob(filepath.Join(dir, "double.*"))
+	if len(found) > 0 {
+		t.Errorf("%d commands ran beside their rerun: %v", len(found), found)
+	}
+	return records, len(found)
+}
+
 // leftovers lists the processes started by tasks of db (they carry PCD_DB
 // from the runner, and are not pcd) that do not descend from one of the
 // runners' pids: none may outlive the runner that started them.

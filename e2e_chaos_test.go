@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -41,14 +39,7 @@ func TestPostgresChaos(t *testing.T) {
 	}
 	watch := startWith(t, db, env, "watch", "--all", "--follow", "--json")
 	killed := map[int]bool{}
-	check := func() {
-		for _, d := range daemons {
-			if strings.Contains(d.stderr.String(), "lost the lease") {
-				killed[d.cmd.Process.Pid] = true
-			}
-		}
-		checkRuns(t, db, dir, killed)
-	}
+	check := func() int { return checkRunsOf(t, db, dir, daemons, killed) }
 	restart := func(i int) {
 		daemons[i].cmd.Process.Signal(syscall.SIGCONT)
 		daemons[i].cmd.Process.Kill()
@@ -100,29 +91,11 @@ func TestPostgresChaos(t *testing.T) {
 		}
 		check()
 	}
-	deadline := time.Now().Add(5 * time.Minute)
-	for queryDB(t, db, "SELECT count(*) FROM jobs WHERE finished_at IS NULL") > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("jobs unfinished 5 minutes after the last fault:\nA:\n%s", tail(daemons[0].stderr.String(), 4000))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	waitReleased(t, db)
-	records := checkInvariants(t, db)
-	if want := load.tasks + load.jobs; records != want {
-		t.Errorf("%d callback records, want %d", records, want)
-	}
-	stopWatch(t, watch, records)
-	checkWatch(t, watch.stdout.String(), records)
-	doubles, _ := filepath.Glob(filepath.Join(dir, "double.*"))
-	if len(doubles) > 0 {
-		t.Errorf("%d commands ran beside their rerun: %v", len(doubles), doubles)
-	}
-	check()
-	runs := checkRuns(t, db, dir, killed)
+	records, doubles := finishLoad(t, db, dir, load, watch, daemons, 5*time.Minute)
+	runs := check()
 	t.Logf("chaos for %v: faults %v; jobs %d, tasks %d, callbacks %d, command runs logged %d, interrupted tasks %d, commands beside their rerun %d",
 		time.Since(started).Round(time.Second), fmt.Sprint(counts), load.jobs, load.tasks, records, runs,
-		queryDB(t, db, "SELECT count(*) FROM tasks WHERE interrupts > 0"), len(doubles))
+		queryDB(t, db, "SELECT count(*) FROM tasks WHERE interrupts > 0"), doubles)
 	for _, d := range daemons {
 		d.cmd.Process.Signal(syscall.SIGTERM)
 		d.wait(t, time.Minute)

@@ -242,14 +242,7 @@ func TestPostgresRandomKills(t *testing.T) {
 	// killed are the daemons killed, and those that lost their lease
 	// (through the server's crash): either interrupted its tasks.
 	killed := map[int]bool{}
-	checkRunsNow := func() {
-		for _, d := range daemons {
-			if strings.Contains(d.stderr.String(), "lost the lease") {
-				killed[d.cmd.Process.Pid] = true
-			}
-		}
-		checkRuns(t, db, dir, killed)
-	}
+	checkRunsNow := func() { checkRunsOf(t, db, dir, daemons, killed) }
 	var survivors []*proc // daemons that ran through the server's crash
 	started := time.Now()
 	for kills < 30 {
@@ -283,23 +276,7 @@ func TestPostgresRandomKills(t *testing.T) {
 			daemons[i] = startPGDaemon(t, db, env...)
 		}
 	}
-	deadline := time.Now().Add(3 * time.Minute)
-	for queryDB(t, db, unfinished) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("jobs unfinished 3 minutes after the last kill; a daemon:\n%s", daemons[0].stderr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	waitReleased(t, db)
-	records := checkInvariants(t, db)
-	if want := load.tasks + load.jobs; records != want {
-		t.Errorf("%d callback records, want %d", records, want)
-	}
-	stopWatch(t, watch, records)
-	checkWatch(t, watch.stdout.String(), records)
-	if doubles, _ := filepath.Glob(filepath.Join(dir, "double.*")); len(doubles) > 0 {
-		t.Errorf("%d tasks ran twice at the same moment: %v", len(doubles), doubles)
-	}
+	records, _ := finishLoad(t, db, dir, load, watch, daemons, 3*time.Minute)
 	checkRunsNow()
 	var pids []int
 	for _, d := range daemons {

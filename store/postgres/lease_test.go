@@ -9,6 +9,27 @@ import (
 	"github.com/pcd-dev/pcd/store"
 )
 
+// lease is the runners' lease in these tests.
+const lease = 1500 * time.Millisecond
+
+// twoHandles opens two handles on one test database with lease: a through
+// a fault-injecting proxy, b directly. The test closes them at its end.
+func twoHandles(t *testing.T, lease time.Duration) (a, b *DB, proxy *pgtest.Proxy) {
+	t.Helper()
+	url := pgtest.URL(t)
+	proxy = pgtest.NewProxy(t, url)
+	var err error
+	if a, err = Open(context.Background(), proxy.URL, Options{Lease: lease}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	if b, err = Open(context.Background(), url, Options{Lease: lease}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return a, b, proxy
+}
+
 // A runner cut off from the server for longer than its lease loses it
 // before the others may see it gone (Lost closes); another runner takes
 // its tasks over and runs them; when the cut heals, the results the first
@@ -16,19 +37,7 @@ import (
 // callbacks are the second runner's alone.
 func TestLostLeaseDiscardsResults(t *testing.T) {
 	ctx := context.Background()
-	url := pgtest.URL(t)
-	proxy := pgtest.NewProxy(t, url)
-	const lease = 1500 * time.Millisecond
-	a, err := Open(ctx, proxy.URL, Options{Lease: lease})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Open(ctx, url, Options{Lease: lease})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b, proxy := twoHandles(t, lease)
 	job, err := a.CreateJob(ctx, store.NewJob{Workers: 3, QueueSize: 3, Tasks: []store.NewTask{
 		{Kind: "noop", Payload: []byte("1")}, {Kind: "noop", Payload: []byte("2")}, {Kind: "noop", Payload: []byte("3")}}})
 	if err != nil {
@@ -120,19 +129,7 @@ func TestLostLeaseDiscardsResults(t *testing.T) {
 // connection stayed open.
 func TestSilentSessionReleasesItsLocks(t *testing.T) {
 	ctx := context.Background()
-	url := pgtest.URL(t)
-	proxy := pgtest.NewProxy(t, url)
-	const lease = 1500 * time.Millisecond
-	a, err := Open(ctx, proxy.URL, Options{Lease: lease})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Open(ctx, url, Options{Lease: lease})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b, proxy := twoHandles(t, lease)
 	job, err := b.CreateJob(ctx, store.NewJob{Workers: 1, QueueSize: 1, Tasks: []store.NewTask{{Kind: "noop", Payload: []byte("1")}, {Kind: "noop", Payload: []byte("2")}}})
 	if err != nil {
 		t.Fatal(err)
