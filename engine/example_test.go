@@ -312,7 +312,7 @@ func ExampleKindOf() {
 	}
 	// Output:
 	// task 1: resize: width must be positive, got 0
-	// task 1: resize: payload does not decode as engine_test.Resize: json: unknown field "img"
+	// task 1: resize: payload does not decode as engine_test.Resize: unknown field "img"
 	// task 1 succeeded: "a.png at 640px"
 }
 

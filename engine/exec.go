@@ -99,7 +99,7 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 func parseExec(payload json.RawMessage) (ExecPayload, error) {
 	var p ExecPayload
 	if json.Valid(payload) {
-		if err := strictJSON(payload, execFields()); err != nil {
+		if err := strictJSON(payload, execShape()); err != nil {
 			return p, fmt.Errorf("payload: %w", err)
 		}
 	}

@@ -259,6 +259,7 @@ func scanJobFile(src source, taskLimit int64, jf *JobFile, each func(int, TaskSp
 	}
 	n, seen := 0, map[string]bool{}
 	for dec.More() {
+		lim.forget(dec.InputOffset())
 		tok, err := dec.Token()
 		if err != nil {
 			return n, err
@@ -268,7 +269,7 @@ func scanJobFile(src source, taskLimit int64, jf *JobFile, each func(int, TaskSp
 			return n, fmt.Errorf("%q is given twice", key)
 		}
 		seen[key] = true
-		if err := fieldName(key, jobFileFields()); err != nil {
+		if err := fieldName([]byte(key), jobFileShape().fields); err != nil {
 			return n, err
 		}
 		if key != "tasks" {
@@ -285,17 +286,21 @@ func scanJobFile(src source, taskLimit int64, jf *JobFile, each func(int, TaskSp
 			return n, errors.New(`"tasks" must be an array of tasks`)
 		}
 		for dec.More() {
-			var raw json.RawMessage
+			var t TaskSpec
 			lim.start()
-			err := decodeAt(dec, src, &raw)
+			start := dec.InputOffset()
+			err := decodeAt(dec, src, &t)
 			lim.active = false
 			if errors.Is(err, ErrPayloadTooLarge) {
 				return n, badJob("task %d: longer than %d bytes: %w (the limit is %d bytes of payload, --max-payload)",
 					n+1, taskLimit, ErrPayloadTooLarge, taskLimit-lineSlack)
 			}
-			var t TaskSpec
 			if err == nil {
-				err = decodeTask(raw, &t)
+				// The decoder read the task once; its bytes, kept as they
+				// passed, are checked for what it lets pass.
+				end := dec.InputOffset()
+				err = strictJSON(bytes.TrimLeft(lim.span(start, end), " \t\r\n,"), taskShape())
+				lim.forget(end)
 			}
 			if err != nil {
 				return n, taskError(n+1, err)
@@ -370,17 +375,6 @@ func (e trailingData) Error() string { return "unexpected data after the job obj
 
 // errReadStopped ends a read of a job file whose reader went away.
 var errReadStopped = errors.New("job file read stopped")
-
-// decodeTask decodes one task of a job file, strictly (strictJSON):
-// unknown fields refused, names matched with their case.
-func decodeTask(raw []byte, t *TaskSpec) error {
-	if err := strictJSON(raw, taskFields()); err != nil {
-		return err
-	}
-	one := json.NewDecoder(bytes.NewReader(raw))
-	one.DisallowUnknownFields()
-	return one.Decode(t)
-}
 
 // decodeField decodes the value of one key of the job object into jf,
 // with errors placed as if the whole object had been decoded.
@@ -650,6 +644,23 @@ type taskLimiter struct {
 	n, mark int64
 	limit   int64
 	active  bool
+	// kept are the bytes read from offset keptFrom on, for span.
+	kept     []byte
+	keptFrom int64
+}
+
+// span is the input from offset start to end, which the decoder has
+// read since the last forget.
+func (l *taskLimiter) span(start, end int64) []byte {
+	return l.kept[start-l.keptFrom : end-l.keptFrom]
+}
+
+// forget drops the bytes kept before offset, a chunk at a time.
+func (l *taskLimiter) forget(offset int64) {
+	if drop := int(offset - l.keptFrom); drop >= 64<<10 {
+		l.kept = l.kept[:copy(l.kept, l.kept[drop:])]
+		l.keptFrom = offset
+	}
 }
 
 // start begins counting a task, from what the decoder has read so far.
@@ -661,6 +672,7 @@ func (l *taskLimiter) Read(p []byte) (int, error) {
 	}
 	k, err := l.r.Read(p)
 	l.n += int64(k)
+	l.kept = append(l.kept, p[:k]...)
 	return k, err
 }
 

@@ -33,7 +33,7 @@ func parseSleep(payload json.RawMessage) (time.Duration, error) {
 		return 0, errors.New(`missing payload {"secs": N}`)
 	}
 	if json.Valid(payload) {
-		if err := strictJSON(payload, sleepFields()); err != nil {
+		if err := strictJSON(payload, sleepShape()); err != nil {
 			return 0, fmt.Errorf("payload: %w", err)
 		}
 	}

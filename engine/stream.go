@@ -253,7 +253,7 @@ func parseTaskLine(raw []byte, reg *Registry, def RetrySpec, dir string) (store.
 	}
 	var spec TaskSpec
 	if json.Valid(raw) {
-		if err := strictJSON(raw, taskFields()); err != nil {
+		if err := strictJSON(raw, taskShape()); err != nil {
 			return store.NewTask{}, false, err
 		}
 	}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -10,32 +11,49 @@ import (
 )
 
 // strictJSON refuses what encoding/json lets pass in a job file: text
-// that is not UTF-8 (json replaces it with U+FFFD), a key given twice in
-// one object (json keeps the last), and a key of the outermost object
-// that names one of fields only with its case folded (json matches
-// {"KIND": ...} to "kind"). raw is valid JSON; fields nil checks no
-// names.
-func strictJSON(raw []byte, fields map[string]bool) error {
+// that is not UTF-8 (json replaces it with U+FFFD), and a key given twice
+// in one object (json keeps the last). Where shape describes an object
+// (a struct's fields, see shapeOf), it also refuses a key that is not
+// one of its names, or names one only with its case folded (json matches
+// {"KIND": ...} to "kind"); a nil shape checks no names. raw is valid
+// JSON. So json.Unmarshal after it decodes as strictly as a Decoder with
+// DisallowUnknownFields, without one's buffer per value.
+func strictJSON(raw []byte, shape *jsonShape) error {
 	if !utf8.Valid(raw) {
 		return strictError{fmt.Sprintf("the JSON is not valid UTF-8 (at byte %d of the value)", invalidUTF8At(raw))}
 	}
+	// The keys of the open objects, in one slice: an object's are those
+	// from its level's first on. A few keys are compared one by one (no
+	// map per object: a big job file has two objects per task); an object
+	// with many keys gets a map, so that a line of 100,000 keys is not
+	// quadratic.
 	type level struct {
 		object, wantKey bool
-		keys            map[string]bool
+		first           int
+		many            map[string]bool
+		shape           *jsonShape
 	}
-	var stack []level
+	var stackArr [8]level
+	var keysArr [32][]byte
+	stack, keys := stackArr[:0], keysArr[:0]
+	next := shape // the shape of the value that comes next
 	for i := 0; i < len(raw); i++ {
 		switch raw[i] {
 		case '{':
-			stack = append(stack, level{object: true, wantKey: true})
+			stack = append(stack, level{object: true, wantKey: true, first: len(keys), shape: next})
+			next = nil
 		case '[':
-			stack = append(stack, level{})
+			stack = append(stack, level{first: len(keys)})
+			next = nil
 		case '}', ']':
+			keys = keys[:stack[len(stack)-1].first]
 			stack = stack[:len(stack)-1]
+			next = nil
 		case ',':
 			if top := &stack[len(stack)-1]; top.object {
 				top.wantKey = true
 			}
+			next = nil
 		case ':':
 			stack[len(stack)-1].wantKey = false
 		case '"':
@@ -46,18 +64,18 @@ func strictJSON(raw []byte, fields map[string]bool) error {
 				if err != nil {
 					return err
 				}
-				if top.keys == nil {
-					top.keys = map[string]bool{}
-				}
-				if top.keys[key] {
+				if seenKey(key, keys[top.first:], &top.many) {
 					return strictError{fmt.Sprintf("key %q is given twice in one object", key)}
 				}
-				top.keys[key] = true
-				if len(stack) == 1 {
-					if err := fieldName(key, fields); err != nil {
+				keys = append(keys, key)
+				if top.shape != nil {
+					if err := fieldName(key, top.shape.fields); err != nil {
 						return err
 					}
+					next = top.shape.fields[string(key)]
 				}
+			} else {
+				next = nil
 			}
 			i = end
 		}
@@ -65,23 +83,51 @@ func strictJSON(raw []byte, fields map[string]bool) error {
 	return nil
 }
 
+// manyKeys is the number of keys past which an object's are kept in a
+// map.
+const manyKeys = 16
+
+// seenKey says whether key is among an object's keys so far, and keeps
+// them in *many once there are more than manyKeys.
+func seenKey(key []byte, keys [][]byte, many *map[string]bool) bool {
+	if *many == nil && len(keys) < manyKeys {
+		for _, k := range keys {
+			if bytes.Equal(k, key) {
+				return true
+			}
+		}
+		return false
+	}
+	if *many == nil {
+		*many = make(map[string]bool, 2*len(keys))
+		for _, k := range keys {
+			(*many)[string(k)] = true
+		}
+	}
+	if (*many)[string(key)] {
+		return true
+	}
+	(*many)[string(key)] = true
+	return false
+}
+
 // strictError is what strictJSON refuses.
 type strictError struct{ msg string }
 
 func (e strictError) Error() string { return e.msg }
 
-// fieldName refuses key when it names one of fields only with its case
-// folded; an unknown key is left to the decoder's own error.
-func fieldName(key string, fields map[string]bool) error {
-	if fields == nil || fields[key] {
+// fieldName refuses a key that is not one of fields, saying so when it
+// names one only with its case folded.
+func fieldName[S any](key []byte, fields map[string]S) error {
+	if _, ok := fields[string(key)]; ok {
 		return nil
 	}
 	for f := range fields {
-		if strings.EqualFold(f, key) {
+		if strings.EqualFold(f, string(key)) {
 			return strictError{fmt.Sprintf("unknown field %q (names are case-sensitive: %q)", key, f)}
 		}
 	}
-	return nil
+	return strictError{fmt.Sprintf("unknown field %q", key)}
 }
 
 // stringEnd is the index of the quote that ends the JSON string starting
@@ -98,15 +144,16 @@ func stringEnd(raw []byte, start int) int {
 	return len(raw) - 1
 }
 
-func unquoteKey(quoted []byte) (string, error) {
-	if !strings.ContainsRune(string(quoted), '\\') {
-		return string(quoted[1 : len(quoted)-1]), nil
+// unquoteKey is a key's text: raw's own bytes unless it has escapes.
+func unquoteKey(quoted []byte) ([]byte, error) {
+	if bytes.IndexByte(quoted, '\\') < 0 {
+		return quoted[1 : len(quoted)-1], nil
 	}
 	var s string
 	if err := json.Unmarshal(quoted, &s); err != nil {
-		return "", err
+		return nil, err
 	}
-	return s, nil
+	return []byte(s), nil
 }
 
 func invalidUTF8At(b []byte) int {
@@ -120,30 +167,58 @@ func invalidUTF8At(b []byte) int {
 	return len(b)
 }
 
-// jsonFields are the JSON names of a struct type's fields, those of its
-// embedded structs included.
-func jsonFields(t reflect.Type) map[string]bool {
-	out := map[string]bool{}
+// jsonShape is the shape of a JSON object that decodes into a struct: its
+// names, each with the shape of its value (nil where it is not such an
+// object).
+type jsonShape struct {
+	fields map[string]*jsonShape
+}
+
+var unmarshaler = reflect.TypeFor[json.Unmarshaler]()
+
+// shapeOf is the shape of t's JSON, or nil when t is not a struct (or a
+// pointer to one) that encoding/json decodes field by field.
+func shapeOf(t reflect.Type) *jsonShape {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || t.Implements(unmarshaler) || reflect.PointerTo(t).Implements(unmarshaler) {
+		return nil
+	}
+	s := &jsonShape{fields: map[string]*jsonShape{}}
 	for f := range t.Fields() {
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 		switch {
 		case name == "-":
 		case f.Anonymous && name == "":
-			for n := range jsonFields(f.Type) {
-				out[n] = true
+			if inner := shapeOf(f.Type); inner != nil {
+				for n, v := range inner.fields {
+					s.fields[n] = v
+				}
 			}
 		case name != "":
-			out[name] = true
+			s.fields[name] = shapeOf(f.Type)
 		case f.IsExported():
-			out[f.Name] = true
+			s.fields[f.Name] = shapeOf(f.Type)
 		}
 	}
-	return out
+	return s
+}
+
+// shapes caches shapeOf for the payload types of typed kinds.
+var shapes sync.Map // reflect.Type → *jsonShape
+
+func cachedShape(t reflect.Type) *jsonShape {
+	if s, ok := shapes.Load(t); ok {
+		return s.(*jsonShape)
+	}
+	s, _ := shapes.LoadOrStore(t, shapeOf(t))
+	return s.(*jsonShape)
 }
 
 var (
-	jobFileFields = sync.OnceValue(func() map[string]bool { return jsonFields(reflect.TypeFor[JobFile]()) })
-	taskFields    = sync.OnceValue(func() map[string]bool { return jsonFields(reflect.TypeFor[TaskSpec]()) })
-	execFields    = sync.OnceValue(func() map[string]bool { return jsonFields(reflect.TypeFor[ExecPayload]()) })
-	sleepFields   = sync.OnceValue(func() map[string]bool { return jsonFields(reflect.TypeFor[sleepPayload]()) })
+	jobFileShape = sync.OnceValue(func() *jsonShape { return shapeOf(reflect.TypeFor[JobFile]()) })
+	taskShape    = sync.OnceValue(func() *jsonShape { return shapeOf(reflect.TypeFor[TaskSpec]()) })
+	execShape    = sync.OnceValue(func() *jsonShape { return shapeOf(reflect.TypeFor[ExecPayload]()) })
+	sleepShape   = sync.OnceValue(func() *jsonShape { return shapeOf(reflect.TypeFor[sleepPayload]()) })
 )

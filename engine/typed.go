@@ -32,11 +32,7 @@ func (k typedKind[T, R]) decode(payload json.RawMessage) (T, error) {
 		payload = json.RawMessage("null")
 	}
 	if json.Valid(payload) {
-		var fields map[string]bool
-		if t := reflect.TypeFor[T](); t.Kind() == reflect.Struct {
-			fields = jsonFields(t)
-		}
-		if err := strictJSON(payload, fields); err != nil {
+		if err := strictJSON(payload, cachedShape(reflect.TypeFor[T]())); err != nil {
 			return args, fmt.Errorf("payload does not decode as %T: %w", args, err)
 		}
 	}
