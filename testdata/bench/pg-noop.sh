@@ -3,7 +3,7 @@
 # the local PostgreSQL, run them with DAEMONS daemons of BIN, and print the
 # rate (the daemons' start to the job's end), each daemon's peak RSS, and
 # the CPU ticks of every postgres process and of the daemons. Run it with
-# two binaries in turn to compare them (BENCHMARKS.md, session 7).
+# two binaries in turn to compare them.
 set -euo pipefail
 BIN=$1 N=$2 DAEMONS=${3:-1}
 PSQL=(psql -h "${PGHOST:-/var/run/postgresql}" -U postgres -qAt)
