@@ -431,7 +431,7 @@ func execOutcome(ctx context.Context, p ExecPayload, state *os.ProcessState, o *
 	case state == nil:
 		return out, errors.New("lost track of the process")
 	case !state.Success():
-		if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		if ws, ok := sysStatus(state); ok && ws.Signaled() {
 			return out, fmt.Errorf("killed by signal %v", ws.Signal())
 		}
 		return out, fmt.Errorf("exit status %d", state.ExitCode())
