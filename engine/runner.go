@@ -16,7 +16,8 @@ import (
 const (
 	// RoleDaemon runs every job of the database until stopped.
 	RoleDaemon = "daemon"
-	// RoleRun runs one job (RunJob). A second one waits for the first.
+	// RoleRun runs one job (RunJob). A second one is refused, or waits
+	// for the first (RunnerConfig.OnLockWait).
 	RoleRun = "run"
 )
 
@@ -46,8 +47,10 @@ type RunnerConfig struct {
 	// daemon, and how long a stopping daemon lets a delivery in flight
 	// finish; default 5s.
 	DeliveryWait time.Duration
-	// OnLockWait, if set, is called once when OpenRunner of a RoleRun
-	// runner waits for another pcd run holding the lock.
+	// OnLockWait, if set, makes OpenRunner of a RoleRun runner wait while
+	// another RoleRun runner holds the lock (pcd run queues behind pcd
+	// run), and is called once when it starts to wait. If nil, OpenRunner
+	// refuses at once with the holder's *store.LockedError.
 	OnLockWait func(holder *store.LockedError)
 	// OnDeliveryWait, if set, is called once when RunJob has waited a
 	// second for its job's deliveries.
@@ -89,9 +92,9 @@ type Runner struct {
 // ErrRunnerStopped is returned by Run and RunJob called after Stop or Close.
 var ErrRunnerStopped = errors.New("the runner is stopped")
 
-// OpenRunner becomes the runner of db. It takes the runner lock (a
-// RoleRun runner waits while another pcd run holds it; a daemon holding it
-// is a *store.LockedError), finishes the integrity check that sqlite.Open
+// OpenRunner becomes the runner of db. It takes the runner lock (another
+// runner holding it is a *store.LockedError; with OnLockWait, a RoleRun
+// runner waits for another RoleRun runner instead), finishes the integrity check that sqlite.Open
 // left for later (a daemon does that in the background as it runs), makes
 // this process the subreaper of its tasks' descendants, recovers what the
 // last runner left (it kills the processes of its tasks, requeues or fails
@@ -179,11 +182,11 @@ func (r *Runner) acquire(ctx context.Context) (store.Releaser, error) {
 	for {
 		lock, err := r.db.LockRunner(r.cfg.Role)
 		var held *store.LockedError
-		if r.cfg.Role != RoleRun || !errors.As(err, &held) || held.Role == RoleDaemon {
+		if r.cfg.Role != RoleRun || r.cfg.OnLockWait == nil || !errors.As(err, &held) || held.Role == RoleDaemon {
 			return lock, err
 		}
 		// Another pcd run runs only its own job: wait for it.
-		if !said && r.cfg.OnLockWait != nil {
+		if !said {
 			r.cfg.OnLockWait(held)
 		}
 		said = true

@@ -66,6 +66,27 @@ func TestRunnerLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a runner after close: %v", err)
 	}
+	// A second RoleRun runner is refused with the holder named, at once;
+	// with OnLockWait it waits for the first instead.
+	var held *store.LockedError
+	if r3, err := OpenRunner(ctx, db, RunnerConfig{Role: RoleRun}); !errors.As(err, &held) || held.Role != RoleRun {
+		if r3 != nil {
+			r3.Close()
+		}
+		t.Fatalf("a second run runner: %v, want a *store.LockedError held by a run runner", err)
+	}
+	waited := make(chan *store.LockedError, 1)
+	opened := make(chan error, 1)
+	go func() {
+		r3, err := OpenRunner(ctx, db, RunnerConfig{Role: RoleRun, OnLockWait: func(h *store.LockedError) { waited <- h }})
+		if err == nil {
+			err = r3.Close()
+		}
+		opened <- err
+	}()
+	if h := <-waited; h.Role != RoleRun {
+		t.Fatalf("waited for %v, want the run runner", h)
+	}
 	if err := r2.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +95,9 @@ func TestRunnerLifecycle(t *testing.T) {
 	}
 	if err := r2.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if err := <-opened; err != nil {
+		t.Fatalf("the waiting run runner, once the first closed: %v", err)
 	}
 }
 
