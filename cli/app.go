@@ -88,6 +88,7 @@ func App(_ context.Context, env Env) *cli.App {
 		env.Registry = engine.NewRegistry()
 	}
 	return &cli.App{
+		Metadata:             map[string]any{registryKey: env.Registry},
 		Name:                 "pcd",
 		Usage:                "a durable producer-consumer job runner",
 		Writer:               env.Stdout,
@@ -290,14 +291,46 @@ func dbPath(c *cli.Context) (string, error) {
 	return filepath.Join(dir, "pcd", "pcd.db"), nil
 }
 
+// client is a command's handle on its database: the engine's Client,
+// which is all a command uses, and the store under it, which Close
+// closes.
+type client struct {
+	*engine.Client
+	st store.Store
+}
+
+// Close stops the client's runner, if it has one, and closes the store.
+func (c *client) Close() error { return errors.Join(c.Client.Close(), c.st.Close()) }
+
+// registryKey is where the app keeps Env.Registry, for the clients.
+const registryKey = "registry"
+
+// newClient makes the client of a command over st.
+func newClient(c *cli.Context, st store.Store, cfg engine.RunnerConfig) *client {
+	if cfg.Registry == nil {
+		cfg.Registry, _ = c.App.Metadata[registryKey].(*engine.Registry)
+	}
+	return &client{Client: engine.NewClient(st, cfg), st: st}
+}
+
 // openReader opens the database named by the global flags for a command
 // that only reads: it never takes the write lock, so it works while a
 // long write (a big submit) runs.
-func openReader(c *cli.Context) (store.Store, error) { return open(c, sqlite.Options{ReadOnly: true}) }
+func openReader(c *cli.Context) (*client, error) {
+	st, err := open(c, sqlite.Options{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	return newClient(c, st, engine.RunnerConfig{}), nil
+}
 
 // openDB opens the database named by the global flags.
-func openDB(c *cli.Context, mustExist bool) (store.Store, error) {
-	return open(c, sqlite.Options{MustExist: mustExist})
+func openDB(c *cli.Context, mustExist bool) (*client, error) {
+	st, err := open(c, sqlite.Options{MustExist: mustExist})
+	if err != nil {
+		return nil, err
+	}
+	return newClient(c, st, engine.RunnerConfig{}), nil
 }
 
 // openRunner opens the database for a runner, which reports a reader that

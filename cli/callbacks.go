@@ -36,8 +36,8 @@ yet), retrying, delivered, or dead (given up after --delivery-attempts).`,
 		Flags:        []cli.Flag{jsonFlag()},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			return withJob(c, false, func(db store.Store, j store.Job) error {
-				rows, err := db.Deliveries(c.Context, j.ID)
+			return withJob(c, false, func(db *client, j store.Job) error {
+				rows, err := db.Deliveries(c.Context, j)
 				if err != nil {
 					return err
 				}
@@ -129,7 +129,7 @@ type sinkState struct {
 
 // sinksFor lists the sinks of a job's callbacks: its own, and the
 // daemon's that the database knows of.
-func sinksFor(c *cli.Context, db store.Store, j store.Job) ([]sinkState, error) {
+func sinksFor(c *cli.Context, db *client, j store.Job) ([]sinkState, error) {
 	cursors, err := db.SinkCursors(c.Context)
 	if err != nil {
 		return nil, err

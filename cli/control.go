@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -23,7 +24,7 @@ func selectFlags(what string) []cli.Flag {
 
 // selectJobs finds the jobs a command names: its JOB_ID arguments, or
 // with --all every job that ok accepts (in --state, if given).
-func selectJobs(c *cli.Context, db store.Store, ok func(store.Job) bool) ([]store.Job, error) {
+func selectJobs(c *cli.Context, db *client, ok func(store.Job) bool) ([]store.Job, error) {
 	state, err := parseState(c.String("state"))
 	if err != nil {
 		return nil, err
@@ -40,7 +41,7 @@ func selectJobs(c *cli.Context, db store.Store, ok func(store.Job) bool) ([]stor
 		var jobs []store.Job
 		seen := map[int64]bool{}
 		for _, ref := range c.Args().Slice() {
-			j, err := db.FindJob(c.Context, ref)
+			j, err := db.Job(c.Context, ref)
 			if err != nil {
 				return nil, err
 			}
@@ -51,7 +52,7 @@ func selectJobs(c *cli.Context, db store.Store, ok func(store.Job) bool) ([]stor
 		}
 		return jobs, nil
 	}
-	all, err := db.ListJobs(c.Context, store.JobFilter{State: state, Limit: 1 << 30})
+	all, err := db.Jobs(c.Context, store.JobFilter{State: state, Limit: 1 << 30})
 	if err != nil {
 		return nil, err
 	}
@@ -111,14 +112,11 @@ once.`,
 				return err
 			}
 			return eachJob(env, jobs, func(j store.Job) error {
-				done, err := engine.CancelJob(c.Context, db, j.ID)
+				// No task of the job may start once cancel returns: it
+				// waits for the job's runner to stop them.
+				done, err := cancelJob(c.Context, env, db, j)
 				if err != nil {
 					return err
-				}
-				if j.State == store.Running && db.RunnerAlive(c.Context) {
-					// No task of the job may start once cancel returns:
-					// wait for its runner to stop them.
-					waitStopped(c.Context, env, db, done)
 				}
 				if c.Bool("json") {
 					return writeJSON(env.Stdout, web.ViewJob(done))
@@ -152,7 +150,7 @@ the daemon runs them, and a new job callback follows when they are done.`,
 			}
 			retried := 0
 			err = eachJob(env, jobs, func(j store.Job) error {
-				again, err := engine.RetryJob(c.Context, db, j.ID)
+				again, err := db.Retry(c.Context, j.UUID)
 				if err != nil {
 					return err
 				}
@@ -200,22 +198,19 @@ resume. With --all, every unfinished job is paused.`
 				return err
 			}
 			defer db.Close()
-			var ids []int64
-			for _, ref := range c.Args().Slice() {
-				j, err := db.FindJob(c.Context, ref)
-				if err != nil {
-					return err
-				}
-				if j.Finished() {
-					return conflict("job %s already %s: nothing to %s", j.UUID, j.State, name)
-				}
-				ids = append(ids, j.ID)
+			change, all := db.Pause, db.PauseAll
+			if !pause {
+				change, all = db.Resume, db.ResumeAll
 			}
-			n, err := db.PauseJobs(c.Context, ids, pause)
+			var n int64
+			if c.Bool("all") {
+				n, err = all(c.Context)
+			} else {
+				n, err = change(c.Context, c.Args().Slice()...)
+			}
 			if err != nil {
 				return err
 			}
-			_ = db.Wake()
 			if c.Bool("json") {
 				return writeJSON(env.Stdout, map[string]any{name + "d": n})
 			}
@@ -319,7 +314,6 @@ own --workers, still hold.`,
 				if err := db.SetGroup(c.Context, g); err != nil {
 					return err
 				}
-				_ = db.Wake()
 				_, err = fmt.Fprintf(env.Stdout, "group %s: max-jobs %s, workers %s\n", groupName(g.Name), limit(g.MaxJobs), limit(g.Workers))
 				return err
 			},
@@ -366,37 +360,22 @@ on. pcd kill waits (up to --wait) until the runner has stopped it.`,
 			if err != nil {
 				return err
 			}
-			if t.State != store.Running {
-				return conflict("task %d (%s) is %s, not running", t.Seq, t.UUID, t.State)
+			ctx, cancel := context.WithTimeoutCause(c.Context, c.Duration("wait"), fmt.Errorf("after %v", c.Duration("wait")))
+			defer cancel()
+			now, err := db.KillTask(ctx, t, c.Bool("requeue"))
+			if errors.Is(err, engine.ErrStopPending) && c.Context.Err() == nil {
+				return fmt.Errorf("task %d (%s) still runs after %v; its runner stops it when it next looks: %w",
+					t.Seq, t.UUID, c.Duration("wait"), ErrInterrupted)
 			}
-			if err := db.KillTask(c.Context, t.JobID, t.Seq, c.Bool("requeue")); err != nil {
+			if err != nil {
 				return err
 			}
-			_ = db.Wake()
-			deadline := time.Now().Add(c.Duration("wait"))
-			for {
-				now, err := db.FindTask(c.Context, t.UUID)
-				if err != nil {
-					return err
-				}
-				if now.State != store.Running || now.Attempts != t.Attempts {
-					verb := "killed: " + string(now.State)
-					if c.Bool("requeue") {
-						verb = "stopped; back to " + string(now.State)
-					}
-					_, err = fmt.Fprintf(env.Stdout, "task %d (%s) %s\n", t.Seq, t.UUID, verb)
-					return err
-				}
-				if time.Now().After(deadline) {
-					return fmt.Errorf("task %d (%s) still runs after %v; its runner stops it when it next looks: %w",
-						t.Seq, t.UUID, c.Duration("wait"), ErrInterrupted)
-				}
-				select {
-				case <-c.Context.Done():
-					return c.Context.Err()
-				case <-time.After(20 * time.Millisecond):
-				}
+			verb := "killed: " + string(now.State)
+			if c.Bool("requeue") {
+				verb = "stopped; back to " + string(now.State)
 			}
+			_, err = fmt.Fprintf(env.Stdout, "task %d (%s) %s\n", t.Seq, t.UUID, verb)
+			return err
 		},
 	}
 }

@@ -75,11 +75,11 @@ func runDaemon(c *cli.Context, env Env) error {
 	if err != nil {
 		return err
 	}
-	db, err := openRunner(c, log)
+	st, err := openRunner(c, log)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer st.Close()
 	opening, setRunner, releaseSignals := stopper(c.Context, c.Duration("grace"), log)
 	defer releaseSignals()
 	cfg := engine.Config{Registry: env.Registry, Logger: log, OnEvent: logEvent(log)}
@@ -91,7 +91,7 @@ func runDaemon(c *cli.Context, env Env) error {
 		feed = new(web.Feed)
 		cfg.OnCallbacks = feed.Offer
 		// The runner's events and group commits feed /metrics.
-		metrics = web.NewMetrics(db)
+		metrics = web.NewMetrics(newClient(c, st, engine.RunnerConfig{}).Client)
 		logged := cfg.OnEvent
 		cfg.OnEvent = func(ev engine.Event) {
 			logged(ev)
@@ -99,7 +99,7 @@ func runDaemon(c *cli.Context, env Env) error {
 		}
 		cfg.OnGroupCommit = metrics.GroupCommit
 	}
-	r, err := engine.OpenRunner(opening, db, engine.RunnerConfig{
+	db := newClient(c, st, engine.RunnerConfig{
 		Role:       engine.RoleDaemon,
 		Subreaper:  true,
 		Delivery:   delivery,
@@ -108,6 +108,7 @@ func runDaemon(c *cli.Context, env Env) error {
 		Retain:     c.Duration("retain"),
 		RetryAfter: c.Duration("retry-after"),
 	})
+	err = db.Open(opening)
 	var held *store.LockedError
 	switch {
 	case errors.As(err, &held):
@@ -118,8 +119,8 @@ func runDaemon(c *cli.Context, env Env) error {
 	case err != nil:
 		return err
 	}
-	defer r.Close()
-	setRunner(r)
+	defer db.Client.Close()
+	setRunner(db)
 	if hc.addr != "" {
 		stopHTTP, err := startHTTP(hc, db, env, log, metrics, feed)
 		if err != nil {
@@ -128,7 +129,7 @@ func runDaemon(c *cli.Context, env Env) error {
 		defer stopHTTP()
 	}
 	log.Info("daemon started", "db", db.Path(), "pid", pidOf(), "max_jobs", c.Int("max-jobs"))
-	err = r.Run(c.Context)
+	err = db.Run(c.Context)
 	log.Info("daemon stopped")
 	return err
 }

@@ -93,20 +93,20 @@ func parseState(s string) (store.State, error) {
 
 // withJob opens the database (which must exist), for reading only unless
 // write, and finds the job named by the one argument.
-func withJob(c *cli.Context, write bool, fn func(store.Store, store.Job) error) error {
+func withJob(c *cli.Context, write bool, fn func(*client, store.Job) error) error {
 	if c.NArg() != 1 {
 		return usageError("give one job id (a unique prefix is enough), got %d arguments", c.NArg())
 	}
 	open := openReader
 	if write {
-		open = func(c *cli.Context) (store.Store, error) { return openDB(c, true) }
+		open = func(c *cli.Context) (*client, error) { return openDB(c, true) }
 	}
 	db, err := open(c)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	job, err := db.FindJob(c.Context, c.Args().First())
+	job, err := db.Job(c.Context, c.Args().First())
 	if err != nil {
 		return err
 	}
@@ -141,7 +141,7 @@ func jobsCommand(env Env) *cli.Command {
 				return err
 			default:
 				defer db.Close()
-				if jobs, err = db.ListJobs(c.Context, store.JobFilter{State: state, Limit: c.Int("limit")}); err != nil {
+				if jobs, err = db.Jobs(c.Context, store.JobFilter{State: state, Limit: c.Int("limit")}); err != nil {
 					return err
 				}
 			}
@@ -177,7 +177,7 @@ func statusCommand(env Env) *cli.Command {
 			if c.NArg() == 0 {
 				return overview(c, env)
 			}
-			return withJob(c, false, func(db store.Store, j store.Job) error {
+			return withJob(c, false, func(db *client, j store.Job) error {
 				v := web.ViewJob(j)
 				if c.Bool("json") {
 					return writeJSON(env.Stdout, v)
@@ -203,7 +203,7 @@ func statusCommand(env Env) *cli.Command {
 					rows = append(rows, []string{"starts at", when(j.StartAt)})
 				}
 				if j.After != store.AfterNone {
-					if deps, err := db.JobDeps(c.Context, j.ID); err == nil {
+					if deps, err := db.JobDeps(c.Context, j); err == nil {
 						var ids []string
 						for _, d := range deps {
 							ids = append(ids, d.UUID[:8]+" ("+string(d.State)+")")
@@ -268,17 +268,17 @@ func overview(c *cli.Context, env Env) error {
 	return printOverview(env.Stdout, v, db == nil)
 }
 
-func gatherOverview(c *cli.Context, db store.Store) (overviewView, error) {
+func gatherOverview(c *cli.Context, db *client) (overviewView, error) {
 	v := overviewView{Runners: []web.Runner{}, Jobs: map[store.State]int64{}, Pending: map[string]int64{}}
 	if db == nil {
 		return v, nil
 	}
-	runners, err := db.ListRunners(c.Context)
+	runners, err := db.Runners(c.Context)
 	if err != nil {
 		return v, err
 	}
 	v.Runners, v.RunningTasks = web.ViewRunners(runners)
-	if v.tallies, err = db.CountJobs(c.Context); err != nil {
+	if v.tallies, err = db.Counts(c.Context); err != nil {
 		return v, err
 	}
 	for state, t := range v.tallies {
@@ -289,7 +289,7 @@ func gatherOverview(c *cli.Context, db store.Store) (overviewView, error) {
 			v.Done += t.Done
 		}
 	}
-	if v.Pending, err = engine.SinkBacklog(c.Context, db); err != nil {
+	if v.Pending, err = db.SinkBacklog(c.Context); err != nil {
 		return v, err
 	}
 	if v.tallies[store.Running].Jobs > 0 {
@@ -301,7 +301,7 @@ func gatherOverview(c *cli.Context, db store.Store) (overviewView, error) {
 			return v, c.Context.Err()
 		case <-time.After(rateWindow):
 		}
-		after, err := db.CountJobs(c.Context)
+		after, err := db.Counts(c.Context)
 		if err != nil {
 			return v, err
 		}
@@ -416,16 +416,16 @@ func tasksCommand(env Env) *cli.Command {
 				return err
 			}
 			if c.Bool("attempts") {
-				return withJob(c, false, func(db store.Store, j store.Job) error { return listAttempts(c, env, db, j) })
+				return withJob(c, false, func(db *client, j store.Job) error { return listAttempts(c, env, db, j) })
 			}
-			return withJob(c, false, func(db store.Store, j store.Job) error { return listTasks(c, env, db, j, state) })
+			return withJob(c, false, func(db *client, j store.Job) error { return listTasks(c, env, db, j, state) })
 		},
 	}
 }
 
 // listTasks prints a job's tasks, a page at a time: NDJSON with --json,
 // else a table whose COMMAND column is cut to the terminal's width.
-func listTasks(c *cli.Context, env Env, db store.Store, j store.Job, state store.State) error {
+func listTasks(c *cli.Context, env Env, db *client, j store.Job, state store.State) error {
 	var enc *json.Encoder
 	if c.Bool("json") {
 		enc = json.NewEncoder(env.Stdout) // NDJSON: one task a line, for any size of job
@@ -435,7 +435,7 @@ func listTasks(c *cli.Context, env Env, db store.Store, j store.Job, state store
 	header := true
 	var after int64
 	for {
-		page, err := db.TasksInState(c.Context, j.ID, state, after, 1000)
+		page, err := db.Tasks(c.Context, j.UUID, engine.TaskFilter{State: state, After: after, Limit: 1000})
 		if err != nil {
 			return err
 		}
@@ -647,8 +647,8 @@ type attemptView struct {
 	Error      string      `json:"error,omitempty"`
 }
 
-func listAttempts(c *cli.Context, env Env, db store.Store, j store.Job) error {
-	attempts, err := db.Attempts(c.Context, j.ID)
+func listAttempts(c *cli.Context, env Env, db *client, j store.Job) error {
+	attempts, err := db.Attempts(c.Context, j)
 	if err != nil {
 		return err
 	}
@@ -670,20 +670,19 @@ func listAttempts(c *cli.Context, env Env, db store.Store, j store.Job) error {
 	return table(env.Stdout, "NUMBER\tATTEMPT\tSTATE\tTIME_SECS\tSTARTED\tERROR", rows)
 }
 
-// waitStopped waits, at most a minute, for the runner of a cancelled job
-// to stop its running tasks, saying so when that takes a while.
-func waitStopped(ctx context.Context, env Env, db store.Store, j store.Job) {
+// cancelJob cancels a job, and waits at most a minute for its runner to
+// stop its running tasks, saying so after a second.
+func cancelJob(ctx context.Context, env Env, db *client, j store.Job) (store.Job, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- engine.WaitStopped(ctx, db, j.ID) }()
-	select {
-	case <-done:
-		return
-	case <-time.After(time.Second):
+	slow := time.AfterFunc(time.Second, func() {
 		fmt.Fprintf(env.Stderr, "pcd: waiting for the runner to stop job %s's running tasks\n", j.UUID)
+	})
+	defer slow.Stop()
+	done, err := db.Cancel(ctx, j.UUID)
+	if errors.Is(err, engine.ErrStopPending) {
+		fmt.Fprintf(env.Stderr, "pcd: note: %s; the job is cancelled and their results will be ignored\n", ErrorLine(err))
+		err = nil
 	}
-	if err := <-done; err != nil {
-		fmt.Fprintf(env.Stderr, "pcd: note: the runner has not stopped job %s's tasks yet (%v); the job is cancelled and their results will be ignored\n", j.UUID, err)
-	}
+	return done, err
 }

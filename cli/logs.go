@@ -56,20 +56,20 @@ code is 1 if the task failed.`,
 
 // findTask finds the task that a command's arguments name: TASK_ID (a
 // unique prefix of the task's id), or JOB_ID N.
-func findTask(c *cli.Context, db store.Store) (store.TaskRow, error) {
+func findTask(c *cli.Context, db *client) (store.TaskRow, error) {
 	switch c.NArg() {
 	case 1:
-		return db.FindTask(c.Context, c.Args().First())
+		return db.Task(c.Context, c.Args().First())
 	case 2:
 		n, err := strconv.ParseInt(c.Args().Get(1), 10, 64)
 		if err != nil || n < 1 {
 			return store.TaskRow{}, usageError("a task's number in its job is a whole number from 1, got %q", c.Args().Get(1))
 		}
-		job, err := db.FindJob(c.Context, c.Args().First())
+		job, err := db.Job(c.Context, c.Args().First())
 		if err != nil {
 			return store.TaskRow{}, err
 		}
-		return engine.TaskNumber(c.Context, db, job, n)
+		return db.TaskNumber(c.Context, job.UUID, n)
 	}
 	return store.TaskRow{}, usageError("give a task id (a unique prefix is enough), or a job id and the task's number, got %d arguments", c.NArg())
 }
@@ -125,7 +125,7 @@ const (
 
 // followLogs prints a task's live output until the task is final, then
 // says how it ended.
-func followLogs(c *cli.Context, env Env, db store.Store, t store.TaskRow) error {
+func followLogs(c *cli.Context, env Env, db *client, t store.TaskRow) error {
 	if t.State.Final() {
 		if err := printResult(c, env, t); err != nil {
 			return err
@@ -151,7 +151,7 @@ func followLogs(c *cli.Context, env Env, db store.Store, t store.TaskRow) error 
 		}
 		if time.Since(lastState) >= followStatePoll {
 			lastState = time.Now()
-			now, err := db.FindTask(c.Context, t.UUID)
+			now, err := db.Task(c.Context, t.UUID)
 			if err != nil {
 				return err
 			}

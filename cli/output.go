@@ -52,7 +52,7 @@ func outputFlags() []cli.Flag {
 
 // newPrinter makes the printer the flags of run or watch ask for; db
 // reads back the output of tasks held for --keep-order.
-func newPrinter(c *cli.Context, env Env, db store.Store) (*printer, error) {
+func newPrinter(c *cli.Context, env Env, db *client) (*printer, error) {
 	p := &printer{w: env.Stdout, errw: env.Stderr, json: c.Bool("json"), quiet: c.Bool("quiet"),
 		output: !c.Bool("no-output") && !c.Bool("json"), verbose: c.Bool("verbose"), shown: map[string]bool{}}
 	switch c.String("format") {
@@ -241,7 +241,7 @@ func shortID(id string) string { return id[:min(len(id), 8)] }
 // the others printed.
 type taskOrder struct {
 	ctx  context.Context
-	db   store.Store
+	db   *client
 	jobs map[string]*jobOrder // by job uuid
 }
 
@@ -305,21 +305,7 @@ func (o *taskOrder) release(jobID string, j *jobOrder, all bool, print func(engi
 
 // read reads a held task back from the database.
 func (o *taskOrder) read(jobID string, j *jobOrder, n int64) (engine.Event, error) {
-	if j.job.ID == 0 {
-		job, err := o.db.FindJob(o.ctx, jobID)
-		if err != nil {
-			return engine.Event{}, err
-		}
-		j.job = job
-	}
-	if n > j.job.Total { // an open job grew since
-		job, err := o.db.Job(o.ctx, j.job.ID)
-		if err != nil {
-			return engine.Event{}, err
-		}
-		j.job = job
-	}
-	t, err := engine.TaskNumber(o.ctx, o.db, j.job, n)
+	t, err := o.db.TaskNumber(o.ctx, jobID, n)
 	if err != nil {
 		return engine.Event{}, err
 	}

@@ -6,7 +6,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pcd-dev/pcd/engine"
 	"github.com/pcd-dev/pcd/store/postgres"
 )
 
@@ -43,7 +42,7 @@ back rewrites it once (VACUUM): that needs room for a copy of the file.`,
 				return err
 			}
 			defer db.Close()
-			res, err := engine.Prune(c.Context, db, time.Now().Add(-age), c.Bool("force"), true)
+			res, err := db.Prune(c.Context, time.Now().Add(-age), c.Bool("force"), true)
 			if err != nil {
 				return err
 			}
@@ -51,7 +50,7 @@ back rewrites it once (VACUUM): that needs room for a copy of the file.`,
 				return writeJSON(env.Stdout, map[string]any{"jobs": res.Jobs, "rows": res.Rows, "kept": res.Kept,
 					"vacuumed": res.Vacuumed, "size_before": res.Before, "size_after": res.After})
 			}
-			if _, ok := db.(*postgres.DB); ok {
+			if postgres.IsURL(db.Path()) {
 				// PostgreSQL keeps a table's free pages for its new rows.
 				fmt.Fprintf(env.Stdout, "pruned %s (%s); pcd's tables went from %s to %s (vacuumed: new rows reuse the space)\n",
 					plural(res.Jobs, "job"), plural(res.Rows, "row"), mib(res.Before), mib(res.After))

@@ -84,14 +84,16 @@ func runJob(c *cli.Context, env Env) error {
 	if err != nil {
 		return err
 	}
-	db, err := openRunner(c, log)
+	st, err := openRunner(c, log)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer st.Close()
+	// rd reads (the printer, the notes); db, once made, is the runner.
+	rd := newClient(c, st, engine.RunnerConfig{})
 	var resumed store.Job
 	if resume != "" {
-		if resumed, err = db.FindJob(c.Context, resume); err != nil {
+		if resumed, err = rd.Job(c.Context, resume); err != nil {
 			return err
 		}
 		if resumed.Finished() {
@@ -100,11 +102,11 @@ func runJob(c *cli.Context, env Env) error {
 	}
 	opening, setRunner, releaseSignals := stopper(c.Context, c.Duration("grace"), log)
 	defer releaseSignals()
-	out, err := newPrinter(c, env, db)
+	out, err := newPrinter(c, env, rd)
 	if err != nil {
 		return err
 	}
-	r, err := engine.OpenRunner(opening, db, engine.RunnerConfig{
+	db := newClient(c, st, engine.RunnerConfig{
 		Role:         engine.RoleRun,
 		Subreaper:    true,
 		Delivery:     delivery,
@@ -112,12 +114,13 @@ func runJob(c *cli.Context, env Env) error {
 		Config:       engine.Config{Registry: env.Registry, Logger: log, OnEvent: out.event},
 		OnLockWait: func(held *store.LockedError) {
 			fmt.Fprintf(env.Stderr, "pcd: waiting for %s to finish its job on %s (Ctrl-C to give up; nothing is written yet)\n",
-				strings.TrimPrefix(held.Error(), held.Path+": held by "), db.Path())
+				strings.TrimPrefix(held.Error(), held.Path+": held by "), rd.Path())
 		},
 		OnDeliveryWait: func(wait time.Duration) {
 			fmt.Fprintf(env.Stderr, "pcd: waiting up to %v for the job's callbacks to reach its hooks and webhooks\n", wait)
 		},
 	})
+	err = db.Open(opening)
 	var held *store.LockedError
 	if errors.As(err, &held) {
 		// The holder is a daemon: it runs every job of the database.
@@ -130,8 +133,8 @@ func runJob(c *cli.Context, env Env) error {
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	setRunner(r)
+	defer db.Client.Close()
+	setRunner(db)
 	job := resumed
 	if resume != "" {
 		if err := sealResumed(c, env, db, resumed); err != nil {
@@ -142,7 +145,7 @@ func runJob(c *cli.Context, env Env) error {
 		return err
 	}
 	if resume == "" {
-		if job, err = engine.Submit(c.Context, db, env.Registry, jf); err != nil {
+		if job, err = db.Submit(c.Context, jf); err != nil {
 			return err
 		}
 	}
@@ -151,7 +154,7 @@ func runJob(c *cli.Context, env Env) error {
 		shown = out.output && firstKind(c, db, job) == "exec"
 	}
 	out.start(job, shown)
-	return runToEnd(c, env, db, r, out, job)
+	return runToEnd(c, env, db, out, job)
 }
 
 // runSource is the job pcd run runs, from its flags and arguments; none
@@ -174,11 +177,11 @@ func runSource(c *cli.Context, env Env, resume string) (engine.JobFile, error) {
 }
 
 // sealResumed seals a resumed job whose submitter is gone, and says so.
-func sealResumed(c *cli.Context, env Env, db store.Store, resumed store.Job) error {
+func sealResumed(c *cli.Context, env Env, db *client, resumed store.Job) error {
 	if resumed.Sealed {
 		return nil
 	}
-	sealed, err := db.SealOrphan(c.Context, resumed.ID)
+	sealed, err := db.SealOrphan(c.Context, resumed)
 	switch {
 	case err != nil:
 		return err
@@ -191,7 +194,7 @@ func sealResumed(c *cli.Context, env Env, db store.Store, resumed store.Job) err
 }
 
 // noteOthers says how many other unfinished jobs pcd run leaves alone.
-func noteOthers(c *cli.Context, env Env, db store.Store, resumed store.Job) error {
+func noteOthers(c *cli.Context, env Env, db *client, resumed store.Job) error {
 	others, err := db.UnfinishedJobs(c.Context)
 	if err != nil {
 		return err
@@ -209,8 +212,8 @@ func noteOthers(c *cli.Context, env Env, db store.Store, resumed store.Job) erro
 }
 
 // runToEnd runs the job and turns how it ended into pcd run's exit.
-func runToEnd(c *cli.Context, env Env, db store.Store, r *engine.Runner, out *printer, job store.Job) error {
-	done, err := r.RunJob(c.Context, job.ID)
+func runToEnd(c *cli.Context, env Env, db *client, out *printer, job store.Job) error {
+	done, err := db.RunJob(c.Context, job.UUID)
 	if out.order != nil {
 		out.order.flush(out.task)
 	}
@@ -221,7 +224,7 @@ func runToEnd(c *cli.Context, env Env, db store.Store, r *engine.Runner, out *pr
 	if err != nil {
 		return err
 	}
-	if left, err := engine.PendingDeliveries(c.Context, db, done); err == nil && left > 0 {
+	if left, err := db.PendingDeliveries(c.Context, done); err == nil && left > 0 {
 		fmt.Fprintf(env.Stderr, "pcd: %d callback deliveries of job %s are still pending; they are kept, and `pcd daemon` delivers them (`pcd callbacks %s` shows them)\n",
 			left, done.UUID, done.UUID[:8])
 	}
@@ -235,8 +238,8 @@ func runToEnd(c *cli.Context, env Env, db store.Store, r *engine.Runner, out *pr
 }
 
 // firstKind is the kind of a job's first task, "" if it has none.
-func firstKind(c *cli.Context, db store.Store, job store.Job) string {
-	rows, err := db.TasksInState(c.Context, job.ID, "", 0, 1)
+func firstKind(c *cli.Context, db *client, job store.Job) string {
+	rows, err := db.Tasks(c.Context, job.UUID, engine.TaskFilter{Limit: 1})
 	if err != nil || len(rows) == 0 {
 		return ""
 	}
@@ -247,8 +250,8 @@ func pidOf() int { return os.Getpid() }
 
 // handOff gives the job to the daemon that holds the runner lock and
 // follows it there, with the same output as running it here.
-func handOff(c *cli.Context, env Env, db store.Store, jf engine.JobFile, held *store.LockedError) error {
-	job, err := engine.Submit(c.Context, db, env.Registry, jf)
+func handOff(c *cli.Context, env Env, db *client, jf engine.JobFile, held *store.LockedError) error {
+	job, err := db.Submit(c.Context, jf)
 	if err != nil {
 		return err
 	}
@@ -265,7 +268,7 @@ func handOff(c *cli.Context, env Env, db store.Store, jf engine.JobFile, held *s
 	err = follow(c, env, db, followOptions{jobIDs: []int64{job.ID}, json: c.Bool("json"), out: out, noBar: true})
 	if errors.Is(err, ErrJobFailed) {
 		// As pcd run says it when it runs the job itself.
-		if done, jerr := db.Job(c.Context, job.ID); jerr == nil {
+		if done, jerr := db.Job(c.Context, job.UUID); jerr == nil {
 			return jobFailed{done}
 		}
 	}

@@ -17,7 +17,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pcd-dev/pcd/cli/web"
-	"github.com/pcd-dev/pcd/store"
 )
 
 // httpFlags serve the API, for pcd daemon and pcd serve.
@@ -103,16 +102,16 @@ func checkHTTP(c *cli.Context) (httpConfig, error) {
 
 // startHTTP serves the API of db on addr until the returned stop is
 // called; it returns once the listener is up.
-func startHTTP(hc httpConfig, db store.Store, env Env, log *slog.Logger, metrics *web.Metrics, feed *web.Feed) (stop func(), err error) {
+func startHTTP(hc httpConfig, db *client, env Env, log *slog.Logger, metrics *web.Metrics, feed *web.Feed) (stop func(), err error) {
 	addr, token := hc.addr, hc.token
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--http %s: %w", addr, err)
 	}
 	if metrics == nil {
-		metrics = web.NewMetrics(db)
+		metrics = web.NewMetrics(db.Client)
 	}
-	h := web.Handler(db, web.Options{Token: token, Registry: env.Registry, Logger: log, Version: Version(), Metrics: metrics.Handler(), Feed: feed, AllowHosts: hc.allowHosts})
+	h := web.Handler(db.Client, web.Options{Token: token, Logger: log, Version: Version(), Metrics: metrics.Handler(), Feed: feed, AllowHosts: hc.allowHosts})
 	srv := web.Server(addr, h, log)
 	done := make(chan struct{})
 	go func() {

@@ -7,8 +7,6 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
-
-	"github.com/pcd-dev/pcd/engine"
 )
 
 // stopper turns SIGINT and SIGTERM into stops. Before a runner is open,
@@ -16,17 +14,22 @@ import (
 // Once one is (setRunner), the first signal stops it softly: running
 // tasks may finish within grace. A second signal, or the end of the
 // grace, stops it hard. release stops listening.
-func stopper(ctx context.Context, grace time.Duration, log *slog.Logger) (opening context.Context, setRunner func(*engine.Runner), release func()) {
+// stoppable is a runner that stops softly, then hard once ctx ends.
+type stoppable interface {
+	Stop(ctx context.Context) error
+}
+
+func stopper(ctx context.Context, grace time.Duration, log *slog.Logger) (opening context.Context, setRunner func(stoppable), release func()) {
 	opening, cancel := context.WithCancel(ctx)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	runners := make(chan *engine.Runner, 1)
+	runners := make(chan stoppable, 1)
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
 		var (
-			r       *engine.Runner
+			r       stoppable
 			hard    context.CancelFunc
 			timeout <-chan time.Time
 			stops   = make(chan struct{})
@@ -67,7 +70,7 @@ func stopper(ctx context.Context, grace time.Duration, log *slog.Logger) (openin
 			}
 		}
 	}()
-	return opening, func(r *engine.Runner) { runners <- r }, func() {
+	return opening, func(r stoppable) { runners <- r }, func() {
 		signal.Stop(sigs)
 		close(done)
 		<-stopped

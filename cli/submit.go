@@ -71,8 +71,12 @@ func submit(c *cli.Context, env Env) error {
 	if stream {
 		nj := jf.NewJob()
 		nj.Key = c.String("key")
-		if nj.After, err = engine.ResolveAfter(c.Context, db, jf.After); err != nil {
+		after, err := db.ResolveJobs(c.Context, jf.After)
+		if err != nil {
 			return err
+		}
+		for _, j := range after {
+			nj.After = append(nj.After, j.ID)
 		}
 		// Ctrl-C or SIGTERM ends the stream: the job is sealed at once with
 		// the tasks that committed. (A SIGKILLed submitter's job is sealed by
@@ -82,12 +86,10 @@ func submit(c *cli.Context, env Env) error {
 		if f, ok := env.Stdin.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
 			fmt.Fprintln(env.Stderr, `pcd: reading tasks from the terminal, one JSON object a line ({"kind": "exec", "payload": {"argv": ["echo", "hi"]}}); Ctrl-D ends the job, Ctrl-C stops it`)
 		}
-		job, err = engine.StreamJob(ctx, db, env.Stdin, engine.StreamOptions{
-			Job:      nj,
-			Retry:    jf.RetrySpec,
-			Registry: env.Registry,
-			Dir:      jf.Dir,
-			OnCommit: func(store.Job) { _ = db.Wake() },
+		job, err = db.SubmitStream(ctx, env.Stdin, engine.StreamOptions{
+			Job:   nj,
+			Retry: jf.RetrySpec,
+			Dir:   jf.Dir,
 		})
 		if err != nil && ctx.Err() != nil && c.Context.Err() == nil {
 			if job.ID == 0 {
@@ -101,7 +103,7 @@ func submit(c *cli.Context, env Env) error {
 		}
 	} else {
 		jf.Key = c.String("key")
-		job, err = engine.Submit(c.Context, db, env.Registry, jf)
+		job, err = db.Submit(c.Context, jf)
 		if errors.Is(err, store.ErrDuplicate) {
 			err = nil // idempotent: the job exists already
 		}
@@ -109,7 +111,6 @@ func submit(c *cli.Context, env Env) error {
 			return err
 		}
 	}
-	_ = db.Wake()
 	if c.Bool("json") {
 		b, _ := json.Marshal(map[string]any{"job_id": job.UUID, "name": job.Name, "total": job.Total,
 			"workers": job.Workers, "queue_size": job.QueueSize})

@@ -58,7 +58,7 @@ so once, and again when a daemon is back.`,
 			defer db.Close()
 			var ids []int64
 			for _, ref := range c.Args().Slice() {
-				job, err := db.FindJob(c.Context, ref)
+				job, err := db.Job(c.Context, ref)
 				if err != nil {
 					return err
 				}
@@ -83,7 +83,7 @@ type followOptions struct {
 
 // follow streams the jobs' callbacks until they are complete, and returns
 // ErrJobFailed if any job did not succeed.
-func follow(c *cli.Context, env Env, db store.Store, o followOptions) error {
+func follow(c *cli.Context, env Env, db *client, o followOptions) error {
 	var bar *progress
 	if !o.json && !o.noBar && isTerminal(env.Stderr) {
 		bar = newProgress(env.Stderr, len(o.jobIDs) == 0)
@@ -151,7 +151,7 @@ func follow(c *cli.Context, env Env, db store.Store, o followOptions) error {
 			return out.err
 		}
 	}
-	err := engine.Watch(ctx, db, opts)
+	err := db.Watch(ctx, opts)
 	if out.order != nil {
 		out.order.flush(out.task)
 	}
@@ -180,7 +180,7 @@ const runnerCheck = time.Second
 // watchRunner says on stderr when the database's daemon stops while a
 // watch waits for its jobs, and when one is back, until the returned
 // function is called.
-func watchRunner(ctx context.Context, env Env, db store.Store, mu *sync.Mutex, bar *progress) (stop func()) {
+func watchRunner(ctx context.Context, env Env, db *client, mu *sync.Mutex, bar *progress) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

@@ -19,16 +19,8 @@ import (
 // job callback in this process.
 func Example() {
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "pcd-example-")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	db, err := sqlite.Open(ctx, filepath.Join(dir, "jobs.db"), sqlite.Options{})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer db.Close()
+	db, cleanup := exampleDB()
+	defer cleanup()
 
 	reg := engine.NewRegistry()
 	reg.Register("greet", engine.Func(func(ctx context.Context, t engine.Task) (json.RawMessage, error) {
@@ -38,15 +30,7 @@ func Example() {
 		}
 		return json.Marshal("hello, " + name)
 	}))
-	job, err := engine.Submit(ctx, db, reg, engine.JobFile{Name: "greetings", Workers: 1, Tasks: []engine.TaskSpec{
-		{Kind: "greet", Payload: json.RawMessage(`"Ada"`)},
-		{Kind: "greet", Payload: json.RawMessage(`"Grace"`)},
-	}})
-	if err != nil {
-		log.Fatal(err)
-	}
-
-	r, err := engine.OpenRunner(ctx, db, engine.RunnerConfig{
+	client := engine.NewClient(db, engine.RunnerConfig{
 		Role: engine.RoleRun,
 		Config: engine.Config{Registry: reg, OnEvent: func(e engine.Event) {
 			// After each callback's record commits, in callback order.
@@ -58,11 +42,15 @@ func Example() {
 			}
 		}},
 	})
+	defer client.Close()
+	job, err := client.Submit(ctx, engine.JobFile{Name: "greetings", Workers: 1, Tasks: []engine.TaskSpec{
+		{Kind: "greet", Payload: json.RawMessage(`"Ada"`)},
+		{Kind: "greet", Payload: json.RawMessage(`"Grace"`)},
+	}})
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer r.Close()
-	if _, err := r.RunJob(ctx, job.ID); err != nil {
+	if _, err := client.RunJob(ctx, job.UUID); err != nil {
 		log.Fatal(err)
 	}
 	// Output:
@@ -72,25 +60,27 @@ func Example() {
 }
 
 // A payload a kind refuses is refused at submit, with nothing written.
-func ExampleSubmit() {
+func ExampleClient_Submit() {
 	ctx := context.Background()
 	db, cleanup := exampleDB()
 	defer cleanup()
-	_, err := engine.Submit(ctx, db, nil, engine.JobFile{Tasks: []engine.TaskSpec{
+	client := engine.NewClient(db, engine.RunnerConfig{})
+	_, err := client.Submit(ctx, engine.JobFile{Tasks: []engine.TaskSpec{
 		{Kind: "sleep", Payload: json.RawMessage(`{"secs": -1}`)},
 	}})
 	fmt.Println(err)
-	jobs, _ := db.ListJobs(ctx, store.JobFilter{Limit: 10})
+	jobs, _ := client.Jobs(ctx, store.JobFilter{Limit: 10})
 	fmt.Println(len(jobs), "jobs")
 	// Output:
 	// task 1: sleep: secs must not be negative, got -1
 	// 0 jobs
 }
 
-// A daemon runner runs in one process; another process (here, a second
-// handle on the same file) submits a job and wakes it. The submitter
-// follows the job's callbacks with Watch, as pcd watch does.
-func ExampleRunner_Run() {
+// A daemon client runs every job of the database, in one process, until
+// stopped; another process (here, a second handle on the same file)
+// submits a job, which wakes it, and follows the job's callbacks with
+// Watch, as pcd watch does.
+func ExampleClient_Run() {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "pcd-example-")
 	if err != nil {
@@ -99,34 +89,35 @@ func ExampleRunner_Run() {
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "jobs.db")
 
-	// The runner's process.
+	// The daemon's process.
 	runnerDB, err := sqlite.Open(ctx, path, sqlite.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer runnerDB.Close()
-	r, err := engine.OpenRunner(ctx, runnerDB, engine.RunnerConfig{Role: engine.RoleDaemon})
-	if err != nil {
+	daemon := engine.NewClient(runnerDB, engine.RunnerConfig{Role: engine.RoleDaemon})
+	defer daemon.Close()
+	if err := daemon.Open(ctx); err != nil { // the runner lock: one daemon per file
 		log.Fatal(err)
 	}
-	defer r.Close()
 	stopped := make(chan error, 1)
-	go func() { stopped <- r.Run(ctx) }()
+	go func() { stopped <- daemon.Run(ctx) }()
 
 	// The submitter's process.
-	client, err := sqlite.Open(ctx, path, sqlite.Options{})
+	submitterDB, err := sqlite.Open(ctx, path, sqlite.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer client.Close()
-	job, err := engine.Submit(ctx, client, nil, engine.JobFile{Name: "nightly", Workers: 1, Tasks: []engine.TaskSpec{
+	defer submitterDB.Close()
+	submitter := engine.NewClient(submitterDB, engine.RunnerConfig{})
+	job, err := submitter.Submit(ctx, engine.JobFile{Name: "nightly", Workers: 1, Tasks: []engine.TaskSpec{
 		{Kind: "sleep", Payload: json.RawMessage(`{"secs": 0.01}`)},
 		{Kind: "noop"},
 	}})
 	if err != nil {
 		log.Fatal(err)
 	}
-	err = engine.Watch(ctx, client, engine.WatchOptions{JobIDs: []int64{job.ID}, OnEvent: func(e engine.Event) error {
+	err = submitter.Watch(ctx, engine.WatchOptions{JobIDs: []int64{job.ID}, OnEvent: func(e engine.Event) error {
 		if e.Task != nil {
 			fmt.Printf("task %d (%s) %s\n", e.Task.Number, e.Task.Kind, e.Task.State)
 		} else {
@@ -138,7 +129,7 @@ func ExampleRunner_Run() {
 		log.Fatal(err)
 	}
 
-	if err := r.Stop(ctx); err != nil {
+	if err := daemon.Stop(ctx); err != nil {
 		log.Fatal(err)
 	}
 	if err := <-stopped; err != nil {
@@ -154,7 +145,7 @@ func ExampleRunner_Run() {
 // process is killed: running tasks are cut short) leaves its progress in
 // the database; the next runner resumes the job, and the tasks that
 // finished do not run again.
-func ExampleRunner_RunJob_resume() {
+func ExampleClient_RunJob_resume() {
 	ctx := context.Background()
 	db, cleanup := exampleDB()
 	defer cleanup()
@@ -175,7 +166,8 @@ func ExampleRunner_RunJob_resume() {
 		}
 		return nil, nil
 	}))
-	job, err := engine.Submit(ctx, db, reg, engine.JobFile{Workers: 1, Tasks: []engine.TaskSpec{
+	cfg := engine.RunnerConfig{Role: engine.RoleRun, Config: engine.Config{Registry: reg}}
+	job, err := engine.NewClient(db, cfg).Submit(ctx, engine.JobFile{Workers: 1, Tasks: []engine.TaskSpec{
 		{Kind: "step", Payload: json.RawMessage(`"a"`)},
 		{Kind: "step", Payload: json.RawMessage(`"b"`)},
 		{Kind: "step", Payload: json.RawMessage(`"c"`)},
@@ -184,11 +176,8 @@ func ExampleRunner_RunJob_resume() {
 		log.Fatal(err)
 	}
 	run := func() (store.Job, error) {
-		r, err := engine.OpenRunner(ctx, db, engine.RunnerConfig{Role: engine.RoleRun, Config: engine.Config{Registry: reg}})
-		if err != nil {
-			log.Fatal(err)
-		}
-		defer r.Close()
+		client := engine.NewClient(db, cfg) // a new process
+		defer client.Close()
 		finished := make(chan struct{})
 		defer close(finished)
 		go func() {
@@ -196,11 +185,11 @@ func ExampleRunner_RunJob_resume() {
 			case <-stopAt:
 				hard, cancel := context.WithCancel(ctx)
 				cancel()
-				_ = r.Stop(hard)
+				_ = client.Stop(hard)
 			case <-finished:
 			}
 		}()
-		return r.RunJob(ctx, job.ID)
+		return client.RunJob(ctx, job.UUID)
 	}
 	first, err := run()
 	fmt.Printf("first run: %v; %d of %d done\n", errors.Is(err, engine.ErrStopped), first.Done(), first.Total)
@@ -215,30 +204,66 @@ func ExampleRunner_RunJob_resume() {
 	// second run: succeeded; a ran 1 time(s), b 2, c 1
 }
 
-// Subscribe follows every committed callback, in callback order, whoever
-// runs the jobs; here, until the job's own callback arrives.
-func ExampleSubscribe() {
+// Cancel stops a running job: it returns once the runner has stopped the
+// job's tasks, so no task of it starts after. The job's callbacks say
+// which tasks were cancelled.
+func ExampleClient_Cancel() {
 	ctx := context.Background()
 	db, cleanup := exampleDB()
 	defer cleanup()
-	job, err := engine.Submit(ctx, db, nil, engine.JobFile{Name: "two", Workers: 1, Tasks: []engine.TaskSpec{{Kind: "noop"}, {Kind: "noop"}}})
+	started := make(chan struct{}, 10)
+	reg := engine.NewRegistry()
+	reg.Register("wait", engine.Func(func(ctx context.Context, t engine.Task) (json.RawMessage, error) {
+		started <- struct{}{}
+		<-ctx.Done() // runs until cancelled
+		return nil, ctx.Err()
+	}))
+	client := engine.NewClient(db, engine.RunnerConfig{Config: engine.Config{Registry: reg}})
+	defer client.Close()
+	if err := client.Start(ctx); err != nil { // a daemon, in the background
+		log.Fatal(err)
+	}
+	job, err := client.Submit(ctx, engine.JobFile{Name: "long", Workers: 2, Tasks: []engine.TaskSpec{
+		{Kind: "wait"}, {Kind: "wait"}, {Kind: "wait"}, {Kind: "wait"}, {Kind: "wait"},
+	}})
 	if err != nil {
 		log.Fatal(err)
 	}
-	r, err := engine.OpenRunner(ctx, db, engine.RunnerConfig{Role: engine.RoleRun})
+	<-started
+	<-started // two workers: two tasks run
+	done, err := client.Cancel(ctx, job.UUID)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer r.Close()
+	fmt.Printf("job %s: %d of %d cancelled, %d tasks ever started\n", done.State, done.Cancelled, done.Total, len(started)+2)
+	if err := client.Stop(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// job cancelled: 5 of 5 cancelled, 2 tasks ever started
+}
+
+// Subscribe follows every committed callback, in callback order, whoever
+// runs the jobs; here, until the job's own callback arrives.
+func ExampleClient_Subscribe() {
+	ctx := context.Background()
+	db, cleanup := exampleDB()
+	defer cleanup()
+	client := engine.NewClient(db, engine.RunnerConfig{Role: engine.RoleRun})
+	defer client.Close()
+	job, err := client.Submit(ctx, engine.JobFile{Name: "two", Workers: 1, Tasks: []engine.TaskSpec{{Kind: "noop"}, {Kind: "noop"}}})
+	if err != nil {
+		log.Fatal(err)
+	}
 	ran := make(chan error, 1)
 	go func() {
-		_, err := r.RunJob(ctx, job.ID)
+		_, err := client.RunJob(ctx, job.UUID)
 		ran <- err
 	}()
 
 	var last int64
 	done := errors.New("the job is done")
-	err = engine.Subscribe(ctx, db, 0, func(e engine.Event) error {
+	err = client.Subscribe(ctx, 0, func(e engine.Event) error {
 		last = e.CallbackID // save it to resume from after a restart
 		if e.Job != nil {
 			fmt.Printf("job %s: %s\n", e.Job.Name, e.Job.Outcome)
@@ -285,29 +310,26 @@ func ExampleKindOf() {
 	reg.Register("resize", engine.KindOf(func(ctx context.Context, r Resize) (string, error) {
 		return fmt.Sprintf("%s at %dpx", r.Image, r.Width), nil
 	}))
-
-	bad, _ := engine.TaskOf("resize", Resize{Image: "a.png", Width: 0})
-	_, err := engine.Submit(ctx, db, reg, engine.JobFile{Tasks: []engine.TaskSpec{bad}})
-	fmt.Println(err)
-	_, err = engine.Submit(ctx, db, reg, engine.JobFile{Tasks: []engine.TaskSpec{{Kind: "resize", Payload: json.RawMessage(`{"img": "a.png"}`)}}})
-	fmt.Println(err)
-
-	good, _ := engine.TaskOf("resize", Resize{Image: "a.png", Width: 640})
-	job, err := engine.Submit(ctx, db, reg, engine.JobFile{Workers: 1, Tasks: []engine.TaskSpec{good}})
-	if err != nil {
-		log.Fatal(err)
-	}
-	r, err := engine.OpenRunner(ctx, db, engine.RunnerConfig{Role: engine.RoleRun, Config: engine.Config{Registry: reg,
+	client := engine.NewClient(db, engine.RunnerConfig{Role: engine.RoleRun, Config: engine.Config{Registry: reg,
 		OnEvent: func(e engine.Event) {
 			if e.Task != nil {
 				fmt.Printf("task %d %s: %s\n", e.Task.Number, e.Task.State, e.Task.Result)
 			}
 		}}})
+	defer client.Close()
+
+	bad, _ := engine.TaskOf("resize", Resize{Image: "a.png", Width: 0})
+	_, err := client.Submit(ctx, engine.JobFile{Tasks: []engine.TaskSpec{bad}})
+	fmt.Println(err)
+	_, err = client.Submit(ctx, engine.JobFile{Tasks: []engine.TaskSpec{{Kind: "resize", Payload: json.RawMessage(`{"img": "a.png"}`)}}})
+	fmt.Println(err)
+
+	good, _ := engine.TaskOf("resize", Resize{Image: "a.png", Width: 640})
+	job, err := client.Submit(ctx, engine.JobFile{Workers: 1, Tasks: []engine.TaskSpec{good}})
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer r.Close()
-	if _, err := r.RunJob(ctx, job.ID); err != nil {
+	if _, err := client.RunJob(ctx, job.UUID); err != nil {
 		log.Fatal(err)
 	}
 	// Output:
@@ -319,10 +341,11 @@ func ExampleKindOf() {
 // A program that keeps its own rows in the same SQLite file submits a job
 // in its own transaction: the job commits with the order that needs it,
 // or not at all.
-func ExampleSubmitTx() {
+func ExampleClient_SubmitTx() {
 	ctx := context.Background()
 	db, cleanup := exampleDB()
 	defer cleanup()
+	client := engine.NewClient(db, engine.RunnerConfig{})
 
 	// The program's own handle on the file, and its own table.
 	app, err := sql.Open("sqlite", db.Path()+"?_pragma=busy_timeout(5000)")
@@ -343,20 +366,19 @@ func ExampleSubmitTx() {
 			log.Fatal(err)
 		}
 		ship := engine.JobFile{Name: "ship " + item, Tasks: []engine.TaskSpec{{Kind: "noop"}}}
-		if _, err := engine.SubmitTx(ctx, db, tx, nil, ship); err != nil {
+		if _, err := client.SubmitTx(ctx, tx, ship); err != nil {
 			log.Fatal(err)
 		}
 		if commit {
 			if err := tx.Commit(); err != nil {
 				log.Fatal(err)
 			}
-			_ = db.Wake() // the runner would look within a second anyway
 		}
 	}
 	order("kettle", true)
 	order("teapot", false) // rolled back: no order, no job
 
-	jobs, err := db.ListJobs(ctx, store.JobFilter{Limit: 10})
+	jobs, err := client.Jobs(ctx, store.JobFilter{Limit: 10})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -367,8 +389,8 @@ func ExampleSubmitTx() {
 	// ship kettle pending
 }
 
-// exampleDB opens a database in a new temporary directory, as Example
-// does; cleanup closes and removes it.
+// exampleDB opens a database in a new temporary directory; cleanup
+// closes and removes it.
 func exampleDB() (*sqlite.DB, func()) {
 	dir, err := os.MkdirTemp("", "pcd-example-")
 	if err != nil {

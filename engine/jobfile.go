@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -445,15 +444,12 @@ func (jf JobFile) Validate(reg *Registry) error {
 	return nil
 }
 
-// Submit validates a job as pcd submit does (its settings, and every
-// task's kind, payload, payload size and retry settings against reg),
-// creates it whole, and wakes the database's runner. A job that does not
-// validate is an ErrBadJob error, and nothing is written. With a Key
-// that a job has already, that job is returned with store.ErrDuplicate.
-func Submit(ctx context.Context, db store.Store, reg *Registry, jf JobFile) (store.Job, error) {
-	if reg == nil {
-		reg = NewRegistry()
-	}
+// submit validates a job as pcd submit does (its settings, and every
+// task's kind, payload, payload size and retry settings against reg) and
+// creates it whole. A job that does not validate is an ErrBadJob error,
+// and nothing is written. With a Key that a job has already, that job is
+// returned with store.ErrDuplicate.
+func submit(ctx context.Context, db store.Store, reg *Registry, jf JobFile) (store.Job, error) {
 	if err := jf.Validate(reg); err != nil {
 		return store.Job{}, err
 	}
@@ -462,27 +458,15 @@ func Submit(ctx context.Context, db store.Store, reg *Registry, jf JobFile) (sto
 	if nj.After, err = ResolveAfter(ctx, db, jf.After); err != nil {
 		return store.Job{}, err
 	}
-	job, err := db.CreateJob(ctx, nj)
-	if err == nil {
-		_ = db.Wake()
-	}
-	return job, err
+	return db.CreateJob(ctx, nj)
 }
 
-// SubmitTx validates a job as Submit does and creates it inside tx, the
-// caller's own transaction on db's database, so that the job commits or
-// rolls back with the caller's other writes: an outbox that cannot lose a
-// job its caller's change implied. db must be a store.TxCreator (the
-// SQLite store is; tx then comes from a database/sql handle with driver
-// "sqlite" on the same file). The runner takes the job once tx commits:
-// call db.Wake() after Commit, or it looks by itself within a second.
-func SubmitTx(ctx context.Context, db store.Store, tx *sql.Tx, reg *Registry, jf JobFile) (store.Job, error) {
+// submitTx validates a job as submit does and creates it inside tx, the
+// caller's own transaction on db's database (see Client.SubmitTx).
+func submitTx(ctx context.Context, db store.Store, tx any, reg *Registry, jf JobFile) (store.Job, error) {
 	creator, ok := db.(store.TxCreator)
 	if !ok {
 		return store.Job{}, fmt.Errorf("submit: the store of %s cannot create a job in the caller's transaction", db.Path())
-	}
-	if reg == nil {
-		reg = NewRegistry()
 	}
 	if err := jf.Validate(reg); err != nil {
 		return store.Job{}, err

@@ -79,11 +79,11 @@ func TestSubmitTxCommitsWithTheCaller(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = SubmitTx(ctx, db, tx, nil, JobFile{Tasks: []TaskSpec{{Kind: "nope"}}})
+	_, err = NewClient(db, RunnerConfig{}).SubmitTx(ctx, tx, JobFile{Tasks: []TaskSpec{{Kind: "nope"}}})
 	if !errors.Is(err, ErrBadJob) {
 		t.Fatalf("a bad job in a transaction: %v, want ErrBadJob", err)
 	}
-	if _, err := SubmitTx(ctx, db, tx, nil, good); err != nil {
+	if _, err := NewClient(db, RunnerConfig{}).SubmitTx(ctx, tx, good); err != nil {
 		t.Fatal(err)
 	}
 	if err := tx.Rollback(); err != nil {
@@ -94,7 +94,7 @@ func TestSubmitTxCommitsWithTheCaller(t *testing.T) {
 	}
 
 	tx, _ = app.BeginTx(ctx, nil)
-	job, err := SubmitTx(ctx, db, tx, nil, good)
+	job, err := NewClient(db, RunnerConfig{}).SubmitTx(ctx, tx, good)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestSubmitTxCommitsWithTheCaller(t *testing.T) {
 		t.Fatalf("after commit: %+v, %v; want a sealed pending job of 1 task", got, err)
 	}
 	tx, _ = app.BeginTx(ctx, nil)
-	again, err := SubmitTx(ctx, db, tx, nil, good)
+	again, err := NewClient(db, RunnerConfig{}).SubmitTx(ctx, tx, good)
 	tx.Rollback()
 	if !errors.Is(err, store.ErrDuplicate) || again.ID != job.ID {
 		t.Fatalf("the same key again: %+v, %v; want job %d with ErrDuplicate", again, err, job.ID)
@@ -119,7 +119,7 @@ func TestSubmitTxCommitsWithTheCaller(t *testing.T) {
 	defer other.Close()
 	tx, _ = app.BeginTx(ctx, nil)
 	defer tx.Rollback()
-	if _, err := SubmitTx(ctx, other, tx, nil, good); err == nil || !strings.Contains(err.Error(), "not on") {
+	if _, err := NewClient(other, RunnerConfig{}).SubmitTx(ctx, tx, good); err == nil || !strings.Contains(err.Error(), "not on") {
 		t.Fatalf("a transaction on another file: %v, want it refused", err)
 	}
 	if n := count(); n != 1 {

@@ -86,18 +86,3 @@ type conflictError struct{ msg string }
 
 func (e conflictError) Error() string        { return e.msg }
 func (e conflictError) Is(target error) bool { return target == ErrConflict }
-
-// CanRetry says whether a job may be retried (a new round for its failed
-// and cancelled tasks): it is finished, not being pruned, and has such a
-// task. Every store applies this one rule.
-func CanRetry(job Job, pruning bool) error {
-	switch {
-	case !job.Finished():
-		return Conflictf("job %s is still %s: only a finished job can be retried", job.UUID, job.State)
-	case pruning:
-		return Conflictf("job %s is being pruned", job.UUID)
-	case job.Failed+job.Cancelled == 0:
-		return Conflictf("job %s has no failed or cancelled task to retry", job.UUID)
-	}
-	return nil
-}

@@ -174,17 +174,3 @@ func AfterModeOf(nj NewJob) AfterMode {
 	}
 	return AfterSuccess
 }
-
-// FinalState is the state a job whose tasks are all final ends in: failed
-// if any task failed, whatever else was cancelled (a job halted at its
-// first failure, or cancelled after one, failed); else cancelled if any
-// task was cancelled; else succeeded. Every store finishes a job with it.
-func FinalState(succeeded, failed, cancelled int64) State {
-	switch {
-	case failed > 0:
-		return Failed
-	case cancelled > 0:
-		return Cancelled
-	}
-	return Succeeded
-}

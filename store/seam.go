@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"io"
 	"time"
 )
@@ -251,7 +250,9 @@ type Throughput struct {
 
 // TxCreator is a store that can create a job inside a transaction its
 // caller holds, so that the job commits with the caller's own writes
-// (engine.SubmitTx). The SQLite store is one.
+// (engine.Client.SubmitTx). Each store takes its own kind of transaction:
+// a *sql.Tx on SQLite, a pgx.Tx on PostgreSQL; another kind is an error.
+// The job is whole: no Open, no More.
 type TxCreator interface {
-	CreateJobTx(ctx context.Context, tx *sql.Tx, nj NewJob) (Job, error)
+	CreateJobTx(ctx context.Context, tx any, nj NewJob) (Job, error)
 }

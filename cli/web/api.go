@@ -80,7 +80,7 @@ func ViewTask(t store.TaskRow) Task {
 }
 
 func (s *server) findJob(w http.ResponseWriter, r *http.Request) (store.Job, bool) {
-	j, err := s.db.FindJob(r.Context(), r.PathValue("job"))
+	j, err := s.c.Job(r.Context(), r.PathValue("job"))
 	if err != nil {
 		s.failErr(w, r, err)
 		return store.Job{}, false
@@ -112,7 +112,7 @@ func (s *server) jobs(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, badRequest("name may hold at most 1000 bytes"))
 		return
 	}
-	jobs, err := s.db.ListJobs(r.Context(), store.JobFilter{State: state, Name: name, Before: before, Limit: int(limit) + 1})
+	jobs, err := s.c.Jobs(r.Context(), store.JobFilter{State: state, Name: name, Before: before, Limit: int(limit) + 1})
 	if err != nil {
 		s.failErr(w, r, err)
 		return
@@ -141,7 +141,7 @@ func (s *server) throughput(w http.ResponseWriter, r *http.Request) {
 	}
 	now := time.Now()
 	from := now.Add(-time.Duration(minutes) * time.Minute).Truncate(store.ThroughputSpan).Add(store.ThroughputSpan)
-	spans, err := s.db.Throughput(r.Context(), from)
+	spans, err := s.c.Throughput(r.Context(), from)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
@@ -192,7 +192,7 @@ func (s *server) tasks(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, err)
 		return
 	}
-	rows, err := s.db.TasksInState(r.Context(), j.ID, state, after, int(limit))
+	rows, err := s.c.Tasks(r.Context(), j.UUID, engine.TaskFilter{State: state, After: after, Limit: int(limit)})
 	if err != nil {
 		s.failErr(w, r, err)
 		return
@@ -220,7 +220,7 @@ func (s *server) task(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, fmt.Errorf("job %s: no task %q: %w", j.UUID, r.PathValue("n"), store.ErrNotFound))
 		return
 	}
-	t, err := engine.TaskNumber(r.Context(), s.db, j, n)
+	t, err := s.c.TaskNumber(r.Context(), j.UUID, n)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
@@ -234,7 +234,7 @@ func (s *server) callbacks(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	deliveries, err := s.db.Deliveries(r.Context(), j.ID)
+	deliveries, err := s.c.Deliveries(r.Context(), j)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
@@ -277,13 +277,13 @@ func (s *server) submit(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, badRequest("read the body: %v", err))
 		return
 	}
-	jf, err := engine.ParseJobFile(body, s.o.Registry)
+	jf, err := engine.ParseJobFile(body, s.c.Registry())
 	if err != nil {
 		s.failErr(w, r, err)
 		return
 	}
 	jf.Key = r.Header.Get("Idempotency-Key")
-	job, err := engine.Submit(r.Context(), s.db, s.o.Registry, jf)
+	job, err := s.c.Submit(r.Context(), jf)
 	if errors.Is(err, store.ErrDuplicate) {
 		writeJSON(w, http.StatusOK, ViewJob(job))
 		return
@@ -314,13 +314,11 @@ func (s *server) submitStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	nj := store.NewJob{Name: q.Get("name"), Workers: int(workers), QueueSize: int(queue), Key: r.Header.Get("Idempotency-Key")}
-	job, err := engine.StreamJob(r.Context(), s.db, r.Body, engine.StreamOptions{Job: nj, Registry: s.o.Registry,
-		OnCommit: func(store.Job) { _ = s.db.Wake() }})
+	job, err := s.c.SubmitStream(r.Context(), r.Body, engine.StreamOptions{Job: nj})
 	if err != nil {
 		s.failErr(w, r, err)
 		return
 	}
-	_ = s.db.Wake()
 	writeJSON(w, http.StatusCreated, ViewJob(job))
 }
 
@@ -335,17 +333,16 @@ func (s *server) action(name string) http.HandlerFunc {
 		var err error
 		switch name {
 		case "cancel":
-			j, err = engine.CancelJob(ctx, s.db, j.ID)
+			j, err = s.c.Cancel(ctx, j.UUID)
 		case "retry":
-			j, err = engine.RetryJob(ctx, s.db, j.ID)
+			j, err = s.c.Retry(ctx, j.UUID)
 		case "pause", "resume":
-			if j.Finished() {
-				err = fmt.Errorf("job %s already %s: nothing to %s: %w", j.UUID, j.State, name, store.ErrConflict)
-				break
+			change := s.c.Pause
+			if name == "resume" {
+				change = s.c.Resume
 			}
-			if _, err = s.db.PauseJobs(ctx, []int64{j.ID}, name == "pause"); err == nil {
-				_ = s.db.Wake()
-				j, err = s.db.Job(ctx, j.ID)
+			if _, err = change(ctx, j.UUID); err == nil {
+				j, err = s.c.Job(ctx, j.UUID)
 			}
 		}
 		if err != nil {
@@ -391,17 +388,17 @@ func ViewRunners(runners []store.RunnerInfo) (views []Runner, running int) {
 // status is the overview of pcd status.
 func (s *server) status(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	runners, err := s.db.ListRunners(ctx)
+	runners, err := s.c.Runners(ctx)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
 	}
-	counts, err := s.db.CountJobs(ctx)
+	counts, err := s.c.Counts(ctx)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
 	}
-	pending, err := engine.SinkBacklog(ctx, s.db)
+	pending, err := s.c.SinkBacklog(ctx)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
@@ -411,11 +408,11 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 	for state, t := range counts {
 		jobs[state] = t.Jobs
 	}
-	last, err := s.db.LastCallbackID(ctx)
+	last, err := s.c.LastCallbackID(ctx)
 	if err != nil {
 		s.failErr(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"runners": rs, "jobs": jobs, "running_tasks": running,
-		"pending_callbacks": pending, "database_bytes": s.db.Size(), "version": s.o.Version, "last_callback_id": last})
+		"pending_callbacks": pending, "database_bytes": s.c.Size(), "version": s.o.Version, "last_callback_id": last})
 }

@@ -43,17 +43,17 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, err)
 		return
 	}
-	var ids []int64
+	var jobs []store.Job
 	var only map[int64]bool
 	if refs := r.URL.Query().Get("job"); refs != "" {
 		only = map[int64]bool{}
 		for _, ref := range strings.Split(refs, ",") {
-			j, err := s.db.FindJob(r.Context(), strings.TrimSpace(ref))
+			j, err := s.c.Job(r.Context(), strings.TrimSpace(ref))
 			if err != nil {
 				s.failErr(w, r, err)
 				return
 			}
-			ids = append(ids, j.ID)
+			jobs = append(jobs, j)
 			only[j.ID] = true
 		}
 	}
@@ -82,7 +82,7 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	out := bufio.NewWriterSize(w, 32<<10)
-	st := &stream{s: s, out: out, cursor: after, ids: ids, only: only, follow: follow, event: event, sample: sample, thin: thin,
+	st := &stream{s: s, out: out, cursor: after, jobs: jobs, only: only, follow: follow, event: event, sample: sample, thin: thin,
 		flush: func() error {
 			if err := out.Flush(); err != nil {
 				return err
@@ -119,7 +119,7 @@ type stream struct {
 	out    *bufio.Writer
 	flush  func() error
 	cursor int64          // the last callback id passed
-	ids    []int64        // the jobs followed; none: every job
+	jobs   []store.Job    // the jobs followed; none: every job
 	only   map[int64]bool // the same, as a set
 	follow bool
 	event  string // "task" or "job": only those; "": both
@@ -213,7 +213,7 @@ func (st *stream) run(ctx context.Context) error {
 // gap that the ring no longer holds: a page at a time, holding no
 // connection between pages.
 func (st *stream) backfill(ctx context.Context, gap int64) error {
-	cbs, err := st.s.db.CallbacksAfter(ctx, st.cursor, st.ids, streamPage)
+	cbs, err := st.s.c.Callbacks(ctx, st.cursor, st.jobs, streamPage)
 	if err != nil {
 		return err
 	}
@@ -252,19 +252,19 @@ func (st *stream) wants(f frame) bool {
 // complete, and the newest callback id, read after them: a job seen
 // complete has its last callback at or before it.
 func (st *stream) complete(ctx context.Context) (bool, int64, error) {
-	if len(st.ids) == 0 {
-		n, _, err := st.s.db.UnfinishedSummary(ctx)
+	if len(st.jobs) == 0 {
+		n, _, err := st.s.c.Unfinished(ctx)
 		if err != nil || n > 0 {
 			return false, 0, err
 		}
 	}
-	for _, id := range st.ids {
-		j, err := st.s.db.Job(ctx, id)
+	for _, job := range st.jobs {
+		j, err := st.s.c.Job(ctx, job.UUID)
 		if err != nil || !j.Finished() {
 			return false, 0, err
 		}
 	}
-	last, err := st.s.db.LastCallbackID(ctx)
+	last, err := st.s.c.LastCallbackID(ctx)
 	return err == nil, last, err
 }
 

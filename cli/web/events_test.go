@@ -193,11 +193,11 @@ func TestManyStreamsShareOneWatch(t *testing.T) {
 // with every event once and in order.
 func TestStreamBackfillsWhatTheRingDropped(t *testing.T) {
 	_, db := newServer(t, "")
-	s := &server{db: db, hub: newHub(db, slog.New(slog.DiscardHandler))}
+	s := &server{c: clientOf(db), hub: newHub(clientOf(db), slog.New(slog.DiscardHandler))}
 	s.hub.maxEvents = 5
 	srv := httptest.NewServer(http.HandlerFunc(s.events))
 	defer srv.Close()
-	api := httptest.NewServer(Handler(db, Options{}))
+	api := httptest.NewServer(Handler(clientOf(db), Options{}))
 	defer api.Close()
 
 	submit := func(n int) string {
@@ -350,7 +350,7 @@ func TestFeedAndDatabaseMeet(t *testing.T) {
 func feedAndDatabaseMeet(t *testing.T, db, otherDB store.Store) {
 	together := otherDB != db
 	feed := new(Feed)
-	srv := httptest.NewServer(Handler(db, Options{Feed: feed}))
+	srv := httptest.NewServer(Handler(clientOf(db), Options{Feed: feed}))
 	defer srv.Close()
 	resp := openStream(t, srv.URL+"/api/v1/events?after=0", 0)
 	defer resp.Body.Close()
@@ -422,7 +422,7 @@ func TestStreamsAreBoundedAndEndOnShutdown(t *testing.T) {
 	_, db := newServer(t, "")
 	var logged strings.Builder
 	var logMu sync.Mutex
-	h := Handler(db, Options{Logger: slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+	h := Handler(clientOf(db), Options{Logger: slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
 		logMu.Lock()
 		defer logMu.Unlock()
 		return logged.Write(p)

@@ -38,7 +38,7 @@ var errTooManyStreams = errors.New("too many event streams are open; try again l
 // ring no longer holds (a stream that resumes from far back, or a client
 // too slow to keep up), a page at a time, holding no connection between.
 type hub struct {
-	db  store.Store
+	c   *engine.Client
 	log *slog.Logger
 	// maxEvents and maxBytes bound each ring: ringEvents and ringBytes;
 	// maxStreams the streams.
@@ -88,8 +88,8 @@ type frame struct {
 // sampleEvery is how often a sampling stream gets a job's successes.
 const sampleEvery = 250 * time.Millisecond
 
-func newHub(db store.Store, log *slog.Logger) *hub {
-	return &hub{db: db, log: log, maxEvents: ringEvents, maxBytes: ringBytes, maxStreams: maxStreams, changed: make(chan struct{}), wake: make(chan struct{}, 1)}
+func newHub(c *engine.Client, log *slog.Logger) *hub {
+	return &hub{c: c, log: log, maxEvents: ringEvents, maxBytes: ringBytes, maxStreams: maxStreams, changed: make(chan struct{}), wake: make(chan struct{}, 1)}
 }
 
 // join counts a stream in, reading the thin ring or all, and starts the
@@ -103,7 +103,7 @@ func (h *hub) join(ctx context.Context, thin bool) error {
 	if h.streams == 0 {
 		// Start at the newest callback: what came before is the
 		// database's to read, for those that ask.
-		last, err := h.db.LastCallbackID(ctx)
+		last, err := h.c.LastCallbackID(ctx)
 		if err != nil {
 			return err
 		}
@@ -280,7 +280,7 @@ func (t *tailer) pass(ctx context.Context) error {
 		h.publish()
 		h.mu.Unlock()
 	}()
-	newest, err := h.db.LastCallbackID(ctx)
+	newest, err := h.c.LastCallbackID(ctx)
 	if err != nil {
 		return err
 	}
@@ -317,7 +317,7 @@ func (t *tailer) pass(ctx context.Context) error {
 // read puts the database's callbacks after last, up to to, in the ring.
 func (t *tailer) read(ctx context.Context, to int64) error {
 	for t.last < to {
-		cbs, err := t.h.db.CallbacksAfter(ctx, t.last, nil, streamPage)
+		cbs, err := t.h.c.Callbacks(ctx, t.last, nil, streamPage)
 		if err != nil {
 			return err
 		}

@@ -29,7 +29,7 @@ type Metrics struct {
 
 // NewMetrics registers pcd's metrics, the Go runtime's and the process's,
 // reading the gauges from db.
-func NewMetrics(db store.Store) *Metrics {
+func NewMetrics(c *engine.Client) *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -48,7 +48,7 @@ func NewMetrics(db store.Store) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9), // 100 µs to 6.5 s
 		}),
 	}
-	m.reg.MustRegister(m.tasks, m.duration, m.commits, m.latency, dbCollector{db: db},
+	m.reg.MustRegister(m.tasks, m.duration, m.commits, m.latency, dbCollector{c: c},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -73,7 +73,7 @@ func (m *Metrics) GroupCommit(results, starts int, took time.Duration) {
 }
 
 // dbCollector reads the queue's gauges from the database at each scrape.
-type dbCollector struct{ db store.Store }
+type dbCollector struct{ c *engine.Client }
 
 var (
 	jobsDesc     = prometheus.NewDesc("pcd_jobs", "Jobs in the database, by state.", []string{"state"}, nil)
@@ -96,7 +96,7 @@ func (dbCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c dbCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	counts, err := c.db.CountJobs(ctx)
+	counts, err := c.c.Counts(ctx)
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, 0)
 		return
@@ -111,7 +111,7 @@ func (c dbCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	running, live := 0, 0
-	if runners, err := c.db.ListRunners(ctx); err == nil {
+	if runners, err := c.c.Runners(ctx); err == nil {
 		for _, r := range runners {
 			if r.Alive {
 				running += r.Running
@@ -122,12 +122,12 @@ func (c dbCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(pending-int64(running)))
 	ch <- prometheus.MustNewConstMetric(runningDesc, prometheus.GaugeValue, float64(running))
 	ch <- prometheus.MustNewConstMetric(runnersDesc, prometheus.GaugeValue, float64(live))
-	if backlog, err := engine.SinkBacklog(ctx, c.db); err == nil {
+	if backlog, err := c.c.SinkBacklog(ctx); err == nil {
 		for sink, n := range backlog {
 			ch <- prometheus.MustNewConstMetric(callbackDesc, prometheus.GaugeValue, float64(n), sink)
 		}
 	}
-	if dead, err := c.db.DeadDeliveries(ctx); err == nil {
+	if dead, err := c.c.DeadDeliveries(ctx); err == nil {
 		bySink := map[string]int64{}
 		for sink, n := range dead {
 			bySink[engine.SinkKind(sink)] += n
@@ -136,8 +136,8 @@ func (c dbCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(deadDesc, prometheus.GaugeValue, float64(n), sink)
 		}
 	}
-	ch <- prometheus.MustNewConstMetric(sizeDesc, prometheus.GaugeValue, float64(c.db.Size()))
-	if path := c.db.Path(); !strings.Contains(path, "://") {
+	ch <- prometheus.MustNewConstMetric(sizeDesc, prometheus.GaugeValue, float64(c.c.Size()))
+	if path := c.c.Path(); !strings.Contains(path, "://") {
 		if fi, err := os.Stat(path + "-wal"); err == nil {
 			ch <- prometheus.MustNewConstMetric(walDesc, prometheus.GaugeValue, float64(fi.Size()))
 		}

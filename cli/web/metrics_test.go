@@ -24,8 +24,8 @@ import (
 // promlint, and its counters match what the database holds after a job.
 func TestMetrics(t *testing.T) {
 	srv, db := newServer(t, "")
-	m := NewMetrics(db)
-	srv.Config.Handler = Handler(db, Options{Metrics: m.Handler()})
+	m := NewMetrics(clientOf(db))
+	srv.Config.Handler = Handler(clientOf(db), Options{Metrics: m.Handler()})
 	r := call(t, srv, "POST", "/api/v1/jobs", jobFile)
 	id := r.body["job_id"].(string)
 	runner, err := engine.OpenRunner(context.Background(), db, engine.RunnerConfig{Role: engine.RoleRun,
@@ -138,10 +138,10 @@ func TestGrafanaDashboard(t *testing.T) {
 		t.Fatalf("grafana-dashboard.json: %v", err)
 	}
 	srv, db := newServer(t, "")
-	m := NewMetrics(db)
+	m := NewMetrics(clientOf(db))
 	m.Observe(engine.Event{Task: &engine.TaskEvent{Kind: "noop", State: "succeeded"}})
 	m.GroupCommit(1, 0, time.Millisecond)
-	srv.Config.Handler = Handler(db, Options{Metrics: m.Handler()})
+	srv.Config.Handler = Handler(clientOf(db), Options{Metrics: m.Handler()})
 	resp, err := http.Get(srv.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)

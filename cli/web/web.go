@@ -29,8 +29,6 @@ type Options struct {
 	// Token, if set, is required as "Authorization: Bearer TOKEN" by
 	// every request but the health checks.
 	Token string
-	// Registry validates submitted jobs; nil is the built-in kinds.
-	Registry *engine.Registry
 	Logger   *slog.Logger
 	// Metrics, if set, is served at /metrics.
 	Metrics http.Handler
@@ -47,15 +45,12 @@ type Options struct {
 // maxBody bounds a request body that is read whole (a job file).
 const maxBody = 16 << 20
 
-// Handler serves the API of the database db.
-func Handler(db store.Store, o Options) http.Handler {
-	if o.Registry == nil {
-		o.Registry = engine.NewRegistry()
-	}
+// Handler serves the API of c's database.
+func Handler(c *engine.Client, o Options) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &server{db: db, o: o, hub: newHub(db, o.Logger), closing: make(chan struct{})}
+	s := &server{c: c, o: o, hub: newHub(c, o.Logger), closing: make(chan struct{})}
 	if o.Feed != nil {
 		s.hub.fed = true
 		o.Feed.hub.Store(s.hub)
@@ -93,7 +88,7 @@ type handler struct {
 func (h *handler) closeStreams() { h.s.closeOnce.Do(func() { close(h.s.closing) }) }
 
 type server struct {
-	db  store.Store
+	c   *engine.Client
 	o   Options
 	hub *hub
 	// closing ends the event streams: the server shuts down.
@@ -314,7 +309,7 @@ func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
 
 // readyz answers once the database answers.
 func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.db.CountJobs(r.Context()); err != nil {
+	if _, err := s.c.Counts(r.Context()); err != nil {
 		w.Header().Set("Content-Type", "text/plain")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = fmt.Fprintf(w, "the database does not answer: %v\n", err)

@@ -26,7 +26,7 @@ func newServer(t *testing.T, token string) (*httptest.Server, store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(Handler(db, Options{Token: token, Version: "test"}))
+	srv := httptest.NewServer(Handler(clientOf(db), Options{Token: token, Version: "test"}))
 	t.Cleanup(func() {
 		srv.Close()
 		db.Close()
@@ -253,7 +253,7 @@ func TestAPIRefusesForeignHosts(t *testing.T) {
 		}
 	}
 
-	allowed := httptest.NewServer(Handler(db, Options{Version: "test", AllowHosts: []string{"pcd.internal"}}))
+	allowed := httptest.NewServer(Handler(clientOf(db), Options{Version: "test", AllowHosts: []string{"pcd.internal"}}))
 	defer allowed.Close()
 	if r := call(t, allowed, "GET", "/api/v1/jobs", "", "Host", "PCD.internal:8700"); r.status != 200 {
 		t.Errorf("an allowed Host: %d %s", r.status, r.raw)
@@ -372,3 +372,6 @@ func TestJobsPages(t *testing.T) {
 		t.Errorf("before=-1: %d %s, want 400", r.status, r.raw)
 	}
 }
+
+// clientOf is a Client of db, as the server takes it.
+func clientOf(db store.Store) *engine.Client { return engine.NewClient(db, engine.RunnerConfig{}) }

@@ -187,7 +187,11 @@ func insertJob(ctx context.Context, tx *sql.Tx, job *store.Job, nj store.NewJob)
 // back with the caller's other writes. The job may not be Open or have
 // More: a transaction the caller holds cannot be chunked. Nothing runs it
 // until tx commits; then Wake, or the runner's next look (within a second).
-func (db *DB) CreateJobTx(ctx context.Context, tx *sql.Tx, nj store.NewJob) (store.Job, error) {
+func (db *DB) CreateJobTx(ctx context.Context, caller any, nj store.NewJob) (store.Job, error) {
+	tx, ok := caller.(*sql.Tx)
+	if !ok {
+		return store.Job{}, fmt.Errorf("create job: the SQLite store takes a *sql.Tx, not a %T", caller)
+	}
 	if nj.Open || nj.More != nil {
 		return store.Job{}, errors.New("create job: a job created in the caller's transaction is whole: no Open, no More")
 	}

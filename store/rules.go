@@ -1,0 +1,68 @@
+package store
+
+// The rules of jobs and tasks, written once: every store applies them,
+// inside the transaction that makes the change, so that the databases
+// cannot drift apart. What differs per database (SQL, claims, locks,
+// wake-ups) lives in the drivers.
+
+// FinalState is the state a job whose tasks are all final ends in: failed
+// if any task failed, whatever else was cancelled (a job halted at its
+// first failure, or cancelled after one, failed); else cancelled if any
+// task was cancelled; else succeeded. Every store finishes a job with it.
+func FinalState(succeeded, failed, cancelled int64) State {
+	switch {
+	case failed > 0:
+		return Failed
+	case cancelled > 0:
+		return Cancelled
+	}
+	return Succeeded
+}
+
+// Complete reports whether a job's completion may commit: it is sealed
+// (no task may be added) and every task is final.
+func Complete(j Job) bool { return j.Sealed && j.Done() >= j.Total }
+
+// CanCancel says whether a job may be cancelled: it is not finished.
+func CanCancel(j Job) error {
+	if j.Finished() {
+		return Conflictf("job %s already %s", j.UUID, j.State)
+	}
+	return nil
+}
+
+// CanRetry says whether a job may be retried (a new round for its failed
+// and cancelled tasks): it is finished, not being pruned, and has such a
+// task. Every store applies this one rule.
+func CanRetry(job Job, pruning bool) error {
+	switch {
+	case !job.Finished():
+		return Conflictf("job %s is still %s: only a finished job can be retried", job.UUID, job.State)
+	case pruning:
+		return Conflictf("job %s is being pruned", job.UUID)
+	case job.Failed+job.Cancelled == 0:
+		return Conflictf("job %s has no failed or cancelled task to retry", job.UUID)
+	}
+	return nil
+}
+
+// CanPause says whether a job may be paused or resumed: it is not
+// finished.
+func CanPause(j Job, pause bool) error {
+	if j.Finished() {
+		verb := "pause"
+		if !pause {
+			verb = "resume"
+		}
+		return Conflictf("job %s already %s: nothing to %s", j.UUID, j.State, verb)
+	}
+	return nil
+}
+
+// CanKill says whether a task may be killed: it is running.
+func CanKill(t TaskRow) error {
+	if t.State != Running {
+		return Conflictf("task %d (%s) is %s, not running", t.Seq, t.UUID, t.State)
+	}
+	return nil
+}
