@@ -96,15 +96,10 @@ func jobTx(ctx context.Context, q querier, id int64, lock bool) (store.Job, erro
 // connection of its own until SealJob, taken before the job's row
 // commits: SealOrphan seals the job of a submitter that is gone.
 func (db *DB) CreateJob(ctx context.Context, nj store.NewJob) (store.Job, error) {
-	if nj.Workers <= 0 || nj.QueueSize <= 0 {
-		return store.Job{}, fmt.Errorf("create job: workers and queue size must be positive")
-	}
-	id, err := uuid.NewRandom()
+	job, err := newJob(nj)
 	if err != nil {
-		return store.Job{}, fmt.Errorf("create job: %w", err)
+		return store.Job{}, err
 	}
-	job := store.Job{UUID: id.String(), Name: nj.Name, State: store.Pending, Sealed: !nj.Open,
-		Workers: nj.Workers, QueueSize: nj.QueueSize, CreatedAt: time.Now(), Sinks: nj.Sinks, Control: nj.Control, After: store.AfterModeOf(nj)}
 	var conn *pgxpool.Conn
 	if nj.Open {
 		if conn, err = db.pool.Acquire(ctx); err != nil {
@@ -123,46 +118,7 @@ func (db *DB) CreateJob(ctx context.Context, nj store.NewJob) (store.Job, error)
 			return err
 		}
 		defer tx.Rollback(context.WithoutCancel(ctx))
-		if nj.Key != "" {
-			existing, err := scanJob(tx.QueryRow(ctx, "SELECT "+jobColumns+" FROM jobs WHERE key = $1", nj.Key))
-			if err == nil {
-				job = existing
-				return store.ErrDuplicate
-			}
-			if !errors.Is(err, pgx.ErrNoRows) {
-				return err
-			}
-		}
-		if err := tx.QueryRow(ctx, `INSERT INTO jobs (uuid, name, sealed, workers, queue_size, created_at, key, sinks,
-			priority, start_at, grp, halt, after_mode)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id`,
-			job.UUID, job.Name, job.Sealed, job.Workers, job.QueueSize, job.CreatedAt.UnixNano(), nullString(nj.Key), nullBytes(nj.Sinks),
-			job.Priority, nullTime(job.StartAt), job.Group, job.Halt, int(job.After),
-		).Scan(&job.ID); err != nil {
-			return err
-		}
-		for _, dep := range nj.After {
-			tag, err := tx.Exec(ctx, `INSERT INTO job_deps (job_id, dep_id) SELECT $1, id FROM jobs WHERE id = $2
-				ON CONFLICT DO NOTHING`, job.ID, dep)
-			if err != nil {
-				return err
-			}
-			if tag.RowsAffected() == 0 {
-				var n int
-				if err := tx.QueryRow(ctx, "SELECT count(*) FROM job_deps WHERE job_id = $1 AND dep_id = $2", job.ID, dep).Scan(&n); err != nil {
-					return err
-				}
-				if n == 0 {
-					return fmt.Errorf("create job: the job it waits for (%d): %w", dep, store.ErrNotFound)
-				}
-			}
-		}
-		n, err := copyTasks(ctx, tx, job.ID, 1, nj.Tasks, nj.More)
-		if err != nil {
-			return err
-		}
-		job.Total = n
-		if _, err := tx.Exec(ctx, "UPDATE jobs SET total = $1 WHERE id = $2", n, job.ID); err != nil {
+		if err := insertJob(ctx, tx, &job, nj); err != nil {
 			return err
 		}
 		if conn != nil {
@@ -193,6 +149,116 @@ func (db *DB) CreateJob(ctx context.Context, nj store.NewJob) (store.Job, error)
 		db.submits.hold(job.ID, conn)
 	}
 	db.analyzeAfter(ctx, job.Total)
+	return job, nil
+}
+
+// newJob is the row of a new job, before it is written.
+func newJob(nj store.NewJob) (store.Job, error) {
+	if nj.Workers <= 0 || nj.QueueSize <= 0 {
+		return store.Job{}, fmt.Errorf("create job: workers and queue size must be positive")
+	}
+	id, err := uuid.NewRandom()
+	if err != nil {
+		return store.Job{}, fmt.Errorf("create job: %w", err)
+	}
+	return store.Job{UUID: id.String(), Name: nj.Name, State: store.Pending, Sealed: !nj.Open,
+		Workers: nj.Workers, QueueSize: nj.QueueSize, CreatedAt: time.Now(), Sinks: nj.Sinks, Control: nj.Control, After: store.AfterModeOf(nj)}, nil
+}
+
+// insertJob writes job and its tasks in tx: ErrDuplicate, with job set to
+// the existing one, if a job has nj's key.
+func insertJob(ctx context.Context, tx pgx.Tx, job *store.Job, nj store.NewJob) error {
+	if nj.Key != "" {
+		existing, err := scanJob(tx.QueryRow(ctx, "SELECT "+jobColumns+" FROM jobs WHERE key = $1", nj.Key))
+		if err == nil {
+			*job = existing
+			return store.ErrDuplicate
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+	}
+	if err := tx.QueryRow(ctx, `INSERT INTO jobs (uuid, name, sealed, workers, queue_size, created_at, key, sinks,
+		priority, start_at, grp, halt, after_mode)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id`,
+		job.UUID, job.Name, job.Sealed, job.Workers, job.QueueSize, job.CreatedAt.UnixNano(), nullString(nj.Key), nullBytes(nj.Sinks),
+		job.Priority, nullTime(job.StartAt), job.Group, job.Halt, int(job.After),
+	).Scan(&job.ID); err != nil {
+		return err
+	}
+	for _, dep := range nj.After {
+		tag, err := tx.Exec(ctx, `INSERT INTO job_deps (job_id, dep_id) SELECT $1, id FROM jobs WHERE id = $2
+			ON CONFLICT DO NOTHING`, job.ID, dep)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			var n int
+			if err := tx.QueryRow(ctx, "SELECT count(*) FROM job_deps WHERE job_id = $1 AND dep_id = $2", job.ID, dep).Scan(&n); err != nil {
+				return err
+			}
+			if n == 0 {
+				return fmt.Errorf("create job: the job it waits for (%d): %w", dep, store.ErrNotFound)
+			}
+		}
+	}
+	n, err := copyTasks(ctx, tx, job.ID, 1, nj.Tasks, nj.More)
+	if err != nil {
+		return err
+	}
+	job.Total = n
+	if _, err := tx.Exec(ctx, "UPDATE jobs SET total = $1 WHERE id = $2", n, job.ID); err != nil {
+		return err
+	}
+	return nil
+}
+
+// CreateJobTx writes a whole job inside the caller's transaction, a
+// pgx.Tx on this store's database and schema, so that the job commits or
+// rolls back with the caller's other writes. The runners are woken by the
+// commit itself (a NOTIFY in tx); nothing runs the job before.
+func (db *DB) CreateJobTx(ctx context.Context, caller any, nj store.NewJob) (store.Job, error) {
+	tx, ok := caller.(pgx.Tx)
+	if !ok {
+		return store.Job{}, fmt.Errorf("create job: the PostgreSQL store takes a pgx.Tx, not a %T", caller)
+	}
+	if nj.Open || nj.More != nil {
+		return store.Job{}, errors.New("create job: a job created in the caller's transaction is whole: no Open, no More")
+	}
+	var theirs, ours string
+	const where = "SELECT current_database() || '.' || coalesce(current_schema(), '')"
+	if err := tx.QueryRow(ctx, where).Scan(&theirs); err != nil {
+		return store.Job{}, fmt.Errorf("create job: the caller's transaction: %w", classify(err))
+	}
+	if err := db.pool.QueryRow(ctx, where).Scan(&ours); err != nil {
+		return store.Job{}, fmt.Errorf("create job: %w", classify(err))
+	}
+	if theirs != ours {
+		return store.Job{}, fmt.Errorf("create job: the caller's transaction is on %s, not on %s", theirs, ours)
+	}
+	job, err := newJob(nj)
+	if err != nil {
+		return store.Job{}, err
+	}
+	// A savepoint: a failed insert leaves the caller's transaction usable.
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return store.Job{}, fmt.Errorf("create job: %w", classify(err))
+	}
+	defer sp.Rollback(context.WithoutCancel(ctx))
+	err = insertJob(ctx, sp, &job, nj)
+	if errors.Is(err, store.ErrDuplicate) {
+		return job, fmt.Errorf("create job: key %q: %w", nj.Key, store.ErrDuplicate)
+	}
+	if err == nil {
+		_, err = sp.Exec(ctx, "SELECT pg_notify($1, '')", db.wakeChannel())
+	}
+	if err == nil {
+		err = sp.Commit(ctx)
+	}
+	if err != nil {
+		return store.Job{}, fmt.Errorf("create job: %w", classify(err))
+	}
 	return job, nil
 }
 
