@@ -28,8 +28,8 @@ import (
 type Options struct {
 	// Token, if set, is required as "Authorization: Bearer TOKEN" by
 	// every request but the health checks.
-	Token string
-	Logger   *slog.Logger
+	Token  string
+	Logger *slog.Logger
 	// Metrics, if set, is served at /metrics.
 	Metrics http.Handler
 	// Version is pcd's, for the status.
