@@ -111,7 +111,7 @@ func exitCode(err error) int {
 		return exitNotFound
 	case errors.Is(err, store.ErrAmbiguous):
 		return exitAmbiguous
-	case errors.Is(err, store.ErrConflict):
+	case errors.Is(err, store.ErrConflict), errors.Is(err, engine.ErrUnknownKind):
 		return exitConflict
 	case errors.Is(err, store.ErrDiskFull), store.Temporary(err):
 		return exitTempFail

@@ -215,6 +215,12 @@ func statusCommand(env Env) *cli.Command {
 				if j.Halt != "" {
 					rows = append(rows, []string{"halt", printable(j.Halt)})
 				}
+				if len(j.Kinds) > 0 {
+					rows = append(rows, []string{"kinds", printable(strings.Join(j.Kinds, ", "))})
+				}
+				if v.Waiting != "" {
+					rows[2][1] += ": " + printable(v.Waiting)
+				}
 				if j.Paused && !j.Finished() {
 					rows[2][1] = "paused (pcd resume " + j.UUID[:8] + ")"
 				}
@@ -239,8 +245,14 @@ type overviewView struct {
 	Unfinished   int64                 `json:"unfinished_jobs"`
 	Total        int64                 `json:"unfinished_tasks_total"`
 	Done         int64                 `json:"unfinished_tasks_done"`
+	// Waiting are the pending jobs that wait for another runner (a task
+	// kind the runners that looked do not know).
+	Waiting []web.Job `json:"waiting,omitempty"`
 	tallies      map[store.State]store.JobTally
 }
+
+// maxWaitingShown is how many waiting jobs pcd status lists.
+const maxWaitingShown = 5
 
 // rateWindow is how long pcd status watches the tasks done to tell the
 // current rate, when a job runs.
@@ -291,6 +303,17 @@ func gatherOverview(c *cli.Context, db *client) (overviewView, error) {
 	}
 	if v.Pending, err = db.SinkBacklog(c.Context); err != nil {
 		return v, err
+	}
+	if v.tallies[store.Pending].Jobs > 0 {
+		unfinished, err := db.UnfinishedJobs(c.Context)
+		if err != nil {
+			return v, err
+		}
+		for _, j := range unfinished {
+			if j.State == store.Pending && j.Waiting != "" {
+				v.Waiting = append(v.Waiting, web.ViewJob(j))
+			}
+		}
 	}
 	if v.tallies[store.Running].Jobs > 0 {
 		// The tasks done in all jobs, twice, a window apart.
@@ -375,6 +398,17 @@ func printOverview(w io.Writer, v overviewView, noDatabase bool) error {
 	if v.Unfinished > 0 {
 		fmt.Fprintf(&b, "unfinished:     %s, %d of %d tasks done\n", plural(v.Unfinished, "job"), v.Done, v.Total)
 	}
+	for i, j := range v.Waiting {
+		if i == maxWaitingShown {
+			fmt.Fprintf(&b, "                and %s more\n", plural(int64(len(v.Waiting)-i), "job"))
+			break
+		}
+		label := "waiting:"
+		if i > 0 {
+			label = ""
+		}
+		fmt.Fprintf(&b, "%-16sjob %s (%s) %s\n", label, j.ID[:8], printable(j.Name), printable(j.Waiting))
+	}
 	fmt.Fprintf(&b, "running tasks:  %d\n", v.RunningTasks)
 	if v.RateWindow > 0 {
 		fmt.Fprintf(&b, "rate:           %.0f tasks/s (over the last %.1f s)\n", v.Rate, v.RateWindow)
@@ -426,6 +460,9 @@ func tasksCommand(env Env) *cli.Command {
 // listTasks prints a job's tasks, a page at a time: NDJSON with --json,
 // else a table whose COMMAND column is cut to the terminal's width.
 func listTasks(c *cli.Context, env Env, db *client, j store.Job, state store.State) error {
+	if j.State == store.Pending && j.Waiting != "" {
+		fmt.Fprintf(env.Stderr, "pcd: job %s %s\n", j.UUID, printable(j.Waiting))
+	}
 	var enc *json.Encoder
 	if c.Bool("json") {
 		enc = json.NewEncoder(env.Stdout) // NDJSON: one task a line, for any size of job

@@ -99,6 +99,9 @@ func runJob(c *cli.Context, env Env) error {
 		if resumed.Finished() {
 			return fmt.Errorf("job %s already %s; nothing to resume: %w", resumed.UUID, resumed.State, store.ErrConflict)
 		}
+		if err := rd.CanRun(resumed); err != nil {
+			return err
+		}
 	}
 	opening, setRunner, releaseSignals := stopper(c.Context, c.Duration("grace"), log)
 	defer releaseSignals()

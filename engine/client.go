@@ -127,6 +127,10 @@ func (c *Client) RunJob(ctx context.Context, jobID string) (store.Job, error) {
 	return r.RunJob(ctx, job.ID)
 }
 
+// CanRun is ErrUnknownKind if the job has tasks of a kind the client's
+// registry does not hold: its runner would leave them (see RunJob).
+func (c *Client) CanRun(job store.Job) error { return knowsKinds(job, c.cfg.Registry) }
+
 // Stop stops the client's runner softly: no new task starts, and the
 // running ones finish. Once ctx ends it stops hard: running tasks are
 // interrupted and stay pending, with no attempt spent. A daemon started

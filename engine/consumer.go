@@ -67,9 +67,20 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 				return
 			}
 		}
-		// An unknown kind fails the task in runTask, with the lookup's error.
 		kind, kindErr := c.cfg.Registry.Lookup(t.Kind)
-		if kindErr == nil && isolated(kind) {
+		if kindErr != nil {
+			// A kind this runner does not know (tasks of it were added to
+			// the job as it ran): the task is left, unstarted, to a
+			// runner that knows it, and the job's run here ends.
+			if !c.draining() {
+				c.cfg.Logger.Warn("job has tasks of a kind this runner does not know: leaving them to a runner that knows it",
+					"job", job.UUID, "kind", t.Kind)
+			}
+			c.Drain()
+			c.releaseGroupSlot()
+			return
+		}
+		if isolated(kind) {
 			if c.draining() {
 				c.releaseGroupSlot()
 				return // halted or paused meanwhile: it stays pending
@@ -89,7 +100,7 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 				return
 			}
 		}
-		out := c.runTask(procCtx, job, t, kind, kindErr)
+		out := c.runTask(procCtx, job, t, kind)
 		slots.end(i)
 		c.releaseGroupSlot()
 		if !out.interrupted && out.res.RetryAt.IsZero() {
@@ -102,7 +113,7 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 // runTask runs one task and reports its outcome, which is interrupted when
 // cancellation stopped the task rather than the task finishing, and a
 // retry when a failed attempt has attempts left.
-func (c *jobController) runTask(ctx context.Context, job store.Job, t store.Task, kind Kind, kindErr error) outcome {
+func (c *jobController) runTask(ctx context.Context, job store.Job, t store.Task, kind Kind) outcome {
 	attempt := t.Attempts + 1
 	task := Task{JobID: job.UUID, ID: t.UUID, Number: t.Seq, Kind: t.Kind, Payload: json.RawMessage(t.Payload), Attempt: attempt}
 	taskCtx, stopTask := context.WithCancelCause(ctx)
@@ -116,11 +127,7 @@ func (c *jobController) runTask(ctx context.Context, job store.Job, t store.Task
 	}
 	wallStart := c.cfg.Clock.Now()
 	start := c.cfg.Clock.Mono()
-	var result json.RawMessage
-	err := kindErr
-	if err == nil {
-		result, err = c.call(taskCtx, kind, task)
-	}
+	result, err := c.call(taskCtx, kind, task)
 	took := c.cfg.Clock.Mono() - start
 	if err != nil && (ctx.Err() != nil || errors.Is(err, errFenced)) {
 		// Stopped by the run's end, or by the fence of a runner whose

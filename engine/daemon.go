@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,8 +21,10 @@ type daemon struct {
 	// failed (the trouble's backoff).
 	pause time.Duration
 	drain <-chan struct{}
-	// lastTakeOver is when the daemon last looked for gone runners' tasks.
+	// lastTakeOver is when the daemon last looked for gone runners' tasks;
+	// lastWaiting, for jobs of kinds it does not know.
 	lastTakeOver time.Time
+	lastWaiting  time.Time
 	// lastRelease is when a wake-up last looked for callbacks to release;
 	// releaseLater, that one wake-up came too soon after it to look.
 	lastRelease  time.Time
@@ -133,6 +137,7 @@ func (d *daemon) run(ctx context.Context) error {
 			ensure = true
 			clear(resting)
 			d.limitsStale, d.openStale = true, true
+			d.markWaiting(ctx)
 		case <-ticker.C:
 			if d.releaseLater {
 				d.releaseFinishedElsewhere(ctx, running)
@@ -140,6 +145,7 @@ func (d *daemon) run(ctx context.Context) error {
 			clear(resting)
 			d.limitsStale, d.openStale = true, true
 			d.takeOver(ctx)
+			d.markWaiting(ctx)
 			d.flushMarks(ctx)
 			cleanStaged(ctx, d.db, d.cfg.Logger)
 			ensure = true
@@ -232,6 +238,36 @@ func (d *daemon) takeOver(ctx context.Context) {
 	}
 	// What a gone runner committed but never released, this one does.
 	d.redeliverFinished(ctx)
+}
+
+// markWaiting writes why the jobs with a kind this daemon does not know
+// wait (it does not take them), at most once a second.
+func (d *daemon) markWaiting(ctx context.Context) {
+	if time.Since(d.lastWaiting) < time.Second {
+		return
+	}
+	d.lastWaiting = time.Now()
+	if _, err := d.db.MarkWaiting(ctx, d.cfg.Registry.Names(), WaitingReason); err != nil && ctx.Err() == nil {
+		d.cfg.Logger.Warn("note the jobs whose kinds this daemon does not know", "err", err)
+	}
+}
+
+// WaitingReason is why a job with kinds a runner does not know waits, as
+// pcd status and pcd tasks show it.
+func WaitingReason(missing []string) string {
+	return "waits for a runner that knows " + kindList(missing)
+}
+
+// kindList names kinds: kind "a", or kinds "a", "b".
+func kindList(kinds []string) string {
+	quoted := make([]string, len(kinds))
+	for i, k := range kinds {
+		quoted[i] = strconv.Quote(k)
+	}
+	if len(kinds) == 1 {
+		return "kind " + quoted[0]
+	}
+	return "kinds " + strings.Join(quoted, ", ")
 }
 
 // flushMarks records the delivered marks of finished jobs that no group
@@ -348,7 +384,7 @@ func (d *daemon) schedule(ctx context.Context, running map[int64]*jobController,
 				full = append(full, g)
 			}
 		}
-		jobs, err := d.db.RunnableJobs(ctx, store.RunnableQuery{Skip: skip, Limit: free, Now: time.Now(), FullGroups: full})
+		jobs, err := d.db.RunnableJobs(ctx, store.RunnableQuery{Skip: skip, Limit: free, Now: time.Now(), FullGroups: full, Kinds: d.cfg.Registry.Names()})
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Error("list unfinished jobs", "err", err)

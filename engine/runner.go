@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -346,14 +347,34 @@ func (r *Runner) rejoin(ctx context.Context) error {
 	return nil
 }
 
+// knowsKinds is ErrUnknownKind if an unfinished job has tasks of a kind
+// reg does not hold: no runner of reg may take it.
+func knowsKinds(job store.Job, reg *Registry) error {
+	missing := store.MissingKinds(job.Kinds, reg.Names())
+	if len(missing) == 0 || job.Finished() {
+		return nil
+	}
+	return fmt.Errorf("job %s has tasks of %s, which this runner does not know (it knows %s); they are left as they were, for a runner that knows them: %w",
+		job.UUID, kindList(missing), strings.Join(reg.Names(), ", "), ErrUnknownKind)
+}
+
 // RunJob runs one job (RoleRun) to its end, with its sinks and the
 // runner's own, then waits up to DeliveryWait for its deliveries; those
 // left are kept for a daemon (PendingDeliveries counts them). It returns
 // ErrStopped if the job stopped first (Stop, or ctx ended), its progress
-// saved. A pcd cancel of the job stops its tasks.
+// saved. A pcd cancel of the job stops its tasks. A job with tasks of a
+// kind the runner does not know is ErrUnknownKind, and is left as it was
+// for a runner that knows it.
 func (r *Runner) RunJob(ctx context.Context, jobID int64) (store.Job, error) {
 	if r.cfg.Role != RoleRun {
 		return store.Job{}, fmt.Errorf("RunJob needs a %s runner, this one is a %s runner", RoleRun, r.cfg.Role)
+	}
+	job, err := r.db.Job(ctx, jobID)
+	if err != nil {
+		return store.Job{}, err
+	}
+	if err := knowsKinds(job, r.cfg.Registry); err != nil {
+		return job, err
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -397,7 +418,7 @@ func (r *Runner) RunJob(ctx context.Context, jobID int64) (store.Job, error) {
 
 	ctx, unwatch := r.watchLease(ctx, cancel)
 	defer unwatch()
-	job, err := ctl.Run(ctx, jobID)
+	job, err = ctl.Run(ctx, jobID)
 	for errors.Is(err, errOthersRun) {
 		// Other runners hold the job's last tasks (PostgreSQL): wait
 		// for them, and take over any a dead one leaves.

@@ -58,6 +58,13 @@ type Job struct {
 	Control
 	// After says whether the job waits for others (JobDeps) and how.
 	After AfterMode
+	// Kinds are the kinds of the job's tasks, sorted (nil if not
+	// recorded): a runner takes the job only if it knows every one.
+	Kinds []string
+	// Waiting says why the job waits for another runner than the one
+	// that wrote it (a kind that runner does not know); "" if none did.
+	// It matters only while the job is pending.
+	Waiting string
 }
 
 // Control is how a job is scheduled besides its order of submission.
@@ -93,6 +100,9 @@ type RunnableQuery struct {
 	Now   time.Time // jobs whose StartAt is later wait
 	// FullGroups are groups with no free slot: their jobs wait.
 	FullGroups []string
+	// Kinds are the task kinds the runner knows: a job with a kind
+	// outside them waits for another runner. Nil takes any job.
+	Kinds []string
 }
 
 // Done is the number of tasks in a final state.

@@ -1,5 +1,10 @@
 package store
 
+import (
+	"encoding/json"
+	"slices"
+)
+
 // The rules of jobs and tasks, written once: every store applies them,
 // inside the transaction that makes the change, so that the databases
 // cannot drift apart. What differs per database (SQL, claims, locks,
@@ -65,4 +70,64 @@ func CanKill(t TaskRow) error {
 		return Conflictf("task %d (%s) is %s, not running", t.Seq, t.UUID, t.State)
 	}
 	return nil
+}
+
+// KindSet collects the distinct kinds of a job's tasks, as the stores
+// record them (Job.Kinds): a runner takes only the jobs whose every kind
+// it knows (RunnableQuery.Kinds).
+type KindSet map[string]struct{}
+
+// Add adds the kinds of tasks.
+func (s KindSet) Add(tasks []NewTask) {
+	for _, t := range tasks {
+		if _, ok := s[t.Kind]; !ok {
+			s[t.Kind] = struct{}{}
+		}
+	}
+}
+
+// AddNames adds kinds by name.
+func (s KindSet) AddNames(names []string) {
+	for _, n := range names {
+		s[n] = struct{}{}
+	}
+}
+
+// Names lists the kinds, sorted.
+func (s KindSet) Names() []string {
+	names := make([]string, 0, len(s))
+	for n := range s {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// JSON is the kinds as the stores keep them: a JSON array of names,
+// sorted.
+func (s KindSet) JSON() []byte {
+	b, _ := json.Marshal(s.Names()) // strings always encode
+	return b
+}
+
+// ParseKinds reads a kinds column (KindSet.JSON); nil for none recorded.
+func ParseKinds(b []byte) []string {
+	var names []string
+	if len(b) == 0 || json.Unmarshal(b, &names) != nil {
+		return nil
+	}
+	return names
+}
+
+// MissingKinds lists the kinds among kinds that known does not hold. A
+// job with a missing kind waits for a runner that knows it: no runner
+// fails a task for want of its kind.
+func MissingKinds(kinds, known []string) []string {
+	var missing []string
+	for _, k := range kinds {
+		if !slices.Contains(known, k) {
+			missing = append(missing, k)
+		}
+	}
+	return missing
 }

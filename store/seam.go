@@ -93,6 +93,10 @@ type JobStore interface {
 	// group with room, and with every job they wait for ended.
 	OpenJobs(ctx context.Context) ([]Job, error)
 	RunnableJobs(ctx context.Context, q RunnableQuery) ([]Job, error)
+	// MarkWaiting writes, into each unfinished job that has a kind
+	// outside known, why it waits (reason, of the kinds missing), for
+	// pcd status and pcd tasks; it says how many jobs it changed.
+	MarkWaiting(ctx context.Context, known []string, reason func(missing []string) string) (int64, error)
 	// JobDeps are the jobs a job waits for.
 	JobDeps(ctx context.Context, jobID int64) ([]Job, error)
 	// PauseJobs pauses (or resumes) the unfinished jobs among ids, every

@@ -38,6 +38,10 @@ type Job struct {
 	Group       string      `json:"group,omitempty"`
 	StartAt     *time.Time  `json:"start_at,omitempty"`
 	Halt        string      `json:"halt,omitempty"`
+	Kinds       []string    `json:"kinds,omitempty"`
+	// Waiting says why a pending job waits for another runner (a task
+	// kind the runners that looked do not know).
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // ViewJob is j as the API shows it.
@@ -55,6 +59,10 @@ func ViewJob(j store.Job) Job {
 		v.StartAt = &j.StartAt
 	}
 	v.Paused, v.Priority, v.Group, v.Halt = j.Paused && !j.Finished(), j.Priority, j.Group, j.Halt
+	v.Kinds = j.Kinds
+	if j.State == store.Pending {
+		v.Waiting = j.Waiting
+	}
 	return v
 }
 

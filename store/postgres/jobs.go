@@ -18,7 +18,7 @@ import (
 
 const jobColumns = `id, uuid, name, state, sealed, round, workers, queue_size, total,
 	succeeded, failed, cancelled, elapsed_ns, created_at, started_at, finished_at, sinks, done_through,
-	paused, priority, start_at, grp, halt, after_mode, coalesce(halting, '')`
+	paused, priority, start_at, grp, halt, after_mode, coalesce(halting, ''), kinds, coalesce(waiting, '')`
 
 func scanJob(row pgx.Row) (store.Job, error) {
 	var (
@@ -28,13 +28,15 @@ func scanJob(row pgx.Row) (store.Job, error) {
 		started, finished *int64
 		startAt           *int64
 		after             int
+		kinds             []byte
 	)
 	err := row.Scan(&j.ID, &j.UUID, &j.Name, &state, &j.Sealed, &j.Round, &j.Workers, &j.QueueSize,
 		&j.Total, &j.Succeeded, &j.Failed, &j.Cancelled, &elapsed, &created, &started, &finished, &j.Sinks, &j.DoneThrough,
-		&j.Paused, &j.Priority, &startAt, &j.Group, &j.Halt, &after, &j.Halting)
+		&j.Paused, &j.Priority, &startAt, &j.Group, &j.Halt, &after, &j.Halting, &kinds, &j.Waiting)
 	if err != nil {
 		return store.Job{}, err
 	}
+	j.Kinds = store.ParseKinds(kinds)
 	j.After = store.AfterMode(after)
 	if startAt != nil {
 		j.StartAt = time.Unix(0, *startAt)
@@ -202,12 +204,13 @@ func insertJob(ctx context.Context, tx pgx.Tx, job *store.Job, nj store.NewJob) 
 			}
 		}
 	}
-	n, err := copyTasks(ctx, tx, job.ID, 1, nj.Tasks, nj.More)
+	kinds := store.KindSet{}
+	n, err := copyTasks(ctx, tx, job.ID, 1, nj.Tasks, nj.More, kinds)
 	if err != nil {
 		return err
 	}
-	job.Total = n
-	if _, err := tx.Exec(ctx, "UPDATE jobs SET total = $1 WHERE id = $2", n, job.ID); err != nil {
+	job.Total, job.Kinds = n, kinds.Names()
+	if _, err := tx.Exec(ctx, "UPDATE jobs SET total = $1, kinds = $2 WHERE id = $3", n, string(kinds.JSON()), job.ID); err != nil {
 		return err
 	}
 	return nil
@@ -324,8 +327,8 @@ var taskColumnsIn = []string{"job_id", "seq", "uuid", "kind", "payload", "max_at
 
 // copyTasks writes tasks, then more's batches, numbered from seq on, with
 // one COPY; it returns how many it wrote.
-func copyTasks(ctx context.Context, tx pgx.Tx, jobID, seq int64, tasks []store.NewTask, more iter.Seq2[[]store.NewTask, error]) (int64, error) {
-	src := &taskSource{jobID: jobID, seq: seq - 1, batch: tasks}
+func copyTasks(ctx context.Context, tx pgx.Tx, jobID, seq int64, tasks []store.NewTask, more iter.Seq2[[]store.NewTask, error], kinds store.KindSet) (int64, error) {
+	src := &taskSource{jobID: jobID, seq: seq - 1, batch: tasks, kinds: kinds}
 	if more != nil {
 		next, stop := iter.Pull2(more)
 		defer stop()
@@ -344,6 +347,7 @@ type taskSource struct {
 	batch      []store.NewTask
 	i          int
 	next       func() ([]store.NewTask, error, bool)
+	kinds      store.KindSet // the kinds fed, added to
 	row        []any
 	err        error
 }
@@ -366,6 +370,9 @@ func (s *taskSource) Next() bool {
 	t := s.batch[s.i]
 	s.i++
 	s.seq++
+	if _, ok := s.kinds[t.Kind]; !ok {
+		s.kinds[t.Kind] = struct{}{}
+	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		s.err = err
@@ -384,7 +391,8 @@ func (db *DB) AppendTasks(ctx context.Context, jobID int64, tasks []store.NewTas
 	err := db.tx(ctx, func(tx pgx.Tx) error {
 		var total int64
 		var sealed bool
-		if err := tx.QueryRow(ctx, "SELECT total, sealed FROM jobs WHERE id = $1 FOR UPDATE", jobID).Scan(&total, &sealed); err != nil {
+		var had []byte
+		if err := tx.QueryRow(ctx, "SELECT total, sealed, kinds FROM jobs WHERE id = $1 FOR UPDATE", jobID).Scan(&total, &sealed, &had); err != nil {
 			if errors.Is(err, pgx.ErrNoRows) {
 				return store.ErrNotFound
 			}
@@ -393,11 +401,13 @@ func (db *DB) AppendTasks(ctx context.Context, jobID int64, tasks []store.NewTas
 		if sealed {
 			return store.ErrSealed
 		}
-		n, err := copyTasks(ctx, tx, jobID, total+1, tasks, nil)
+		kinds := store.KindSet{}
+		kinds.AddNames(store.ParseKinds(had))
+		n, err := copyTasks(ctx, tx, jobID, total+1, tasks, nil, kinds)
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, "UPDATE jobs SET total = total + $1 WHERE id = $2", n, jobID)
+		_, err = tx.Exec(ctx, "UPDATE jobs SET total = total + $1, kinds = $2 WHERE id = $3", n, string(kinds.JSON()), jobID)
 		return err
 	})
 	if err != nil {
@@ -477,7 +487,8 @@ func (db *DB) RunnableJobs(ctx context.Context, q store.RunnableQuery) ([]store.
 		AND NOT paused AND (start_at IS NULL OR start_at <= $2) AND grp <> ALL ($3)
 		AND (after_mode = 0 OR NOT EXISTS (SELECT 1 FROM job_deps d JOIN jobs p ON p.id = d.dep_id
 			WHERE d.job_id = jobs.id AND p.finished_at IS NULL))
-		ORDER BY priority DESC, id LIMIT $1`, q.Limit+len(q.Skip), q.Now.UnixNano(), full)
+		AND ($4::jsonb IS NULL OR coalesce(kinds, '[]') <@ $4::jsonb)
+		ORDER BY priority DESC, id LIMIT $1`, q.Limit+len(q.Skip), q.Now.UnixNano(), full, knownJSON(q.Kinds))
 	if err != nil {
 		return nil, fmt.Errorf("runnable jobs: %w", err)
 	}
@@ -488,6 +499,57 @@ func (db *DB) RunnableJobs(ctx context.Context, q store.RunnableQuery) ([]store.
 		}
 	}
 	return out, nil
+}
+
+// knownJSON is a runner's kinds as a JSON array, nil for any kind.
+func knownJSON(kinds []string) *string {
+	if kinds == nil {
+		return nil
+	}
+	set := store.KindSet{}
+	set.AddNames(kinds)
+	known := string(set.JSON())
+	return &known
+}
+
+// MarkWaiting writes, into each unfinished job that has a kind outside
+// known, why it waits (reason of the kinds missing), and says how many
+// jobs it changed.
+func (db *DB) MarkWaiting(ctx context.Context, known []string, reason func(missing []string) string) (int64, error) {
+	rows, err := db.pool.Query(ctx, `SELECT id, kinds, coalesce(waiting, '') FROM jobs
+		WHERE finished_at IS NULL AND NOT (coalesce(kinds, '[]') <@ $1::jsonb)`, knownJSON(known))
+	if err != nil {
+		return 0, fmt.Errorf("mark waiting jobs: %w", classify(err))
+	}
+	var ids []int64
+	var reasons []string
+	for rows.Next() {
+		var id int64
+		var kinds []byte
+		var was string
+		if err := rows.Scan(&id, &kinds, &was); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("mark waiting jobs: %w", classify(err))
+		}
+		if now := reason(store.MissingKinds(store.ParseKinds(kinds), known)); now != was {
+			ids, reasons = append(ids, id), append(reasons, now)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(ids) == 0 {
+		return 0, classify(err)
+	}
+	// A statement a row, each its own transaction: it holds no lock
+	// while it waits for another.
+	var n int64
+	for i, id := range ids {
+		tag, err := db.pool.Exec(ctx, "UPDATE jobs SET waiting = $1 WHERE id = $2 AND finished_at IS NULL", reasons[i], id)
+		if err != nil {
+			return n, fmt.Errorf("mark waiting jobs: %w", classify(err))
+		}
+		n += tag.RowsAffected()
+	}
+	return n, nil
 }
 
 // JobDeps are the jobs a job waits for.

@@ -41,6 +41,8 @@ func (db *DB) CreateJob(ctx context.Context, nj store.NewJob) (store.Job, error)
 		more = next
 	}
 	held, staging := false, false
+	kinds := store.KindSet{}
+	kinds.Add(nj.Tasks)
 	// write runs one transaction: the job row first, then batches of
 	// tasks until they end (the last chunk) or SubmitChunk has passed.
 	write := func(tx *sql.Tx) (last bool, err error) {
@@ -63,6 +65,7 @@ func (db *DB) CreateJob(ctx context.Context, nj store.NewJob) (store.Job, error)
 				return false, err
 			}
 			job.Total += int64(len(batch))
+			kinds.Add(batch)
 		}
 		if (nj.Open || !last) && !held {
 			// Held before the job is visible (open) or committed (staging),
@@ -74,10 +77,11 @@ func (db *DB) CreateJob(ctx context.Context, nj store.NewJob) (store.Job, error)
 		}
 		if !last {
 			staging = true
-			_, err = tx.ExecContext(ctx, "UPDATE jobs SET staging = 1, total = ? WHERE id = ?", job.Total, job.ID)
+			_, err = tx.ExecContext(ctx, "UPDATE jobs SET staging = 1, total = ?, kinds = ? WHERE id = ?", job.Total, string(kinds.JSON()), job.ID)
 			return false, err
 		}
-		_, err = tx.ExecContext(ctx, "UPDATE jobs SET staging = 0, total = ? WHERE id = ?", job.Total, job.ID)
+		job.Kinds = kinds.Names()
+		_, err = tx.ExecContext(ctx, "UPDATE jobs SET staging = 0, total = ?, kinds = ? WHERE id = ?", job.Total, string(kinds.JSON()), job.ID)
 		return true, err
 	}
 	for {
@@ -155,11 +159,14 @@ func insertJob(ctx context.Context, tx *sql.Tx, job *store.Job, nj store.NewJob)
 			return err
 		}
 	}
+	kinds := store.KindSet{}
+	kinds.Add(nj.Tasks)
+	job.Kinds = kinds.Names()
 	res, err := tx.ExecContext(ctx, `INSERT INTO jobs (uuid, name, state, sealed, workers, queue_size, total, created_at, key, sinks,
-		priority, start_at, grp, halt, after_mode)
-		VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		priority, start_at, grp, halt, after_mode, kinds)
+		VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		job.UUID, job.Name, job.Sealed, job.Workers, job.QueueSize, job.Total, job.CreatedAt.UnixNano(), nullString(nj.Key),
-		nullBytes(nj.Sinks), job.Priority, nullTime(job.StartAt), job.Group, job.Halt, job.After)
+		nullBytes(nj.Sinks), job.Priority, nullTime(job.StartAt), job.Group, job.Halt, job.After, string(kinds.JSON()))
 	if err != nil {
 		return err
 	}
@@ -301,7 +308,7 @@ var taskChunks = []int{256, 32, 4, 1}
 
 const jobColumns = `id, uuid, name, state, sealed, round, workers, queue_size, total,
 	succeeded, failed, cancelled, elapsed_ns, created_at, started_at, finished_at, sinks, done_through,
-	paused, priority, start_at, grp, halt, after_mode, coalesce(halting, '')`
+	paused, priority, start_at, grp, halt, after_mode, coalesce(halting, ''), kinds, coalesce(waiting, '')`
 
 type scanner interface{ Scan(...any) error }
 
@@ -318,13 +325,15 @@ func scanJob(s scanner) (store.Job, error) {
 		started, finished sql.NullInt64
 		sinks             sql.NullString
 		startAt           sql.NullInt64
+		kinds             sql.NullString
 	)
 	err := s.Scan(&j.ID, &j.UUID, &j.Name, &j.State, &j.Sealed, &j.Round, &j.Workers, &j.QueueSize,
 		&j.Total, &j.Succeeded, &j.Failed, &j.Cancelled, &elapsed, &created, &started, &finished, &sinks, &j.DoneThrough,
-		&j.Paused, &j.Priority, &startAt, &j.Group, &j.Halt, &j.After, &j.Halting)
+		&j.Paused, &j.Priority, &startAt, &j.Group, &j.Halt, &j.After, &j.Halting, &kinds, &j.Waiting)
 	if err != nil {
 		return store.Job{}, err
 	}
+	j.Kinds = store.ParseKinds([]byte(kinds.String))
 	if startAt.Valid {
 		j.StartAt = time.Unix(0, startAt.Int64)
 	}
@@ -397,6 +406,10 @@ func (db *DB) RunnableJobs(ctx context.Context, q store.RunnableQuery) ([]store.
 			args = append(args, g)
 		}
 	}
+	if q.Kinds != nil {
+		sql += " AND " + unknownKinds + " = 0"
+		args = append(args, string(knownJSON(q.Kinds)))
+	}
 	rows, err := db.rc.QueryContext(ctx, sql+" ORDER BY priority DESC, id LIMIT ?", append(args, q.Limit+len(q.Skip))...)
 	if err != nil {
 		return nil, fmt.Errorf("runnable jobs: %w", err)
@@ -413,6 +426,60 @@ func (db *DB) RunnableJobs(ctx context.Context, q store.RunnableQuery) ([]store.
 		}
 	}
 	return jobs, rows.Err()
+}
+
+// unknownKinds is 1 for a job (jobs) with a kind outside the JSON array
+// given as its parameter, else 0.
+const unknownKinds = `EXISTS (SELECT 1 FROM json_each(coalesce(jobs.kinds, '[]')) k
+	WHERE k.value NOT IN (SELECT value FROM json_each(?)))`
+
+// knownJSON is a runner's kinds as a JSON array.
+func knownJSON(kinds []string) []byte {
+	set := store.KindSet{}
+	set.AddNames(kinds)
+	return set.JSON()
+}
+
+// MarkWaiting writes, into each unfinished job that has a kind outside
+// known, why it waits (reason of the kinds missing), and says how many
+// jobs it changed.
+func (db *DB) MarkWaiting(ctx context.Context, known []string, reason func(missing []string) string) (int64, error) {
+	// Read first, on the reader: most passes change nothing and take no
+	// write lock.
+	rows, err := db.rc.QueryContext(ctx, `SELECT id, kinds, coalesce(waiting, '') FROM jobs
+		WHERE finished_at IS NULL AND staging = 0 AND `+unknownKinds, string(knownJSON(known)))
+	if err != nil {
+		return 0, fmt.Errorf("mark waiting jobs: %w", err)
+	}
+	changes := map[int64]string{}
+	for rows.Next() {
+		var id int64
+		var kinds sql.NullString
+		var was string
+		if err := rows.Scan(&id, &kinds, &was); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("mark waiting jobs: %w", err)
+		}
+		if now := reason(store.MissingKinds(store.ParseKinds([]byte(kinds.String)), known)); now != was {
+			changes[id] = now
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(changes) == 0 {
+		return 0, err
+	}
+	err = db.tx(ctx, func(tx *sql.Tx) error {
+		for id, waiting := range changes {
+			if _, err := tx.ExecContext(ctx, "UPDATE jobs SET waiting = ? WHERE id = ? AND finished_at IS NULL", waiting, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("mark waiting jobs: %w", err)
+	}
+	return int64(len(changes)), nil
 }
 
 // JobDeps are the jobs a job waits for.
@@ -585,7 +652,8 @@ func (db *DB) AppendTasks(ctx context.Context, jobID int64, tasks []store.NewTas
 	err := db.txAt(ctx, "submit", func(tx *sql.Tx) error {
 		var total int64
 		var sealed bool
-		if err := tx.QueryRowContext(ctx, "SELECT total, sealed FROM jobs WHERE id = ?", jobID).Scan(&total, &sealed); err != nil {
+		var had sql.NullString
+		if err := tx.QueryRowContext(ctx, "SELECT total, sealed, kinds FROM jobs WHERE id = ?", jobID).Scan(&total, &sealed, &had); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return store.ErrNotFound
 			}
@@ -597,7 +665,10 @@ func (db *DB) AppendTasks(ctx context.Context, jobID int64, tasks []store.NewTas
 		if err := insertTasks(ctx, tx, jobID, total+1, tasks); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, "UPDATE jobs SET total = total + ? WHERE id = ?", len(tasks), jobID)
+		kinds := store.KindSet{}
+		kinds.AddNames(store.ParseKinds([]byte(had.String)))
+		kinds.Add(tasks)
+		_, err := tx.ExecContext(ctx, "UPDATE jobs SET total = total + ?, kinds = ? WHERE id = ?", len(tasks), string(kinds.JSON()), jobID)
 		return err
 	})
 	if err != nil {

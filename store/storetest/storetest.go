@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ThroughputAddsUp", throughputAddsUp},
 		{"ListJobsFilters", listJobsFilters},
 		{"TasksInStatePages", tasksInStatePages},
+		{"KindsWaitForARunnerThatKnowsThem", kindsWaitForARunnerThatKnowsThem},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -793,4 +794,76 @@ func jobNames(jobs []store.Job) string {
 		out[i] = j.Name
 	}
 	return strings.Join(out, " ")
+}
+
+// kindsWaitForARunnerThatKnowsThem: a job records its tasks' kinds, from
+// its first tasks, its streamed batches and its appended ones; a runner
+// takes only the jobs whose every kind it knows, and MarkWaiting says why
+// the others wait.
+func kindsWaitForARunnerThatKnowsThem(t *testing.T, s store.Store) {
+	batches := func(yield func([]store.NewTask, error) bool) {
+		yield([]store.NewTask{{Kind: "resize", Payload: []byte("null")}, {Kind: "noop", Payload: []byte("null")}}, nil)
+	}
+	mixed, err := s.CreateJob(ctx, store.NewJob{Name: "mixed", Workers: 1, QueueSize: 1,
+		Tasks: []store.NewTask{{Kind: "exec", Payload: []byte("null")}}, More: batches})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := newJob(t, s, 2)
+	open, err := s.CreateJob(ctx, store.NewJob{Name: "open", Workers: 1, QueueSize: 1, Open: true,
+		Tasks: []store.NewTask{{Kind: "noop", Payload: []byte("null")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		id   int64
+		want string
+	}{{mixed.ID, "exec,noop,resize"}, {plain.ID, "noop"}, {open.ID, "noop"}} {
+		if got := strings.Join(job(t, s, tc.id).Kinds, ","); got != tc.want {
+			t.Errorf("job %d's kinds: %q, want %q", tc.id, got, tc.want)
+		}
+	}
+	if got := strings.Join(mixed.Kinds, ","); got != "exec,noop,resize" {
+		t.Errorf("the kinds CreateJob returned: %q", got)
+	}
+	if err := s.AppendTasks(ctx, open.ID, []store.NewTask{{Kind: "resize", Payload: []byte("null")}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(job(t, s, open.ID).Kinds, ","); got != "noop,resize" {
+		t.Errorf("the open job's kinds after an append: %q, want noop,resize", got)
+	}
+
+	runnable := func(known []string) string {
+		jobs, err := s.RunnableJobs(ctx, store.RunnableQuery{Limit: 10, Now: time.Now(), Kinds: known})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return jobNames(jobs)
+	}
+	if got := runnable(nil); got != "mixed conformance open" {
+		t.Errorf("runnable for any kind: %s", got)
+	}
+	if got := runnable([]string{"exec", "noop", "sleep"}); got != "conformance" {
+		t.Errorf("runnable without resize: %s, want conformance", got)
+	}
+	if got := runnable([]string{"exec", "noop", "resize"}); got != "mixed conformance open" {
+		t.Errorf("runnable with resize: %s", got)
+	}
+
+	reason := func(missing []string) string { return "needs " + strings.Join(missing, "+") }
+	n, err := s.MarkWaiting(ctx, []string{"noop"}, reason)
+	if err != nil || n != 2 {
+		t.Fatalf("MarkWaiting: %d, %v; want 2 jobs marked", n, err)
+	}
+	if n, err := s.MarkWaiting(ctx, []string{"noop"}, reason); err != nil || n != 0 {
+		t.Fatalf("MarkWaiting again: %d, %v; want nothing changed", n, err)
+	}
+	for _, tc := range []struct {
+		id   int64
+		want string
+	}{{mixed.ID, "needs exec+resize"}, {plain.ID, ""}, {open.ID, "needs resize"}} {
+		if got := job(t, s, tc.id).Waiting; got != tc.want {
+			t.Errorf("job %d waits: %q, want %q", tc.id, got, tc.want)
+		}
+	}
 }
