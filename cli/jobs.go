@@ -248,7 +248,7 @@ type overviewView struct {
 	// Waiting are the pending jobs that wait for another runner (a task
 	// kind the runners that looked do not know).
 	Waiting []web.Job `json:"waiting,omitempty"`
-	tallies      map[store.State]store.JobTally
+	tallies map[store.State]store.JobTally
 }
 
 // maxWaitingShown is how many waiting jobs pcd status lists.
