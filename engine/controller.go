@@ -245,12 +245,14 @@ func (c *jobController) halted(job store.Job, reason string, now bool) {
 	}
 	c.cfg.Logger.Info("job "+reason, "job", job.UUID)
 	c.Drain()
-	if c.db.Shared() && job.Halting == "" {
-		// Other runners of the job stop starting its tasks too, at the
-		// wake-up (watchFinished).
+	if job.Halting == "" {
+		// Recorded on every store alike: a runner that takes the job over
+		// after a crash halts it too, and other runners of the job (on a
+		// shared database) stop starting its tasks at the wake-up
+		// (watchFinished).
 		if err := c.db.HaltJob(context.Background(), job.ID, reason); err != nil {
-			c.cfg.Logger.Warn("could not tell the other runners that the job halted; they stop when it is cancelled", "job", job.UUID, "err", err)
-		} else {
+			c.cfg.Logger.Warn("could not record that the job halted; other runners stop when it is cancelled", "job", job.UUID, "err", err)
+		} else if c.db.Shared() {
 			_ = c.db.Wake()
 		}
 	}

@@ -753,11 +753,11 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (store.Job, error) {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = 'pending', round = round + 1, failed = 0,
-			cancelled = 0, sealed = 1, finished_at = NULL, done_through = 0 WHERE id = ?`, jobID); err != nil {
+			cancelled = 0, sealed = 1, finished_at = NULL, done_through = 0, halting = NULL WHERE id = ?`, jobID); err != nil {
 			return err
 		}
 		job.State, job.Round, job.Failed, job.Cancelled, job.FinishedAt = store.Pending, job.Round+1, 0, 0, time.Time{}
-		job.DoneThrough = 0
+		job.DoneThrough, job.Halting = 0, ""
 		return nil
 	})
 	if errors.Is(err, store.ErrConflict) {
