@@ -148,10 +148,10 @@ type world struct {
 	st     store.Store
 	reg    *engine.Registry
 	client *engine.Client
-	jobs   []string        // uuids
-	index  map[int64]int   // job row id to index
-	limit  atomic.Int64    // tasks a run may start; the next one holds
-	starts atomic.Int64    // tasks started in this run
+	jobs   []string         // uuids
+	index  map[int64]int    // job row id to index
+	limit  atomic.Int64     // tasks a run may start; the next one holds
+	starts atomic.Int64     // tasks started in this run
 	held   chan engine.Task // a task holding, past the limit
 }
 
