@@ -399,7 +399,8 @@ func (c *Client) KillTask(ctx context.Context, t store.TaskRow, requeue bool) (s
 		if err != nil {
 			return t, err
 		}
-		if now.State != store.Running || now.Attempts != t.Attempts {
+		// A requeued task may be running again already: a new start.
+		if now.State != store.Running || now.Attempts != t.Attempts || !now.StartedAt.Equal(t.StartedAt) {
 			return now, nil
 		}
 		select {

@@ -69,6 +69,7 @@ func differential(t *testing.T, seed uint64, steps int) {
 	for step := range steps {
 		op := randomOp(rng, len(worlds[0].jobs))
 		log = append(log, op.String())
+		t.Logf("step %d: %s", step, op)
 		var ends []string
 		for _, w := range worlds {
 			ends = append(ends, w.apply(t, op))
@@ -222,6 +223,9 @@ func (w *world) apply(t *testing.T, o op) string {
 // holding is interrupted.
 func (w *world) run(t *testing.T, id string, o op) error {
 	ctx := context.Background()
+	for len(w.held) > 0 {
+		<-w.held // held in a run that ended first
+	}
 	w.limit.Store(int64(o.runs))
 	w.starts.Store(0)
 	r := engine.NewClient(w.st, engine.RunnerConfig{Role: engine.RoleRun, Config: engine.Config{Registry: w.reg}})
@@ -239,8 +243,12 @@ func (w *world) run(t *testing.T, id string, o op) error {
 		case held := <-w.held:
 			if o.kill && !killed {
 				killed = true
-				if _, err := r.Kill(ctx, held.ID, o.requeue); err != nil {
-					t.Fatalf("%s: kill task %d: %v", w.name, held.Number, err)
+				kill, cancel := context.WithTimeout(ctx, time.Minute)
+				_, err := r.Kill(kill, held.ID, o.requeue)
+				cancel()
+				if err != nil {
+					tk, _ := r.Task(ctx, held.ID)
+					t.Fatalf("%s: kill task %d: %v; the task: %+v", w.name, held.Number, err, tk)
 				}
 				continue
 			}
