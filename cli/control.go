@@ -8,7 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pcd-dev/pcd/cli/web"
+	"github.com/pcd-dev/pcd/web"
 	"github.com/pcd-dev/pcd/engine"
 	"github.com/pcd-dev/pcd/store"
 )

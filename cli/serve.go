@@ -16,7 +16,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pcd-dev/pcd/cli/web"
+	"github.com/pcd-dev/pcd/web"
 )
 
 // httpFlags serve the API, for pcd daemon and pcd serve.

@@ -1,7 +1,8 @@
-// Package web is pcd's HTTP side: a JSON API that mirrors the command
-// line, health checks, and Prometheus metrics, served by pcd daemon
-// --http and pcd serve. It reads and writes through the store seam and
-// the engine, so it serves SQLite and PostgreSQL alike; on PostgreSQL any
+// Package web is pcd's HTTP side, a peer of package cli over the same
+// engine.Client: a JSON API that mirrors the command line, an event
+// stream, the dashboard, health checks and Prometheus metrics, served by
+// pcd daemon --http and pcd serve. Every read and write goes through the
+// Client, so it serves SQLite and PostgreSQL alike; on PostgreSQL any
 // daemon serves the whole queue.
 package web
 
