@@ -1,4 +1,4 @@
-package cli
+package bench
 
 import (
 	"context"
@@ -29,8 +29,8 @@ import (
 //go:embed testdata/riverbench/main.go
 var riverBenchSource []byte
 
-// riverVersion is the River release measured.
-const riverVersion = "v0.51.2"
+// RiverVersion is the River release measured.
+const RiverVersion = "v0.51.2"
 
 // pgBench holds the PostgreSQL server and, with --river, the River
 // program.
@@ -120,7 +120,7 @@ func (p *pgBench) pgRuns(n int) ([]benchRow, error) {
 	submit := benchRow{Workload: fmt.Sprintf("pg: submit %d tasks from a file (COPY)", n), Unit: "tasks/s", Target: ">= 200000"}
 	one := benchRow{Workload: fmt.Sprintf("pg: no-op run, 1 daemon x 25 workers, %d tasks", n), Unit: "tasks/s", Target: ">= 10x River, 25 workers"}
 	two := benchRow{Workload: fmt.Sprintf("pg: no-op run, 2 daemons x 25 workers, %d tasks", n), Unit: "tasks/s", Target: ">= 2x River's best"}
-	riverInsert := benchRow{Workload: fmt.Sprintf("river %s: InsertManyFast %d jobs", riverVersion, n), Unit: "jobs/s", Target: "(baseline)"}
+	riverInsert := benchRow{Workload: fmt.Sprintf("river %s: InsertManyFast %d jobs", RiverVersion, n), Unit: "jobs/s", Target: "(baseline)"}
 	river25 := benchRow{Workload: "river: no-op jobs, 1 client x 25 workers", Unit: "jobs/s", Target: "(baseline)"}
 	riverBest := benchRow{Workload: "river: no-op jobs, 4 clients x 500 workers", Unit: "jobs/s", Target: "(baseline)"}
 	file, err := p.jobFile("pg-noop.json", n, `{"kind":"noop"}`)
@@ -345,8 +345,8 @@ func buildRiver(dir string) (string, error) {
 	if err := os.MkdirAll(src, 0o700); err != nil {
 		return "", err
 	}
-	mod := "module riverbench\n\ngo 1.26\n\nrequire (\n\tgithub.com/riverqueue/river " + riverVersion +
-		"\n\tgithub.com/riverqueue/river/riverdriver/riverpgxv5 " + riverVersion + "\n)\n"
+	mod := "module riverbench\n\ngo 1.26\n\nrequire (\n\tgithub.com/riverqueue/river " + RiverVersion +
+		"\n\tgithub.com/riverqueue/river/riverdriver/riverpgxv5 " + RiverVersion + "\n)\n"
 	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte(mod), 0o600); err != nil {
 		return "", err
 	}
