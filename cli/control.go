@@ -8,9 +8,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pcd-dev/pcd/web"
 	"github.com/pcd-dev/pcd/engine"
 	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/web"
 )
 
 // selectFlags choose the jobs of cancel, retry, pause and resume besides

@@ -7,9 +7,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/pcd-dev/pcd/web"
 	"github.com/pcd-dev/pcd/engine"
 	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/web"
 )
 
 func daemonCommand(env Env) *cli.Command {

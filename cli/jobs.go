@@ -20,9 +20,9 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
-	"github.com/pcd-dev/pcd/web"
 	"github.com/pcd-dev/pcd/engine"
 	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/web"
 )
 
 func writeJSON(w io.Writer, v any) error {

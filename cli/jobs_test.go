@@ -111,4 +111,3 @@ func TestJobsBeforeTheFirstSubmit(t *testing.T) {
 		t.Errorf("submit with no daemon: %v, stderr %q; want a note that the job waits", err, stderr)
 	}
 }
-

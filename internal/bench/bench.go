@@ -22,7 +22,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-
 	"github.com/pcd-dev/pcd/engine"
 	"github.com/pcd-dev/pcd/store"
 	"github.com/pcd-dev/pcd/store/sqlite"
