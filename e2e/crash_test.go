@@ -1,4 +1,4 @@
-package main_test
+package e2e_test
 
 // The crash-recovery suite: it kills pcd at every failpoint and at random
 // moments, restarts it, and checks the invariants of ARCHITECTURE.md.
@@ -619,7 +619,7 @@ func TestRunRecoversAndResumes(t *testing.T) {
 		t.Fatal("no task was left running by the kill")
 	}
 
-	r := pcd(t, db, "run", "testdata/jobs/sleeps.json")
+	r := pcd(t, db, "run", "../testdata/jobs/sleeps.json")
 	if r.code != 0 || !strings.Contains(r.stderr, "1 other unfinished job in") {
 		t.Fatalf("run beside an unfinished job: exit %d, stderr %q", r.code, r.stderr)
 	}

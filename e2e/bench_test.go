@@ -1,4 +1,4 @@
-package main_test
+package e2e_test
 
 // Benchmarks that drive a normal (not race-enabled) pcd binary:
 //
@@ -27,7 +27,7 @@ var (
 func fastPCD(b *testing.B) string {
 	fastBinOnce.Do(func() {
 		fastBin = filepath.Join(filepath.Dir(pcdBin), "pcd-fast")
-		out, err := exec.Command("go", "build", "-o", fastBin, ".").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", fastBin, "github.com/pcd-dev/pcd").CombinedOutput()
 		if err != nil {
 			b.Fatalf("build: %v\n%s", err, out)
 		}

@@ -1,4 +1,4 @@
-package main_test
+package e2e_test
 
 // Faults of the environment: a full disk, and another process holding the
 // database's write lock.

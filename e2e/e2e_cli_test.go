@@ -1,4 +1,4 @@
-package main_test
+package e2e_test
 
 import (
 	"encoding/json"
@@ -49,7 +49,7 @@ func TestVersion(t *testing.T) {
 		t.Skipf("not in a git checkout: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "pcd")
-	if out, err := exec.Command("go", "build", "-buildvcs=true", "-o", bin, ".").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-buildvcs=true", "-o", bin, "github.com/pcd-dev/pcd").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	out, err := exec.Command(bin, "--version").Output()

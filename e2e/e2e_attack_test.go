@@ -1,4 +1,4 @@
-package main_test
+package e2e_test
 
 // End-to-end tests of the promises pcd keeps under attack: commands whose
 // children escape, runners killed with SIGKILL, two runners at once,
@@ -885,7 +885,7 @@ func TestRetryRoundReachesTheJobsHooks(t *testing.T) {
 	out := filepath.Join(dir, "hook.ndjson")
 	d := startDaemon(t, db)
 	defer stopDaemon(t, d)
-	id := strings.TrimSpace(pcd(t, db, "submit", "--on-task", hookCommand(t, out), "testdata/jobs/some-fail.json").stdout)
+	id := strings.TrimSpace(pcd(t, db, "submit", "--on-task", hookCommand(t, out), "../testdata/jobs/some-fail.json").stdout)
 	pcd(t, db, "watch", id)
 	waitLines(t, out, 3)
 	if r := pcd(t, db, "retry", id); r.code != 0 {

@@ -1,4 +1,4 @@
-package main_test
+package e2e_test
 
 import (
 	"bufio"
@@ -357,7 +357,7 @@ func TestSecondDaemonIsRefused(t *testing.T) {
 		t.Errorf("stderr %q does not name the daemon (%s)", r.stderr, want)
 	}
 	// pcd run hands its job to the daemon instead of refusing.
-	r = pcd(t, db, "run", "testdata/jobs/sleeps.json")
+	r = pcd(t, db, "run", "../testdata/jobs/sleeps.json")
 	if r.code != 0 || !strings.Contains(r.stderr, "was handed to it") {
 		t.Fatalf("run beside a daemon: exit %d, stderr %s", r.code, r.stderr)
 	}
@@ -401,7 +401,7 @@ func TestCancelStopsRunningJob(t *testing.T) {
 
 func TestRetryRunsFailedTasksAgain(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "pcd.db")
-	r := pcd(t, db, "run", "testdata/jobs/some-fail.json")
+	r := pcd(t, db, "run", "../testdata/jobs/some-fail.json")
 	if r.code != 1 {
 		t.Fatalf("run: exit %d", r.code)
 	}
@@ -500,7 +500,7 @@ func TestMalformedNDJSONLine(t *testing.T) {
 func TestSubmitWaitFollowsTheJob(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "pcd.db")
 	d := startDaemon(t, db)
-	r := pcd(t, db, "submit", "--wait", "testdata/jobs/some-fail.json")
+	r := pcd(t, db, "submit", "--wait", "../testdata/jobs/some-fail.json")
 	if r.code != 1 {
 		t.Fatalf("submit --wait of a failing job: exit %d, want 1; stderr %s", r.code, r.stderr)
 	}
@@ -519,7 +519,7 @@ func TestWatchShowsProgressOnATerminal(t *testing.T) {
 		t.Skip("script(1) is not installed")
 	}
 	db := filepath.Join(t.TempDir(), "pcd.db")
-	r := pcd(t, db, "run", "testdata/jobs/sleeps.json")
+	r := pcd(t, db, "run", "../testdata/jobs/sleeps.json")
 	id := parseOutput(t, r.stdout).job
 	cmd := exec.Command(script, "-qec", pcdBin+" watch "+id+" >/dev/null", "/dev/null")
 	cmd.Env = append(os.Environ(), "PCD_DB="+db, raceEnv)

@@ -1,4 +1,4 @@
-package main_test
+package e2e_test
 
 // End-to-end tests: they build the pcd binary and drive it as a user
 // would, with real files, processes and signals.
@@ -45,7 +45,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	pcdBin = filepath.Join(dir, "pcd")
-	build := exec.Command("go", "build", "-race", "-o", pcdBin, ".")
+	build := exec.Command("go", "build", "-race", "-o", pcdBin, "github.com/pcd-dev/pcd")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build pcd:", err)
@@ -164,7 +164,7 @@ func TestDemo(t *testing.T) {
 
 func TestRunJSON(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "pcd.db")
-	r := pcd(t, db, "run", "--json", "testdata/jobs/sleeps.json")
+	r := pcd(t, db, "run", "--json", "../testdata/jobs/sleeps.json")
 	if r.code != 0 {
 		t.Fatalf("exit %d, stderr %s", r.code, r.stderr)
 	}
@@ -209,7 +209,7 @@ func TestRunJSON(t *testing.T) {
 
 func TestExitCodeWhenATaskFails(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "pcd.db")
-	r := pcd(t, db, "run", "testdata/jobs/some-fail.json")
+	r := pcd(t, db, "run", "../testdata/jobs/some-fail.json")
 	if r.code != 1 {
 		t.Fatalf("exit %d, want 1; stderr %s", r.code, r.stderr)
 	}
@@ -251,13 +251,13 @@ func TestBadJobFilesChangeNothing(t *testing.T) {
 		"not-utf8.json":           `"name": the JSON is not valid UTF-8`,
 		"payload-field-case.json": `task 1: exec: payload: unknown field "ARGV"`,
 	}
-	files, _ := filepath.Glob("testdata/bad/*.json")
+	files, _ := filepath.Glob("../testdata/bad/*.json")
 	if len(files) != len(cases) {
 		t.Fatalf("%d files in testdata/bad, %d cases: keep them in step", len(files), len(cases))
 	}
 	dir := t.TempDir()
 	existing := filepath.Join(dir, "existing.db")
-	if r := pcd(t, existing, "run", "testdata/jobs/sleeps.json"); r.code != 0 {
+	if r := pcd(t, existing, "run", "../testdata/jobs/sleeps.json"); r.code != 0 {
 		t.Fatalf("setup run: exit %d: %s", r.code, r.stderr)
 	}
 	before := fileSum(t, existing)
@@ -269,7 +269,7 @@ func TestBadJobFilesChangeNothing(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			fresh := filepath.Join(dir, name+".db")
 			for _, db := range []string{fresh, existing} {
-				r := pcd(t, db, "run", filepath.Join("testdata/bad", name))
+				r := pcd(t, db, "run", filepath.Join("../testdata/bad", name))
 				if r.code != 2 {
 					t.Errorf("exit %d, want 2", r.code)
 				}
@@ -296,7 +296,7 @@ func TestRefusesUnusableDatabase(t *testing.T) {
 	os.WriteFile(notDB, []byte("remember the milk\n"), 0o600)
 
 	newer := filepath.Join(dir, "newer.db")
-	if r := pcd(t, newer, "run", "testdata/jobs/sleeps.json"); r.code != 0 {
+	if r := pcd(t, newer, "run", "../testdata/jobs/sleeps.json"); r.code != 0 {
 		t.Fatalf("setup: %s", r.stderr)
 	}
 	raw, err := sql.Open("sqlite", newer)

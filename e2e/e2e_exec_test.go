@@ -1,4 +1,4 @@
-package main_test
+package e2e_test
 
 // Exec tasks, retries, hooks and webhooks, end to end.
 
@@ -87,7 +87,7 @@ func TestHooksReceiveEveryEventOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	hook := func(out string) string { return "env PCD_TEST_HOOK_OUT=" + out + " " + self }
-	r := pcd(t, db, "run", "--on-task", hook(taskLog), "--on-job", hook(jobLog), "--workers", "4", "testdata/jobs/sleeps.json")
+	r := pcd(t, db, "run", "--on-task", hook(taskLog), "--on-job", hook(jobLog), "--workers", "4", "../testdata/jobs/sleeps.json")
 	if r.code != 0 {
 		t.Fatalf("run: exit %d: %s", r.code, r.stderr)
 	}
