@@ -138,9 +138,7 @@ func (c *jobController) runTask(ctx context.Context, job store.Job, t store.Task
 	if err != nil && errors.Is(context.Cause(taskCtx), errRequeued) {
 		// pcd kill --requeue: back to pending, with no attempt spent.
 		c.cfg.Logger.Info("task stopped and put back to pending (pcd kill --requeue)", "job", job.UUID, "task", t.UUID)
-		res := store.Result{Seq: t.Seq, State: store.Failed, Attempt: t.Attempts, RetryAt: c.cfg.Clock.Now()}
-		t.NotBefore = res.RetryAt
-		return outcome{task: t, res: res}
+		return runAgain(t, c.cfg.Clock.Now())
 	}
 	if killed {
 		err = errKilled
@@ -148,18 +146,11 @@ func (c *jobController) runTask(ctx context.Context, job store.Job, t store.Task
 	if halt := (haltCause{}); err != nil && errors.As(context.Cause(taskCtx), &halt) {
 		// The job halted now: the task is stopped, and recorded as
 		// cancelled, with the attempt it ran and its time.
-		final := t
-		final.Attempts = attempt
-		ev := taskEvent(job.UUID, final, store.Cancelled, took, nil, halt.Error())
-		msg, mErr := ev.MarshalJSON()
-		if mErr != nil {
-			panic(fmt.Sprintf("marshal task event: %v", mErr))
-		}
-		return outcome{task: t, event: ev, res: store.Result{
+		return final(job, t, store.Result{
 			Seq: t.Seq, State: store.Cancelled, Error: halt.Error(), Time: took,
 			StartedAt: wallStart, FinishedAt: wallStart.Add(took),
-			Attempt: attempt, Record: t.Retry.MaxAttempts > 1, Message: msg,
-		}}
+			Attempt: attempt, Record: t.Retry.MaxAttempts > 1,
+		})
 	}
 	if errors.Is(err, ErrResource) {
 		// The task did not start (no file descriptors, processes or
@@ -167,9 +158,7 @@ func (c *jobController) runTask(ctx context.Context, job store.Job, t store.Task
 		// spent.
 		wait := resourceWait/2 + rand.N(resourceWait)
 		c.cfg.Logger.Debug("task could not start; it runs again", "job", job.UUID, "task", t.UUID, "in", wait, "err", err)
-		res := store.Result{Seq: t.Seq, State: store.Failed, Attempt: t.Attempts, RetryAt: c.cfg.Clock.Now().Add(wait)}
-		t.NotBefore = res.RetryAt
-		return outcome{task: t, res: res}
+		return runAgain(t, c.cfg.Clock.Now().Add(wait))
 	}
 	if err != nil && taskCtx.Err() != nil && errors.Is(context.Cause(taskCtx), errTaskTimeout) {
 		err = fmt.Errorf("timed out after %v", t.Retry.Timeout)
@@ -192,13 +181,25 @@ func (c *jobController) runTask(ctx context.Context, job store.Job, t store.Task
 		t.Attempts, t.NotBefore = attempt, res.RetryAt
 		return outcome{task: t, res: res}
 	}
-	final := t
-	final.Attempts = attempt
-	ev := taskEvent(job.UUID, final, state, took, result, errText)
-	msg, mErr := ev.MarshalJSON()
-	if mErr != nil {
+	return final(job, t, res)
+}
+
+// runAgain is the outcome of a task that goes back to pending, to run
+// again at at, with no attempt spent.
+func runAgain(t store.Task, at time.Time) outcome {
+	t.NotBefore = at
+	return outcome{task: t, res: store.Result{Seq: t.Seq, State: store.Failed, Attempt: t.Attempts, RetryAt: at}}
+}
+
+// final is the outcome of a task's final result, with its callback.
+func final(job store.Job, t store.Task, res store.Result) outcome {
+	done := t
+	done.Attempts = res.Attempt
+	ev := taskEvent(job.UUID, done, res.State, res.Time, res.Result, res.Error)
+	msg, err := ev.MarshalJSON()
+	if err != nil {
 		// Unreachable for a valid event; fail loudly rather than drop it.
-		panic(fmt.Sprintf("marshal task event: %v", mErr))
+		panic(fmt.Sprintf("marshal task event: %v", err))
 	}
 	res.Message = msg
 	return outcome{task: t, event: ev, res: res}

@@ -69,28 +69,10 @@ func (d *daemon) run(ctx context.Context) error {
 	ctx, stopRun := context.WithCancelCause(ctx)
 	defer stopRun(nil)
 	defer d.background(ctx, stopRun)()
-	// stopped is what run returns once it has stopped every job: nil,
-	// unless the background check found the file corrupt.
-	stopped := func() error {
-		if err := context.Cause(ctx); errors.Is(err, store.ErrCorrupt) {
-			return err
-		}
-		return nil
-	}
 	d.redeliverFinished(ctx)
 
-	// Deliveries outlive a graceful drain only until Run returns.
-	deliveryCtx, stopDelivery := context.WithCancel(context.WithoutCancel(ctx))
-	deliveries := newDeliverers(d.db, d.cfg.Delivery)
-	defer deliveries.Wait()
-	defer stopDelivery()
-	defer func() {
-		// A hook in flight at a graceful stop finishes and is recorded,
-		// within DeliveryWait; a hard stop (ctx) cuts it short.
-		grace, cancel := context.WithTimeout(ctx, d.cfg.DeliveryWait)
-		defer cancel()
-		deliveries.Stop(grace)
-	}()
+	deliveries, deliveryCtx, stopDeliveries := d.startDeliveries(ctx)
+	defer stopDeliveries()
 
 	// After the jobs have stopped: record the delivered marks still held.
 	defer d.flushMarks(context.WithoutCancel(ctx))
@@ -122,40 +104,25 @@ func (d *daemon) run(ctx context.Context) error {
 			}
 		}
 		if (draining || ctx.Err() != nil) && len(running) == 0 {
-			return stopped()
+			return stoppedBy(ctx)
 		}
 		if len(running) == 0 {
 			d.flushMarks(ctx) // no commit of a running job carries them
 		}
 		select {
 		case <-wakeC:
-			d.cfg.Delivery.wake.Notify() // pcd cancel commits callbacks too
-			// A job that pcd cancel finished while no run of it was
-			// going on here (it waited to start, or to retry a failed
-			// run): its callbacks are this daemon's to release.
-			d.releaseFinishedElsewhere(ctx, running)
+			d.woken(ctx, running)
+			clear(resting)
 			ensure = true
-			clear(resting)
-			d.limitsStale, d.openStale = true, true
-			d.markWaiting(ctx)
 		case <-ticker.C:
-			if d.releaseLater {
-				d.releaseFinishedElsewhere(ctx, running)
-			}
+			d.ticked(ctx, running)
 			clear(resting)
-			d.limitsStale, d.openStale = true, true
-			d.takeOver(ctx)
-			d.markWaiting(ctx)
-			d.flushMarks(ctx)
-			cleanStaged(ctx, d.db, d.cfg.Logger)
 			ensure = true
 		case r := <-done:
 			delete(running, r.id)
 			if errors.Is(r.err, errOthersRun) {
 				resting[r.id] = true // until the next wake-up or tick
-				continue
-			}
-			if d.jobEnded(r) {
+			} else if d.jobEnded(r) {
 				// Stop taking work for a while: the problem is more
 				// likely the database's than the job's.
 				pauseUntil = time.Now().Add(d.pause)
@@ -171,9 +138,58 @@ func (d *daemon) run(ctx context.Context) error {
 				r := <-done
 				delete(running, r.id)
 			}
-			return stopped()
+			return stoppedBy(ctx)
 		}
 	}
+}
+
+// stoppedBy is what run returns once it has stopped every job: nil,
+// unless the background check found the file corrupt.
+func stoppedBy(ctx context.Context) error {
+	if err := context.Cause(ctx); errors.Is(err, store.ErrCorrupt) {
+		return err
+	}
+	return nil
+}
+
+// startDeliveries starts delivering callbacks to the sinks; the context
+// it returns is theirs (Ensure). stop stops them: a hook in flight at a
+// graceful stop finishes and is recorded, within DeliveryWait; a hard
+// stop (ctx) cuts it short. Deliveries outlive a graceful drain only
+// until Run returns.
+func (d *daemon) startDeliveries(ctx context.Context) (_ *deliverers, deliveryCtx context.Context, stop func()) {
+	deliveryCtx, stopDelivery := context.WithCancel(context.WithoutCancel(ctx))
+	deliveries := newDeliverers(d.db, d.cfg.Delivery)
+	return deliveries, deliveryCtx, func() {
+		grace, cancel := context.WithTimeout(ctx, d.cfg.DeliveryWait)
+		deliveries.Stop(grace)
+		cancel()
+		stopDelivery()
+		deliveries.Wait()
+	}
+}
+
+// woken acts on a wake-up: something was committed or cancelled.
+func (d *daemon) woken(ctx context.Context, running map[int64]*jobController) {
+	d.cfg.Delivery.wake.Notify() // pcd cancel commits callbacks too
+	// A job that pcd cancel finished while no run of it was going on
+	// here (it waited to start, or to retry a failed run): its callbacks
+	// are this daemon's to release.
+	d.releaseFinishedElsewhere(ctx, running)
+	d.limitsStale, d.openStale = true, true
+	d.markWaiting(ctx)
+}
+
+// ticked does the daemon's periodic work, for what no wake-up told it.
+func (d *daemon) ticked(ctx context.Context, running map[int64]*jobController) {
+	if d.releaseLater {
+		d.releaseFinishedElsewhere(ctx, running)
+	}
+	d.limitsStale, d.openStale = true, true
+	d.takeOver(ctx)
+	d.markWaiting(ctx)
+	d.flushMarks(ctx)
+	cleanStaged(ctx, d.db, d.cfg.Logger)
 }
 
 // background starts the daemon's background services: the rest of the
@@ -326,30 +342,9 @@ func (d *daemon) checkInBackground(ctx context.Context, stop context.CancelCause
 func (d *daemon) schedule(ctx context.Context, running map[int64]*jobController, resting map[int64]bool,
 	done chan<- jobDone, wg *sync.WaitGroup) (sinks bool) {
 	log := d.cfg.Logger
-	var open []store.Job
-	if d.openSeen || d.openStale {
-		var err error
-		if open, err = d.db.OpenJobs(ctx); err != nil {
-			if ctx.Err() == nil {
-				log.Error("list open jobs", "err", err)
-			}
-			return false
-		}
-		d.openSeen, d.openStale = len(open) > 0, false
-	}
-	// An open job (still being streamed) whose committed tasks are all
-	// done holds no slot while other jobs wait: it has nothing to run.
-	idle := map[int64]bool{}
-	for _, j := range open {
-		if sealed, err := d.db.SealOrphan(ctx, j.ID); err != nil {
-			log.Error("check the submitter of an open job", "job", j.UUID, "err", err)
-		} else if sealed {
-			log.Warn("the submitter of an open job is gone: sealed it with the tasks that committed",
-				"job", j.UUID, "tasks", j.Total)
-			d.cfg.wake.Notify() // its producer stops waiting for more
-			continue
-		}
-		idle[j.ID] = j.Total == j.Done()
+	idle, ok := d.idleOpenJobs(ctx)
+	if !ok {
+		return false
 	}
 	busy := 0
 	skip := make(map[int64]bool, len(running)+len(resting))
@@ -403,27 +398,65 @@ func (d *daemon) schedule(ctx context.Context, running map[int64]*jobController,
 				continue
 			}
 			sinks = sinks || j.Sinks != nil
-			cfg := d.cfg.Config
-			cfg.groupSlots = d.groupSlots(j.Group, limits[j.Group].Workers)
-			ctl := newJobController(d.db, cfg)
-			ctl.group = j.Group
-			running[j.ID] = ctl
+			running[j.ID] = d.startJob(ctx, j, limits[j.Group], done, wg)
 			busy++
 			inGroup[j.Group]++
-			log.Info("job started", "job", j.UUID, "name", j.Name, "tasks", j.Total, "done", j.Done(),
-				"workers", j.Workers, "queue_size", j.QueueSize)
-			wg.Add(1)
-			go func(id int64) {
-				defer wg.Done()
-				job, err := ctl.Run(ctx, id)
-				done <- jobDone{id: id, job: job, err: err}
-			}(j.ID)
 		}
 		if !passed || len(jobs) == 0 {
 			return sinks
 		}
 	}
 	return sinks
+}
+
+// idleOpenJobs reads the open jobs (still being streamed), when some may
+// be, and says which are idle: their committed tasks are all done, so
+// they hold no slot while other jobs wait. It seals those whose
+// submitter is gone.
+func (d *daemon) idleOpenJobs(ctx context.Context) (idle map[int64]bool, ok bool) {
+	log := d.cfg.Logger
+	idle = map[int64]bool{}
+	if !d.openSeen && !d.openStale {
+		return idle, true
+	}
+	open, err := d.db.OpenJobs(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Error("list open jobs", "err", err)
+		}
+		return nil, false
+	}
+	d.openSeen, d.openStale = len(open) > 0, false
+	for _, j := range open {
+		if sealed, err := d.db.SealOrphan(ctx, j.ID); err != nil {
+			log.Error("check the submitter of an open job", "job", j.UUID, "err", err)
+		} else if sealed {
+			log.Warn("the submitter of an open job is gone: sealed it with the tasks that committed",
+				"job", j.UUID, "tasks", j.Total)
+			d.cfg.wake.Notify() // its producer stops waiting for more
+			continue
+		}
+		idle[j.ID] = j.Total == j.Done()
+	}
+	return idle, true
+}
+
+// startJob starts running a job, in its group's limits; done hears when
+// the run ends.
+func (d *daemon) startJob(ctx context.Context, j store.Job, limit store.Group, done chan<- jobDone, wg *sync.WaitGroup) *jobController {
+	cfg := d.cfg.Config
+	cfg.groupSlots = d.groupSlots(j.Group, limit.Workers)
+	ctl := newJobController(d.db, cfg)
+	ctl.group = j.Group
+	d.cfg.Logger.Info("job started", "job", j.UUID, "name", j.Name, "tasks", j.Total, "done", j.Done(),
+		"workers", j.Workers, "queue_size", j.QueueSize)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		job, err := ctl.Run(ctx, j.ID)
+		done <- jobDone{id: j.ID, job: job, err: err}
+	}()
+	return ctl
 }
 
 // groupLimits are the groups' limits, by name: read again when stale.

@@ -258,25 +258,8 @@ func (m *deliverers) deliver(ctx context.Context, s callbackSink, jobID int64) b
 			}
 			return false
 		}
-		for _, cb := range cbs {
-			if m.stopped() {
-				return false
-			}
-			ev, err := EventFromCallback(cb)
-			if err != nil {
-				log.Error("bad callback record", "callback_id", cb.ID, "err", err)
-				after = cb.ID
-				continue
-			}
-			if s.Wants(ev) {
-				if ok, err := m.db.LeaseSink(ctx, s.Name()); err != nil || !ok {
-					break // the loop's start waits for the lease
-				}
-				if !m.deliverOne(ctx, log, s, ev) {
-					return false // ctx ended
-				}
-			}
-			after = cb.ID
+		if stop := m.deliverPage(ctx, log, s, cbs, &after); stop {
+			return false
 		}
 		if len(cbs) > 0 {
 			continue
@@ -293,6 +276,34 @@ func (m *deliverers) deliver(ctx context.Context, s callbackSink, jobID int64) b
 			return false
 		}
 	}
+}
+
+// deliverPage delivers a page of callbacks, in order, moving after past
+// each one it dealt with; stop says the sink must stop (ctx ended, or the
+// deliverers are stopping). A lost lease ends the page early: deliver
+// waits for it at the start of its loop.
+func (m *deliverers) deliverPage(ctx context.Context, log *slog.Logger, s callbackSink, cbs []store.Callback, after *int64) (stop bool) {
+	for _, cb := range cbs {
+		if m.stopped() {
+			return true
+		}
+		ev, err := EventFromCallback(cb)
+		if err != nil {
+			log.Error("bad callback record", "callback_id", cb.ID, "err", err)
+			*after = cb.ID
+			continue
+		}
+		if s.Wants(ev) {
+			if ok, err := m.db.LeaseSink(ctx, s.Name()); err != nil || !ok {
+				return false
+			}
+			if !m.deliverOne(ctx, log, s, ev) {
+				return true // ctx ended
+			}
+		}
+		*after = cb.ID
+	}
+	return false
 }
 
 // deliverOne tries until delivered or dead; false means ctx ended.

@@ -262,16 +262,19 @@ func TestPanicFailsOnlyThatTask(t *testing.T) {
 	checkCallbacks(t, rec.all(), 6)
 }
 
-func TestUnknownKindAtRunTimeFailsTheTask(t *testing.T) {
+// A kind the runner does not know, met as the job runs (tasks of it were
+// appended, say), is not failed: the task stays pending, unstarted, for
+// a runner that knows it, and this runner's run of the job stops.
+func TestUnknownKindAtRunTimeWaits(t *testing.T) {
 	db := openDB(t)
 	job := createJob(t, db, 1, 1, TaskSpec{Kind: "gone"}, TaskSpec{Kind: "noop"})
 	done, err := newJobController(db, Config{}).Run(context.Background(), job.ID)
-	if err != nil {
-		t.Fatal(err)
+	if !errors.Is(err, ErrStopped) {
+		t.Fatalf("run: %v, want ErrStopped", err)
 	}
 	tasks, _ := db.Tasks(context.Background(), job.ID)
-	if done.Failed != 1 || tasks[0].State != store.Failed || !strings.Contains(tasks[0].Error, `unknown task kind "gone"`) {
-		t.Fatalf("job %+v, task 1 %+v", done, tasks[0])
+	if done.Finished() || done.Failed != 0 || tasks[0].State != store.Pending || tasks[0].Attempts != 0 {
+		t.Fatalf("job %+v, task 1 %+v; want the job unfinished and task 1 pending, unstarted", done, tasks[0])
 	}
 }
 

@@ -277,39 +277,7 @@ func scanJobFile(src source, taskLimit int64, jf *JobFile, each func(int, TaskSp
 			}
 			continue
 		}
-		if tok, err = dec.Token(); err != nil {
-			return n, err
-		} else if tok == nil {
-			continue // "tasks": null is no tasks
-		} else if tok != json.Delim('[') {
-			return n, errors.New(`"tasks" must be an array of tasks`)
-		}
-		for dec.More() {
-			var t TaskSpec
-			lim.start()
-			start := dec.InputOffset()
-			err := decodeAt(dec, src, &t)
-			lim.active = false
-			if errors.Is(err, ErrPayloadTooLarge) {
-				return n, badJob("task %d: longer than %d bytes: %w (the limit is %d bytes of payload, --max-payload)",
-					n+1, taskLimit, ErrPayloadTooLarge, taskLimit-lineSlack)
-			}
-			if err == nil {
-				// The decoder read the task once; its bytes, kept as they
-				// passed, are checked for what it lets pass.
-				end := dec.InputOffset()
-				err = strictJSON(bytes.TrimLeft(lim.span(start, end), " \t\r\n,"), taskShape())
-				lim.forget(end)
-			}
-			if err != nil {
-				return n, taskError(n+1, err)
-			}
-			n++
-			if err := each(n, t); err != nil {
-				return n, err
-			}
-		}
-		if _, err := dec.Token(); err != nil { // ]
+		if n, err = scanTasks(dec, src, lim, n, each); err != nil {
 			return n, err
 		}
 	}
@@ -325,6 +293,45 @@ func scanJobFile(src source, taskLimit int64, jf *JobFile, each func(int, TaskSp
 		return n, trailingData{end + int64(skip)}
 	}
 	return n, nil
+}
+
+// scanTasks reads a job file's "tasks" array, after its key, handing each
+// task to each, numbered on from n; it returns the number of tasks so far.
+func scanTasks(dec *json.Decoder, src source, lim *taskLimiter, n int, each func(int, TaskSpec) error) (int, error) {
+	if tok, err := dec.Token(); err != nil {
+		return n, err
+	} else if tok == nil {
+		return n, nil // "tasks": null is no tasks
+	} else if tok != json.Delim('[') {
+		return n, errors.New(`"tasks" must be an array of tasks`)
+	}
+	for dec.More() {
+		var t TaskSpec
+		lim.start()
+		start := dec.InputOffset()
+		err := decodeAt(dec, src, &t)
+		lim.active = false
+		if errors.Is(err, ErrPayloadTooLarge) {
+			return n, badJob("task %d: longer than %d bytes: %w (the limit is %d bytes of payload, --max-payload)",
+				n+1, lim.limit, ErrPayloadTooLarge, lim.limit-lineSlack)
+		}
+		if err == nil {
+			// The decoder read the task once; its bytes, kept as they
+			// passed, are checked for what it lets pass.
+			end := dec.InputOffset()
+			err = strictJSON(bytes.TrimLeft(lim.span(start, end), " \t\r\n,"), taskShape())
+			lim.forget(end)
+		}
+		if err != nil {
+			return n, taskError(n+1, err)
+		}
+		n++
+		if err := each(n, t); err != nil {
+			return n, err
+		}
+	}
+	_, err := dec.Token() // ]
+	return n, err
 }
 
 // source is a job file being scanned: read in order, and at an offset
