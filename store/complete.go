@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -103,4 +104,35 @@ type Committed struct {
 type RunningGroup struct {
 	Pgid   int
 	PStart uint64
+}
+
+// Finals gathers what a batch's final results add to their job: each
+// one's task-callback record (with its result, which the record refers
+// to) and the counts by state. Every store counts a batch with it.
+type Finals struct {
+	Now       time.Time
+	Callbacks []Callback
+	Index     []int // of each callback's result in the batch
+	Results   [][]byte
+	Counts    [3]int64 // succeeded, failed, cancelled
+}
+
+// Add adds b.Results[i], a final result that applied (its task had none).
+func (f *Finals) Add(b Batch, i int) error {
+	r := b.Results[i]
+	switch r.State {
+	case Succeeded:
+		f.Counts[0]++
+	case Failed:
+		f.Counts[1]++
+	case Cancelled:
+		f.Counts[2]++
+	default:
+		return fmt.Errorf("task %d: %q is not a final state", r.Seq, r.State)
+	}
+	f.Callbacks = append(f.Callbacks, Callback{Event: EventTask, JobID: b.JobID, TaskSeq: r.Seq,
+		Round: b.Round, Message: r.Message, CreatedAt: f.Now})
+	f.Index = append(f.Index, i)
+	f.Results = append(f.Results, r.Result)
+	return nil
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 )
 
@@ -130,4 +131,16 @@ func MissingKinds(kinds, known []string) []string {
 		}
 	}
 	return missing
+}
+
+// Interruption is the rule for a task whose runner died while it ran:
+// interrupts counts its interruptions, this one included, and base those
+// it had when its job was last retried. It runs again, with no attempt
+// spent, until max interruptions in a row; then it fails, with the
+// reason, so that a task that kills its runner cannot wedge the queue.
+func Interruption(interrupts, base, max int) (fail bool, reason string) {
+	if interrupts-base < max {
+		return false, ""
+	}
+	return true, fmt.Sprintf("interrupted by %d restarts", max)
 }

@@ -44,48 +44,26 @@ func (db *DB) CompleteTasks(ctx context.Context, b store.Batch) (store.Committed
 			return err
 		}
 		out.Discarded = discarded
-		var (
-			counts  [3]int64
-			index   []int
-			cbs     []store.Callback
-			results [][]byte
-		)
+		f := store.Finals{Now: now}
 		for i, r := range b.Results {
 			if err := db.recordOutcome(ctx, tx, b, r); err != nil {
 				return err
 			}
-			if !r.RetryAt.IsZero() || !applied[r.Seq] {
-				continue
+			if r.RetryAt.IsZero() && applied[r.Seq] {
+				if err := f.Add(b, i); err != nil {
+					return err
+				}
 			}
-			switch r.State {
-			case store.Succeeded:
-				counts[0]++
-			case store.Failed:
-				counts[1]++
-			case store.Cancelled:
-				counts[2]++
-			default:
-				return fmt.Errorf("task %d: %q is not a final state", r.Seq, r.State)
-			}
-			index = append(index, i)
-			cbs = append(cbs, store.Callback{Event: store.EventTask, JobID: b.JobID, TaskSeq: r.Seq, Round: b.Round,
-				Message: r.Message, CreatedAt: now})
-			results = append(results, r.Result)
 		}
 		if len(applied) > 0 {
 			if _, err := tx.Exec(ctx, `DELETE FROM running u WHERE u.job_id = $1 AND u.seq = ANY($2)`, b.JobID, appliedSeqs(applied)); err != nil {
 				return err
 			}
 		}
-		if err := db.markReleased(ctx, tx, b.JobID, b.Released); err != nil {
+		if err := db.markBatchReleased(ctx, tx, b); err != nil {
 			return err
 		}
-		for _, m := range b.Marks {
-			if err := db.markReleased(ctx, tx, m.JobID, store.Span{To: m.To}); err != nil {
-				return err
-			}
-		}
-		complete, err := db.count(ctx, tx, b, counts)
+		complete, err := db.count(ctx, tx, b, f.Counts)
 		if err != nil {
 			return err
 		}
@@ -97,10 +75,10 @@ func (db *DB) CompleteTasks(ctx context.Context, b store.Batch) (store.Committed
 		if err := db.lockCallbacks(ctx, tx); err != nil {
 			return err
 		}
-		if err := db.insertTaskCallbacks(ctx, tx, cbs, results, now); err != nil {
+		if err := db.insertTaskCallbacks(ctx, tx, f.Callbacks, f.Results, now); err != nil {
 			return err
 		}
-		out.Callbacks, out.ResultIndex = cbs, index
+		out.Callbacks, out.ResultIndex = f.Callbacks, f.Index
 		if !complete || b.Finish == nil {
 			return nil
 		}
@@ -119,6 +97,20 @@ func (db *DB) CompleteTasks(ctx context.Context, b store.Batch) (store.Committed
 	db.wrote(len(out.Callbacks))
 	db.churned(len(b.Results) + len(b.Interrupted))
 	return out, nil
+}
+
+// markBatchReleased records the callbacks the batch says were released:
+// its job's and, riding along, other jobs'.
+func (db *DB) markBatchReleased(ctx context.Context, tx pgx.Tx, b store.Batch) error {
+	if err := db.markReleased(ctx, tx, b.JobID, b.Released); err != nil {
+		return err
+	}
+	for _, m := range b.Marks {
+		if err := db.markReleased(ctx, tx, m.JobID, store.Span{To: m.To}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func appliedSeqs(applied map[int64]bool) []int64 {

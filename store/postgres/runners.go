@@ -219,7 +219,6 @@ const gone = `(g.stopped_at IS NOT NULL OR g.heartbeat_at + g.lease_ns < $1)`
 func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 	failMessage func(jobUUID string, t store.Task, reason string) ([]byte, error)) (requeued, failed int, err error) {
 	now := time.Now()
-	reason := fmt.Sprintf("interrupted by %d restarts", maxInterrupts)
 	oldest := now.UnixNano()
 	me := db.runners.id()
 	if me == 0 {
@@ -227,48 +226,8 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 	}
 	err = db.tx(ctx, func(tx pgx.Tx) error {
 		requeued, failed = 0, 0
-		// Lock order (lockJobs): the claim locks of the jobs whose claims
-		// are taken over, then their rows. Only those jobs' claims are
-		// taken: a runner that stops meanwhile leaves its claims in other
-		// jobs to the next look.
-		rows, err := tx.Query(ctx, `SELECT DISTINCT u.job_id FROM running u
-			WHERE u.runner_id <> $2 AND NOT EXISTS (SELECT 1 FROM runners g WHERE g.id = u.runner_id AND NOT `+gone+`)`, oldest, me)
+		taken, err := db.takeClaims(ctx, tx, oldest, me)
 		if err != nil {
-			return err
-		}
-		jobs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-		if err != nil {
-			return err
-		}
-		if err := db.lockJobs(ctx, tx, jobs...); err != nil {
-			return err
-		}
-		// Claims of tasks that finished anyway, and those of dead runners
-		// that never started, are dropped.
-		if _, err := tx.Exec(ctx, `DELETE FROM running u WHERE u.job_id = ANY($3) AND (
-			EXISTS (SELECT 1 FROM results r WHERE r.job_id = u.job_id AND r.seq = u.seq)
-			OR (u.started_at IS NULL AND u.runner_id <> $2 AND NOT EXISTS (
-				SELECT 1 FROM runners g WHERE g.id = u.runner_id AND NOT `+gone+`)))`, oldest, me, jobs); err != nil {
-			return err
-		}
-		rows, err = tx.Query(ctx, `DELETE FROM running u
-			WHERE u.job_id = ANY($3) AND u.runner_id <> $2 AND NOT EXISTS (SELECT 1 FROM runners g WHERE g.id = u.runner_id AND NOT `+gone+`)
-			RETURNING u.job_id, u.seq`, oldest, me, jobs)
-		if err != nil {
-			return err
-		}
-		type key struct{ job, seq int64 }
-		var taken []key
-		for rows.Next() {
-			var k key
-			if err := rows.Scan(&k.job, &k.seq); err != nil {
-				rows.Close()
-				return err
-			}
-			taken = append(taken, k)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		w := finalWriter{db: db, now: now}
@@ -283,8 +242,8 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 				Scan(&t.JobID, &t.Seq, &t.UUID, &t.Kind, &t.Attempts, &t.Interrupts, &base, &jobUUID, &round); err != nil {
 				return err
 			}
-			// The limit counts from the job's last retry.
-			if t.Interrupts-base < maxInterrupts {
+			fail, reason := store.Interruption(t.Interrupts, base, maxInterrupts)
+			if !fail {
 				requeued++
 				continue
 			}
@@ -317,6 +276,48 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 		return 0, 0, fmt.Errorf("recover: %w", err)
 	}
 	return requeued, failed, nil
+}
+
+// claim is a task a runner claimed.
+type claim struct{ job, seq int64 }
+
+// takeClaims takes over the claims of runners that are gone (alive at
+// oldest, me excepted) and returns those of tasks they had started. Lock
+// order (lockJobs): the claim locks of the jobs whose claims are taken
+// over, then their rows. Only those jobs' claims are taken: a runner that
+// stops meanwhile leaves its claims in other jobs to the next look.
+func (db *DB) takeClaims(ctx context.Context, tx pgx.Tx, oldest, me int64) ([]claim, error) {
+	rows, err := tx.Query(ctx, `SELECT DISTINCT u.job_id FROM running u
+		WHERE u.runner_id <> $2 AND NOT EXISTS (SELECT 1 FROM runners g WHERE g.id = u.runner_id AND NOT `+gone+`)`, oldest, me)
+	if err != nil {
+		return nil, err
+	}
+	jobs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, err
+	}
+	if err := db.lockJobs(ctx, tx, jobs...); err != nil {
+		return nil, err
+	}
+	// Claims of tasks that finished anyway, and those of dead runners
+	// that never started, are dropped.
+	if _, err := tx.Exec(ctx, `DELETE FROM running u WHERE u.job_id = ANY($3) AND (
+		EXISTS (SELECT 1 FROM results r WHERE r.job_id = u.job_id AND r.seq = u.seq)
+		OR (u.started_at IS NULL AND u.runner_id <> $2 AND NOT EXISTS (
+			SELECT 1 FROM runners g WHERE g.id = u.runner_id AND NOT `+gone+`)))`, oldest, me, jobs); err != nil {
+		return nil, err
+	}
+	rows, err = tx.Query(ctx, `DELETE FROM running u
+		WHERE u.job_id = ANY($3) AND u.runner_id <> $2 AND NOT EXISTS (SELECT 1 FROM runners g WHERE g.id = u.runner_id AND NOT `+gone+`)
+		RETURNING u.job_id, u.seq`, oldest, me, jobs)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (claim, error) {
+		var c claim
+		err := r.Scan(&c.job, &c.seq)
+		return c, err
+	})
 }
 
 // ListRunners lists the live runners and those gone in the last hour,

@@ -41,13 +41,13 @@ func (db *DB) CompleteTasks(ctx context.Context, b store.Batch) (store.Committed
 		if err != nil {
 			return err
 		}
-		f := finals{now: now}
+		f := store.Finals{Now: now}
 		for i := range b.Results {
 			if err := db.recordOutcome(ctx, tx, b, i, applied, &f); err != nil {
 				return err
 			}
 		}
-		out.Callbacks, out.ResultIndex = f.callbacks, f.index
+		out.Callbacks, out.ResultIndex = f.Callbacks, f.Index
 		if len(applied) > 0 {
 			// Start marks of tasks now final: at most the job's workers
 			// plus a batch of starts, each checked by primary key.
@@ -55,10 +55,10 @@ func (db *DB) CompleteTasks(ctx context.Context, b store.Batch) (store.Committed
 				return err
 			}
 		}
-		if err := db.insertTaskCallbacks(ctx, tx, out.Callbacks, f.results, now); err != nil {
+		if err := db.insertTaskCallbacks(ctx, tx, out.Callbacks, f.Results, now); err != nil {
 			return err
 		}
-		out.Job, out.JobCallback, err = db.countAndFinish(ctx, tx, b, f.counts, now)
+		out.Job, out.JobCallback, err = db.countAndFinish(ctx, tx, b, f.Counts, now)
 		return err
 	})
 	if err != nil {
@@ -89,21 +89,11 @@ func (db *DB) markStarts(ctx context.Context, tx *sql.Tx, b store.Batch, started
 	return nil
 }
 
-// finals gathers what a batch's final results add: their callback
-// records (with each one's result, for insertTaskCallbacks) and counts.
-type finals struct {
-	now       time.Time
-	callbacks []store.Callback
-	index     []int // of each callback's result in the batch
-	results   [][]byte
-	counts    [3]int64 // succeeded, failed, cancelled
-}
-
 // recordOutcome writes what one result leaves besides its results row
 // (finalResults wrote those): a retry's due time and requeue, an attempt
 // row, the end of a final task's wait; and for a final result that
 // applied, its callback and count, into f.
-func (db *DB) recordOutcome(ctx context.Context, tx *sql.Tx, b store.Batch, i int, applied map[int64]bool, f *finals) error {
+func (db *DB) recordOutcome(ctx context.Context, tx *sql.Tx, b store.Batch, i int, applied map[int64]bool, f *store.Finals) error {
 	r := b.Results[i]
 	if !r.RetryAt.IsZero() {
 		res, err := tx.StmtContext(ctx, db.stmts.retry).ExecContext(ctx, nullString(r.Error), r.RetryAt.UnixNano(), r.Attempt, b.JobID, r.Seq)
@@ -144,21 +134,7 @@ func (db *DB) recordOutcome(ctx context.Context, tx *sql.Tx, b store.Batch, i in
 			return err
 		}
 	}
-	f.callbacks = append(f.callbacks, store.Callback{Event: store.EventTask, JobID: b.JobID, TaskSeq: r.Seq,
-		Round: b.Round, Message: r.Message, CreatedAt: f.now})
-	f.index = append(f.index, i)
-	f.results = append(f.results, r.Result)
-	switch r.State {
-	case store.Succeeded:
-		f.counts[0]++
-	case store.Failed:
-		f.counts[1]++
-	case store.Cancelled:
-		f.counts[2]++
-	default:
-		return fmt.Errorf("task %d: %q is not a final state", r.Seq, r.State)
-	}
-	return nil
+	return f.Add(b, i)
 }
 
 // countAndFinish adds a batch's counts to its job (which is running, and
@@ -413,7 +389,6 @@ func (db *DB) prepare(ctx context.Context) error {
 // cannot wedge the runner.
 func (db *DB) Recover(ctx context.Context, maxInterrupts int, failMessage func(jobUUID string, t store.Task, reason string) ([]byte, error)) (requeued, failed int, err error) {
 	now := time.Now()
-	reason := fmt.Sprintf("interrupted by %d restarts", maxInterrupts)
 	err = db.tx(ctx, func(tx *sql.Tx) error {
 		requeued, failed = 0, 0
 		// Start marks of tasks that finished anyway are stale, not
@@ -461,7 +436,8 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int, failMessage func(j
 				r.JobID, r.Seq); err != nil {
 				return err
 			}
-			if r.Interrupts-r.base < maxInterrupts {
+			fail, reason := store.Interruption(r.Interrupts, r.base, maxInterrupts)
+			if !fail {
 				requeued++
 				continue
 			}

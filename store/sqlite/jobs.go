@@ -34,56 +34,14 @@ func (db *DB) CreateJob(ctx context.Context, nj store.NewJob) (store.Job, error)
 	if err != nil {
 		return store.Job{}, err
 	}
-	more := func() ([]store.NewTask, error, bool) { return nil, nil, false }
+	c := &creation{db: db, nj: nj, job: job, kinds: store.KindSet{},
+		more: func() ([]store.NewTask, error, bool) { return nil, nil, false }}
 	if nj.More != nil {
 		next, stop := iter.Pull2(nj.More)
 		defer stop()
-		more = next
+		c.more = next
 	}
-	held, staging := false, false
-	kinds := store.KindSet{}
-	kinds.Add(nj.Tasks)
-	// write runs one transaction: the job row first, then batches of
-	// tasks until they end (the last chunk) or SubmitChunk has passed.
-	write := func(tx *sql.Tx) (last bool, err error) {
-		began := time.Now()
-		if job.ID == 0 {
-			if err := insertJob(ctx, tx, &job, nj); err != nil {
-				return false, err
-			}
-		}
-		for time.Since(began) < store.SubmitChunk {
-			batch, err, ok := more()
-			if err != nil {
-				return false, err
-			}
-			if !ok {
-				last = true
-				break
-			}
-			if err := insertTasks(ctx, tx, job.ID, job.Total+1, batch); err != nil {
-				return false, err
-			}
-			job.Total += int64(len(batch))
-			kinds.Add(batch)
-		}
-		if (nj.Open || !last) && !held {
-			// Held before the job is visible (open) or committed (staging),
-			// so that no runner sees either without its submitter's lock.
-			if err := db.holdSubmit(job.ID); err != nil {
-				return false, err
-			}
-			held = true
-		}
-		if !last {
-			staging = true
-			_, err = tx.ExecContext(ctx, "UPDATE jobs SET staging = 1, total = ?, kinds = ? WHERE id = ?", job.Total, string(kinds.JSON()), job.ID)
-			return false, err
-		}
-		job.Kinds = kinds.Names()
-		_, err = tx.ExecContext(ctx, "UPDATE jobs SET staging = 0, total = ?, kinds = ? WHERE id = ?", job.Total, string(kinds.JSON()), job.ID)
-		return true, err
-	}
+	c.kinds.Add(nj.Tasks)
 	for {
 		var last bool
 		point := func() string {
@@ -93,7 +51,7 @@ func (db *DB) CreateJob(ctx context.Context, nj store.NewJob) (store.Job, error)
 			return "submit-chunk"
 		}
 		err = db.txPoints(ctx, point, func(tx *sql.Tx) error {
-			last, err = write(tx)
+			last, err = c.write(ctx, tx)
 			return err
 		})
 		if err != nil || last {
@@ -110,22 +68,77 @@ func (db *DB) CreateJob(ctx context.Context, nj store.NewJob) (store.Job, error)
 			break
 		}
 	}
-	if err != nil && staging {
+	if err != nil && c.staging {
 		// Best effort: what is left is deleted at the next start.
-		if _, delErr := db.DeleteJob(context.WithoutCancel(ctx), job.ID); delErr != nil {
+		if _, delErr := db.DeleteJob(context.WithoutCancel(ctx), c.job.ID); delErr != nil {
 			err = errors.Join(err, fmt.Errorf("delete the job's written part: %w", delErr))
 		}
 	}
-	if held && (err != nil || !nj.Open) {
-		db.releaseSubmit(job.ID)
+	if c.held && (err != nil || !nj.Open) {
+		db.releaseSubmit(c.job.ID)
 	}
 	if errors.Is(err, errDuplicateKey) {
-		return job, fmt.Errorf("create job: key %q: %w", nj.Key, store.ErrDuplicate)
+		return c.job, fmt.Errorf("create job: key %q: %w", nj.Key, store.ErrDuplicate)
 	}
 	if err != nil {
 		return store.Job{}, fmt.Errorf("create job: %w", err)
 	}
-	return job, nil
+	return c.job, nil
+}
+
+// creation is a job being created, in one or more transactions.
+type creation struct {
+	db    *DB
+	nj    store.NewJob
+	job   store.Job
+	more  func() ([]store.NewTask, error, bool)
+	kinds store.KindSet
+	// held: this process holds the job's submit lock; staging: a chunk of
+	// it committed while it was not whole.
+	held, staging bool
+}
+
+// write runs one transaction of a creation: the job row first, then
+// batches of tasks until they end (the last chunk) or SubmitChunk has
+// passed.
+func (c *creation) write(ctx context.Context, tx *sql.Tx) (last bool, err error) {
+	began := time.Now()
+	if c.job.ID == 0 {
+		if err := insertJob(ctx, tx, &c.job, c.nj); err != nil {
+			return false, err
+		}
+	}
+	for time.Since(began) < store.SubmitChunk {
+		batch, err, ok := c.more()
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			last = true
+			break
+		}
+		if err := insertTasks(ctx, tx, c.job.ID, c.job.Total+1, batch); err != nil {
+			return false, err
+		}
+		c.job.Total += int64(len(batch))
+		c.kinds.Add(batch)
+	}
+	if (c.nj.Open || !last) && !c.held {
+		// Held before the job is visible (open) or committed (staging),
+		// so that no runner sees either without its submitter's lock.
+		if err := c.db.holdSubmit(c.job.ID); err != nil {
+			return false, err
+		}
+		c.held = true
+	}
+	if !last {
+		c.staging = true
+		_, err = tx.ExecContext(ctx, "UPDATE jobs SET staging = 1, total = ?, kinds = ? WHERE id = ?", c.job.Total, string(c.kinds.JSON()), c.job.ID)
+		return false, err
+	}
+	c.job.Kinds = c.kinds.Names()
+	_, err = tx.ExecContext(ctx, "UPDATE jobs SET staging = 0, total = ?, kinds = ? WHERE id = ?", c.job.Total, string(c.kinds.JSON()), c.job.ID)
+	return true, err
 }
 
 // newJob is the row of a job about to be created.

@@ -100,10 +100,7 @@ type DB struct {
 
 const sqliteMagic = "SQLite format 3\x00"
 
-// Open opens the database at path, creating it (0600, in a 0700 directory)
-// unless opts.MustExist, and applies pending migrations. A file that is not
-// SQLite, is corrupt, or has a newer schema is refused and left untouched.
-func Open(ctx context.Context, path string, opts Options) (*DB, error) {
+func (opts Options) withDefaults() Options {
 	if opts.Sync == "" {
 		opts.Sync = SyncFull
 	}
@@ -119,6 +116,14 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	if opts.ReadOnly {
 		opts.MustExist = true
 	}
+	return opts
+}
+
+// Open opens the database at path, creating it (0600, in a 0700 directory)
+// unless opts.MustExist, and applies pending migrations. A file that is not
+// SQLite, is corrupt, or has a newer schema is refused and left untouched.
+func Open(ctx context.Context, path string, opts Options) (*DB, error) {
+	opts = opts.withDefaults()
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
