@@ -37,87 +37,99 @@ yet), retrying, delivered, or dead (given up after --delivery-attempts).`,
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			return withJob(c, false, func(db *client, j store.Job) error {
-				rows, err := db.Deliveries(c.Context, j)
+				views, err := deliveryViews(c, db, j)
 				if err != nil {
 					return err
 				}
-				sinks, err := sinksFor(c, db, j)
-				if err != nil {
-					return err
-				}
-				var views []deliveryView
-				last := int64(0)
-				tried := map[string]bool{} // sinks with a row for the current callback
-				pending := func(id int64, event string, seq int64) {
-					// Sinks that take the callback and have not tried it.
-					for _, s := range sinks {
-						if !tried[s.name] && id > s.cursor && (s.event == "" || s.event == event) {
-							views = append(views, deliveryView{CallbackID: id, Event: event, Number: seq,
-								Sink: strings.TrimPrefix(s.name, "job "+j.UUID+" "), State: "pending"})
-						}
-					}
-				}
-				for i, r := range rows {
-					if r.ID != last {
-						clear(tried)
-						// The runner's own delivery: its log or output. It
-						// keeps a cursor, not a time or count per callback.
-						v := deliveryView{CallbackID: r.ID, Event: r.Event, Number: r.TaskSeq, Sink: "runner", State: "pending"}
-						if r.Released {
-							v.State = "delivered"
-						}
-						views = append(views, v)
-						last = r.ID
-					}
-					if r.Sink == "" {
-						if i+1 == len(rows) || rows[i+1].ID != r.ID {
-							pending(r.ID, r.Event, r.TaskSeq)
-						}
-						continue
-					}
-					tried[r.Sink] = true
-					sink := strings.TrimPrefix(r.Sink, "job "+j.UUID+" ")
-					v := deliveryView{CallbackID: r.ID, Event: r.Event, Number: r.TaskSeq, Sink: sink, State: string(r.State), Attempts: r.Attempts, LastError: r.LastError}
-					if !r.DeliveredAt.IsZero() {
-						t := r.DeliveredAt
-						v.DeliveredAt = &t
-					}
-					views = append(views, v)
-					if i+1 == len(rows) || rows[i+1].ID != r.ID {
-						pending(r.ID, r.Event, r.TaskSeq)
-					}
-				}
-				if c.Bool("json") {
-					enc := json.NewEncoder(env.Stdout)
-					for _, v := range views {
-						if err := enc.Encode(v); err != nil {
-							return err
-						}
-					}
-					return nil
-				}
-				out := make([][]string, 0, len(views))
-				for _, v := range views {
-					task, at, attempts := "-", "-", "-"
-					if v.Attempts > 0 {
-						attempts = fmt.Sprint(v.Attempts)
-					}
-					if v.Number > 0 {
-						task = fmt.Sprint(v.Number)
-					}
-					if v.DeliveredAt != nil {
-						at = ago(*v.DeliveredAt)
-					}
-					sink := printable(v.Sink)
-					if len(sink) > 60 {
-						sink = sink[:57] + "..."
-					}
-					out = append(out, []string{fmt.Sprint(v.CallbackID), v.Event, task, sink, v.State, attempts, at, oneLine(v.LastError)})
-				}
-				return table(env.Stdout, "ID\tEVENT\tTASK\tSINK\tSTATE\tATTEMPTS\tDELIVERED\tLAST_ERROR", out)
+				return printDeliveries(c, env, views)
 			})
 		},
 	}
+}
+
+// deliveryViews are a job's callbacks with their state at each sink,
+// those not tried yet included.
+func deliveryViews(c *cli.Context, db *client, j store.Job) ([]deliveryView, error) {
+	rows, err := db.Deliveries(c.Context, j)
+	if err != nil {
+		return nil, err
+	}
+	sinks, err := sinksFor(c, db, j)
+	if err != nil {
+		return nil, err
+	}
+	var views []deliveryView
+	last := int64(0)
+	tried := map[string]bool{} // sinks with a row for the current callback
+	pending := func(id int64, event string, seq int64) {
+		// Sinks that take the callback and have not tried it.
+		for _, s := range sinks {
+			if !tried[s.name] && id > s.cursor && (s.event == "" || s.event == event) {
+				views = append(views, deliveryView{CallbackID: id, Event: event, Number: seq,
+					Sink: strings.TrimPrefix(s.name, "job "+j.UUID+" "), State: "pending"})
+			}
+		}
+	}
+	for i, r := range rows {
+		if r.ID != last {
+			clear(tried)
+			// The runner's own delivery: its log or output. It keeps a
+			// cursor, not a time or count per callback.
+			v := deliveryView{CallbackID: r.ID, Event: r.Event, Number: r.TaskSeq, Sink: "runner", State: "pending"}
+			if r.Released {
+				v.State = "delivered"
+			}
+			views = append(views, v)
+			last = r.ID
+		}
+		lastOfCallback := i+1 == len(rows) || rows[i+1].ID != r.ID
+		if r.Sink != "" {
+			tried[r.Sink] = true
+			sink := strings.TrimPrefix(r.Sink, "job "+j.UUID+" ")
+			v := deliveryView{CallbackID: r.ID, Event: r.Event, Number: r.TaskSeq, Sink: sink, State: string(r.State), Attempts: r.Attempts, LastError: r.LastError}
+			if !r.DeliveredAt.IsZero() {
+				t := r.DeliveredAt
+				v.DeliveredAt = &t
+			}
+			views = append(views, v)
+		}
+		if lastOfCallback {
+			pending(r.ID, r.Event, r.TaskSeq)
+		}
+	}
+	return views, nil
+}
+
+// printDeliveries prints the views, as NDJSON with --json.
+func printDeliveries(c *cli.Context, env Env, views []deliveryView) error {
+	if c.Bool("json") {
+		enc := json.NewEncoder(env.Stdout)
+		for _, v := range views {
+			if err := enc.Encode(v); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	out := make([][]string, 0, len(views))
+	for _, v := range views {
+		task, at, attempts := "-", "-", "-"
+		if v.Attempts > 0 {
+			attempts = fmt.Sprint(v.Attempts)
+		}
+		if v.Number > 0 {
+			task = fmt.Sprint(v.Number)
+		}
+		if v.DeliveredAt != nil {
+			at = ago(*v.DeliveredAt)
+		}
+		sink := printable(v.Sink)
+		if len(sink) > 60 {
+			sink = sink[:57] + "..."
+		}
+		out = append(out, []string{fmt.Sprint(v.CallbackID), v.Event, task, sink, v.State, attempts, at, oneLine(v.LastError)})
+	}
+	return table(env.Stdout, "ID\tEVENT\tTASK\tSINK\tSTATE\tATTEMPTS\tDELIVERED\tLAST_ERROR", out)
 }
 
 // sinkState is a sink that a job's callbacks go to, and how far it is.

@@ -273,51 +273,56 @@ own --workers, still hold.`,
 			}
 			return table(env.Stdout, "GROUP\tMAX_JOBS\tWORKERS", rows)
 		},
-		Subcommands: []*cli.Command{{
-			Name:      "set",
-			Usage:     "set a group's limits",
-			ArgsUsage: "GROUP",
-			Flags: append([]cli.Flag{
-				&cli.IntFlag{Name: "max-jobs", Usage: "the group's jobs running at once per daemon (0: no limit of its own)"},
-				&cli.IntFlag{Name: "workers", Usage: "the group's tasks running at once per daemon (0: no limit of its own)"},
-			}, commonFlags()...),
-			OnUsageError: onUsageError,
-			Action: func(c *cli.Context) error {
-				if c.NArg() != 1 {
-					return usageError("give one group name, got %d arguments", c.NArg())
-				}
-				g := store.Group{Name: c.Args().First(), MaxJobs: c.Int("max-jobs"), Workers: c.Int("workers")}
-				if err := (engine.Schedule{Group: g.Name}).Validate(); err != nil {
-					return usageError("%w", err)
-				}
-				if g.MaxJobs < 0 || g.Workers < 0 || g.MaxJobs > maxWorkers || g.Workers > maxWorkers {
-					return usageError("--max-jobs and --workers must be between 0 and %d", maxWorkers)
-				}
-				if !c.IsSet("max-jobs") && !c.IsSet("workers") {
-					return usageError("give --max-jobs N, --workers N, or both")
-				}
-				db, err := openDB(c, false)
-				if err != nil {
-					return err
-				}
-				defer db.Close()
-				if old, err := db.Groups(c.Context); err == nil {
-					for _, o := range old {
-						if o.Name == g.Name && !c.IsSet("max-jobs") {
-							g.MaxJobs = o.MaxJobs
-						}
-						if o.Name == g.Name && !c.IsSet("workers") {
-							g.Workers = o.Workers
-						}
+		Subcommands: []*cli.Command{groupSetCommand(env)},
+	}
+}
+
+// groupSetCommand is pcd group set.
+func groupSetCommand(env Env) *cli.Command {
+	return &cli.Command{
+		Name:      "set",
+		Usage:     "set a group's limits",
+		ArgsUsage: "GROUP",
+		Flags: append([]cli.Flag{
+			&cli.IntFlag{Name: "max-jobs", Usage: "the group's jobs running at once per daemon (0: no limit of its own)"},
+			&cli.IntFlag{Name: "workers", Usage: "the group's tasks running at once per daemon (0: no limit of its own)"},
+		}, commonFlags()...),
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usageError("give one group name, got %d arguments", c.NArg())
+			}
+			g := store.Group{Name: c.Args().First(), MaxJobs: c.Int("max-jobs"), Workers: c.Int("workers")}
+			if err := (engine.Schedule{Group: g.Name}).Validate(); err != nil {
+				return usageError("%w", err)
+			}
+			if g.MaxJobs < 0 || g.Workers < 0 || g.MaxJobs > maxWorkers || g.Workers > maxWorkers {
+				return usageError("--max-jobs and --workers must be between 0 and %d", maxWorkers)
+			}
+			if !c.IsSet("max-jobs") && !c.IsSet("workers") {
+				return usageError("give --max-jobs N, --workers N, or both")
+			}
+			db, err := openDB(c, false)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			if old, err := db.Groups(c.Context); err == nil {
+				for _, o := range old {
+					if o.Name == g.Name && !c.IsSet("max-jobs") {
+						g.MaxJobs = o.MaxJobs
+					}
+					if o.Name == g.Name && !c.IsSet("workers") {
+						g.Workers = o.Workers
 					}
 				}
-				if err := db.SetGroup(c.Context, g); err != nil {
-					return err
-				}
-				_, err = fmt.Fprintf(env.Stdout, "group %s: max-jobs %s, workers %s\n", groupName(g.Name), limit(g.MaxJobs), limit(g.Workers))
+			}
+			if err := db.SetGroup(c.Context, g); err != nil {
 				return err
-			},
-		}},
+			}
+			_, err = fmt.Fprintf(env.Stdout, "group %s: max-jobs %s, workers %s\n", groupName(g.Name), limit(g.MaxJobs), limit(g.Workers))
+			return err
+		},
 	}
 }
 

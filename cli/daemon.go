@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -57,20 +58,10 @@ func runDaemon(c *cli.Context, env Env) error {
 	if err != nil {
 		return err
 	}
-	delivery, err := deliveryConfig(c, log)
+	delivery, err := daemonDelivery(c, log)
 	if err != nil {
 		return err
 	}
-	if delivery.Sinks, err = sinksFromFlags(c); err != nil {
-		return err
-	}
-	if c.Duration("retain") < 0 {
-		return usageError("--retain must not be negative, got %v", c.Duration("retain"))
-	}
-	if c.Int64("replay-from") < 0 {
-		return usageError("--replay-from must be a callback id, got %d", c.Int64("replay-from"))
-	}
-	delivery.ReplayFrom = c.Int64("replay-from")
 	hc, err := checkHTTP(c)
 	if err != nil {
 		return err
@@ -86,18 +77,7 @@ func runDaemon(c *cli.Context, env Env) error {
 	var metrics *web.Metrics
 	var feed *web.Feed
 	if hc.addr != "" {
-		// The runner's commits feed the event streams: they need not be
-		// read back from the database.
-		feed = new(web.Feed)
-		cfg.OnCallbacks = feed.Offer
-		// The runner's events and group commits feed /metrics.
-		metrics = web.NewMetrics(newClient(c, st, engine.RunnerConfig{}).Client)
-		logged := cfg.OnEvent
-		cfg.OnEvent = func(ev engine.Event) {
-			logged(ev)
-			metrics.Observe(ev)
-		}
-		cfg.OnGroupCommit = metrics.GroupCommit
+		metrics, feed = feedHTTP(newClient(c, st, engine.RunnerConfig{}).Client, &cfg)
 	}
 	db := newClient(c, st, engine.RunnerConfig{
 		Role:       engine.RoleDaemon,
@@ -132,6 +112,41 @@ func runDaemon(c *cli.Context, env Env) error {
 	err = db.Run(c.Context)
 	log.Info("daemon stopped")
 	return err
+}
+
+// feedHTTP makes the runner of cfg feed the HTTP side: its commits feed
+// the event streams (they need not be read back from the database), its
+// events and group commits /metrics.
+func feedHTTP(c *engine.Client, cfg *engine.Config) (*web.Metrics, *web.Feed) {
+	feed := new(web.Feed)
+	cfg.OnCallbacks = feed.Offer
+	metrics := web.NewMetrics(c)
+	logged := cfg.OnEvent
+	cfg.OnEvent = func(ev engine.Event) {
+		logged(ev)
+		metrics.Observe(ev)
+	}
+	cfg.OnGroupCommit = metrics.GroupCommit
+	return metrics, feed
+}
+
+// daemonDelivery is the daemon's callback delivery, from its flags.
+func daemonDelivery(c *cli.Context, log *slog.Logger) (engine.DeliveryConfig, error) {
+	delivery, err := deliveryConfig(c, log)
+	if err != nil {
+		return delivery, err
+	}
+	if delivery.Sinks, err = sinksFromFlags(c); err != nil {
+		return delivery, err
+	}
+	if c.Duration("retain") < 0 {
+		return delivery, usageError("--retain must not be negative, got %v", c.Duration("retain"))
+	}
+	if c.Int64("replay-from") < 0 {
+		return delivery, usageError("--replay-from must be a callback id, got %d", c.Int64("replay-from"))
+	}
+	delivery.ReplayFrom = c.Int64("replay-from")
+	return delivery, nil
 }
 
 // logEvent is the daemon's log sink for callbacks.

@@ -344,46 +344,8 @@ func doneTasks(t map[store.State]store.JobTally) int64 {
 
 func printOverview(w io.Writer, v overviewView, noDatabase bool) error {
 	var b strings.Builder
-	alive := 0
-	for _, r := range v.Runners {
-		if r.Alive {
-			alive++
-		}
-	}
-	switch {
-	case noDatabase:
-		b.WriteString("daemon: none, and no database yet: `pcd submit` makes it, `pcd daemon` runs its jobs\n")
-	case len(v.Runners) == 0:
-		b.WriteString("daemon: none running (start one with `pcd daemon`; jobs wait for it)\n")
-	case len(v.Runners) == 1 && alive == 1 && v.Runners[0].Heartbeat == nil:
-		r := v.Runners[0]
-		fmt.Fprintf(&b, "%s: running, pid %d", printable(r.Role), r.PID)
-		if r.Started != nil {
-			fmt.Fprintf(&b, ", up %s (since %s)", humanDuration(time.Since(*r.Started)), r.Started.Local().Format("2006-01-02 15:04:05"))
-		}
-		if r.Version != "" {
-			fmt.Fprintf(&b, ", pcd %s", printable(r.Version))
-		}
-		b.WriteString("\n")
-	default:
-		rows := make([][]string, len(v.Runners))
-		for i, r := range v.Runners {
-			state, beat, started := "alive", "-", "-"
-			if !r.Alive {
-				state = "gone"
-			}
-			if r.Heartbeat != nil {
-				beat = humanDuration(time.Since(*r.Heartbeat)) + " ago"
-			}
-			if r.Started != nil {
-				started = ago(*r.Started)
-			}
-			rows[i] = []string{printable(r.Role), printable(r.Host), fmt.Sprint(r.PID), state, started, beat, fmt.Sprint(r.Running), printable(r.Version)}
-		}
-		if err := table(&b, "ROLE\tHOST\tPID\tSTATE\tSTARTED\tHEARTBEAT\tRUNNING\tVERSION", rows); err != nil {
-			return err
-		}
-		b.WriteString("\n")
+	if err := printRunners(&b, v.Runners, noDatabase); err != nil {
+		return err
 	}
 	var jobs []string
 	for _, state := range []store.State{store.Running, store.Pending, store.Succeeded, store.Failed, store.Cancelled} {
@@ -431,6 +393,52 @@ func printOverview(w io.Writer, v overviewView, noDatabase bool) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// printRunners is the overview's first lines: the runners.
+func printRunners(b *strings.Builder, runners []web.Runner, noDatabase bool) error {
+	alive := 0
+	for _, r := range runners {
+		if r.Alive {
+			alive++
+		}
+	}
+	switch {
+	case noDatabase:
+		b.WriteString("daemon: none, and no database yet: `pcd submit` makes it, `pcd daemon` runs its jobs\n")
+	case len(runners) == 0:
+		b.WriteString("daemon: none running (start one with `pcd daemon`; jobs wait for it)\n")
+	case len(runners) == 1 && alive == 1 && runners[0].Heartbeat == nil:
+		r := runners[0]
+		fmt.Fprintf(b, "%s: running, pid %d", printable(r.Role), r.PID)
+		if r.Started != nil {
+			fmt.Fprintf(b, ", up %s (since %s)", humanDuration(time.Since(*r.Started)), r.Started.Local().Format("2006-01-02 15:04:05"))
+		}
+		if r.Version != "" {
+			fmt.Fprintf(b, ", pcd %s", printable(r.Version))
+		}
+		b.WriteString("\n")
+	default:
+		rows := make([][]string, len(runners))
+		for i, r := range runners {
+			state, beat, started := "alive", "-", "-"
+			if !r.Alive {
+				state = "gone"
+			}
+			if r.Heartbeat != nil {
+				beat = humanDuration(time.Since(*r.Heartbeat)) + " ago"
+			}
+			if r.Started != nil {
+				started = ago(*r.Started)
+			}
+			rows[i] = []string{printable(r.Role), printable(r.Host), fmt.Sprint(r.PID), state, started, beat, fmt.Sprint(r.Running), printable(r.Version)}
+		}
+		if err := table(b, "ROLE\tHOST\tPID\tSTATE\tSTARTED\tHEARTBEAT\tRUNNING\tVERSION", rows); err != nil {
+			return err
+		}
+		b.WriteString("\n")
+	}
+	return nil
 }
 
 func tasksCommand(env Env) *cli.Command {

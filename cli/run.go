@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -91,17 +92,9 @@ func runJob(c *cli.Context, env Env) error {
 	defer st.Close()
 	// rd reads (the printer, the notes); db, once made, is the runner.
 	rd := newClient(c, st, engine.RunnerConfig{})
-	var resumed store.Job
-	if resume != "" {
-		if resumed, err = rd.Job(c.Context, resume); err != nil {
-			return err
-		}
-		if resumed.Finished() {
-			return fmt.Errorf("job %s already %s; nothing to resume: %w", resumed.UUID, resumed.State, store.ErrConflict)
-		}
-		if err := rd.CanRun(resumed); err != nil {
-			return err
-		}
+	resumed, err := resumable(c, rd, resume)
+	if err != nil {
+		return err
 	}
 	opening, setRunner, releaseSignals := stopper(c.Context, c.Duration("grace"), log)
 	defer releaseSignals()
@@ -109,20 +102,7 @@ func runJob(c *cli.Context, env Env) error {
 	if err != nil {
 		return err
 	}
-	db := newClient(c, st, engine.RunnerConfig{
-		Role:         engine.RoleRun,
-		Subreaper:    true,
-		Delivery:     delivery,
-		DeliveryWait: c.Duration("delivery-wait"),
-		Config:       engine.Config{Registry: env.Registry, Logger: log, OnEvent: out.event},
-		OnLockWait: func(held *store.LockedError) {
-			fmt.Fprintf(env.Stderr, "pcd: waiting for %s to finish its job on %s (Ctrl-C to give up; nothing is written yet)\n",
-				strings.TrimPrefix(held.Error(), held.Path+": held by "), rd.Path())
-		},
-		OnDeliveryWait: func(wait time.Duration) {
-			fmt.Fprintf(env.Stderr, "pcd: waiting up to %v for the job's callbacks to reach its hooks and webhooks\n", wait)
-		},
-	})
+	db := newClient(c, st, runConfig(c, env, rd.Path(), log, delivery, out))
 	err = db.Open(opening)
 	var held *store.LockedError
 	if errors.As(err, &held) {
@@ -158,6 +138,40 @@ func runJob(c *cli.Context, env Env) error {
 	}
 	out.start(job, shown)
 	return runToEnd(c, env, db, out, job)
+}
+
+// runConfig is pcd run's runner: one job, its events to out.
+func runConfig(c *cli.Context, env Env, path string, log *slog.Logger, delivery engine.DeliveryConfig, out *printer) engine.RunnerConfig {
+	return engine.RunnerConfig{
+		Role:         engine.RoleRun,
+		Subreaper:    true,
+		Delivery:     delivery,
+		DeliveryWait: c.Duration("delivery-wait"),
+		Config:       engine.Config{Registry: env.Registry, Logger: log, OnEvent: out.event},
+		OnLockWait: func(held *store.LockedError) {
+			fmt.Fprintf(env.Stderr, "pcd: waiting for %s to finish its job on %s (Ctrl-C to give up; nothing is written yet)\n",
+				strings.TrimPrefix(held.Error(), held.Path+": held by "), path)
+		},
+		OnDeliveryWait: func(wait time.Duration) {
+			fmt.Fprintf(env.Stderr, "pcd: waiting up to %v for the job's callbacks to reach its hooks and webhooks\n", wait)
+		},
+	}
+}
+
+// resumable finds the job pcd run --resume names, if it does, and checks
+// that this process can run it.
+func resumable(c *cli.Context, rd *client, resume string) (store.Job, error) {
+	if resume == "" {
+		return store.Job{}, nil
+	}
+	job, err := rd.Job(c.Context, resume)
+	if err != nil {
+		return job, err
+	}
+	if job.Finished() {
+		return job, fmt.Errorf("job %s already %s; nothing to resume: %w", job.UUID, job.State, store.ErrConflict)
+	}
+	return job, rd.CanRun(job)
 }
 
 // runSource is the job pcd run runs, from its flags and arguments; none

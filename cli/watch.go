@@ -88,23 +88,11 @@ func follow(c *cli.Context, env Env, db *client, o followOptions) error {
 	if !o.json && !o.noBar && isTerminal(env.Stderr) {
 		bar = newProgress(env.Stderr, len(o.jobIDs) == 0)
 	}
-	out := o.out
-	var flush func() error
-	if out == nil {
-		var err error
-		if out, err = newPrinter(c, env, db); err != nil {
-			return err
-		}
-		if bar == nil {
-			// Buffered, and flushed after each catch-up: a write per line
-			// could not keep up with a runner committing 100k callbacks a
-			// second. (Under a progress bar, lines go out one by one, so
-			// they never land in the middle of it.)
-			w := bufio.NewWriterSize(env.Stdout, 64<<10)
-			out.w, flush = w, w.Flush
-			defer w.Flush()
-		}
+	out, flush, err := followPrinter(c, env, db, o.out, bar == nil)
+	if err != nil {
+		return err
 	}
+	defer flush()
 	if !o.follow && !db.RunnerAlive(c.Context) {
 		if unfinished, err := db.UnfinishedJobs(c.Context); err == nil && len(unfinished) > 0 {
 			fmt.Fprintln(env.Stderr, "pcd: note: no daemon is running on this database; unfinished jobs wait until `pcd daemon` starts")
@@ -151,7 +139,7 @@ func follow(c *cli.Context, env Env, db *client, o followOptions) error {
 			return out.err
 		}
 	}
-	err := db.Watch(ctx, opts)
+	err = db.Watch(ctx, opts)
 	if out.order != nil {
 		out.order.flush(out.task)
 	}
@@ -162,6 +150,31 @@ func follow(c *cli.Context, env Env, db *client, o followOptions) error {
 	if err != nil {
 		return err
 	}
+	return jobsFailed(outcomes)
+}
+
+// followPrinter is the printer of a follow: out if given, else a new one,
+// buffered unless a progress bar shares the terminal (buffer), and its
+// flush.
+func followPrinter(c *cli.Context, env Env, db *client, out *printer, buffer bool) (*printer, func() error, error) {
+	if out != nil {
+		return out, func() error { return nil }, nil
+	}
+	out, err := newPrinter(c, env, db)
+	if err != nil || !buffer {
+		return out, func() error { return nil }, err
+	}
+	// Buffered, and flushed after each catch-up: a write per line could
+	// not keep up with a runner committing 100k callbacks a second.
+	// (Under a progress bar, lines go out one by one, so they never land
+	// in the middle of it.)
+	w := bufio.NewWriterSize(env.Stdout, 64<<10)
+	out.w = w
+	return out, w.Flush, nil
+}
+
+// jobsFailed is ErrJobFailed if a job did not succeed.
+func jobsFailed(outcomes map[string]store.State) error {
 	failed := 0
 	for _, state := range outcomes {
 		if state != store.Succeeded {
