@@ -682,89 +682,96 @@ func (b *bench) watchLag(n int) (row benchRow, err error) {
 		return row, err
 	}
 	for range b.runs {
-		db := b.db()
-		out, _, err := b.pcd(context.Background(), db, nil, "submit", file)
+		lag, rss, err := b.watchLagRun(file)
 		if err != nil {
 			return row, err
 		}
-		id := strings.TrimSpace(out)
-		d, err := b.daemon(db)
-		if err != nil {
-			return row, err
-		}
-		s, err := sqlite.Open(context.Background(), db, sqlite.Options{MustExist: true})
-		if err != nil {
-			stop(d)
-			return row, err
-		}
-		w := dieWithBench(exec.Command(b.self, "watch", "--json", id))
-		w.Env = append(os.Environ(), "PCD_DB="+db)
-		pipe, err := w.StdoutPipe()
-		if err != nil {
-			s.Close()
-			stop(d)
-			return row, err
-		}
-		if err := w.Start(); err != nil {
-			s.Close()
-			stop(d)
-			return row, err
-		}
-		// printed[i] is when watch printed callback id i; read as it goes.
-		type seen struct {
-			id int64
-			at time.Time
-		}
-		printed := make(chan seen, 1024)
-		go func() {
-			defer close(printed)
-			sc := bufio.NewScanner(pipe)
-			sc.Buffer(make([]byte, 1<<20), 1<<20)
-			for sc.Scan() {
-				var ev struct {
-					CallbackID int64 `json:"callback_id"`
-				}
-				if json.Unmarshal(sc.Bytes(), &ev) == nil {
-					printed <- seen{ev.CallbackID, time.Now()}
-				}
-			}
-		}()
-		type sample struct {
-			id int64
-			at time.Time
-		}
-		var samples []sample
-		var maxLag time.Duration
-		var lastPrinted int64
-		ticker := time.NewTicker(50 * time.Millisecond)
-	loop:
-		for {
-			select {
-			case p, ok := <-printed:
-				if !ok {
-					break loop
-				}
-				lastPrinted = p.id
-				for len(samples) > 0 && samples[0].id <= p.id {
-					maxLag = max(maxLag, p.at.Sub(samples[0].at))
-					samples = samples[1:]
-				}
-			case now := <-ticker.C:
-				if last, err := s.LastCallbackID(context.Background()); err == nil && last > lastPrinted {
-					samples = append(samples, sample{last, now})
-				}
-				if len(samples) > 0 {
-					maxLag = max(maxLag, now.Sub(samples[0].at))
-				}
-			}
-		}
-		ticker.Stop()
-		w.Wait()
-		s.Close()
-		row.RSSMiB = max(row.RSSMiB, maxRSS(w.ProcessState))
-		stop(d)
-		row.Values = append(row.Values, maxLag.Seconds())
-		os.Remove(db)
+		row.RSSMiB = max(row.RSSMiB, rss)
+		row.Values = append(row.Values, lag.Seconds())
 	}
 	return row, nil
+}
+
+// printedAt is when pcd watch printed a callback.
+type printedAt struct {
+	id int64
+	at time.Time
+}
+
+// watchLagRun is one run of watchLag: the largest lag, and the watch's
+// peak RSS.
+func (b *bench) watchLagRun(file string) (time.Duration, float64, error) {
+	db := b.db()
+	defer os.Remove(db)
+	out, _, err := b.pcd(context.Background(), db, nil, "submit", file)
+	if err != nil {
+		return 0, 0, err
+	}
+	id := strings.TrimSpace(out)
+	d, err := b.daemon(db)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer stop(d)
+	s, err := sqlite.Open(context.Background(), db, sqlite.Options{MustExist: true})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer s.Close()
+	w := dieWithBench(exec.Command(b.self, "watch", "--json", id))
+	w.Env = append(os.Environ(), "PCD_DB="+db)
+	pipe, err := w.StdoutPipe()
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := w.Start(); err != nil {
+		return 0, 0, err
+	}
+	printed := make(chan printedAt, 1024)
+	go func() {
+		defer close(printed)
+		sc := bufio.NewScanner(pipe)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var ev struct {
+				CallbackID int64 `json:"callback_id"`
+			}
+			if json.Unmarshal(sc.Bytes(), &ev) == nil {
+				printed <- printedAt{ev.CallbackID, time.Now()}
+			}
+		}
+	}()
+	lag := lagOf(printed, func() (int64, error) { return s.LastCallbackID(context.Background()) })
+	w.Wait()
+	return lag, maxRSS(w.ProcessState), nil
+}
+
+// lagOf samples the newest committed callback id (last) every 50 ms until
+// printed closes; the lag of a sample is how long until it is printed.
+func lagOf(printed <-chan printedAt, last func() (int64, error)) time.Duration {
+	var samples []printedAt
+	var maxLag time.Duration
+	var lastPrinted int64
+	ticker := time.NewTicker(50 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		select {
+		case p, ok := <-printed:
+			if !ok {
+				return maxLag
+			}
+			lastPrinted = p.id
+			for len(samples) > 0 && samples[0].id <= p.id {
+				maxLag = max(maxLag, p.at.Sub(samples[0].at))
+				samples = samples[1:]
+			}
+		case now := <-ticker.C:
+			if id, err := last(); err == nil && id > lastPrinted {
+				samples = append(samples, printedAt{id, now})
+			}
+			if len(samples) > 0 {
+				maxLag = max(maxLag, now.Sub(samples[0].at))
+			}
+		}
+	}
 }

@@ -27,25 +27,8 @@ import (
 func (b *bench) dashboard(big, jobs int) ([]benchRow, error) {
 	db := b.db()
 	defer os.Remove(db)
-	file := filepath.Join(b.dir, "dashboard.json")
-	f, err := os.Create(file)
+	file, err := b.bigFailingJob(big)
 	if err != nil {
-		return nil, err
-	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	w.WriteString(`{"name": "big", "workers": 25, "tasks": [`)
-	for i := range big {
-		if i > 0 {
-			w.WriteByte(',')
-		}
-		if i%1000 == 999 {
-			w.WriteString(`{"kind":"fail","payload":{"error":"one in a thousand"}}`)
-		} else {
-			w.WriteString(`{"kind":"noop"}`)
-		}
-	}
-	w.WriteString("]}\n")
-	if err := errors.Join(w.Flush(), f.Close()); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(b.log, "pcd bench: dashboard: running a %d-task job...\n", big)
@@ -107,6 +90,29 @@ func (b *bench) dashboard(big, jobs int) ([]benchRow, error) {
 		rows = append(rows, row)
 	}
 	return rows, nil
+}
+
+// bigFailingJob writes a job file of n tasks, one in a thousand failing.
+func (b *bench) bigFailingJob(n int) (string, error) {
+	file := filepath.Join(b.dir, "dashboard.json")
+	f, err := os.Create(file)
+	if err != nil {
+		return "", err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	w.WriteString(`{"name": "big", "workers": 25, "tasks": [`)
+	for i := range n {
+		if i > 0 {
+			w.WriteByte(',')
+		}
+		if i%1000 == 999 {
+			w.WriteString(`{"kind":"fail","payload":{"error":"one in a thousand"}}`)
+		} else {
+			w.WriteString(`{"kind":"noop"}`)
+		}
+	}
+	w.WriteString("]}\n")
+	return file, errors.Join(w.Flush(), f.Close())
 }
 
 func get(url string) error {

@@ -51,35 +51,8 @@ func (b *bench) bigSubmit(n int) ([]benchRow, error) {
 		}
 		done := make(chan error, 1)
 		go func() { done <- big.Wait() }()
-		var (
-			mu           sync.Mutex
-			longW, longR time.Duration
-			loopErr      error
-			wg           sync.WaitGroup
-		)
-		stopLoops := make(chan struct{})
-		// loop runs op again and again, rest apart, until the big submit
-		// ends, keeping its longest time and first error.
-		loop := func(longest *time.Duration, rest time.Duration, op func() error) {
-			defer wg.Done()
-			for {
-				select {
-				case <-stopLoops:
-					return
-				default:
-				}
-				t0 := time.Now()
-				err := op()
-				took := time.Since(t0)
-				mu.Lock()
-				*longest = max(*longest, took)
-				if err != nil && loopErr == nil {
-					loopErr = err
-				}
-				mu.Unlock()
-				time.Sleep(rest)
-			}
-		}
+		var longW, longR time.Duration
+		l := &loops{stop: make(chan struct{})}
 		s, err := sqlite.Open(ctx, db, sqlite.Options{MustExist: true})
 		if err != nil {
 			big.Process.Kill()
@@ -87,18 +60,16 @@ func (b *bench) bigSubmit(n int) ([]benchRow, error) {
 			return rows(), err
 		}
 		nj := store.NewJob{Workers: 1, QueueSize: 1, Tasks: []store.NewTask{{Kind: "noop", Payload: []byte("null")}}}
-		wg.Add(2)
-		go loop(&longW, 5*time.Millisecond, func() error {
+		l.run(&longW, 5*time.Millisecond, func() error {
 			_, err := s.CreateJob(ctx, nj)
 			return err
 		})
-		go loop(&longR, 0, func() error {
+		l.run(&longR, 0, func() error {
 			_, _, err := b.pcd(ctx, db, nil, "jobs", "--json")
 			return err
 		})
 		err = <-done
-		close(stopLoops)
-		wg.Wait()
+		loopErr := l.end()
 		s.Close()
 		if err != nil {
 			return rows(), fmt.Errorf("the big submit: %w", err)
@@ -112,6 +83,47 @@ func (b *bench) bigSubmit(n int) ([]benchRow, error) {
 		os.Remove(db)
 	}
 	return rows(), nil
+}
+
+// loops run operations again and again beside a workload, each keeping
+// its longest time, until end, which returns the first error.
+type loops struct {
+	mu   sync.Mutex
+	wg   sync.WaitGroup
+	err  error
+	stop chan struct{}
+}
+
+// run runs op again and again, rest apart, keeping its longest time.
+func (l *loops) run(longest *time.Duration, rest time.Duration, op func() error) {
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for {
+			select {
+			case <-l.stop:
+				return
+			default:
+			}
+			t0 := time.Now()
+			err := op()
+			took := time.Since(t0)
+			l.mu.Lock()
+			*longest = max(*longest, took)
+			if err != nil && l.err == nil {
+				l.err = err
+			}
+			l.mu.Unlock()
+			time.Sleep(rest)
+		}
+	}()
+}
+
+// end stops the loops, waits for them, and returns the first error.
+func (l *loops) end() error {
+	close(l.stop)
+	l.wg.Wait()
+	return l.err
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
