@@ -74,6 +74,7 @@ type jobJSON struct {
 	CreatedAt  time.Time  `json:"created_at"`
 	StartedAt  *time.Time `json:"started_at"`
 	FinishedAt *time.Time `json:"finished_at"`
+	StartAt    *time.Time `json:"start_at"`
 }
 
 func jobInfo(t *testing.T, db, id string) jobJSON {
@@ -153,9 +154,13 @@ func scheduling(t *testing.T, db string) {
 	if j := waitJob(t, db, afterAny, "succeeded", "cancelled"); j.State != "succeeded" {
 		t.Errorf("a job --after-any a failed one: %s, want it run", j.State)
 	}
+	// --in 2s is 2 s from when pcd submit read its flags, a little
+	// before the job's row was written.
 	lj := waitJob(t, db, later, "succeeded")
-	if wait := lj.StartedAt.Sub(lj.CreatedAt); wait < 1900*time.Millisecond {
-		t.Errorf("a job submitted --in 2s started after %v", wait)
+	if lj.StartAt == nil || lj.StartAt.Sub(lj.CreatedAt) > 2*time.Second || lj.StartAt.Sub(lj.CreatedAt) < time.Second {
+		t.Errorf("a job submitted --in 2s at %v starts at %v", lj.CreatedAt, lj.StartAt)
+	} else if lj.StartedAt.Before(*lj.StartAt) {
+		t.Errorf("a job submitted --in 2s, to start at %v, started at %v", lj.StartAt, lj.StartedAt)
 	}
 	// The paused job waits, across a daemon restart, until resumed.
 	stopDaemon(t, d)
