@@ -15,6 +15,7 @@ import (
 
 	"github.com/pcd-dev/pcd/cli"
 	"github.com/pcd-dev/pcd/engine"
+	"github.com/pcd-dev/pcd/engine/process"
 	"github.com/pcd-dev/pcd/store"
 )
 
@@ -54,7 +55,7 @@ func memoryLimit(env string) int64 {
 
 func main() {
 	// A runner on PostgreSQL starts this binary again as its fence.
-	if engine.RunFence() {
+	if process.RunFence() {
 		return
 	}
 	if limit := memoryLimit(os.Getenv("GOMEMLIMIT")); limit > 0 {

@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/pcd-dev/pcd/engine/process"
 	"github.com/pcd-dev/pcd/store"
 )
 
@@ -38,7 +39,7 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 	reply := make(chan bool, 1)
 	// An exec task reports its process group through the context, into
 	// this consumer's slot, so the start mark records it.
-	procCtx := withProcessReporter(ctx, func(p procGroup) { slots.setProc(i, p) })
+	procCtx := withProcessReporter(ctx, func(p process.Group) { slots.setProc(i, p) })
 	for {
 		if c.draining() {
 			return
@@ -129,7 +130,7 @@ func (c *jobController) runTask(ctx context.Context, job store.Job, t store.Task
 	start := c.cfg.Clock.Mono()
 	result, err := c.call(taskCtx, kind, task)
 	took := c.cfg.Clock.Mono() - start
-	if err != nil && (ctx.Err() != nil || errors.Is(err, errFenced)) {
+	if err != nil && (ctx.Err() != nil || errors.Is(err, process.ErrFenced)) {
 		// Stopped by the run's end, or by the fence of a runner whose
 		// lease ran out (it was frozen): no attempt is spent.
 		return outcome{task: t, interrupted: true}

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"github.com/pcd-dev/pcd/engine/process"
 )
 
 // DefaultOutputCap is how much of each of stdout and stderr an exec task
@@ -186,21 +188,6 @@ func checkCommand(name, dir string) error {
 	return nil
 }
 
-// runIDVar is the environment variable that marks every process a
-// command starts: "<task uuid>.<attempt>" for a task, "hook.<n>" for a
-// hook. Descendants inherit it, so pcd finds them even outside the
-// command's process group.
-const runIDVar = "PCD_RUN_ID"
-
-// taskOfCookie is the task uuid in a run id, or "".
-func taskOfCookie(cookie string) string {
-	id, _, ok := strings.Cut(cookie, ".")
-	if !ok || id == "hook" {
-		return ""
-	}
-	return id
-}
-
 var hookRuns atomic.Int64
 
 // ErrResource marks a command that could not start for want of a resource
@@ -247,7 +234,7 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 	// The death signal is tied to the forking thread: keep this goroutine
 	// on it until the command has been reaped.
 	runtime.LockOSThread()
-	if err := startProcess(cmd); err != nil {
+	if err := process.Start(cmd); err != nil {
 		runtime.UnlockOSThread()
 		if errors.Is(err, syscall.EBADF) && nearFDLimit(cmd) {
 			// The child could not move its descriptors above ours: the
@@ -260,26 +247,26 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 	}
 	closeWriters(cmd)
 	pgid := cmd.Process.Pid
-	fenceOf(ctx).track(pgid)
-	reportProcess(ctx, procGroup{Pgid: pgid, Start: processStart(pgid)})
+	process.FenceOf(ctx).Track(pgid)
+	reportProcess(ctx, process.Group{Pgid: pgid, Start: process.StartTime(pgid)})
 	state := waitStopping(ctx, cmd, grace)
 	runtime.UnlockOSThread()
-	processDone(pgid)
+	process.Done(pgid)
 	fenced := false
-	if f := fenceOf(ctx); f != nil {
+	if f := process.FenceOf(ctx); f != nil {
 		if ws, ok := sysStatus(state); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
-			fenced = f.killed(pgid)
+			fenced = f.Killed(pgid)
 		} else {
-			f.untrack(pgid)
+			f.Untrack(pgid)
 		}
 	}
 	// Sweep the group, then what left it: nothing the command started
 	// outlives it.
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	sweepAdopted(cookie)
+	process.SweepAdopted(cookie)
 	out.drain()
 	if fenced {
-		return nil, errFenced
+		return nil, process.ErrFenced
 	}
 	return execOutcome(ctx, p, state, out)
 }
@@ -297,7 +284,7 @@ func command(p ExecPayload, t Task) (*exec.Cmd, string) {
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = p.Dir
-	cmd.Env = append(os.Environ(), runIDVar+"="+cookie)
+	cmd.Env = append(os.Environ(), process.RunIDVar+"="+cookie)
 	if t.ID != "" {
 		cmd.Env = append(cmd.Env, "PCD_JOB_ID="+t.JobID, "PCD_TASK_ID="+t.ID)
 	}
@@ -531,12 +518,12 @@ type procReporterKey struct{}
 
 // withProcessReporter returns a context through which the exec kind
 // reports the process group of the command it starts.
-func withProcessReporter(ctx context.Context, f func(procGroup)) context.Context {
+func withProcessReporter(ctx context.Context, f func(process.Group)) context.Context {
 	return context.WithValue(ctx, procReporterKey{}, f)
 }
 
-func reportProcess(ctx context.Context, p procGroup) {
-	if f, ok := ctx.Value(procReporterKey{}).(func(procGroup)); ok {
+func reportProcess(ctx context.Context, p process.Group) {
+	if f, ok := ctx.Value(procReporterKey{}).(func(process.Group)); ok {
 		f(p)
 	}
 }

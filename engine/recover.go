@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/pcd-dev/pcd/engine/process"
 	"github.com/pcd-dev/pcd/store"
 )
 
@@ -14,7 +15,7 @@ import (
 const MaxInterrupts = 3
 
 // Recover prepares a database for a new runner. First it kills whatever a
-// dead runner's tasks left running (see killLeftovers), so that no task
+// dead runner's tasks left running (see process.KillLeftovers), so that no task
 // runs twice at once. Then tasks that were running when the last runner
 // died go back to pending, with the interruption counted, and a task
 // interrupted MaxInterrupts times fails. Call it once, holding the runner
@@ -24,11 +25,11 @@ func recoverRunner(ctx context.Context, db store.Store, log *slog.Logger) (int, 
 	if err != nil {
 		return 0, err
 	}
-	procs := make([]procGroup, len(groups))
+	procs := make([]process.Group, len(groups))
 	for i, g := range groups {
-		procs[i] = procGroup{Pgid: g.Pgid, Start: g.PStart}
+		procs[i] = process.Group{Pgid: g.Pgid, Start: g.PStart}
 	}
-	killed, err := killLeftovers(procs, func(ids []string) (map[string]bool, error) {
+	killed, err := process.KillLeftovers(procs, func(ids []string) (map[string]bool, error) {
 		return db.KnownTasks(ctx, ids)
 	}, 10*time.Second)
 	if err != nil {

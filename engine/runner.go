@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pcd-dev/pcd/engine/process"
 	"github.com/pcd-dev/pcd/store"
 )
 
@@ -121,7 +122,7 @@ func OpenRunner(ctx context.Context, db store.Store, cfg RunnerConfig) (_ *Runne
 		}
 	}
 	if cfg.Subreaper {
-		if r.stopReaping, err = becomeSubreaper(); err != nil {
+		if r.stopReaping, err = process.BecomeSubreaper(); err != nil {
 			cfg.Logger.Warn("descendants of tasks that leave their process group may outlive them", "err", err)
 			err = nil
 		}
@@ -292,8 +293,8 @@ func (r *Runner) watchLease(ctx context.Context, stop context.CancelCauseFunc) (
 	if !ok {
 		return ctx, func() {}
 	}
-	f := startFence(ctx, leased, r.cfg.Logger)
-	ctx = withFence(ctx, f)
+	f := process.StartFence(ctx, leased, r.cfg.Logger)
+	ctx = process.WithFence(ctx, f)
 	end, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -309,7 +310,7 @@ func (r *Runner) watchLease(ctx context.Context, stop context.CancelCauseFunc) (
 	return ctx, func() {
 		close(end)
 		<-done
-		f.stop()
+		f.Stop()
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pcd-dev/pcd/engine/process"
 	"github.com/pcd-dev/pcd/store"
 )
 
@@ -27,7 +28,7 @@ type runSlot struct {
 	marked bool
 	// proc is the task's process group, once an exec task has started
 	// it; procMarked once a mark with it has been handed out.
-	proc       procGroup
+	proc       process.Group
 	procMarked bool
 }
 
@@ -50,7 +51,7 @@ func (r *runSlots) begin(i int, seq int64, at time.Time) {
 	s := &r.slots[i]
 	s.mu.Lock()
 	s.seq, s.at, s.since, s.marked = seq, at, time.Now(), false
-	s.proc, s.procMarked = procGroup{}, false
+	s.proc, s.procMarked = process.Group{}, false
 	s.mu.Unlock()
 	r.wake()
 }
@@ -65,7 +66,7 @@ func (r *runSlots) wake() {
 // setProc records the process group of consumer i's task, to be written
 // with its start mark, or added to it if the mark is out already. It does
 // not wake the completer: the task's mark is due markDelay after it began.
-func (r *runSlots) setProc(i int, p procGroup) {
+func (r *runSlots) setProc(i int, p process.Group) {
 	s := &r.slots[i]
 	s.mu.Lock()
 	if s.seq == 0 {

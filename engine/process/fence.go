@@ -1,4 +1,4 @@
-package engine
+package process
 
 import (
 	"bufio"
@@ -149,7 +149,7 @@ func runFence(r io.Reader, w io.Writer, now func() time.Time) {
 }
 
 // fence is a runner's end of its fence process.
-type fence struct {
+type Fence struct {
 	mu      sync.Mutex
 	w       io.WriteCloser
 	asked   map[int]chan bool // "?G" sent, answer awaited
@@ -170,11 +170,11 @@ const fenceAnswerWait = 5 * time.Second
 
 var fenceWarnOnce sync.Once
 
-// startFence starts the fence of a runner that holds leased, and keeps
+// StartFence starts the fence of a runner that holds leased, and keeps
 // telling it how long the lease holds, until stop. It returns nil where
 // there can be no fence (the binary does not call RunFence, or this is
 // not Linux), having said so once.
-func startFence(ctx context.Context, leased store.Leased, log *slog.Logger) *fence {
+func StartFence(ctx context.Context, leased store.Leased, log *slog.Logger) *Fence {
 	valid, ok := leased.(interface{ ValidFor() time.Duration })
 	if !ok || !fenceSupported {
 		return nil
@@ -183,7 +183,7 @@ func startFence(ctx context.Context, leased store.Leased, log *slog.Logger) *fen
 	if err == nil && !fenceLinked.Load() {
 		err = fmt.Errorf("%s does not call engine.RunFence in main", self)
 	}
-	var f *fence
+	var f *Fence
 	if err == nil {
 		f, err = spawnFence(self)
 	}
@@ -212,7 +212,7 @@ func startFence(ctx context.Context, leased store.Leased, log *slog.Logger) *fen
 	return f
 }
 
-func spawnFence(self string) (*fence, error) {
+func spawnFence(self string) (*Fence, error) {
 	cmd := exec.Command(self)
 	cmd.Env = append(os.Environ(), fenceEnv+"="+strconv.Itoa(os.Getpid()))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // not stopped with the runner's group
@@ -227,14 +227,14 @@ func spawnFence(self string) (*fence, error) {
 	if err := startFenceProcess(cmd); err != nil {
 		return nil, fmt.Errorf("start the fence: %w", err)
 	}
-	f := &fence{w: w, cmd: cmd, done: make(chan struct{}), answers: make(chan struct{}), asked: map[int]chan bool{}}
+	f := &Fence{w: w, cmd: cmd, done: make(chan struct{}), answers: make(chan struct{}), asked: map[int]chan bool{}}
 	go f.readAnswers(r)
 	return f, nil
 }
 
 // readAnswers hands each of the fence's answers to the command that
 // asked for it, until the fence's output ends.
-func (f *fence) readAnswers(r io.Reader) {
+func (f *Fence) readAnswers(r io.Reader) {
 	defer close(f.answers)
 	defer func() {
 		select {
@@ -261,7 +261,7 @@ func (f *fence) readAnswers(r io.Reader) {
 }
 
 // say writes one line to the fence; a fence that is gone is ignored.
-func (f *fence) say(line string) {
+func (f *Fence) say(line string) {
 	if f == nil {
 		return
 	}
@@ -271,12 +271,12 @@ func (f *fence) say(line string) {
 }
 
 // track and untrack tell the fence of a command's process group.
-func (f *fence) track(pgid int)   { f.say("+" + strconv.Itoa(pgid)) }
-func (f *fence) untrack(pgid int) { f.say("-" + strconv.Itoa(pgid)) }
+func (f *Fence) Track(pgid int)   { f.say("+" + strconv.Itoa(pgid)) }
+func (f *Fence) Untrack(pgid int) { f.say("-" + strconv.Itoa(pgid)) }
 
 // killed untracks the group of a command that ended by SIGKILL, and says
 // whether the fence killed it.
-func (f *fence) killed(pgid int) bool {
+func (f *Fence) Killed(pgid int) bool {
 	c := make(chan bool, 1)
 	f.mu.Lock()
 	f.asked[pgid] = c
@@ -306,7 +306,7 @@ func (f *fence) killed(pgid int) bool {
 }
 
 // warn says, once per fence, that it does not work as it should.
-func (f *fence) warn(what string, err error) {
+func (f *Fence) warn(what string, err error) {
 	f.warned.Do(func() {
 		f.log.Warn(what+": this runner's commands have no fence (a frozen runner's commands may run on beside their rerun elsewhere)", "pid", f.cmd.Process.Pid, "err", err)
 	})
@@ -314,7 +314,7 @@ func (f *fence) warn(what string, err error) {
 
 // stop ends the fence: it kills the groups it still knows of (none, when
 // the runner stopped its tasks first), and exits.
-func (f *fence) stop() {
+func (f *Fence) Stop() {
 	if f == nil {
 		return
 	}
@@ -328,21 +328,21 @@ func (f *fence) stop() {
 
 type fenceKey struct{}
 
-func withFence(ctx context.Context, f *fence) context.Context {
+func WithFence(ctx context.Context, f *Fence) context.Context {
 	if f == nil {
 		return ctx
 	}
 	return context.WithValue(ctx, fenceKey{}, f)
 }
 
-func fenceOf(ctx context.Context) *fence {
-	f, _ := ctx.Value(fenceKey{}).(*fence)
+func FenceOf(ctx context.Context) *Fence {
+	f, _ := ctx.Value(fenceKey{}).(*Fence)
 	return f
 }
 
-// errFenced is the end of a command that its runner's fence killed: no
+// ErrFenced is the end of a command that its runner's fence killed: no
 // outcome, the task runs again.
-var errFenced = errors.New("killed by its runner's fence: the runner's lease ran out")
+var ErrFenced = errors.New("killed by its runner's fence: the runner's lease ran out")
 
 // fenceLinked is set once this process has called RunFence: its binary
 // can be a fence.

@@ -1,4 +1,4 @@
-package engine
+package process
 
 import (
 	"os/exec"
@@ -26,7 +26,7 @@ func startFenceProcess(cmd *exec.Cmd) error {
 }
 
 // fenceReaped records that the fence has been reaped.
-func fenceReaped(pid int) { processDone(pid) }
+func fenceReaped(pid int) { Done(pid) }
 
 // fenceNow is the fence's clock: CLOCK_BOOTTIME, which goes on while the
 // machine is suspended, where the monotonic clock stops. A lease that ran

@@ -1,4 +1,4 @@
-package engine
+package process
 
 import (
 	"bytes"
@@ -46,12 +46,12 @@ var procs struct {
 	subreaper bool
 }
 
-// startProcess starts cmd in a process group of its own, with a death
+// Start starts cmd in a process group of its own, with a death
 // signal. The caller must have locked its goroutine to its thread with
 // runtime.LockOSThread and keep it locked until the process has been
 // reaped: the death signal comes when the forking thread exits, and a
 // locked thread cannot exit under a goroutine that is still running.
-func startProcess(cmd *exec.Cmd) error {
+func Start(cmd *exec.Cmd) error {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
@@ -73,8 +73,8 @@ func startProcess(cmd *exec.Cmd) error {
 	return err
 }
 
-// processDone records that os/exec has reaped pid.
-func processDone(pid int) {
+// Done records that os/exec has reaped pid.
+func Done(pid int) {
 	procs.mu.Lock()
 	defer procs.mu.Unlock()
 	delete(procs.live, pid)
@@ -89,7 +89,7 @@ func processDone(pid int) {
 // also reaps any exited child that it did not
 // start itself: a program that embeds a runner should not start children
 // of its own outside it.
-func becomeSubreaper() (stop func(), err error) {
+func BecomeSubreaper() (stop func(), err error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return func() {}, fmt.Errorf("become a child subreaper: %w", err)
 	}
@@ -97,7 +97,7 @@ func becomeSubreaper() (stop func(), err error) {
 	procs.subreaper = true
 	procs.mu.Unlock()
 	return func() {
-		killAdopted()
+		KillAdopted()
 		procs.mu.Lock()
 		procs.subreaper = false
 		procs.mu.Unlock()
@@ -105,9 +105,9 @@ func becomeSubreaper() (stop func(), err error) {
 	}, nil
 }
 
-// killAdopted kills and reaps every child os/exec did not start, with its
+// KillAdopted kills and reaps every child os/exec did not start, with its
 // descendants.
-func killAdopted() {
+func KillAdopted() {
 	procs.mu.Lock()
 	defer procs.mu.Unlock()
 	var all []int
@@ -119,12 +119,12 @@ func killAdopted() {
 	for _, pid := range all {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	waitGone(all, 2*time.Second)
+	WaitGone(all, 2*time.Second)
 }
 
-// waitGone waits, at most wait, until each pid has exited, and reaps those
+// WaitGone waits, at most wait, until each pid has exited, and reaps those
 // that are this process's children.
-func waitGone(pids []int, wait time.Duration) {
+func WaitGone(pids []int, wait time.Duration) {
 	self := os.Getpid()
 	deadline := time.Now().Add(wait)
 	for _, pid := range pids {
@@ -174,9 +174,9 @@ func readStat(pid int) (procStat, error) {
 	return s, err
 }
 
-// processStart is the start time of pid, in clock ticks after boot, or 0
+// StartTime is the start time of pid, in clock ticks after boot, or 0
 // if it cannot be read.
-func processStart(pid int) uint64 {
+func StartTime(pid int) uint64 {
 	s, err := readStat(pid)
 	if err != nil {
 		return 0
@@ -184,15 +184,15 @@ func processStart(pid int) uint64 {
 	return s.start
 }
 
-// cookieOf returns the PCD_RUN_ID in pid's environment, if any. A process
+// CookieOf returns the PCD_RUN_ID in pid's environment, if any. A process
 // of another user, or one gone, has none that we can read.
-func cookieOf(pid int) string {
+func CookieOf(pid int) string {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
 	if err != nil {
 		return ""
 	}
 	for _, kv := range bytes.Split(b, []byte{0}) {
-		if v, ok := bytes.CutPrefix(kv, []byte(runIDVar+"=")); ok {
+		if v, ok := bytes.CutPrefix(kv, []byte(RunIDVar+"=")); ok {
 			return string(v)
 		}
 	}
@@ -217,16 +217,16 @@ func childrenOf(pid int) []int {
 	return out
 }
 
-// sweepAdopted kills what a command with the given cookie left behind
+// SweepAdopted kills what a command with the given cookie left behind
 // outside its process group: the subreaper adopted such processes, so they
 // are among our children that os/exec did not start, or below them. It
 // also reaps adopted children that have exited, whoever's they were.
 //
 // The kernel gives orphans to the first live thread of the subreaper,
 // the main one, so its list is read at each task's end (one small read);
-// killAdopted, at the runner's stop, reads every thread's.
-func sweepAdopted(cookie string) {
-	if !isSubreaper() {
+// KillAdopted, at the runner's stop, reads every thread's.
+func SweepAdopted(cookie string) {
+	if !IsSubreaper() {
 		return
 	}
 	self := os.Getpid()
@@ -263,10 +263,10 @@ func sweepAdopted(cookie string) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	// The task's end means its processes are gone.
-	waitGone(mine, 2*time.Second)
+	WaitGone(mine, 2*time.Second)
 }
 
-func isSubreaper() bool {
+func IsSubreaper() bool {
 	procs.mu.Lock()
 	defer procs.mu.Unlock()
 	return procs.subreaper
@@ -287,7 +287,7 @@ func descendantsWith(pid int, cookie string) []int {
 			continue
 		}
 		seen[p] = true
-		if cookie == "" || cookieOf(p) == cookie {
+		if cookie == "" || CookieOf(p) == cookie {
 			out = append(out, p)
 		}
 		queue = append(queue, childrenOf(p)...)
@@ -302,7 +302,7 @@ func reap(pid int) {
 
 // Proc is a running task's process group as recorded in the database: the
 // group's id (its leader's pid) and the leader's start time.
-type procGroup struct {
+type Group struct {
 	Pgid  int
 	Start uint64
 }
@@ -335,12 +335,12 @@ func userProcesses() []leftover {
 		if err != nil || st.state == 'Z' {
 			continue
 		}
-		out = append(out, leftover{procStat: st, cookie: cookieOf(pid)})
+		out = append(out, leftover{procStat: st, cookie: CookieOf(pid)})
 	}
 	return out
 }
 
-// killLeftovers kills what a dead runner's tasks left running, before any
+// KillLeftovers kills what a dead runner's tasks left running, before any
 // of them runs again:
 //   - every process whose run id names a task that ours(taskIDs) says is
 //     this database's (the caller holds the runner lock, so no live runner
@@ -352,11 +352,11 @@ func userProcesses() []leftover {
 //
 // It waits until they are gone, at most wait, and returns how many it
 // killed.
-func killLeftovers(groups []procGroup, ours func(taskIDs []string) (map[string]bool, error), wait time.Duration) (int, error) {
+func KillLeftovers(groups []Group, ours func(taskIDs []string) (map[string]bool, error), wait time.Duration) (int, error) {
 	all := userProcesses()
 	var ids []string
 	for _, p := range all {
-		if id := taskOfCookie(p.cookie); id != "" {
+		if id := TaskOfCookie(p.cookie); id != "" {
 			ids = append(ids, id)
 		}
 	}
@@ -367,7 +367,7 @@ func killLeftovers(groups []procGroup, ours func(taskIDs []string) (map[string]b
 			return 0, err
 		}
 	}
-	byGroup := map[int]procGroup{}
+	byGroup := map[int]Group{}
 	for _, g := range groups {
 		if g.Pgid > 1 {
 			byGroup[g.Pgid] = g
@@ -375,7 +375,7 @@ func killLeftovers(groups []procGroup, ours func(taskIDs []string) (map[string]b
 	}
 	var victims []procStat
 	for _, p := range all {
-		kill := known[taskOfCookie(p.cookie)]
+		kill := known[TaskOfCookie(p.cookie)]
 		if g, ok := byGroup[p.pgrp]; ok && p.cookie == "" {
 			leader, err := readStat(g.Pgid)
 			switch {
@@ -401,6 +401,6 @@ func killLeftovers(groups []procGroup, ours func(taskIDs []string) (map[string]b
 			killed = append(killed, v.pid)
 		}
 	}
-	waitGone(killed, wait)
+	WaitGone(killed, wait)
 	return len(killed), nil
 }

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package engine
+package process
 
 import (
 	"os/exec"
@@ -8,10 +8,10 @@ import (
 	"time"
 )
 
-// startProcess starts cmd in a process group of its own. Outside Linux
+// Start starts cmd in a process group of its own. Outside Linux
 // there is no death signal and no subreaper: a SIGKILLed runner's
 // commands are found again only by their recorded process group.
-func startProcess(cmd *exec.Cmd) error {
+func Start(cmd *exec.Cmd) error {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
@@ -19,23 +19,23 @@ func startProcess(cmd *exec.Cmd) error {
 	return cmd.Start()
 }
 
-func processDone(int) {}
+func Done(int) {}
 
 // Subreaper is a no-op outside Linux.
-func becomeSubreaper() (stop func(), err error) { return func() {}, nil }
+func BecomeSubreaper() (stop func(), err error) { return func() {}, nil }
 
-func processStart(int) uint64 { return 0 }
+func StartTime(int) uint64 { return 0 }
 
-func sweepAdopted(string) {}
+func SweepAdopted(string) {}
 
 // Proc is a running task's process group as recorded in the database.
-type procGroup struct {
+type Group struct {
 	Pgid  int
 	Start uint64
 }
 
-// killLeftovers does nothing outside Linux, where a process's start time
+// KillLeftovers does nothing outside Linux, where a process's start time
 // cannot be read to tell a recorded group from a reused id.
-func killLeftovers([]procGroup, func([]string) (map[string]bool, error), time.Duration) (int, error) {
+func KillLeftovers([]Group, func([]string) (map[string]bool, error), time.Duration) (int, error) {
 	return 0, nil
 }

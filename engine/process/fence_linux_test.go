@@ -1,4 +1,4 @@
-package engine
+package process
 
 import (
 	"bufio"
@@ -120,13 +120,13 @@ func TestFenceKillsWhenTheLeaseRunsOut(t *testing.T) {
 }
 
 // pipedFence is a runner's end of a fence that runs in this process.
-func pipedFence(t *testing.T) (f *fence, fenceDone <-chan struct{}) {
+func pipedFence(t *testing.T) (f *Fence, fenceDone <-chan struct{}) {
 	t.Helper()
 	r, w := io.Pipe()
 	ar, aw := io.Pipe()
 	done := make(chan struct{})
 	go func() { runFence(r, aw, time.Now); aw.Close(); close(done) }()
-	f = &fence{w: w, cmd: exec.Command("true"), done: make(chan struct{}), answers: make(chan struct{}),
+	f = &Fence{w: w, cmd: exec.Command("true"), done: make(chan struct{}), answers: make(chan struct{}),
 		asked: map[int]chan bool{}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	f.cmd.Process = &os.Process{Pid: 1}
 	go f.readAnswers(ar)
@@ -140,32 +140,32 @@ func pipedFence(t *testing.T) (f *fence, fenceDone <-chan struct{}) {
 func TestFenceTellsWhatItKilled(t *testing.T) {
 	f, _ := pipedFence(t)
 	other, otherDone := sleeper(t)
-	f.track(other.Process.Pid)
+	f.Track(other.Process.Pid)
 	syscall.Kill(-other.Process.Pid, syscall.SIGKILL)
 	<-otherDone
-	if f.killed(other.Process.Pid) {
+	if f.Killed(other.Process.Pid) {
 		t.Error("the fence says it killed a group that someone else killed")
 	}
 
 	fenced, fencedDone := sleeper(t)
-	f.track(fenced.Process.Pid)
+	f.Track(fenced.Process.Pid)
 	f.say("L 1") // the lease runs out at once
 	select {
 	case <-fencedDone:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the fence did not kill the group of a runner whose lease ran out")
 	}
-	if !f.killed(fenced.Process.Pid) {
+	if !f.Killed(fenced.Process.Pid) {
 		t.Error("the fence does not say it killed the group it killed")
 	}
 
 	g, gone := pipedFence(t)
 	late, lateDone := sleeper(t)
-	g.track(late.Process.Pid)
+	g.Track(late.Process.Pid)
 	g.w.Close() // the fence is gone: it kills what it knew of, and exits
 	<-gone
 	<-lateDone
-	if g.killed(late.Process.Pid) {
+	if g.Killed(late.Process.Pid) {
 		t.Error("a fence that is gone answers that it killed a group")
 	}
 }
