@@ -7,16 +7,16 @@ import (
 	"github.com/pcd-dev/pcd/store"
 )
 
-// CancelJob cancels a job's unfinished tasks, each with its task callback,
+// cancelJob cancels a job's unfinished tasks, each with its task callback,
 // and completes the job as cancelled, in one transaction, then wakes the
 // database's runner: one running the job stops its tasks.
-func CancelJob(ctx context.Context, db store.Store, jobID int64) (store.Job, error) {
-	return CancelJobBecause(ctx, db, jobID, "")
+func cancelJob(ctx context.Context, db store.Store, jobID int64) (store.Job, error) {
+	return cancelJobBecause(ctx, db, jobID, "")
 }
 
-// CancelJobBecause cancels a job as CancelJob does, with the reason in
+// cancelJobBecause cancels a job as CancelJob does, with the reason in
 // its job callback ("reason"), and in its tasks' errors.
-func CancelJobBecause(ctx context.Context, db store.Store, jobID int64, reason string) (store.Job, error) {
+func cancelJobBecause(ctx context.Context, db store.Store, jobID int64, reason string) (store.Job, error) {
 	job, err := db.Job(ctx, jobID)
 	if err != nil {
 		return store.Job{}, err
@@ -40,11 +40,11 @@ func CancelJobBecause(ctx context.Context, db store.Store, jobID int64, reason s
 	return done, err
 }
 
-// WaitStopped waits until the runner of a cancelled job has stopped it:
+// waitStopped waits until the runner of a cancelled job has stopped it:
 // its running tasks are stopped, no new one starts, and the job's
 // callbacks are released. Call it after CancelJob when the job was
 // running under a live runner. It returns when ctx ends.
-func WaitStopped(ctx context.Context, db store.Store, jobID int64) error {
+func waitStopped(ctx context.Context, db store.Store, jobID int64) error {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {

@@ -210,7 +210,7 @@ func (c *Client) SubmitStream(ctx context.Context, r io.Reader, opts StreamOptio
 			onCommit(j)
 		}
 	}
-	job, err := StreamJob(ctx, c.db, r, opts)
+	job, err := streamJob(ctx, c.db, r, opts)
 	if job.ID != 0 {
 		c.wake()
 	}
@@ -269,13 +269,13 @@ func (c *Client) Task(ctx context.Context, taskID string) (store.TaskRow, error)
 	return c.db.FindTask(ctx, taskID)
 }
 
-// TaskNumber finds a job's task by its number in the job, from 1.
+// taskNumber finds a job's task by its number in the job, from 1.
 func (c *Client) TaskNumber(ctx context.Context, jobID string, n int64) (store.TaskRow, error) {
 	job, err := c.db.FindJob(ctx, jobID)
 	if err != nil {
 		return store.TaskRow{}, err
 	}
-	return TaskNumber(ctx, c.db, job, n)
+	return taskNumber(ctx, c.db, job, n)
 }
 
 // Cancel cancels a job: every unfinished task is cancelled, with its
@@ -292,12 +292,12 @@ func (c *Client) Cancel(ctx context.Context, jobID string) (store.Job, error) {
 	if err != nil {
 		return store.Job{}, err
 	}
-	done, err := CancelJob(ctx, c.db, job.ID)
+	done, err := cancelJob(ctx, c.db, job.ID)
 	if err != nil {
 		return done, err
 	}
 	if job.State == store.Running && c.db.RunnerAlive(ctx) {
-		if err := WaitStopped(ctx, c.db, job.ID); err != nil {
+		if err := waitStopped(ctx, c.db, job.ID); err != nil {
 			return done, fmt.Errorf("job %s is cancelled, its runner has not stopped its tasks yet (%w): %w", done.UUID, err, ErrStopPending)
 		}
 	}
@@ -317,7 +317,7 @@ func (c *Client) Retry(ctx context.Context, jobID string) (store.Job, error) {
 	if err != nil {
 		return store.Job{}, err
 	}
-	return RetryJob(ctx, c.db, job.ID)
+	return retryJob(ctx, c.db, job.ID)
 }
 
 // Pause pauses jobs: their runners start no new task of them, and let
@@ -432,15 +432,15 @@ const maxGroupLimit = 10_000
 // Groups lists the groups that have limits.
 func (c *Client) Groups(ctx context.Context) ([]store.Group, error) { return c.db.Groups(ctx) }
 
-// Subscribe calls fn with each callback of every job, after after (a
+// subscribe calls fn with each callback of every job, after after (a
 // callback id; 0 is from the first), in commit order, as each commits,
 // until ctx ends or fn returns an error.
 func (c *Client) Subscribe(ctx context.Context, after int64, fn func(Event) error) error {
-	return Subscribe(ctx, c.db, after, fn)
+	return subscribe(ctx, c.db, after, fn)
 }
 
-// Watch follows callbacks as opts says (some jobs, until they finish, or
+// watchCallbacks follows callbacks as opts says (some jobs, until they finish, or
 // every job); see WatchOptions.
 func (c *Client) Watch(ctx context.Context, opts WatchOptions) error {
-	return Watch(ctx, c.db, opts)
+	return watchCallbacks(ctx, c.db, opts)
 }

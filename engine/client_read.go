@@ -69,15 +69,15 @@ func (c *Client) Deliveries(ctx context.Context, job store.Job) ([]store.Deliver
 	return c.db.Deliveries(ctx, job.ID)
 }
 
-// PendingDeliveries counts the callbacks of a job that its own sinks have
+// pendingDeliveries counts the callbacks of a job that its own sinks have
 // not delivered (nor given up on) yet.
 func (c *Client) PendingDeliveries(ctx context.Context, job store.Job) (int, error) {
-	return PendingDeliveries(ctx, c.db, job)
+	return pendingDeliveries(ctx, c.db, job)
 }
 
-// SinkBacklog counts, per sink, the callbacks it has yet to deliver.
+// sinkBacklog counts, per sink, the callbacks it has yet to deliver.
 func (c *Client) SinkBacklog(ctx context.Context) (map[string]int64, error) {
-	return SinkBacklog(ctx, c.db)
+	return sinkBacklog(ctx, c.db)
 }
 
 // DeadDeliveries counts the callbacks each sink gave up on.
@@ -106,7 +106,7 @@ func (c *Client) SealOrphan(ctx context.Context, job store.Job) (bool, error) {
 	return sealed, err
 }
 
-// Prune deletes the jobs that finished before a time, as pcd prune does.
+// prune deletes the jobs that finished before a time, as pcd prune does.
 func (c *Client) Prune(ctx context.Context, before time.Time, force, vacuum bool) (PruneResult, error) {
-	return Prune(ctx, c.db, before, force, vacuum)
+	return prune(ctx, c.db, before, force, vacuum)
 }

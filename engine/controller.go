@@ -218,7 +218,7 @@ func (c *jobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		// (now), and are recorded; the rest are cancelled, with the
 		// reason.
 		// Another runner of the job may have cancelled it first.
-		if _, err := CancelJobBecause(bg, c.db, job.ID, c.haltReason); err != nil && !errors.Is(err, store.ErrConflict) {
+		if _, err := cancelJobBecause(bg, c.db, job.ID, c.haltReason); err != nil && !errors.Is(err, store.ErrConflict) {
 			_ = c.db.StopJob(bg, job.ID, elapsed())
 			return job, err
 		}

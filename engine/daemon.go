@@ -299,7 +299,7 @@ func (d *daemon) flushMarks(ctx context.Context) {
 func (d *daemon) pruneLoop(ctx context.Context) {
 	every := min(max(d.cfg.Retain/4, time.Second), 10*time.Minute)
 	for {
-		res, err := Prune(ctx, d.db, time.Now().Add(-d.cfg.Retain), false, false)
+		res, err := prune(ctx, d.db, time.Now().Add(-d.cfg.Retain), false, false)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			d.cfg.Logger.Warn("prune", "err", err)
@@ -511,7 +511,7 @@ func (d *daemon) depsAllow(ctx context.Context, j store.Job) bool {
 			continue
 		}
 		reason := fmt.Sprintf("job %s, which it waits for (--after), %s", dep.UUID, dep.State)
-		if _, err := CancelJobBecause(ctx, d.db, j.ID, reason); err != nil {
+		if _, err := cancelJobBecause(ctx, d.db, j.ID, reason); err != nil {
 			if errors.Is(err, store.ErrConflict) {
 				// Another daemon cancelled it first (PostgreSQL).
 				d.cfg.Logger.Debug("job finished by another runner", "job", j.UUID, "err", err)

@@ -135,10 +135,10 @@ func jobEvent(job store.Job) Event {
 	}}
 }
 
-// TaskNumber reads task n (1-based) of the job jobID: what pcd logs JOB N
+// taskNumber reads task n (1-based) of the job jobID: what pcd logs JOB N
 // and the API's /tasks/{n} name. A number outside the job is
 // store.ErrNotFound.
-func TaskNumber(ctx context.Context, db store.Store, job store.Job, n int64) (store.TaskRow, error) {
+func taskNumber(ctx context.Context, db store.Store, job store.Job, n int64) (store.TaskRow, error) {
 	if n < 1 || n > job.Total {
 		return store.TaskRow{}, fmt.Errorf("job %s has %d %s, so no task %d: %w", job.UUID, job.Total, pluralTasks(job.Total), n, store.ErrNotFound)
 	}

@@ -91,9 +91,9 @@ func (s Schedule) Validate() error {
 	return nil
 }
 
-// ResolveAfter finds the jobs a new job waits for, by id or unique
+// resolveAfter finds the jobs a new job waits for, by id or unique
 // prefix.
-func ResolveAfter(ctx context.Context, db store.Store, refs []string) ([]int64, error) {
+func resolveAfter(ctx context.Context, db store.Store, refs []string) ([]int64, error) {
 	ids := make([]int64, 0, len(refs))
 	for _, ref := range refs {
 		j, err := db.FindJob(ctx, ref)
@@ -462,7 +462,7 @@ func submit(ctx context.Context, db store.Store, reg *Registry, jf JobFile) (sto
 	}
 	nj := jf.NewJob()
 	var err error
-	if nj.After, err = ResolveAfter(ctx, db, jf.After); err != nil {
+	if nj.After, err = resolveAfter(ctx, db, jf.After); err != nil {
 		return store.Job{}, err
 	}
 	return db.CreateJob(ctx, nj)
@@ -483,15 +483,15 @@ func submitTx(ctx context.Context, db store.Store, tx any, reg *Registry, jf Job
 		return store.Job{}, badJob("a job submitted in a transaction must hold its tasks (JobFile.Tasks), not read them from a file")
 	}
 	var err error
-	if nj.After, err = ResolveAfter(ctx, db, jf.After); err != nil {
+	if nj.After, err = resolveAfter(ctx, db, jf.After); err != nil {
 		return store.Job{}, err
 	}
 	return creator.CreateJobTx(ctx, tx, nj)
 }
 
-// RetryJob puts a finished job's failed and cancelled tasks back to
+// retryJob puts a finished job's failed and cancelled tasks back to
 // pending, in a new round, and wakes the database's runner.
-func RetryJob(ctx context.Context, db store.Store, jobID int64) (store.Job, error) {
+func retryJob(ctx context.Context, db store.Store, jobID int64) (store.Job, error) {
 	job, err := db.RetryJob(ctx, jobID)
 	if err == nil {
 		_ = db.Wake()

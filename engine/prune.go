@@ -17,14 +17,14 @@ type PruneResult struct {
 	After    int64 // and after
 }
 
-// Prune removes jobs that finished before before, with everything of
+// prune removes jobs that finished before before, with everything of
 // theirs, then gives the space back to the file system. A job with a
 // callback that a sink (the runner's output, a hook, a webhook) has not
 // delivered yet is kept, unless force. It works in short transactions: a
 // runner goes on meanwhile. A database made before pcd gave space back
 // is rewritten once (VACUUM) only if vacuum: that holds the write lock
 // for as long as it takes, which a daemon's background prune must not.
-func Prune(ctx context.Context, db store.Store, before time.Time, force, vacuum bool) (PruneResult, error) {
+func prune(ctx context.Context, db store.Store, before time.Time, force, vacuum bool) (PruneResult, error) {
 	res := PruneResult{Before: db.Size()}
 	var after int64
 	for {
@@ -74,7 +74,7 @@ func undelivered(ctx context.Context, db store.Store, job store.Job) (int, error
 	if err != nil || len(cbs) == 0 {
 		return 0, err
 	}
-	n, err := PendingDeliveries(ctx, db, job)
+	n, err := pendingDeliveries(ctx, db, job)
 	if err != nil {
 		return 0, err
 	}

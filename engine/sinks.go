@@ -241,9 +241,9 @@ func (w webhookSink) Deliver(ctx context.Context, ev Event, body []byte) error {
 	return fmt.Errorf("HTTP %s: %s", resp.Status, strings.TrimSpace(string(snippet)))
 }
 
-// PendingDeliveries counts the callbacks of a job that its own sinks have
+// pendingDeliveries counts the callbacks of a job that its own sinks have
 // not delivered (nor given up on) yet.
-func PendingDeliveries(ctx context.Context, db store.Store, job store.Job) (int, error) {
+func pendingDeliveries(ctx context.Context, db store.Store, job store.Job) (int, error) {
 	names, err := SinkNames(job)
 	if err != nil || len(names) == 0 {
 		return 0, err
@@ -263,11 +263,11 @@ func PendingDeliveries(ctx context.Context, db store.Store, job store.Job) (int,
 	return n, nil
 }
 
-// SinkBacklog counts the callbacks that each sink has not delivered (nor
+// sinkBacklog counts the callbacks that each sink has not delivered (nor
 // given up on) yet. The daemon's sinks count as themselves; the sinks of
 // jobs are summed by what they are across jobs ("webhook URL", "on-task
 // CMD"). Sinks with nothing pending are left out.
-func SinkBacklog(ctx context.Context, db store.Store) (map[string]int64, error) {
+func sinkBacklog(ctx context.Context, db store.Store) (map[string]int64, error) {
 	cursors, err := db.SinkCursors(ctx)
 	if err != nil {
 		return nil, err

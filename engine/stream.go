@@ -32,7 +32,7 @@ type StreamOptions struct {
 	OnCommit func(store.Job)
 }
 
-// StreamJob reads NDJSON tasks, one {"kind": ..., "payload": ...} per line,
+// streamJob reads NDJSON tasks, one {"kind": ..., "payload": ...} per line,
 // and commits them in batches while it reads, so a runner can start on the
 // first tasks before the input ends. A batch is committed when it is full
 // or when reading on would block, so a slow producer's tasks are not held
@@ -42,7 +42,7 @@ type StreamOptions struct {
 // not committed, the error names the line, and a job that already holds
 // earlier batches is sealed with them. With no job created, the returned
 // job is zero.
-func StreamJob(ctx context.Context, db store.Store, r io.Reader, opts StreamOptions) (store.Job, error) {
+func streamJob(ctx context.Context, db store.Store, r io.Reader, opts StreamOptions) (store.Job, error) {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 1000
 	}

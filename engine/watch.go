@@ -36,12 +36,12 @@ type WatchOptions struct {
 	OnJobs func([]store.Job)
 }
 
-// Watch streams committed callback records, resuming from the last id it
+// watchCallbacks streams committed callback records, resuming from the last id it
 // saw, so it follows across runner restarts with no event twice and none
 // missed. Without Follow it returns once every watched job has finished
 // (for an all-jobs watch: once no job is unfinished) and its callbacks
 // are out.
-func Watch(ctx context.Context, db store.Store, opts WatchOptions) error {
+func watchCallbacks(ctx context.Context, db store.Store, opts WatchOptions) error {
 	if opts.PollEvery <= 0 {
 		opts.PollEvery = 20 * time.Millisecond
 	}
@@ -190,13 +190,13 @@ func allFinished(jobs []store.Job, ids []int64) bool {
 	return true
 }
 
-// Subscribe calls fn with each committed callback whose id is after
+// subscribe calls fn with each committed callback whose id is after
 // after, in callback order, and goes on with new ones as they commit,
 // until ctx ends (it returns ctx's error) or fn returns an error (it
 // returns that). Every runner's callbacks come through, across runner
 // restarts; to resume, pass the last CallbackID fn saw. Delivery to fn is
 // exactly once per Subscribe call, and at least once across calls that
 // resume from an id saved before fn's work was.
-func Subscribe(ctx context.Context, db store.Store, after int64, fn func(Event) error) error {
-	return Watch(ctx, db, WatchOptions{Follow: true, After: after, OnEvent: fn})
+func subscribe(ctx context.Context, db store.Store, after int64, fn func(Event) error) error {
+	return watchCallbacks(ctx, db, WatchOptions{Follow: true, After: after, OnEvent: fn})
 }

@@ -8,7 +8,7 @@ import (
 
 // Store is the seam between the engine and a database: the durable
 // operations the engine runs jobs with, and nothing of SQLite.
-// store/sqlite implements it; a PostgreSQL store is to implement it too.
+// store/sqlite and store/postgres implement it.
 // The methods are grouped by what they serve.
 type Store interface {
 	JobStore
