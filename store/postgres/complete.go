@@ -445,10 +445,10 @@ func (db *DB) FinishJob(ctx context.Context, jobID int64, elapsed time.Duration,
 		if job.Finished() {
 			return nil
 		}
-		if !job.Sealed || job.Done() < job.Total {
+		if !store.Complete(job) {
 			return store.ErrNotDone
 		}
-		job.Elapsed = max(elapsed, job.Elapsed)
+		job.Elapsed = max(elapsed, job.Elapsed) // every runner's time: it never goes back
 		if err := db.lockCallbacks(ctx, tx); err != nil {
 			return err
 		}
@@ -476,8 +476,8 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(store
 		if job, err = jobTx(ctx, tx, jobID, true); err != nil {
 			return err
 		}
-		if job.Finished() {
-			return store.Conflictf("job %s already %s", job.UUID, job.State)
+		if err := store.CanCancel(job); err != nil {
+			return err
 		}
 		if err := db.lockCallbacks(ctx, tx); err != nil {
 			return err

@@ -543,10 +543,10 @@ func (db *DB) FinishJob(ctx context.Context, jobID int64, elapsed time.Duration,
 		if job.Finished() {
 			return nil
 		}
-		if !job.Sealed || job.Done() < job.Total {
+		if !store.Complete(job) {
 			return store.ErrNotDone
 		}
-		job.Elapsed = elapsed
+		job.Elapsed = max(elapsed, job.Elapsed) // every runner's time: it never goes back
 		cb, err = db.finishTx(ctx, tx, &job, now, message)
 		return err
 	})
@@ -594,8 +594,8 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(store
 		if err != nil {
 			return err
 		}
-		if job.Finished() {
-			return store.Conflictf("job %s already %s", job.UUID, job.State)
+		if err := store.CanCancel(job); err != nil {
+			return err
 		}
 		finals, err := newFinalWriter(ctx, tx, now)
 		if err != nil {
