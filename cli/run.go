@@ -282,7 +282,7 @@ func handOff(c *cli.Context, env Env, db *client, jf engine.JobFile, held *store
 		return err
 	}
 	out.start(job, out.outputShown(jf))
-	err = follow(c, env, db, followOptions{jobIDs: []int64{job.ID}, json: c.Bool("json"), out: out, noBar: true})
+	err = follow(c, env, db, followOptions{jobs: []string{job.UUID}, json: c.Bool("json"), out: out, noBar: true})
 	if errors.Is(err, ErrJobFailed) {
 		// As pcd run says it when it runs the job itself.
 		if done, jerr := db.Job(c.Context, job.UUID); jerr == nil {

@@ -124,7 +124,7 @@ func submit(c *cli.Context, env Env) error {
 		}
 		return nil
 	}
-	return follow(c, env, db, followOptions{jobIDs: []int64{job.ID}, json: c.Bool("json")})
+	return follow(c, env, db, followOptions{jobs: []string{job.UUID}, json: c.Bool("json")})
 }
 
 // readJobFile parses a job file, reporting problems as usage errors.

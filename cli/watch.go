@@ -56,21 +56,21 @@ so once, and again when a daemon is back.`,
 				return err
 			}
 			defer db.Close()
-			var ids []int64
+			var ids []string
 			for _, ref := range c.Args().Slice() {
 				job, err := db.Job(c.Context, ref)
 				if err != nil {
 					return err
 				}
-				ids = append(ids, job.ID)
+				ids = append(ids, job.UUID)
 			}
-			return follow(c, env, db, followOptions{jobIDs: ids, follow: c.Bool("follow"), json: c.Bool("json"), after: c.Int64("after")})
+			return follow(c, env, db, followOptions{jobs: ids, follow: c.Bool("follow"), json: c.Bool("json"), after: c.Int64("after")})
 		},
 	}
 }
 
 type followOptions struct {
-	jobIDs []int64 // none: every job
+	jobs []string // none: every job
 	follow bool
 	json   bool
 	after  int64
@@ -86,7 +86,7 @@ type followOptions struct {
 func follow(c *cli.Context, env Env, db *client, o followOptions) error {
 	var bar *progress
 	if !o.json && !o.noBar && isTerminal(env.Stderr) {
-		bar = newProgress(env.Stderr, len(o.jobIDs) == 0)
+		bar = newProgress(env.Stderr, len(o.jobs) == 0)
 	}
 	out, flush, err := followPrinter(c, env, db, o.out, bar == nil)
 	if err != nil {
@@ -115,7 +115,7 @@ func follow(c *cli.Context, env Env, db *client, o followOptions) error {
 		return out.err
 	}
 	defer watchRunner(ctx, env, db, &mu, bar)()
-	opts := engine.WatchOptions{JobIDs: o.jobIDs, Follow: o.follow, After: o.after, OnEvent: onEvent, OnJobs: bar.jobs, Flush: flush,
+	opts := engine.WatchOptions{Jobs: o.jobs, Follow: o.follow, After: o.after, OnEvent: onEvent, OnJobs: bar.jobs, Flush: flush,
 		OnTrouble: func(err error) {
 			bar.clear()
 			if err != nil {

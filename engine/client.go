@@ -442,5 +442,13 @@ func (c *Client) Subscribe(ctx context.Context, after int64, fn func(Event) erro
 // watchCallbacks follows callbacks as opts says (some jobs, until they finish, or
 // every job); see WatchOptions.
 func (c *Client) Watch(ctx context.Context, opts WatchOptions) error {
+	jobs, err := c.ResolveJobs(ctx, opts.Jobs)
+	if err != nil {
+		return err
+	}
+	opts.jobIDs = nil
+	for _, j := range jobs {
+		opts.jobIDs = append(opts.jobIDs, j.ID)
+	}
 	return watchCallbacks(ctx, c.db, opts)
 }

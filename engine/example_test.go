@@ -117,7 +117,7 @@ func ExampleClient_Run() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	err = submitter.Watch(ctx, engine.WatchOptions{JobIDs: []int64{job.ID}, OnEvent: func(e engine.Event) error {
+	err = submitter.Watch(ctx, engine.WatchOptions{Jobs: []string{job.UUID}, OnEvent: func(e engine.Event) error {
 		if e.Task != nil {
 			fmt.Printf("task %d (%s) %s\n", e.Task.Number, e.Task.Kind, e.Task.State)
 		} else {

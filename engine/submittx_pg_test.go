@@ -80,7 +80,7 @@ func TestSubmitTxOnPostgres(t *testing.T) {
 		t.Fatalf("%d orders after the commit, want 1", n)
 	}
 	done := errors.New("done")
-	err = client.Watch(ctx, WatchOptions{JobIDs: []int64{job.ID}, Follow: true, OnEvent: func(e Event) error {
+	err = client.Watch(ctx, WatchOptions{Jobs: []string{job.UUID}, Follow: true, OnEvent: func(e Event) error {
 		if e.Job != nil {
 			return done
 		}

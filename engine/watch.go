@@ -9,8 +9,11 @@ import (
 
 // WatchOptions configure Watch.
 type WatchOptions struct {
-	// JobIDs are the jobs to follow; none means every job.
-	JobIDs []int64
+	// Jobs are the jobs to follow, by id (or a unique prefix); none means
+	// every job.
+	Jobs []string
+	// jobIDs are Jobs' row ids (Client.Watch finds them).
+	jobIDs []int64
 	// Follow keeps watching after the jobs finish, for new jobs too.
 	Follow bool
 	// After is the callback id to resume after; 0 starts from the first.
@@ -53,7 +56,7 @@ func watchCallbacks(ctx context.Context, db store.Store, opts WatchOptions) erro
 	after := opts.After
 	catchUp := func() error {
 		for {
-			cbs, err := db.CallbacksAfter(ctx, after, opts.JobIDs, 1000)
+			cbs, err := db.CallbacksAfter(ctx, after, opts.jobIDs, 1000)
 			if err != nil {
 				return err
 			}
@@ -76,7 +79,7 @@ func watchCallbacks(ctx context.Context, db store.Store, opts WatchOptions) erro
 	pass := func() (done bool, err error) {
 		// Read the jobs before catching up: a job seen finished here has
 		// its last callback committed, so the catch-up below gets it.
-		jobs, err := watchedJobs(ctx, db, opts.JobIDs)
+		jobs, err := watchedJobs(ctx, db, opts.jobIDs)
 		if err != nil {
 			return false, err
 		}
@@ -86,7 +89,7 @@ func watchCallbacks(ctx context.Context, db store.Store, opts WatchOptions) erro
 		if err := catchUp(); err != nil {
 			return false, err
 		}
-		if !opts.Follow && allFinished(jobs, opts.JobIDs) {
+		if !opts.Follow && allFinished(jobs, opts.jobIDs) {
 			return true, nil
 		}
 		for changed := false; !changed; {
