@@ -70,7 +70,7 @@ so once, and again when a daemon is back.`,
 }
 
 type followOptions struct {
-	jobs []string // none: every job
+	jobs   []string // none: every job
 	follow bool
 	json   bool
 	after  int64
