@@ -32,7 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"CallbacksComeInIDOrder", callbacksComeInIDOrder},
 		{"MessagesReadBackAsWritten", messagesReadBackAsWritten},
 		{"CancelFinishesEveryTask", cancelFinishesEveryTask},
-		{"AFailureOutranksACancel", aFailureOutranksACancel},
+		{"AFailureOutranksACancel", aFailureOutranksACancel}, // a failure and cancels; a halt after a failure
 		{"HaltKeepsTheFirstReason", haltKeepsTheFirstReason},
 		{"RetryOpensARound", retryOpensARound},
 		{"RecoverCountsInterruptions", recoverCountsInterruptions},
@@ -344,6 +344,22 @@ func aFailureOutranksACancel(t *testing.T, s store.Store) {
 	}
 	if st := store.FinalState(1, 0, 1); st != store.Cancelled {
 		t.Fatalf("FinalState with a cancel and no failure: %s", st)
+	}
+	// --halt now,fail=1: the failure halts the job, its running task is
+	// recorded cancelled, and the runner cancels the rest with the halt's
+	// reason: the job failed.
+	h := newJob(t, s, 4)
+	complete(t, s, store.Batch{JobID: h.ID, Results: []store.Result{result(1, store.Succeeded), result(2, store.Failed)}})
+	if err := s.HaltJob(ctx, h.ID, "halted (--halt now,fail=1): 1 task failed"); err != nil {
+		t.Fatal(err)
+	}
+	complete(t, s, store.Batch{JobID: h.ID, Results: []store.Result{result(3, store.Cancelled)}})
+	done, err = s.CancelJob(ctx, h.ID, taskMessage, jobMessage)
+	if err != nil || done.State != store.Failed || done.Succeeded != 1 || done.Failed != 1 || done.Cancelled != 2 {
+		t.Fatalf("a job halted after a failure: %+v, %v; want failed: 1 succeeded, 1 failed, 2 cancelled", done, err)
+	}
+	if got := job(t, s, h.ID); got.State != store.Failed || got.Halting == "" {
+		t.Fatalf("the halted job reads back %s, halting %q; want failed, with the reason", got.State, got.Halting)
 	}
 }
 
