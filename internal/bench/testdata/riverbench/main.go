@@ -83,16 +83,8 @@ func run(url, schema string, n, clients, workers int, cooldown time.Duration) er
 		return err
 	}
 	t0 := time.Now()
-	const batch = 50_000
-	params := make([]river.InsertManyParams, 0, batch)
-	for done := 0; done < n; done += len(params) {
-		params = params[:0]
-		for range min(batch, n-done) {
-			params = append(params, river.InsertManyParams{Args: noopArgs{}})
-		}
-		if _, err := inserter.InsertManyFast(ctx, params); err != nil {
-			return fmt.Errorf("insert: %w", err)
-		}
+	if err := insertJobs(ctx, inserter, n); err != nil {
+		return err
 	}
 	insertRate := float64(n) / time.Since(t0).Seconds()
 
@@ -113,21 +105,8 @@ func run(url, schema string, n, clients, workers int, cooldown time.Duration) er
 		}
 		running = append(running, c)
 	}
-	// Every job worked, then every one marked completed (River's completer
-	// batches those updates).
-	for worked.Load() < int64(n) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	for {
-		var completed int64
-		q := fmt.Sprintf("SELECT count(*) FROM %s.river_job WHERE state = 'completed'", schema)
-		if err := pool.QueryRow(ctx, q).Scan(&completed); err != nil {
-			return err
-		}
-		if completed >= int64(n) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := waitCompleted(ctx, pool, schema, n, &worked); err != nil {
+		return err
 	}
 	elapsed := time.Since(t1)
 	for _, c := range running {
@@ -142,4 +121,39 @@ func run(url, schema string, n, clients, workers int, cooldown time.Duration) er
 		"jobs_per_sec":   float64(n) / elapsed.Seconds(),
 		"rss_mib":        float64(ru.Maxrss) / 1024,
 	})
+}
+
+// insertJobs inserts n no-op jobs in batches.
+func insertJobs(ctx context.Context, inserter *river.Client[pgx.Tx], n int) error {
+	const batch = 50_000
+	params := make([]river.InsertManyParams, 0, batch)
+	for done := 0; done < n; done += len(params) {
+		params = params[:0]
+		for range min(batch, n-done) {
+			params = append(params, river.InsertManyParams{Args: noopArgs{}})
+		}
+		if _, err := inserter.InsertManyFast(ctx, params); err != nil {
+			return fmt.Errorf("insert: %w", err)
+		}
+	}
+	return nil
+}
+
+// waitCompleted waits until every job was worked, then until every one
+// is marked completed (River's completer batches those updates).
+func waitCompleted(ctx context.Context, pool *pgxpool.Pool, schema string, n int, worked *atomic.Int64) error {
+	for worked.Load() < int64(n) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	q := fmt.Sprintf("SELECT count(*) FROM %s.river_job WHERE state = 'completed'", schema)
+	for {
+		var completed int64
+		if err := pool.QueryRow(ctx, q).Scan(&completed); err != nil {
+			return err
+		}
+		if completed >= int64(n) {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
