@@ -2,8 +2,11 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"iter"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // ErrNotFound is returned when a job or task does not exist.
@@ -183,4 +186,23 @@ func AfterModeOf(nj NewJob) AfterMode {
 		return AfterAny
 	}
 	return AfterSuccess
+}
+
+// NewJobRow is the row of a job about to be created from nj, before a
+// store writes it: every store creates jobs with it. Job ids are random
+// (v4), so that a short prefix names a job; a store makes its task ids
+// time-ordered (v7), so that their index grows at the end.
+func NewJobRow(nj NewJob) (Job, error) {
+	if nj.Workers <= 0 || nj.QueueSize <= 0 {
+		return Job{}, fmt.Errorf("create job: workers and queue size must be positive")
+	}
+	id, err := uuid.NewRandom()
+	if err != nil {
+		return Job{}, fmt.Errorf("create job: %w", err)
+	}
+	return Job{
+		UUID: id.String(), Name: nj.Name, State: Pending, Sealed: !nj.Open,
+		Workers: nj.Workers, QueueSize: nj.QueueSize, Total: int64(len(nj.Tasks)),
+		CreatedAt: time.Now(), Sinks: nj.Sinks, Control: nj.Control, After: AfterModeOf(nj),
+	}, nil
 }

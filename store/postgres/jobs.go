@@ -98,7 +98,7 @@ func jobTx(ctx context.Context, q querier, id int64, lock bool) (store.Job, erro
 // connection of its own until SealJob, taken before the job's row
 // commits: SealOrphan seals the job of a submitter that is gone.
 func (db *DB) CreateJob(ctx context.Context, nj store.NewJob) (store.Job, error) {
-	job, err := newJob(nj)
+	job, err := store.NewJobRow(nj)
 	if err != nil {
 		return store.Job{}, err
 	}
@@ -152,19 +152,6 @@ func (db *DB) CreateJob(ctx context.Context, nj store.NewJob) (store.Job, error)
 	}
 	db.analyzeAfter(ctx, job.Total)
 	return job, nil
-}
-
-// newJob is the row of a new job, before it is written.
-func newJob(nj store.NewJob) (store.Job, error) {
-	if nj.Workers <= 0 || nj.QueueSize <= 0 {
-		return store.Job{}, fmt.Errorf("create job: workers and queue size must be positive")
-	}
-	id, err := uuid.NewRandom()
-	if err != nil {
-		return store.Job{}, fmt.Errorf("create job: %w", err)
-	}
-	return store.Job{UUID: id.String(), Name: nj.Name, State: store.Pending, Sealed: !nj.Open,
-		Workers: nj.Workers, QueueSize: nj.QueueSize, CreatedAt: time.Now(), Sinks: nj.Sinks, Control: nj.Control, After: store.AfterModeOf(nj)}, nil
 }
 
 // insertJob writes job and its tasks in tx: ErrDuplicate, with job set to
@@ -239,7 +226,7 @@ func (db *DB) CreateJobTx(ctx context.Context, caller any, nj store.NewJob) (sto
 	if theirs != ours {
 		return store.Job{}, fmt.Errorf("create job: the caller's transaction is on %s, not on %s", theirs, ours)
 	}
-	job, err := newJob(nj)
+	job, err := store.NewJobRow(nj)
 	if err != nil {
 		return store.Job{}, err
 	}

@@ -30,7 +30,7 @@ const chunkGap = 10 * time.Millisecond
 // it wrote; if the process dies, the next runner to start (CleanStaged)
 // does.
 func (db *DB) CreateJob(ctx context.Context, nj store.NewJob) (store.Job, error) {
-	job, err := newJob(nj)
+	job, err := store.NewJobRow(nj)
 	if err != nil {
 		return store.Job{}, err
 	}
@@ -141,24 +141,6 @@ func (c *creation) write(ctx context.Context, tx *sql.Tx) (last bool, err error)
 	return true, err
 }
 
-// newJob is the row of a job about to be created.
-func newJob(nj store.NewJob) (store.Job, error) {
-	if nj.Workers <= 0 || nj.QueueSize <= 0 {
-		return store.Job{}, fmt.Errorf("create job: workers and queue size must be positive")
-	}
-	// Job ids are random (v4) so that a short prefix names a job; task ids
-	// are time-ordered (v7) so that their index grows at the end.
-	id, err := uuid.NewRandom()
-	if err != nil {
-		return store.Job{}, fmt.Errorf("create job: %w", err)
-	}
-	return store.Job{
-		UUID: id.String(), Name: nj.Name, State: store.Pending, Sealed: !nj.Open,
-		Workers: nj.Workers, QueueSize: nj.QueueSize, Total: int64(len(nj.Tasks)),
-		CreatedAt: time.Now(), Sinks: nj.Sinks, Control: nj.Control, After: store.AfterModeOf(nj),
-	}, nil
-}
-
 // insertJob writes job's row and nj.Tasks, and sets job.ID; a job that
 // has nj.Key already is errDuplicateKey, with *job set to it.
 func insertJob(ctx context.Context, tx *sql.Tx, job *store.Job, nj store.NewJob) error {
@@ -222,7 +204,7 @@ func (db *DB) CreateJobTx(ctx context.Context, caller any, nj store.NewJob) (sto
 	if !sameFile(file, db.path) {
 		return store.Job{}, fmt.Errorf("create job: the caller's transaction is on %s, not on %s", file, db.path)
 	}
-	job, err := newJob(nj)
+	job, err := store.NewJobRow(nj)
 	if err != nil {
 		return store.Job{}, err
 	}
