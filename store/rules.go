@@ -144,3 +144,29 @@ func Interruption(interrupts, base, max int) (fail bool, reason string) {
 	}
 	return true, fmt.Sprintf("interrupted by %d restarts", max)
 }
+
+// CancelPending is the rule of a cancel: every task of a job without a
+// result is cancelled, with its task callback. page reads the job's tasks
+// without a result after a seq, a page at a time (none: the end); cancel
+// records one cancelled, with its callback message. Both stores cancel
+// with it, inside the cancel's transaction.
+func CancelPending(page func(after int64) ([]Task, error), message func(Task) ([]byte, error),
+	cancel func(t Task, msg []byte) error) error {
+	var after int64
+	for {
+		tasks, err := page(after)
+		if err != nil || len(tasks) == 0 {
+			return err
+		}
+		for _, t := range tasks {
+			after = t.Seq
+			msg, err := message(t)
+			if err != nil {
+				return err
+			}
+			if err := cancel(t, msg); err != nil {
+				return err
+			}
+		}
+	}
+}

@@ -483,23 +483,15 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(store
 			return err
 		}
 		w := finalWriter{db: db, now: now}
-		var after int64
-		for {
-			page, err := db.pending(ctx, tx, jobID, after, 1000, maxDue, false)
-			if err != nil {
-				return err
-			}
-			if len(page) == 0 {
-				break
-			}
-			for _, t := range page {
-				after = t.Seq
-				msg, err := taskMessage(t)
-				if err != nil {
-					return err
-				}
+		err = store.CancelPending(
+			func(after int64) ([]store.Task, error) { return db.pending(ctx, tx, jobID, after, 1000, maxDue, false) },
+			taskMessage,
+			func(t store.Task, msg []byte) error {
 				w.add(t, job.Round, store.Cancelled, "cancelled", msg)
-			}
+				return nil
+			})
+		if err != nil {
+			return err
 		}
 		if err := w.flush(ctx, tx); err != nil {
 			return err

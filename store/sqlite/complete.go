@@ -602,25 +602,14 @@ func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(store
 			return err
 		}
 		defer finals.close()
-		var after int64
-		for {
-			page, err := pendingTx(ctx, tx, jobID, after, 1000)
-			if err != nil {
-				return err
-			}
-			if len(page) == 0 {
-				break
-			}
-			for _, t := range page {
-				after = t.Seq
-				msg, err := taskMessage(t)
-				if err != nil {
-					return err
-				}
-				if err := finals.write(ctx, t, job.Round, store.Cancelled, "cancelled", msg); err != nil {
-					return err
-				}
-			}
+		err = store.CancelPending(
+			func(after int64) ([]store.Task, error) { return pendingTx(ctx, tx, jobID, after, 1000) },
+			taskMessage,
+			func(t store.Task, msg []byte) error {
+				return finals.write(ctx, t, job.Round, store.Cancelled, "cancelled", msg)
+			})
+		if err != nil {
+			return err
 		}
 		if err := finals.flush(ctx, tx); err != nil {
 			return err
