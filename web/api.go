@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -341,7 +342,16 @@ func (s *server) action(name string) http.HandlerFunc {
 		var err error
 		switch name {
 		case "cancel":
-			j, err = s.c.Cancel(ctx, j.UUID)
+			// It answers once the job's runner has stopped its tasks, within
+			// a minute; after that the job is cancelled all the same, and
+			// its runner stops them when it next looks.
+			wait, cancel := context.WithTimeout(ctx, time.Minute)
+			j, err = s.c.Cancel(wait, j.UUID)
+			cancel()
+			if errors.Is(err, engine.ErrStopPending) && ctx.Err() == nil {
+				s.o.Logger.Info("job cancelled; its runner has not stopped its tasks yet", "job", j.UUID)
+				err = nil
+			}
 		case "retry":
 			j, err = s.c.Retry(ctx, j.UUID)
 		case "pause", "resume":

@@ -9,7 +9,9 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -375,3 +377,47 @@ func TestJobsPages(t *testing.T) {
 
 // clientOf is a Client of db, as the server takes it.
 func clientOf(db store.Store) *engine.Client { return engine.NewClient(db, engine.RunnerConfig{}) }
+
+// The API's cancel answers once the job's runner has stopped its running
+// tasks, as pcd cancel does: no task of the job runs after the answer.
+func TestCancelAnswersOnceTheTasksStopped(t *testing.T) {
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "pcd.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var started, stopped atomic.Int64
+	reg := engine.NewRegistry()
+	reg.Register("wait", engine.Func(func(ctx context.Context, _ engine.Task) (json.RawMessage, error) {
+		started.Add(1)
+		<-ctx.Done()
+		time.Sleep(100 * time.Millisecond) // a task that takes a while to stop
+		stopped.Add(1)
+		return nil, ctx.Err()
+	}))
+	daemon := engine.NewClient(db, engine.RunnerConfig{Config: engine.Config{Registry: reg}})
+	if err := daemon.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer daemon.Close()
+	job, err := daemon.Submit(ctx, engine.JobFile{Workers: 3, Tasks: []engine.TaskSpec{{Kind: "wait"}, {Kind: "wait"}, {Kind: "wait"}, {Kind: "wait"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for started.Load() < 3 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	srv := httptest.NewServer(Handler(clientOf(db), Options{}))
+	defer srv.Close()
+	r := call(t, srv, "POST", "/api/v1/jobs/"+job.UUID+"/cancel", "")
+	if r.status != http.StatusOK || r.body["state"] != "cancelled" {
+		t.Fatalf("cancel: %d %s", r.status, r.raw)
+	}
+	if n := stopped.Load(); n != 3 {
+		t.Fatalf("the cancel answered with %d of the 3 running tasks stopped", n)
+	}
+	if n := started.Load(); n != 3 {
+		t.Fatalf("%d tasks started, want the 3 that ran before the cancel", n)
+	}
+}
