@@ -185,8 +185,9 @@ func (c *jobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 	// Bookkeeping finishes even when ctx is cancelled.
 	bg := context.WithoutCancel(ctx)
 	// Callbacks committed by an earlier run but never delivered go first.
-	// A job that never started and is not finished has none.
-	if !job.StartedAt.IsZero() || job.Done() > 0 || job.Finished() {
+	// A job that never started, is not finished and was never retried has
+	// none; a retried one may have those of a cancel no runner released.
+	if !job.StartedAt.IsZero() || job.Done() > 0 || job.Finished() || job.Round > 0 {
 		if err := c.redeliver(bg, job.ID); err != nil {
 			return job, err
 		}
