@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/pcd-dev/pcd/engine/sink"
 	"github.com/pcd-dev/pcd/store"
 )
 
@@ -72,12 +73,12 @@ func (c *Client) Deliveries(ctx context.Context, job store.Job) ([]store.Deliver
 // pendingDeliveries counts the callbacks of a job that its own sinks have
 // not delivered (nor given up on) yet.
 func (c *Client) PendingDeliveries(ctx context.Context, job store.Job) (int, error) {
-	return pendingDeliveries(ctx, c.db, job)
+	return sink.Pending(ctx, c.db, job)
 }
 
 // sinkBacklog counts, per sink, the callbacks it has yet to deliver.
 func (c *Client) SinkBacklog(ctx context.Context) (map[string]int64, error) {
-	return sinkBacklog(ctx, c.db)
+	return sink.Backlog(ctx, c.db)
 }
 
 // DeadDeliveries counts the callbacks each sink gave up on.

@@ -178,7 +178,7 @@ func (c *jobController) runTask(ctx context.Context, job store.Job, t store.Task
 		Attempt: attempt, Record: t.Retry.MaxAttempts > 1,
 	}
 	if state == store.Failed && attempt < t.Retry.MaxAttempts && !killed {
-		res.RetryAt = c.cfg.Clock.Now().Add(backoff(t.Retry, attempt))
+		res.RetryAt = c.cfg.Clock.Now().Add(store.Backoff(t.Retry, attempt))
 		t.Attempts, t.NotBefore = attempt, res.RetryAt
 		return outcome{task: t, res: res}
 	}
@@ -215,20 +215,6 @@ var (
 // resourceWait is about how long a task that could not start for want of
 // a system resource waits before it runs again.
 const resourceWait = 250 * time.Millisecond
-
-// backoff is the wait after a failed attempt: base×2^(attempt-1), at most
-// cap, with jitter that keeps it in [d/2, d).
-func backoff(r store.Retry, attempt int) time.Duration {
-	d := r.BackoffBase
-	for i := 1; i < attempt && d < r.BackoffCap; i++ {
-		d *= 2
-	}
-	d = min(d, r.BackoffCap)
-	if d <= 0 {
-		return 0
-	}
-	return d/2 + rand.N(d/2+1)
-}
 
 // call runs the task's kind; a panic fails the task instead of the process.
 func (c *jobController) call(ctx context.Context, k Kind, t Task) (res json.RawMessage, err error) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pcd-dev/pcd/internal/failpoint"
+	"github.com/pcd-dev/pcd/internal/notify"
 	"github.com/pcd-dev/pcd/store"
 )
 
@@ -65,7 +66,7 @@ type Config struct {
 	//
 	// wake is notified when tasks may have been added to a job that is
 	// still open, or the job was cancelled elsewhere.
-	wake *notifier
+	wake *notify.Notifier
 	// onCommit runs after each successful group commit.
 	onCommit func()
 	// released is shared by the controllers of one process so that a
@@ -142,7 +143,7 @@ func (cfg Config) withDefaults() Config {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
 	if cfg.wake == nil {
-		cfg.wake = newNotifier()
+		cfg.wake = notify.New()
 	}
 	if cfg.PollEvery <= 0 {
 		cfg.PollEvery = 250 * time.Millisecond

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pcd-dev/pcd/engine/sink"
 	"github.com/pcd-dev/pcd/store"
 )
 
@@ -44,7 +45,7 @@ type daemon struct {
 func newDaemon(db store.Store, cfg RunnerConfig, drain <-chan struct{}) *daemon {
 	d := &daemon{db: db, cfg: cfg, drain: drain, limitsStale: true, openStale: true}
 	onCommit := cfg.onCommit
-	commits := cfg.Delivery.wake
+	commits := cfg.Delivery.Wake
 	d.cfg.onCommit = func() {
 		commits.Notify()
 		d.cfg.trouble.over(d.cfg.Logger)
@@ -157,9 +158,9 @@ func stoppedBy(ctx context.Context) error {
 // graceful stop finishes and is recorded, within DeliveryWait; a hard
 // stop (ctx) cuts it short. Deliveries outlive a graceful drain only
 // until Run returns.
-func (d *daemon) startDeliveries(ctx context.Context) (_ *deliverers, deliveryCtx context.Context, stop func()) {
+func (d *daemon) startDeliveries(ctx context.Context) (_ *sink.Deliverers, deliveryCtx context.Context, stop func()) {
 	deliveryCtx, stopDelivery := context.WithCancel(context.WithoutCancel(ctx))
-	deliveries := newDeliverers(d.db, d.cfg.Delivery)
+	deliveries := sink.New(d.db, withHooks(d.cfg.Delivery))
 	return deliveries, deliveryCtx, func() {
 		grace, cancel := context.WithTimeout(ctx, d.cfg.DeliveryWait)
 		deliveries.Stop(grace)
@@ -171,7 +172,7 @@ func (d *daemon) startDeliveries(ctx context.Context) (_ *deliverers, deliveryCt
 
 // woken acts on a wake-up: something was committed or cancelled.
 func (d *daemon) woken(ctx context.Context, running map[int64]*jobController) {
-	d.cfg.Delivery.wake.Notify() // pcd cancel commits callbacks too
+	d.cfg.Delivery.Wake.Notify() // pcd cancel commits callbacks too
 	// A job that pcd cancel finished while no run of it was going on
 	// here (it waited to start, or to retry a failed run): its callbacks
 	// are this daemon's to release.
@@ -521,7 +522,7 @@ func (d *daemon) depsAllow(ctx context.Context, j store.Job) bool {
 			return false
 		}
 		d.cfg.Logger.Info("job cancelled: "+reason, "job", j.UUID)
-		d.cfg.Delivery.wake.Notify()
+		d.cfg.Delivery.Wake.Notify()
 		return false
 	}
 	return true

@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -161,29 +160,7 @@ func (Exec) Validate(payload json.RawMessage) error {
 		}
 	}
 	if len(p.Argv) > 0 {
-		return checkCommand(p.Argv[0], p.Dir)
-	}
-	return nil
-}
-
-// checkCommand finds a command as exec would: in PATH, or as a path.
-func checkCommand(name, dir string) error {
-	if !strings.Contains(name, "/") {
-		if _, err := exec.LookPath(name); err != nil {
-			return fmt.Errorf("command %q not found in PATH", name)
-		}
-		return nil
-	}
-	path := name
-	if !filepath.IsAbs(path) && dir != "" {
-		path = filepath.Join(dir, path)
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("command %s: %w", name, err)
-	}
-	if fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return fmt.Errorf("command %s is not an executable file", name)
+		return process.CheckCommand(p.Argv[0], p.Dir)
 	}
 	return nil
 }

@@ -582,15 +582,6 @@ func (jf JobFile) batches() iter.Seq2[[]store.NewTask, error] {
 	}
 }
 
-// Encode is the sinks as stored with a job; nil for none.
-func (s Sinks) Encode() []byte {
-	if s.Empty() {
-		return nil
-	}
-	b, _ := json.Marshal(s)
-	return b
-}
-
 // newTask stores the payload compacted, and an absent one as null, with
 // the job's retry defaults under the task's own. An exec task gets the
 // submitter's directory, dir, as its own (see JobFile.Dir).

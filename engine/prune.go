@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/pcd-dev/pcd/engine/sink"
 	"github.com/pcd-dev/pcd/store"
 )
 
@@ -74,7 +75,7 @@ func undelivered(ctx context.Context, db store.Store, job store.Job) (int, error
 	if err != nil || len(cbs) == 0 {
 		return 0, err
 	}
-	n, err := pendingDeliveries(ctx, db, job)
+	n, err := sink.Pending(ctx, db, job)
 	if err != nil {
 		return 0, err
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pcd-dev/pcd/engine/process"
+	"github.com/pcd-dev/pcd/engine/sink"
+	"github.com/pcd-dev/pcd/internal/notify"
 	"github.com/pcd-dev/pcd/store"
 )
 
@@ -158,14 +160,14 @@ func (cfg RunnerConfig) withDefaults() RunnerConfig {
 		cfg.DeliveryWait = 5 * time.Second
 	}
 	if cfg.wake == nil {
-		cfg.wake = newNotifier()
+		cfg.wake = notify.New()
 	}
 	if cfg.throughput == nil {
 		cfg.throughput = newThroughput()
 	}
 	cfg.Config = cfg.Config.withDefaults()
-	if cfg.Delivery.wake == nil {
-		cfg.Delivery.wake = newNotifier()
+	if cfg.Delivery.Wake == nil {
+		cfg.Delivery.Wake = notify.New()
 	}
 	if cfg.Delivery.Logger == nil {
 		cfg.Delivery.Logger = cfg.Logger
@@ -388,11 +390,11 @@ func (r *Runner) RunJob(ctx context.Context, jobID int64) (store.Job, error) {
 
 	delivery := r.cfg.Delivery
 	delivery.Scope = jobID
-	deliveries := newDeliverers(r.db, delivery)
+	deliveries := sink.New(r.db, withHooks(delivery))
 	cfg := r.cfg.Config
 	onCommit := cfg.onCommit
 	cfg.onCommit = func() {
-		delivery.wake.Notify()
+		delivery.Wake.Notify()
 		if onCommit != nil {
 			onCommit()
 		}
@@ -436,7 +438,7 @@ func (r *Runner) RunJob(ctx context.Context, jobID int64) (store.Job, error) {
 	if err == nil {
 		// Its sinks finish once its callbacks are out, or when
 		// DeliveryWait runs out; the rest stay for a daemon.
-		delivery.wake.Notify()
+		delivery.Wake.Notify()
 		r.waitDeliveries(deliveries, stopDelivery)
 	}
 	return job, err
@@ -453,7 +455,7 @@ func (r *Runner) keepThroughput(ctx context.Context) (stop func()) {
 
 // waitDeliveries waits, at most DeliveryWait, for deliveries to finish,
 // then stops them.
-func (r *Runner) waitDeliveries(d *deliverers, stop func()) {
+func (r *Runner) waitDeliveries(d *sink.Deliverers, stop func()) {
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)

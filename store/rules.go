@@ -3,7 +3,9 @@ package store
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"slices"
+	"time"
 )
 
 // The rules of jobs and tasks, written once: every store applies them,
@@ -169,4 +171,18 @@ func CancelPending(page func(after int64) ([]Task, error), message func(Task) ([
 			}
 		}
 	}
+}
+
+// Backoff is the wait after a failed attempt: base×2^(attempt-1), at most
+// cap, with jitter that keeps it in [d/2, d).
+func Backoff(r Retry, attempt int) time.Duration {
+	d := r.BackoffBase
+	for i := 1; i < attempt && d < r.BackoffCap; i++ {
+		d *= 2
+	}
+	d = min(d, r.BackoffCap)
+	if d <= 0 {
+		return 0
+	}
+	return d/2 + rand.N(d/2+1)
 }

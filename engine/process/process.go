@@ -6,7 +6,13 @@
 // kills a frozen runner's commands once its lease runs out.
 package process
 
-import "strings"
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
 
 // RunIDVar is the environment variable that marks every process a
 // command starts: "<task uuid>.<attempt>" for a task, "hook.<n>" for a
@@ -21,4 +27,26 @@ func TaskOfCookie(cookie string) string {
 		return ""
 	}
 	return id
+}
+
+// CheckCommand finds a command as exec would: in PATH, or as a path.
+func CheckCommand(name, dir string) error {
+	if !strings.Contains(name, "/") {
+		if _, err := exec.LookPath(name); err != nil {
+			return fmt.Errorf("command %q not found in PATH", name)
+		}
+		return nil
+	}
+	path := name
+	if !filepath.IsAbs(path) && dir != "" {
+		path = filepath.Join(dir, path)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("command %s: %w", name, err)
+	}
+	if fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return fmt.Errorf("command %s is not an executable file", name)
+	}
+	return nil
 }

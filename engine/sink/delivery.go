@@ -1,4 +1,4 @@
-package engine
+package sink
 
 import (
 	"context"
@@ -8,18 +8,19 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pcd-dev/pcd/internal/notify"
 	"github.com/pcd-dev/pcd/store"
 )
 
-// DeliveryPolicy is how a sink retries a failed delivery: exponential
+// Policy is how a sink retries a failed delivery: exponential
 // backoff with jitter, then dead after MaxAttempts.
-type DeliveryPolicy struct {
+type Policy struct {
 	MaxAttempts int           // default 8
 	BackoffBase time.Duration // default 1s
 	BackoffCap  time.Duration // default 1m
 }
 
-func (p DeliveryPolicy) withDefaults() DeliveryPolicy {
+func (p Policy) withDefaults() Policy {
 	if p.MaxAttempts <= 0 {
 		p.MaxAttempts = 8
 	}
@@ -37,17 +38,18 @@ func (p DeliveryPolicy) withDefaults() DeliveryPolicy {
 // only itself: never task execution, never another sink. Progress is kept
 // in the database, so delivery is at-least-once across restarts, with the
 // callback id to drop duplicates.
-type deliverers struct {
+type Deliverers struct {
 	db     store.Store
-	global []callbackSink // the daemon's sinks, for every job; or pcd run's
-	scope  int64          // if set, global sinks take only this job's callbacks
+	global []destination // the daemon's sinks, for every job; or pcd run's
+	scope  int64         // if set, global sinks take only this job's callbacks
 	// replayFrom moves the global sinks' cursors back, once.
 	replayFrom int64
 	replayed   bool
 	scanned    bool // every job's sinks have been looked at once
-	policy     DeliveryPolicy
-	options    SinkOptions
-	wake       *notifier
+	policy     Policy
+	options    Options
+	wake       *notify.Notifier
+	decode     func(store.Callback) (Callback, error)
 	log        *slog.Logger
 
 	// stopping, once closed, lets no attempt start (Stop).
@@ -63,30 +65,33 @@ type deliverers struct {
 	wg   sync.WaitGroup
 }
 
-// DeliveryConfig configures NewDeliveries.
-type DeliveryConfig struct {
+// Config configures NewDeliveries.
+type Config struct {
 	Sinks Sinks // for every job (or Scope's)
 	Scope int64 // restrict Sinks to this job
 	// ReplayFrom, if set, makes every one of Sinks deliver again from this
 	// callback id on. Without it a sink new to the database starts with
 	// the callbacks committed after it first appears.
 	ReplayFrom int64
-	Policy     DeliveryPolicy
-	Options    SinkOptions
-	wake       *notifier // notified after commits
-	Logger     *slog.Logger
+	Policy     Policy
+	Options    Options
+	// Wake is notified after commits: deliverers look at once.
+	Wake   *notify.Notifier
+	Logger *slog.Logger
+	// Decode makes a callback record a Callback (engine sets it).
+	Decode func(store.Callback) (Callback, error)
 }
 
 // NewDeliveries returns a delivery manager. Start sinks with Ensure.
-func newDeliverers(db store.Store, cfg DeliveryConfig) *deliverers {
+func New(db store.Store, cfg Config) *Deliverers {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.wake == nil {
-		cfg.wake = newNotifier()
+	if cfg.Wake == nil {
+		cfg.Wake = notify.New()
 	}
-	return &deliverers{db: db, global: cfg.Sinks.build(daemonScope, cfg.Options), scope: cfg.Scope, replayFrom: cfg.ReplayFrom,
-		policy: cfg.Policy.withDefaults(), options: cfg.Options, wake: cfg.wake, log: cfg.Logger,
+	return &Deliverers{db: db, global: cfg.Sinks.build(daemonScope, cfg.Options), scope: cfg.Scope, replayFrom: cfg.ReplayFrom,
+		policy: cfg.Policy.withDefaults(), options: cfg.Options, wake: cfg.Wake, decode: cfg.Decode, log: cfg.Logger,
 		stopping: make(chan struct{}), running: map[string]bool{}, done: map[string]time.Time{}}
 }
 
@@ -96,7 +101,7 @@ const ensureLookBack = time.Minute
 
 // Ensure starts a deliverer for each global sink and for each sink of a
 // job that has its own, unless one runs or has finished in this process.
-func (m *deliverers) Ensure(ctx context.Context) {
+func (m *Deliverers) Ensure(ctx context.Context) {
 	if !m.replayed {
 		m.replayed = true
 		for _, s := range m.global {
@@ -151,7 +156,7 @@ func (m *deliverers) Ensure(ctx context.Context) {
 	}
 }
 
-func (m *deliverers) start(ctx context.Context, s callbackSink, jobID int64) {
+func (m *Deliverers) start(ctx context.Context, s destination, jobID int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, done := m.done[s.Name()]; m.running[s.Name()] || done || m.stopped() {
@@ -173,13 +178,13 @@ func (m *deliverers) start(ctx context.Context, s callbackSink, jobID int64) {
 
 // Wait waits for every deliverer; cancel their context first, or use
 // WaitJob for a job's.
-func (m *deliverers) Wait() { m.wg.Wait() }
+func (m *Deliverers) Wait() { m.wg.Wait() }
 
-// Stop stops the deliverers softly: no attempt starts after it, and an
+// Stop stops the Deliverers softly: no attempt starts after it, and an
 // attempt in flight (a hook that has run but not yet exited) may finish
 // and be recorded until ctx ends, so that a graceful stop does not
-// deliver it twice. Cancel the deliverers' context after it, then Wait.
-func (m *deliverers) Stop(ctx context.Context) {
+// deliver it twice. Cancel the Deliverers' context after it, then Wait.
+func (m *Deliverers) Stop(ctx context.Context) {
 	m.stopOnce.Do(func() { close(m.stopping) })
 	finished := make(chan struct{})
 	go func() {
@@ -192,7 +197,7 @@ func (m *deliverers) Stop(ctx context.Context) {
 	}
 }
 
-func (m *deliverers) stopped() bool {
+func (m *Deliverers) stopped() bool {
 	select {
 	case <-m.stopping:
 		return true
@@ -204,7 +209,7 @@ func (m *deliverers) stopped() bool {
 // deliver delivers a sink's callbacks until ctx ends, or, for a job's
 // sink, until the job has finished and all its callbacks are delivered.
 // It reports whether it finished.
-func (m *deliverers) deliver(ctx context.Context, s callbackSink, jobID int64) bool {
+func (m *Deliverers) deliver(ctx context.Context, s destination, jobID int64) bool {
 	log := m.log.With("sink", s.Name())
 	after, err := m.db.SinkCursor(ctx, s.Name())
 	if err != nil {
@@ -280,14 +285,14 @@ func (m *deliverers) deliver(ctx context.Context, s callbackSink, jobID int64) b
 
 // deliverPage delivers a page of callbacks, in order, moving after past
 // each one it dealt with; stop says the sink must stop (ctx ended, or the
-// deliverers are stopping). A lost lease ends the page early: deliver
+// Deliverers are stopping). A lost lease ends the page early: deliver
 // waits for it at the start of its loop.
-func (m *deliverers) deliverPage(ctx context.Context, log *slog.Logger, s callbackSink, cbs []store.Callback, after *int64) (stop bool) {
+func (m *Deliverers) deliverPage(ctx context.Context, log *slog.Logger, s destination, cbs []store.Callback, after *int64) (stop bool) {
 	for _, cb := range cbs {
 		if m.stopped() {
 			return true
 		}
-		ev, err := EventFromCallback(cb)
+		ev, err := m.decode(cb)
 		if err != nil {
 			log.Error("bad callback record", "callback_id", cb.ID, "err", err)
 			*after = cb.ID
@@ -307,23 +312,22 @@ func (m *deliverers) deliverPage(ctx context.Context, log *slog.Logger, s callba
 }
 
 // deliverOne tries until delivered or dead; false means ctx ended.
-func (m *deliverers) deliverOne(ctx context.Context, log *slog.Logger, s callbackSink, ev Event) bool {
-	body, err := ev.MarshalJSON()
-	if err != nil {
-		log.Error("encode callback", "callback_id", ev.CallbackID, "err", err)
+func (m *Deliverers) deliverOne(ctx context.Context, log *slog.Logger, s destination, ev Callback) bool {
+	if len(ev.Body) == 0 {
+		log.Error("encode callback", "callback_id", ev.ID)
 		return true
 	}
-	attempt, err := m.db.DeliveryAttempts(ctx, s.Name(), ev.CallbackID)
+	attempt, err := m.db.DeliveryAttempts(ctx, s.Name(), ev.ID)
 	if err != nil {
 		return ctx.Err() == nil
 	}
 	for {
 		attempt++
-		err := s.Deliver(ctx, ev, body)
+		err := s.Deliver(ctx, ev)
 		if ctx.Err() != nil {
 			return false // not an attempt: we are stopping
 		}
-		d := store.Delivery{Sink: s.Name(), CallbackID: ev.CallbackID, Attempts: attempt, State: store.DeliveryDelivered}
+		d := store.Delivery{Sink: s.Name(), CallbackID: ev.ID, Attempts: attempt, State: store.DeliveryDelivered}
 		if err != nil {
 			d.State, d.LastError = store.DeliveryRetrying, err.Error()
 			if attempt >= m.policy.MaxAttempts {
@@ -337,11 +341,11 @@ func (m *deliverers) deliverOne(ctx context.Context, log *slog.Logger, s callbac
 		case store.DeliveryDelivered:
 			return true
 		case store.DeliveryDead:
-			log.Warn("callback delivery failed for good", "callback_id", ev.CallbackID, "attempts", attempt, "err", err)
+			log.Warn("callback delivery failed for good", "callback_id", ev.ID, "attempts", attempt, "err", err)
 			return true
 		}
-		wait := backoff(store.Retry{BackoffBase: m.policy.BackoffBase, BackoffCap: m.policy.BackoffCap}, attempt)
-		log.Debug("callback delivery failed; retrying", "callback_id", ev.CallbackID, "attempt", attempt, "in", wait, "err", err)
+		wait := store.Backoff(store.Retry{BackoffBase: m.policy.BackoffBase, BackoffCap: m.policy.BackoffCap}, attempt)
+		log.Debug("callback delivery failed; retrying", "callback_id", ev.ID, "attempt", attempt, "in", wait, "err", err)
 		timer := time.NewTimer(wait)
 		select {
 		case <-timer.C:
@@ -357,7 +361,7 @@ func (m *deliverers) deliverOne(ctx context.Context, log *slog.Logger, s callbac
 
 // record saves a delivery outcome, retrying while the database is busy or
 // full: the outcome must not be lost, or the callback would go again.
-func (m *deliverers) record(ctx context.Context, d store.Delivery) error {
+func (m *Deliverers) record(ctx context.Context, d store.Delivery) error {
 	for {
 		err := m.db.RecordDelivery(context.WithoutCancel(ctx), d)
 		if err == nil || !(store.Temporary(err) || errors.Is(err, store.ErrDiskFull)) {

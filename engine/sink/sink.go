@@ -1,4 +1,4 @@
-package engine
+package sink
 
 import (
 	"bytes"
@@ -13,17 +13,38 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pcd-dev/pcd/engine/process"
 	"github.com/pcd-dev/pcd/store"
 )
 
-// Sink is a destination for callbacks: a command hook or a webhook.
-type callbackSink interface {
+// destination is a sink: a command hook or a webhook.
+type destination interface {
 	// Name identifies the sink; its delivery progress is kept under it.
 	Name() string
-	// Wants says whether the sink takes this event.
-	Wants(Event) bool
-	// Deliver delivers one event; body is its JSON.
-	Deliver(ctx context.Context, ev Event, body []byte) error
+	// Wants says whether the sink takes this callback.
+	Wants(Callback) bool
+	// Deliver delivers one callback.
+	Deliver(ctx context.Context, c Callback) error
+}
+
+// Callback is a callback as a sink delivers it: its JSON, and what hooks
+// and webhooks tell beside it.
+type Callback struct {
+	ID     int64  // the callback's id, stable across deliveries
+	Type   string // store.EventTask or store.EventJob
+	JobID  string // the job's uuid
+	TaskID string // the task's uuid, for a task callback
+	State  string // the task's state, or the job's outcome
+	Body   []byte // the callback's JSON
+}
+
+// Hook is a hook command to run for a callback (Options.RunHook).
+type Hook struct {
+	Shell   string // the command, run by the shell
+	Dir     string // where it runs; the runner's directory when empty
+	Stdin   []byte // the callback's JSON
+	Env     map[string]string
+	Timeout time.Duration
 }
 
 // Sinks are the callback destinations of a job, or of a daemon: command
@@ -40,6 +61,15 @@ type Sinks struct {
 // Empty reports whether there is no sink.
 func (s Sinks) Empty() bool { return s.OnTask == "" && s.OnJob == "" && len(s.Webhooks) == 0 }
 
+// Encode is the sinks as stored with a job; nil for none.
+func (s Sinks) Encode() []byte {
+	if s.Empty() {
+		return nil
+	}
+	b, _ := json.Marshal(s)
+	return b
+}
+
 // Validate checks that hook commands exist and webhook URLs are HTTP.
 func (s Sinks) Validate() error {
 	for _, h := range []struct{ flag, cmd string }{{"on_task", s.OnTask}, {"on_job", s.OnJob}} {
@@ -50,7 +80,7 @@ func (s Sinks) Validate() error {
 		if len(fields) == 0 {
 			return fmt.Errorf("%s: empty command", h.flag)
 		}
-		if err := checkCommand(fields[0], ""); err != nil {
+		if err := process.CheckCommand(fields[0], ""); err != nil {
 			return fmt.Errorf("%s hook: %w", h.flag, err)
 		}
 	}
@@ -76,18 +106,21 @@ func checkWebhookURL(raw string) error {
 	return nil
 }
 
-// SinkOptions tune hooks and webhooks.
-type SinkOptions struct {
+// Options tune hooks and webhooks.
+type Options struct {
 	HookTimeout    time.Duration // default 30s
 	WebhookTimeout time.Duration // default 10s
 	Client         *http.Client  // default a client with WebhookTimeout
+	// RunHook runs a hook command, as the runner runs commands (engine
+	// sets it): an error is a failed delivery, retried.
+	RunHook func(ctx context.Context, h Hook) error
 }
 
 // build makes the sinks. scope prefixes their names: "job <uuid>" for a
 // job's own, "daemon" for the daemon's. A daemon's hooks are named by
 // their role alone, so that a changed command is the same sink and
 // replays nothing; a job's hooks never change.
-func (s Sinks) build(scope string, o SinkOptions) []callbackSink {
+func (s Sinks) build(scope string, o Options) []destination {
 	if o.HookTimeout <= 0 {
 		o.HookTimeout = 30 * time.Second
 	}
@@ -103,12 +136,12 @@ func (s Sinks) build(scope string, o SinkOptions) []callbackSink {
 		}
 		return scope + " " + role + " " + cmd
 	}
-	var out []callbackSink
+	var out []destination
 	if s.OnTask != "" {
-		out = append(out, hookSink{name: hookName("on-task", s.OnTask), event: store.EventTask, cmd: s.OnTask, dir: s.Dir, timeout: o.HookTimeout})
+		out = append(out, hookSink{name: hookName("on-task", s.OnTask), event: store.EventTask, cmd: s.OnTask, dir: s.Dir, timeout: o.HookTimeout, run: o.RunHook})
 	}
 	if s.OnJob != "" {
-		out = append(out, hookSink{name: hookName("on-job", s.OnJob), event: store.EventJob, cmd: s.OnJob, dir: s.Dir, timeout: o.HookTimeout})
+		out = append(out, hookSink{name: hookName("on-job", s.OnJob), event: store.EventJob, cmd: s.OnJob, dir: s.Dir, timeout: o.HookTimeout, run: o.RunHook})
 	}
 	for _, u := range s.Webhooks {
 		out = append(out, webhookSink{name: scope + " webhook " + u, url: u, client: o.Client})
@@ -119,9 +152,9 @@ func (s Sinks) build(scope string, o SinkOptions) []callbackSink {
 // daemonScope names the daemon's own sinks.
 const daemonScope = "daemon"
 
-// SinkNames lists the names under which a job's own sinks keep their
+// Names lists the names under which a job's own sinks keep their
 // delivery progress, with the event each takes ("" for every event).
-func SinkNames(job store.Job) (map[string]string, error) {
+func Names(job store.Job) (map[string]string, error) {
 	out := map[string]string{}
 	if len(job.Sinks) == 0 {
 		return out, nil
@@ -130,7 +163,7 @@ func SinkNames(job store.Job) (map[string]string, error) {
 	if err := json.Unmarshal(job.Sinks, &s); err != nil {
 		return nil, fmt.Errorf("sinks of job %s: %w", job.UUID, err)
 	}
-	for _, sink := range s.build("job "+job.UUID, SinkOptions{}) {
+	for _, sink := range s.build("job "+job.UUID, Options{}) {
 		switch k := sink.(type) {
 		case hookSink:
 			out[k.name] = k.event
@@ -141,9 +174,9 @@ func SinkNames(job store.Job) (map[string]string, error) {
 	return out, nil
 }
 
-// DaemonSinkEvent tells, from a daemon sink's name, which event it takes
+// DaemonEvent tells, from a daemon sink's name, which event it takes
 // ("" for every event), and whether the name is a daemon sink's at all.
-func DaemonSinkEvent(name string) (event string, ok bool) {
+func DaemonEvent(name string) (event string, ok bool) {
 	switch {
 	case name == daemonScope+" on-task":
 		return store.EventTask, true
@@ -160,49 +193,24 @@ func DaemonSinkEvent(name string) (event string, ok bool) {
 type hookSink struct {
 	name, event, cmd, dir string
 	timeout               time.Duration
+	run                   func(context.Context, Hook) error
 }
 
-func (h hookSink) Name() string        { return h.name }
-func (h hookSink) Wants(ev Event) bool { return ev.Type == h.event }
+func (h hookSink) Name() string          { return h.name }
+func (h hookSink) Wants(c Callback) bool { return c.Type == h.event }
 
-func (h hookSink) Deliver(ctx context.Context, ev Event, body []byte) error {
+func (h hookSink) Deliver(ctx context.Context, c Callback) error {
+	if h.run == nil {
+		return errors.New("hook: no hook runner")
+	}
 	env := map[string]string{
-		"PCD_EVENT":       ev.Type,
-		"PCD_JOB_ID":      ev.JobID,
-		"PCD_CALLBACK_ID": strconv.FormatInt(ev.CallbackID, 10),
+		"PCD_EVENT":       c.Type,
+		"PCD_JOB_ID":      c.JobID,
+		"PCD_CALLBACK_ID": strconv.FormatInt(c.ID, 10),
+		"PCD_TASK_ID":     c.TaskID,
+		"PCD_STATE":       c.State,
 	}
-	switch {
-	case ev.Task != nil:
-		env["PCD_TASK_ID"], env["PCD_STATE"] = ev.Task.ID, string(ev.Task.State)
-	case ev.Job != nil:
-		env["PCD_TASK_ID"], env["PCD_STATE"] = "", string(ev.Job.Outcome)
-	}
-	payload, err := json.Marshal(ExecPayload{Shell: h.cmd, Dir: h.dir, Stdin: string(body), Env: env, Timeout: Duration(h.timeout)})
-	if err != nil {
-		return err
-	}
-	out, err := Exec{OutputCap: 2048, KillGrace: time.Second}.Run(ctx, Task{Payload: payload})
-	if err != nil {
-		var res ExecResult
-		if json.Unmarshal(out, &res) == nil {
-			if last := lastLine(res.Stderr); last != "" {
-				return fmt.Errorf("hook %s: %s", err, last)
-			}
-		}
-		return fmt.Errorf("hook %w", err)
-	}
-	return nil
-}
-
-func lastLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
-		s = s[i+1:]
-	}
-	if len(s) > 200 {
-		s = s[:200]
-	}
-	return s
+	return h.run(ctx, Hook{Shell: h.cmd, Dir: h.dir, Stdin: c.Body, Env: env, Timeout: h.timeout})
 }
 
 // webhookSink POSTs the event as JSON with an Idempotency-Key header: the
@@ -212,18 +220,18 @@ type webhookSink struct {
 	client    *http.Client
 }
 
-func (w webhookSink) Name() string   { return w.name }
-func (webhookSink) Wants(Event) bool { return true }
+func (w webhookSink) Name() string      { return w.name }
+func (webhookSink) Wants(Callback) bool { return true }
 
-func (w webhookSink) Deliver(ctx context.Context, ev Event, body []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(body))
+func (w webhookSink) Deliver(ctx context.Context, c Callback) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(c.Body))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", strconv.FormatInt(ev.CallbackID, 10))
+	req.Header.Set("Idempotency-Key", strconv.FormatInt(c.ID, 10))
 	req.Header.Set("User-Agent", "pcd")
-	req.Header.Set("X-PCD-Event", ev.Type)
+	req.Header.Set("X-PCD-Event", c.Type)
 	resp, err := w.client.Do(req)
 	if err != nil {
 		var ue *url.Error
@@ -241,10 +249,10 @@ func (w webhookSink) Deliver(ctx context.Context, ev Event, body []byte) error {
 	return fmt.Errorf("HTTP %s: %s", resp.Status, strings.TrimSpace(string(snippet)))
 }
 
-// pendingDeliveries counts the callbacks of a job that its own sinks have
+// Pending counts the callbacks of a job that its own sinks have
 // not delivered (nor given up on) yet.
-func pendingDeliveries(ctx context.Context, db store.Store, job store.Job) (int, error) {
-	names, err := SinkNames(job)
+func Pending(ctx context.Context, db store.Store, job store.Job) (int, error) {
+	names, err := Names(job)
 	if err != nil || len(names) == 0 {
 		return 0, err
 	}
@@ -263,18 +271,18 @@ func pendingDeliveries(ctx context.Context, db store.Store, job store.Job) (int,
 	return n, nil
 }
 
-// sinkBacklog counts the callbacks that each sink has not delivered (nor
+// Backlog counts the callbacks that each sink has not delivered (nor
 // given up on) yet. The daemon's sinks count as themselves; the sinks of
 // jobs are summed by what they are across jobs ("webhook URL", "on-task
 // CMD"). Sinks with nothing pending are left out.
-func sinkBacklog(ctx context.Context, db store.Store) (map[string]int64, error) {
+func Backlog(ctx context.Context, db store.Store) (map[string]int64, error) {
 	cursors, err := db.SinkCursors(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]int64{}
 	for name, cursor := range cursors {
-		event, ok := DaemonSinkEvent(name)
+		event, ok := DaemonEvent(name)
 		if !ok {
 			continue
 		}
@@ -291,7 +299,7 @@ func sinkBacklog(ctx context.Context, db store.Store) (map[string]int64, error) 
 		return nil, err
 	}
 	for _, job := range jobs {
-		names, err := SinkNames(job)
+		names, err := Names(job)
 		if err != nil {
 			return nil, err
 		}
@@ -301,17 +309,17 @@ func sinkBacklog(ctx context.Context, db store.Store) (map[string]int64, error) 
 				return nil, err
 			}
 			if n > 0 {
-				out[SinkKind(name)] += n
+				out[Kind(name)] += n
 			}
 		}
 	}
 	return out, nil
 }
 
-// SinkKind is a sink's name without its job: "job <uuid> webhook URL" is
+// Kind is a sink's name without its job: "job <uuid> webhook URL" is
 // "webhook URL", so that the sinks of many jobs add up. The daemon's own
 // sinks keep their names.
-func SinkKind(name string) string {
+func Kind(name string) string {
 	rest, ok := strings.CutPrefix(name, "job ")
 	if !ok {
 		return name

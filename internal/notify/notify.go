@@ -1,26 +1,29 @@
-package engine
+// Package notify broadcasts "something changed" to any number of
+// waiters: the commits a runner's deliveries wait for, the wake-ups its
+// jobs wait for.
+package notify
 
 import "sync"
 
-// notifier broadcasts "something changed" to any number of waiters.
-type notifier struct {
+// Notifier broadcasts "something changed" to any number of waiters.
+type Notifier struct {
 	mu sync.Mutex
 	ch chan struct{}
 }
 
-// newNotifier returns a notifier.
-func newNotifier() *notifier { return &notifier{ch: make(chan struct{})} }
+// New returns a Notifier.
+func New() *Notifier { return &Notifier{ch: make(chan struct{})} }
 
 // C returns a channel that is closed at the next Notify. Take it before
 // checking state, so that a change in between is not missed.
-func (n *notifier) C() <-chan struct{} {
+func (n *Notifier) C() <-chan struct{} {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.ch
 }
 
 // Notify wakes every current waiter.
-func (n *notifier) Notify() {
+func (n *Notifier) Notify() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	close(n.ch)
