@@ -53,8 +53,8 @@
 // job's pending tasks from the store into a bounded queue, consumers run
 // them by their kind, and a completer commits results in batches (the
 // group commit) and releases each callback (Config.OnEvent) after its
-// commit. Deliveries take the callbacks to hooks and webhooks. Process
-// handling (groups, the subreaper, the fence) is engine/process.
+// commit. Callback delivery to hooks and webhooks is engine/sink;
+// process handling (groups, the subreaper, the fence) is engine/process.
 //
 // The engine never prints; it reports through callbacks and a
 // *slog.Logger.
