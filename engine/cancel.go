@@ -14,7 +14,7 @@ func cancelJob(ctx context.Context, db store.Store, jobID int64) (store.Job, err
 	return cancelJobBecause(ctx, db, jobID, "")
 }
 
-// cancelJobBecause cancels a job as CancelJob does, with the reason in
+// cancelJobBecause cancels a job as cancelJob does, with the reason in
 // its job callback ("reason"), and in its tasks' errors.
 func cancelJobBecause(ctx context.Context, db store.Store, jobID int64, reason string) (store.Job, error) {
 	job, err := db.Job(ctx, jobID)
@@ -42,7 +42,7 @@ func cancelJobBecause(ctx context.Context, db store.Store, jobID int64, reason s
 
 // waitStopped waits until the runner of a cancelled job has stopped it:
 // its running tasks are stopped, no new one starts, and the job's
-// callbacks are released. Call it after CancelJob when the job was
+// callbacks are released. Call it after cancelJob when the job was
 // running under a live runner. It returns when ctx ends.
 func waitStopped(ctx context.Context, db store.Store, jobID int64) error {
 	tick := time.NewTicker(10 * time.Millisecond)

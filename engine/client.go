@@ -198,7 +198,7 @@ func (c *Client) SubmitTx(ctx context.Context, tx any, jf JobFile) (store.Job, e
 // SubmitStream creates a job from NDJSON tasks read from r, one
 // {"kind": ..., "payload": ...} a line, committed in batches as they are
 // read, so that runners start on the first while the rest still come
-// (see StreamJob). The runners are woken at each commit.
+// (see StreamOptions). The runners are woken at each commit.
 func (c *Client) SubmitStream(ctx context.Context, r io.Reader, opts StreamOptions) (store.Job, error) {
 	if opts.Registry == nil {
 		opts.Registry = c.cfg.Registry

@@ -363,7 +363,7 @@ func knowsKinds(job store.Job, reg *Registry) error {
 
 // RunJob runs one job (RoleRun) to its end, with its sinks and the
 // runner's own, then waits up to DeliveryWait for its deliveries; those
-// left are kept for a daemon (PendingDeliveries counts them). It returns
+// left are kept for a daemon (Client.PendingDeliveries counts them). It returns
 // ErrStopped if the job stopped first (Stop, or ctx ended), its progress
 // saved. A pcd cancel of the job stops its tasks. A job with tasks of a
 // kind the runner does not know is ErrUnknownKind, and is left as it was

@@ -19,7 +19,7 @@ var ErrNoTasks = errors.New("no tasks")
 
 var errDuplicate = errors.New("duplicate key")
 
-// StreamOptions configure StreamJob.
+// StreamOptions configure a streamed submit (Client.SubmitStream).
 type StreamOptions struct {
 	Job      store.NewJob // name, workers and queue size; Tasks is ignored
 	Retry    RetrySpec    // the defaults of every task
@@ -108,13 +108,13 @@ func streamJob(ctx context.Context, db store.Store, r io.Reader, opts StreamOpti
 	return job, nil
 }
 
-// streamIdle is how long the input of StreamJob may pause before the
+// streamIdle is how long the input of a streamed submit may pause before the
 // tasks read so far are committed: long enough that input that is all
 // there (a file, a here-string) is read whole first, even on a loaded
 // machine, so that a bad line in it leaves nothing written.
 const streamIdle = 20 * time.Millisecond
 
-// streamedJob is the job StreamJob writes: created open with its first
+// streamedJob is the job a streamed submit writes: created open with its first
 // batch, appended to batch by batch, and sealed at the end or on failure.
 type streamedJob struct {
 	ctx   context.Context
