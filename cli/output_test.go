@@ -90,8 +90,8 @@ func TestShortEvents(t *testing.T) {
 		t.Fatalf("run: %v", err)
 	}
 	want := regexp.MustCompile(`^job [0-9a-f-]{36} started: 2 tasks
-[0-9a-f]{8} #1 noop succeeded \d+µs
-[0-9a-f]{8} #2 fail failed \d+µs: no luck
+[0-9a-f]{8} #1 noop succeeded \d+(µs|ms)
+[0-9a-f]{8} #2 fail failed \d+(µs|ms): no luck
 [0-9a-f]{8} job failed in \d+(µs|ms): 1 of 2 tasks failed, 0 cancelled
 $`)
 	if !want.MatchString(stdout) {
