@@ -117,6 +117,15 @@ func TestPostgresRetriesAndTakeoversUnderLoad(t *testing.T) {
 			t.Fatalf("jobs unfinished after 3 minutes:\n%s", tail(daemons[0].stderr.String(), 4000))
 		}
 	}
+	// The dead daemons' callbacks of the last jobs are released by a
+	// survivor's next look for gone runners: wait for it, not for a time.
+	unreleased := `SELECT count(*) FROM callbacks c LEFT JOIN releases r ON r.job_id = c.job_id AND r.runner_id = c.runner_id
+		WHERE c.id > coalesce(r.released_id, 0)`
+	for deadline := time.Now().Add(time.Minute); queryDB(t, db, unreleased) > 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d callbacks unreleased a minute after the jobs finished", queryDB(t, db, unreleased))
+		}
+	}
 	for _, d := range daemons {
 		stopDaemon(t, d)
 	}
