@@ -30,8 +30,6 @@ var errOthersRun = errors.New("the job's other tasks are other runners'")
 
 // Defaults from the classic producer-consumer lesson.
 const (
-	DefaultWorkers   = 25
-	DefaultQueueSize = 100
 	// DefaultMaxBatch caps how many results one group commit writes. A
 	// batch only grows while the completer is busy: one fsync per 4096
 	// no-ops ran 1M of them 10-20 % faster than one per 1024.

@@ -54,7 +54,9 @@
 // them by their kind, and a completer commits results in batches (the
 // group commit) and releases each callback (Config.OnEvent) after its
 // commit. Callback delivery to hooks and webhooks is engine/sink;
-// process handling (groups, the subreaper, the fence) is engine/process.
+// process handling (groups, the subreaper, the fence) is engine/process;
+// the job file format (JobFile and its checks) is engine/jobfile, whose
+// types have their names here too.
 //
 // The engine never prints; it reports through callbacks and a
 // *slog.Logger.

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +17,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/pcd-dev/pcd/engine/jobfile"
 	"github.com/pcd-dev/pcd/engine/process"
 )
 
@@ -45,16 +45,6 @@ type Exec struct {
 	LiveCap int64
 }
 
-// ExecPayload is the exec kind's payload.
-type ExecPayload struct {
-	Argv    []string          `json:"argv,omitempty"`
-	Shell   string            `json:"shell,omitempty"`
-	Dir     string            `json:"dir,omitempty"`
-	Env     map[string]string `json:"env,omitempty"`
-	Stdin   string            `json:"stdin,omitempty"`
-	Timeout Duration          `json:"timeout,omitempty"`
-}
-
 // ExecResult is an exec task's result.
 type ExecResult struct {
 	ExitCode        int    `json:"exit_code"`
@@ -65,88 +55,13 @@ type ExecResult struct {
 	TimedOut        bool   `json:"timed_out,omitempty"`
 }
 
-// Duration reads seconds (a JSON number) or a Go duration string.
-type Duration time.Duration
-
-// UnmarshalJSON reads 1.5 or "1500ms".
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var secs float64
-	if err := json.Unmarshal(b, &secs); err == nil {
-		if secs < 0 || secs > maxSleep.Seconds() {
-			return fmt.Errorf("duration must be between 0 and %v seconds, got %v", maxSleep.Seconds(), secs)
-		}
-		*d = Duration(secs * float64(time.Second))
-		return nil
-	}
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be seconds or a string such as \"30s\", got %s", excerpt(b))
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("not a duration such as \"30s\": %s", excerpt([]byte(strconv.Quote(s))))
-	}
-	if v < 0 {
-		return fmt.Errorf("duration must not be negative, got %v", v)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// MarshalJSON writes a duration string.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// ParseExec reads and checks an exec payload.
-func parseExec(payload json.RawMessage) (ExecPayload, error) {
-	var p ExecPayload
-	if json.Valid(payload) {
-		if err := strictJSON(payload, execShape()); err != nil {
-			return p, fmt.Errorf("payload: %w", err)
-		}
-	}
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return p, fmt.Errorf(`payload: want {"argv": [...]} or {"shell": "..."}: %w`, jsonFieldError(err))
-	}
-	switch {
-	case p.Shell != "" && len(p.Argv) > 0:
-		return p, errors.New(`give "argv" or "shell", not both`)
-	case p.Shell == "" && p.Argv == nil:
-		return p, errors.New(`missing "argv" or "shell"`)
-	case p.Shell == "" && (len(p.Argv) == 0 || p.Argv[0] == ""):
-		return p, errors.New(`"argv" is empty: it needs a command`)
-	}
-	for k, v := range p.Env {
-		if k == "" || strings.ContainsAny(k, "=\x00") {
-			return p, fmt.Errorf("env: bad variable name %q", k)
-		}
-		if strings.ContainsRune(v, 0) {
-			return p, fmt.Errorf("env: %s holds a NUL byte, which no program can receive", k)
-		}
-	}
-	// The kernel takes arguments as NUL-terminated strings: a NUL would
-	// cut one short, silently.
-	for i, a := range p.Argv {
-		if strings.ContainsRune(a, 0) {
-			return p, fmt.Errorf("argv[%d] holds a NUL byte, which no program can receive", i)
-		}
-	}
-	for _, f := range []struct{ name, v string }{{"shell", p.Shell}, {"dir", p.Dir}} {
-		if strings.ContainsRune(f.v, 0) {
-			return p, fmt.Errorf("%s holds a NUL byte", f.name)
-		}
-	}
-	return p, nil
-}
-
 // Isolated: the command runs in its own process.
 func (Exec) Isolated() bool { return true }
 
 // Validate checks the payload, and that the directory and command exist
 // here, so that a typo is refused at submit rather than at run time.
 func (Exec) Validate(payload json.RawMessage) error {
-	p, err := parseExec(payload)
+	p, err := jobfile.ParseExec(payload)
 	if err != nil {
 		return err
 	}
@@ -180,7 +95,7 @@ const drainWait = 2 * time.Second
 
 // Run runs the command.
 func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
-	p, err := parseExec(t.Payload)
+	p, err := jobfile.ParseExec(t.Payload)
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"unicode/utf8"
 )
 
 // ErrUnknownKind is returned for a task kind no one registered.
@@ -63,9 +62,6 @@ func (f Func) Run(ctx context.Context, t Task) (json.RawMessage, error) { return
 // DefaultMaxPayload is the largest task payload a registry accepts unless
 // told otherwise: 1 MiB of JSON.
 const DefaultMaxPayload = 1 << 20
-
-// ErrPayloadTooLarge is returned for a payload over the registry's limit.
-var ErrPayloadTooLarge = errors.New("payload over the size limit")
 
 // Registry maps kind names to kinds. It is safe for concurrent use.
 type Registry struct {
@@ -161,19 +157,4 @@ func (r *Registry) Validate(kind string, payload json.RawMessage) error {
 		return fmt.Errorf("%s: %w", kind, err)
 	}
 	return nil
-}
-
-// excerpt is user input quoted in an error message: whole when short, else
-// its start and how long it is, so that an error stays one short line
-// whatever the input's size.
-func excerpt(b []byte) string {
-	const keep = 64
-	if len(b) <= keep {
-		return string(b)
-	}
-	n := keep
-	for n > 0 && !utf8.RuneStart(b[n]) {
-		n--
-	}
-	return fmt.Sprintf("%s… (%d bytes)", b[:n], len(b))
 }

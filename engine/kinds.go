@@ -8,13 +8,11 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"strings"
 	"time"
-	"unicode"
-)
 
-// maxSleep bounds a sleep task, so a typo cannot park a worker for years.
-const maxSleep = 7 * 24 * time.Hour
+	"github.com/pcd-dev/pcd/engine/jobfile"
+	"github.com/pcd-dev/pcd/internal/strictjson"
+)
 
 // Sleep is the sleep kind: {"secs": 0.25}, or {"secs": "250ms"} with a Go
 // duration string.
@@ -33,12 +31,12 @@ func parseSleep(payload json.RawMessage) (time.Duration, error) {
 		return 0, errors.New(`missing payload {"secs": N}`)
 	}
 	if json.Valid(payload) {
-		if err := strictJSON(payload, sleepShape()); err != nil {
+		if err := strictjson.Check(payload, strictjson.For[sleepPayload]()); err != nil {
 			return 0, fmt.Errorf("payload: %w", err)
 		}
 	}
 	if err := dec.Decode(&p); err != nil {
-		return 0, fmt.Errorf("payload: %w", jsonFieldError(err))
+		return 0, fmt.Errorf("payload: %w", strictjson.FieldError(err))
 	}
 	if len(p.Secs) == 0 {
 		return 0, errors.New(`missing "secs"`)
@@ -51,23 +49,23 @@ func parseSleep(payload json.RawMessage) (time.Duration, error) {
 		if math.IsNaN(secs) || secs < 0 {
 			return 0, fmt.Errorf("secs must not be negative, got %v", secs)
 		}
-		if secs > maxSleep.Seconds() {
-			return 0, fmt.Errorf("secs must be at most %v, got %v", maxSleep.Seconds(), secs)
+		if secs > jobfile.MaxDuration.Seconds() {
+			return 0, fmt.Errorf("secs must be at most %v, got %v", jobfile.MaxDuration.Seconds(), secs)
 		}
 		d = time.Duration(secs * float64(time.Second))
 	case json.Unmarshal(p.Secs, &s) == nil:
 		var err error
 		if d, err = time.ParseDuration(s); err != nil {
-			return 0, fmt.Errorf("secs: not a duration such as \"250ms\": %s", excerpt([]byte(strconv.Quote(s))))
+			return 0, fmt.Errorf("secs: not a duration such as \"250ms\": %s", strictjson.Excerpt([]byte(strconv.Quote(s))))
 		}
 		if d < 0 {
 			return 0, fmt.Errorf("secs must not be negative, got %v", d)
 		}
-		if d > maxSleep {
-			return 0, fmt.Errorf("secs must be at most %v, got %v", maxSleep, d)
+		if d > jobfile.MaxDuration {
+			return 0, fmt.Errorf("secs must be at most %v, got %v", jobfile.MaxDuration, d)
 		}
 	default:
-		return 0, fmt.Errorf("secs must be a number of seconds or a duration such as \"250ms\", got %s", excerpt(p.Secs))
+		return 0, fmt.Errorf("secs must be a number of seconds or a duration such as \"250ms\", got %s", strictjson.Excerpt(p.Secs))
 	}
 	return d, nil
 }
@@ -109,36 +107,11 @@ func (Noop) Validate(payload json.RawMessage) error {
 	case "", "null", "{}":
 		return nil
 	}
-	return fmt.Errorf("takes no payload, got %s", excerpt(payload))
+	return fmt.Errorf("takes no payload, got %s", strictjson.Excerpt(payload))
 }
 
 // Run returns at once.
 func (Noop) Run(context.Context, Task) (json.RawMessage, error) { return nil, nil }
-
-// jsonFieldError turns encoding/json's errors into short messages.
-// jsonField is a decoding error's field path without the names of
-// embedded Go structs (RetrySpec.max_attempts is max_attempts): pcd's JSON
-// keys are lower case.
-func jsonField(path string) string {
-	var keep []string
-	for _, part := range strings.Split(path, ".") {
-		if part != "" && !unicode.IsUpper(rune(part[0])) {
-			keep = append(keep, part)
-		}
-	}
-	return strings.Join(keep, ".")
-}
-
-func jsonFieldError(err error) error {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		if field := jsonField(te.Field); field != "" {
-			return fmt.Errorf("%q must be %s, got %s", field, te.Type, te.Value)
-		}
-		return fmt.Errorf("must be %s, got %s", te.Type, te.Value)
-	}
-	return err
-}
 
 // Fail is the fail kind: {"error": "why"} fails with that message. It is
 // for trying out failure handling, hooks and exit codes.
@@ -153,7 +126,7 @@ func parseFail(payload json.RawMessage) (string, error) {
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
-		return "", fmt.Errorf(`payload: want {"error": "why"}: %w`, jsonFieldError(err))
+		return "", fmt.Errorf(`payload: want {"error": "why"}: %w`, strictjson.FieldError(err))
 	}
 	if p.Error == "" {
 		return "", errors.New(`missing "error"`)

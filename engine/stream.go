@@ -2,15 +2,14 @@ package engine
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"time"
 
+	"github.com/pcd-dev/pcd/engine/jobfile"
 	"github.com/pcd-dev/pcd/store"
 )
 
@@ -53,7 +52,7 @@ func streamJob(ctx context.Context, db store.Store, r io.Reader, opts StreamOpti
 	lines := make(chan readLine, 64)
 	stop := make(chan struct{})
 	defer close(stop)
-	maxLine := opts.Registry.MaxPayload() + lineSlack
+	maxLine := opts.Registry.MaxPayload() + jobfile.LineSlack
 	if opts.Registry.MaxPayload() <= 0 {
 		maxLine = math.MaxInt
 	}
@@ -137,7 +136,7 @@ func (sj *streamedJob) take(next readLine, maxLine int) error {
 		return nil
 	}
 	sj.line++
-	t, ok, err := parseTaskLine(next.raw, sj.opts.Registry, sj.opts.Retry, sj.opts.Dir)
+	t, ok, err := jobfile.ParseTask(next.raw, sj.opts.Registry, sj.opts.Retry, sj.opts.Dir)
 	if err != nil {
 		return sj.badLine(err)
 	}
@@ -209,10 +208,6 @@ type readLine struct {
 	err     error
 }
 
-// lineSlack is what a task line may hold besides its payload: the kind
-// and the retry settings.
-const lineSlack = 64 << 10
-
 // readLines sends each line of in, then the error that ends it (io.EOF at
 // the end), until stop is closed. A line longer than max bytes is read
 // through to its end and dropped, never held whole.
@@ -243,36 +238,4 @@ func readLines(in *bufio.Reader, max int, lines chan<- readLine, stop <-chan str
 			return
 		}
 	}
-}
-
-// parseTaskLine reads one NDJSON task; ok is false for a blank line.
-func parseTaskLine(raw []byte, reg *Registry, def RetrySpec, dir string) (store.NewTask, bool, error) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 {
-		return store.NewTask{}, false, nil
-	}
-	var spec TaskSpec
-	if json.Valid(raw) {
-		if err := strictJSON(raw, taskShape()); err != nil {
-			return store.NewTask{}, false, err
-		}
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&spec); err != nil {
-		return store.NewTask{}, false, describeJSONError(func(off int64) (int, int) { _, col := position(raw, off); return 0, col }, err)
-	}
-	if dec.More() {
-		return store.NewTask{}, false, errors.New("more than one JSON value on the line")
-	}
-	if spec.Kind == "" {
-		return store.NewTask{}, false, errors.New(`missing "kind"`)
-	}
-	if err := reg.Validate(spec.Kind, spec.Payload); err != nil {
-		return store.NewTask{}, false, err
-	}
-	if err := spec.RetrySpec.Validate(); err != nil {
-		return store.NewTask{}, false, err
-	}
-	return spec.newTask(def, dir), true, nil
 }

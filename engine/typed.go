@@ -5,7 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"reflect"
+
+	"github.com/pcd-dev/pcd/internal/strictjson"
 )
 
 // Args is a payload type of a typed kind (KindOf). Its Validate, if it
@@ -32,7 +33,7 @@ func (k typedKind[T, R]) decode(payload json.RawMessage) (T, error) {
 		payload = json.RawMessage("null")
 	}
 	if json.Valid(payload) {
-		if err := strictJSON(payload, cachedShape(reflect.TypeFor[T]())); err != nil {
+		if err := strictjson.Check(payload, strictjson.For[T]()); err != nil {
 			return args, fmt.Errorf("payload does not decode as %T: %w", args, err)
 		}
 	}

@@ -1,7 +1,10 @@
-package engine
+package jobfile
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pcd-dev/pcd/store"
+	"github.com/pcd-dev/pcd/store/sqlite"
 )
 
 // writeTasks writes a job file of n noop tasks with the job's settings
@@ -31,10 +35,10 @@ func writeTasks(t *testing.T, n int) string {
 	return path
 }
 
-func TestReadJobFileStreamsItsTasks(t *testing.T) {
+func TestReadStreamsItsTasks(t *testing.T) {
 	const n = 3*fileBatch + 17
 	path := writeTasks(t, n)
-	jf, err := ReadJobFile(path, NewRegistry())
+	jf, err := Read(path, testKinds{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +71,7 @@ func TestReadJobFileStreamsItsTasks(t *testing.T) {
 // the file changes in between, the job is not created at all.
 func TestJobFileChangedWhileReadChangesNothing(t *testing.T) {
 	path := writeTasks(t, fileBatch+10)
-	jf, err := ReadJobFile(path, NewRegistry())
+	jf, err := Read(path, testKinds{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,4 +87,33 @@ func TestJobFileChangedWhileReadChangesNothing(t *testing.T) {
 	if jobs, _ := db.ListJobs(context.Background(), store.JobFilter{Limit: 10}); len(jobs) != 0 {
 		t.Errorf("%d jobs created from a changed file", len(jobs))
 	}
+}
+
+// testKinds knows the kinds noop, which takes no payload, and echo, which
+// takes any.
+type testKinds struct{ max int }
+
+func (k testKinds) Validate(kind string, payload json.RawMessage) error {
+	switch kind {
+	case "noop":
+		if len(payload) > 0 && string(payload) != "null" {
+			return errors.New("takes no payload")
+		}
+		return nil
+	case "echo":
+		return nil
+	}
+	return fmt.Errorf("unknown task kind %q", kind)
+}
+
+func (k testKinds) MaxPayload() int { return k.max }
+
+func openDB(t *testing.T) *sqlite.DB {
+	t.Helper()
+	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "pcd.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }

@@ -1,9 +1,11 @@
-package engine
+package jobfile
 
 import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/pcd-dev/pcd/internal/strictjson"
 )
 
 func TestStrictJSON(t *testing.T) {
@@ -37,7 +39,7 @@ func TestStrictJSON(t *testing.T) {
 		{many(true), `key "k7" is given twice`},
 		{"{\"kind\":\"no\xffop\"}", "not valid UTF-8 (at byte 11"},
 	} {
-		err := strictJSON([]byte(c.json), taskShape())
+		err := strictjson.Check([]byte(c.json), strictjson.For[TaskSpec]())
 		switch {
 		case c.want == "" && err != nil:
 			t.Errorf("%.60s: %v", c.json, err)
@@ -49,27 +51,27 @@ func TestStrictJSON(t *testing.T) {
 
 func BenchmarkStrictJSON(b *testing.B) {
 	raw := []byte(`{"kind":"exec","payload":{"argv":["sh","-c","echo hello"],"env":{"A":"1","B":"2"}},"max_attempts":3}`)
-	fields := taskShape()
+	fields := strictjson.For[TaskSpec]()
 	b.SetBytes(int64(len(raw)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := strictJSON(raw, fields); err != nil {
+		if err := strictjson.Check(raw, fields); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
-func BenchmarkParseJobFile(b *testing.B) {
+func BenchmarkParse(b *testing.B) {
 	var tasks []string
 	for i := range 10000 {
 		tasks = append(tasks, fmt.Sprintf(`{"kind":"noop","max_attempts":%d}`, i%3+1))
 	}
 	data := []byte(`{"workers":25,"tasks":[` + strings.Join(tasks, ",") + `]}`)
-	reg := NewRegistry()
+	reg := testKinds{}
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := ParseJobFile(data, reg); err != nil {
+		if _, err := Parse(data, reg); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,4 +1,8 @@
-package engine
+// Package strictjson checks JSON as strictly as pcd reads job files:
+// UTF-8 only, no key given twice, and no key that is not a field of the
+// struct the JSON decodes into, with case folding refused. encoding/json
+// lets each of these pass.
+package strictjson
 
 import (
 	"bytes"
@@ -10,17 +14,17 @@ import (
 	"unicode/utf8"
 )
 
-// strictJSON refuses what encoding/json lets pass in a job file: text
+// Check refuses what encoding/json lets pass in a job file: text
 // that is not UTF-8 (json replaces it with U+FFFD), and a key given twice
 // in one object (json keeps the last). Where shape describes an object
-// (a struct's fields, see shapeOf), it also refuses a key that is not
+// (a struct's fields, see ShapeOf), it also refuses a key that is not
 // one of its names, or names one only with its case folded (json matches
 // {"KIND": ...} to "kind"); a nil shape checks no names. raw is valid
 // JSON. So json.Unmarshal after it decodes as strictly as a Decoder with
 // DisallowUnknownFields, without one's buffer per value.
-func strictJSON(raw []byte, shape *jsonShape) error {
+func Check(raw []byte, shape *Shape) error {
 	if !utf8.Valid(raw) {
-		return strictError{fmt.Sprintf("the JSON is not valid UTF-8 (at byte %d of the value)", invalidUTF8At(raw))}
+		return Error{fmt.Sprintf("the JSON is not valid UTF-8 (at byte %d of the value)", invalidUTF8At(raw))}
 	}
 	// The keys of the open objects, in one slice: an object's are those
 	// from its level's first on. A few keys are compared one by one (no
@@ -31,7 +35,7 @@ func strictJSON(raw []byte, shape *jsonShape) error {
 		object, wantKey bool
 		first           int
 		many            map[string]bool
-		shape           *jsonShape
+		shape           *Shape
 	}
 	var stackArr [8]level
 	var keysArr [32][]byte
@@ -65,7 +69,7 @@ func strictJSON(raw []byte, shape *jsonShape) error {
 					return err
 				}
 				if seenKey(key, keys[top.first:], &top.many) {
-					return strictError{fmt.Sprintf("key %q is given twice in one object", key)}
+					return Error{fmt.Sprintf("key %q is given twice in one object", key)}
 				}
 				keys = append(keys, key)
 				if top.shape != nil {
@@ -111,10 +115,10 @@ func seenKey(key []byte, keys [][]byte, many *map[string]bool) bool {
 	return false
 }
 
-// strictError is what strictJSON refuses.
-type strictError struct{ msg string }
+// Error is what Check refuses.
+type Error struct{ msg string }
 
-func (e strictError) Error() string { return e.msg }
+func (e Error) Error() string { return e.msg }
 
 // fieldName refuses a key that is not one of fields, saying so when it
 // names one only with its case folded.
@@ -124,10 +128,10 @@ func fieldName[S any](key []byte, fields map[string]S) error {
 	}
 	for f := range fields {
 		if strings.EqualFold(f, string(key)) {
-			return strictError{fmt.Sprintf("unknown field %q (names are case-sensitive: %q)", key, f)}
+			return Error{fmt.Sprintf("unknown field %q (names are case-sensitive: %q)", key, f)}
 		}
 	}
-	return strictError{fmt.Sprintf("unknown field %q", key)}
+	return Error{fmt.Sprintf("unknown field %q", key)}
 }
 
 // stringEnd is the index of the quote that ends the JSON string starting
@@ -167,58 +171,62 @@ func invalidUTF8At(b []byte) int {
 	return len(b)
 }
 
-// jsonShape is the shape of a JSON object that decodes into a struct: its
+// Shape is the shape of a JSON object that decodes into a struct: its
 // names, each with the shape of its value (nil where it is not such an
 // object).
-type jsonShape struct {
-	fields map[string]*jsonShape
+type Shape struct {
+	fields map[string]*Shape
 }
 
 var unmarshaler = reflect.TypeFor[json.Unmarshaler]()
 
-// shapeOf is the shape of t's JSON, or nil when t is not a struct (or a
+// ShapeOf is the shape of t's JSON, or nil when t is not a struct (or a
 // pointer to one) that encoding/json decodes field by field.
-func shapeOf(t reflect.Type) *jsonShape {
+func ShapeOf(t reflect.Type) *Shape {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	if t.Kind() != reflect.Struct || t.Implements(unmarshaler) || reflect.PointerTo(t).Implements(unmarshaler) {
 		return nil
 	}
-	s := &jsonShape{fields: map[string]*jsonShape{}}
+	s := &Shape{fields: map[string]*Shape{}}
 	for f := range t.Fields() {
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 		switch {
 		case name == "-":
 		case f.Anonymous && name == "":
-			if inner := shapeOf(f.Type); inner != nil {
+			if inner := ShapeOf(f.Type); inner != nil {
 				for n, v := range inner.fields {
 					s.fields[n] = v
 				}
 			}
 		case name != "":
-			s.fields[name] = shapeOf(f.Type)
+			s.fields[name] = ShapeOf(f.Type)
 		case f.IsExported():
-			s.fields[f.Name] = shapeOf(f.Type)
+			s.fields[f.Name] = ShapeOf(f.Type)
 		}
 	}
 	return s
 }
 
-// shapes caches shapeOf for the payload types of typed kinds.
-var shapes sync.Map // reflect.Type → *jsonShape
+// shapes caches ShapeOf, per type.
+var shapes sync.Map // reflect.Type → *Shape
 
-func cachedShape(t reflect.Type) *jsonShape {
+// For is ShapeOf(T), computed once per type.
+func For[T any]() *Shape {
+	t := reflect.TypeFor[T]()
 	if s, ok := shapes.Load(t); ok {
-		return s.(*jsonShape)
+		return s.(*Shape)
 	}
-	s, _ := shapes.LoadOrStore(t, shapeOf(t))
-	return s.(*jsonShape)
+	s, _ := shapes.LoadOrStore(t, ShapeOf(t))
+	return s.(*Shape)
 }
 
-var (
-	jobFileShape = sync.OnceValue(func() *jsonShape { return shapeOf(reflect.TypeFor[JobFile]()) })
-	taskShape    = sync.OnceValue(func() *jsonShape { return shapeOf(reflect.TypeFor[TaskSpec]()) })
-	execShape    = sync.OnceValue(func() *jsonShape { return shapeOf(reflect.TypeFor[ExecPayload]()) })
-	sleepShape   = sync.OnceValue(func() *jsonShape { return shapeOf(reflect.TypeFor[sleepPayload]()) })
-)
+// Field refuses a key that is not one of the object's names, saying so
+// when it names one only with its case folded. A nil shape takes any key.
+func (s *Shape) Field(key []byte) error {
+	if s == nil {
+		return nil
+	}
+	return fieldName(key, s.fields)
+}
