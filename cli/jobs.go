@@ -246,13 +246,19 @@ type overviewView struct {
 	Total        int64                 `json:"unfinished_tasks_total"`
 	Done         int64                 `json:"unfinished_tasks_done"`
 	// Waiting are the pending jobs that wait for another runner (a task
-	// kind the runners that looked do not know).
-	Waiting []web.Job `json:"waiting,omitempty"`
-	tallies map[store.State]store.JobTally
+	// kind the runners that looked do not know): the newest
+	// maxWaitingListed of them, of WaitingJobs.
+	Waiting     []web.Job `json:"waiting,omitempty"`
+	WaitingJobs int64     `json:"waiting_jobs,omitempty"`
+	tallies     map[store.State]store.JobTally
 }
 
-// maxWaitingShown is how many waiting jobs pcd status lists.
-const maxWaitingShown = 5
+// maxWaitingShown is how many waiting jobs pcd status lists, and
+// maxWaitingListed how many its --json does.
+const (
+	maxWaitingShown  = 5
+	maxWaitingListed = 100
+)
 
 // rateWindow is how long pcd status watches the tasks done to tell the
 // current rate, when a job runs.
@@ -304,15 +310,17 @@ func gatherOverview(c *cli.Context, db *client) (overviewView, error) {
 	if v.Pending, err = db.SinkBacklog(c.Context); err != nil {
 		return v, err
 	}
-	if v.tallies[store.Pending].Jobs > 0 {
-		unfinished, err := db.UnfinishedJobs(c.Context)
+	if v.WaitingJobs = v.tallies[store.Pending].Waiting; v.WaitingJobs > 0 {
+		shown := maxWaitingShown
+		if c.Bool("json") {
+			shown = maxWaitingListed
+		}
+		waiting, err := db.Jobs(c.Context, store.JobFilter{State: store.Pending, Waiting: true, Limit: shown})
 		if err != nil {
 			return v, err
 		}
-		for _, j := range unfinished {
-			if j.State == store.Pending && j.Waiting != "" {
-				v.Waiting = append(v.Waiting, web.ViewJob(j))
-			}
+		for _, j := range slices.Backward(waiting) { // oldest first
+			v.Waiting = append(v.Waiting, web.ViewJob(j))
 		}
 	}
 	if v.tallies[store.Running].Jobs > 0 {
@@ -362,7 +370,6 @@ func printOverview(w io.Writer, v overviewView, noDatabase bool) error {
 	}
 	for i, j := range v.Waiting {
 		if i == maxWaitingShown {
-			fmt.Fprintf(&b, "                and %s more\n", plural(int64(len(v.Waiting)-i), "job"))
 			break
 		}
 		label := "waiting:"
@@ -370,6 +377,9 @@ func printOverview(w io.Writer, v overviewView, noDatabase bool) error {
 			label = ""
 		}
 		fmt.Fprintf(&b, "%-16sjob %s (%s) %s\n", label, j.ID[:8], printable(j.Name), printable(j.Waiting))
+	}
+	if more := v.WaitingJobs - int64(min(len(v.Waiting), maxWaitingShown)); more > 0 {
+		fmt.Fprintf(&b, "                and %s more\n", plural(more, "job"))
 	}
 	fmt.Fprintf(&b, "running tasks:  %d\n", v.RunningTasks)
 	if v.RateWindow > 0 {

@@ -175,6 +175,9 @@ type JobTally struct {
 	Jobs  int64
 	Tasks int64 // their tasks
 	Done  int64 // of those, the final ones
+	// Waiting: of the jobs, those that wait for a runner that knows their
+	// task kinds (Job.Waiting is set).
+	Waiting int64
 }
 
 // AfterModeOf is how a new job waits for others.

@@ -135,12 +135,14 @@ type JobStore interface {
 
 // JobFilter selects jobs for ListJobs: those in State (any if empty)
 // whose name holds Name (any if empty, case folded), with an id below
-// Before (any if 0), at most Limit of them.
+// Before (any if 0), at most Limit of them. With Waiting, only those that
+// wait for a runner that knows their task kinds.
 type JobFilter struct {
-	State  State
-	Name   string
-	Before int64
-	Limit  int
+	State   State
+	Name    string
+	Before  int64
+	Limit   int
+	Waiting bool
 }
 
 // TaskStore pages tasks to the producer and commits what the runner did.

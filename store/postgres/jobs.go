@@ -673,6 +673,9 @@ func (db *DB) ListJobs(ctx context.Context, f store.JobFilter) ([]store.Job, err
 	if f.Before > 0 {
 		q += " AND id < " + arg(f.Before)
 	}
+	if f.Waiting {
+		q += " AND coalesce(waiting, '') <> ''"
+	}
 	q += " ORDER BY id DESC LIMIT " + arg(f.Limit)
 	jobs, err := queryJobs(ctx, db.pool, q, args...)
 	if err != nil {
@@ -753,7 +756,8 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (store.Job, error) {
 // CountJobs counts the jobs in each state, with their tasks.
 func (db *DB) CountJobs(ctx context.Context) (map[store.State]store.JobTally, error) {
 	rows, err := db.pool.Query(ctx, `SELECT state, count(*), coalesce(sum(total), 0)::bigint,
-		coalesce(sum(succeeded + failed + cancelled), 0)::bigint FROM jobs WHERE NOT staging GROUP BY state`)
+		coalesce(sum(succeeded + failed + cancelled), 0)::bigint, count(nullif(waiting, ''))
+		FROM jobs WHERE NOT staging GROUP BY state`)
 	if err != nil {
 		return nil, fmt.Errorf("count jobs: %w", classify(err))
 	}
@@ -762,7 +766,7 @@ func (db *DB) CountJobs(ctx context.Context) (map[store.State]store.JobTally, er
 	for rows.Next() {
 		var state string
 		var t store.JobTally
-		if err := rows.Scan(&state, &t.Jobs, &t.Tasks, &t.Done); err != nil {
+		if err := rows.Scan(&state, &t.Jobs, &t.Tasks, &t.Done, &t.Waiting); err != nil {
 			return nil, fmt.Errorf("count jobs: %w", classify(err))
 		}
 		out[store.State(state)] = t

@@ -629,6 +629,9 @@ func (db *DB) ListJobs(ctx context.Context, f store.JobFilter) ([]store.Job, err
 		q += " AND id < ?"
 		args = append(args, f.Before)
 	}
+	if f.Waiting {
+		q += " AND coalesce(waiting, '') <> ''"
+	}
 	q += " ORDER BY id DESC LIMIT ?"
 	args = append(args, f.Limit)
 	return db.queryJobs(ctx, q, args...)
@@ -781,7 +784,8 @@ func (db *DB) JobsWithSinks(ctx context.Context, since time.Time) ([]store.Job, 
 // CountJobs counts the jobs in each state, with their tasks.
 func (db *DB) CountJobs(ctx context.Context) (map[store.State]store.JobTally, error) {
 	rows, err := db.rc.QueryContext(ctx, `SELECT state, count(*), coalesce(sum(total), 0),
-		coalesce(sum(succeeded + failed + cancelled), 0) FROM jobs WHERE staging = 0 GROUP BY state`)
+		coalesce(sum(succeeded + failed + cancelled), 0), count(nullif(waiting, ''))
+		FROM jobs WHERE staging = 0 GROUP BY state`)
 	if err != nil {
 		return nil, fmt.Errorf("count jobs: %w", err)
 	}
@@ -790,7 +794,7 @@ func (db *DB) CountJobs(ctx context.Context) (map[store.State]store.JobTally, er
 	for rows.Next() {
 		var state store.State
 		var t store.JobTally
-		if err := rows.Scan(&state, &t.Jobs, &t.Tasks, &t.Done); err != nil {
+		if err := rows.Scan(&state, &t.Jobs, &t.Tasks, &t.Done, &t.Waiting); err != nil {
 			return nil, fmt.Errorf("count jobs: %w", err)
 		}
 		out[state] = t

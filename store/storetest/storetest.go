@@ -889,4 +889,14 @@ func kindsWaitForARunnerThatKnowsThem(t *testing.T, s store.Store) {
 			t.Errorf("job %d waits: %q, want %q", tc.id, got, tc.want)
 		}
 	}
+	// pcd status counts and lists the waiting jobs without reading every
+	// unfinished one.
+	tally, err := s.CountJobs(ctx)
+	if err != nil || tally[store.Pending].Waiting != 2 {
+		t.Errorf("CountJobs: %d pending jobs waiting (%v), want 2", tally[store.Pending].Waiting, err)
+	}
+	waiting, err := s.ListJobs(ctx, store.JobFilter{State: store.Pending, Waiting: true, Limit: 10})
+	if err != nil || len(waiting) != 2 || waiting[0].ID != open.ID || waiting[1].ID != mixed.ID {
+		t.Errorf("ListJobs of the waiting jobs: %d jobs (%v), want open's and mixed's, newest first", len(waiting), err)
+	}
 }
