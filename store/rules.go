@@ -54,6 +54,15 @@ func CanRetry(job Job, pruning bool) error {
 	return nil
 }
 
+// Retried is a job as a retry leaves it: pending, in its next round, its
+// failed and cancelled tasks pending again, not halting and not paused
+// (a retry is a request to run it). Every store's retry writes this.
+func Retried(job Job) Job {
+	job.State, job.Round, job.Failed, job.Cancelled, job.FinishedAt = Pending, job.Round+1, 0, 0, time.Time{}
+	job.DoneThrough, job.Halting, job.Paused = 0, "", false
+	return job
+}
+
 // CanPause says whether a job may be paused or resumed: it is not
 // finished.
 func CanPause(j Job, pause bool) error {

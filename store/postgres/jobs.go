@@ -737,11 +737,10 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (store.Job, error) {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE jobs SET state = 'pending', round = round + 1, failed = 0,
-			cancelled = 0, sealed = true, finished_at = NULL, done_through = 0, halting = NULL WHERE id = $1`, jobID); err != nil {
+			cancelled = 0, sealed = true, finished_at = NULL, done_through = 0, halting = NULL, paused = false WHERE id = $1`, jobID); err != nil {
 			return err
 		}
-		job.State, job.Round, job.Failed, job.Cancelled, job.FinishedAt = store.Pending, job.Round+1, 0, 0, time.Time{}
-		job.DoneThrough, job.Halting = 0, ""
+		job = store.Retried(job)
 		return nil
 	})
 	if errors.Is(err, store.ErrConflict) {

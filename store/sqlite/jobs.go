@@ -751,11 +751,10 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (store.Job, error) {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET state = 'pending', round = round + 1, failed = 0,
-			cancelled = 0, sealed = 1, finished_at = NULL, done_through = 0, halting = NULL WHERE id = ?`, jobID); err != nil {
+			cancelled = 0, sealed = 1, finished_at = NULL, done_through = 0, halting = NULL, paused = 0 WHERE id = ?`, jobID); err != nil {
 			return err
 		}
-		job.State, job.Round, job.Failed, job.Cancelled, job.FinishedAt = store.Pending, job.Round+1, 0, 0, time.Time{}
-		job.DoneThrough, job.Halting = 0, ""
+		job = store.Retried(job)
 		return nil
 	})
 	if errors.Is(err, store.ErrConflict) {

@@ -380,17 +380,21 @@ func haltKeepsTheFirstReason(t *testing.T, s store.Store) {
 
 func retryOpensARound(t *testing.T, s store.Store) {
 	j := newJob(t, s, 2)
-	// The job halted at its failure: a retry runs it again, not halted.
+	// The job halted at its failure, and was paused: a retry runs it
+	// again, not halted and not paused.
 	if err := s.HaltJob(ctx, j.ID, "halted (--halt now,fail=1): 1 task failed"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PauseJobs(ctx, []int64{j.ID}, true); err != nil {
 		t.Fatal(err)
 	}
 	complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{result(1, store.Succeeded), result(2, store.Failed)}, Finish: jobMessage})
 	again, err := s.RetryJob(ctx, j.ID)
-	if err != nil || again.Round != j.Round+1 || again.Finished() || again.Failed != 0 || again.Halting != "" {
-		t.Fatalf("retry: %+v, %v; want the next round, unfinished, no failure, not halting", again, err)
+	if err != nil || again.Round != j.Round+1 || again.Finished() || again.Failed != 0 || again.Halting != "" || again.Paused {
+		t.Fatalf("retry: %+v, %v; want the next round, unfinished, no failure, not halting, not paused", again, err)
 	}
-	if h := job(t, s, j.ID).Halting; h != "" {
-		t.Fatalf("a retried job reads back halting %q, want none", h)
+	if got := job(t, s, j.ID); got.Halting != "" || got.Paused {
+		t.Fatalf("a retried job reads back halting %q, paused %v; want neither", got.Halting, got.Paused)
 	}
 	rows := tasks(t, s, j.ID)
 	if rows[0].State != store.Succeeded || rows[1].State != store.Pending {
