@@ -123,6 +123,14 @@ func runJob(c *cli.Context, env Env) error {
 		if err := sealResumed(c, env, db, resumed); err != nil {
 			return err
 		}
+		if resumed.Paused {
+			// --resume is a request to run it: a paused job would start
+			// and drain at once.
+			if _, err := db.Resume(c.Context, resumed.UUID); err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stderr, "pcd: job %s was paused; it is resumed, and runs here\n", resumed.UUID)
+		}
 	}
 	if err := noteOthers(c, env, db, resumed); err != nil {
 		return err

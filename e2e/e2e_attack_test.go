@@ -658,6 +658,26 @@ func TestResumeSealsAnOrphanedStream(t *testing.T) {
 	}
 }
 
+// pcd run --resume of a paused job resumes it and runs it to its end,
+// rather than starting it and draining at once.
+func TestResumeRunsAPausedJob(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	id := strings.TrimSpace(pcd(t, db, "submit", "--sleep", "3").stdout)
+	if r := pcd(t, db, "pause", id); r.code != 0 {
+		t.Fatalf("pause: exit %d: %s", r.code, r.stderr)
+	}
+	r := pcd(t, db, "run", "--resume", id)
+	if r.code != 0 {
+		t.Fatalf("run --resume of a paused job: exit %d: %s", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "was paused; it is resumed") {
+		t.Errorf("run --resume did not say it resumed the job: %q", r.stderr)
+	}
+	if got := queryString(t, db, "SELECT state || ' ' || succeeded || ' ' || paused FROM jobs"); got != "succeeded 3 0" {
+		t.Errorf("the job after run --resume: %s, want succeeded 3 0 (state, tasks succeeded, paused)", got)
+	}
+}
+
 // An open job whose committed tasks are done holds no --max-jobs slot:
 // the next job runs while its submitter is still streaming.
 func TestOpenIdleJobHoldsNoSlot(t *testing.T) {
