@@ -39,14 +39,14 @@ func selectJobs(c *cli.Context, db *client, ok func(store.Job) bool) ([]store.Jo
 	}
 	if !c.Bool("all") {
 		var jobs []store.Job
-		seen := map[int64]bool{}
+		seen := map[string]bool{}
 		for _, ref := range c.Args().Slice() {
 			j, err := db.Job(c.Context, ref)
 			if err != nil {
 				return nil, err
 			}
-			if !seen[j.ID] {
-				seen[j.ID] = true
+			if !seen[j.UUID] {
+				seen[j.UUID] = true
 				jobs = append(jobs, j)
 			}
 		}

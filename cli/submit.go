@@ -69,15 +69,7 @@ func submit(c *cli.Context, env Env) error {
 
 	var job store.Job
 	if stream {
-		nj := jf.NewJob()
-		nj.Key = c.String("key")
-		after, err := db.ResolveJobs(c.Context, jf.After)
-		if err != nil {
-			return err
-		}
-		for _, j := range after {
-			nj.After = append(nj.After, j.ID)
-		}
+		jf.Key = c.String("key")
 		// Ctrl-C or SIGTERM ends the stream: the job is sealed at once with
 		// the tasks that committed. (A SIGKILLed submitter's job is sealed by
 		// the runner, which sees its lock go.)
@@ -86,13 +78,9 @@ func submit(c *cli.Context, env Env) error {
 		if f, ok := env.Stdin.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
 			fmt.Fprintln(env.Stderr, `pcd: reading tasks from the terminal, one JSON object a line ({"kind": "exec", "payload": {"argv": ["echo", "hi"]}}); Ctrl-D ends the job, Ctrl-C stops it`)
 		}
-		job, err = db.SubmitStream(ctx, env.Stdin, engine.StreamOptions{
-			Job:   nj,
-			Retry: jf.RetrySpec,
-			Dir:   jf.Dir,
-		})
+		job, err = db.SubmitStream(ctx, env.Stdin, engine.StreamOptions{Job: jf})
 		if err != nil && ctx.Err() != nil && c.Context.Err() == nil {
-			if job.ID == 0 {
+			if job.UUID == "" {
 				return fmt.Errorf("interrupted before any task committed; no job was created: %w", ErrInterrupted)
 			}
 			fmt.Fprintln(env.Stdout, job.UUID)

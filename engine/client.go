@@ -210,7 +210,15 @@ func (c *Client) SubmitStream(ctx context.Context, r io.Reader, opts StreamOptio
 			onCommit(j)
 		}
 	}
-	job, err := streamJob(ctx, c.db, r, opts)
+	if err := opts.Job.ValidateSettings(); err != nil {
+		return store.Job{}, err
+	}
+	nj := opts.Job.NewJob()
+	var err error
+	if nj.After, err = resolveAfter(ctx, c.db, opts.Job.After); err != nil {
+		return store.Job{}, err
+	}
+	job, err := streamJob(ctx, c.db, r, nj, opts)
 	if job.ID != 0 {
 		c.wake()
 	}

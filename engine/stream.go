@@ -20,11 +20,12 @@ var errDuplicate = errors.New("duplicate key")
 
 // StreamOptions configure a streamed submit (Client.SubmitStream).
 type StreamOptions struct {
-	Job      store.NewJob // name, workers and queue size; Tasks is ignored
-	Retry    RetrySpec    // the defaults of every task
+	// Job holds the job's settings, as a job file gives them: name,
+	// workers, queue size, retries (the defaults of every task), sinks,
+	// schedule, Dir and Key. Its Tasks are ignored: they come from the
+	// stream.
+	Job      JobFile
 	Registry *Registry
-	// Dir is the submitter's working directory (see JobFile.Dir).
-	Dir string
 	// MaxBatch caps the tasks committed in one transaction; default 1000.
 	MaxBatch int
 	// OnCommit runs after each batch commits, with the job so far.
@@ -41,11 +42,11 @@ type StreamOptions struct {
 // not committed, the error names the line, and a job that already holds
 // earlier batches is sealed with them. With no job created, the returned
 // job is zero.
-func streamJob(ctx context.Context, db store.Store, r io.Reader, opts StreamOptions) (store.Job, error) {
+func streamJob(ctx context.Context, db store.Store, r io.Reader, nj store.NewJob, opts StreamOptions) (store.Job, error) {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 1000
 	}
-	sj := &streamedJob{ctx: ctx, db: db, opts: opts}
+	sj := &streamedJob{ctx: ctx, db: db, nj: nj, opts: opts}
 	// Lines are read on a goroutine of their own, so that a cancelled ctx
 	// (Ctrl-C) seals the job at once even while a read blocks. That
 	// goroutine ends when its read returns.
@@ -118,6 +119,7 @@ const streamIdle = 20 * time.Millisecond
 type streamedJob struct {
 	ctx   context.Context
 	db    store.Store
+	nj    store.NewJob // the job to create with the first batch
 	opts  StreamOptions
 	job   store.Job
 	batch []store.NewTask
@@ -136,7 +138,7 @@ func (sj *streamedJob) take(next readLine, maxLine int) error {
 		return nil
 	}
 	sj.line++
-	t, ok, err := jobfile.ParseTask(next.raw, sj.opts.Registry, sj.opts.Retry, sj.opts.Dir)
+	t, ok, err := jobfile.ParseTask(next.raw, sj.opts.Registry, sj.opts.Job.RetrySpec, sj.opts.Job.Dir)
 	if err != nil {
 		return sj.badLine(err)
 	}
@@ -161,8 +163,8 @@ func (sj *streamedJob) commit() error {
 		return nil
 	}
 	if sj.job.ID == 0 {
-		nj := sj.opts.Job
-		nj.Open, nj.Tasks = true, sj.batch // Sinks and Key come with opts.Job
+		nj := sj.nj
+		nj.Open, nj.Tasks = true, sj.batch
 		j, err := sj.db.CreateJob(sj.ctx, nj)
 		if errors.Is(err, store.ErrDuplicate) {
 			sj.job = j

@@ -322,8 +322,8 @@ func (s *server) submitStream(w http.ResponseWriter, r *http.Request) {
 		s.failErr(w, r, err)
 		return
 	}
-	nj := store.NewJob{Name: q.Get("name"), Workers: int(workers), QueueSize: int(queue), Key: r.Header.Get("Idempotency-Key")}
-	job, err := s.c.SubmitStream(r.Context(), r.Body, engine.StreamOptions{Job: nj})
+	jf := engine.JobFile{Name: q.Get("name"), Workers: int(workers), QueueSize: int(queue), Key: r.Header.Get("Idempotency-Key")}
+	job, err := s.c.SubmitStream(r.Context(), r.Body, engine.StreamOptions{Job: jf})
 	if err != nil {
 		s.failErr(w, r, err)
 		return

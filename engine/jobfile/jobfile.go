@@ -440,6 +440,23 @@ func taskError(i int, err error) error {
 
 // Validate checks the job's settings and every task's kind and payload.
 func (jf JobFile) Validate(reg Kinds) error {
+	if err := jf.ValidateSettings(); err != nil {
+		return err
+	}
+	if len(jf.Tasks) == 0 && jf.count == 0 {
+		return Errorf("no tasks: want \"tasks\": [{\"kind\": ..., \"payload\": ...}, ...]")
+	}
+	for i, t := range jf.Tasks {
+		if err := validateTask(i+1, t, reg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ValidateSettings checks the job's settings, not its tasks: those of a
+// job whose tasks come as a stream.
+func (jf JobFile) ValidateSettings() error {
 	if jf.Workers < 0 {
 		return Errorf("workers must be positive, got %d", jf.Workers)
 	}
@@ -454,14 +471,6 @@ func (jf JobFile) Validate(reg Kinds) error {
 	}
 	if err := jf.Schedule.Validate(); err != nil {
 		return Errorf("%w", err)
-	}
-	if len(jf.Tasks) == 0 && jf.count == 0 {
-		return Errorf("no tasks: want \"tasks\": [{\"kind\": ..., \"payload\": ...}, ...]")
-	}
-	for i, t := range jf.Tasks {
-		if err := validateTask(i+1, t, reg); err != nil {
-			return err
-		}
 	}
 	return nil
 }
