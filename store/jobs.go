@@ -29,7 +29,10 @@ func (s State) Final() bool { return s == Succeeded || s == Failed || s == Cance
 
 // Job is a row of the jobs table.
 type Job struct {
-	ID        int64 // submission order
+	// ID is the database's row id: it orders jobs by submission and pages
+	// lists (JobFilter.Before). The Client, the commands and the API name
+	// a job by its UUID.
+	ID        int64
 	UUID      string
 	Name      string
 	State     State
