@@ -95,7 +95,7 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.Is(err, cli.ErrJobFailed):
+	case errors.Is(err, cli.ErrJobFailed), errors.Is(err, cli.ErrOutputCut):
 		return exitJobFailed
 	case errors.Is(err, cli.ErrUsage), errors.Is(err, engine.ErrBadJob):
 		return exitUsage

@@ -31,6 +31,10 @@ var (
 	ErrUsage = errors.New("usage")
 	// ErrJobFailed means the job finished with failed or cancelled tasks.
 	ErrJobFailed = errors.New("job failed")
+	// ErrOutputCut means the job succeeded, but some of its tasks' output
+	// could not be printed whole (no spool could be written): pcd run
+	// exits 1, as for a failed job.
+	ErrOutputCut = errors.New("output cut")
 )
 
 // jobFailed reports a finished job that did not succeed.
@@ -280,15 +284,25 @@ func dbPath(c *cli.Context) (string, error) {
 	if p := commonString(c, "db"); p != "" {
 		return p, nil
 	}
+	dir, err := stateDir()
+	if err != nil {
+		return "", fmt.Errorf("find the default database: %w; set --db or PCD_DB", err)
+	}
+	return filepath.Join(dir, "pcd.db"), nil
+}
+
+// stateDir is pcd's directory of state: $XDG_STATE_HOME/pcd, by default
+// ~/.local/state/pcd.
+func stateDir() (string, error) {
 	dir := os.Getenv("XDG_STATE_HOME")
 	if dir == "" || !filepath.IsAbs(dir) {
 		home, err := os.UserHomeDir()
 		if err != nil {
-			return "", fmt.Errorf("find the default database: %w; set --db or PCD_DB", err)
+			return "", err
 		}
 		dir = filepath.Join(home, ".local", "state")
 	}
-	return filepath.Join(dir, "pcd", "pcd.db"), nil
+	return filepath.Join(dir, "pcd"), nil
 }
 
 // client is a command's handle on its database: the engine's Client,
@@ -309,6 +323,9 @@ const registryKey = "registry"
 func newClient(c *cli.Context, st store.Store, cfg engine.RunnerConfig) *client {
 	if cfg.Registry == nil {
 		cfg.Registry, _ = c.App.Metadata[registryKey].(*engine.Registry)
+	}
+	if path, err := dbPath(c); err == nil && cfg.SpoolDir == "" {
+		cfg.SpoolDir, _ = spoolDir(path, false)
 	}
 	return &client{Client: engine.NewClient(st, cfg), st: st}
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"time"
@@ -19,12 +18,16 @@ func logsCommand(env Env) *cli.Command {
 	return &cli.Command{
 		Name:      "logs",
 		Usage:     "print a task's captured output",
-		ArgsUsage: "TASK_ID | JOB_ID N",
-		Description: `Prints an exec task's captured stdout to stdout and its stderr to stderr
-(the last --output-cap bytes of each), and says on stderr when either was
-cut. For other kinds it prints the task's JSON result. --json prints the
+		ArgsUsage: "TASK_ID | JOB_ID [N]",
+		Description: `Prints an exec task's output: its stdout to stdout and its stderr to
+stderr. The database keeps the last --output-cap bytes of each; a longer
+output, or one that is not text, is printed whole from its spool file
+while that exists (on the host that ran the task, until the job is
+pruned), and pcd logs says on stderr when it has only the last bytes.
+For other kinds it prints the task's JSON result. --json prints the
 stored result. A task is named by its id (a unique prefix), or by its job
-and its number in the job: pcd logs 3f2a9c1e 17.
+and its number in the job: pcd logs 3f2a9c1e 17. A job alone prints the
+output of all its tasks, task by task, in their order.
 
 --follow prints a running task's output as it comes, stdout and stderr
 together, until the task ends (like pueue follow and tsp -t); for a task
@@ -42,6 +45,14 @@ code is 1 if the task failed.`,
 				return err
 			}
 			defer db.Close()
+			if c.NArg() == 1 {
+				if job, ok := namesJob(c, db); ok {
+					if c.Bool("follow") {
+						return usageError("--follow follows one task: give the job's id and the task's number")
+					}
+					return printJobLogs(c, env, db, job)
+				}
+			}
 			t, err := findTask(c, db)
 			if err != nil {
 				return err
@@ -49,9 +60,51 @@ code is 1 if the task failed.`,
 			if c.Bool("follow") && !c.Bool("json") {
 				return followLogs(c, env, db, t)
 			}
-			return printResult(c, env, t)
+			return printResult(c, env, db, t)
 		},
 	}
+}
+
+// namesJob says whether the one argument names a job, not a task.
+func namesJob(c *cli.Context, db *client) (store.Job, bool) {
+	ref := c.Args().First()
+	if _, err := db.Task(c.Context, ref); !errors.Is(err, store.ErrNotFound) {
+		return store.Job{}, false
+	}
+	job, err := db.Job(c.Context, ref)
+	return job, err == nil
+}
+
+// printJobLogs prints the output of a job's tasks, task by task, in their
+// order, and says how many have none yet.
+func printJobLogs(c *cli.Context, env Env, db *client, job store.Job) error {
+	var after, waiting int64
+	for {
+		tasks, err := db.Tasks(c.Context, job.UUID, engine.TaskFilter{After: after, Limit: 500})
+		if err != nil {
+			return err
+		}
+		if len(tasks) == 0 {
+			break
+		}
+		for _, t := range tasks {
+			after = t.Seq
+			if !t.State.Final() || len(t.Result) == 0 && t.Error == "" {
+				waiting++
+				continue
+			}
+			if err := printOne(c, env, db.SpoolDir(), job.UUID, t); err != nil {
+				return err
+			}
+			if t.State != store.Succeeded {
+				fmt.Fprintf(env.Stderr, "pcd: task %d of job %s %s: %s\n", t.Seq, shortID(job.UUID), t.State, printable(t.Error))
+			}
+		}
+	}
+	if waiting > 0 {
+		fmt.Fprintf(env.Stderr, "pcd: %d of job %s's %s have no output yet\n", waiting, shortID(job.UUID), plural(job.Total, "task"))
+	}
+	return nil
 }
 
 // findTask finds the task that a command's arguments name: TASK_ID (a
@@ -74,8 +127,17 @@ func findTask(c *cli.Context, db *client) (store.TaskRow, error) {
 	return store.TaskRow{}, usageError("give a task id (a unique prefix is enough), or a job id and the task's number, got %d arguments", c.NArg())
 }
 
-// printResult prints a task's stored output, or its result.
-func printResult(c *cli.Context, env Env, t store.TaskRow) error {
+// printResult prints a task's output, or its result.
+func printResult(c *cli.Context, env Env, db *client, t store.TaskRow) error {
+	job, err := db.JobOf(c.Context, t)
+	if err != nil {
+		return err
+	}
+	return printOne(c, env, db.SpoolDir(), job.UUID, t)
+}
+
+// printOne prints the output of task t of job jobID, or its result.
+func printOne(c *cli.Context, env Env, spool, jobID string, t store.TaskRow) error {
 	if c.Bool("json") || t.Kind != "exec" {
 		if len(t.Result) == 0 {
 			if t.State.Final() {
@@ -100,18 +162,22 @@ func printResult(c *cli.Context, env Env, t store.TaskRow) error {
 	if err := json.Unmarshal(t.Result, &res); err != nil {
 		return fmt.Errorf("task %s: stored result: %w", t.UUID, err)
 	}
-	return printLogs(env, t, res)
+	return printLogs(env, spool, jobID, t, res)
 }
 
-func printLogs(env Env, t store.TaskRow, res engine.ExecResult) error {
-	if _, err := io.WriteString(env.Stdout, res.Stdout); err != nil {
+func printLogs(env Env, spool, jobID string, t store.TaskRow, res engine.ExecResult) error {
+	outCut, err := writeStream(env.Stdout, spool, jobID, t.UUID, "stdout", res.Stdout, res.StdoutSpooled)
+	if err != nil {
 		return err
 	}
-	if _, err := io.WriteString(env.Stderr, res.Stderr); err != nil {
+	errCut, err := writeStream(env.Stderr, spool, jobID, t.UUID, "stderr", res.Stderr, res.StderrSpooled)
+	if err != nil {
 		return err
 	}
-	for _, cut := range res.Cuts() {
-		fmt.Fprintf(env.Stderr, "pcd: note: task %s's %s\n", t.UUID, cut)
+	for _, cut := range append([]string{outCut, errCut}, res.Cuts()...) {
+		if cut != "" {
+			fmt.Fprintf(env.Stderr, "pcd: note: task %s's %s\n", t.UUID, cut)
+		}
 	}
 	return nil
 }
@@ -127,7 +193,7 @@ const (
 // says how it ended.
 func followLogs(c *cli.Context, env Env, db *client, t store.TaskRow) error {
 	if t.State.Final() {
-		if err := printResult(c, env, t); err != nil {
+		if err := printResult(c, env, db, t); err != nil {
 			return err
 		}
 		return taskEnded(t)
@@ -158,7 +224,7 @@ func followLogs(c *cli.Context, env Env, db *client, t store.TaskRow) error {
 			if now.State.Final() {
 				f.read() // what the command wrote before it ended
 				if !f.seen && t.Kind == "exec" {
-					if err := printResult(c, env, now); err != nil {
+					if err := printResult(c, env, db, now); err != nil {
 						return err
 					}
 				}

@@ -36,6 +36,8 @@ type printer struct {
 	// them (--keep-order); nil prints tasks as they complete.
 	order *taskOrder
 	shown map[string]bool // jobs whose exec output was printed
+	spool string          // the exec tasks' spool directory of this host
+	cut   int             // streams printed cut: their whole was lost
 	err   error           // the first write error on w; later writes are skipped
 	buf   []byte
 }
@@ -54,7 +56,8 @@ func outputFlags() []cli.Flag {
 // reads back the output of tasks held for --keep-order.
 func newPrinter(c *cli.Context, env Env, db *client) (*printer, error) {
 	p := &printer{w: env.Stdout, errw: env.Stderr, json: c.Bool("json"), quiet: c.Bool("quiet"),
-		output: !c.Bool("no-output") && !c.Bool("json"), verbose: c.Bool("verbose"), shown: map[string]bool{}}
+		output: !c.Bool("no-output") && !c.Bool("json"), verbose: c.Bool("verbose"), shown: map[string]bool{},
+		spool: db.SpoolDir()}
 	switch c.String("format") {
 	case "short":
 		p.short = true
@@ -198,14 +201,21 @@ func (p *printer) task(ev engine.Event) {
 			p.note("pcd: task %d of job %s: its result is not an exec result: %v\n", t.Number, shortID(ev.JobID), err)
 		}
 	}
-	if res.Stdout != "" && p.err == nil {
-		_, p.err = io.WriteString(p.w, res.Stdout)
+	var cuts []string
+	if p.err == nil {
+		var cut string
+		cut, p.err = p.stream(p.w, ev, "stdout", res.Stdout, res.StdoutSpooled)
+		cuts = append(cuts, cut)
 	}
-	if res.Stderr != "" {
-		p.note("%s", res.Stderr)
+	var errw io.Writer = noteWriter{p}
+	if cut, err := p.stream(errw, ev, "stderr", res.Stderr, res.StderrSpooled); err == nil {
+		cuts = append(cuts, cut)
 	}
-	for _, cut := range res.Cuts() {
-		p.note("pcd: task %d of job %s: its %s\n", t.Number, shortID(ev.JobID), cut)
+	for _, cut := range append(cuts, res.Cuts()...) {
+		if cut != "" {
+			p.cut++
+			p.note("pcd: task %d of job %s: its %s\n", t.Number, shortID(ev.JobID), cut)
+		}
 	}
 	// A cancelled task's note would repeat the job's: the job's error
 	// counts them, and a reason comes once with the job.
@@ -216,6 +226,60 @@ func (p *printer) task(ev engine.Event) {
 		}
 		p.note("pcd: task %d of job %s %s: %s\n", t.Number, shortID(ev.JobID), t.State, printable(why))
 	}
+}
+
+// stream writes one stream of an exec task's output to w (see
+// writeStream).
+func (p *printer) stream(w io.Writer, ev engine.Event, name, text string, spooled bool) (string, error) {
+	return writeStream(w, p.spool, ev.JobID, ev.Task.ID, name, text, spooled)
+}
+
+// writeStream writes one stream ("stdout" or "stderr") of an exec task's
+// output to w: the whole, from its spool file in spool, when the result
+// says it is there, else text, what the result keeps. It returns a note
+// when the spool file is gone and only text is printed, and w's error.
+func writeStream(w io.Writer, spool, jobID, taskID, name, text string, spooled bool) (string, error) {
+	if spooled {
+		f, err := engine.OpenSpool(spool, jobID, taskID, name)
+		if err == nil {
+			defer f.Close()
+			r := &readErr{r: f}
+			_, err := io.Copy(w, r)
+			if r.err != nil {
+				return fmt.Sprintf("%s could not be read whole from its spool file: %v", name, r.err), nil
+			}
+			return "", err
+		}
+		_, werr := io.WriteString(w, text)
+		return fmt.Sprintf("%s is printed from its last %d bytes: its spool file is not on this host (%v)", name, len(text), err), werr
+	}
+	if text == "" {
+		return "", nil
+	}
+	_, err := io.WriteString(w, text)
+	return "", err
+}
+
+// readErr is a reader that keeps its error apart from its writer's.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErr) Read(b []byte) (int, error) {
+	n, err := r.r.Read(b)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
+}
+
+// noteWriter writes to the printer's errw, in order with its w.
+type noteWriter struct{ p *printer }
+
+func (n noteWriter) Write(b []byte) (int, error) {
+	n.p.note("%s", b)
+	return len(b), nil
 }
 
 // note writes to errw, after what w holds so far, so that the two stay

@@ -35,7 +35,11 @@ and never interleaved: its stdout on stdout, its stderr on stderr. Their
 callback lines and the job's line go to stderr with --verbose; a task
 that failed gets a note there, so that stdout holds only the commands'
 output. --keep-order prints tasks in task order; --no-output
-prints callback lines instead of output.
+prints callback lines instead of output. Every byte is printed: the
+database keeps the last --output-cap bytes of each stream, and a longer
+output (or one that is not text) is spooled to disk beside it, printed
+from there, and removed with the job by pcd prune. If a spool cannot be
+written, pcd says which output it cut, and exits 1.
 
 The exit code is 0 when every
 task succeeded and 1 otherwise. On SIGINT or SIGTERM it stops starting
@@ -258,6 +262,10 @@ func runToEnd(c *cli.Context, env Env, db *client, out *printer, job store.Job) 
 	}
 	if done.State != store.Succeeded {
 		return jobFailed{done}
+	}
+	if out.cut > 0 {
+		return fmt.Errorf("job %s succeeded, but %s of its tasks' output could not be printed whole (see the notes above): %w",
+			done.UUID, plural(int64(out.cut), "stream"), ErrOutputCut)
 	}
 	return nil
 }

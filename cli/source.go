@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -391,7 +392,7 @@ func deliveryConfig(c *cli.Context, log *slog.Logger) (engine.DeliveryConfig, er
 // execFlags configure the exec kind in the process that runs tasks.
 func execFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.IntFlag{Name: "output-cap", EnvVars: []string{"PCD_OUTPUT_CAP"}, Value: engine.DefaultOutputCap, Usage: "bytes of each of an exec task's stdout and stderr to keep (the last ones)"},
+		&cli.IntFlag{Name: "output-cap", EnvVars: []string{"PCD_OUTPUT_CAP"}, Value: engine.DefaultOutputCap, Usage: "bytes of each of an exec task's stdout and stderr that the database keeps (the last ones); longer output is spooled to disk whole, and printed whole"},
 	}
 }
 
@@ -418,8 +419,46 @@ func configureExec(c *cli.Context, env Env) (done func(), err error) {
 			done = func() { _ = os.Remove(ex.LiveDir) } // fails, harmlessly, unless empty
 		}
 	}
+	if ex.SpoolDir, err = spoolDir(path, true); err != nil {
+		fmt.Fprintf(env.Stderr, "pcd: note: exec tasks' output past --output-cap bytes is cut: %v\n", err)
+	}
 	env.Registry.Replace("exec", ex)
 	return done, nil
+}
+
+// spoolDir is where the runners of the database at path keep the whole
+// output of exec tasks whose output the database does not hold whole: a
+// directory beside a SQLite file (<file>.spool), or, for PostgreSQL,
+// one per database in pcd's state directory on this host. It must be
+// this user's, and no one else's to write in; with create, it is made
+// so if missing.
+func spoolDir(path string, create bool) (string, error) {
+	var dir string
+	if postgres.IsURL(path) {
+		state, err := stateDir()
+		if err != nil {
+			return "", fmt.Errorf("spool directory: %w", err)
+		}
+		dir = filepath.Join(state, "spool", rundir.Key(path))
+	} else {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return "", fmt.Errorf("spool directory: %w", err)
+		}
+		dir = abs + ".spool"
+	}
+	if create {
+		if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+			return "", fmt.Errorf("spool directory: %w", err)
+		}
+		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return "", fmt.Errorf("spool directory: %w", err)
+		}
+	}
+	if !rundir.Private(dir) {
+		return "", fmt.Errorf("spool directory %s is missing, or is not a directory of yours that only you can write in", dir)
+	}
+	return dir, nil
 }
 
 // liveDir is where the runners of the database at path put running exec

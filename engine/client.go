@@ -51,6 +51,10 @@ func (c *Client) Registry() *Registry { return c.cfg.Registry }
 // Path names the client's database, for messages.
 func (c *Client) Path() string { return c.db.Path() }
 
+// SpoolDir is this host's spool directory of exec tasks' output
+// (Config.SpoolDir), "" if it has none.
+func (c *Client) SpoolDir() string { return c.cfg.SpoolDir }
+
 // Open makes the client the runner of its database, without running
 // anything yet: it takes the runner lock (another runner holding it is a
 // *store.LockedError, or with OnLockWait a RoleRun client waits for
@@ -255,6 +259,11 @@ type TaskFilter struct {
 	State store.State
 	After int64
 	Limit int
+}
+
+// JobOf is the job that a task read from the Client belongs to.
+func (c *Client) JobOf(ctx context.Context, t store.TaskRow) (store.Job, error) {
+	return c.db.Job(ctx, t.JobID)
 }
 
 // Tasks lists a job's tasks in their order, with their state.

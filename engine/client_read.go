@@ -109,5 +109,5 @@ func (c *Client) SealOrphan(ctx context.Context, job store.Job) (bool, error) {
 
 // prune deletes the jobs that finished before a time, as pcd prune does.
 func (c *Client) Prune(ctx context.Context, before time.Time, force, vacuum bool) (PruneResult, error) {
-	return prune(ctx, c.db, before, force, vacuum)
+	return prune(ctx, c.db, c.cfg.SpoolDir, before, force, vacuum)
 }

@@ -237,6 +237,9 @@ func (m *completer) committed(g *group, committed store.Committed) {
 		g.done = append(g.done, o.task.Seq)
 	}
 	m.c.retries.resolved(g.done)
+	if committed.JobCallback != nil {
+		m.c.finishedHere.Store(true) // before the releases, which may be slow
+	}
 	m.unreleased = store.Span{}
 	if on := m.c.cfg.OnCallbacks; on != nil && (len(committed.Callbacks) > 0 || committed.JobCallback != nil) {
 		cbs := committed.Callbacks

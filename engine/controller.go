@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pcd-dev/pcd/internal/failpoint"
@@ -59,6 +60,9 @@ type Config struct {
 	// PollEvery is how often the producer of an open job checks for new
 	// tasks when it hears nothing; default 250ms.
 	PollEvery time.Duration
+	// SpoolDir is this host's spool directory of exec tasks' output (the
+	// exec kind's, see SpoolPath): pruning a job removes its files.
+	SpoolDir string
 
 	// What the runner wires between its parts:
 	//
@@ -86,9 +90,11 @@ type Config struct {
 
 // JobController runs one job. Use it once.
 type jobController struct {
-	db    store.Store
-	cfg   Config
-	group string // the job's group, for the daemon's limits
+	// finishedHere: this run committed the job's end.
+	finishedHere atomic.Bool
+	db           store.Store
+	cfg          Config
+	group        string // the job's group, for the daemon's limits
 	// haltReason is set once the job's --halt policy is met (halt), by
 	// a consumer as a task ends or by the completer as results commit,
 	// before the pipeline ends; haltMu guards it while the pipeline runs.
@@ -455,6 +461,8 @@ func (c *jobController) watchFinished(ctx context.Context, jobID int64, cancel c
 		j, err := c.db.Job(ctx, jobID)
 		switch {
 		case err != nil:
+		case j.Finished() && c.finishedHere.Load():
+			return // this run's own commit finished it
 		case j.Finished():
 			c.cfg.Logger.Info("job finished elsewhere (cancelled); stopping its tasks", "job", j.UUID, "state", j.State)
 			cancel(context.Canceled)

@@ -300,7 +300,7 @@ func (d *daemon) flushMarks(ctx context.Context) {
 func (d *daemon) pruneLoop(ctx context.Context) {
 	every := min(max(d.cfg.Retain/4, time.Second), 10*time.Minute)
 	for {
-		res, err := prune(ctx, d.db, time.Now().Add(-d.cfg.Retain), false, false)
+		res, err := prune(ctx, d.db, d.cfg.SpoolDir, time.Now().Add(-d.cfg.Retain), false, false)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			d.cfg.Logger.Warn("prune", "err", err)

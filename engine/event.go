@@ -156,11 +156,15 @@ func taskNumber(ctx context.Context, db store.Store, job store.Job, n int64) (st
 // bytes, and how many were kept: for notes beside printed output.
 func (r ExecResult) Cuts() []string {
 	var out []string
-	if r.StdoutTruncated {
-		out = append(out, fmt.Sprintf("stdout was cut to its last %d bytes", len(r.Stdout)))
+	why := ""
+	if r.SpoolError != "" {
+		why = " (it could not be spooled: " + r.SpoolError + ")"
 	}
-	if r.StderrTruncated {
-		out = append(out, fmt.Sprintf("stderr was cut to its last %d bytes", len(r.Stderr)))
+	if r.StdoutTruncated && !r.StdoutSpooled {
+		out = append(out, fmt.Sprintf("stdout was cut to its last %d bytes%s", len(r.Stdout), why))
+	}
+	if r.StderrTruncated && !r.StderrSpooled {
+		out = append(out, fmt.Sprintf("stderr was cut to its last %d bytes%s", len(r.Stderr), why))
 	}
 	return out
 }

@@ -43,16 +43,27 @@ type Exec struct {
 	// over past LiveCap bytes (default DefaultLiveCap).
 	LiveDir string
 	LiveCap int64
+	// SpoolDir is where a stream goes whole when it is longer than
+	// OutputCap, or is not text (see SpoolPath). Empty: such a stream is
+	// cut to its last OutputCap bytes, and the result says so.
+	SpoolDir string
 }
 
 // ExecResult is an exec task's result.
 type ExecResult struct {
-	ExitCode        int    `json:"exit_code"`
-	Stdout          string `json:"stdout"`
-	Stderr          string `json:"stderr"`
-	StdoutTruncated bool   `json:"stdout_truncated,omitempty"`
-	StderrTruncated bool   `json:"stderr_truncated,omitempty"`
-	TimedOut        bool   `json:"timed_out,omitempty"`
+	ExitCode int    `json:"exit_code"`
+	Stdout   string `json:"stdout"`
+	Stderr   string `json:"stderr"`
+	// Truncated: the result keeps the stream's last OutputCap bytes only.
+	StdoutTruncated bool `json:"stdout_truncated,omitempty"`
+	StderrTruncated bool `json:"stderr_truncated,omitempty"`
+	// Spooled: the stream is whole in its spool file (SpoolPath), on the
+	// host that ran the task, until the job is pruned.
+	StdoutSpooled bool `json:"stdout_spooled,omitempty"`
+	StderrSpooled bool `json:"stderr_spooled,omitempty"`
+	// SpoolError is why a stream could not be spooled, and was cut.
+	SpoolError string `json:"spool_error,omitempty"`
+	TimedOut   bool   `json:"timed_out,omitempty"`
 }
 
 // Isolated: the command runs in its own process.
@@ -111,7 +122,9 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 	// Our own pipes: when the command exits we kill what it left behind,
 	// and only then wait, a bounded time, for the pipes to drain.
 	live := openLive(e.LiveDir, t.ID, e.LiveCap)
-	out, err := captureOutput(cmd, capBytes, live)
+	out, err := captureOutput(cmd, live,
+		newSpool(SpoolPath(e.SpoolDir, t.JobID, t.ID, "stdout"), capBytes),
+		newSpool(SpoolPath(e.SpoolDir, t.JobID, t.ID, "stderr"), capBytes))
 	if err != nil {
 		live.close()
 		return nil, startError(cmd.Args[0], fmt.Errorf("pipe: %w", err))
@@ -190,20 +203,20 @@ func command(p ExecPayload, t Task) (*exec.Cmd, string) {
 }
 
 // output is a command's stdout and stderr, each read from a pipe of our
-// own into a tail of bounded size.
+// own into a spool: memory of bounded size, then a file.
 type output struct {
-	stdout, stderr *tail
+	stdout, stderr *spool
 	readers        sync.WaitGroup
 	readEnds       []*os.File
 }
 
-// captureOutput sets cmd's stdout and stderr to pipes read into tails
-// of capBytes, and into live as they come.
-func captureOutput(cmd *exec.Cmd, capBytes int, live *liveOutput) (*output, error) {
-	o := &output{stdout: newTail(capBytes), stderr: newTail(capBytes)}
+// captureOutput sets cmd's stdout and stderr to pipes read into the
+// spools, and into live as they come.
+func captureOutput(cmd *exec.Cmd, live *liveOutput, stdout, stderr *spool) (*output, error) {
+	o := &output{stdout: stdout, stderr: stderr}
 	for _, pipe := range []struct {
 		set  *io.Writer
-		tail *tail
+		tail *spool
 	}{{&cmd.Stdout, o.stdout}, {&cmd.Stderr, o.stderr}} {
 		r, w, err := os.Pipe()
 		if err != nil {
@@ -238,14 +251,26 @@ func (o *output) drain() {
 	select {
 	case <-drained:
 	case <-time.After(drainWait):
-		o.close() // ends the readers' Copy
+		o.closePipes() // ends the readers' Copy
 		<-drained
 	}
 }
 
-func (o *output) close() {
+func (o *output) closePipes() {
 	for _, r := range o.readEnds {
 		r.Close()
+	}
+}
+
+// close closes the pipes, and the spool files of a run that ended with no
+// result. The readers must have ended.
+func (o *output) close() {
+	o.closePipes()
+	for _, s := range []*spool{o.stdout, o.stderr} {
+		if s.f != nil {
+			s.f.Close()
+			s.f = nil
+		}
 	}
 }
 
@@ -291,8 +316,18 @@ func sysStatus(state *os.ProcessState) (syscall.WaitStatus, bool) {
 // execOutcome is the task's result (an ExecResult) and its error: a
 // timeout, a stop, a signal or a non-zero exit status.
 func execOutcome(ctx context.Context, p ExecPayload, state *os.ProcessState, o *output) (json.RawMessage, error) {
-	res := ExecResult{ExitCode: -1, Stdout: o.stdout.String(), Stderr: o.stderr.String(),
-		StdoutTruncated: o.stdout.cut, StderrTruncated: o.stderr.cut}
+	stdout, stderr := o.stdout.finish(), o.stderr.finish()
+	res := ExecResult{ExitCode: -1, Stdout: stdout.text, Stderr: stderr.text,
+		StdoutTruncated: stdout.cut, StderrTruncated: stderr.cut,
+		StdoutSpooled: stdout.spooled, StderrSpooled: stderr.spooled}
+	for _, lost := range []struct {
+		name string
+		err  error
+	}{{"stdout", stdout.err}, {"stderr", stderr.err}} {
+		if lost.err != nil && res.SpoolError == "" && !errors.Is(lost.err, errNoSpool) {
+			res.SpoolError = lost.name + ": " + lost.err.Error()
+		}
+	}
 	if state != nil {
 		res.ExitCode = state.ExitCode()
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -52,6 +54,70 @@ func TestExecOutputIsCutToTheLastBytes(t *testing.T) {
 	}
 	if res.StderrTruncated {
 		t.Error("stderr marked cut")
+	}
+}
+
+// With a spool directory, a stream longer than the cap, or not text, is
+// kept whole in its spool file; the result keeps the tail, and says so.
+func TestExecSpoolsWhatTheResultCannotHold(t *testing.T) {
+	dir := t.TempDir()
+	e := Exec{OutputCap: 1000, SpoolDir: dir}
+	const job, task = "0b1e7a4c-0000-4000-8000-000000000001", "0b1e7a4c-0000-4000-8000-000000000002"
+	run := func(shell string) ExecResult {
+		t.Helper()
+		out, err := e.Run(context.Background(), Task{JobID: job, ID: task, Payload: json.RawMessage(`{"shell": "` + shell + `"}`)})
+		if err != nil {
+			t.Fatalf("%s: %v", shell, err)
+		}
+		var res ExecResult
+		if err := json.Unmarshal(out, &res); err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	read := func(stream string) string {
+		f, err := OpenSpool(dir, job, task, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		b, _ := io.ReadAll(f)
+		return string(b)
+	}
+	res := run("seq 1 5000; seq 1 10 >&2")
+	want, _ := exec.Command("seq", "1", "5000").Output()
+	if !res.StdoutSpooled || !res.StdoutTruncated || len(res.Stdout) != 1000 || read("stdout") != string(want) {
+		t.Errorf("long stdout: spooled %v, truncated %v, %d bytes kept; want spooled whole, the last 1000 kept", res.StdoutSpooled, res.StdoutTruncated, len(res.Stdout))
+	}
+	if res.StderrSpooled || res.Stderr != "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n" {
+		t.Errorf("short stderr: spooled %v, kept %q; want it in the result alone", res.StderrSpooled, res.Stderr)
+	}
+	if _, err := os.Stat(SpoolPath(dir, job, task, "stderr")); !os.IsNotExist(err) {
+		t.Errorf("a short stream has a spool file: %v", err)
+	}
+	if len(res.Cuts()) != 0 {
+		t.Errorf("a spooled stream is called cut: %v", res.Cuts())
+	}
+	// A few bytes that are not text: spooled, so that they print as they are.
+	res = run("printf 'a\\\\377b'")
+	if !res.StdoutSpooled || read("stdout") != "a\377b" {
+		t.Errorf("binary stdout: spooled %v, file %q", res.StdoutSpooled, read("stdout"))
+	}
+	// A spool that cannot be written: the tail, and why.
+	if err := os.WriteFile(filepath.Join(dir, "file"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.SpoolDir = filepath.Join(dir, "file") // its job directory cannot be made
+	res = run("seq 1 5000")
+	if res.StdoutSpooled || !res.StdoutTruncated || res.SpoolError == "" || len(res.Cuts()) != 1 {
+		t.Errorf("spool that fails: spooled %v, truncated %v, error %q, cuts %v", res.StdoutSpooled, res.StdoutTruncated, res.SpoolError, res.Cuts())
+	}
+	if !strings.HasSuffix(res.Stdout, "4999\n5000\n") {
+		t.Errorf("spool that fails: kept ...%q, want the last bytes", res.Stdout[len(res.Stdout)-12:])
+	}
+	// Ids that are not pcd's make no path.
+	if p := SpoolPath(dir, "../x", task, "stdout"); p != "" {
+		t.Errorf("SpoolPath of a job id ../x: %q", p)
 	}
 }
 

@@ -14,8 +14,11 @@ type PruneResult struct {
 	Rows     int64 // rows removed, all tables
 	Kept     int   // finished jobs kept: a sink has not delivered their callbacks
 	Vacuumed bool  // the file was rewritten once to turn on incremental vacuum
-	Before   int64 // the file's size before, bytes (with its WAL)
-	After    int64 // and after
+	// SpoolErrors counts the removed jobs whose spool files could not be
+	// removed.
+	SpoolErrors int
+	Before      int64 // the file's size before, bytes (with its WAL)
+	After       int64 // and after
 }
 
 // prune removes jobs that finished before before, with everything of
@@ -25,7 +28,9 @@ type PruneResult struct {
 // runner goes on meanwhile. A database made before pcd gave space back
 // is rewritten once (VACUUM) only if vacuum: that holds the write lock
 // for as long as it takes, which a daemon's background prune must not.
-func prune(ctx context.Context, db store.Store, before time.Time, force, vacuum bool) (PruneResult, error) {
+//
+// Each removed job's spool files in spoolDir (see SpoolPath) go too.
+func prune(ctx context.Context, db store.Store, spoolDir string, before time.Time, force, vacuum bool) (PruneResult, error) {
 	res := PruneResult{Before: db.Size()}
 	var after int64
 	for {
@@ -54,6 +59,9 @@ func prune(ctx context.Context, db store.Store, before time.Time, force, vacuum 
 				return res, err
 			}
 			res.Jobs++
+			if err := RemoveSpool(spoolDir, j.UUID); err != nil {
+				res.SpoolErrors++
+			}
 		}
 	}
 	if res.Jobs > 0 {
