@@ -33,6 +33,7 @@ const (
 	exitSoftware  = 70 // anything else (EX_SOFTWARE)
 	exitTempFail  = 75 // the disk is full or the database stayed locked: try again (EX_TEMPFAIL)
 	exitStopped   = 130
+	exitPipe      = 141 // pcd run's stdout was closed: 128 + SIGPIPE, as the shell says
 )
 
 // softMemoryLimit is the Go runtime's soft memory limit that pcd sets
@@ -116,6 +117,8 @@ func exitCode(err error) int {
 		return exitConflict
 	case errors.Is(err, store.ErrDiskFull), store.Temporary(err):
 		return exitTempFail
+	case errors.Is(err, cli.ErrOutputClosed):
+		return exitPipe
 	case errors.Is(err, engine.ErrStopped), errors.Is(err, cli.ErrInterrupted):
 		return exitStopped
 	}

@@ -35,6 +35,9 @@ var (
 	// could not be printed whole (no spool could be written): pcd run
 	// exits 1, as for a failed job.
 	ErrOutputCut = errors.New("output cut")
+	// ErrOutputClosed means pcd run stopped because its stdout was closed
+	// (pcd run | head): exit 141, as for SIGPIPE.
+	ErrOutputClosed = errors.New("stdout closed")
 )
 
 // jobFailed reports a finished job that did not succeed.

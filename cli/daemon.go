@@ -71,7 +71,7 @@ func runDaemon(c *cli.Context, env Env) error {
 		return err
 	}
 	defer st.Close()
-	opening, setRunner, releaseSignals := stopper(c.Context, c.Duration("grace"), log)
+	opening, setRunner, _, releaseSignals := stopper(c.Context, c.Duration("grace"), log)
 	defer releaseSignals()
 	cfg := engine.Config{Registry: env.Registry, Logger: log, OnEvent: logEvent(log)}
 	var metrics *web.Metrics

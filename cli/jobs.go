@@ -253,6 +253,10 @@ type overviewView struct {
 	tallies     map[store.State]store.JobTally
 }
 
+// jobPaused counts the paused unfinished jobs in pcd status, beside the
+// states.
+const jobPaused store.State = "paused"
+
 // maxWaitingShown is how many waiting jobs pcd status lists, and
 // maxWaitingListed how many its --json does.
 const (
@@ -301,6 +305,10 @@ func gatherOverview(c *cli.Context, db *client) (overviewView, error) {
 	}
 	for state, t := range v.tallies {
 		v.Jobs[state] = t.Jobs
+		if !state.Final() && t.Paused > 0 { // a paused job is neither running nor waiting its turn
+			v.Jobs[state] -= t.Paused
+			v.Jobs[jobPaused] += t.Paused
+		}
 		if !state.Final() {
 			v.Unfinished += t.Jobs
 			v.Total += t.Tasks
@@ -356,7 +364,7 @@ func printOverview(w io.Writer, v overviewView, noDatabase bool) error {
 		return err
 	}
 	var jobs []string
-	for _, state := range []store.State{store.Running, store.Pending, store.Succeeded, store.Failed, store.Cancelled} {
+	for _, state := range []store.State{store.Running, store.Pending, jobPaused, store.Succeeded, store.Failed, store.Cancelled} {
 		if n := v.Jobs[state]; n > 0 {
 			jobs = append(jobs, fmt.Sprintf("%d %s", n, state))
 		}

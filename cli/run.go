@@ -1,12 +1,18 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"os/signal"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -100,12 +106,19 @@ func runJob(c *cli.Context, env Env) error {
 	if err != nil {
 		return err
 	}
-	opening, setRunner, releaseSignals := stopper(c.Context, c.Duration("grace"), log)
+	opening, setRunner, stop, releaseSignals := stopper(c.Context, c.Duration("grace"), log)
 	defer releaseSignals()
 	out, err := newPrinter(c, env, rd)
 	if err != nil {
 		return err
 	}
+	// A closed stdout (pcd run | head) stops the run as Ctrl-C does: with
+	// SIGPIPE caught, a write to it fails with EPIPE instead of killing
+	// pcd before it can pause the job.
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	defer signal.Stop(pipe)
+	out.w = &closeWatch{w: out.w, closed: func() { stop("stdout was closed") }}
 	db := newClient(c, st, runConfig(c, env, rd.Path(), log, delivery, out))
 	err = db.Open(opening)
 	var held *store.LockedError
@@ -247,8 +260,7 @@ func runToEnd(c *cli.Context, env Env, db *client, out *printer, job store.Job) 
 		out.order.flush(out.task)
 	}
 	if errors.Is(err, engine.ErrStopped) {
-		return fmt.Errorf("job %s stopped with %d of %s done; its progress is saved (resume it with `pcd run --resume %s`): %w",
-			job.UUID, done.Done(), plural(done.Total, "task"), job.UUID[:8], err)
+		return stoppedByUser(c, db, out, done, err)
 	}
 	if err != nil {
 		return err
@@ -269,6 +281,41 @@ func runToEnd(c *cli.Context, env Env, db *client, out *printer, job store.Job) 
 	}
 	return nil
 }
+
+// stoppedByUser pauses a job whose pcd run its user stopped (Ctrl-C,
+// SIGTERM, a closed stdout), so that no daemon runs the rest of it until
+// the user says so, and says how to go on.
+func stoppedByUser(c *cli.Context, db *client, out *printer, done store.Job, stopped error) error {
+	how := "it is paused: `pcd run --resume " + done.UUID[:8] + "` runs the rest here, `pcd resume " + done.UUID[:8] + "` gives it to a daemon"
+	if _, err := db.Pause(context.WithoutCancel(c.Context), done.UUID); err != nil {
+		how = fmt.Sprintf("it could not be paused (%v), so a daemon may run the rest; `pcd run --resume %s` runs it here", err, done.UUID[:8])
+	}
+	why := stopped
+	if w, ok := out.w.(*closeWatch); ok && w.isClosed() {
+		why = ErrOutputClosed
+	}
+	return fmt.Errorf("job %s stopped with %d of %s done; %s: %w", done.UUID, done.Done(), plural(done.Total, "task"), how, why)
+}
+
+// closeWatch is pcd run's stdout: the first write that finds it closed
+// (EPIPE) calls closed, once.
+type closeWatch struct {
+	w      io.Writer
+	closed func()
+	once   sync.Once
+	gone   atomic.Bool
+}
+
+func (w *closeWatch) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	if errors.Is(err, syscall.EPIPE) {
+		w.gone.Store(true)
+		w.once.Do(w.closed)
+	}
+	return n, err
+}
+
+func (w *closeWatch) isClosed() bool { return w.gone.Load() }
 
 // firstKind is the kind of a job's first task, "" if it has none.
 func firstKind(c *cli.Context, db *client, job store.Job) string {

@@ -13,13 +13,15 @@ import (
 // the first signal cancels the returned context (opening waits no more).
 // Once one is (setRunner), the first signal stops it softly: running
 // tasks may finish within grace. A second signal, or the end of the
-// grace, stops it hard. release stops listening.
+// grace, stops it hard. stop(why) acts as a signal does, for a stop that
+// no signal brings (pcd run's output was closed). release stops listening.
+//
 // stoppable is a runner that stops softly, then hard once ctx ends.
 type stoppable interface {
 	Stop(ctx context.Context) error
 }
 
-func stopper(ctx context.Context, grace time.Duration, log *slog.Logger) (opening context.Context, setRunner func(stoppable), release func()) {
+func stopper(ctx context.Context, grace time.Duration, log *slog.Logger) (opening context.Context, setRunner func(stoppable), stop func(why string), release func()) {
 	opening, cancel := context.WithCancel(ctx)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -70,10 +72,22 @@ func stopper(ctx context.Context, grace time.Duration, log *slog.Logger) (openin
 			}
 		}
 	}()
-	return opening, func(r stoppable) { runners <- r }, func() {
+	stop = func(why string) {
+		select {
+		case sigs <- stopReason(why):
+		default: // two stops are pending already
+		}
+	}
+	return opening, func(r stoppable) { runners <- r }, stop, func() {
 		signal.Stop(sigs)
 		close(done)
 		<-stopped
 		cancel()
 	}
 }
+
+// stopReason is a stop that no signal brought, told as a signal.
+type stopReason string
+
+func (s stopReason) String() string { return string(s) }
+func (stopReason) Signal()          {}

@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"os"
@@ -177,4 +178,45 @@ func seq(t *testing.T, first, last int) string {
 		t.Fatal(err)
 	}
 	return string(out)
+}
+
+// pcd run | head -2: the closed pipe stops the run as Ctrl-C does. pcd
+// exits 141, as a command killed by SIGPIPE would, and the job is paused:
+// no daemon runs the rest until the user resumes it.
+func TestClosedOutputPausesTheJob(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	cmd := exec.Command(pcdBin, append([]string{"run", "-w", "3", "--shell", "--", "sleep 0.1; echo {}", ":::"}, strings.Fields(seq(t, 1, 50))...)...)
+	cmd.Env = append(os.Environ(), "PCD_DB="+db, raceEnv)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewReader(stdout)
+	for range 2 {
+		if _, err := lines.ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stdout.Close() // head exits
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 141 {
+		t.Fatalf("exit %d, want 141: %s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "it is paused") {
+		t.Errorf("stderr does not say the job is paused: %s", stderr.String())
+	}
+	if done := queryDB(t, db, "SELECT count(*) FROM results"); done >= 50 {
+		t.Fatalf("all %d tasks ran: the closed pipe stopped nothing", done)
+	}
+	daemonLeavesPaused(t, db)
+	// The user resumes it: pcd run --resume runs the rest.
+	r := pcd(t, db, "run", "--resume", queryString(t, db, "SELECT uuid FROM jobs ORDER BY id LIMIT 1"))
+	if r.code != 0 || queryDB(t, db, "SELECT count(*) FROM results") < 50 {
+		t.Errorf("run --resume: exit %d: %s", r.code, r.stderr)
+	}
 }

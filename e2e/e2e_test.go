@@ -374,8 +374,8 @@ func TestSignalLetsRunningTasksFinish(t *testing.T) {
 	if code := cmd.ProcessState.ExitCode(); code != 130 {
 		t.Fatalf("exit %d, want 130; stderr %s", code, stderr.String())
 	}
-	if !strings.Contains(stderr.String(), "progress is saved") {
-		t.Errorf("stderr %q does not say the job was stopped", stderr.String())
+	if !strings.Contains(stderr.String(), "it is paused: `pcd run --resume") {
+		t.Errorf("stderr %q does not say the job was stopped and paused", stderr.String())
 	}
 	printed := 0
 	for _, l := range out {
@@ -406,6 +406,29 @@ func TestSignalLetsRunningTasksFinish(t *testing.T) {
 	}
 	if attempts != 0 {
 		t.Errorf("pending tasks spent %d attempts", attempts)
+	}
+	daemonLeavesPaused(t, db)
+}
+
+// daemonLeavesPaused checks that a daemon leaves alone the one job in db,
+// which its pcd run's user stopped: it runs a job submitted after it, and
+// the stopped job's count of results does not move.
+func daemonLeavesPaused(t *testing.T, db string) {
+	t.Helper()
+	stopped := queryString(t, db, "SELECT uuid FROM jobs")
+	if p := queryDB(t, db, "SELECT paused FROM jobs"); p != 1 {
+		t.Fatalf("the stopped job's paused is %d, want 1", p)
+	}
+	before := queryDB(t, db, "SELECT count(*) FROM results")
+	d := startDaemon(t, db)
+	defer stopDaemon(t, d)
+	later := strings.TrimSpace(pcd(t, db, "submit", "--sleep", "1").stdout)
+	waitFor(t, db, "SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL AND uuid = '"+later+"'", 1)
+	if n := queryDB(t, db, "SELECT count(*) FROM results WHERE job_id = (SELECT id FROM jobs WHERE uuid = '"+stopped+"')"); n != before {
+		t.Errorf("the daemon ran the stopped job: %d results, %d before", n, before)
+	}
+	if st := pcd(t, db, "status").stdout; !strings.Contains(st, "1 paused") {
+		t.Errorf("pcd status does not count the stopped job as paused:\n%s", st)
 	}
 }
 

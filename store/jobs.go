@@ -181,6 +181,8 @@ type JobTally struct {
 	// Waiting: of the jobs, those that wait for a runner that knows their
 	// task kinds (Job.Waiting is set).
 	Waiting int64
+	// Paused: of the jobs, those paused (Job.Paused).
+	Paused int64
 }
 
 // AfterModeOf is how a new job waits for others.

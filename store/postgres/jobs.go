@@ -755,8 +755,8 @@ func (db *DB) RetryJob(ctx context.Context, jobID int64) (store.Job, error) {
 // CountJobs counts the jobs in each state, with their tasks.
 func (db *DB) CountJobs(ctx context.Context) (map[store.State]store.JobTally, error) {
 	rows, err := db.pool.Query(ctx, `SELECT state, count(*), coalesce(sum(total), 0)::bigint,
-		coalesce(sum(succeeded + failed + cancelled), 0)::bigint, count(nullif(waiting, ''))
-		FROM jobs WHERE NOT staging GROUP BY state`)
+		coalesce(sum(succeeded + failed + cancelled), 0)::bigint, count(nullif(waiting, '')),
+		count(*) FILTER (WHERE paused) FROM jobs WHERE NOT staging GROUP BY state`)
 	if err != nil {
 		return nil, fmt.Errorf("count jobs: %w", classify(err))
 	}
@@ -765,7 +765,7 @@ func (db *DB) CountJobs(ctx context.Context) (map[store.State]store.JobTally, er
 	for rows.Next() {
 		var state string
 		var t store.JobTally
-		if err := rows.Scan(&state, &t.Jobs, &t.Tasks, &t.Done, &t.Waiting); err != nil {
+		if err := rows.Scan(&state, &t.Jobs, &t.Tasks, &t.Done, &t.Waiting, &t.Paused); err != nil {
 			return nil, fmt.Errorf("count jobs: %w", classify(err))
 		}
 		out[store.State(state)] = t

@@ -783,8 +783,8 @@ func (db *DB) JobsWithSinks(ctx context.Context, since time.Time) ([]store.Job, 
 // CountJobs counts the jobs in each state, with their tasks.
 func (db *DB) CountJobs(ctx context.Context) (map[store.State]store.JobTally, error) {
 	rows, err := db.rc.QueryContext(ctx, `SELECT state, count(*), coalesce(sum(total), 0),
-		coalesce(sum(succeeded + failed + cancelled), 0), count(nullif(waiting, ''))
-		FROM jobs WHERE staging = 0 GROUP BY state`)
+		coalesce(sum(succeeded + failed + cancelled), 0), count(nullif(waiting, '')),
+		coalesce(sum(paused), 0) FROM jobs WHERE staging = 0 GROUP BY state`)
 	if err != nil {
 		return nil, fmt.Errorf("count jobs: %w", err)
 	}
@@ -793,7 +793,7 @@ func (db *DB) CountJobs(ctx context.Context) (map[store.State]store.JobTally, er
 	for rows.Next() {
 		var state store.State
 		var t store.JobTally
-		if err := rows.Scan(&state, &t.Jobs, &t.Tasks, &t.Done, &t.Waiting); err != nil {
+		if err := rows.Scan(&state, &t.Jobs, &t.Tasks, &t.Done, &t.Waiting, &t.Paused); err != nil {
 			return nil, fmt.Errorf("count jobs: %w", err)
 		}
 		out[state] = t

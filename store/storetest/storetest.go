@@ -388,6 +388,9 @@ func retryOpensARound(t *testing.T, s store.Store) {
 	if _, err := s.PauseJobs(ctx, []int64{j.ID}, true); err != nil {
 		t.Fatal(err)
 	}
+	if tally, err := s.CountJobs(ctx); err != nil || tally[store.Pending].Paused != 1 {
+		t.Errorf("CountJobs: %d pending jobs paused (%v), want 1", tally[store.Pending].Paused, err)
+	}
 	complete(t, s, store.Batch{JobID: j.ID, Results: []store.Result{result(1, store.Succeeded), result(2, store.Failed)}, Finish: jobMessage})
 	again, err := s.RetryJob(ctx, j.ID)
 	if err != nil || again.Round != j.Round+1 || again.Finished() || again.Failed != 0 || again.Halting != "" || again.Paused {
