@@ -294,6 +294,9 @@ func stoppedByUser(c *cli.Context, db *client, out *printer, done store.Job, sto
 	if w, ok := out.w.(*closeWatch); ok && w.isClosed() {
 		why = ErrOutputClosed
 	}
+	if errors.Is(why, ErrInterrupted) {
+		why = engine.ErrStopped
+	}
 	return fmt.Errorf("job %s stopped with %d of %s done; %s: %w", done.UUID, done.Done(), plural(done.Total, "task"), how, why)
 }
 
@@ -346,6 +349,16 @@ func handOff(c *cli.Context, env Env, db *client, jf engine.JobFile, held *store
 	}
 	out.start(job, out.outputShown(jf))
 	err = follow(c, env, db, followOptions{jobs: []string{job.UUID}, json: c.Bool("json"), out: out, noBar: true})
+	if errors.Is(err, ErrInterrupted) || errors.Is(err, syscall.EPIPE) {
+		// Stopped by its user, as if it ran here: the daemon stops it too.
+		done, jerr := db.Job(context.WithoutCancel(c.Context), job.UUID)
+		if jerr == nil && !done.Finished() {
+			if errors.Is(err, syscall.EPIPE) {
+				err = ErrOutputClosed
+			}
+			return stoppedByUser(c, db, out, done, err)
+		}
+	}
 	if errors.Is(err, ErrJobFailed) {
 		// As pcd run says it when it runs the job itself.
 		if done, jerr := db.Job(c.Context, job.UUID); jerr == nil {
