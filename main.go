@@ -64,8 +64,10 @@ func main() {
 	}
 	stop := profile(os.Getenv("PCD_CPUPROFILE"))
 	err := cli.Run(context.Background(), os.Args, cli.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "pcd:", cli.ErrorLine(err))
+	if line := ""; err != nil {
+		if line = cli.ErrorLine(err); line != "" {
+			fmt.Fprintln(os.Stderr, "pcd:", line)
+		}
 	}
 	stop()
 	os.Exit(exitCode(err))

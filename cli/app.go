@@ -76,6 +76,7 @@ func Run(ctx context.Context, args []string, env Env) error {
 			break
 		}
 	}
+	args = joinedShortFlags(args)
 	app := App(ctx, env)
 	if len(args) > 1 && args[len(args)-1] == completionFlag {
 		return app.RunContext(ctx, args) // a shell asks what to complete
@@ -266,7 +267,73 @@ func commonString(c *cli.Context, name string) string {
 }
 
 // onUsageError returns flag errors to main.go, without a page of help.
-func onUsageError(_ *cli.Context, err error, _ bool) error { return usageErr{err} }
+func onUsageError(c *cli.Context, err error, _ bool) error {
+	name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -")
+	if !ok {
+		return usageErr{err}
+	}
+	name = strings.TrimPrefix(name, "-")
+	msg := fmt.Sprintf("unknown flag %s", flagText(name))
+	if near := nearestFlag(c, name); near != "" {
+		msg += "; did you mean " + flagText(near) + "?"
+	}
+	if c.Command != nil && c.Command.Name != "" {
+		msg += fmt.Sprintf(" (pcd %s --help lists the flags)", c.Command.Name)
+	}
+	return usageErr{errors.New(msg)}
+}
+
+// flagText is a flag as it is typed: -j, --keep-order.
+func flagText(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
+}
+
+// nearestFlag is the flag of the command, or a global one, whose name is
+// nearest to name, if one is near enough to be what was meant.
+func nearestFlag(c *cli.Context, name string) string {
+	var flags []cli.Flag
+	if c.Command != nil {
+		flags = append(flags, c.Command.Flags...)
+	}
+	flags = append(flags, c.App.Flags...)
+	best, bestD := "", len(name)/2+1 // a typo, not another word
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			d := editDistance(strings.ToLower(name), strings.ToLower(n))
+			if strings.HasPrefix(n, name) && len(name) >= 3 {
+				d = min(d, 1) // the start of a flag's name
+			}
+			if d < bestD || (d == bestD && len(n) > len(best) && best != "") {
+				best, bestD = n, d
+			}
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
 
 // conflictErr is a request that the job's or task's state does not allow
 // (exit 7), said in its own words.
@@ -318,6 +385,20 @@ type client struct {
 
 // Close stops the client's runner, if it has one, and closes the store.
 func (c *client) Close() error { return errors.Join(c.Client.Close(), c.st.Close()) }
+
+// joinedShortFlags splits parallel's -j8 into -j 8 (and -w8, -q100):
+// Go's flags take a short flag's value as the next word only.
+func joinedShortFlags(args []string) []string {
+	out := args[:0:0]
+	for _, a := range args {
+		if len(a) > 2 && a[0] == '-' && strings.ContainsRune("jwq", rune(a[1])) && strings.Trim(a[2:], "0123456789") == "" {
+			out = append(out, a[:2], a[2:])
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
 
 // registryKey is where the app keeps Env.Registry, for the clients.
 const registryKey = "registry"

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"bufio"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -48,6 +50,8 @@ type argPlan struct {
 	lens     []int   // the length of each group
 	total    int64
 	shell    bool
+	tag      bool   // pcd run --tag: each task's arguments tag its output
+	slot     string // what stands for {%} in a payload until a worker runs it
 }
 
 // hasArgSources says whether the words after -- hold an input source.
@@ -67,7 +71,7 @@ func isSeparator(w string) bool {
 // parseArgPlan reads the template and the sources; stdinArgs is --args,
 // read before the ::: sources.
 func parseArgPlan(words []string, argsFile string, stdin io.Reader, shell bool) (*argPlan, error) {
-	p := &argPlan{shell: shell}
+	p := &argPlan{shell: shell, slot: slotToken()}
 	i := 0
 	for i < len(words) && !isSeparator(words[i]) {
 		i++
@@ -236,10 +240,10 @@ func (p *argPlan) payload(seq int64, args []string) engine.ExecPayload {
 	if p.shell {
 		quote = shellQuote
 	}
-	used := false
+	used, slotUsed := false, false
 	words := make([]string, 0, len(p.template)+len(args))
 	for _, w := range p.template {
-		if r, ok := wholeReplacement(w); ok && r.source == 0 && r.op != "#" && !p.shell {
+		if r, ok := wholeReplacement(w); ok && r.source == 0 && r.op != "#" && r.op != "%" && !p.shell {
 			used = true
 			for _, a := range args {
 				words = append(words, r.transform(a))
@@ -247,6 +251,10 @@ func (p *argPlan) payload(seq int64, args []string) engine.ExecPayload {
 			continue
 		}
 		words = append(words, scanReplacements(w, func(r replacement) string {
+			if r.op == "%" { // the worker's number, known when it runs
+				slotUsed = true
+				return p.slot
+			}
 			used = true
 			if !p.shell || r.op == "#" {
 				return r.apply(seq, args)
@@ -266,10 +274,27 @@ func (p *argPlan) payload(seq int64, args []string) engine.ExecPayload {
 			words = append(words, quote(a))
 		}
 	}
+	var out engine.ExecPayload
 	if p.shell {
-		return engine.ExecPayload{Shell: strings.Join(words, " ")}
+		out.Shell = strings.Join(words, " ")
+	} else {
+		out.Argv = words
 	}
-	return engine.ExecPayload{Argv: words}
+	if slotUsed {
+		out.Slot = p.slot
+	}
+	if p.tag {
+		out.Tag = strings.Join(args, " ")
+	}
+	return out
+}
+
+// slotToken is what stands for {%} in the payloads of one command line:
+// a word no argument holds by chance.
+func slotToken() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "{%" + hex.EncodeToString(b[:]) + "}"
 }
 
 // wholeReplacement says whether the word is one replacement string.
@@ -301,7 +326,7 @@ func (p *argPlan) job(env Env) (engine.JobFile, error) {
 }
 
 // replacement is one replacement string in a template word: {} {.} {/}
-// {//} {/.} {#}, or the same of one source, {2} {2.} {2/} {2//} {2/.}.
+// {//} {/.} {#} {%}, or the same of one source, {2} {2.} {2/} {2//} {2/.}.
 type replacement struct {
 	text   string
 	source int    // 1-based; 0 is every source, joined by spaces
@@ -399,8 +424,8 @@ func scanReplacements(w string, f func(replacement) string) string {
 func parseReplacement(text string) (replacement, bool) {
 	inner := text[1 : len(text)-1]
 	r := replacement{text: text}
-	if inner == "#" {
-		r.op = "#"
+	if inner == "#" || inner == "%" {
+		r.op = inner
 		return r, true
 	}
 	digits := 0

@@ -69,7 +69,7 @@ func TestArgPlans(t *testing.T) {
 		{false, []string{"echo", ":::", "a", "b", ":::", "1", "2"}, []string{"echo,a,1", "echo,a,2", "echo,b,1", "echo,b,2"}},
 		{false, []string{"cp", "{1}", "{2}/{1/}", ":::", "x", "y", "z", ":::+", "d1", "d2"}, []string{"cp,x,d1/x", "cp,y,d2/y"}},
 		{false, []string{"mv", "{}", "{.}.bak", ":::", "f.txt"}, []string{"mv,f.txt,f.bak"}},
-		{true, []string{"echo {} | wc -c", ":::", "it's", "$HOME"}, []string{`echo 'it'\''s' | wc -c`, `echo '$HOME' | wc -c`}},
+		{true, []string{"echo {} | wc -c", ":::", "it's", "$HOME"}, []string{`echo 'it'"'"'s' | wc -c`, `echo '$HOME' | wc -c`}},
 		{true, []string{"echo", ":::", "a b"}, []string{"echo 'a b'"}},
 	} {
 		if got := commands(plan(t, c.shell, c.words...)); !slices.Equal(got, c.want) {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -60,6 +61,9 @@ const maxErrorLine = 2048
 // does, and cut in the middle past maxErrorLine bytes, keeping the start
 // (what failed) and the end (why).
 func ErrorLine(err error) string {
+	if errors.As(err, new(saidError)) {
+		return "" // the command said it already
+	}
 	s := printable(err.Error())
 	if len(s) <= maxErrorLine {
 		return s
@@ -82,3 +86,10 @@ func runeCut(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// saidError is an error that the command has told the user already (pcd
+// run's summary line): it sets the exit code, and is not printed again.
+type saidError struct{ err error }
+
+func (e saidError) Error() string { return e.err.Error() }
+func (e saidError) Unwrap() error { return e.err }

@@ -599,35 +599,38 @@ func taskTable(w io.Writer, header bool, rows [][]string, width int) error {
 	return nil
 }
 
-// taskCommand is what a task runs, in one line: an exec task's command
-// line (its words quoted as a shell would need), else its kind and
-// payload.
-func taskCommand(t store.TaskRow) string {
-	if t.Kind == "exec" {
+// taskCommand is what a task runs, in one line (see commandLine).
+func taskCommand(t store.TaskRow) string { return oneLine(commandLine(t.Kind, t.Payload)) }
+
+// commandLine is what a task runs: an exec task's command line (its words
+// quoted as a shell would need, so that it can be pasted into one), else
+// its kind and payload.
+func commandLine(kind string, payload []byte) string {
+	if kind == "exec" {
 		var p engine.ExecPayload
-		if json.Unmarshal(t.Payload, &p) == nil {
+		if json.Unmarshal(payload, &p) == nil {
 			if p.Shell != "" {
-				return oneLine(p.Shell)
+				return p.Shell
 			}
 			words := make([]string, len(p.Argv))
 			for i, a := range p.Argv {
 				words[i] = shellQuote(a)
 			}
-			return oneLine(strings.Join(words, " "))
+			return strings.Join(words, " ")
 		}
 	}
-	if len(t.Payload) == 0 || string(t.Payload) == "null" {
-		return t.Kind
+	if len(payload) == 0 || string(payload) == "null" {
+		return kind
 	}
-	return oneLine(t.Kind + " " + string(t.Payload))
+	return kind + " " + string(payload)
 }
 
-// shellQuote quotes a word for sh when it needs it.
+// shellQuote quotes a word for sh when it needs it, as GNU parallel does.
 func shellQuote(s string) string {
-	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == "" {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./+") == "" {
 		return s
 	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	return "'" + strings.ReplaceAll(s, "'", `'"'"'`) + "'"
 }
 
 // jobState is a job's state for a table: paused, or waiting for its start

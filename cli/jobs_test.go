@@ -46,7 +46,7 @@ func TestTasksTable(t *testing.T) {
 		}
 	}
 	out, _, _ = pcd(t, "", "--db", db, "tasks", ids[0][1])
-	if !strings.Contains(out, `printf '%s\n' 'a b' 'it'\''s'`) {
+	if !strings.Contains(out, `printf '%s\n' 'a b' 'it'"'"'s'`) {
 		t.Errorf("an argv command is not shown quoted as for sh:\n%s", out)
 	}
 }

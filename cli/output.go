@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"container/heap"
 	"context"
 	"encoding/json"
@@ -38,6 +39,9 @@ type printer struct {
 	shown map[string]bool // jobs whose exec output was printed
 	spool string          // the exec tasks' spool directory of this host
 	cut   int             // streams printed cut: their whole was lost
+	log   *joblog         // --joblog, or nil
+	bar   *progress       // pcd run's progress line on stderr, or nil
+	began time.Time       // when the job started, for the summary
 	err   error           // the first write error on w; later writes are skipped
 	buf   []byte
 }
@@ -97,6 +101,8 @@ func (p *printer) outputShown(jf engine.JobFile) bool {
 }
 
 func (p *printer) start(job store.Job, outputShown bool) {
+	p.bar.jobs([]store.Job{job})
+	p.began = time.Now()
 	switch {
 	case p.quiet:
 	case p.json:
@@ -157,6 +163,13 @@ func (p *printer) event(ev engine.Event) {
 		}
 		return
 	}
+	if ev.Task != nil {
+		p.log.task(ev) // in the order tasks finish, as parallel writes it
+	}
+	if p.bar != nil {
+		p.bar.clear()
+		defer p.bar.event(ev)
+	}
 	switch {
 	case ev.Task != nil && p.order != nil:
 		p.order.done(ev, p.task)
@@ -204,11 +217,10 @@ func (p *printer) task(ev engine.Event) {
 	var cuts []string
 	if p.err == nil {
 		var cut string
-		cut, p.err = p.stream(p.w, ev, "stdout", res.Stdout, res.StdoutSpooled)
+		cut, p.err = p.stream(tagged(p.w, res.Tag), ev, "stdout", res.Stdout, res.StdoutSpooled)
 		cuts = append(cuts, cut)
 	}
-	var errw io.Writer = noteWriter{p}
-	if cut, err := p.stream(errw, ev, "stderr", res.Stderr, res.StderrSpooled); err == nil {
+	if cut, err := p.stream(tagged(noteWriter{p}, res.Tag), ev, "stderr", res.Stderr, res.StderrSpooled); err == nil {
 		cuts = append(cuts, cut)
 	}
 	for _, cut := range append(cuts, res.Cuts()...) {
@@ -260,6 +272,47 @@ func writeStream(w io.Writer, spool, jobID, taskID, name, text string, spooled b
 	return "", err
 }
 
+// tagged is w with tag and a tab before each line (pcd run --tag), or w
+// itself for no tag.
+func tagged(w io.Writer, tag string) io.Writer {
+	if tag == "" {
+		return w
+	}
+	return &tagWriter{w: w, tag: []byte(tag + "\t"), start: true}
+}
+
+// tagWriter puts a tag before each line written through it, a partial
+// last line too, as GNU parallel --tag does.
+type tagWriter struct {
+	w     io.Writer
+	tag   []byte
+	start bool // the next byte starts a line
+	buf   []byte
+}
+
+func (t *tagWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	t.buf = t.buf[:0]
+	for len(p) > 0 {
+		if t.start {
+			t.buf = append(t.buf, t.tag...)
+			t.start = false
+		}
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			t.buf = append(t.buf, p...)
+			break
+		}
+		t.buf = append(t.buf, p[:i+1]...)
+		p = p[i+1:]
+		t.start = true
+	}
+	if _, err := t.w.Write(t.buf); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
 // readErr is a reader that keeps its error apart from its writer's.
 type readErr struct {
 	r   io.Reader
@@ -285,6 +338,7 @@ func (n noteWriter) Write(b []byte) (int, error) {
 // note writes to errw, after what w holds so far, so that the two stay
 // in order when they go to the same place.
 func (p *printer) note(format string, a ...any) {
+	p.bar.clear()
 	if p.errw == nil {
 		p.printf(format, a...)
 		return

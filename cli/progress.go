@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/schollz/progressbar/v3"
 
@@ -88,4 +89,24 @@ func (p *progress) finish() {
 	_ = p.bar.Exit()
 	// The line is a terminal's: erase all of it, however long the bar was.
 	fmt.Fprintf(p.w, "\r\033[K%s done, %d failed\n", plural(p.done, "task"), p.failed)
+}
+
+// summary replaces the line with pcd run's last word: the job's counts,
+// its failures and the time it took.
+func (p *progress) summary(j store.Job, took time.Duration) {
+	if p == nil {
+		return
+	}
+	_ = p.bar.Exit()
+	line := fmt.Sprintf("%s: %d succeeded", plural(j.Total, "task"), j.Succeeded)
+	if j.Failed > 0 {
+		line += fmt.Sprintf(", %d failed", j.Failed)
+	}
+	if j.Cancelled > 0 {
+		line += fmt.Sprintf(", %d cancelled", j.Cancelled)
+	}
+	if left := j.Total - j.Done(); left > 0 {
+		line += fmt.Sprintf(", %d not run", left)
+	}
+	fmt.Fprintf(p.w, "\r\033[Kpcd: %s, in %s\n", line, humanDuration(took))
 }

@@ -60,7 +60,12 @@ interrupts them. Unfinished work stays in the database.`,
 			deliveryFlags()[0], deliveryFlags()[1], deliveryFlags()[2], deliveryFlags()[3], deliveryFlags()[4],
 			&cli.DurationFlag{Name: "delivery-wait", EnvVars: []string{"PCD_DELIVERY_WAIT"}, Value: 5 * time.Second, Usage: "once the job is done, how long to wait for its hooks and webhooks before leaving the rest to a daemon"},
 			&cli.StringFlag{Name: "resume", Usage: "run the unfinished job `JOB_ID` (a stopped pcd run, say) here to its end"},
-			&cli.IntFlag{Name: "workers", Aliases: []string{"w"}, EnvVars: []string{"PCD_WORKERS"}, Value: engine.DefaultWorkers, Usage: "consumers running tasks at once"},
+			&cli.IntFlag{Name: "workers", Aliases: []string{"w", "j", "jobs"}, EnvVars: []string{"PCD_WORKERS"}, Value: engine.DefaultWorkers, Usage: "consumers running tasks at once (parallel's -j)"},
+			&cli.BoolFlag{Name: "tag", Usage: "put each task's arguments and a tab before each line of its output (like parallel --tag)"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "print the commands that would run, one a line, and run nothing (like parallel --dry-run)"},
+			&cli.StringFlag{Name: "joblog", Usage: "write a line for each finished task to `FILE`, in GNU parallel's --joblog format"},
+			&cli.BoolFlag{Name: "bar", Usage: "show a progress bar on stderr, even when it is not a terminal (like parallel --bar)"},
+			&cli.BoolFlag{Name: "eta", Usage: "show the progress line, with the time left, on stderr (like parallel --eta)"},
 			&cli.IntFlag{Name: "queue-size", Aliases: []string{"q"}, EnvVars: []string{"PCD_QUEUE_SIZE"}, Value: engine.DefaultQueueSize, Usage: "capacity of the in-memory queue"},
 			&cli.StringFlag{Name: "name", Usage: "job name"},
 			&cli.BoolFlag{Name: "json", Usage: "print events as NDJSON"},
@@ -86,6 +91,12 @@ func runJob(c *cli.Context, env Env) error {
 	jf, err := runSource(c, env, resume)
 	if err != nil {
 		return err
+	}
+	if c.Bool("dry-run") {
+		if resume != "" {
+			return usageError("--dry-run prints a new job's commands; it takes no --resume")
+		}
+		return dryRun(env, jf)
 	}
 	log, err := newLogger(c, env.Stderr)
 	if err != nil {
@@ -119,6 +130,14 @@ func runJob(c *cli.Context, env Env) error {
 	signal.Notify(pipe, syscall.SIGPIPE)
 	defer signal.Stop(pipe)
 	out.w = &closeWatch{w: out.w, closed: func() { stop("stdout was closed") }}
+	if (isTerminal(env.Stderr) && !c.Bool("quiet") && !c.Bool("json")) || c.Bool("bar") || c.Bool("eta") {
+		out.bar = newProgress(env.Stderr, false)
+	}
+	if path := c.String("joblog"); path != "" {
+		if out.log, err = openJoblog(c.Context, path, rd); err != nil {
+			return err
+		}
+	}
 	db := newClient(c, st, runConfig(c, env, rd.Path(), log, delivery, out))
 	err = db.Open(opening)
 	var held *store.LockedError
@@ -162,7 +181,11 @@ func runJob(c *cli.Context, env Env) error {
 		shown = out.output && firstKind(c, db, job) == "exec"
 	}
 	out.start(job, shown)
-	return runToEnd(c, env, db, out, job)
+	err = runToEnd(c, env, db, out, job)
+	if lerr := out.log.close(); err == nil {
+		err = lerr
+	}
+	return err
 }
 
 // runConfig is pcd run's runner: one job, its events to out.
@@ -259,6 +282,9 @@ func runToEnd(c *cli.Context, env Env, db *client, out *printer, job store.Job) 
 	if out.order != nil {
 		out.order.flush(out.task)
 	}
+	if done.UUID != "" {
+		out.bar.summary(done, time.Since(out.began))
+	}
 	if errors.Is(err, engine.ErrStopped) {
 		return stoppedByUser(c, db, out, done, err)
 	}
@@ -273,6 +299,9 @@ func runToEnd(c *cli.Context, env Env, db *client, out *printer, job store.Job) 
 		return fmt.Errorf("write output: %w", out.err)
 	}
 	if done.State != store.Succeeded {
+		if out.bar != nil {
+			return saidError{jobFailed{done}} // the summary line said it
+		}
 		return jobFailed{done}
 	}
 	if out.cut > 0 {

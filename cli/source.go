@@ -93,6 +93,7 @@ func jobSource(c *cli.Context, env Env, demo bool) (jf engine.JobFile, stream bo
 			if err != nil {
 				return jf, false, err
 			}
+			plan.tag = c.Bool("tag")
 			jf, err := plan.job(env)
 			return jf, false, err
 		}

@@ -163,3 +163,146 @@ func TestHaltLikeParallel(t *testing.T) {
 		}
 	}
 }
+
+// The flags that parallel users type, side by side with GNU parallel:
+// -j N and -jN, --tag, --dry-run, --joblog, {#} and {%}.
+func TestParallelFlagsLikeParallel(t *testing.T) {
+	gnu := gnuParallel(t)
+	dir := t.TempDir()
+	db := filepath.Join(dir, "pcd.db")
+	same := func(t *testing.T, pcdArgs, gnuArgs []string) {
+		t.Helper()
+		want, err := exec.Command(gnu, append([]string{"--will-cite"}, gnuArgs...)...).Output()
+		if err != nil {
+			t.Fatalf("parallel %q: %v", gnuArgs, err)
+		}
+		r := pcd(t, db, pcdArgs...)
+		if r.code != 0 {
+			t.Fatalf("pcd %q: exit %d: %s", pcdArgs, r.code, r.stderr)
+		}
+		if r.stdout != string(want) {
+			t.Errorf("pcd %q and parallel %q differ:\npcd:\n%s\nparallel:\n%s", pcdArgs, gnuArgs, r.stdout, want)
+		}
+	}
+	t.Run("-j", func(t *testing.T) {
+		same(t, []string{"run", "-k", "-j", "1", "--", "echo", "{%}", "{#}", ":::", "a", "b", "c"}, []string{"-k", "-j", "1", "echo", "{%}", "{#}", ":::", "a", "b", "c"})
+		same(t, []string{"run", "-k", "-j1", "--", "echo", "{%}", "{#}", ":::", "a", "b", "c"}, []string{"-k", "-j1", "echo", "{%}", "{#}", ":::", "a", "b", "c"})
+	})
+	t.Run("--tag", func(t *testing.T) {
+		same(t, []string{"run", "-k", "--tag", "--shell", "--", `printf "x\ny"`, ":::", "a", "b c"}, []string{"-k", "--tag", `printf "x\ny"`, ":::", "a", "b c"})
+		same(t, []string{"run", "-k", "--tag", "--", "echo", ":::", "a", "b", ":::", "1", "2"}, []string{"-k", "--tag", "echo", ":::", "a", "b", ":::", "1", "2"})
+	})
+	t.Run("--dry-run", func(t *testing.T) {
+		args := []string{"a", "b c", "d'e", "$HOME", "x=y", "p/q.r"}
+		same(t, append([]string{"run", "--dry-run", "--", "echo", ":::"}, args...), append([]string{"--dry-run", "-k", "-q", "echo", ":::"}, args...))
+		same(t, append([]string{"run", "--dry-run", "--shell", "--", "echo {} | tr a-z A-Z", ":::"}, args...), append([]string{"--dry-run", "-k", "echo {} | tr a-z A-Z", ":::"}, args...))
+		if n := queryDB(t, db, "SELECT count(*) FROM jobs WHERE name LIKE 'echo%|%'"); n != 0 {
+			t.Errorf("--dry-run wrote %d jobs", n)
+		}
+	})
+	t.Run("--joblog", func(t *testing.T) {
+		logs := map[string]string{"pcd": filepath.Join(dir, "pcd.log"), "parallel": filepath.Join(dir, "parallel.log")}
+		script := "printf {}; exit {}"
+		if err := exec.Command(gnu, "--will-cite", "-j1", "--joblog", logs["parallel"], script, ":::", "0", "1", "22").Run(); err == nil {
+			t.Fatal("parallel: want a failure")
+		}
+		if r := pcd(t, db, "run", "-j1", "--joblog", logs["pcd"], "--shell", "--", script, ":::", "0", "1", "22"); r.code != 1 {
+			t.Fatalf("pcd run --joblog: exit %d, want 1: %s", r.code, r.stderr)
+		}
+		// Starttime and JobRuntime differ run to run; the rest is equal.
+		fields := func(name string) []string {
+			b, err := os.ReadFile(logs[name])
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rows []string
+			for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+				f := strings.Split(line, "\t")
+				if len(f) != 9 {
+					t.Fatalf("%s's joblog line %q: %d fields, want 9", name, line, len(f))
+				}
+				if f[0] != "Seq" {
+					if _, err := strconv.ParseFloat(f[2], 64); err != nil {
+						t.Errorf("%s: Starttime %q", name, f[2])
+					}
+					if _, err := strconv.ParseFloat(strings.TrimSpace(f[3]), 64); err != nil || len(f[3]) < 10 {
+						t.Errorf("%s: JobRuntime %q", name, f[3])
+					}
+					f[2], f[3] = "", ""
+				}
+				rows = append(rows, strings.Join(f, "\t"))
+			}
+			return rows
+		}
+		if got, want := fields("pcd"), fields("parallel"); !slices.Equal(got, want) {
+			t.Errorf("joblogs differ:\npcd:\n%s\nparallel:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	})
+	t.Run("{%} is a free slot", func(t *testing.T) {
+		// A slot is never held by two tasks at once, and is within -j.
+		r := pcd(t, db, "run", "-j", "3", "--shell", "--", `echo "{%} start"; sleep 0.05; echo "{%} end"`, ":::", "1", "2", "3", "4", "5", "6", "7", "8")
+		if r.code != 0 {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+			slot, _, _ := strings.Cut(line, " ")
+			if n, err := strconv.Atoi(slot); err != nil || n < 1 || n > 3 {
+				t.Errorf("slot %q, want 1 to 3", slot)
+			}
+		}
+	})
+}
+
+// An unknown flag is refused with the nearest flag named, and a typo of
+// a flag parallel has too.
+func TestUnknownFlagNamesTheNearest(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	for flag, want := range map[string]string{"--keep-ordr": "--keep-order", "--worker": "--workers", "--tagg": "--tag", "--dryrun": "--dry-run"} {
+		r := pcd(t, db, "run", flag, "--", "true")
+		if r.code != 2 || !strings.Contains(r.stderr, "unknown flag "+flag+"; did you mean "+want+"?") {
+			t.Errorf("pcd run %s: exit %d, %q; want 2 and a hint of %s", flag, r.code, r.stderr, want)
+		}
+	}
+}
+
+// A finished pcd run says nothing in a pipe; on a terminal it shows its
+// progress and ends with one summary line. --bar shows the progress
+// line in a pipe too; --quiet silences the terminal.
+func TestRunSummaryOnATerminal(t *testing.T) {
+	if _, err := exec.LookPath("script"); err != nil {
+		t.Skip("script(1) is not installed: no pseudo-terminal to run pcd in")
+	}
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	r := pcd(t, db, "run", "--", "true", ":::", "1", "2", "3")
+	if r.code != 0 || r.stdout != "" || r.stderr != "" {
+		t.Errorf("in a pipe: exit %d, stdout %q, stderr %q; want 0 and nothing", r.code, r.stdout, r.stderr)
+	}
+	tty := func(args ...string) string {
+		t.Helper()
+		line := pcdBin
+		for _, a := range args {
+			line += " '" + a + "'"
+		}
+		cmd := exec.Command("script", "-qec", line, "/dev/null")
+		cmd.Env = append(os.Environ(), "PCD_DB="+db, raceEnv)
+		out, err := cmd.Output()
+		if _, ok := err.(*exec.ExitError); err != nil && !ok {
+			t.Fatalf("script %s: %v: %s", line, err, out)
+		}
+		return string(out)
+	}
+	out := tty("run", "--shell", "--", "exit {}", ":::", "0", "0", "1")
+	if !strings.Contains(out, "pcd: 3 tasks: 2 succeeded, 1 failed, in ") {
+		t.Errorf("on a terminal, no summary line:\n%q", out)
+	}
+	if strings.Contains(out, "pcd: job ") {
+		t.Errorf("on a terminal, the failure is told twice:\n%q", out)
+	}
+	if out := tty("run", "--quiet", "--", "true", ":::", "1", "2"); strings.Contains(out, "pcd: 2 tasks") {
+		t.Errorf("--quiet on a terminal printed a summary:\n%q", out)
+	}
+	r = pcd(t, db, "run", "--bar", "--", "true", ":::", "1", "2", "3")
+	if r.code != 0 || r.stdout != "" || !strings.Contains(r.stderr, "3/3") || !strings.Contains(r.stderr, "pcd: 3 tasks: 3 succeeded") {
+		t.Errorf("--bar in a pipe: exit %d, stdout %q, stderr %q; want the progress line and the summary on stderr", r.code, r.stdout, r.stderr)
+	}
+}

@@ -101,7 +101,7 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 				return
 			}
 		}
-		out := c.runTask(procCtx, job, t, kind)
+		out := c.runTask(procCtx, job, t, kind, i+1)
 		slots.end(i)
 		c.releaseGroupSlot()
 		if !out.interrupted && out.res.RetryAt.IsZero() {
@@ -114,9 +114,9 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 // runTask runs one task and reports its outcome, which is interrupted when
 // cancellation stopped the task rather than the task finishing, and a
 // retry when a failed attempt has attempts left.
-func (c *jobController) runTask(ctx context.Context, job store.Job, t store.Task, kind Kind) outcome {
+func (c *jobController) runTask(ctx context.Context, job store.Job, t store.Task, kind Kind, slot int) outcome {
 	attempt := t.Attempts + 1
-	task := Task{JobID: job.UUID, ID: t.UUID, Number: t.Seq, Kind: t.Kind, Payload: json.RawMessage(t.Payload), Attempt: attempt}
+	task := Task{JobID: job.UUID, ID: t.UUID, Number: t.Seq, Kind: t.Kind, Payload: json.RawMessage(t.Payload), Attempt: attempt, Slot: slot}
 	taskCtx, stopTask := context.WithCancelCause(ctx)
 	defer stopTask(nil)
 	c.killable.Store(t.Seq, stopTask)

@@ -64,6 +64,10 @@ type ExecResult struct {
 	// SpoolError is why a stream could not be spooled, and was cut.
 	SpoolError string `json:"spool_error,omitempty"`
 	TimedOut   bool   `json:"timed_out,omitempty"`
+	// Signal is the signal that killed the command, 0 if none.
+	Signal int `json:"signal,omitempty"`
+	// Tag is the payload's tag (pcd run --tag), for the printer.
+	Tag string `json:"tag,omitempty"`
 }
 
 // Isolated: the command runs in its own process.
@@ -179,9 +183,17 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 // command builds the command of an exec payload, and the cookie in its
 // environment by which the processes it leaves behind are found.
 func command(p ExecPayload, t Task) (*exec.Cmd, string) {
-	argv := p.Argv
-	if p.Shell != "" {
-		argv = []string{"/bin/sh", "-c", p.Shell}
+	argv, shell := p.Argv, p.Shell
+	if p.Slot != "" {
+		slot := strconv.Itoa(t.Slot)
+		argv = make([]string, len(p.Argv))
+		for i, a := range p.Argv {
+			argv[i] = strings.ReplaceAll(a, p.Slot, slot)
+		}
+		shell = strings.ReplaceAll(shell, p.Slot, slot)
+	}
+	if shell != "" {
+		argv = []string{"/bin/sh", "-c", shell}
 	}
 	cookie := t.ID + "." + strconv.Itoa(t.Attempt)
 	if t.ID == "" {
@@ -191,7 +203,7 @@ func command(p ExecPayload, t Task) (*exec.Cmd, string) {
 	cmd.Dir = p.Dir
 	cmd.Env = append(os.Environ(), process.RunIDVar+"="+cookie)
 	if t.ID != "" {
-		cmd.Env = append(cmd.Env, "PCD_JOB_ID="+t.JobID, "PCD_TASK_ID="+t.ID)
+		cmd.Env = append(cmd.Env, "PCD_JOB_ID="+t.JobID, "PCD_TASK_ID="+t.ID, "PCD_SLOT="+strconv.Itoa(t.Slot))
 	}
 	for k, v := range p.Env {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -330,7 +342,11 @@ func execOutcome(ctx context.Context, p ExecPayload, state *os.ProcessState, o *
 	}
 	if state != nil {
 		res.ExitCode = state.ExitCode()
+		if ws, ok := sysStatus(state); ok && ws.Signaled() {
+			res.Signal = int(ws.Signal())
+		}
 	}
+	res.Tag = p.Tag
 	timedOut := errors.Is(context.Cause(ctx), errTimedOut)
 	res.TimedOut = timedOut
 	out, err := json.Marshal(res)

@@ -22,6 +22,9 @@ type Task struct {
 	Kind    string
 	Payload json.RawMessage
 	Attempt int // 1 on the first run
+	// Slot is the number of the worker that runs the task, from 1 to the
+	// job's workers: GNU parallel's {%}, and $PCD_SLOT of a command.
+	Slot int
 }
 
 // Kind is a type of task: sleep, noop, or one a library user adds.

@@ -26,6 +26,12 @@ type ExecPayload struct {
 	Env     map[string]string `json:"env,omitempty"`
 	Stdin   string            `json:"stdin,omitempty"`
 	Timeout Duration          `json:"timeout,omitempty"`
+	// Slot, if set, is replaced in argv and shell by the number of the
+	// worker that runs the task, from 1: GNU parallel's {%}.
+	Slot string `json:"slot,omitempty"`
+	// Tag is what pcd run --tag puts before each line of the task's
+	// output (GNU parallel's --tag): its arguments.
+	Tag string `json:"tag,omitempty"`
 }
 
 // Duration reads seconds (a JSON number) or a Go duration string.
