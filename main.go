@@ -30,6 +30,7 @@ const (
 	exitAmbiguous = 6  // a job id prefix matches more than one job
 	exitConflict  = 7  // the job's state does not allow it, such as cancelling a finished job
 	exitNoDB      = 8  // the database file does not exist
+	exitListen    = 9  // --http cannot listen on its address: in use, or not allowed
 	exitSoftware  = 70 // anything else (EX_SOFTWARE)
 	exitTempFail  = 75 // the disk is full or the database stayed locked: try again (EX_TEMPFAIL)
 	exitStopped   = 130
@@ -119,6 +120,8 @@ func exitCode(err error) int {
 		return exitConflict
 	case errors.Is(err, store.ErrDiskFull), store.Temporary(err):
 		return exitTempFail
+	case errors.Is(err, cli.ErrListen):
+		return exitListen
 	case errors.Is(err, cli.ErrOutputClosed):
 		return exitPipe
 	case errors.Is(err, engine.ErrStopped), errors.Is(err, cli.ErrInterrupted):

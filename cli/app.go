@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,6 +40,9 @@ var (
 	// ErrOutputClosed means pcd run stopped because its stdout was closed
 	// (pcd run | head): exit 141, as for SIGPIPE.
 	ErrOutputClosed = errors.New("stdout closed")
+	// ErrListen means --http cannot listen on its address: in use, not
+	// allowed, or not an address of this host.
+	ErrListen = errors.New("cannot listen")
 )
 
 // jobFailed reports a finished job that did not succeed.
@@ -268,6 +273,9 @@ func commonString(c *cli.Context, name string) string {
 
 // onUsageError returns flag errors to main.go, without a page of help.
 func onUsageError(c *cli.Context, err error, _ bool) error {
+	if m := invalidValue.FindStringSubmatch(err.Error()); m != nil {
+		return usageErr{fmt.Errorf("%s %q: want %s", flagText(m[2]), m[1], flagFormat(c, m[2]))}
+	}
 	name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -")
 	if !ok {
 		return usageErr{err}
@@ -281,6 +289,34 @@ func onUsageError(c *cli.Context, err error, _ bool) error {
 		msg += fmt.Sprintf(" (pcd %s --help lists the flags)", c.Command.Name)
 	}
 	return usageErr{errors.New(msg)}
+}
+
+// invalidValue is Go's flag package's error for a value that does not
+// parse: the value and the flag's name.
+var invalidValue = regexp.MustCompile(`^invalid value "(.*)" for flag -([\w-]+): `)
+
+// flagFormat says what a flag's value must look like, by its type.
+func flagFormat(c *cli.Context, name string) string {
+	var flags []cli.Flag
+	if c.Command != nil {
+		flags = append(flags, c.Command.Flags...)
+	}
+	for _, f := range append(flags, c.App.Flags...) {
+		if !slices.Contains(f.Names(), name) {
+			continue
+		}
+		switch f.(type) {
+		case *cli.DurationFlag:
+			return "a duration such as 90s, 5m or 1h30m"
+		case *cli.IntFlag, *cli.Int64Flag, *cli.UintFlag, *cli.Uint64Flag:
+			return "a whole number"
+		case *cli.Float64Flag:
+			return "a number"
+		case *cli.BoolFlag:
+			return "true or false"
+		}
+	}
+	return "another value (pcd " + c.Command.Name + " --help says which)"
 }
 
 // flagText is a flag as it is typed: -j, --keep-order.

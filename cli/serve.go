@@ -105,8 +105,13 @@ func checkHTTP(c *cli.Context) (httpConfig, error) {
 func startHTTP(hc httpConfig, db *client, env Env, log *slog.Logger, metrics *web.Metrics, feed *web.Feed) (stop func(), err error) {
 	addr, token := hc.addr, hc.token
 	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("--http %s: %w", addr, err)
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, fmt.Errorf("--http %s: another process listens on that address already (a pcd serve or daemon --http?); give another port: %w", addr, ErrListen)
+	case errors.Is(err, syscall.EACCES):
+		return nil, fmt.Errorf("--http %s: not allowed to listen there (a port below 1024 needs privilege); give a port of 1024 or more: %w", addr, ErrListen)
+	case err != nil:
+		return nil, fmt.Errorf("--http %s: %w (%w)", addr, err, ErrListen)
 	}
 	if metrics == nil {
 		metrics = web.NewMetrics(db.Client)

@@ -37,7 +37,7 @@ works. The job waits durably whether or not a daemon is running.
 			retryFlags()[0], retryFlags()[1], retryFlags()[2], retryFlags()[3],
 			sinkFlags()[0], sinkFlags()[1], sinkFlags()[2],
 			&cli.StringFlag{Name: "name", Usage: "job name"},
-			&cli.IntFlag{Name: "workers", Aliases: []string{"w"}, EnvVars: []string{"PCD_WORKERS"}, Value: engine.DefaultWorkers, Usage: "consumers running the job's tasks at once"},
+			&cli.IntFlag{Name: "workers", Aliases: []string{"w", "j", "jobs"}, EnvVars: []string{"PCD_WORKERS"}, Value: engine.DefaultWorkers, Usage: "consumers running the job's tasks at once (parallel's -j)"},
 			&cli.IntFlag{Name: "queue-size", Aliases: []string{"q"}, EnvVars: []string{"PCD_QUEUE_SIZE"}, Value: engine.DefaultQueueSize, Usage: "capacity of the job's in-memory queue"},
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON object instead of the bare id"},
 			&cli.BoolFlag{Name: "wait", Usage: "follow the job like watch and exit with its outcome"},

@@ -263,6 +263,16 @@ func TestUnknownFlagNamesTheNearest(t *testing.T) {
 			t.Errorf("pcd run %s: exit %d, %q; want 2 and a hint of %s", flag, r.code, r.stderr, want)
 		}
 	}
+	// A value that does not parse: the flag, and the format it wants.
+	for _, c := range []struct{ args, want []string }{
+		{[]string{"submit", "--in", "2x", "--sleep", "1"}, []string{`--in "2x": want a duration such as 90s`}},
+		{[]string{"run", "-j", "x", "--", "true"}, []string{`-j "x": want a whole number`}},
+	} {
+		r := pcd(t, db, c.args...)
+		if r.code != 2 || !strings.Contains(r.stderr, c.want[0]) || strings.Contains(r.stderr, "parse error") {
+			t.Errorf("pcd %q: exit %d, %q; want 2 and %q", c.args, r.code, r.stderr, c.want[0])
+		}
+	}
 }
 
 // A finished pcd run says nothing in a pipe; on a terminal it shows its

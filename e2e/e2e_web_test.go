@@ -254,3 +254,19 @@ func TestDaemonRefusesDNSRebinding(t *testing.T) {
 		t.Errorf("the rebound submit ran")
 	}
 }
+
+// pcd serve on an address in use says so in one line and exits 9, not
+// as a bug.
+func TestServeOnAPortInUse(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	pcd(t, db, "submit", "--sleep", "1")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	r := pcd(t, db, "serve", "--http", ln.Addr().String())
+	if r.code != 9 || !strings.Contains(r.stderr, "another process listens on that address already") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		t.Errorf("serve on a port in use: exit %d, stderr %q; want 9 and one line", r.code, r.stderr)
+	}
+}
