@@ -50,7 +50,11 @@ type jobFailed struct{ job store.Job }
 
 func (e jobFailed) Error() string {
 	j := e.job
-	return fmt.Sprintf("job %s %s: %d of %s failed, %d cancelled", j.UUID, j.State, j.Failed, plural(j.Total, "task"), j.Cancelled)
+	how := string(j.State)
+	if j.Halting != "" {
+		how, _, _ = strings.Cut(j.Halting, ":") // halted (--halt now,fail=1)
+	}
+	return fmt.Sprintf("job %s %s: %d of %s failed, %d cancelled", j.UUID, how, j.Failed, plural(j.Total, "task"), j.Cancelled)
 }
 func (e jobFailed) Is(target error) bool { return target == ErrJobFailed }
 

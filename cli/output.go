@@ -42,6 +42,7 @@ type printer struct {
 	log   *joblog         // --joblog, or nil
 	bar   *progress       // pcd run's progress line on stderr, or nil
 	began time.Time       // when the job started, for the summary
+	ends  bool            // pcd run: its last line tells the job's end
 	err   error           // the first write error on w; later writes are skipped
 	buf   []byte
 }
@@ -186,7 +187,7 @@ func (p *printer) event(ev engine.Event) {
 			switch {
 			case p.verbose:
 				p.note("%s\n", p.line(ev))
-			case ev.Job.Reason != "":
+			case ev.Job.Reason != "" && !p.ends:
 				p.note("pcd: job %s %s: %s\n", shortID(ev.JobID), ev.Job.Outcome, printable(ev.Job.Reason))
 			}
 			return

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -107,6 +108,10 @@ func (p *progress) summary(j store.Job, took time.Duration) {
 	}
 	if left := j.Total - j.Done(); left > 0 {
 		line += fmt.Sprintf(", %d not run", left)
+	}
+	if j.Halting != "" {
+		halted, _, _ := strings.Cut(j.Halting, ":")
+		line += "; " + halted
 	}
 	fmt.Fprintf(p.w, "\r\033[Kpcd: %s, in %s\n", line, humanDuration(took))
 }

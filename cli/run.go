@@ -130,6 +130,7 @@ func runJob(c *cli.Context, env Env) error {
 	signal.Notify(pipe, syscall.SIGPIPE)
 	defer signal.Stop(pipe)
 	out.w = &closeWatch{w: out.w, closed: func() { stop("stdout was closed") }}
+	out.ends = true
 	if (isTerminal(env.Stderr) && !c.Bool("quiet") && !c.Bool("json")) || c.Bool("bar") || c.Bool("eta") {
 		out.bar = newProgress(env.Stderr, false)
 	}

@@ -316,3 +316,15 @@ func TestRunSummaryOnATerminal(t *testing.T) {
 		t.Errorf("--bar in a pipe: exit %d, stdout %q, stderr %q; want the progress line and the summary on stderr", r.code, r.stdout, r.stderr)
 	}
 }
+
+// A halt is told once: the failed task's line and the job's, which says
+// it halted.
+func TestHaltIsToldOnce(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	r := pcd(t, db, "run", "-j", "1", "--halt", "now,fail=1", "--shell", "--", "exit {}", ":::", "0", "1", "0", "0")
+	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	if r.code != 1 || len(lines) != 2 || !strings.Contains(lines[0], "task 2 of job") ||
+		!strings.Contains(lines[1], "halted (--halt now,fail=1): 1 of 4 tasks failed, 2 cancelled") {
+		t.Errorf("exit %d, stderr:\n%s\nwant 1, the failed task's line and the job's halt", r.code, r.stderr)
+	}
+}

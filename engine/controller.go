@@ -74,6 +74,9 @@ type Config struct {
 	// released is shared by the controllers of one process so that a
 	// retried run does not release a callback twice.
 	released *releaseMemo
+	// foreground: the job runs for one caller (RunJob) who hears of its
+	// end through its callback, so a halt is logged at debug level only.
+	foreground bool
 	// deferMarks leaves a finished job's last release mark in released
 	// for a later commit to record; the daemon flushes them.
 	deferMarks bool
@@ -249,7 +252,11 @@ func (c *jobController) halted(job store.Job, reason string, now bool) {
 	if !first {
 		return
 	}
-	c.cfg.Logger.Info("job "+reason, "job", job.UUID)
+	level := slog.LevelInfo
+	if c.cfg.foreground {
+		level = slog.LevelDebug // its job callback says it
+	}
+	c.cfg.Logger.Log(context.Background(), level, "job "+reason, "job", job.UUID)
 	c.Drain()
 	if job.Halting == "" {
 		// Recorded on every store alike: a runner that takes the job over

@@ -392,6 +392,7 @@ func (r *Runner) RunJob(ctx context.Context, jobID int64) (store.Job, error) {
 	delivery.Scope = jobID
 	deliveries := sink.New(r.db, withHooks(delivery))
 	cfg := r.cfg.Config
+	cfg.foreground = true
 	onCommit := cfg.onCommit
 	cfg.onCommit = func() {
 		delivery.Wake.Notify()
