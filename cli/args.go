@@ -307,7 +307,7 @@ func wholeReplacement(w string) (replacement, bool) {
 
 // job is the plan's tasks as a job file.
 func (p *argPlan) job(env Env) (engine.JobFile, error) {
-	jf := engine.JobFile{Name: p.template[0]}
+	jf := engine.JobFile{Name: commandName(p.template, p.shell)}
 	err := p.each(func(seq int64, args []string) error {
 		payload, err := json.Marshal(p.payload(seq, args))
 		if err != nil {

@@ -15,7 +15,16 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// The tests name their databases; a user's PCD_* settings (PCD_DB
+	// above all) must not reach them.
+	for _, kv := range os.Environ() {
+		if name, _, _ := strings.Cut(kv, "="); strings.HasPrefix(name, "PCD_") {
+			os.Unsetenv(name)
+		}
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // pcd runs the command line in this process, with its output in buffers.
 // Tests that call it do not run in parallel: urfave/cli's help, version

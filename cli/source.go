@@ -98,10 +98,10 @@ func jobSource(c *cli.Context, env Env, demo bool) (jf engine.JobFile, stream bo
 			return jf, false, err
 		}
 		if c.Bool("shell") {
-			jf, err := execJob(env.command[0], nil, []string{strings.Join(env.command, " ")}, env)
+			jf, err := execJob(commandName(env.command, true), nil, []string{strings.Join(env.command, " ")}, env)
 			return jf, false, err
 		}
-		jf, err := execJob(env.command[0], [][]string{env.command}, nil, env)
+		jf, err := execJob(commandName(env.command, false), [][]string{env.command}, nil, env)
 		return jf, false, err
 	case "--lines":
 		return linesJob(c.String("lines"), env)
@@ -111,6 +111,31 @@ func jobSource(c *cli.Context, env Env, demo bool) (jf engine.JobFile, stream bo
 	}
 	jf, err = readJobFile(c.Args().First(), env)
 	return jf, false, err
+}
+
+// maxNameLen bounds a job name made from a command line.
+const maxNameLen = 60
+
+// commandName is the name of a job made from a command line: the line, as
+// a shell would read it, cut to maxNameLen characters. Five jobs of sh -c
+// are not all called sh.
+func commandName(words []string, shell bool) string {
+	line := strings.Join(words, " ")
+	if !shell {
+		quoted := make([]string, len(words))
+		for i, w := range words {
+			quoted[i] = w
+			if w == "" || strings.ContainsAny(w, " \t\n'\"") {
+				quoted[i] = shellQuote(w)
+			}
+		}
+		line = strings.Join(quoted, " ")
+	}
+	line = oneLine(line)
+	if r := []rune(line); len(r) > maxNameLen {
+		line = string(r[:maxNameLen-1]) + "…"
+	}
+	return line
 }
 
 // execJob is a job of exec tasks, one per argv or per shell line.

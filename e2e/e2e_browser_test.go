@@ -61,6 +61,11 @@ func TestDashboardInABrowser(t *testing.T) {
 	// successes; the failed task moves to the top.
 	waitFor("every row up to date", `document.querySelectorAll('#tasks tr[data-state="succeeded"]').length === 12 && document.querySelector("#tasks tr[data-task]").dataset.task === "13"`)
 	screenshot("job.png")
+	// A task's command is in its row; a finished job offers retry alone.
+	if cmd, _ := eval(`document.querySelector('tr[data-task="1"] td.command').textContent`).(string); cmd != "sh -c 'sleep 0.2; echo done'" {
+		t.Errorf("task 1's command cell: %q", cmd)
+	}
+	waitFor("a failed job's buttons: retry alone", `["pause", "resume", "cancel"].every((a) => document.getElementById("action-" + a).hidden) && !document.getElementById("action-retry").hidden`)
 
 	// The failed task: its error and its output, as text.
 	waitFor("the failed task's row", `document.querySelector('tr[data-task="13"] a.task')`)
@@ -84,10 +89,18 @@ func TestDashboardInABrowser(t *testing.T) {
 	eval(`location.hash = "#/jobs/` + id + `?state=succeeded"`)
 	waitFor("the 12 that succeeded", `document.querySelectorAll('#tasks tr[data-state="succeeded"]').length === 12 && document.querySelectorAll("#tasks tr[data-task]").length === 12`)
 
-	// Cancel a running job with its button.
-	long := postJob(t, base, `{"name": "long", "tasks": [{"kind": "exec", "payload": {"argv": ["sleep", "60"]}}, {"kind": "exec", "payload": {"argv": ["sleep", "60"]}}]}`)
+	// A running job whose quick first task is done: its ETA waits for a
+	// wave of tasks rather than guess from the quick one. Then it is
+	// cancelled with its button.
+	long := postJob(t, base, `{"name": "long", "workers": 2, "tasks": [{"kind": "exec", "payload": {"argv": ["true"]}}, {"kind": "exec", "payload": {"argv": ["sleep", "60"]}}, {"kind": "exec", "payload": {"argv": ["sleep", "60"]}}]}`)
 	eval(`location.hash = "#/jobs/` + long + `"`)
-	waitFor("the long job runs", `document.getElementById("job-state") && document.getElementById("job-state").textContent === "running"`)
+	waitFor("the long job runs, a task done", `document.getElementById("job-state") && document.getElementById("job-state").textContent === "running" && document.querySelector('tr[data-task="1"]').dataset.state === "succeeded"`)
+	if etaText, _ := eval(`[...document.querySelectorAll("#job-head .card")].find((c) => c.textContent.endsWith("ETA")).querySelector("b").textContent`).(string); etaText != "…" {
+		t.Errorf("the ETA of a job with one quick task done of three: %q, want … until a wave has ended", etaText)
+	}
+	if eval(`document.getElementById("action-retry").hidden && !document.getElementById("action-pause").hidden`) != true {
+		t.Errorf("a running job's buttons: want pause, and no retry")
+	}
 	eval(`document.getElementById("action-cancel").click()`)
 	waitFor("the job is cancelled", `document.getElementById("job-state").textContent === "cancelled"`)
 	var apiState struct {

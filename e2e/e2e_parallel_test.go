@@ -328,3 +328,18 @@ func TestHaltIsToldOnce(t *testing.T) {
 		t.Errorf("exit %d, stderr:\n%s\nwant 1, the failed task's line and the job's halt", r.code, r.stderr)
 	}
 }
+
+// A job made from a command line is named after the line, so that five
+// jobs of sh -c are not all called sh; pcd tasks shows each command.
+func TestJobsAreNamedAfterTheirCommand(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	pcd(t, db, "submit", "--", "sh", "-c", "echo one")
+	pcd(t, db, "submit", "--", "convert", "{}", "{.}.png", ":::", "a.jpg")
+	names := queryString(t, db, "SELECT group_concat(name, '|') FROM (SELECT name FROM jobs ORDER BY id)")
+	if names != "sh -c 'echo one'|convert {} {.}.png" {
+		t.Errorf("job names %q", names)
+	}
+	if out := pcd(t, db, "tasks", queryString(t, db, "SELECT uuid FROM jobs ORDER BY id DESC LIMIT 1")).stdout; !strings.Contains(out, "convert a.jpg a.png") {
+		t.Errorf("pcd tasks does not show the command:\n%s", out)
+	}
+}

@@ -173,9 +173,39 @@ function progress(job) {
     " " + pct + "%");
 }
 
+// eta is the time a running job has left, at the rate of its tasks done
+// so far: shown once a first wave of tasks (one per worker) has ended,
+// since the first tasks to end are the quick ones, not the typical ones.
 function eta(job) {
-  if (job.state !== "running" || !job.done || !job.elapsed_secs) return "-";
+  if (job.state !== "running" || job.paused || !job.done || !job.elapsed_secs) return "-";
+  if (job.done < Math.min(job.workers || 1, job.total)) return "…";
   return fmtDuration((job.elapsed_secs / job.done) * (job.total - job.done));
+}
+
+// command is what a task runs, on one line: an exec task's shell line or
+// its words, quoted as for sh; else its kind and payload.
+function command(t) {
+  const p = t.payload;
+  if (t.kind === "exec" && p && typeof p === "object") {
+    if (p.shell) return p.shell;
+    if (Array.isArray(p.argv)) {
+      return p.argv.map((w) => (/^[A-Za-z0-9+\/._-]+$/.test(w) ? w : "'" + w.replace(/'/g, "'\"'\"'") + "'")).join(" ");
+    }
+  }
+  return p === null || p === undefined ? t.kind : t.kind + " " + JSON.stringify(p);
+}
+
+// actionsFor are the buttons a job's state allows: pause while it has work
+// to do, resume once paused, cancel until it ends, retry once it ended
+// with failed or cancelled tasks.
+function actionsFor(job) {
+  const finished = ["succeeded", "failed", "cancelled"].includes(job.state);
+  return {
+    pause: !finished && !job.paused,
+    resume: !finished && job.paused,
+    cancel: !finished,
+    retry: finished && (job.failed > 0 || job.cancelled > 0),
+  };
 }
 
 function stateCell(state, paused) {
@@ -324,8 +354,10 @@ async function jobPage(id, params) {
     } }, action));
   }
   const output = el("div", { id: "task-output" });
-  const table = el("table", { id: "tasks" }, el("tr", {}, ...["#", "state", "attempts", "time", "exit", "error"].map((h) => el("th", {}, h))));
+  const table = el("table", { id: "tasks" }, el("tr", {}, ...["#", "state", "attempts", "time", "exit", "command", "error"].map((h) => el("th", {}, h))));
   const fillHead = () => {
+    const allowed = actionsFor(job);
+    for (const b of actions.children) b.hidden = !allowed[b.textContent];
     head.replaceChildren(el("h1", {}, "Job ", job.name ? job.name + " " : "", el("span", { class: "muted" }, job.job_id)),
       el("div", { class: "cards" },
         el("div", { class: "card" }, el("b", { id: "job-state", class: "state-" + job.state }, job.paused ? "paused" : job.state), "state"),
@@ -343,7 +375,7 @@ async function jobPage(id, params) {
     return el("tr", { "data-task": String(t.number), "data-state": t.state },
       el("td", {}, el("a", { class: "task", onclick: () => showTask(t.number) }, t.number)),
       stateCell(t.state), el("td", { class: "num" }, t.attempts), el("td", { class: "num" }, fmtDuration(t.time_secs)),
-      el("td", { class: "num" }, exit), el("td", {}, t.error || ""));
+      el("td", { class: "num" }, exit), el("td", { class: "command" }, command(t)), el("td", {}, t.error || ""));
   };
   // addTask shows a task, or brings its row up to date.
   const addTask = (t) => {
@@ -360,6 +392,7 @@ async function jobPage(id, params) {
     const t = await api("/api/v1/jobs/" + job.job_id + "/tasks/" + n);
     const r = t.result && typeof t.result === "object" ? t.result : null;
     output.replaceChildren(el("h2", {}, "Task " + n + " (" + t.state + ")"),
+      el("pre", { class: "command", id: "task-command" }, command(t)),
       t.error ? el("p", { class: "error" }, t.error) : null,
       r && "stdout" in r ? el("pre", { class: "output", id: "task-stdout" }, r.stdout) : el("pre", { class: "output", id: "task-stdout" }, JSON.stringify(t.result, null, 2) || ""),
       r && r.stderr ? el("pre", { class: "output", id: "task-stderr" }, r.stderr) : null);
