@@ -113,7 +113,7 @@ func App(_ context.Context, env Env) *cli.App {
 		Version:              Version(),
 		EnableBashCompletion: true,
 		Flags:                commonFlags(),
-		Commands: withCommonFlags(
+		Commands: withJobCompletion(withCommonFlags(
 			runCommand(env),
 			daemonCommand(env),
 			submitCommand(env),
@@ -133,7 +133,7 @@ func App(_ context.Context, env Env) *cli.App {
 			serveCommand(env),
 			benchCommand(env),
 			completionCommand(env),
-		),
+		)),
 		// Errors are returned to main.go, which prints them once.
 		ExitErrHandler: func(*cli.Context, error) {},
 		OnUsageError:   onUsageError,

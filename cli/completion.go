@@ -3,7 +3,10 @@ package cli
 import (
 	"fmt"
 	"io"
+	"os"
+	"strings"
 
+	"github.com/pcd-dev/pcd/store"
 	"github.com/urfave/cli/v2"
 )
 
@@ -71,5 +74,57 @@ func completionCommand(env Env) *cli.Command {
 			_, err := io.WriteString(env.Stdout, script)
 			return err
 		},
+	}
+}
+
+// maxCompleted is how many jobs a completion offers: the newest.
+const maxCompleted = 200
+
+// withJobCompletion makes the commands that take a job complete job ids:
+// the first 8 characters of the newest jobs' ids, those whose state the
+// command can act on. Flags complete as before.
+func withJobCompletion(cmds []*cli.Command) []*cli.Command {
+	wants := map[string]func(store.Job) bool{
+		"cancel": func(j store.Job) bool { return !j.Finished() },
+		"pause":  func(j store.Job) bool { return !j.Finished() && !j.Paused },
+		"resume": func(j store.Job) bool { return !j.Finished() && j.Paused },
+		"kill":   func(j store.Job) bool { return j.State == store.Running },
+		"retry":  func(j store.Job) bool { return j.Finished() && j.Failed+j.Cancelled > 0 },
+	}
+	for _, cmd := range cmds {
+		if !strings.Contains(cmd.ArgsUsage, "JOB") {
+			continue
+		}
+		want := wants[cmd.Name]
+		if want == nil {
+			want = func(store.Job) bool { return true }
+		}
+		cmd.BashComplete = func(c *cli.Context) {
+			if args := os.Args; len(args) > 2 && strings.HasPrefix(args[len(args)-2], "-") {
+				cli.DefaultCompleteWithFlags(c.Command)(c) // a flag is being typed
+				return
+			}
+			completeJobs(c, want)
+		}
+	}
+	return cmds
+}
+
+// completeJobs prints the short ids of the newest jobs that want takes,
+// one a line; a database that cannot be read completes nothing.
+func completeJobs(c *cli.Context, want func(store.Job) bool) {
+	db, err := openReader(c)
+	if err != nil {
+		return
+	}
+	defer db.Close()
+	jobs, err := db.Jobs(c.Context, store.JobFilter{Limit: maxCompleted})
+	if err != nil {
+		return
+	}
+	for _, j := range jobs {
+		if want(j) {
+			fmt.Fprintln(c.App.Writer, j.UUID[:8])
+		}
 	}
 }

@@ -343,3 +343,24 @@ func TestJobsAreNamedAfterTheirCommand(t *testing.T) {
 		t.Errorf("pcd tasks does not show the command:\n%s", out)
 	}
 }
+
+// Completion completes job ids: those the command can act on.
+func TestCompletionCompletesJobIDs(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	failed := pcd(t, db, "run", "--json", "--shell", "--", "exit 1")
+	if failed.code != 1 {
+		t.Fatalf("the failing job: exit %d: %s", failed.code, failed.stderr)
+	}
+	done := queryString(t, db, "SELECT uuid FROM jobs")[:8]
+	waiting := strings.TrimSpace(pcd(t, db, "submit", "--", "true").stdout)[:8]
+	for cmd, want := range map[string]string{"cancel": waiting, "retry": done, "status": done + "\n" + waiting} {
+		got := strings.TrimSpace(pcd(t, db, cmd, "--generate-bash-completion").stdout)
+		lines := strings.Split(got, "\n")
+		slices.Sort(lines)
+		wantLines := strings.Split(want, "\n")
+		slices.Sort(wantLines)
+		if !slices.Equal(lines, wantLines) {
+			t.Errorf("pcd %s completes %q, want %q", cmd, got, want)
+		}
+	}
+}
