@@ -46,7 +46,7 @@ func writeFile(t *testing.T, name, body string) string {
 }
 
 // TestRunPrintsTheCallbackLines: pcd run of a job file prints a task line
-// per task, in the seed's shape, then the job line with its elapsed time.
+// per task, in the long format, then the job line with its elapsed time.
 func TestRunPrintsTheCallbackLines(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "pcd.db")
 	job := writeFile(t, "job.json", `{"name": "three", "workers": 1, "tasks": [{"kind": "noop"}, {"kind": "noop"}, {"kind": "fail", "payload": {"error": "no luck"}}]}`)

@@ -16,8 +16,7 @@ import (
 	"github.com/pcd-dev/pcd/store"
 )
 
-// printer writes events as text lines, in the classic lesson's shape, or
-// as NDJSON.
+// printer writes events as text lines, short or long, or as NDJSON.
 //
 // An exec task's captured output is printed when the task completes, one
 // task at a time and never interleaved (like parallel --group): its
@@ -32,7 +31,7 @@ type printer struct {
 	quiet   bool // only the job events
 	output  bool // print exec tasks' output
 	verbose bool // with output, the exec tasks' callback lines too, on errw
-	short   bool // short event lines (a terminal), not the seed's Python repr
+	short   bool // short event lines (a terminal), not the long ones
 	// order holds back tasks that complete before those numbered before
 	// them (--keep-order); nil prints tasks as they complete.
 	order *taskOrder
@@ -53,7 +52,7 @@ func outputFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "no-output", Usage: "do not print exec tasks' output; print their callback lines instead"},
 		&cli.BoolFlag{Name: "keep-order", Aliases: []string{"k"}, Usage: "print tasks in task order, not as they complete (like parallel -k)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "with exec tasks' output, print their callback lines too, on stderr"},
-		&cli.StringFlag{Name: "format", Usage: "event lines: short, or seed (the classic lesson's lines)", DefaultText: "short on a terminal, else seed; seed for --demo"},
+		&cli.StringFlag{Name: "format", Usage: "event lines: short (3f2a9c1e #17 sleep succeeded 520ms), or long (every field of the callback)", DefaultText: "short on a terminal, else long; long for --demo"},
 	}
 }
 
@@ -66,11 +65,11 @@ func newPrinter(c *cli.Context, env Env, db *client) (*printer, error) {
 	switch c.String("format") {
 	case "short":
 		p.short = true
-	case "seed":
+	case "long", "seed": // seed: the long format's first name
 	case "":
 		p.short = isTerminal(env.Stdout) && !c.Bool("demo")
 	default:
-		return nil, usageError("--format must be short or seed, got %q", c.String("format"))
+		return nil, usageError("--format must be short or long, got %q", c.String("format"))
 	}
 	if c.Bool("keep-order") && !c.Bool("json") {
 		p.order = &taskOrder{ctx: c.Context, db: db, jobs: map[string]*jobOrder{}}
@@ -81,10 +80,10 @@ func newPrinter(c *cli.Context, env Env, db *client) (*printer, error) {
 // checkFormat refuses an unknown --format before anything is opened.
 func checkFormat(c *cli.Context) error {
 	switch c.String("format") {
-	case "", "short", "seed":
+	case "", "short", "long", "seed":
 		return nil
 	}
-	return usageError("--format must be short or seed, got %q", c.String("format"))
+	return usageError("--format must be short or long, got %q", c.String("format"))
 }
 
 // outputShown says whether the job's tasks print their output rather
@@ -119,7 +118,7 @@ func (p *printer) start(job store.Job, outputShown bool) {
 	}
 }
 
-// line is an event's text line, short or in the seed's shape.
+// line is an event's text line, short or long.
 func (p *printer) line(ev engine.Event) string {
 	if p.short {
 		return shortEvent(ev)

@@ -81,7 +81,7 @@ func TestKeepOrder(t *testing.T) {
 }
 
 // TestShortEvents: --format short prints events in lines that fit a
-// terminal; the seed's lines stay with --format seed.
+// terminal; the long lines stay with --format long.
 func TestShortEvents(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "pcd.db")
 	job := writeFile(t, "job.json", `{"workers": 1, "tasks": [{"kind": "noop"}, {"kind": "fail", "payload": {"error": "no luck"}}]}`)

@@ -11,13 +11,13 @@ import (
 	pcdcli "github.com/pcd-dev/pcd/cli"
 )
 
-// The README documents every command and every flag.
-func TestReadmeDocumentsEveryFlag(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
+// docs/commands.md documents every command and every flag.
+func TestDocsDocumentEveryFlag(t *testing.T) {
+	commands, err := os.ReadFile("../docs/commands.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc := string(readme)
+	doc := string(commands)
 	app := pcdcli.App(context.Background(), pcdcli.Env{})
 	var check func(prefix string, cmds []*cli.Command)
 	check = func(prefix string, cmds []*cli.Command) {
@@ -27,7 +27,7 @@ func TestReadmeDocumentsEveryFlag(t *testing.T) {
 			}
 			name := prefix + cmd.Name
 			if !regexp.MustCompile(`pcd ` + regexp.QuoteMeta(name) + `(?:[^\w-]|$)`).MatchString(doc) {
-				t.Errorf("the README never shows `pcd %s`", name)
+				t.Errorf("docs/commands.md never shows `pcd %s`", name)
 			}
 			for _, f := range cmd.Flags {
 				flag := "--" + f.Names()[0]
@@ -35,7 +35,7 @@ func TestReadmeDocumentsEveryFlag(t *testing.T) {
 					continue
 				}
 				if !regexp.MustCompile(regexp.QuoteMeta(flag) + `(?:[^\w-]|$)`).MatchString(doc) {
-					t.Errorf("pcd %s %s is not in the README", name, flag)
+					t.Errorf("pcd %s %s is not in docs/commands.md", name, flag)
 				}
 			}
 			check(name+" ", cmd.Subcommands)
