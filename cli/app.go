@@ -99,7 +99,7 @@ func Run(ctx context.Context, args []string, env Env) error {
 }
 
 // App is pcd's command line as urfave/cli's App: its commands and flags,
-// for Run, and for the test that the README documents every one.
+// for Run, and for the test that docs/commands.md documents every one.
 func App(_ context.Context, env Env) *cli.App {
 	if env.Registry == nil {
 		env.Registry = engine.NewRegistry()

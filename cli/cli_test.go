@@ -148,7 +148,7 @@ func TestPrintable(t *testing.T) {
 }
 
 // TestFlagsAfterArguments: a command's flags may follow its arguments, as
-// the README's synopses write them; a lone "-" stays an argument.
+// docs/commands.md's synopses write them; a lone "-" stays an argument.
 func TestFlagsAfterArguments(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "pcd.db")
 	job := writeFile(t, "job.json", `{"name": "late flags", "tasks": [{"kind": "noop"}, {"kind": "fail", "payload": {"error": "no"}}]}`)

@@ -22,7 +22,7 @@ import (
 // task's error and output are one click away, and output holding
 // <script> is text; a running job is cancelled with its button. It saves
 // screenshots of the overview and of a job page (PCD_SCREENSHOTS=DIR
-// keeps them; the README shows them).
+// keeps them; docs/http-api.md shows them).
 func TestDashboardInABrowser(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "pcd.db")
 	d := controlDaemon(t, db, "--http", "127.0.0.1:0", "--max-jobs", "4")
@@ -196,7 +196,7 @@ func (b *browser) waitFor(what, js string) {
 	}
 }
 
-// screenshot saves the page as name in PCD_SCREENSHOTS (the README's
+// screenshot saves the page as name in PCD_SCREENSHOTS (docs/http-api.md's
 // images), or a temporary directory.
 func (b *browser) screenshot(name string) {
 	b.t.Helper()
