@@ -449,7 +449,7 @@ func newClient(c *cli.Context, st store.Store, cfg engine.RunnerConfig) *client 
 		cfg.Registry, _ = c.App.Metadata[registryKey].(*engine.Registry)
 	}
 	if path, err := dbPath(c); err == nil && cfg.SpoolDir == "" {
-		cfg.SpoolDir, _ = spoolDir(path, false)
+		cfg.SpoolDir, _ = spoolDir(path)
 	}
 	return &client{Client: engine.NewClient(st, cfg), st: st}
 }

@@ -3,7 +3,6 @@ package cli
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -445,7 +444,7 @@ func configureExec(c *cli.Context, env Env) (done func(), err error) {
 			done = func() { _ = os.Remove(ex.LiveDir) } // fails, harmlessly, unless empty
 		}
 	}
-	if ex.SpoolDir, err = spoolDir(path, true); err != nil {
+	if ex.SpoolDir, err = spoolDir(path); err != nil {
 		fmt.Fprintf(env.Stderr, "pcd: note: exec tasks' output past --output-cap bytes is cut: %v\n", err)
 	}
 	env.Registry.Replace("exec", ex)
@@ -455,10 +454,11 @@ func configureExec(c *cli.Context, env Env) (done func(), err error) {
 // spoolDir is where the runners of the database at path keep the whole
 // output of exec tasks whose output the database does not hold whole: a
 // directory beside a SQLite file (<file>.spool), or, for PostgreSQL,
-// one per database in pcd's state directory on this host. It must be
-// this user's, and no one else's to write in; with create, it is made
-// so if missing.
-func spoolDir(path string, create bool) (string, error) {
+// one per database in pcd's state directory on this host. It is made
+// 0700 when a first output spills (nothing is made before: a refused
+// database stays as it was); one that exists must be this user's, and no
+// one else's to write in.
+func spoolDir(path string) (string, error) {
 	var dir string
 	if postgres.IsURL(path) {
 		state, err := stateDir()
@@ -473,16 +473,8 @@ func spoolDir(path string, create bool) (string, error) {
 		}
 		dir = abs + ".spool"
 	}
-	if create {
-		if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
-			return "", fmt.Errorf("spool directory: %w", err)
-		}
-		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-			return "", fmt.Errorf("spool directory: %w", err)
-		}
-	}
-	if !rundir.Private(dir) {
-		return "", fmt.Errorf("spool directory %s is missing, or is not a directory of yours that only you can write in", dir)
+	if _, err := os.Lstat(dir); err == nil && !rundir.Private(dir) {
+		return "", fmt.Errorf("spool directory %s is not a directory of yours that only you can write in", dir)
 	}
 	return dir, nil
 }

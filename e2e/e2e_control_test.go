@@ -207,7 +207,7 @@ func halting(t *testing.T, db string) {
 	script := "if [ {} = 3 ]; then exit 7; fi; sleep {}; echo {}"
 	start := time.Now()
 	r := pcd(t, db, "run", "--halt", "now,fail=1", "-w", "2", "--", "sh", "-c", script, ":::", "1", "2", "3", "4", "5", "6")
-	if took := time.Since(start); r.code != 1 || took > 20*time.Second || !strings.Contains(r.stderr, "halted (--halt now,fail=1): 1 task failed") {
+	if took := time.Since(start); r.code != 1 || took > 20*time.Second || !strings.Contains(r.stderr, "halted (--halt now,fail=1): 1 of 6 tasks failed") {
 		t.Errorf("--halt now,fail=1: exit %d in %v:\n%s%s", r.code, took, r.stdout, r.stderr)
 	}
 	if r.stdout != "1\n" {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"unicode/utf8"
+
+	"github.com/pcd-dev/pcd/internal/rundir"
 )
 
 // An exec task's result keeps at most OutputCap bytes of each of its
@@ -106,8 +108,16 @@ func (s *spool) spill() error {
 	if s.path == "" {
 		return errNoSpool
 	}
-	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
+	jobDir := filepath.Dir(s.path)
+	if err := os.MkdirAll(jobDir, 0o700); err != nil {
 		return err
+	}
+	// The directories may be in a shared place (beside a database in
+	// /tmp): another user's, or one they can write in, is refused.
+	for _, d := range []string{filepath.Dir(jobDir), jobDir} {
+		if !rundir.Private(d) {
+			return fmt.Errorf("spool directory %s is not a directory of yours that only you can write in", d)
+		}
 	}
 	f, err := os.OpenFile(s.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
