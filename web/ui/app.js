@@ -375,13 +375,20 @@ async function jobPage(id, params) {
     return el("tr", { "data-task": String(t.number), "data-state": t.state },
       el("td", {}, el("a", { class: "task", onclick: () => showTask(t.number) }, t.number)),
       stateCell(t.state), el("td", { class: "num" }, t.attempts), el("td", { class: "num" }, fmtDuration(t.time_secs)),
-      el("td", { class: "num" }, exit), el("td", { class: "command" }, command(t)), el("td", {}, t.error || ""));
+      el("td", { class: "num" }, exit), el("td", { class: "command" }, t.payload === undefined ? "" : command(t)), el("td", {}, t.error || ""));
   };
   // addTask shows a task, or brings its row up to date.
   const addTask = (t) => {
     const old = rows.get(t.number);
     const row = taskRow(t);
     rows.set(t.number, row);
+    if (t.payload === undefined) {
+      // An event carries no payload: the command is the row's before, or
+      // is read once.
+      const cell = row.querySelector("td.command");
+      if (old) cell.textContent = old.querySelector("td.command").textContent;
+      else api("/api/v1/jobs/" + job.job_id + "/tasks/" + t.number).then((full) => { cell.textContent = command(full); }, () => {});
+    }
     // Failed tasks come first: one that fails while shown moves up.
     if (old && !(t.state === "failed" && old.dataset.state !== "failed" && !state)) { old.replaceWith(row); return; }
     if (old) old.remove();
