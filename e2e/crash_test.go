@@ -677,7 +677,6 @@ func TestConcurrentSubmitsWithOneKey(t *testing.T) {
 // runner to start deletes what was written, and the submit can be made
 // again.
 func TestKillDuringChunkedSubmit(t *testing.T) {
-	t.Parallel() // it mostly waits: on processes, signals and the disk
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pcd.db")
 	const n = 60_000

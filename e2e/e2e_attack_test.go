@@ -169,7 +169,6 @@ func TestDaemonStopsWhateverTheChildrenDo(t *testing.T) {
 // what the command started in its group, or outside it, is killed by the
 // next start before the task runs again. No task runs twice at once.
 func TestSIGKILLedDaemonLeavesNothingRunning(t *testing.T) {
-	t.Parallel() // it mostly waits: on processes, signals and the disk
 	for _, tc := range []struct{ name, script string }{
 		{"grandchild in the group", "sleep %s; true"},
 		{"escaped grandchild", "setsid sleep %s & wait"},
@@ -864,7 +863,6 @@ func TestGracefulStopRecordsTheHookInFlight(t *testing.T) {
 // A daemon sink new to the database starts with what is committed after
 // it appears; a changed command is the same sink; replaying is explicit.
 func TestNewSinkDoesNotReplayHistory(t *testing.T) {
-	t.Parallel() // it mostly waits: on processes, signals and the disk
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pcd.db")
 	out := filepath.Join(dir, "hook.ndjson")

@@ -24,7 +24,6 @@ import (
 // screenshots of the overview and of a job page (PCD_SCREENSHOTS=DIR
 // keeps them; docs/http-api.md shows them).
 func TestDashboardInABrowser(t *testing.T) {
-	t.Parallel() // it mostly waits: on processes, signals and the disk
 	db := filepath.Join(t.TempDir(), "pcd.db")
 	d := controlDaemon(t, db, "--http", "127.0.0.1:0", "--max-jobs", "4")
 	defer stopDaemon(t, d)

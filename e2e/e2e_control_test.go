@@ -17,7 +17,6 @@ import (
 // stores: priorities, start times, dependencies, pause and resume across
 // a restart, --halt, pcd kill, groups, and cancel of several jobs.
 func TestJobControl(t *testing.T) {
-	t.Parallel() // it mostly waits: on processes, signals and the disk
 	for _, store := range bothStores {
 		t.Run(store.name, func(t *testing.T) {
 			t.Run("Scheduling", func(t *testing.T) { scheduling(t, store.db(t)) })

@@ -313,7 +313,6 @@ func waitFor(t *testing.T, db, q string, want int) {
 }
 
 func TestStreamSubmitRunsWhileReading(t *testing.T) {
-	t.Parallel() // it mostly waits: on processes, signals and the disk
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pcd.db")
 	d := startDaemon(t, db)

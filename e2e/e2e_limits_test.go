@@ -69,7 +69,6 @@ func TestReaderDoesNotMigrate(t *testing.T) {
 // so once, and once the reader lets go the WAL is emptied while the
 // daemon goes on running.
 func TestWALShrinksAfterALongReader(t *testing.T) {
-	t.Parallel() // it mostly waits: on processes, signals and the disk
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pcd.db")
 	job := writeJob(t, dir, "big.json", 60_000, `{"kind":"noop"}`)
@@ -182,7 +181,6 @@ func leftRows(t *testing.T, db, job string) int {
 // pcd prune removes finished jobs and gives the space back, keeps a job
 // whose webhook has not received its callbacks, and --force removes it.
 func TestPruneKeepsUndeliveredCallbacks(t *testing.T) {
-	t.Parallel() // it mostly waits: on processes, signals and the disk
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pcd.db")
 	big := writeJob(t, dir, "big.json", 10_000, `{"kind":"noop"}`)
@@ -232,7 +230,6 @@ func TestPruneKeepsUndeliveredCallbacks(t *testing.T) {
 // database; pcd retry refuses the half-pruned job, and the next prune ends
 // the work.
 func TestKillDuringPrune(t *testing.T) {
-	t.Parallel() // it mostly waits: on processes, signals and the disk
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pcd.db")
 	job := writeJob(t, dir, "big.json", 12_000, `{"kind":"fail","payload":{"error":"no"}}`)

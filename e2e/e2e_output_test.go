@@ -143,7 +143,6 @@ func TestCutOutputIsAnError(t *testing.T) {
 // it: its peak RSS stays within half of that of a run of 1 MiB, room for
 // the spread of the race detector's own memory.
 func TestHugeOutputIsNotHeldInMemory(t *testing.T) {
-	t.Parallel() // it mostly waits: on processes, signals and the disk
 	db := filepath.Join(t.TempDir(), "pcd.db")
 	run := func(size int64) int64 {
 		t.Helper()

@@ -37,7 +37,6 @@ func retryJob(t *testing.T, dir string) string {
 // the same attempt again; on PostgreSQL the due-task claim and the group
 // commit deadlocked.)
 func TestRetriesRunEachAttemptOnce(t *testing.T) {
-	t.Parallel() // it mostly waits: on processes, signals and the disk
 	for _, store := range bothStores {
 		t.Run(store.name, func(t *testing.T) {
 			dir := t.TempDir()

@@ -11,7 +11,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -39,14 +38,6 @@ func TestMain(m *testing.M) {
 	}
 	if path := os.Getenv("PCD_TEST_BIND"); path != "" {
 		os.Exit(bindHelper(path))
-	}
-	// The tests marked parallel mostly wait on processes, signals and the
-	// disk: four at a time, unless -parallel says otherwise.
-	flag.Parse()
-	parallelSet := false
-	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
-	if !parallelSet {
-		flag.Set("test.parallel", "4")
 	}
 	dir, err := os.MkdirTemp("", "pcd-e2e-")
 	if err != nil {

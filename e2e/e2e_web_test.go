@@ -87,7 +87,6 @@ func TestDaemonServesTheAPI(t *testing.T) {
 // reconnects (to the new daemon) with Last-Event-ID gets every callback,
 // none twice.
 func TestEventStreamAcrossARestart(t *testing.T) {
-	t.Parallel() // it mostly waits: on processes, signals and the disk
 	for _, store := range bothStores {
 		t.Run(store.name, func(t *testing.T) {
 			db := store.db(t)

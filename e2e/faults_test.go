@@ -32,7 +32,6 @@ func waitLog(t *testing.T, p *proc, s string) {
 }
 
 func TestDiskFull(t *testing.T) {
-	t.Parallel() // it mostly waits: on processes, signals and the disk
 	dir := filepath.Join(t.TempDir(), "small")
 	os.Mkdir(dir, 0o700)
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", dir).CombinedOutput(); err != nil {
@@ -120,7 +119,6 @@ func TestWriteLockHeldByAnotherProcess(t *testing.T) {
 // A hard stop while another process holds the write lock does not hang:
 // the waiting commit gives up, and the tasks run again at the next start.
 func TestHardStopWhileTheLockIsHeld(t *testing.T) {
-	t.Parallel() // it mostly waits: on processes, signals and the disk
 	db, d := daemonOnAJob(t, "--grace", "100ms")
 	ctx := context.Background()
 	conn := otherConn(t, db, "BEGIN IMMEDIATE")
@@ -137,7 +135,6 @@ func TestHardStopWhileTheLockIsHeld(t *testing.T) {
 // runner once the submitter is gone), and once there is room again the
 // daemon runs it to its end: it blocks nothing.
 func TestStreamingSubmitFillsTheDisk(t *testing.T) {
-	t.Parallel() // it mostly waits: on processes, signals and the disk
 	dir := filepath.Join(t.TempDir(), "small")
 	os.Mkdir(dir, 0o700)
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", dir).CombinedOutput(); err != nil {
