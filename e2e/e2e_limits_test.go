@@ -71,7 +71,7 @@ func TestReaderDoesNotMigrate(t *testing.T) {
 func TestWALShrinksAfterALongReader(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pcd.db")
-	job := writeJob(t, dir, "big.json", 60_000, `{"kind":"noop"}`)
+	job := writeJob(t, dir, "big.json", 25_000, `{"kind":"noop"}`)
 	id := strings.TrimSpace(pcd(t, db, "submit", job).stdout)
 	ctx := context.Background()
 	reader := otherConn(t, db, "BEGIN")
