@@ -13,27 +13,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
 
-var (
-	fastBinOnce sync.Once
-	fastBin     string
-)
-
-// fastPCD builds pcd without the race detector, for timing.
-func fastPCD(b *testing.B) string {
-	fastBinOnce.Do(func() {
-		fastBin = filepath.Join(filepath.Dir(pcdBin), "pcd-fast")
-		out, err := exec.Command("go", "build", "-o", fastBin, "github.com/pcd-dev/pcd").CombinedOutput()
-		if err != nil {
-			b.Fatalf("build: %v\n%s", err, out)
-		}
-	})
-	return fastBin
-}
+// fastPCD is pcd built without the race detector, for timing.
+func fastPCD(b *testing.B) string { return buildPlain(b) }
 
 func startFastDaemon(b *testing.B, db string) *exec.Cmd {
 	b.Helper()

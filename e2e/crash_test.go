@@ -132,7 +132,7 @@ func startWith(t *testing.T, db string, env []string, args ...string) *proc {
 
 func startIn(t *testing.T, db string, env []string, stdin io.Reader, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(pcdBin, args...)
+	cmd := exec.Command(binary(t), args...)
 	cmd.Env = append(append(os.Environ(), "PCD_DB="+db, raceEnv), env...)
 	p := &proc{cmd: cmd, stdout: new(buffer), stderr: new(buffer), done: make(chan struct{})}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, p.stdout, p.stderr
@@ -189,6 +189,7 @@ func runToEnd(t *testing.T, db string) {
 }
 
 func TestCrashAtEveryFailpoint(t *testing.T) {
+	usePlainBinary(t)
 	daemonPoints := map[string]string{
 		failpoint.AfterTaskStart:       "2", // counts commits that mark tasks running
 		failpoint.CompleteBeforeCommit: "3",
@@ -277,6 +278,7 @@ func TestCrashAtEveryFailpoint(t *testing.T) {
 // TestRandomKills SIGKILLs a daemon running several jobs at random
 // moments, restarts it each time, and checks every invariant at the end.
 func TestRandomKills(t *testing.T) {
+	usePlainBinary(t)
 	soak, _ := time.ParseDuration(os.Getenv("PCD_SOAK"))
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pcd.db")
@@ -571,7 +573,7 @@ func leftovers(db string, runners ...int) []int {
 		if err != nil || !bytes.Contains(env, []byte("\x00PCD_DB="+db+"\x00")) {
 			continue
 		}
-		if exe, _ := os.Readlink(proc + "/exe"); exe == pcdBin {
+		if exe, _ := os.Readlink(proc + "/exe"); isPCD(exe) {
 			continue
 		}
 		if len(alive([]int{pid})) == 0 {
@@ -672,19 +674,22 @@ func TestConcurrentSubmitsWithOneKey(t *testing.T) {
 	}
 }
 
-// TestKillDuringChunkedSubmit kills a big submit after its second chunk
+// TestKillDuringChunkedSubmit kills a big submit after its first chunk
 // has committed: the job stays invisible (pcd jobs, a daemon), the next
 // runner to start deletes what was written, and the submit can be made
 // again.
 func TestKillDuringChunkedSubmit(t *testing.T) {
+	usePlainBinary(t)
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pcd.db")
-	const n = 60_000
+	// Big enough that its first chunk (store.SubmitChunk of writing)
+	// holds a part of it on a machine several times faster than this.
+	const n = 200_000
 	job := writeJob(t, dir, "big.json", n, `{"kind":"noop"}`)
-	p := startWith(t, db, []string{"PCD_FAILPOINT=" + failpoint.SubmitChunkAfterCommit + ":2"}, "submit", "--key", "big", job)
+	p := startWith(t, db, []string{"PCD_FAILPOINT=" + failpoint.SubmitChunkAfterCommit + ":1"}, "submit", "--key", "big", job)
 	p.wait(t, 2*time.Minute)
 	if !killedBySIGKILL(p) {
-		t.Fatalf("submit not killed after its second chunk (is the job too small to be chunked?): exit %d, %s",
+		t.Fatalf("submit not killed after its first chunk (is the job too small to be chunked?): exit %d, %s",
 			p.cmd.ProcessState.ExitCode(), p.stderr)
 	}
 	written := queryDB(t, db, "SELECT count(*) FROM tasks")

@@ -69,6 +69,7 @@ func TestReaderDoesNotMigrate(t *testing.T) {
 // so once, and once the reader lets go the WAL is emptied while the
 // daemon goes on running.
 func TestWALShrinksAfterALongReader(t *testing.T) {
+	usePlainBinary(t)
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pcd.db")
 	job := writeJob(t, dir, "big.json", 25_000, `{"kind":"noop"}`)
@@ -181,6 +182,7 @@ func leftRows(t *testing.T, db, job string) int {
 // pcd prune removes finished jobs and gives the space back, keeps a job
 // whose webhook has not received its callbacks, and --force removes it.
 func TestPruneKeepsUndeliveredCallbacks(t *testing.T) {
+	usePlainBinary(t)
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pcd.db")
 	big := writeJob(t, dir, "big.json", 10_000, `{"kind":"noop"}`)
@@ -230,6 +232,7 @@ func TestPruneKeepsUndeliveredCallbacks(t *testing.T) {
 // database; pcd retry refuses the half-pruned job, and the next prune ends
 // the work.
 func TestKillDuringPrune(t *testing.T) {
+	usePlainBinary(t)
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pcd.db")
 	job := writeJob(t, dir, "big.json", 12_000, `{"kind":"fail","payload":{"error":"no"}}`)
@@ -306,6 +309,7 @@ func TestErrorsStayOneShortLine(t *testing.T) {
 // a few chunks), pcd jobs reads without it, and neither sees the big job
 // before its last chunk commits.
 func TestBigSubmitLetsOthersWrite(t *testing.T) {
+	usePlainBinary(t)
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pcd.db")
 	const n = 120_000

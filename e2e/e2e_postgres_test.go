@@ -225,6 +225,7 @@ func TestPostgresCommands(t *testing.T) {
 // a watch that ran throughout printed each callback once, and no task ran
 // twice at the same moment.
 func TestPostgresRandomKills(t *testing.T) {
+	usePlainBinary(t)
 	cluster := pgtest.NewCluster(t)
 	db := cluster.URL
 	dir := t.TempDir()

@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,7 +27,59 @@ import (
 	_ "modernc.org/sqlite"
 )
 
+// pcdBin is pcd built with the race detector: most tests run it.
 var pcdBin string
+
+var (
+	plainOnce  sync.Once
+	plainBin   string
+	plainErr   error
+	plainTests sync.Map // top-level test name → true
+)
+
+// usePlainBinary makes t, and its subtests, run pcd built without the
+// race detector. The tests that push tens of thousands of tasks or
+// hundreds of kills through it use it: the binary users run, at its own
+// speed, reaches more kill points in the same time, and the race-built
+// binary in the rest of the suite and the race-built packages' own tests
+// keep the race checks.
+func usePlainBinary(t *testing.T) {
+	t.Helper()
+	buildPlain(t)
+	root, _, _ := strings.Cut(t.Name(), "/")
+	plainTests.Store(root, true)
+	t.Cleanup(func() { plainTests.Delete(root) })
+}
+
+// buildPlain builds pcd without the race detector, once.
+func buildPlain(t testing.TB) string {
+	t.Helper()
+	plainOnce.Do(func() {
+		bin := filepath.Join(filepath.Dir(pcdBin), "pcd-plain")
+		out, err := exec.Command("go", "build", "-o", bin, "github.com/pcd-dev/pcd").CombinedOutput()
+		if err != nil {
+			plainErr = fmt.Errorf("build pcd without -race: %w\n%s", err, out)
+			return
+		}
+		plainBin = bin
+	})
+	if plainErr != nil {
+		t.Fatal(plainErr)
+	}
+	return plainBin
+}
+
+// binary is the pcd binary t runs: pcdBin unless t called usePlainBinary.
+func binary(t testing.TB) string {
+	root, _, _ := strings.Cut(t.Name(), "/")
+	if _, ok := plainTests.Load(root); ok {
+		return plainBin
+	}
+	return pcdBin
+}
+
+// isPCD says whether exe is one of the test's pcd binaries.
+func isPCD(exe string) bool { return exe == pcdBin || (plainBin != "" && exe == plainBin) }
 
 // raceEnv stops the race-enabled binary from sleeping a second at exit; a
 // race it finds still makes it exit 66, which fails the test.
@@ -74,7 +127,7 @@ func pcd(t *testing.T, db string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, pcdBin, args...)
+	cmd := exec.CommandContext(ctx, binary(t), args...)
 	cmd.Env = append(os.Environ(), "PCD_DB="+db, raceEnv)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -135,6 +135,7 @@ func TestHardStopWhileTheLockIsHeld(t *testing.T) {
 // runner once the submitter is gone), and once there is room again the
 // daemon runs it to its end: it blocks nothing.
 func TestStreamingSubmitFillsTheDisk(t *testing.T) {
+	usePlainBinary(t)
 	dir := filepath.Join(t.TempDir(), "small")
 	os.Mkdir(dir, 0o700)
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", dir).CombinedOutput(); err != nil {
