@@ -193,7 +193,7 @@ func TestSIGKILLedDaemonLeavesNothingRunning(t *testing.T) {
 			if a := alive(shell); len(a) > 0 {
 				t.Errorf("the command %v outlived its SIGKILLed runner", a)
 			}
-			d2 := startDaemon(t, db)
+			d2 := startDaemon(t, db, "--grace", "100ms") // the 60 s sleep need not finish
 			defer stopDaemon(t, d2)
 			// The task runs again, and the old sleep is gone first.
 			deadline = time.Now().Add(30 * time.Second)
