@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,14 +17,23 @@ import (
 // Job control as pueue users expect it, on both
 // stores: priorities, start times, dependencies, pause and resume across
 // a restart, --halt, pcd kill, groups, and cancel of several jobs.
+//
+// Its parts run at once, past go test's -parallel (the number of CPUs):
+// each has a database of its own, and they spend most of their time
+// waiting for start times and daemons.
 func TestJobControl(t *testing.T) {
+	var wg sync.WaitGroup
 	for _, store := range bothStores {
-		t.Run(store.name, func(t *testing.T) {
-			t.Run("Scheduling", func(t *testing.T) { scheduling(t, store.db(t)) })
-			t.Run("Halt", func(t *testing.T) { halting(t, store.db(t)) })
-			t.Run("KillAndGroups", func(t *testing.T) { killAndGroups(t, store.db(t)) })
-		})
+		for _, part := range []struct {
+			name string
+			run  func(*testing.T, string)
+		}{{"Scheduling", scheduling}, {"Halt", halting}, {"KillAndGroups", killAndGroups}} {
+			wg.Go(func() {
+				t.Run(store.name+"/"+part.name, func(t *testing.T) { part.run(t, store.db(t)) })
+			})
+		}
 	}
+	wg.Wait()
 }
 
 // bothStores make a new database of each kind for a test.
