@@ -6,7 +6,6 @@ package e2e_test
 
 import (
 	"crypto/sha256"
-	"database/sql"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -251,10 +250,7 @@ func queryString(t *testing.T, db, q string) string {
 // queryRow scans one row of q on db into dst.
 func queryRow(t *testing.T, db, q string, dst ...any) {
 	t.Helper()
-	raw, err := sql.Open("sqlite", rawDSN(db))
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := openRaw(t, db)
 	defer raw.Close()
 	if err := raw.QueryRow(q).Scan(dst...); err != nil {
 		t.Fatalf("%s: %v", q, err)

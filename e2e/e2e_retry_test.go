@@ -152,3 +152,53 @@ func lines(path string) int {
 	b, _ := os.ReadFile(path)
 	return strings.Count(string(b), "\n")
 }
+
+// A retried task whose next attempt is interrupted by three runner deaths
+// fails, on both stores; it leaves the index of waiting tasks (it once
+// kept its last retry's due time there) and says why it failed.
+func TestRetriedTaskFailedByInterruptionsIsNotWaiting(t *testing.T) {
+	for _, store := range bothStores {
+		t.Run(store.name, func(t *testing.T) {
+			db, dir := store.db(t), t.TempDir()
+			env := []string{"PCD_LEASE=1s"}
+			s := uniqueSleep(60)
+			t.Cleanup(func() { killAll(processesWith("sleep", s)) })
+			// The first attempt fails; the second sleeps until its runner dies.
+			script := fmt.Sprintf(`[ -e %q ] || { touch %q; exit 1; }; exec sleep %s`, dir+"/tried", dir+"/tried", s)
+			job := filepath.Join(dir, "job.json")
+			body := fmt.Sprintf(`{"tasks":[{"kind":"exec","payload":{"argv":["sh","-c",%q]},"max_attempts":3,"backoff":{"base":"10ms","cap":"10ms"}}]}`, script)
+			if err := os.WriteFile(job, []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if r := pcd(t, db, "submit", job); r.code != 0 {
+				t.Fatalf("submit: exit %d: %s", r.code, r.stderr)
+			}
+			for kill := 1; kill <= 3; kill++ {
+				d := startPGDaemon(t, db, env...)
+				sleeping := waitProcesses(t, 1, 30*time.Second, "sleep", s)
+				// Its start mark has committed: the death interrupts it.
+				waitFor(t, db, "SELECT count(*) FROM running WHERE pgid IS NOT NULL", 1)
+				d.cmd.Process.Kill()
+				d.wait(t, 10*time.Second)
+				deadline := time.Now().Add(10 * time.Second)
+				for len(alive(sleeping)) > 0 {
+					if time.Now().After(deadline) {
+						t.Fatalf("kill %d: the command outlived its runner", kill)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+			d := startPGDaemon(t, db, env...)
+			waitFor(t, db, "SELECT count(*) FROM results", 1)
+			stopDaemon(t, d)
+			var state, why string
+			queryRow(t, db, "SELECT state, error FROM results", &state, &why)
+			if state != "failed" || !strings.Contains(why, "interrupted") {
+				t.Errorf("the task ended %s (%q), want failed for its interruptions", state, why)
+			}
+			if n := queryDB(t, db, "SELECT count(*) FROM tasks WHERE not_before IS NOT NULL"); n != 0 {
+				t.Errorf("the failed task is still in the index of waiting tasks")
+			}
+		})
+	}
+}

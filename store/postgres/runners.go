@@ -266,6 +266,13 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 			if err := w.flush(ctx, tx); err != nil {
 				return err
 			}
+			// A final task leaves the index of waiting tasks: a retried
+			// one still carries its last due time.
+			if _, err := tx.Exec(ctx, `UPDATE tasks t SET not_before = NULL
+				FROM unnest($1::bigint[], $2::bigint[]) AS x (job_id, seq)
+				WHERE t.job_id = x.job_id AND t.seq = x.seq AND t.not_before IS NOT NULL`, w.jobs, w.seqs); err != nil {
+				return err
+			}
 		}
 		// A job left running by runners all gone waits for a runner.
 		_, err = tx.Exec(ctx, `UPDATE jobs j SET state = 'pending' WHERE j.state = 'running' AND j.finished_at IS NULL

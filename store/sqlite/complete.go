@@ -454,6 +454,12 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int, failMessage func(j
 			if err := finals.write(ctx, r.Task, r.round, store.Failed, reason, msg); err != nil {
 				return err
 			}
+			// A final task leaves the index of waiting tasks: a retried
+			// one still carries its last due time.
+			if _, err := tx.ExecContext(ctx, `UPDATE tasks SET not_before = NULL WHERE job_id = ? AND seq = ? AND not_before IS NOT NULL`,
+				r.JobID, r.Seq); err != nil {
+				return err
+			}
 			failed++
 		}
 		if finals == nil {
