@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -165,7 +166,7 @@ func TestHaltLikeParallel(t *testing.T) {
 }
 
 // The flags that parallel users type, side by side with GNU parallel:
-// -j N and -jN, --tag, --dry-run, --joblog, {#} and {%}.
+// -j N and -jN, --tag, --dry-run, --joblog, --bar, --eta, {#} and {%}.
 func TestParallelFlagsLikeParallel(t *testing.T) {
 	gnu := gnuParallel(t)
 	dir := t.TempDir()
@@ -236,6 +237,28 @@ func TestParallelFlagsLikeParallel(t *testing.T) {
 		}
 		if got, want := fields("pcd"), fields("parallel"); !slices.Equal(got, want) {
 			t.Errorf("joblogs differ:\npcd:\n%s\nparallel:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	})
+	t.Run("--bar and --eta", func(t *testing.T) {
+		// The progress goes to stderr, and ends complete; stdout is the
+		// commands' output alone, as parallel's is.
+		for flag, parallelDone := range map[string]string{"--bar": "100%", "--eta": "Left: 0"} {
+			var gnuOut, gnuErr bytes.Buffer
+			cmd := exec.Command(gnu, "--will-cite", "-k", flag, "echo", ":::", "a", "b", "c")
+			cmd.Stdout, cmd.Stderr = &gnuOut, &gnuErr
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("parallel %s: %v: %s", flag, err, gnuErr.String())
+			}
+			r := pcd(t, db, "run", "-k", flag, "--", "echo", ":::", "a", "b", "c")
+			if r.code != 0 || r.stdout != gnuOut.String() {
+				t.Errorf("pcd run %s: exit %d, stdout %q; parallel's %q", flag, r.code, r.stdout, gnuOut.String())
+			}
+			if !strings.Contains(gnuErr.String(), parallelDone) {
+				t.Errorf("parallel %s: stderr does not end complete (%q): %q", flag, parallelDone, gnuErr.String())
+			}
+			if !strings.Contains(r.stderr, "100%") || !strings.Contains(r.stderr, "(3/3") {
+				t.Errorf("pcd run %s: stderr shows no complete progress line: %q", flag, r.stderr)
+			}
 		}
 	})
 	t.Run("{%} is a free slot", func(t *testing.T) {
