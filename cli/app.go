@@ -474,6 +474,16 @@ func openDB(c *cli.Context, mustExist bool) (*client, error) {
 	return newClient(c, st, engine.RunnerConfig{}), nil
 }
 
+// openBrief opens the database for a short command that writes little,
+// such as the submit of a small job (sqlite.Options.Brief).
+func openBrief(c *cli.Context) (*client, error) {
+	st, err := open(c, sqlite.Options{Brief: true})
+	if err != nil {
+		return nil, err
+	}
+	return newClient(c, st, engine.RunnerConfig{}), nil
+}
+
 // openRunner opens the database for a runner, which reports a reader that
 // keeps the WAL growing.
 func openRunner(c *cli.Context, log *slog.Logger) (store.Store, error) {

@@ -61,7 +61,11 @@ func submit(c *cli.Context, env Env) error {
 	if err := applyJobFlags(c, &jf); err != nil {
 		return err
 	}
-	db, err := openDB(c, false)
+	open := openDB
+	if !stream && len(jf.Tasks) <= briefTasks {
+		open = func(c *cli.Context, _ bool) (*client, error) { return openBrief(c) }
+	}
+	db, err := open(c, false)
 	if err != nil {
 		return err
 	}
@@ -114,6 +118,12 @@ func submit(c *cli.Context, env Env) error {
 	}
 	return follow(c, env, db, followOptions{jobs: []string{job.UUID}, json: c.Bool("json")})
 }
+
+// briefTasks is the largest job a submit writes with a brief open (no
+// whole-file check, no checkpoints of its own): a shell loop of one-command
+// submits pays for neither, and a big job's WAL is still checkpointed as
+// it is written.
+const briefTasks = 1000
 
 // readJobFile parses a job file, reporting problems as usage errors.
 func readJobFile(path string, env Env) (engine.JobFile, error) {

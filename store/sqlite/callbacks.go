@@ -103,6 +103,9 @@ func (db *DB) UnreleasedJobs(ctx context.Context) ([]int64, error) {
 // MarkReleased records that the runner released a job's callbacks up to
 // span.To. It releases them in id order, so that is all of them up to there.
 func (db *DB) MarkReleased(ctx context.Context, jobID int64, span store.Span) error {
+	if err := db.statementsReady(ctx); err != nil {
+		return fmt.Errorf("mark callbacks of job %d delivered: %w", jobID, err)
+	}
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		return db.markReleased(ctx, tx, jobID, span)
 	})
@@ -116,6 +119,9 @@ func (db *DB) MarkReleased(ctx context.Context, jobID int64, span store.Span) er
 func (db *DB) MarkAllReleased(ctx context.Context, marks []store.Mark) error {
 	if len(marks) == 0 {
 		return nil
+	}
+	if err := db.statementsReady(ctx); err != nil {
+		return fmt.Errorf("mark callbacks delivered: %w", err)
 	}
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		for _, m := range marks {

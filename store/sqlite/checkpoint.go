@@ -144,6 +144,9 @@ func (c *checkpointer) committed() {
 }
 
 func (c *checkpointer) close() error {
+	if c == nil {
+		return nil
+	}
 	c.once.Do(func() { close(c.stop) })
 	c.wg.Wait()
 	return c.conn.Close()

@@ -16,6 +16,9 @@ import (
 // are written in the same transaction. A task that is already final keeps
 // its first result and gets no second callback.
 func (db *DB) CompleteTasks(ctx context.Context, b store.Batch) (store.Committed, error) {
+	if err := db.statementsReady(ctx); err != nil {
+		return store.Committed{}, fmt.Errorf("complete tasks of job %d: %w", b.JobID, err)
+	}
 	now := time.Now()
 	var out store.Committed
 	// The commit that finishes the job is the job's finish commit, for
@@ -313,6 +316,38 @@ type statements struct {
 	callbacks, callbackRefs, results                                  []*sql.Stmt // one per callbackChunks
 }
 
+// statementsReady prepares the runner's statements on the writer, once;
+// call it outside a transaction (the writer has one connection), before
+// one that uses db.stmts.
+func (db *DB) statementsReady(ctx context.Context) error {
+	db.stmtsMu.Lock()
+	defer db.stmtsMu.Unlock()
+	if db.stmtsReady {
+		return nil
+	}
+	if err := db.prepare(ctx); err != nil {
+		return errors.Join(err, db.closeStatements())
+	}
+	db.stmtsReady = true
+	return nil
+}
+
+// closeStatements closes the statements prepare made.
+func (db *DB) closeStatements() error {
+	st := &db.stmts
+	all := []*sql.Stmt{st.start, st.stop, st.finished, st.retry, st.attempt, st.counts, st.resultOnce, st.unwait,
+		st.job, st.finishJob, st.jobCallback, st.released}
+	all = append(append(append(all, st.callbacks...), st.callbackRefs...), st.results...)
+	var errs []error
+	for _, s := range all {
+		if s != nil {
+			errs = append(errs, s.Close())
+		}
+	}
+	db.stmts = statements{}
+	return errors.Join(errs...)
+}
+
 func (db *DB) prepare(ctx context.Context) error {
 	for _, s := range []struct {
 		stmt **sql.Stmt
@@ -531,6 +566,9 @@ func (db *DB) KnownTasks(ctx context.Context, uuids []string) (map[string]bool, 
 // up to delivered.To are marked delivered in the same transaction.
 func (db *DB) FinishJob(ctx context.Context, jobID int64, elapsed time.Duration, released store.Span,
 	message func(store.Job) ([]byte, error)) (store.Job, *store.Callback, error) {
+	if err := db.statementsReady(ctx); err != nil {
+		return store.Job{}, nil, fmt.Errorf("finish job %d: %w", jobID, err)
+	}
 	now := time.Now()
 	var (
 		job store.Job
@@ -592,6 +630,9 @@ func (db *DB) finishTx(ctx context.Context, tx *sql.Tx, job *store.Job, now time
 // finished and stops its tasks; their results are then ignored.
 func (db *DB) CancelJob(ctx context.Context, jobID int64, taskMessage func(store.Task) ([]byte, error),
 	jobMessage func(store.Job) ([]byte, error)) (store.Job, error) {
+	if err := db.statementsReady(ctx); err != nil {
+		return store.Job{}, fmt.Errorf("cancel job %d: %w", jobID, err)
+	}
 	now := time.Now()
 	var job store.Job
 	err := db.tx(ctx, func(tx *sql.Tx) error {

@@ -717,6 +717,9 @@ func (db *DB) SealOrphan(ctx context.Context, jobID int64) (bool, error) {
 // pending and opens a new round: the job runs again and gets a new job
 // callback when done.
 func (db *DB) RetryJob(ctx context.Context, jobID int64) (store.Job, error) {
+	if err := db.statementsReady(ctx); err != nil {
+		return store.Job{}, fmt.Errorf("retry job %d: %w", jobID, err)
+	}
 	var job store.Job
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var err error

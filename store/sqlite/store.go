@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -63,6 +64,12 @@ type Options struct {
 	// file gets the check of its schema and small tables at open, and
 	// the rest from Check, which a runner calls in the background.
 	FullCheckMax int64
+	// Brief opens for a short command that writes little, such as the
+	// submit of a small job: it checks the schema only (a runner checks
+	// the file when it starts, and SQLite refuses a corrupt page it
+	// reads), and leaves checkpoints to the runner, or to the last
+	// connection's close.
+	Brief bool
 }
 
 // DefaultFullCheckMax bounds the integrity check a runner waits for when
@@ -89,10 +96,15 @@ type DB struct {
 	ckpt *checkpointer
 	// deferred is set when Open checked only part of a large file.
 	deferred bool
-	stmts    statements
-	Hooks    Hooks
-	submit   submitLocks
-	readOnly bool
+	// stmts are the runner's statements, prepared at the first
+	// transaction that needs them (statementsReady): a short command
+	// never pays for them.
+	stmts      statements
+	stmtsMu    sync.Mutex
+	stmtsReady bool
+	Hooks      Hooks
+	submit     submitLocks
+	readOnly   bool
 	// busy is how long a write waits for another process's write lock;
 	// the writer polls for it (see begin).
 	busy time.Duration
@@ -132,6 +144,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+
 	db := &DB{path: abs, busy: opts.BusyTimeout}
 	if existed {
 		// Check the file read-only first, so a refusal writes nothing.
@@ -169,10 +182,6 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		db.w.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	if err := db.prepare(ctx); err != nil {
-		db.w.Close()
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
 	db.r, err = sql.Open("sqlite", dsn(abs, opts, true))
 	if err != nil {
 		db.w.Close()
@@ -181,6 +190,9 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	db.r.SetMaxOpenConns(opts.ReadConns)
 	db.r.SetMaxIdleConns(opts.ReadConns)
 	db.rc = newCachedReader(db.r)
+	if opts.Brief {
+		return db, nil
+	}
 	db.ckpt, err = startCheckpointer(dsn(abs, opts, false), opts.WALWarn, opts.OnWALWarn)
 	if err != nil {
 		db.r.Close()
@@ -221,14 +233,10 @@ func (db *DB) Path() string { return db.path }
 
 // Close closes both connection pools.
 func (db *DB) Close() error {
-	var errs []error
-	stmts := []*sql.Stmt{db.stmts.start, db.stmts.stop, db.stmts.finished, db.stmts.retry, db.stmts.attempt, db.stmts.counts, db.stmts.resultOnce, db.stmts.unwait}
-	stmts = append(append(stmts, db.stmts.callbacks...), db.stmts.results...)
-	for _, s := range stmts {
-		if s != nil {
-			errs = append(errs, s.Close())
-		}
-	}
+	db.stmtsMu.Lock()
+	errs := []error{db.closeStatements()}
+	db.stmtsReady = false
+	db.stmtsMu.Unlock()
 	if db.rc != nil {
 		errs = append(errs, db.rc.close())
 	}
@@ -309,6 +317,9 @@ func inspect(ctx context.Context, path string, opts Options) (deferred bool, err
 		return false, err
 	}
 	defer ro.Close()
+	if opts.Brief {
+		return true, checkSchema(ctx, ro)
+	}
 	if fi, err := os.Stat(path); err == nil && fi.Size() > opts.FullCheckMax {
 		deferred = true
 	}

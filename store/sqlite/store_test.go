@@ -181,25 +181,67 @@ func TestRefusesBadFiles(t *testing.T) {
 		}, store.ErrNotPCD},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "pcd.db")
-			tc.make(t, path)
-			before := readFile(t, path)
-			db, err := sqlite.Open(context.Background(), path, sqlite.Options{})
-			if err == nil {
-				db.Close()
-				t.Fatal("open succeeded, want an error")
+		for _, brief := range []bool{false, true} {
+			if brief && tc.want == store.ErrCorrupt {
+				continue // a brief open checks the schema only
 			}
-			if !errors.Is(err, tc.want) {
-				t.Fatalf("error %q, want %v", err, tc.want)
-			}
-			if bytes.ContainsRune([]byte(err.Error()), '\n') {
-				t.Errorf("error is not one line: %q", err)
-			}
-			if !bytes.Equal(before, readFile(t, path)) {
-				t.Error("the refused file was changed")
-			}
-		})
+			t.Run(fmt.Sprintf("%s/brief=%v", tc.name, brief), func(t *testing.T) {
+				refused(t, tc.make, tc.want, sqlite.Options{Brief: brief})
+			})
+		}
+	}
+}
+
+// refused checks that Open with opts refuses the file that make leaves
+// with want, in one line, and leaves it unchanged.
+func refused(t *testing.T, make func(t *testing.T, path string), want error, opts sqlite.Options) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "pcd.db")
+	make(t, path)
+	before := readFile(t, path)
+	db, err := sqlite.Open(context.Background(), path, opts)
+	if err == nil {
+		db.Close()
+		t.Fatal("open succeeded, want an error")
+	}
+	if !errors.Is(err, want) {
+		t.Fatalf("error %q, want %v", err, want)
+	}
+	if bytes.ContainsRune([]byte(err.Error()), '\n') {
+		t.Errorf("error is not one line: %q", err)
+	}
+	if !bytes.Equal(before, readFile(t, path)) {
+		t.Error("the refused file was changed")
+	}
+}
+
+// A brief open (a short command's) writes a job that a runner's open then
+// runs: the runner's statements are prepared when it first needs them.
+func TestBriefOpenSubmitsForARunner(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pcd.db")
+	openPath(t, path).Close()
+	brief, err := sqlite.Open(context.Background(), path, sqlite.Options{Brief: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := newJob(t, brief, 3)
+	if err := brief.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db := openPath(t, path)
+	defer db.Close()
+	var results []store.Result
+	for seq := int64(1); seq <= 3; seq++ {
+		results = append(results, store.Result{Seq: seq, State: store.Succeeded, Attempt: 1, Record: true,
+			Message: []byte(`{}`), StartedAt: time.Now(), FinishedAt: time.Now()})
+	}
+	c, err := db.CompleteTasks(context.Background(), store.Batch{JobID: job.ID, Results: results,
+		Finish: func(store.Job) ([]byte, error) { return []byte(`{}`), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Callbacks) != 3 || c.JobCallback == nil {
+		t.Fatalf("%d task callbacks and job callback %v, want 3 and one", len(c.Callbacks), c.JobCallback)
 	}
 }
 
