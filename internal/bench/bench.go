@@ -167,6 +167,7 @@ func (b *bench) workloads(big int, o Options) ([]workload, error) {
 		{"demo", b.demo, nil},
 		{"exec-vs-xargs", b.execVsXargs, nil},
 		{"latency", b.latency, nil},
+		{"one-at-a-time", nil, b.oneAtATime},
 		{"idle", b.idle, nil},
 		{"restart", func() (benchRow, error) { return b.restart(max(big, 100_000)) }, nil},
 		{"watch-lag", func() (benchRow, error) { return b.watchLag(max(big, 100_000)) }, nil},
