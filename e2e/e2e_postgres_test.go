@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -728,4 +729,45 @@ func TestPostgresDaemonsCancelADependentOnce(t *testing.T) {
 	}
 	stopDaemon(t, a)
 	stopDaemon(t, b)
+}
+
+// A daemon that takes over a dead daemon's started tasks says so in one
+// line: the dead runner's host and pid, how many tasks, and their job.
+func TestPostgresTakeoverIsLogged(t *testing.T) {
+	db := pgtest.URL(t)
+	dir := t.TempDir()
+	env := []string{"PCD_LEASE=2s"}
+	survivor := startPGDaemon(t, db, env...)
+	victim := startPGDaemon(t, db, env...)
+	s := uniqueSleep(2)
+	t.Cleanup(func() { killAll(processesWith("sleep", s)) })
+	job := submitID(t, db, writeJob(t, dir, "sleeps.json", 8, fmt.Sprintf(`{"kind":"exec","payload":{"argv":["sleep","%s"]}}`, s)))
+	// Both daemons have started some (4 workers each).
+	victimPID := victim.cmd.Process.Pid
+	started := fmt.Sprintf(`SELECT count(*) FROM running u JOIN runners g ON g.id = u.runner_id
+		WHERE u.started_at IS NOT NULL AND g.pid = %d`, victimPID)
+	waitFor(t, db, started, 1)
+	n := queryDB(t, db, started)
+	victim.cmd.Process.Kill()
+	killed := time.Now()
+	victim.wait(t, 10*time.Second)
+	line := regexp.MustCompile(`took over the started tasks of a runner that stopped or died .*host=\S+ pid=` +
+		strconv.Itoa(victimPID) + ` tasks=(\d+) jobs=` + job)
+	deadline := time.Now().Add(30 * time.Second)
+	var m []string
+	for m = line.FindStringSubmatch(survivor.stderr.String()); m == nil; m = line.FindStringSubmatch(survivor.stderr.String()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no takeover line naming pid %d and job %s after 30s:\n%s", victimPID, job, survivor.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("the takeover was told %v after the kill (lease 2s)", time.Since(killed).Round(time.Millisecond))
+	if got, _ := strconv.Atoi(m[1]); got < n {
+		t.Errorf("the takeover line names %d tasks; the dead daemon had started at least %d", got, n)
+	}
+	if c := strings.Count(survivor.stderr.String(), "took over the started tasks"); c != 1 {
+		t.Errorf("the takeover was told %d times, want once:\n%s", c, survivor.stderr)
+	}
+	waitJob(t, db, job, "succeeded")
+	stopDaemon(t, survivor)
 }

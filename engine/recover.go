@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/pcd-dev/pcd/engine/process"
@@ -38,17 +39,45 @@ func recoverRunner(ctx context.Context, db store.Store, log *slog.Logger) (int, 
 	if killed > 0 && log != nil {
 		log.Warn("killed processes left running by the last runner's tasks", "processes", killed)
 	}
-	requeued, failed, err := db.Recover(ctx, MaxInterrupts, func(jobUUID string, t store.Task, reason string) ([]byte, error) {
+	rec, err := db.Recover(ctx, MaxInterrupts, func(jobUUID string, t store.Task, reason string) ([]byte, error) {
 		return taskEvent(jobUUID, t, store.Failed, 0, nil, reason).MarshalJSON()
 	})
 	if err != nil {
 		return 0, err
 	}
-	if requeued+failed > 0 && log != nil {
-		log.Warn("took over the tasks of a runner that stopped or died", "requeued", requeued, "failed", failed)
+	if log != nil {
+		logTakeover(log, rec)
 	}
 	cleanStaged(ctx, db, log)
-	return requeued + failed, nil
+	return rec.Requeued + rec.Failed, nil
+}
+
+// logTakeover says what a recovery took over: a line for each gone runner
+// that is known by name (a shared database), or one line for all.
+func logTakeover(log *slog.Logger, rec store.Recovered) {
+	if rec.Requeued+rec.Failed == 0 {
+		return
+	}
+	if len(rec.Runners) == 0 {
+		log.Warn("took over the tasks of a runner that stopped or died", "requeued", rec.Requeued, "failed", rec.Failed)
+		return
+	}
+	for _, g := range rec.Runners {
+		jobs := g.Jobs
+		more := 0
+		if len(jobs) > 5 {
+			jobs, more = jobs[:5], len(jobs)-5
+		}
+		list := strings.Join(jobs, ",")
+		if more > 0 {
+			list += fmt.Sprintf(" and %d more", more)
+		}
+		log.Warn("took over the started tasks of a runner that stopped or died",
+			"runner", g.ID, "host", g.Host, "pid", g.PID, "tasks", g.Tasks, "jobs", list)
+	}
+	if rec.Failed > 0 {
+		log.Warn("tasks failed: interrupted by too many runner deaths in a row", "failed", rec.Failed)
+	}
 }
 
 // cleanStaged deletes the half-written jobs of submits that died. It

@@ -63,6 +63,24 @@ type RunnerInfo struct {
 	Version   string // the runner's pcd version, "" if unknown
 }
 
+// Recovered is what a Recover took over.
+type Recovered struct {
+	Requeued, Failed int // started tasks run again, and failed for their interruptions
+	// Runners are the gone runners whose started tasks were taken over,
+	// where runners are known (a shared database); SQLite's last runner
+	// is not named.
+	Runners []GoneRunner
+}
+
+// GoneRunner is a runner that stopped or died with tasks it had started.
+type GoneRunner struct {
+	ID    int64
+	Host  string
+	PID   int
+	Tasks int      // its started tasks, taken over
+	Jobs  []string // their jobs' ids
+}
+
 // Releaser releases what it holds.
 type Releaser interface{ Release() error }
 
@@ -162,7 +180,7 @@ type TaskStore interface {
 	// SQLite, whatever a runner before this one left; on a shared
 	// database, those of runners whose lease ran out.
 	Recover(ctx context.Context, maxInterrupts int,
-		failMessage func(jobUUID string, t Task, reason string) ([]byte, error)) (requeued, failed int, err error)
+		failMessage func(jobUUID string, t Task, reason string) ([]byte, error)) (Recovered, error)
 	// RunningGroups lists the process groups of tasks that gone runners
 	// on this host had started; KnownTasks says which of the task ids
 	// (from the processes' cookies) are this database's and run by no

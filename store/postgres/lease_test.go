@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -82,9 +84,15 @@ func TestLostLeaseDiscardsResults(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer relB.Release()
-	requeued, failed, err := b.Recover(ctx, 3, func(string, store.Task, string) ([]byte, error) { return []byte("{}"), nil })
+	rec, err := b.Recover(ctx, 3, func(string, store.Task, string) ([]byte, error) { return []byte("{}"), nil })
+	requeued, failed := rec.Requeued, rec.Failed
 	if err != nil || requeued != 3 || failed != 0 {
 		t.Fatalf("runner B took over %d tasks, failed %d (%v); want 3, 0", requeued, failed, err)
+	}
+	// It names the runner it took them from, and their job.
+	if g := rec.Runners; len(g) != 1 || g[0].Tasks != 3 || g[0].PID != os.Getpid() || g[0].Host == "" ||
+		!slices.Equal(g[0].Jobs, []string{job.UUID}) {
+		t.Errorf("runner B took over from %+v; want runner A (pid %d) with 3 tasks of job %s", g, os.Getpid(), job.UUID)
 	}
 	mine, err := b.PendingTasks(ctx, job.ID, 0, 10, time.Now())
 	if err != nil || len(mine) != 3 {

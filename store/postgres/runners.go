@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -217,19 +219,25 @@ const gone = `(g.stopped_at IS NOT NULL OR g.heartbeat_at + g.lease_ns < $1)`
 // running goes back with the interruption counted, and a task interrupted
 // maxInterrupts times in a row fails, with its task callback.
 func (db *DB) Recover(ctx context.Context, maxInterrupts int,
-	failMessage func(jobUUID string, t store.Task, reason string) ([]byte, error)) (requeued, failed int, err error) {
+	failMessage func(jobUUID string, t store.Task, reason string) ([]byte, error)) (store.Recovered, error) {
+	var (
+		requeued, failed int
+		runners          []store.GoneRunner
+	)
 	now := time.Now()
 	oldest := now.UnixNano()
 	me := db.runners.id()
 	if me == 0 {
 		me = -1 // not a runner: every claim is a dead runner's
 	}
-	err = db.tx(ctx, func(tx pgx.Tx) error {
-		requeued, failed = 0, 0
+	err := db.tx(ctx, func(tx pgx.Tx) error {
+		requeued, failed, runners = 0, 0, nil
 		taken, err := db.takeClaims(ctx, tx, oldest, me)
 		if err != nil {
 			return err
 		}
+		byRunner := map[int64]*store.GoneRunner{}
+		defer func() { runners = goneRunners(byRunner) }()
 		w := finalWriter{db: db, now: now}
 		var jobIDs []int64
 		for _, k := range taken {
@@ -241,6 +249,15 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 				RETURNING t.job_id, t.seq, t.uuid, t.kind, t.attempts, t.interrupts, t.interrupts_base, j.uuid, j.round`, k.job, k.seq).
 				Scan(&t.JobID, &t.Seq, &t.UUID, &t.Kind, &t.Attempts, &t.Interrupts, &base, &jobUUID, &round); err != nil {
 				return err
+			}
+			g := byRunner[k.runner]
+			if g == nil {
+				g = &store.GoneRunner{ID: k.runner}
+				byRunner[k.runner] = g
+			}
+			g.Tasks++
+			if !slices.Contains(g.Jobs, jobUUID) {
+				g.Jobs = append(g.Jobs, jobUUID)
 			}
 			fail, reason := store.Interruption(t.Interrupts, base, maxInterrupts)
 			if !fail {
@@ -274,19 +291,49 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 				return err
 			}
 		}
+		if len(byRunner) > 0 {
+			ids := slices.Collect(maps.Keys(byRunner))
+			rows, err := tx.Query(ctx, "SELECT id, host, pid FROM runners WHERE id = ANY($1)", ids)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var id int64
+				var host string
+				var pid int
+				if err := rows.Scan(&id, &host, &pid); err != nil {
+					rows.Close()
+					return err
+				}
+				byRunner[id].Host, byRunner[id].PID = host, pid
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+		}
 		// A job left running by runners all gone waits for a runner.
 		_, err = tx.Exec(ctx, `UPDATE jobs j SET state = 'pending' WHERE j.state = 'running' AND j.finished_at IS NULL
 			AND NOT EXISTS (SELECT 1 FROM runners g WHERE g.id <> $2 AND NOT `+gone+`)`, oldest, me)
 		return err
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("recover: %w", err)
+		return store.Recovered{}, fmt.Errorf("recover: %w", err)
 	}
-	return requeued, failed, nil
+	return store.Recovered{Requeued: requeued, Failed: failed, Runners: runners}, nil
+}
+
+// goneRunners lists the runners of byRunner by id.
+func goneRunners(byRunner map[int64]*store.GoneRunner) []store.GoneRunner {
+	out := make([]store.GoneRunner, 0, len(byRunner))
+	for _, id := range slices.Sorted(maps.Keys(byRunner)) {
+		out = append(out, *byRunner[id])
+	}
+	return out
 }
 
 // claim is a task a runner claimed.
-type claim struct{ job, seq int64 }
+type claim struct{ job, seq, runner int64 }
 
 // takeClaims takes over the claims of runners that are gone (alive at
 // oldest, me excepted) and returns those of tasks they had started. Lock
@@ -316,13 +363,13 @@ func (db *DB) takeClaims(ctx context.Context, tx pgx.Tx, oldest, me int64) ([]cl
 	}
 	rows, err = tx.Query(ctx, `DELETE FROM running u
 		WHERE u.job_id = ANY($3) AND u.runner_id <> $2 AND NOT EXISTS (SELECT 1 FROM runners g WHERE g.id = u.runner_id AND NOT `+gone+`)
-		RETURNING u.job_id, u.seq`, oldest, me, jobs)
+		RETURNING u.job_id, u.seq, u.runner_id`, oldest, me, jobs)
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (claim, error) {
 		var c claim
-		err := r.Scan(&c.job, &c.seq)
+		err := r.Scan(&c.job, &c.seq, &c.runner)
 		return c, err
 	})
 }

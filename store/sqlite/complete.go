@@ -422,9 +422,10 @@ func (db *DB) prepare(ctx context.Context) error {
 // maxInterrupts times in a row fails instead, with reason "interrupted by
 // N restarts" and its task callback, so a task that kills the process
 // cannot wedge the runner.
-func (db *DB) Recover(ctx context.Context, maxInterrupts int, failMessage func(jobUUID string, t store.Task, reason string) ([]byte, error)) (requeued, failed int, err error) {
+func (db *DB) Recover(ctx context.Context, maxInterrupts int, failMessage func(jobUUID string, t store.Task, reason string) ([]byte, error)) (store.Recovered, error) {
 	now := time.Now()
-	err = db.tx(ctx, func(tx *sql.Tx) error {
+	var requeued, failed int
+	err := db.tx(ctx, func(tx *sql.Tx) error {
 		requeued, failed = 0, 0
 		// Start marks of tasks that finished anyway are stale, not
 		// interruptions.
@@ -503,9 +504,9 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int, failMessage func(j
 		return finals.flush(ctx, tx)
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("recover: %w", err)
+		return store.Recovered{}, fmt.Errorf("recover: %w", err)
 	}
-	return requeued, failed, nil
+	return store.Recovered{Requeued: requeued, Failed: failed}, nil
 }
 
 // RunningGroups lists the process groups recorded with the start marks of

@@ -425,10 +425,11 @@ func recoverCountsInterruptions(t *testing.T, s store.Store) {
 		if rows := tasks(t, s, j.ID); rows[0].State != store.Running {
 			t.Fatalf("round %d: task 1 is %s after its start mark, want running", round, rows[0].State)
 		}
-		requeued, failed, err := s.Recover(ctx, 3, fail)
+		rec, err := s.Recover(ctx, 3, fail)
 		if err != nil {
 			t.Fatal(err)
 		}
+		requeued, failed := rec.Requeued, rec.Failed
 		rows := tasks(t, s, j.ID)
 		if round < 3 && (requeued != 1 || failed != 0 || rows[0].State != store.Pending || rows[0].Interrupts != round) {
 			t.Fatalf("round %d: requeued %d, failed %d, task %s with %d interrupts", round, requeued, failed, rows[0].State, rows[0].Interrupts)
@@ -452,7 +453,8 @@ func recoverCountsInterruptions(t *testing.T, s store.Store) {
 		t.Fatal(err)
 	}
 	complete(t, s, store.Batch{JobID: j.ID, Round: again.Round, Starts: []store.Start{{Seq: 1, At: time.Now()}}})
-	requeued, failed, err := s.Recover(ctx, 3, fail)
+	rec, err := s.Recover(ctx, 3, fail)
+	requeued, failed := rec.Requeued, rec.Failed
 	if rows := tasks(t, s, j.ID); err != nil || requeued != 1 || failed != 0 || rows[0].State != store.Pending || rows[0].Interrupts != 4 {
 		t.Fatalf("an interruption after a retry: requeued %d, failed %d (%v), task %s with %d interrupts; want it pending, with 4",
 			requeued, failed, err, rows[0].State, rows[0].Interrupts)
