@@ -737,16 +737,16 @@ func TestPostgresTakeoverIsLogged(t *testing.T) {
 	db := pgtest.URL(t)
 	dir := t.TempDir()
 	env := []string{"PCD_LEASE=2s"}
-	survivor := startPGDaemon(t, db, env...)
 	victim := startPGDaemon(t, db, env...)
 	s := uniqueSleep(2)
 	t.Cleanup(func() { killAll(processesWith("sleep", s)) })
 	job := submitID(t, db, writeJob(t, dir, "sleeps.json", 8, fmt.Sprintf(`{"kind":"exec","payload":{"argv":["sleep","%s"]}}`, s)))
-	// Both daemons have started some (4 workers each).
+	// The victim has started some (4 workers); the survivor joins.
 	victimPID := victim.cmd.Process.Pid
 	started := fmt.Sprintf(`SELECT count(*) FROM running u JOIN runners g ON g.id = u.runner_id
 		WHERE u.started_at IS NOT NULL AND g.pid = %d`, victimPID)
 	waitFor(t, db, started, 1)
+	survivor := startPGDaemon(t, db, env...)
 	n := queryDB(t, db, started)
 	victim.cmd.Process.Kill()
 	killed := time.Now()

@@ -239,7 +239,7 @@ func (d *daemon) jobEnded(r jobDone) (pause bool) {
 // that several runners share, and wakes the runners if it requeued any:
 // their producers have read past them.
 func (d *daemon) takeOver(ctx context.Context) {
-	if !d.db.Shared() || time.Since(d.lastTakeOver) < d.cfg.CheckEvery*5 {
+	if !d.db.Shared() || time.Since(d.lastTakeOver) < d.cfg.CheckEvery/2 {
 		return
 	}
 	d.lastTakeOver = time.Now()
