@@ -196,7 +196,8 @@ func (b *bench) workloads(big int, o Options) ([]workload, error) {
 	}
 	return append(workloads,
 		workload{"pg-noop", nil, func() ([]benchRow, error) { return p.pgRuns(big) }},
-		workload{"pg-restart", func() (benchRow, error) { return p.pgRestart(max(big, 100_000)) }, nil}), nil
+		workload{"pg-restart", func() (benchRow, error) { return p.pgRestart(max(big, 100_000)) }, nil},
+		workload{"pg-commit-latency", nil, func() ([]benchRow, error) { return p.pgCommitLatency(max(big/500, 300)) }}), nil
 }
 
 // printTable prints the rows as a table, then the rows that missed their
