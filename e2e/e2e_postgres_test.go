@@ -732,22 +732,30 @@ func TestPostgresDaemonsCancelADependentOnce(t *testing.T) {
 }
 
 // A daemon that takes over a dead daemon's started tasks says so in one
-// line: the dead runner's host and pid, how many tasks, and their job.
+// line: the dead runner's host and pid, how many tasks, and their job. It
+// runs them again ahead of the tasks it had queued.
 func TestPostgresTakeoverIsLogged(t *testing.T) {
 	db := pgtest.URL(t)
 	dir := t.TempDir()
 	env := []string{"PCD_LEASE=2s"}
 	victim := startPGDaemon(t, db, env...)
-	s := uniqueSleep(2)
+	s := uniqueSleep(1)
 	t.Cleanup(func() { killAll(processesWith("sleep", s)) })
-	job := submitID(t, db, writeJob(t, dir, "sleeps.json", 8, fmt.Sprintf(`{"kind":"exec","payload":{"argv":["sleep","%s"]}}`, s)))
-	// The victim has started some (4 workers); the survivor joins.
+	// More tasks than the victim's first claim (250), so that the
+	// survivor has tasks of its own queued when it takes the victim's over.
+	job := submitID(t, db, writeJob(t, dir, "sleeps.json", 300, fmt.Sprintf(`{"kind":"exec","payload":{"argv":["sleep","%s"]}}`, s)))
+	// The victim has started some (4 workers); the survivor joins, and
+	// claims the rest.
 	victimPID := victim.cmd.Process.Pid
-	started := fmt.Sprintf(`SELECT count(*) FROM running u JOIN runners g ON g.id = u.runner_id
+	started := fmt.Sprintf(`FROM running u JOIN runners g ON g.id = u.runner_id
 		WHERE u.started_at IS NOT NULL AND g.pid = %d`, victimPID)
-	waitFor(t, db, started, 1)
+	waitFor(t, db, "SELECT count(*) "+started, 1)
 	survivor := startPGDaemon(t, db, env...)
-	n := queryDB(t, db, started)
+	waitFor(t, db, "SELECT count(*) FROM running u JOIN runners g ON g.id = u.runner_id WHERE u.started_at IS NOT NULL AND g.pid = "+
+		strconv.Itoa(survivor.cmd.Process.Pid), 1)
+	var takenSeqs string
+	queryRow(t, db, "SELECT string_agg(u.seq::text, ',' ORDER BY u.seq) "+started, &takenSeqs)
+	n := strings.Count(takenSeqs, ",") + 1
 	victim.cmd.Process.Kill()
 	killed := time.Now()
 	victim.wait(t, 10*time.Second)
@@ -761,13 +769,31 @@ func TestPostgresTakeoverIsLogged(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Logf("the takeover was told %v after the kill (lease 2s)", time.Since(killed).Round(time.Millisecond))
-	if got, _ := strconv.Atoi(m[1]); got < n {
-		t.Errorf("the takeover line names %d tasks; the dead daemon had started at least %d", got, n)
+	told := time.Now()
+	t.Logf("the takeover was told %v after the kill (lease 2s)", told.Sub(killed).Round(time.Millisecond))
+	if got, _ := strconv.Atoi(m[1]); got != n {
+		t.Errorf("the takeover line names %d tasks; the dead daemon had started %d (%s)", got, n, takenSeqs)
 	}
 	if c := strings.Count(survivor.stderr.String(), "took over the started tasks"); c != 1 {
 		t.Errorf("the takeover was told %d times, want once:\n%s", c, survivor.stderr)
 	}
-	waitJob(t, db, job, "succeeded")
+	after := fmt.Sprintf("seq NOT IN (%s) AND state = 'succeeded' AND started_at > %d", takenSeqs, told.Add(200*time.Millisecond).UnixNano())
+	waitFor(t, db, "SELECT count(*) FROM results WHERE seq IN ("+takenSeqs+")", n)
+	waitFor(t, db, "SELECT count(*) FROM results WHERE "+after, 1)
+	if r := pcd(t, db, "cancel", job); r.code != 0 {
+		t.Fatalf("cancel: exit %d: %s", r.code, r.stderr)
+	}
 	stopDaemon(t, survivor)
+	// The taken-over tasks started again before any task that started
+	// after the takeover (a moment's grace for the producer's read).
+	var lastTaken, firstOther int64
+	queryRow(t, db, "SELECT max(started_at) FROM results WHERE seq IN ("+takenSeqs+")", &lastTaken)
+	queryRow(t, db, "SELECT coalesce(min(started_at), 0) FROM results WHERE "+after, &firstOther)
+	if firstOther != 0 && lastTaken > firstOther {
+		t.Errorf("a taken-over task (of %s) started %v after the first other task that started after the takeover",
+			takenSeqs, time.Duration(lastTaken-firstOther))
+	}
+	if firstOther == 0 {
+		t.Errorf("no task started after the takeover but the taken-over ones: the test proves nothing")
+	}
 }

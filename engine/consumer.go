@@ -46,15 +46,20 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 		}
 		var t store.Task
 		select {
-		case task, ok := <-queue:
-			if !ok {
+		case t = <-c.ahead: // taken over from a gone runner: first
+		default:
+			select {
+			case t = <-c.ahead:
+			case task, ok := <-queue:
+				if !ok {
+					return
+				}
+				t = task
+			case <-ctx.Done():
+				return
+			case <-c.drain:
 				return
 			}
-			t = task
-		case <-ctx.Done():
-			return
-		case <-c.drain:
-			return
 		}
 		if c.draining() || ctx.Err() != nil {
 			return // taken but not started: it stays pending

@@ -117,9 +117,30 @@ type jobController struct {
 	kill      chan struct{}
 	retries   *retries
 	frontier  *frontier
+	// ahead is the lane of tasks that run before the queue's: those a
+	// takeover put back (takeOverFrom), which the producer reads again
+	// from takenFrom.
+	ahead     chan store.Task
+	takenFrom atomic.Int64
 
 	// onProduce, when set by a test, sees each task the producer queues.
 	onProduce func(store.Task)
+}
+
+// takeOverFrom tells the producer that a takeover put the job's tasks
+// from seq on back to pending: it reads them again, and they run ahead of
+// what is queued.
+func (c *jobController) takeOverFrom(seq int64) {
+	for {
+		cur := c.takenFrom.Load()
+		if cur != 0 && cur <= seq {
+			break
+		}
+		if c.takenFrom.CompareAndSwap(cur, seq) {
+			break
+		}
+	}
+	c.retries.signal()
 }
 
 // NewJobController returns a controller for one run of a job.
@@ -316,6 +337,7 @@ func (c *jobController) pipeline(ctx context.Context, job store.Job, elapsed fun
 		c.watchFinished(runCtx, job.ID, cancel)
 	}()
 	queue := make(chan store.Task, job.QueueSize)
+	c.ahead = make(chan store.Task, job.QueueSize)
 	c.frontier = newFrontier(job.DoneThrough)
 	c.preHalt = newHalter(job)
 	// Room for a whole group commit's worth of starts and results, so that

@@ -187,7 +187,7 @@ func (d *daemon) ticked(ctx context.Context, running map[int64]*jobController) {
 		d.releaseFinishedElsewhere(ctx, running)
 	}
 	d.limitsStale, d.openStale = true, true
-	d.takeOver(ctx)
+	d.takeOver(ctx, running)
 	d.markWaiting(ctx)
 	d.flushMarks(ctx)
 	cleanStaged(ctx, d.db, d.cfg.Logger)
@@ -238,19 +238,26 @@ func (d *daemon) jobEnded(r jobDone) (pause bool) {
 // takeOver takes over the tasks of runners that are gone, on a database
 // that several runners share, and wakes the runners if it requeued any:
 // their producers have read past them.
-func (d *daemon) takeOver(ctx context.Context) {
+func (d *daemon) takeOver(ctx context.Context, running map[int64]*jobController) {
 	if !d.db.Shared() || time.Since(d.lastTakeOver) < d.cfg.CheckEvery/2 {
 		return
 	}
 	d.lastTakeOver = time.Now()
-	n, err := recoverRunner(ctx, d.db, d.cfg.Logger)
+	rec, err := recoverRunner(ctx, d.db, d.cfg.Logger)
 	if err != nil {
 		if ctx.Err() == nil {
 			d.cfg.Logger.Warn("take over the tasks of runners that are gone", "err", err)
 		}
 		return
 	}
-	if n > 0 {
+	// The jobs this daemon runs read the taken-over tasks again, to run
+	// them ahead of the rest of their queue.
+	for id, seq := range rec.From {
+		if c := running[id]; c != nil {
+			c.takeOverFrom(seq)
+		}
+	}
+	if rec.Requeued+rec.Failed > 0 {
 		_ = d.db.Wake()
 	}
 	// What a gone runner committed but never released, this one does.

@@ -164,6 +164,12 @@ func (c *jobController) produce(ctx context.Context, job store.Job, queue chan<-
 			}
 			due = next
 		}
+		if from := c.takenFrom.Swap(0); from > 0 && from <= p.after {
+			if err := p.sendTakenOver(from); err != nil {
+				return p.end(err)
+			}
+			continue
+		}
 		if !p.passDone {
 			sent, err := p.sendPending()
 			if err != nil {
@@ -199,9 +205,12 @@ type producer struct {
 }
 
 // send queues t; false if the run is stopping.
-func (p *producer) send(t store.Task) bool {
+func (p *producer) send(t store.Task) bool { return p.sendTo(p.queue, t) }
+
+// sendTo queues t in lane, the queue or the lane ahead of it.
+func (p *producer) sendTo(lane chan<- store.Task, t store.Task) bool {
 	select {
-	case p.queue <- t:
+	case lane <- t:
 	case <-p.ctx.Done():
 		return false
 	case <-p.c.drain:
@@ -258,6 +267,41 @@ func (p *producer) sendDue() (sent bool, due time.Time, err error) {
 		return false, time.Time{}, err
 	}
 	return false, next, nil
+}
+
+// sendTakenOver reads again the tasks from seq up to the first pass's
+// position that are pending: a takeover put them back (a gone runner had
+// them). They go to the lane ahead of the queue. Tasks read past the
+// first pass's position, claimed with them, take the queue, and the pass
+// goes on after them.
+func (p *producer) sendTakenOver(from int64) error {
+	c := p.c
+	end, after := p.after, from-1
+	for after < end {
+		read := c.retries.beginRead()
+		tasks, err := c.db.PendingTasks(p.ctx, p.job.ID, after, p.page, p.passDue)
+		if err != nil {
+			return err
+		}
+		for _, t := range tasks {
+			after = t.Seq
+			var lane chan<- store.Task = c.ahead
+			if t.Seq > end {
+				lane, p.after = p.queue, max(p.after, t.Seq)
+			}
+			c.frontier.queued(t.Seq)
+			if !c.retries.queue(t.Seq, read) {
+				continue
+			}
+			if !p.sendTo(lane, t) {
+				return errStopSending
+			}
+		}
+		if len(tasks) < p.page {
+			return nil
+		}
+	}
+	return nil
 }
 
 // sendPending queues the first pass's next page of pending tasks, in seq

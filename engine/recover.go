@@ -21,10 +21,10 @@ const MaxInterrupts = 3
 // died go back to pending, with the interruption counted, and a task
 // interrupted MaxInterrupts times fails. Call it once, holding the runner
 // lock, before running anything.
-func recoverRunner(ctx context.Context, db store.Store, log *slog.Logger) (int, error) {
+func recoverRunner(ctx context.Context, db store.Store, log *slog.Logger) (store.Recovered, error) {
 	groups, err := db.RunningGroups(ctx)
 	if err != nil {
-		return 0, err
+		return store.Recovered{}, err
 	}
 	procs := make([]process.Group, len(groups))
 	for i, g := range groups {
@@ -34,7 +34,7 @@ func recoverRunner(ctx context.Context, db store.Store, log *slog.Logger) (int, 
 		return db.KnownTasks(ctx, ids)
 	}, 10*time.Second)
 	if err != nil {
-		return 0, fmt.Errorf("recover: %w", err)
+		return store.Recovered{}, fmt.Errorf("recover: %w", err)
 	}
 	if killed > 0 && log != nil {
 		log.Warn("killed processes left running by the last runner's tasks", "processes", killed)
@@ -43,13 +43,13 @@ func recoverRunner(ctx context.Context, db store.Store, log *slog.Logger) (int, 
 		return taskEvent(jobUUID, t, store.Failed, 0, nil, reason).MarshalJSON()
 	})
 	if err != nil {
-		return 0, err
+		return store.Recovered{}, err
 	}
 	if log != nil {
 		logTakeover(log, rec)
 	}
 	cleanStaged(ctx, db, log)
-	return rec.Requeued + rec.Failed, nil
+	return rec, nil
 }
 
 // logTakeover says what a recovery took over: a line for each gone runner

@@ -70,6 +70,10 @@ type Recovered struct {
 	// where runners are known (a shared database); SQLite's last runner
 	// is not named.
 	Runners []GoneRunner
+	// From holds, for each job whose started tasks were taken over, the
+	// lowest of their seqs: a runner of the job reads its tasks again
+	// from there, to run them ahead of the rest.
+	From map[int64]int64
 }
 
 // GoneRunner is a runner that stopped or died with tasks it had started.

@@ -223,6 +223,7 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 	var (
 		requeued, failed int
 		runners          []store.GoneRunner
+		from             map[int64]int64
 	)
 	now := time.Now()
 	oldest := now.UnixNano()
@@ -237,6 +238,7 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 			return err
 		}
 		byRunner := map[int64]*store.GoneRunner{}
+		from = map[int64]int64{}
 		defer func() { runners = goneRunners(byRunner) }()
 		w := finalWriter{db: db, now: now}
 		var jobIDs []int64
@@ -256,6 +258,9 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 				byRunner[k.runner] = g
 			}
 			g.Tasks++
+			if low, ok := from[k.job]; !ok || k.seq < low {
+				from[k.job] = k.seq
+			}
 			if !slices.Contains(g.Jobs, jobUUID) {
 				g.Jobs = append(g.Jobs, jobUUID)
 			}
@@ -320,7 +325,7 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 	if err != nil {
 		return store.Recovered{}, fmt.Errorf("recover: %w", err)
 	}
-	return store.Recovered{Requeued: requeued, Failed: failed, Runners: runners}, nil
+	return store.Recovered{Requeued: requeued, Failed: failed, Runners: runners, From: from}, nil
 }
 
 // goneRunners lists the runners of byRunner by id.
