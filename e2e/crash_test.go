@@ -132,7 +132,13 @@ func startWith(t *testing.T, db string, env []string, args ...string) *proc {
 
 func startIn(t *testing.T, db string, env []string, stdin io.Reader, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(binary(t), args...)
+	return startBinary(t, binary(t), db, env, stdin, args...)
+}
+
+// startBinary is startIn with the pcd binary to run.
+func startBinary(t *testing.T, bin, db string, env []string, stdin io.Reader, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(append(os.Environ(), "PCD_DB="+db, raceEnv), env...)
 	p := &proc{cmd: cmd, stdout: new(buffer), stderr: new(buffer), done: make(chan struct{})}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, p.stdout, p.stderr
