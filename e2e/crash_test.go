@@ -616,7 +616,9 @@ const frontierPassesUnfinished = `SELECT count(*) FROM jobs j WHERE EXISTS (SELE
 func TestRunRecoversAndResumes(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "pcd.db")
-	job := writeJob(t, dir, "job.json", 20, `{"kind":"sleep","payload":{"secs":0.01}}`)
+	// Tasks long enough that their start marks commit before their
+	// results: the third commit of start marks comes mid-job.
+	job := writeJob(t, dir, "job.json", 20, `{"kind":"sleep","payload":{"secs":0.1}}`)
 	p := startWith(t, db, []string{"PCD_FAILPOINT=" + failpoint.AfterTaskStart + ":3"}, "run", "--workers", "2", job)
 	p.wait(t, time.Minute)
 	if !killedBySIGKILL(p) {

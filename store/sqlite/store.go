@@ -96,9 +96,9 @@ type DB struct {
 	ckpt *checkpointer
 	// deferred is set when Open checked only part of a large file.
 	deferred bool
-	// stmts are the runner's statements, prepared at the first
-	// transaction that needs them (statementsReady): a short command
-	// never pays for them.
+	// stmts are the runner's statements, prepared at open, or with
+	// Options.Brief at the first transaction that needs them
+	// (statementsReady): a short command never pays for them.
 	stmts      statements
 	stmtsMu    sync.Mutex
 	stmtsReady bool
@@ -192,6 +192,13 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	db.rc = newCachedReader(db.r)
 	if opts.Brief {
 		return db, nil
+	}
+	// Any other open may run jobs: their first commit does not wait for
+	// the statements.
+	if err := db.statementsReady(ctx); err != nil {
+		db.r.Close()
+		db.w.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	db.ckpt, err = startCheckpointer(dsn(abs, opts, false), opts.WALWarn, opts.OnWALWarn)
 	if err != nil {
