@@ -90,15 +90,20 @@ func (p *pgBench) pgDaemon(db string) (*exec.Cmd, error) {
 	}
 }
 
-// lineWatch closes found the first time the output has match.
+// lineWatch closes found the first time the output has match; then, if
+// next is set, it passes the output on to it.
 type lineWatch struct {
 	match string
 	found chan struct{}
 	seen  bool
 	tail  string
+	next  *lineWatch
 }
 
 func (w *lineWatch) Write(b []byte) (int, error) {
+	if w.seen && w.next != nil {
+		return w.next.Write(b)
+	}
 	if !w.seen {
 		w.tail += string(b)
 		if strings.Contains(w.tail, w.match) {
