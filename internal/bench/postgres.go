@@ -4,7 +4,6 @@ import (
 	"context"
 	_ "embed"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/url"
@@ -72,23 +71,7 @@ func (p *pgBench) schema() (string, func(), error) {
 }
 
 // pgDaemon starts a daemon on db and waits until it has registered.
-func (p *pgBench) pgDaemon(db string) (*exec.Cmd, error) {
-	cmd := dieWithBench(exec.Command(p.self, "daemon", "--log-level", "info"))
-	cmd.Env = append(os.Environ(), "PCD_DB="+db)
-	started := make(chan struct{})
-	cmd.Stderr = &lineWatch{match: "daemon started", found: started}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	select {
-	case <-started:
-		return cmd, nil
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		cmd.Wait()
-		return nil, errors.New("the daemon did not start")
-	}
-}
+func (p *pgBench) pgDaemon(db string) (*exec.Cmd, error) { return p.pgDaemonEnv(db, nil, nil) }
 
 // lineWatch closes found the first time the output has match; then, if
 // next is set, it passes the output on to it.
