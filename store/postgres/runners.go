@@ -317,9 +317,13 @@ func (db *DB) Recover(ctx context.Context, maxInterrupts int,
 				return err
 			}
 		}
-		// A job left running by runners all gone waits for a runner.
+		// A job left running by runners all gone waits for a runner. One
+		// with a task claimed by a live runner, this one included (it
+		// looks every second while it runs jobs), is running.
 		_, err = tx.Exec(ctx, `UPDATE jobs j SET state = 'pending' WHERE j.state = 'running' AND j.finished_at IS NULL
-			AND NOT EXISTS (SELECT 1 FROM runners g WHERE g.id <> $2 AND NOT `+gone+`)`, oldest, me)
+			AND NOT EXISTS (SELECT 1 FROM runners g WHERE g.id <> $2 AND NOT `+gone+`)
+			AND NOT EXISTS (SELECT 1 FROM running u JOIN runners g ON g.id = u.runner_id
+				WHERE u.job_id = j.id AND NOT `+gone+`)`, oldest, me)
 		return err
 	})
 	if err != nil {
