@@ -532,7 +532,8 @@ func listTasks(c *cli.Context, env Env, db *client, j store.Job, state store.Sta
 func taskRow(t store.TaskRow, numWidth int) []string {
 	state := string(t.State)
 	if t.Interrupts > 0 {
-		state += " (" + plural(t.Interrupts, "interrupt") + ")" // runs cut short by a runner's death
+		// Runs cut short by a runner's death: the task may have run twice.
+		state += " (" + plural(t.Interrupts, "interrupt") + ": may have run twice)"
 	}
 	exit := "-"
 	if t.Kind == "exec" && len(t.Result) > 0 {

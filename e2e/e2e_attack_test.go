@@ -214,10 +214,10 @@ func TestSIGKILLedDaemonLeavesNothingRunning(t *testing.T) {
 			}
 			// The interruption is counted, and shown.
 			job := queryString(t, db, "SELECT uuid FROM jobs")
-			if r := pcd(t, db, "tasks", "--json", job); !strings.Contains(r.stdout, `"interrupts":1`) {
+			if r := pcd(t, db, "tasks", "--json", job); !strings.Contains(r.stdout, `"interrupts":1,"may_have_run_twice":true`) {
 				t.Errorf("tasks --json does not show the interruption: %s", r.stdout)
 			}
-			if r := pcd(t, db, "tasks", job); !strings.Contains(r.stdout, "(1 interrupt)") {
+			if r := pcd(t, db, "tasks", job); !strings.Contains(r.stdout, "(1 interrupt: may have run twice)") {
 				t.Errorf("tasks does not show interruptions:\n%s", r.stdout)
 			}
 		})

@@ -797,3 +797,90 @@ func TestPostgresTakeoverIsLogged(t *testing.T) {
 		t.Errorf("no task started after the takeover but the taken-over ones: the test proves nothing")
 	}
 }
+
+// Two daemons share a job of commands that log their own runs; one is
+// SIGKILLed mid-job. Every task whose command ran twice, by that log, is
+// marked as one that may have run twice, and the marks that ran once are
+// counted: they are the tasks whose start mark committed just before the
+// kill, and whose command had not begun.
+func TestPostgresTasksThatMayHaveRunTwiceAreMarked(t *testing.T) {
+	db := pgtest.URL(t)
+	dir := t.TempDir()
+	runs := filepath.Join(dir, "runs.log")
+	env := []string{"PCD_LEASE=2s"}
+	s := uniqueSleep(0)
+	t.Cleanup(func() { killAll(processesWith("sleep", s)) })
+	victim := startPGDaemon(t, db, env...)
+	survivor := startPGDaemon(t, db, env...)
+	defer stopDaemon(t, survivor)
+	const n = 800
+	task := fmt.Sprintf(`{"kind":"exec","payload":{"argv":["sh","-c","echo \"$PCD_TASK_ID\" >> \"$0\"; sleep 0.2%s","%s"]}}`,
+		strings.TrimPrefix(s, "0."), runs)
+	file := filepath.Join(dir, "job.json")
+	if err := os.WriteFile(file, []byte(`{"workers":25,"tasks":[`+strings.TrimSuffix(strings.Repeat(task+",", n), ",")+`]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	job := submitID(t, db, file)
+	// Both daemons run tasks, and some have finished; then the victim dies
+	// with its workers busy.
+	victimPID := victim.cmd.Process.Pid
+	waitFor(t, db, fmt.Sprintf(`SELECT count(*) FROM running u JOIN runners g ON g.id = u.runner_id
+		WHERE u.started_at IS NOT NULL AND g.pid = %d`, victimPID), 10)
+	waitFor(t, db, fmt.Sprintf(`SELECT count(*) FROM running u JOIN runners g ON g.id = u.runner_id
+		WHERE u.started_at IS NOT NULL AND g.pid = %d`, survivor.cmd.Process.Pid), 10)
+	waitFor(t, db, "SELECT count(*) FROM results", 100)
+	victim.cmd.Process.Kill()
+	victim.wait(t, 10*time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
+	for queryDB(t, db, "SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the job did not finish within 2 minutes of the kill:\n%s", survivor.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	log, err := os.ReadFile(runs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := map[string]int{}
+	for _, id := range strings.Fields(string(log)) {
+		ran[id]++
+	}
+	marked := map[string]bool{}
+	lines := strings.Split(strings.TrimSpace(pcd(t, db, "tasks", "--json", job).stdout), "\n")
+	if len(lines) != n {
+		t.Fatalf("pcd tasks --json: %d lines, want %d", len(lines), n)
+	}
+	for _, line := range lines {
+		var task struct {
+			ID    string `json:"task_id"`
+			State string `json:"state"`
+			Twice bool   `json:"may_have_run_twice"`
+		}
+		if err := json.Unmarshal([]byte(line), &task); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		if task.State != "succeeded" || ran[task.ID] == 0 {
+			t.Errorf("task %s: %s, ran %d times", task.ID, task.State, ran[task.ID])
+		}
+		marked[task.ID] = task.Twice
+	}
+	twice, falseMarks := 0, 0
+	for id, times := range ran {
+		switch {
+		case times > 1 && !marked[id]:
+			t.Errorf("task %s ran %d times and is not marked as one that may have run twice", id, times)
+		case times > 1:
+			twice++
+		case marked[id]:
+			falseMarks++
+		}
+	}
+	t.Logf("%d tasks ran twice; %d marked tasks ran once", twice, falseMarks)
+	if twice == 0 {
+		t.Errorf("no task ran twice: the test proves nothing")
+	}
+	if r := pcd(t, db, "tasks", job); !strings.Contains(r.stdout, "(1 interrupt: may have run twice)") {
+		t.Errorf("pcd tasks marks no task:\n%s", r.stdout)
+	}
+}

@@ -23,14 +23,17 @@ type Event struct {
 
 // TaskEvent is the task-completed callback's payload.
 type TaskEvent struct {
-	ID       string          `json:"task_id"`
-	Number   int64           `json:"number"`
-	Kind     string          `json:"kind"`
-	State    store.State     `json:"state"`
-	TimeSecs float64         `json:"time_secs"`
-	Attempts int             `json:"attempts"`
-	Result   json.RawMessage `json:"result,omitempty"`
-	Error    string          `json:"error,omitempty"`
+	ID       string      `json:"task_id"`
+	Number   int64       `json:"number"`
+	Kind     string      `json:"kind"`
+	State    store.State `json:"state"`
+	TimeSecs float64     `json:"time_secs"`
+	Attempts int         `json:"attempts"`
+	// MayHaveRunTwice: a runner that had started the task died before its
+	// result committed, so it may have run more often than Attempts says.
+	MayHaveRunTwice bool            `json:"may_have_run_twice,omitempty"`
+	Result          json.RawMessage `json:"result,omitempty"`
+	Error           string          `json:"error,omitempty"`
 }
 
 // JobEvent is the job-completed callback's payload.
@@ -119,7 +122,7 @@ func CallbackJSON(dst []byte, cb store.Callback) ([]byte, error) {
 func taskEvent(jobUUID string, t store.Task, state store.State, took time.Duration, result json.RawMessage, errText string) Event {
 	return Event{Type: store.EventTask, JobID: jobUUID, Task: &TaskEvent{
 		ID: t.UUID, Number: t.Seq, Kind: t.Kind, State: state, TimeSecs: took.Seconds(),
-		Attempts: t.Attempts, Result: result, Error: errText,
+		Attempts: t.Attempts, MayHaveRunTwice: t.MayHaveRunTwice(), Result: result, Error: errText,
 	}}
 }
 

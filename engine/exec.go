@@ -70,8 +70,9 @@ type ExecResult struct {
 	Tag string `json:"tag,omitempty"`
 }
 
-// Isolated: the command runs in its own process.
-func (Exec) Isolated() bool { return true }
+// Exec is not Isolated: a command acts on the world, so it starts only
+// once its start mark has committed. If its runner dies, the task is then
+// always counted as interrupted, and shown as one that may have run twice.
 
 // Validate checks the payload, and that the directory and command exist
 // here, so that a typo is refused at submit rather than at run time.

@@ -37,13 +37,14 @@ type Kind interface {
 	Run(ctx context.Context, t Task) (json.RawMessage, error)
 }
 
-// Isolated is implemented by kinds whose tasks cannot take the process down
-// with them: they do nothing risky in-process (sleep, noop) or run out of
-// process (exec). Their tasks run without waiting for a durable start
-// mark; the mark is written with the next group commit instead, or not at
-// all when the result commits with it. Other kinds, such as Go functions,
-// wait for the mark, so that a task that crashes pcd is always counted as
-// interrupted and fails after three restarts.
+// Isolated is implemented by kinds whose tasks can neither take the
+// process down nor do anything outside it, so that running one twice is
+// harmless (sleep, noop, fail). Their tasks run without waiting for a
+// durable start mark; the mark is written with the next group commit
+// instead, or not at all when the result commits with it. Other kinds,
+// exec and Go functions among them, wait for the mark: if the runner dies
+// while one runs (or crashes pcd), it is always counted as interrupted,
+// shown as one that may have run twice, and failed after three restarts.
 type Isolated interface {
 	Isolated() bool
 }

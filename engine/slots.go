@@ -46,14 +46,18 @@ func newRunSlots(n int) *runSlots {
 	return &runSlots{slots: make([]runSlot, n), poke: make(chan struct{}, 1)}
 }
 
-// begin records that consumer i runs task seq from at.
-func (r *runSlots) begin(i int, seq int64, at time.Time) {
+// begin records that consumer i runs task seq from at; marked when its
+// start mark has committed already (a task that waited for it), so that
+// only its process group remains to be written.
+func (r *runSlots) begin(i int, seq int64, at time.Time, marked bool) {
 	s := &r.slots[i]
 	s.mu.Lock()
-	s.seq, s.at, s.since, s.marked = seq, at, time.Now(), false
+	s.seq, s.at, s.since, s.marked = seq, at, time.Now(), marked
 	s.proc, s.procMarked = process.Group{}, false
 	s.mu.Unlock()
-	r.wake()
+	if !marked {
+		r.wake() // its mark is due in markDelay
+	}
 }
 
 func (r *runSlots) wake() {
@@ -64,8 +68,10 @@ func (r *runSlots) wake() {
 }
 
 // setProc records the process group of consumer i's task, to be written
-// with its start mark, or added to it if the mark is out already. It does
-// not wake the completer: the task's mark is due markDelay after it began.
+// with its start mark, or added to it if the mark is out already. It wakes
+// the completer only for a task whose mark had committed before it began:
+// otherwise begin did, and the group rides with the mark, due markDelay
+// after the task began.
 func (r *runSlots) setProc(i int, p process.Group) {
 	s := &r.slots[i]
 	s.mu.Lock()
@@ -74,7 +80,11 @@ func (r *runSlots) setProc(i int, p process.Group) {
 		return
 	}
 	s.proc, s.procMarked = p, false
+	marked := s.marked
 	s.mu.Unlock()
+	if marked {
+		r.wake()
+	}
 }
 
 // end records that consumer i is done with its task. It must come before

@@ -17,6 +17,14 @@ type Task struct {
 	NotBefore  time.Time // zero unless waiting out a backoff
 }
 
+// MayHaveRunTwice reports whether the task may have run more often than
+// its attempts say: a runner that had started it died (or lost its lease)
+// before its result committed, and it was run again or failed for it.
+// That is exactly an interruption: a task is counted as interrupted when
+// its start mark had committed, and tasks of kinds that act outside pcd
+// (exec, Go functions) start only once it has.
+func (t Task) MayHaveRunTwice() bool { return t.Interrupts > 0 }
+
 // TaskRow is a task with its outcome, for display.
 type TaskRow struct {
 	Task

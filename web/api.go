@@ -75,17 +75,20 @@ type Task struct {
 	State    store.State `json:"state"`
 	Attempts int         `json:"attempts"`
 	// Interrupts counts runs cut short by a runner's death: not attempts.
-	Interrupts int             `json:"interrupts"`
-	TimeSecs   float64         `json:"time_secs"`
-	Payload    json.RawMessage `json:"payload"`
-	Result     json.RawMessage `json:"result,omitempty"`
-	Error      string          `json:"error,omitempty"`
+	Interrupts int `json:"interrupts"`
+	// MayHaveRunTwice: a runner that had started the task died before its
+	// result committed.
+	MayHaveRunTwice bool            `json:"may_have_run_twice"`
+	TimeSecs        float64         `json:"time_secs"`
+	Payload         json.RawMessage `json:"payload"`
+	Result          json.RawMessage `json:"result,omitempty"`
+	Error           string          `json:"error,omitempty"`
 }
 
 // ViewTask is t as the API shows it.
 func ViewTask(t store.TaskRow) Task {
 	return Task{Number: t.Seq, ID: t.UUID, Kind: t.Kind, State: t.State, Attempts: t.Attempts,
-		Interrupts: t.Interrupts, TimeSecs: t.Time.Seconds(), Payload: t.Payload, Result: t.Result, Error: t.Error}
+		Interrupts: t.Interrupts, MayHaveRunTwice: t.MayHaveRunTwice(), TimeSecs: t.Time.Seconds(), Payload: t.Payload, Result: t.Result, Error: t.Error}
 }
 
 func (s *server) findJob(w http.ResponseWriter, r *http.Request) (store.Job, bool) {

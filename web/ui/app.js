@@ -212,6 +212,16 @@ function stateCell(state, paused) {
   return el("td", { class: "state-" + state }, paused ? "paused" : state);
 }
 
+// taskStateCell is a task's state, marked when a runner that had started
+// it died before its result committed.
+function taskStateCell(t) {
+  const cell = stateCell(t.state);
+  if (t.may_have_run_twice) {
+    cell.append(" ", el("span", { class: "twice", title: "a runner that had started this task died before its result committed: it may have run twice" }, "may have run twice"));
+  }
+  return cell;
+}
+
 // Pages.
 
 let stopPage = () => {};
@@ -374,7 +384,7 @@ async function jobPage(id, params) {
     if (t.result && typeof t.result === "object" && "exit_code" in t.result) exit = t.result.exit_code;
     return el("tr", { "data-task": String(t.number), "data-state": t.state },
       el("td", {}, el("a", { class: "task", onclick: () => showTask(t.number) }, t.number)),
-      stateCell(t.state), el("td", { class: "num" }, t.attempts), el("td", { class: "num" }, fmtDuration(t.time_secs)),
+      taskStateCell(t), el("td", { class: "num" }, t.attempts), el("td", { class: "num" }, fmtDuration(t.time_secs)),
       el("td", { class: "num" }, exit), el("td", { class: "command" }, t.payload === undefined ? "" : command(t)), el("td", {}, t.error || ""));
   };
   // addTask shows a task, or brings its row up to date.
@@ -463,7 +473,7 @@ async function jobPage(id, params) {
       if (state || ev.state !== "failed" || failedShown >= maxFailedShown) return;
       failedShown++;
     }
-    addTask({ number: ev.number, state: ev.state, attempts: ev.attempts, time_secs: ev.time_secs, result: ev.result, error: ev.error });
+    addTask({ number: ev.number, state: ev.state, attempts: ev.attempts, may_have_run_twice: ev.may_have_run_twice, time_secs: ev.time_secs, result: ev.result, error: ev.error });
   };
   listeners.add(onTask);
   return () => { stopLive(); clearInterval(poll); listeners.delete(onTask); };
