@@ -151,9 +151,6 @@ func (g *group) add(o outcome, ok bool) {
 		return
 	}
 	g.outs = append(g.outs, o)
-	if o.next != nil {
-		g.sreqs = append(g.sreqs, *o.next)
-	}
 }
 
 // refuse tells the start requests that their tasks must not run.

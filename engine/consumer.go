@@ -19,9 +19,6 @@ type outcome struct {
 	event       Event
 	res         store.Result
 	interrupted bool // stopped by cancellation: back to pending
-	// next, if set, is the consumer's next task, asking for its start
-	// mark in the same commit as this result.
-	next *startReq
 }
 
 // startReq asks the completer to mark a task running and waits for the
@@ -36,45 +33,46 @@ type startReq struct {
 // consume runs tasks from queue until it is closed, ctx is cancelled, or
 // the controller drains. A task of a kind that is not Isolated is marked
 // running (group-committed with other starts and results) before it runs;
-// an Isolated one runs at once, in slot i of slots. When a task ends and
-// the next is in the queue already, the next one's start mark asks to ride
-// with the result: one commit instead of two, which is what a job of
-// short commands on several PostgreSQL daemons is bound by.
+// an Isolated one runs at once, in slot i of slots.
 func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan store.Task,
 	starts chan<- startReq, results chan<- outcome, slots *runSlots, i int) {
 	reply := make(chan bool, 1)
 	// An exec task reports its process group through the context, into
 	// this consumer's slot, so the start mark records it.
 	procCtx := withProcessReporter(ctx, func(p process.Group) { slots.setProc(i, p) })
-	var (
-		t     store.Task
-		have  bool // t was taken as the last task ended
-		asked bool // and its start mark rode with that task's result
-	)
 	for {
-		if !have {
-			if c.draining() {
-				return
-			}
-			var ok bool
-			if t, ok = c.take(ctx, queue); !ok {
-				return
-			}
-			if c.draining() || ctx.Err() != nil {
-				return // taken but not started: it stays pending
-			}
-			if c.cfg.groupSlots != nil {
-				select {
-				case c.cfg.groupSlots <- struct{}{}:
-				case <-ctx.Done():
-					return
-				case <-c.drain:
+		if c.draining() {
+			return
+		}
+		var t store.Task
+		select {
+		case t = <-c.ahead: // taken over from a gone runner: first
+		default:
+			select {
+			case t = <-c.ahead:
+			case task, ok := <-queue:
+				if !ok {
 					return
 				}
+				t = task
+			case <-ctx.Done():
+				return
+			case <-c.drain:
+				return
 			}
 		}
-		wasAsked := asked
-		have, asked = false, false
+		if c.draining() || ctx.Err() != nil {
+			return // taken but not started: it stays pending
+		}
+		if c.cfg.groupSlots != nil {
+			select {
+			case c.cfg.groupSlots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			case <-c.drain:
+				return
+			}
+		}
 		kind, kindErr := c.cfg.Registry.Lookup(t.Kind)
 		if kindErr != nil {
 			// A kind this runner does not know (tasks of it were added to
@@ -96,9 +94,7 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 			slots.begin(i, t.Seq, c.cfg.Clock.Now(), false)
 		} else {
 			at := c.cfg.Clock.Now()
-			if !wasAsked {
-				starts <- startReq{task: t, at: at, reply: reply}
-			}
+			starts <- startReq{task: t, at: at, reply: reply}
 			if !<-reply {
 				c.releaseGroupSlot()
 				continue // no longer pending (cancelled), or the commit failed
@@ -118,56 +114,7 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 		if !out.interrupted && out.res.RetryAt.IsZero() {
 			c.noteOutcome(job, out.res.State)
 		}
-		if !out.interrupted && ctx.Err() == nil {
-			if t, have = c.takeWaiting(queue); have {
-				if k, err := c.cfg.Registry.Lookup(t.Kind); err == nil && !isolated(k) {
-					out.next = &startReq{task: t, at: c.cfg.Clock.Now(), reply: reply}
-					asked = true
-				}
-			}
-		}
 		results <- out
-	}
-}
-
-// take waits for the consumer's next task: one taken over from a gone
-// runner first, then the queue's. False when the queue is closed, ctx is
-// cancelled or the controller drains.
-func (c *jobController) take(ctx context.Context, queue <-chan store.Task) (store.Task, bool) {
-	select {
-	case t := <-c.ahead:
-		return t, true
-	default:
-	}
-	select {
-	case t := <-c.ahead:
-		return t, true
-	case t, ok := <-queue:
-		return t, ok
-	case <-ctx.Done():
-		return store.Task{}, false
-	case <-c.drain:
-		return store.Task{}, false
-	}
-}
-
-// takeWaiting takes the consumer's next task if one is waiting already,
-// and the job neither drains nor waits on its group's limit (a task whose
-// mark rode ahead must start at once).
-func (c *jobController) takeWaiting(queue <-chan store.Task) (store.Task, bool) {
-	if c.cfg.groupSlots != nil || c.draining() {
-		return store.Task{}, false
-	}
-	select {
-	case t := <-c.ahead:
-		return t, true
-	default:
-	}
-	select {
-	case t, ok := <-queue:
-		return t, ok
-	default:
-		return store.Task{}, false
 	}
 }
 
