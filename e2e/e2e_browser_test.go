@@ -331,3 +331,24 @@ func TestDashboardAsksForTheToken(t *testing.T) {
 		t.Errorf("the daemons card: %q", up)
 	}
 }
+
+// A task whose runner was SIGKILLed while it ran is marked in the
+// dashboard as one that may have run twice.
+func TestDashboardMarksATaskThatMayHaveRunTwice(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "pcd.db")
+	s := uniqueSleep(60)
+	t.Cleanup(func() { killAll(processesWith("sleep", s)) })
+	id := submitID(t, db, "--", "sleep", s)
+	d := startDaemon(t, db)
+	waitProcesses(t, 1, 30*time.Second, "sleep", s)
+	d.cmd.Process.Kill()
+	d.wait(t, 10*time.Second)
+	d2 := controlDaemon(t, db, "--http", "127.0.0.1:0", "--grace", "100ms")
+	defer stopDaemon(t, d2)
+	b := openBrowser(t)
+	b.open(httpBase(t, d2) + "/#/jobs/" + id)
+	b.waitFor("the task's mark", `document.querySelector('tr[data-task="1"] .twice')`)
+	if got, _ := b.eval(`document.querySelector('tr[data-task="1"] .twice').textContent`).(string); got != "may have run twice" {
+		t.Errorf("the mark reads %q", got)
+	}
+}
