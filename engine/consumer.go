@@ -44,22 +44,9 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 		if c.draining() {
 			return
 		}
-		var t store.Task
-		select {
-		case t = <-c.ahead: // taken over from a gone runner: first
-		default:
-			select {
-			case t = <-c.ahead:
-			case task, ok := <-queue:
-				if !ok {
-					return
-				}
-				t = task
-			case <-ctx.Done():
-				return
-			case <-c.drain:
-				return
-			}
+		t, ok := c.take(ctx, queue)
+		if !ok {
+			return
 		}
 		if c.draining() || ctx.Err() != nil {
 			return // taken but not started: it stays pending
@@ -97,6 +84,7 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 			starts <- startReq{task: t, at: at, reply: reply}
 			if !<-reply {
 				c.releaseGroupSlot()
+				c.doneWith()
 				continue // no longer pending (cancelled), or the commit failed
 			}
 			if c.draining() {
@@ -111,10 +99,47 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 		out := c.runTask(procCtx, job, t, kind, i+1)
 		slots.end(i)
 		c.releaseGroupSlot()
+		c.doneWith()
 		if !out.interrupted && out.res.RetryAt.IsZero() {
 			c.noteOutcome(job, out.res.State)
 		}
 		results <- out
+	}
+}
+
+// doneWith records that a consumer is done with a task the producer
+// queued, and on a shared database tells the producer, which claims only
+// for free workers (see hungry).
+func (c *jobController) doneWith() {
+	c.inHand.Add(-1)
+	if c.shared {
+		c.retries.signal()
+	}
+}
+
+// take waits for the consumer's next task: one taken over from a gone
+// runner first, then the queue's. False when the queue is closed, ctx is
+// cancelled or the controller drains.
+func (c *jobController) take(ctx context.Context, queue <-chan store.Task) (store.Task, bool) {
+	select {
+	case t := <-c.ahead:
+		return t, true
+	default:
+	}
+	select {
+	case t, ok := <-queue:
+		return t, ok
+	default:
+	}
+	select {
+	case t := <-c.ahead:
+		return t, true
+	case t, ok := <-queue:
+		return t, ok
+	case <-ctx.Done():
+		return store.Task{}, false
+	case <-c.drain:
+		return store.Task{}, false
 	}
 }
 

@@ -122,6 +122,13 @@ type jobController struct {
 	// from takenFrom.
 	ahead     chan store.Task
 	takenFrom atomic.Int64
+	// inHand counts the tasks the producer has queued that the consumers
+	// have not done with: queued or running. On a database that several
+	// runners share (shared), the producer claims only for workers free
+	// of them.
+	inHand  atomic.Int64
+	workers int
+	shared  bool
 
 	// onProduce, when set by a test, sees each task the producer queues.
 	onProduce func(store.Task)
@@ -338,6 +345,9 @@ func (c *jobController) pipeline(ctx context.Context, job store.Job, elapsed fun
 	}()
 	queue := make(chan store.Task, job.QueueSize)
 	c.ahead = make(chan store.Task, job.QueueSize)
+	c.shared = c.db.Shared()
+	c.workers = runWorkers(job)
+	c.inHand.Store(0)
 	c.frontier = newFrontier(job.DoneThrough)
 	c.preHalt = newHalter(job)
 	// Room for a whole group commit's worth of starts and results, so that
@@ -354,7 +364,7 @@ func (c *jobController) pipeline(ctx context.Context, job store.Job, elapsed fun
 		defer close(queue)
 		prodErr = c.produce(runCtx, job, queue)
 	}()
-	workers := runWorkers(job)
+	workers := c.workers
 	slots := newRunSlots(workers)
 	var consumers sync.WaitGroup
 	for i := range workers {

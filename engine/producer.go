@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pcd-dev/pcd/store"
@@ -23,6 +24,9 @@ type retries struct {
 	// looks for due tasks, so a job without retries pays nothing.
 	waits bool
 	poke  chan struct{} // cap 1: something changed
+	// resolvedN counts the outcomes resolved: the rate the workers go
+	// through tasks, for the size of a claim.
+	resolvedN atomic.Int64
 }
 
 func newRetries() *retries {
@@ -46,6 +50,7 @@ func (r *retries) resolved(seqs []int64) {
 		delete(r.inflight, seq)
 	}
 	r.mu.Unlock()
+	r.resolvedN.Add(int64(len(seqs)))
 	r.signal()
 }
 
@@ -102,23 +107,30 @@ func (r *retries) state() (waits bool, inflight int) {
 // 300k tasks/s in pages of 100, 430k in pages of 1000).
 const minPage = 1000
 
-// On a database that several runners share, a page read is a claim. A
-// claim starts at minClaim tasks (or the queue's size): a small one
-// spreads a job over the runners and leaves less to take over when one
-// dies. While the workers empty each page in less than claimFast, the
-// next is twice as large, up to maxClaim tasks and maxClaimBytes of
-// payloads: a claim's round trips, its commit and its plan cost the same
-// for 250 tasks as for 4,000, and a runner of no-op tasks spent most of
-// its time claiming (1 daemon, 500k no-ops: 25k tasks/s in claims of 250,
-// 34k in claims of 1,000, 38k in claims of 4,000). A page that takes the
-// workers longer than claimSlow halves the next, so that a runner of
-// long tasks does not hold many that others could run.
+// On a database that several runners share, a page read is a claim, and
+// what a runner claims no other runs. So a runner claims only when a
+// worker of its own is free, with no task queued or running for it, or,
+// for tasks shorter than claimAhead, when its queue runs low (hungry). It
+// claims what its free workers can start, or, for such short tasks,
+// claimAhead of work at the rate they get their outcomes: up to maxClaim
+// tasks and maxClaimBytes of payloads. A job of 100 one-second tasks on
+// two daemons of 25 workers thus runs 25 at a time on each, not 100 on the
+// first; and a runner of no-op tasks still claims thousands at a time,
+// which it must: a claim's round trips, its commit and its plan cost the
+// same for 250 tasks as for 4,000 (1 daemon, 500k no-ops: 25k tasks/s in
+// claims of 250, 34k in claims of 1,000, 38k in claims of 4,000). It also
+// leaves less to take over when a runner dies.
 const (
-	minClaim      = 250
 	maxClaim      = 4096
 	maxClaimBytes = 8 << 20
-	claimFast     = 50 * time.Millisecond
-	claimSlow     = time.Second
+	claimAhead    = 100 * time.Millisecond
+	// claimLead is how much work left in the queue, at the rate tasks
+	// go, makes a runner of short tasks claim again before its workers
+	// run dry (a claim takes a few milliseconds).
+	claimLead = 20 * time.Millisecond
+	// rateWindow is the shortest time the rate of outcomes is measured
+	// over.
+	rateWindow = 100 * time.Millisecond
 )
 
 // produce streams the job's pending tasks, in seq order, into queue, then
@@ -127,13 +139,7 @@ const (
 // that is more, so memory stays bounded whatever the size of the job. It blocks while queue is full, and
 // returns once every task it queued has an outcome and none waits.
 func (c *jobController) produce(ctx context.Context, job store.Job, queue chan<- store.Task) error {
-	page := max(job.QueueSize, minPage)
-	minPg, maxPg := page, page
-	if c.db.Shared() {
-		page = max(job.QueueSize, minClaim)
-		minPg, maxPg = page, max(page, maxClaim)
-	}
-	p := &producer{c: c, ctx: ctx, job: job, queue: queue, page: page, minPage: minPg, maxPage: maxPg,
+	p := &producer{c: c, ctx: ctx, job: job, queue: queue, page: max(job.QueueSize, minPage), claims: c.shared,
 		after: job.DoneThrough, // every task up to it is final
 		// One instant splits the tasks waiting out a backoff (read when
 		// due) from those the first pass reads.
@@ -170,6 +176,14 @@ func (c *jobController) produce(ctx context.Context, job store.Job, queue chan<-
 			}
 			continue
 		}
+		if !p.passDone && p.claims && !p.hungry() {
+			// Nothing to claim for yet: a worker done with a task, an
+			// outcome or a wake-up looks again.
+			if stop, err := p.wait(wake, due); stop {
+				return err
+			}
+			continue
+		}
 		if !p.passDone {
 			sent, err := p.sendPending()
 			if err != nil {
@@ -193,9 +207,19 @@ type producer struct {
 	ctx   context.Context
 	job   store.Job
 	queue chan<- store.Task
-	// page is the size of the next read, between minPage and maxPage
-	// (sized).
-	page, minPage, maxPage int
+	// page is the size of the next read. On a shared database, where a
+	// read is a claim, claimSize sets it before each claim.
+	page   int
+	claims bool
+	// lastClaimed tasks with lastBytes of payloads were claimed last.
+	lastClaimed int
+	lastBytes   int
+	// rate is how many tasks per second got their outcomes, over the
+	// last window of at least rateWindow that ended at a claim: from
+	// windowStart, when windowResolved had.
+	rate           float64
+	windowStart    time.Time
+	windowResolved int64
 	// after is the last seq the first pass has read; passDue splits the
 	// tasks it reads from those waiting out a backoff; passDone is set
 	// when it has read the last task of a sealed job.
@@ -209,6 +233,7 @@ func (p *producer) send(t store.Task) bool { return p.sendTo(p.queue, t) }
 
 // sendTo queues t in lane, the queue or the lane ahead of it.
 func (p *producer) sendTo(lane chan<- store.Task, t store.Task) bool {
+	p.c.inHand.Add(1)
 	select {
 	case lane <- t:
 	case <-p.ctx.Done():
@@ -315,10 +340,16 @@ func (p *producer) sendPending() (sent bool, err error) {
 		}
 		p.job.Sealed = j.Sealed
 	}
+	if p.claims {
+		p.claimSize()
+	}
 	from := c.retries.beginRead()
 	tasks, err := c.db.PendingTasks(p.ctx, p.job.ID, p.after, p.page, p.passDue)
 	if err != nil {
 		return false, err
+	}
+	if p.claims {
+		p.claimed(tasks)
 	}
 	if len(tasks) == 0 {
 		p.passDone = p.job.Sealed
@@ -326,7 +357,6 @@ func (p *producer) sendPending() (sent bool, err error) {
 	}
 	// A sealed job gets no new tasks: a short page ends the pass.
 	p.passDone = p.job.Sealed && len(tasks) < p.page
-	start := c.cfg.Clock.Now()
 	for _, t := range tasks {
 		p.after = t.Seq
 		c.frontier.queued(t.Seq)
@@ -338,25 +368,60 @@ func (p *producer) sendPending() (sent bool, err error) {
 			return false, errStopSending
 		}
 	}
-	p.sized(tasks, c.cfg.Clock.Now().Sub(start))
 	return true, nil
 }
 
-// sized sets the size of the next page from the last one, read whole,
-// and the time its tasks took to enter the queue.
-func (p *producer) sized(page []store.Task, took time.Duration) {
-	if p.minPage == p.maxPage || len(page) < p.page {
-		return
+// hungry says whether the run needs a claim: a worker is free, with no
+// task queued or running for it, or, for short tasks, the queue holds
+// less than claimLead of work at the rate they go (up to half the queue).
+func (p *producer) hungry() bool {
+	if p.free() > 0 {
+		return true
 	}
-	var bytes int
-	for _, t := range page {
-		bytes += len(t.Payload)
+	if !p.shortTasks() {
+		return false
 	}
-	switch {
-	case took < claimFast && 2*bytes <= maxClaimBytes:
-		p.page = min(2*p.page, p.maxPage)
-	case took > claimSlow:
-		p.page = max(p.page/2, p.minPage)
+	return len(p.queue) < min(int(p.rate*claimLead.Seconds()), cap(p.queue)/2)
+}
+
+// free is how many workers have no task queued or running for them.
+func (p *producer) free() int { return p.c.workers - int(p.c.inHand.Load()) }
+
+// shortTasks says whether the job's tasks take less than claimAhead, at
+// the last rate measured: each worker runs several before the next claim.
+func (p *producer) shortTasks() bool { return p.rate*claimAhead.Seconds() > float64(p.c.workers) }
+
+// claimSize sets the size of the next claim: what the free workers can
+// start, or, for short tasks, claimAhead of work at the rate they get
+// their outcomes; within maxClaim tasks and maxClaimBytes at the last
+// claim's payload sizes. (The rate is of outcomes, not of tasks taken:
+// workers that start at once take a claim in a moment, however long its
+// tasks run.)
+func (p *producer) claimSize() {
+	now := time.Now()
+	resolved := p.c.retries.resolvedN.Load()
+	if p.windowStart.IsZero() {
+		p.windowStart, p.windowResolved = now, resolved
+	} else if took := now.Sub(p.windowStart); took >= rateWindow {
+		p.rate = float64(resolved-p.windowResolved) / took.Seconds()
+		p.windowStart, p.windowResolved = now, resolved
+	}
+	n := max(p.free(), 1)
+	if p.shortTasks() {
+		n = max(n, int(p.rate*claimAhead.Seconds()))
+	}
+	n = min(n, maxClaim)
+	if p.lastClaimed > 0 && p.lastBytes > 0 {
+		n = min(n, max(1, maxClaimBytes*p.lastClaimed/p.lastBytes))
+	}
+	p.page = n
+}
+
+// claimed records a claim of tasks, for the next claimSize.
+func (p *producer) claimed(tasks []store.Task) {
+	p.lastClaimed, p.lastBytes = len(tasks), 0
+	for _, t := range tasks {
+		p.lastBytes += len(t.Payload)
 	}
 }
 

@@ -8,57 +8,78 @@ import (
 	"github.com/pcd-dev/pcd/store"
 )
 
-// A claim grows while its tasks enter the queue fast, up to its bounds in
-// tasks and bytes, and shrinks when they are slow.
+// On a shared database a claim is what the idle workers can start, or
+// claimAhead of work at the rate tasks got their outcomes, within its
+// bounds in tasks and bytes; and a runner claims only when it needs to.
 func TestClaimSize(t *testing.T) {
-	page := func(n, payload int) []store.Task {
-		tasks := make([]store.Task, n)
-		for i := range tasks {
-			tasks[i].Payload = []byte(strings.Repeat("x", payload))
+	tasks := func(n, payload int) []store.Task {
+		out := make([]store.Task, n)
+		for i := range out {
+			out[i].Payload = []byte(strings.Repeat("x", payload))
 		}
-		return tasks
+		return out
 	}
-	p := &producer{page: minClaim, minPage: minClaim, maxPage: maxClaim}
-	var sizes []int
-	for range 7 {
-		p.sized(page(p.page, 10), time.Millisecond)
-		sizes = append(sizes, p.page)
+	c := &jobController{retries: newRetries(), workers: 25}
+	queue := make(chan store.Task, 100)
+	p := &producer{c: c, queue: queue, claims: true}
+	// size is the claim after one of lastClaimed tasks of payload bytes
+	// each, in a window of ago in which resolved tasks got outcomes.
+	size := func(idle, lastClaimed, payload, resolved int, ago time.Duration) int {
+		t.Helper()
+		c.inHand.Store(int64(25 - idle))
+		p.claimed(tasks(lastClaimed, payload))
+		p.rate = 0
+		p.windowStart, p.windowResolved = time.Now().Add(-ago), c.retries.resolvedN.Load()
+		c.retries.resolvedN.Add(int64(resolved))
+		p.claimSize()
+		return p.page
 	}
-	want := []int{500, 1000, 2000, 4000, maxClaim, maxClaim, maxClaim}
-	for i := range want {
-		if sizes[i] != want[i] {
-			t.Fatalf("fast pages: sizes %v, want %v", sizes, want)
-		}
+	// The first claim: one task per idle worker.
+	c.inHand.Store(0)
+	if p.claimSize(); p.page != 25 {
+		t.Errorf("first claim, 25 idle workers: %d, want 25", p.page)
 	}
-	// A short page (the job's end) says nothing of the speed.
-	p.sized(page(10, 10), 5*time.Second)
-	if p.page != maxClaim {
-		t.Fatalf("after a short page: %d, want %d", p.page, maxClaim)
+	// A window too short to measure a rate in: what the idle workers can
+	// start.
+	if n := size(3, 25, 10, 20, time.Millisecond); n != 3 {
+		t.Errorf("no rate yet, 3 idle: %d, want 3", n)
 	}
-	p.sized(page(p.page, 10), 5*time.Second)
-	if p.page != maxClaim/2 {
-		t.Fatalf("after a slow page: %d, want %d", p.page, maxClaim/2)
+	// Slow tasks: 25 outcomes in a second. The claim is what the idle
+	// workers can start, not more.
+	if n := size(25, 25, 10, 25, time.Second); n != 25 {
+		t.Errorf("one-second tasks: %d, want 25", n)
 	}
+	// Fast tasks: 2,500 outcomes in 100 ms is 25k/s, and a claim of
+	// claimAhead of it is 2,500 tasks.
+	if n := size(25, 25, 10, 2500, rateWindow); n < 2000 || n > 2600 {
+		t.Errorf("fast tasks: %d, want about 2,500", n)
+	}
+	// Faster yet: no more than maxClaim.
+	if n := size(25, 4000, 10, 100_000, rateWindow); n != maxClaim {
+		t.Errorf("very fast tasks: %d, want %d", n, maxClaim)
+	}
+	// Large payloads: no more than maxClaimBytes.
+	if n := size(25, 100, maxClaimBytes/100, 100_000, rateWindow); n != 100 {
+		t.Errorf("fast tasks of %d bytes each: %d, want 100", maxClaimBytes/100, n)
+	}
+	// Every worker has a task, queued or running: no claim; a worker
+	// free of them: a claim.
+	p.rate = 25
 	for range 10 {
-		p.sized(page(p.page, 10), 5*time.Second)
+		queue <- store.Task{}
 	}
-	if p.page != minClaim {
-		t.Fatalf("after slow pages: %d, want %d", p.page, minClaim)
+	c.inHand.Store(25)
+	if p.hungry() {
+		t.Errorf("hungry with a task in hand for every worker, at 25 tasks/s")
 	}
-	// Large payloads: the page stops growing at maxClaimBytes.
-	p.sized(page(p.page, maxClaimBytes/minClaim), time.Millisecond)
-	if p.page != minClaim {
-		t.Fatalf("a page of %d bytes grew to %d", maxClaimBytes, p.page)
+	c.inHand.Store(24)
+	if !p.hungry() {
+		t.Errorf("not hungry with a worker free")
 	}
-	// Between the two bounds of speed, the size stays.
-	p.sized(page(p.page, 10), 200*time.Millisecond)
-	if p.page != minClaim {
-		t.Fatalf("a page of moderate speed changed the size to %d", p.page)
-	}
-	// A database of one runner reads fixed pages.
-	fixed := &producer{page: minPage, minPage: minPage, maxPage: minPage}
-	fixed.sized(page(minPage, 10), time.Microsecond)
-	if fixed.page != minPage {
-		t.Fatalf("fixed page changed to %d", fixed.page)
+	// Fast tasks: a queue low in work claims before the workers run dry.
+	c.inHand.Store(25)
+	p.rate = 25_000
+	if !p.hungry() {
+		t.Errorf("not hungry with 10 tasks queued at 25k tasks/s")
 	}
 }
