@@ -112,6 +112,7 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 // for free workers (see hungry).
 func (c *jobController) doneWith() {
 	c.inHand.Add(-1)
+	c.doneN.Add(1)
 	if c.shared {
 		c.retries.signal()
 	}

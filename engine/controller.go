@@ -127,6 +127,7 @@ type jobController struct {
 	// runners share (shared), the producer claims only for workers free
 	// of them.
 	inHand  atomic.Int64
+	doneN   atomic.Int64 // tasks the consumers were done with
 	workers int
 	shared  bool
 

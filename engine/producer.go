@@ -5,7 +5,6 @@ import (
 	"errors"
 	"maps"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/pcd-dev/pcd/store"
@@ -24,9 +23,6 @@ type retries struct {
 	// looks for due tasks, so a job without retries pays nothing.
 	waits bool
 	poke  chan struct{} // cap 1: something changed
-	// resolvedN counts the outcomes resolved: the rate the workers go
-	// through tasks, for the size of a claim.
-	resolvedN atomic.Int64
 }
 
 func newRetries() *retries {
@@ -50,7 +46,6 @@ func (r *retries) resolved(seqs []int64) {
 		delete(r.inflight, seq)
 	}
 	r.mu.Unlock()
-	r.resolvedN.Add(int64(len(seqs)))
 	r.signal()
 }
 
@@ -110,25 +105,23 @@ const minPage = 1000
 // On a database that several runners share, a page read is a claim, and
 // what a runner claims no other runs. So a runner claims only when a
 // worker of its own is free, with no task queued or running for it, or,
-// for tasks shorter than claimAhead, when its queue runs low (hungry). It
-// claims what its free workers can start, or, for such short tasks,
-// claimAhead of work at the rate they get their outcomes: up to maxClaim
-// tasks and maxClaimBytes of payloads. A job of 100 one-second tasks on
-// two daemons of 25 workers thus runs 25 at a time on each, not 100 on the
-// first; and a runner of no-op tasks still claims thousands at a time,
-// which it must: a claim's round trips, its commit and its plan cost the
-// same for 250 tasks as for 4,000 (1 daemon, 500k no-ops: 25k tasks/s in
-// claims of 250, 34k in claims of 1,000, 38k in claims of 4,000). It also
-// leaves less to take over when a runner dies.
+// for short tasks, when its queue is half empty (hungry). It claims what
+// its free workers can start; tasks shorter than shortTask it claims a
+// second of at a time (claimAhead, at the rate the workers do them),
+// up to maxClaim tasks and maxClaimBytes of payloads. A job of 100
+// one-second tasks on two daemons of 25 workers thus runs 25 at a time on
+// each, not 100 on the first; and a runner of no-op tasks still claims
+// thousands at a time, which it must: a claim's round trips, its commit
+// and its wait for the job's lock cost the same for 250 tasks as for
+// 4,000 (1 daemon, 500k no-ops: 25k tasks/s in claims of 250, 34k in
+// claims of 1,000, 38k in claims of 4,000). It also leaves less to take
+// over when a runner dies.
 const (
 	maxClaim      = 4096
 	maxClaimBytes = 8 << 20
-	claimAhead    = 100 * time.Millisecond
-	// claimLead is how much work left in the queue, at the rate tasks
-	// go, makes a runner of short tasks claim again before its workers
-	// run dry (a claim takes a few milliseconds).
-	claimLead = 20 * time.Millisecond
-	// rateWindow is the shortest time the rate of outcomes is measured
+	shortTask     = 20 * time.Millisecond
+	claimAhead    = time.Second
+	// rateWindow is the shortest time the rate of tasks done is measured
 	// over.
 	rateWindow = 100 * time.Millisecond
 )
@@ -214,9 +207,9 @@ type producer struct {
 	// lastClaimed tasks with lastBytes of payloads were claimed last.
 	lastClaimed int
 	lastBytes   int
-	// rate is how many tasks per second got their outcomes, over the
-	// last window of at least rateWindow that ended at a claim: from
-	// windowStart, when windowResolved had.
+	// rate is how many tasks per second the workers were done with, over
+	// the last window of at least rateWindow that ended at a claim: from
+	// windowStart, when windowResolved had been.
 	rate           float64
 	windowStart    time.Time
 	windowResolved int64
@@ -372,34 +365,31 @@ func (p *producer) sendPending() (sent bool, err error) {
 }
 
 // hungry says whether the run needs a claim: a worker is free, with no
-// task queued or running for it, or, for short tasks, the queue holds
-// less than claimLead of work at the rate they go (up to half the queue).
+// task queued or running for it, or, for short tasks, the queue is half
+// empty.
 func (p *producer) hungry() bool {
-	if p.free() > 0 {
-		return true
-	}
-	if !p.shortTasks() {
-		return false
-	}
-	return len(p.queue) < min(int(p.rate*claimLead.Seconds()), cap(p.queue)/2)
+	return p.free() > 0 || (p.shortTasks() && len(p.queue) < cap(p.queue)/2)
 }
 
 // free is how many workers have no task queued or running for them.
 func (p *producer) free() int { return p.c.workers - int(p.c.inHand.Load()) }
 
-// shortTasks says whether the job's tasks take less than claimAhead, at
-// the last rate measured: each worker runs several before the next claim.
-func (p *producer) shortTasks() bool { return p.rate*claimAhead.Seconds() > float64(p.c.workers) }
+// shortTasks says whether the job's tasks take less than shortTask each,
+// at the last rate measured: claims of a worker's worth would cost more
+// than the tasks.
+func (p *producer) shortTasks() bool {
+	return p.rate*shortTask.Seconds() > float64(p.c.workers)
+}
 
 // claimSize sets the size of the next claim: what the free workers can
-// start, or, for short tasks, claimAhead of work at the rate they get
-// their outcomes; within maxClaim tasks and maxClaimBytes at the last
-// claim's payload sizes. (The rate is of outcomes, not of tasks taken:
-// workers that start at once take a claim in a moment, however long its
-// tasks run.)
+// start, or, for short tasks, claimAhead of them at the rate the workers
+// are done with them; within maxClaim tasks and maxClaimBytes at the last
+// claim's payload sizes. (The rate is of tasks done, not of tasks taken,
+// which workers that start at once take in a moment however long they
+// run; nor of outcomes committed, which come in bursts.)
 func (p *producer) claimSize() {
 	now := time.Now()
-	resolved := p.c.retries.resolvedN.Load()
+	resolved := p.c.doneN.Load()
 	if p.windowStart.IsZero() {
 		p.windowStart, p.windowResolved = now, resolved
 	} else if took := now.Sub(p.windowStart); took >= rateWindow {

@@ -9,7 +9,7 @@ import (
 )
 
 // On a shared database a claim is what the idle workers can start, or
-// claimAhead of work at the rate tasks got their outcomes, within its
+// claimAhead of work at the rate the workers do them, within its
 // bounds in tasks and bytes; and a runner claims only when it needs to.
 func TestClaimSize(t *testing.T) {
 	tasks := func(n, payload int) []store.Task {
@@ -19,18 +19,19 @@ func TestClaimSize(t *testing.T) {
 		}
 		return out
 	}
-	c := &jobController{retries: newRetries(), workers: 25}
+	c := &jobController{workers: 25}
 	queue := make(chan store.Task, 100)
 	p := &producer{c: c, queue: queue, claims: true}
 	// size is the claim after one of lastClaimed tasks of payload bytes
-	// each, in a window of ago in which resolved tasks got outcomes.
+	// each, in a window of ago in which the workers were done with
+	// resolved tasks.
 	size := func(idle, lastClaimed, payload, resolved int, ago time.Duration) int {
 		t.Helper()
 		c.inHand.Store(int64(25 - idle))
 		p.claimed(tasks(lastClaimed, payload))
 		p.rate = 0
-		p.windowStart, p.windowResolved = time.Now().Add(-ago), c.retries.resolvedN.Load()
-		c.retries.resolvedN.Add(int64(resolved))
+		p.windowStart, p.windowResolved = time.Now().Add(-ago), c.doneN.Load()
+		c.doneN.Add(int64(resolved))
 		p.claimSize()
 		return p.page
 	}
@@ -44,14 +45,19 @@ func TestClaimSize(t *testing.T) {
 	if n := size(3, 25, 10, 20, time.Millisecond); n != 3 {
 		t.Errorf("no rate yet, 3 idle: %d, want 3", n)
 	}
-	// Slow tasks: 25 outcomes in a second. The claim is what the idle
+	// Slow tasks: 25 done in a second. The claim is what the idle
 	// workers can start, not more.
 	if n := size(25, 25, 10, 25, time.Second); n != 25 {
 		t.Errorf("one-second tasks: %d, want 25", n)
 	}
-	// Fast tasks: 2,500 outcomes in 100 ms is 25k/s, and a claim of
-	// claimAhead of it is 2,500 tasks.
-	if n := size(25, 25, 10, 2500, rateWindow); n < 2000 || n > 2600 {
+	// Tasks of 50 ms: 500 done a second. Still what the free workers
+	// can start.
+	if n := size(5, 25, 10, 50, rateWindow); n != 5 {
+		t.Errorf("50 ms tasks, 5 free: %d, want 5", n)
+	}
+	// Fast tasks: 250 done in 100 ms is 2,500/s (10 ms each, 25
+	// workers), and a claim of claimAhead of it is 2,500 tasks.
+	if n := size(25, 25, 10, 250, rateWindow); n < 2000 || n > 2600 {
 		t.Errorf("fast tasks: %d, want about 2,500", n)
 	}
 	// Faster yet: no more than maxClaim.
@@ -65,7 +71,7 @@ func TestClaimSize(t *testing.T) {
 	// Every worker has a task, queued or running: no claim; a worker
 	// free of them: a claim.
 	p.rate = 25
-	for range 10 {
+	for range 60 {
 		queue <- store.Task{}
 	}
 	c.inHand.Store(25)
@@ -76,10 +82,16 @@ func TestClaimSize(t *testing.T) {
 	if !p.hungry() {
 		t.Errorf("not hungry with a worker free")
 	}
-	// Fast tasks: a queue low in work claims before the workers run dry.
+	// Fast tasks: a queue half empty claims before the workers run dry.
 	c.inHand.Store(25)
 	p.rate = 25_000
+	if p.hungry() {
+		t.Errorf("hungry with 60 tasks of 100 queued at 25k tasks/s")
+	}
+	for range 20 {
+		<-queue
+	}
 	if !p.hungry() {
-		t.Errorf("not hungry with 10 tasks queued at 25k tasks/s")
+		t.Errorf("not hungry with 40 tasks of 100 queued at 25k tasks/s")
 	}
 }
