@@ -884,3 +884,38 @@ func TestPostgresTasksThatMayHaveRunTwiceAreMarked(t *testing.T) {
 		t.Errorf("pcd tasks marks no task:\n%s", r.stdout)
 	}
 }
+
+// A job of fewer tasks than a runner could claim at once runs on every
+// daemon with free workers: a daemon claims for its free workers, not for
+// its queue.
+func TestPostgresSmallJobSpreads(t *testing.T) {
+	db := pgtest.URL(t)
+	dir := t.TempDir()
+	s := uniqueSleep(30)
+	t.Cleanup(func() { killAll(processesWith("sleep", s)) })
+	a, b := startPGDaemon(t, db), startPGDaemon(t, db)
+	job := filepath.Join(dir, "job.json")
+	task := fmt.Sprintf(`{"kind":"exec","payload":{"argv":["sleep","%s"]}}`, s)
+	if err := os.WriteFile(job, []byte(`{"workers":25,"tasks":[`+strings.TrimSuffix(strings.Repeat(task+",", 40), ",")+`]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id := submitID(t, db, job)
+	// All 40 start: 25 on one daemon, 15 on the other.
+	waitFor(t, db, "SELECT count(*) FROM running WHERE started_at IS NOT NULL", 40)
+	perRunner := func(pid int) (claimed, started int) {
+		queryRow(t, db, fmt.Sprintf(`SELECT count(*), count(u.started_at) FROM running u JOIN runners g ON g.id = u.runner_id
+			WHERE g.pid = %d`, pid), &claimed, &started)
+		return claimed, started
+	}
+	for _, d := range []*proc{a, b} {
+		if claimed, started := perRunner(d.cmd.Process.Pid); claimed > 25 || started < 15 {
+			t.Errorf("daemon %d: %d tasks claimed, %d started; want at most 25 claimed (its workers) and at least 15 started",
+				d.cmd.Process.Pid, claimed, started)
+		}
+	}
+	if r := pcd(t, db, "cancel", id); r.code != 0 {
+		t.Fatalf("cancel: exit %d: %s", r.code, r.stderr)
+	}
+	stopDaemon(t, a)
+	stopDaemon(t, b)
+}
