@@ -198,7 +198,8 @@ func (b *bench) workloads(big int, o Options) ([]workload, error) {
 		workload{"pg-noop", nil, func() ([]benchRow, error) { return p.pgRuns(big) }},
 		workload{"pg-restart", func() (benchRow, error) { return p.pgRestart(max(big, 100_000)) }, nil},
 		workload{"pg-commit-latency", nil, func() ([]benchRow, error) { return p.pgCommitLatency(max(big/500, 300)) }},
-		workload{"pg-takeover", p.pgTakeover, nil}), nil
+		workload{"pg-takeover", p.pgTakeover, nil},
+		workload{"pg-spread", p.pgSpread, nil}), nil
 }
 
 // printTable prints the rows as a table, then the rows that missed their
