@@ -172,6 +172,8 @@ func (b *bench) workloads(big int, o Options) ([]workload, error) {
 		{"restart", func() (benchRow, error) { return b.restart(max(big, 100_000)) }, nil},
 		{"watch-lag", func() (benchRow, error) { return b.watchLag(max(big, 100_000)) }, nil},
 		{"small-jobs", func() (benchRow, error) { return b.smallJobs(max(big/100, 1000)) }, nil},
+		{"small-command-jobs", func() (benchRow, error) { return b.smallCommandJobs(max(big/1000, 100), 1, "<= 1.3") }, nil},
+		{"small-command-jobs-25", func() (benchRow, error) { return b.smallCommandJobs(max(big/1000, 100), 25, "<= 1.2") }, nil},
 		{"big-submit", nil, func() ([]benchRow, error) { return b.bigSubmit(2 * big) }},
 		{"waiting-retries", func() (benchRow, error) { return b.waitingRetries(big) }, nil},
 		{"oversized-line", func() (benchRow, error) { return b.oversizedLine(max(big/10_000, 2) << 20) }, nil},
@@ -452,9 +454,9 @@ func (b *bench) execVsXargs() (benchRow, error) {
 	return row, nil
 }
 
-// daemon starts pcd daemon on db and waits until it listens.
-func (b *bench) daemon(db string) (*exec.Cmd, error) {
-	cmd := dieWithBench(exec.Command(b.self, "daemon", "--log-level", "warn"))
+// daemon starts pcd daemon on db, with args, and waits until it listens.
+func (b *bench) daemon(db string, args ...string) (*exec.Cmd, error) {
+	cmd := dieWithBench(exec.Command(b.self, append([]string{"daemon", "--log-level", "warn"}, args...)...))
 	cmd.Env = append(os.Environ(), "PCD_DB="+db)
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -484,44 +486,94 @@ func stop(cmd *exec.Cmd) float64 {
 func (b *bench) smallJobs(n int) (benchRow, error) {
 	row := benchRow{Workload: fmt.Sprintf("drain %d pending one-task jobs (default --max-jobs)", n), Unit: "s", Target: "<= 10 for 10000"}
 	for range b.runs {
-		db := b.db()
-		s, err := sqlite.Open(context.Background(), db, sqlite.Options{Sync: sqlite.SyncNormal})
+		secs, rss, err := b.drainJobs(n, `{"kind":"noop"}`)
 		if err != nil {
 			return row, err
 		}
-		for range n {
-			nj := store.NewJob{Workers: engine.DefaultWorkers, QueueSize: engine.DefaultQueueSize,
-				Tasks: []store.NewTask{{Kind: "noop", Payload: []byte("null")}}}
-			if _, err := s.CreateJob(context.Background(), nj); err != nil {
-				s.Close()
-				return row, err
-			}
+		row.Values = append(row.Values, secs)
+		row.RSSMiB = max(row.RSSMiB, rss)
+	}
+	return row, nil
+}
+
+// drainJobs writes n pending jobs of one task each, straight to the store
+// (n pcd submit processes would measure process starts), then times a
+// daemon started with args until it has run them all.
+func (b *bench) drainJobs(n int, task string, args ...string) (secs, rss float64, err error) {
+	var spec struct {
+		Kind    string          `json:"kind"`
+		Payload json.RawMessage `json:"payload"`
+	}
+	if err := json.Unmarshal([]byte(task), &spec); err != nil {
+		return 0, 0, err
+	}
+	t := store.NewTask{Kind: spec.Kind, Payload: []byte(spec.Payload)}
+	if t.Payload == nil {
+		t.Payload = []byte("null")
+	}
+	db := b.db()
+	defer os.Remove(db)
+	s, err := sqlite.Open(context.Background(), db, sqlite.Options{Sync: sqlite.SyncNormal})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer s.Close()
+	for range n {
+		nj := store.NewJob{Workers: engine.DefaultWorkers, QueueSize: engine.DefaultQueueSize, Tasks: []store.NewTask{t}}
+		if _, err := s.CreateJob(context.Background(), nj); err != nil {
+			return 0, 0, err
+		}
+	}
+	t0 := time.Now()
+	d, err := b.daemon(db, args...)
+	if err != nil {
+		return 0, 0, err
+	}
+	for {
+		left, _, err := s.UnfinishedSummary(context.Background())
+		if err == nil && left > 0 && time.Since(t0) > 10*time.Minute {
+			err = errors.New("not drained after 10 minutes")
+		}
+		if err != nil {
+			d.Process.Kill()
+			d.Wait()
+			return 0, 0, err
+		}
+		if left == 0 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	secs = time.Since(t0).Seconds()
+	return secs, stop(d), nil
+}
+
+// smallCommandJobs: n pending jobs of one `true` each, drained by a daemon
+// with --max-jobs maxJobs, against xargs -P maxJobs running the same
+// commands, alternating.
+func (b *bench) smallCommandJobs(n, maxJobs int, target string) (benchRow, error) {
+	what := "default --max-jobs"
+	var args []string
+	if maxJobs != 1 {
+		what = fmt.Sprintf("--max-jobs %d", maxJobs)
+		args = []string{"--max-jobs", strconv.Itoa(maxJobs)}
+	}
+	row := benchRow{Workload: fmt.Sprintf("drain %d one-command jobs (`true`), %s / xargs -P %d", n, what, maxJobs), Unit: "ratio", Target: target}
+	input := filepath.Join(b.dir, "xargs-jobs-input")
+	if err := os.WriteFile(input, []byte(strings.Repeat("x\n", n)), 0o600); err != nil {
+		return row, err
+	}
+	for range b.runs {
+		p, rss, err := b.drainJobs(n, `{"kind":"exec","payload":{"argv":["true"]}}`, args...)
+		if err != nil {
+			return row, err
 		}
 		t0 := time.Now()
-		d, err := b.daemon(db)
-		if err != nil {
-			s.Close()
-			return row, err
+		if out, err := exec.Command("sh", "-c", fmt.Sprintf("xargs -P %d -n 1 true < %s", maxJobs, input)).CombinedOutput(); err != nil {
+			return row, fmt.Errorf("xargs: %w: %s", err, out)
 		}
-		for {
-			left, _, err := s.UnfinishedSummary(context.Background())
-			if err != nil || left == 0 {
-				break
-			}
-			if time.Since(t0) > 10*time.Minute {
-				err = errors.New("not drained after 10 minutes")
-			}
-			if err != nil {
-				s.Close()
-				d.Process.Kill()
-				d.Wait()
-				return row, err
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		row.Values = append(row.Values, time.Since(t0).Seconds())
-		row.RSSMiB = max(row.RSSMiB, stop(d))
-		s.Close()
+		row.Values = append(row.Values, p/time.Since(t0).Seconds())
+		row.RSSMiB = max(row.RSSMiB, rss)
 	}
 	return row, nil
 }
