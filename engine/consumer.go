@@ -128,11 +128,6 @@ func (c *jobController) take(ctx context.Context, queue <-chan store.Task) (stor
 	default:
 	}
 	select {
-	case t, ok := <-queue:
-		return t, ok
-	default:
-	}
-	select {
 	case t := <-c.ahead:
 		return t, true
 	case t, ok := <-queue:

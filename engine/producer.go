@@ -106,7 +106,8 @@ const minPage = 1000
 // what a runner claims no other runs. So a runner claims only when a
 // worker of its own is free, with no task queued or running for it, or,
 // for short tasks, when its queue is half empty (hungry). It claims what
-// its free workers can start; tasks shorter than shortTask it claims a
+// its free workers can start; tasks shorter than shortTask (0.1 s) it
+// claims a
 // second of at a time (claimAhead, at the rate the workers do them),
 // up to maxClaim tasks and maxClaimBytes of payloads. A job of 100
 // one-second tasks on two daemons of 25 workers thus runs 25 at a time on
@@ -119,7 +120,7 @@ const minPage = 1000
 const (
 	maxClaim      = 4096
 	maxClaimBytes = 8 << 20
-	shortTask     = 20 * time.Millisecond
+	shortTask     = 100 * time.Millisecond
 	claimAhead    = time.Second
 	// rateWindow is the shortest time the rate of tasks done is measured
 	// over.

@@ -50,10 +50,10 @@ func TestClaimSize(t *testing.T) {
 	if n := size(25, 25, 10, 25, time.Second); n != 25 {
 		t.Errorf("one-second tasks: %d, want 25", n)
 	}
-	// Tasks of 50 ms: 500 done a second. Still what the free workers
+	// Tasks of 200 ms: 125 done a second. Still what the free workers
 	// can start.
-	if n := size(5, 25, 10, 50, rateWindow); n != 5 {
-		t.Errorf("50 ms tasks, 5 free: %d, want 5", n)
+	if n := size(5, 25, 10, 12, rateWindow); n != 5 {
+		t.Errorf("200 ms tasks, 5 free: %d, want 5", n)
 	}
 	// Fast tasks: 250 done in 100 ms is 2,500/s (10 ms each, 25
 	// workers), and a claim of claimAhead of it is 2,500 tasks.
