@@ -213,8 +213,11 @@ func scheduling(t *testing.T, db string) {
 }
 
 func halting(t *testing.T, db string) {
-	// Task 3 fails at once; the others sleep their number of seconds.
-	script := "if [ {} = 3 ]; then exit 7; fi; sleep {}; echo {}"
+	// Task 3 fails at once; task 2 sleeps 30 s, the others their number
+	// of seconds. Task 3 starts once task 1 ends, after its claim and its
+	// start mark (commits that a loaded machine can slow): task 2 is
+	// running then, however late.
+	script := "if [ {} = 3 ]; then exit 7; fi; if [ {} = 2 ]; then sleep 30; fi; sleep {}; echo {}"
 	start := time.Now()
 	r := pcd(t, db, "run", "--halt", "now,fail=1", "-w", "2", "--", "sh", "-c", script, ":::", "1", "2", "3", "4", "5", "6")
 	if took := time.Since(start); r.code != 1 || took > 20*time.Second || !strings.Contains(r.stderr, "halted (--halt now,fail=1): 1 of 6 tasks failed") {
@@ -223,10 +226,10 @@ func halting(t *testing.T, db string) {
 	if r.stdout != "1\n" {
 		t.Errorf("--halt now: the running task 2 was not stopped, or others started: stdout %q", r.stdout)
 	}
-	// Task 2 may have started before the failure of 3 committed; if it
-	// did, it finishes. Task 4 never starts.
-	r = pcd(t, db, "run", "--halt", "soon,fail=1", "-w", "2", "--", "sh", "-c", script, ":::", "1", "3", "2", "4")
-	if r.code != 1 || (r.stdout != "1\n2\n" && r.stdout != "1\n") || !strings.Contains(r.stderr, "halted (--halt soon,fail=1)") {
+	// Tasks 1 and 5 start; 3 starts when 1 ends, and fails while 5 runs.
+	// Task 5 finishes; task 4 never starts.
+	r = pcd(t, db, "run", "--halt", "soon,fail=1", "-w", "2", "--", "sh", "-c", script, ":::", "1", "5", "3", "4")
+	if r.code != 1 || r.stdout != "1\n5\n" || !strings.Contains(r.stderr, "halted (--halt soon,fail=1)") {
 		t.Errorf("--halt soon,fail=1: exit %d, stdout %q (want the running tasks to finish, and 4 never start):\n%s", r.code, r.stdout, r.stderr)
 	}
 	// The policy applies as results commit: a task quick enough to end
