@@ -99,6 +99,9 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 		out := c.runTask(procCtx, job, t, kind, i+1)
 		slots.end(i)
 		c.releaseGroupSlot()
+		if out.interrupted || !out.res.RetryAt.IsZero() {
+			c.rerun.Store(true)
+		}
 		c.doneWith()
 		if !out.interrupted && out.res.RetryAt.IsZero() {
 			c.noteOutcome(job, out.res.State)
@@ -111,7 +114,9 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 // queued, and on a shared database tells the producer, which claims only
 // for free workers (see hungry).
 func (c *jobController) doneWith() {
-	c.inHand.Add(-1)
+	if c.inHand.Add(-1) == 0 {
+		c.noteFinishing()
+	}
 	c.doneN.Add(1)
 	if c.shared {
 		c.retries.signal()

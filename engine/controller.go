@@ -130,6 +130,16 @@ type jobController struct {
 	doneN   atomic.Int64 // tasks the consumers were done with
 	workers int
 	shared  bool
+	// onFinishing, if set, is called once when nothing of the job is left
+	// to run here, only commits (see noteFinishing): a daemon then counts
+	// the job out of its --max-jobs and starts the next, whose commits
+	// share transactions with this one's last. passDone says the first
+	// pass has queued the job's last task; rerun, that an outcome sent a
+	// task back to pending (a retry, an interruption).
+	onFinishing func()
+	finishing   atomic.Bool
+	passDone    atomic.Bool
+	rerun       atomic.Bool
 
 	// onProduce, when set by a test, sees each task the producer queues.
 	onProduce func(store.Task)
@@ -219,6 +229,11 @@ func (c *jobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 	if err != nil {
 		return store.Job{}, err
 	}
+	return c.run(ctx, job)
+}
+
+// run is Run of a job just read.
+func (c *jobController) run(ctx context.Context, job store.Job) (store.Job, error) {
 	// Bookkeeping finishes even when ctx is cancelled.
 	bg := context.WithoutCancel(ctx)
 	// Callbacks committed by an earlier run but never delivered go first.
@@ -263,6 +278,25 @@ func (c *jobController) Run(ctx context.Context, jobID int64) (store.Job, error)
 		return c.finish(bg, job, elapsed(), comp, false)
 	}
 	return c.finish(bg, job, elapsed(), comp, (c.draining() && c.haltReason == "") || ctx.Err() != nil)
+}
+
+// noteFinishing calls onFinishing, once, when nothing of the job is left
+// to run here: it is sealed and the producer has queued its last task,
+// none is queued or running, none waits to retry, and no outcome sent one
+// back. What is left is to commit the outcomes in hand and the job's end.
+// Both the producer and the consumers call it after their own change, so
+// the last of them sees the other's. Only a database with one runner:
+// on a shared one a takeover can hand the job tasks again.
+func (c *jobController) noteFinishing() {
+	if c.onFinishing == nil || c.shared || !c.passDone.Load() || c.inHand.Load() != 0 || c.rerun.Load() || c.draining() {
+		return
+	}
+	if waits, _ := c.retries.state(); waits {
+		return
+	}
+	if c.finishing.CompareAndSwap(false, true) {
+		c.onFinishing()
+	}
 }
 
 // halted acts on the job's --halt policy, once it is met: no task of the

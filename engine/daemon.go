@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pcd-dev/pcd/engine/sink"
+	"github.com/pcd-dev/pcd/internal/notify"
 	"github.com/pcd-dev/pcd/store"
 )
 
@@ -40,10 +41,19 @@ type daemon struct {
 	// none, the next look waits for a wake-up or a tick, as a new open
 	// job comes with one (its submit wakes the runner).
 	openSeen, openStale bool
+	// finishing hears when a running job has nothing left to run, only
+	// commits (jobController.noteFinishing): it no longer counts against
+	// MaxJobs, and the next job starts.
+	finishing *notify.Notifier
 }
 
+// maxFinishing bounds the jobs that wait only for their last commits
+// (finishing) beside the MaxJobs that run: while the disk stalls, jobs do
+// not pile up.
+const maxFinishing = 16
+
 func newDaemon(db store.Store, cfg RunnerConfig, drain <-chan struct{}) *daemon {
-	d := &daemon{db: db, cfg: cfg, drain: drain, limitsStale: true, openStale: true}
+	d := &daemon{db: db, cfg: cfg, drain: drain, limitsStale: true, openStale: true, finishing: notify.New()}
 	onCommit := cfg.onCommit
 	commits := cfg.Delivery.Wake
 	d.cfg.onCommit = func() {
@@ -95,6 +105,7 @@ func (d *daemon) run(ctx context.Context) error {
 	ensure := true
 	for {
 		wakeC := d.cfg.wake.C()
+		finishingC := d.finishing.C()
 		if ensure {
 			deliveries.Ensure(deliveryCtx)
 			ensure = false
@@ -119,6 +130,8 @@ func (d *daemon) run(ctx context.Context) error {
 			d.ticked(ctx, running)
 			clear(resting)
 			ensure = true
+		case <-finishingC:
+			// A job left its slot: the next pass starts another.
 		case r := <-done:
 			delete(running, r.id)
 			if errors.Is(r.err, errOthersRun) {
@@ -354,7 +367,7 @@ func (d *daemon) schedule(ctx context.Context, running map[int64]*jobController,
 	if !ok {
 		return false
 	}
-	busy := 0
+	busy, finishing := 0, 0
 	skip := make(map[int64]bool, len(running)+len(resting))
 	for id := range resting {
 		skip[id] = true
@@ -362,10 +375,16 @@ func (d *daemon) schedule(ctx context.Context, running map[int64]*jobController,
 	inGroup := map[string]int{}
 	for id, ctl := range running {
 		skip[id] = true
-		if !idle[id] {
+		switch {
+		case ctl.finishing.Load():
+			finishing++
+		case !idle[id]:
 			busy++
 			inGroup[ctl.group]++
 		}
+	}
+	if finishing >= maxFinishing {
+		return false // the next pass comes when one of them ends
 	}
 	limits, err := d.groupLimits(ctx)
 	if err != nil {
@@ -456,12 +475,15 @@ func (d *daemon) startJob(ctx context.Context, j store.Job, limit store.Group, d
 	cfg.groupSlots = d.groupSlots(j.Group, limit.Workers)
 	ctl := newJobController(d.db, cfg)
 	ctl.group = j.Group
+	if !d.db.Shared() {
+		ctl.onFinishing = d.finishing.Notify
+	}
 	d.cfg.Logger.Info("job started", "job", j.UUID, "name", j.Name, "tasks", j.Total, "done", j.Done(),
 		"workers", j.Workers, "queue_size", j.QueueSize)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		job, err := ctl.Run(ctx, j.ID)
+		job, err := ctl.run(ctx, j) // as the scheduling pass read it
 		done <- jobDone{id: j.ID, job: job, err: err}
 	}()
 	return ctl

@@ -139,11 +139,18 @@ func (c *jobController) produce(ctx context.Context, job store.Job, queue chan<-
 		// due) from those the first pass reads.
 		passDue: c.cfg.Clock.Now()}
 	// The finished prefix stops below the lowest task already waiting.
-	if seq, err := c.db.MinWaitingSeq(ctx, job.ID); err != nil {
-		return err
-	} else if seq > 0 {
-		c.frontier.held(seq)
-		c.retries.wait()
+	// Only a failed attempt's commit, which starts the job, sends a task
+	// to wait: a job that never started on a database of one runner has
+	// none, and a daemon draining small jobs does not ask.
+	if !job.StartedAt.IsZero() || c.shared {
+		seq, err := c.db.MinWaitingSeq(ctx, job.ID)
+		if err != nil {
+			return err
+		}
+		if seq > 0 {
+			c.frontier.held(seq)
+			c.retries.wait()
+		}
 	}
 	for {
 		if c.draining() {
@@ -347,6 +354,7 @@ func (p *producer) sendPending() (sent bool, err error) {
 	}
 	if len(tasks) == 0 {
 		p.passDone = p.job.Sealed
+		p.endPass()
 		return false, nil
 	}
 	// A sealed job gets no new tasks: a short page ends the pass.
@@ -362,7 +370,17 @@ func (p *producer) sendPending() (sent bool, err error) {
 			return false, errStopSending
 		}
 	}
+	p.endPass()
 	return true, nil
+}
+
+// endPass tells the controller, once every task of the first pass is
+// queued, that the pass is done (noteFinishing).
+func (p *producer) endPass() {
+	if p.passDone {
+		p.c.passDone.Store(true)
+		p.c.noteFinishing()
+	}
 }
 
 // hungry says whether the run needs a claim: a worker is free, with no

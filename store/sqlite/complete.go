@@ -14,60 +14,117 @@ import (
 
 // CompleteTasks commits a batch: each result and its task-callback record
 // are written in the same transaction. A task that is already final keeps
-// its first result and gets no second callback.
+// its first result and gets no second callback. The batches of jobs that
+// commit at once share a transaction (see commitQueue).
 func (db *DB) CompleteTasks(ctx context.Context, b store.Batch) (store.Committed, error) {
 	if err := db.statementsReady(ctx); err != nil {
 		return store.Committed{}, fmt.Errorf("complete tasks of job %d: %w", b.JobID, err)
 	}
+	p := &pendingCommit{batch: b, wake: make(chan struct{})}
+	db.commits.do(ctx, p, db.completeGroup)
+	return p.out, p.err
+}
+
+// completeGroup commits the batches of a group in one transaction. If one
+// of them fails, each is tried again alone, so that its error is its own
+// and the others commit.
+func (db *DB) completeGroup(ctx context.Context, group []*pendingCommit) {
+	if len(group) == 1 {
+		p := group[0]
+		p.out, p.err = db.complete(ctx, p.batch)
+		return
+	}
+	// Another job's batch must not fail for this caller's cancellation.
+	ctx = context.WithoutCancel(ctx)
 	now := time.Now()
-	var out store.Committed
-	// The commit that finishes the job is the job's finish commit, for
-	// the failpoints.
-	point := func() string {
-		if out.JobCallback != nil {
+	finish := false
+	failed := -1
+	err := db.txPoints(ctx, finishPoint(&finish), func(tx *sql.Tx) error {
+		for i, p := range group {
+			out, err := db.completeTx(ctx, tx, p.batch, now)
+			if err != nil {
+				failed = i
+				return err
+			}
+			p.out = out
+			finish = finish || out.JobCallback != nil
+		}
+		return nil
+	})
+	for _, p := range group {
+		switch {
+		case err == nil:
+		case failed < 0:
+			// Beginning or committing failed: the same for every batch.
+			p.out, p.err = store.Committed{}, fmt.Errorf("complete tasks of job %d: %w", p.batch.JobID, err)
+		default:
+			p.out, p.err = db.complete(ctx, p.batch)
+		}
+	}
+}
+
+// finishPoint names the failpoints of a group commit: "finish" once it
+// finishes a job (*finish), else "complete".
+func finishPoint(finish *bool) func() string {
+	return func() string {
+		if *finish {
 			return "finish"
 		}
 		return "complete"
 	}
-	err := db.txPoints(ctx, point, func(tx *sql.Tx) error {
-		out = store.Committed{Started: make([]bool, len(b.Starts))}
-		if err := db.markStarts(ctx, tx, b, out.Started); err != nil {
-			return err
-		}
-		stop := tx.StmtContext(ctx, db.stmts.stop)
-		for _, seq := range b.Interrupted {
-			if _, err := stop.ExecContext(ctx, b.JobID, seq); err != nil {
-				return fmt.Errorf("requeue task %d: %w", seq, err)
-			}
-		}
-		applied, err := db.finalResults(ctx, tx, b)
-		if err != nil {
-			return err
-		}
-		f := store.Finals{Now: now}
-		for i := range b.Results {
-			if err := db.recordOutcome(ctx, tx, b, i, applied, &f); err != nil {
-				return err
-			}
-		}
-		out.Callbacks, out.ResultIndex = f.Callbacks, f.Index
-		if len(applied) > 0 {
-			// Start marks of tasks now final: at most the job's workers
-			// plus a batch of starts, each checked by primary key.
-			if _, err := tx.StmtContext(ctx, db.stmts.finished).ExecContext(ctx, b.JobID); err != nil {
-				return err
-			}
-		}
-		if err := db.insertTaskCallbacks(ctx, tx, out.Callbacks, f.Results, now); err != nil {
-			return err
-		}
-		out.Job, out.JobCallback, err = db.countAndFinish(ctx, tx, b, f.Counts, now)
+}
+
+// complete commits one batch in a transaction of its own.
+func (db *DB) complete(ctx context.Context, b store.Batch) (store.Committed, error) {
+	var out store.Committed
+	finish := false
+	err := db.txPoints(ctx, finishPoint(&finish), func(tx *sql.Tx) error {
+		var err error
+		out, err = db.completeTx(ctx, tx, b, time.Now())
+		finish = out.JobCallback != nil
 		return err
 	})
 	if err != nil {
 		return store.Committed{}, fmt.Errorf("complete tasks of job %d: %w", b.JobID, err)
 	}
 	return out, nil
+}
+
+// completeTx writes a batch in tx.
+func (db *DB) completeTx(ctx context.Context, tx *sql.Tx, b store.Batch, now time.Time) (store.Committed, error) {
+	out := store.Committed{Started: make([]bool, len(b.Starts))}
+	if err := db.markStarts(ctx, tx, b, out.Started); err != nil {
+		return out, err
+	}
+	stop := tx.StmtContext(ctx, db.stmts.stop)
+	for _, seq := range b.Interrupted {
+		if _, err := stop.ExecContext(ctx, b.JobID, seq); err != nil {
+			return out, fmt.Errorf("requeue task %d: %w", seq, err)
+		}
+	}
+	applied, err := db.finalResults(ctx, tx, b)
+	if err != nil {
+		return out, err
+	}
+	f := store.Finals{Now: now}
+	for i := range b.Results {
+		if err := db.recordOutcome(ctx, tx, b, i, applied, &f); err != nil {
+			return out, err
+		}
+	}
+	out.Callbacks, out.ResultIndex = f.Callbacks, f.Index
+	if len(applied) > 0 {
+		// Start marks of tasks now final: at most the job's workers
+		// plus a batch of starts, each checked by primary key.
+		if _, err := tx.StmtContext(ctx, db.stmts.finished).ExecContext(ctx, b.JobID); err != nil {
+			return out, err
+		}
+	}
+	if err := db.insertTaskCallbacks(ctx, tx, out.Callbacks, f.Results, now); err != nil {
+		return out, err
+	}
+	out.Job, out.JobCallback, err = db.countAndFinish(ctx, tx, b, f.Counts, now)
+	return out, err
 }
 
 // markStarts writes the batch's start marks; started[i] is false for a

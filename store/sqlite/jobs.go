@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
@@ -387,8 +388,6 @@ func (db *DB) RunnableJobs(ctx context.Context, q store.RunnableQuery) ([]store.
 	if q.Limit <= 0 {
 		return nil, nil
 	}
-	// The running ones come first often enough that asking for them too
-	// is simpler than excluding them in SQL.
 	sql := "SELECT " + jobColumns + ` FROM jobs
 		WHERE finished_at IS NULL AND staging = 0 AND NOT (sealed = 0 AND total = succeeded + failed + cancelled)
 		AND paused = 0 AND (start_at IS NULL OR start_at <= ?)
@@ -405,20 +404,32 @@ func (db *DB) RunnableJobs(ctx context.Context, q store.RunnableQuery) ([]store.
 		sql += " AND " + unknownKinds + " = 0"
 		args = append(args, string(knownJSON(q.Kinds)))
 	}
-	rows, err := db.rc.QueryContext(ctx, sql+" ORDER BY priority DESC, id LIMIT ?", append(args, q.Limit+len(q.Skip))...)
+	if len(q.Skip) > 0 {
+		// The runner's own jobs are the oldest, and come first: left out
+		// here, their rows are not read.
+		ids := make([]int64, 0, len(q.Skip))
+		for id := range q.Skip {
+			ids = append(ids, id)
+		}
+		skip, err := json.Marshal(ids)
+		if err != nil {
+			return nil, err
+		}
+		sql += " AND id NOT IN (SELECT value FROM json_each(?))"
+		args = append(args, string(skip))
+	}
+	rows, err := db.rc.QueryContext(ctx, sql+" ORDER BY priority DESC, id LIMIT ?", append(args, q.Limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("runnable jobs: %w", err)
 	}
 	defer rows.Close()
 	var jobs []store.Job
-	for rows.Next() && len(jobs) < q.Limit {
+	for rows.Next() {
 		j, err := scanJob(rows)
 		if err != nil {
 			return nil, fmt.Errorf("runnable jobs: %w", err)
 		}
-		if !q.Skip[j.ID] {
-			jobs = append(jobs, j)
-		}
+		jobs = append(jobs, j)
 	}
 	return jobs, rows.Err()
 }

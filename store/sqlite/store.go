@@ -102,9 +102,11 @@ type DB struct {
 	stmts      statements
 	stmtsMu    sync.Mutex
 	stmtsReady bool
-	Hooks      Hooks
-	submit     submitLocks
-	readOnly   bool
+	// commits merges the group commits of jobs that commit at once.
+	commits  commitQueue
+	Hooks    Hooks
+	submit   submitLocks
+	readOnly bool
 	// busy is how long a write waits for another process's write lock;
 	// the writer polls for it (see begin).
 	busy time.Duration

@@ -105,7 +105,9 @@ func queryPending(ctx context.Context, q querier, jobID, afterSeq int64, limit i
 		return nil, fmt.Errorf("pending tasks of job %d: %w", jobID, err)
 	}
 	defer rows.Close()
-	tasks := make([]store.Task, 0, limit)
+	// A page of a small job is a task or two: room for a thousand would
+	// be most of what a daemon draining such jobs allocates.
+	tasks := make([]store.Task, 0, min(limit, 64))
 	for rows.Next() {
 		t := store.Task{JobID: jobID}
 		if err := scanTask(rows, &t); err != nil {
