@@ -378,9 +378,15 @@ func (c *jobController) pipeline(ctx context.Context, job store.Job, elapsed fun
 		defer wg.Done()
 		c.watchFinished(runCtx, job.ID, cancel)
 	}()
-	queue := make(chan store.Task, job.QueueSize)
-	c.ahead = make(chan store.Task, job.QueueSize)
+	// A sealed job's queue need hold no more than its tasks left: a
+	// daemon draining one-task jobs would spend a tenth of its time
+	// allocating queues of a hundred. Only a shared database takes tasks
+	// over, into the lane ahead.
+	queue := make(chan store.Task, queueSize(job))
 	c.shared = c.db.Shared()
+	if c.shared {
+		c.ahead = make(chan store.Task, job.QueueSize)
+	}
 	c.workers = runWorkers(job)
 	c.inHand.Store(0)
 	c.frontier = newFrontier(job.DoneThrough)
@@ -504,6 +510,16 @@ func batchSize(job store.Job, maxBatch int) int {
 	}
 	left := job.Total - job.Done() + int64(job.Workers)
 	return int(max(min(int64(maxBatch), left), 1))
+}
+
+// queueSize is the room a run's queue needs: the job's queue size, or
+// less for a sealed job with fewer tasks left. (Retries come back a page
+// at a time, and a queue only bounds how far the producer runs ahead.)
+func queueSize(job store.Job) int {
+	if left := job.Total - job.Done(); job.Sealed && left < int64(job.QueueSize) {
+		return int(max(left, 1))
+	}
+	return job.QueueSize
 }
 
 // runWorkers is how many consumers a run needs: the job's workers, or

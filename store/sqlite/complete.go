@@ -39,15 +39,30 @@ func (db *DB) completeGroup(ctx context.Context, group []*pendingCommit) {
 	now := time.Now()
 	finish := false
 	failed := -1
+	// Each batch carries every release mark that its runner has not seen
+	// recorded: the group's batches carry the same ones, written once.
+	marks := map[int64]int64{}
+	for _, p := range group {
+		for _, m := range p.batch.Marks {
+			marks[m.JobID] = max(marks[m.JobID], m.To)
+		}
+	}
 	err := db.txPoints(ctx, finishPoint(&finish), func(tx *sql.Tx) error {
 		for i, p := range group {
-			out, err := db.completeTx(ctx, tx, p.batch, now)
+			b := p.batch
+			b.Marks = nil
+			out, err := db.completeTx(ctx, tx, b, now)
 			if err != nil {
 				failed = i
 				return err
 			}
 			p.out = out
 			finish = finish || out.JobCallback != nil
+		}
+		for job, to := range marks {
+			if err := db.markReleased(ctx, tx, job, store.Span{To: to}); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -249,7 +264,7 @@ func (db *DB) finalResults(ctx context.Context, tx *sql.Tx, b store.Batch) (map[
 			finals = append(finals, r)
 		}
 	}
-	args := make([]any, 0, resultColumns*callbackChunks[0]+1)
+	args := make([]any, 0, resultColumns*min(len(finals), callbackChunks[0])+1)
 	for len(finals) > 0 {
 		n := chunkFor(len(finals))
 		chunk := finals[:callbackChunks[n]]
