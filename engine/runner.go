@@ -61,7 +61,10 @@ type RunnerConfig struct {
 	OnDeliveryWait func(wait time.Duration)
 	// Subreaper makes the process a child subreaper while the runner is
 	// open (see Subreaper), so that a task's descendant that leaves its
-	// process group is killed with it. pcd sets it. While it is set, the
+	// process group is killed with it, and, where the machine allows it,
+	// starts the commands in a PID namespace of the runner's own, so that
+	// the kernel kills what they started if the runner dies (see
+	// process.Contain; the program must call RunFence). pcd sets it. While it is set, the
 	// exec kind reaps every child that it did not start: leave it off in a
 	// program that starts processes of its own.
 	Subreaper bool
@@ -128,6 +131,7 @@ func OpenRunner(ctx context.Context, db store.Store, cfg RunnerConfig) (_ *Runne
 			cfg.Logger.Warn("descendants of tasks that leave their process group may outlive them", "err", err)
 			err = nil
 		}
+		r.contain()
 	}
 	if err := r.recover(ctx); err != nil {
 		return nil, err
@@ -141,6 +145,29 @@ func OpenRunner(ctx context.Context, db store.Store, cfg RunnerConfig) (_ *Runne
 		r.wake, err = nil, nil
 	}
 	return r, nil
+}
+
+// contain starts the runner's commands in a PID namespace of its own, where
+// the machine allows it (process.Contain): the kernel then kills what they
+// started when the runner dies, however it dies. Where it does not, it
+// says so once; the next runner kills what is left instead.
+func (r *Runner) contain() {
+	stop, err := process.Contain()
+	if err != nil {
+		// Told once by a daemon; a pcd run, each time, only at debug
+		// level: its user would read it at every run.
+		level := slog.LevelInfo
+		if r.cfg.Role == RoleRun {
+			level = slog.LevelDebug
+		}
+		r.cfg.Logger.Log(context.Background(), level, "the processes tasks start are not contained: if this runner is killed, they live on until the next runner starts", "why", err)
+		return
+	}
+	reaping := r.stopReaping
+	r.stopReaping = func() {
+		stop()
+		reaping()
+	}
 }
 
 func (cfg RunnerConfig) withDefaults() RunnerConfig {

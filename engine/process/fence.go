@@ -59,8 +59,15 @@ const fenceTick = 20 * time.Millisecond
 //		}
 //		...
 //	}
+//
+// The runner's keeper, the init of the PID namespace its commands run in
+// (Contain), is this binary again too, started the same way.
 func RunFence() bool {
 	fenceLinked.Store(true)
+	if os.Getenv(keeperEnv) != "" {
+		runKeeper()
+		return true
+	}
 	if os.Getenv(fenceEnv) == "" {
 		return false
 	}

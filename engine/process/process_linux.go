@@ -63,7 +63,10 @@ func Start(cmd *exec.Cmd) error {
 		procs.live = map[int]bool{}
 	}
 	procs.mu.Unlock()
-	err := cmd.Start()
+	started, err := startContained(cmd)
+	if !started {
+		err = cmd.Start()
+	}
 	procs.mu.Lock()
 	procs.forking--
 	if err == nil {
@@ -225,21 +228,22 @@ func childrenOf(pid int) []int {
 // The kernel gives orphans to the first live thread of the subreaper,
 // the main one, so its list is read at each task's end (one small read);
 // KillAdopted, at the runner's stop, reads every thread's.
+//
+// In the runner's namespace (Contain) orphans go to its init, the keeper,
+// which reaps them: the sweep looks among its children too.
 func SweepAdopted(cookie string) {
-	if !IsSubreaper() {
-		return
+	var adopted []int
+	if keeper := keeperPid(); keeper > 0 {
+		adopted = mainChildren(keeper, adopted)
 	}
-	self := os.Getpid()
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(self) + "/task/" + strconv.Itoa(self) + "/children")
-	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+	if IsSubreaper() {
+		adopted = mainChildren(os.Getpid(), adopted)
+	}
+	if len(adopted) == 0 {
 		return
 	}
 	var mine, zombies []int
-	for _, f := range strings.Fields(string(b)) {
-		pid, err := strconv.Atoi(f)
-		if err != nil {
-			continue
-		}
+	for _, pid := range adopted {
 		st, err := readStat(pid)
 		switch {
 		case err != nil:
@@ -264,6 +268,18 @@ func SweepAdopted(cookie string) {
 	}
 	// The task's end means its processes are gone.
 	WaitGone(mine, 2*time.Second)
+}
+
+// mainChildren appends the children of pid's main thread, to which the
+// kernel gives the orphans a reaper adopts.
+func mainChildren(pid int, out []int) []int {
+	b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(pid) + "/children")
+	for _, f := range strings.Fields(string(b)) {
+		if n, err := strconv.Atoi(f); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func IsSubreaper() bool {
