@@ -322,6 +322,7 @@ func TestRandomKills(t *testing.T) {
 		d.wait(t, 10*time.Second)
 		killed[d.cmd.Process.Pid] = true
 		kills++
+		noLeftoversAfterKill(t, db, kills)
 		if n := queryDB(t, db, frontierPassesUnfinished); n != 0 {
 			t.Fatalf("after kill %d: %d jobs say every task up to done_through is final, and one is not", kills, n)
 		}
@@ -423,7 +424,7 @@ func doubleRunScript(dir string) string {
 // (SIGTERM: a stop, or a job run that failed and will run again).
 func logRun(dir string) string {
 	log := `"` + dir + `/runs.log"`
-	return `trap 'echo "$PCD_RUN_ID $PPID stopped" >> ` + log + `; exit 143' TERM; echo "$PCD_RUN_ID $PPID" >> ` + log
+	return `trap 'echo "$PCD_RUN_ID $PCD_RUNNER_PID stopped" >> ` + log + `; exit 143' TERM; echo "$PCD_RUN_ID $PCD_RUNNER_PID" >> ` + log
 }
 
 // checkRuns asserts, from the runs that logRun logged, that no runner ran
@@ -603,6 +604,28 @@ func leftovers(db string, runners ...int) []int {
 		}
 	}
 	return out
+}
+
+// noLeftoversAfterKill checks, where the runner had a PID namespace
+// (root), that nothing its tasks started outlives it by a second: the
+// kernel killed it with the namespace, before any runner started again.
+// runners are the runners still alive.
+func noLeftoversAfterKill(t *testing.T, db string, kills int, runners ...int) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return // no namespace: the next runner kills what is left
+	}
+	deadline := time.Now().Add(time.Second)
+	for {
+		left := leftovers(db, runners...)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after kill %d: processes of the dead runner's tasks still run a second later: %v", kills, left)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // frontierPassesUnfinished counts jobs whose saved finished prefix

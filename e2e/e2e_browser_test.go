@@ -93,7 +93,10 @@ func TestDashboardInABrowser(t *testing.T) {
 	long := postJob(t, base, `{"name": "long", "workers": 2, "tasks": [{"kind": "exec", "payload": {"argv": ["true"]}}, {"kind": "exec", "payload": {"argv": ["sleep", "60"]}}, {"kind": "exec", "payload": {"argv": ["sleep", "60"]}}]}`)
 	eval(`location.hash = "#/jobs/` + long + `"`)
 	waitFor("the long job runs, a task done", `document.getElementById("job-state") && document.getElementById("job-state").textContent === "running" && document.querySelector('tr[data-task="1"]').dataset.state === "succeeded"`)
-	if etaText, _ := eval(`[...document.querySelectorAll("#job-head .card")].find((c) => c.textContent.endsWith("ETA")).querySelector("b").textContent`).(string); etaText != "…" {
+	// The head follows the rows: "-" until it shows the task done.
+	etaCard := `[...document.querySelectorAll("#job-head .card")].find((c) => c.textContent.endsWith("ETA")).querySelector("b").textContent`
+	waitFor("the head shows the task done", etaCard+` !== "-"`)
+	if etaText, _ := eval(etaCard).(string); etaText != "…" {
 		t.Errorf("the ETA of a job with one quick task done of three: %q, want … until a wave has ended", etaText)
 	}
 	if eval(`document.getElementById("action-retry").hidden && !document.getElementById("action-pause").hidden`) != true {

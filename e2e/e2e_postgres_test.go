@@ -55,7 +55,7 @@ func TestPostgresDaemonsShareAJobAndSurviveAKill(t *testing.T) {
 	}
 	watch := startWith(t, db, env, "watch", "--all", "--follow", "--json")
 	// Each task prints the pid of the daemon that runs it (its parent).
-	big := writeJob(t, dir, "big.json", 6000, `{"kind":"exec","payload":{"argv":["sh","-c","echo $PPID"]}}`)
+	big := writeJob(t, dir, "big.json", 6000, `{"kind":"exec","payload":{"argv":["sh","-c","echo $PCD_RUNNER_PID"]}}`)
 	small := writeJob(t, dir, "small.json", 50, `{"kind":"sleep","payload":{"secs":0.01}}`)
 	totals := map[string]int64{}
 	for _, job := range []struct {
@@ -267,6 +267,13 @@ func TestPostgresRandomKills(t *testing.T) {
 		daemons[i].wait(t, 10*time.Second)
 		killed[daemons[i].cmd.Process.Pid] = true
 		kills++
+		var live []int
+		for j, d := range daemons {
+			if j != i {
+				live = append(live, d.cmd.Process.Pid)
+			}
+		}
+		noLeftoversAfterKill(t, db, kills, live...)
 		if n := queryDB(t, db, frontierPassesUnfinished); n != 0 {
 			t.Fatalf("after kill %d: %d jobs say every task up to done_through is final, and one is not", kills, n)
 		}
@@ -348,7 +355,7 @@ func TestPostgresNetworkCut(t *testing.T) {
 	job := func(name string, n int) string {
 		var tasks []string
 		for i := range n {
-			script := "echo $PPID; " + doubleRunScript(dir)
+			script := "echo $PCD_RUNNER_PID; " + doubleRunScript(dir)
 			tasks = append(tasks, fmt.Sprintf(`{"kind":"exec","payload":{"argv":["sh","-c",%q,"sh","%s%d"]}}`, script, name, i))
 		}
 		path := filepath.Join(dir, name+".json")
@@ -461,7 +468,7 @@ func TestPostgresNoTaskRunsTwice(t *testing.T) {
 	const n = 600
 	tasks := make([]string, n)
 	for i := range tasks {
-		tasks[i] = fmt.Sprintf(`{"kind":"exec","payload":{"argv":["sh","-c","sleep 0.$(($$ %% 5 + 2)); echo $PPID >> %s/run.%d"]}}`, dir, i)
+		tasks[i] = fmt.Sprintf(`{"kind":"exec","payload":{"argv":["sh","-c","sleep 0.$(($$ %% 5 + 2)); echo $PCD_RUNNER_PID >> %s/run.%d"]}}`, dir, i)
 	}
 	path := filepath.Join(dir, "job.json")
 	if err := os.WriteFile(path, []byte(`{"workers":25,"tasks":[`+strings.Join(tasks, ",")+`]}`), 0o600); err != nil {

@@ -181,6 +181,8 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 	return execOutcome(ctx, p, state, out)
 }
 
+var runnerPid = strconv.Itoa(os.Getpid())
+
 // command builds the command of an exec payload, and the cookie in its
 // environment by which the processes it leaves behind are found.
 func command(p ExecPayload, t Task) (*exec.Cmd, string) {
@@ -202,7 +204,9 @@ func command(p ExecPayload, t Task) (*exec.Cmd, string) {
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = p.Dir
-	cmd.Env = append(os.Environ(), process.RunIDVar+"="+cookie)
+	// The runner's pid: in the runner's PID namespace (process.Contain) a
+	// command's parent is outside it, and $PPID is 0.
+	cmd.Env = append(os.Environ(), process.RunIDVar+"="+cookie, "PCD_RUNNER_PID="+runnerPid)
 	if t.ID != "" {
 		cmd.Env = append(cmd.Env, "PCD_JOB_ID="+t.JobID, "PCD_TASK_ID="+t.ID, "PCD_SLOT="+strconv.Itoa(t.Slot))
 	}
