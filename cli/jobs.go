@@ -527,21 +527,28 @@ func listTasks(c *cli.Context, env Env, db *client, j store.Job, state store.Sta
 	}
 }
 
-// taskRow is a task's row: NUMBER, STATE, EXIT, TIME, ATTEMPTS, COMMAND,
-// ERROR.
+// taskRow is a task's row: NUMBER, STATE, EXIT, TIME, CPU, MEM, ATTEMPTS,
+// COMMAND, ERROR. CPU and MEM are an exec command's CPU time and peak
+// memory.
 func taskRow(t store.TaskRow, numWidth int) []string {
 	state := string(t.State)
 	if t.Interrupts > 0 {
 		// Runs cut short by a runner's death: the task may have run twice.
 		state += " (" + plural(t.Interrupts, "interrupt") + ": may have run twice)"
 	}
-	exit := "-"
+	exit, cpu, mem := "-", "-", "-"
 	if t.Kind == "exec" && len(t.Result) > 0 {
 		var r struct {
-			ExitCode *int `json:"exit_code"`
+			ExitCode  *int    `json:"exit_code"`
+			CPUSecs   float64 `json:"cpu_secs"`
+			MaxRSSKiB int64   `json:"max_rss_kib"`
 		}
 		if json.Unmarshal(t.Result, &r) == nil && r.ExitCode != nil {
 			exit = fmt.Sprint(*r.ExitCode)
+			cpu = humanDuration(time.Duration(r.CPUSecs * float64(time.Second)))
+			if r.MaxRSSKiB > 0 {
+				mem = humanKiB(r.MaxRSSKiB)
+			}
 		}
 	}
 	took := "-"
@@ -551,20 +558,32 @@ func taskRow(t store.TaskRow, numWidth int) []string {
 	case t.State == store.Running && !t.StartedAt.IsZero():
 		took = humanDuration(time.Since(t.StartedAt)) + "…"
 	}
-	return []string{fmt.Sprintf("%*d", numWidth, t.Seq), state, exit, took, fmt.Sprint(t.Attempts), taskCommand(t), oneLine(t.Error)}
+	return []string{fmt.Sprintf("%*d", numWidth, t.Seq), state, exit, took, cpu, mem, fmt.Sprint(t.Attempts), taskCommand(t), oneLine(t.Error)}
+}
+
+// humanKiB is a size given in KiB, in KiB, MiB or GiB.
+func humanKiB(kib int64) string {
+	switch {
+	case kib < 1024:
+		return fmt.Sprintf("%d KiB", kib)
+	case kib < 1024*1024:
+		return fmt.Sprintf("%.1f MiB", float64(kib)/1024)
+	default:
+		return fmt.Sprintf("%.1f GiB", float64(kib)/(1024*1024))
+	}
 }
 
 // taskTable writes rows under the tasks header; on a terminal the
 // COMMAND and ERROR cells are cut so that a row fits its width.
 func taskTable(w io.Writer, header bool, rows [][]string, width int) error {
 	if width > 0 {
-		fixed := []int{len("NUMBER"), len("STATE"), len("EXIT"), len("TIME"), len("ATTEMPTS")}
+		fixed := []int{len("NUMBER"), len("STATE"), len("EXIT"), len("TIME"), len("CPU"), len("MEM"), len("ATTEMPTS")}
 		longestErr := 0
 		for _, r := range rows {
 			for i := range fixed {
 				fixed[i] = max(fixed[i], utf8.RuneCountInString(r[i]))
 			}
-			longestErr = max(longestErr, utf8.RuneCountInString(r[6]))
+			longestErr = max(longestErr, utf8.RuneCountInString(r[8]))
 		}
 		room := width
 		for _, f := range fixed {
@@ -577,13 +596,13 @@ func taskTable(w io.Writer, header bool, rows [][]string, width int) error {
 			cmdRoom = max(room-errRoom-2, 10)
 		}
 		for _, r := range rows {
-			r[5], r[6] = cut(r[5], cmdRoom), cut(r[6], errRoom)
+			r[7], r[8] = cut(r[7], cmdRoom), cut(r[8], errRoom)
 		}
 	}
 	var buf bytes.Buffer
 	tw := tabwriter.NewWriter(&buf, 0, 4, 2, ' ', 0)
 	if header {
-		fmt.Fprintln(tw, "NUMBER\tSTATE\tEXIT\tTIME\tATTEMPTS\tCOMMAND\tERROR")
+		fmt.Fprintln(tw, "NUMBER\tSTATE\tEXIT\tTIME\tCPU\tMEM\tATTEMPTS\tCOMMAND\tERROR")
 	}
 	for _, r := range rows {
 		fmt.Fprintln(tw, strings.Join(r, "\t"))

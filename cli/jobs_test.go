@@ -34,7 +34,9 @@ func TestTasksTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows := regexp.MustCompile(`(?m)^\s*(\d+)\s+(\w+)\s+(\S+)\s+\S+\s+(\d+)\s+(.*)$`)
+	// NUMBER STATE EXIT TIME CPU MEM ATTEMPTS COMMAND ERROR, where MEM is
+	// "N KiB" or "N.N MiB".
+	rows := regexp.MustCompile(`(?m)^\s*(\d+)\s+(\w+)\s+(\S+)\s+\S+\s+\S+\s+[\d.]+ [KMG]iB\s+(\d+)\s+(.*)$`)
 	want := []struct{ state, exit, rest string }{{"succeeded", "0", "echo alpha"}, {"failed", "7", "exit 7      exit status 7"}}
 	got := rows.FindAllStringSubmatch(out, -1)
 	if len(got) != 2 || !strings.HasPrefix(out, "NUMBER  STATE ") {
@@ -56,8 +58,8 @@ func TestTasksTable(t *testing.T) {
 func TestTaskTableFitsTheTerminal(t *testing.T) {
 	t.Parallel()
 	rows := [][]string{
-		{"1", "failed", "1", "2ms", "1", strings.Repeat("long command ", 20), strings.Repeat("long error ", 20)},
-		{"2", "succeeded", "0", "1.5s", "1", "short", ""},
+		{"1", "failed", "1", "2ms", "1ms", "512 KiB", "1", strings.Repeat("long command ", 20), strings.Repeat("long error ", 20)},
+		{"2", "succeeded", "0", "1.5s", "1.2s", "20.5 MiB", "1", "short", ""},
 	}
 	var b bytes.Buffer
 	if err := taskTable(&b, true, rows, 80); err != nil {
@@ -68,7 +70,7 @@ func TestTaskTableFitsTheTerminal(t *testing.T) {
 			t.Errorf("%d columns, or trailing spaces: %q", n, line)
 		}
 	}
-	if !strings.Contains(b.String(), "long command long…") || !strings.Contains(b.String(), "long error long er…") {
+	if !strings.Contains(b.String(), "long comm…") || !strings.Contains(b.String(), "long error…") {
 		t.Errorf("the cut is not marked:\n%s", b.String())
 	}
 }

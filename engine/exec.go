@@ -68,6 +68,11 @@ type ExecResult struct {
 	Signal int `json:"signal,omitempty"`
 	// Tag is the payload's tag (pcd run --tag), for the printer.
 	Tag string `json:"tag,omitempty"`
+	// MaxRSSKiB is the command's peak resident memory, and CPUSecs its CPU
+	// time, user and system, each with those of the descendants it waited
+	// for (Linux: getrusage; absent elsewhere).
+	MaxRSSKiB int64   `json:"max_rss_kib,omitempty"`
+	CPUSecs   float64 `json:"cpu_secs,omitempty"`
 }
 
 // Exec is not Isolated: a command acts on the world, so it starts only
@@ -347,6 +352,8 @@ func execOutcome(ctx context.Context, p ExecPayload, state *os.ProcessState, o *
 	}
 	if state != nil {
 		res.ExitCode = state.ExitCode()
+		peak, cpu := process.Usage(state)
+		res.MaxRSSKiB, res.CPUSecs = peak, cpu.Seconds()
 		if ws, ok := sysStatus(state); ok && ws.Signaled() {
 			res.Signal = int(ws.Signal())
 		}

@@ -227,3 +227,20 @@ func TestExecValidate(t *testing.T) {
 		t.Errorf("a good payload: %v", err)
 	}
 }
+
+// TestExecReportsUsage: the result holds the command's peak memory and
+// CPU time, its children's that it waited for included.
+func TestExecReportsUsage(t *testing.T) {
+	// A child that holds 40 MB, then a loop that spends CPU time.
+	res, err := runExec(t, Exec{}, `{"shell": "(v=$(head -c 40000000 /dev/zero | tr '\\0' x); echo ${#v}); i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.MaxRSSKiB < 30000 {
+		t.Errorf("peak memory %d KiB, want at least the child's 40 MB", res.MaxRSSKiB)
+	}
+	if res.CPUSecs <= 0 {
+		t.Errorf("CPU time %v s, want some", res.CPUSecs)
+	}
+	t.Logf("peak %d KiB, CPU %.3f s", res.MaxRSSKiB, res.CPUSecs)
+}

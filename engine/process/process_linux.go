@@ -420,3 +420,16 @@ func KillLeftovers(groups []Group, ours func(taskIDs []string) (map[string]bool,
 	WaitGone(killed, wait)
 	return len(killed), nil
 }
+
+// Usage is what a command that has been waited for used: its peak
+// resident memory in KiB, and its CPU time, user and system, each its own
+// and that of the descendants it waited for. (A descendant no one waited
+// for, such as one killed with its group, is not counted.)
+func Usage(state *os.ProcessState) (peakKiB int64, cpu time.Duration) {
+	ru, ok := state.SysUsage().(*syscall.Rusage)
+	if !ok || ru == nil {
+		return 0, 0
+	}
+	cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return ru.Maxrss, cpu // Linux counts ru_maxrss in KiB
+}

@@ -3,6 +3,7 @@
 package process
 
 import (
+	"os"
 	"os/exec"
 	"syscall"
 	"time"
@@ -20,6 +21,9 @@ func Start(cmd *exec.Cmd) error {
 }
 
 func Done(int) {}
+
+// Usage is not read outside Linux.
+func Usage(*os.ProcessState) (peakKiB int64, cpu time.Duration) { return 0, 0 }
 
 // Subreaper is a no-op outside Linux.
 func BecomeSubreaper() (stop func(), err error) { return func() {}, nil }

@@ -364,7 +364,7 @@ async function jobPage(id, params) {
     } }, action));
   }
   const output = el("div", { id: "task-output" });
-  const table = el("table", { id: "tasks" }, el("tr", {}, ...["#", "state", "attempts", "time", "exit", "command", "error"].map((h) => el("th", {}, h))));
+  const table = el("table", { id: "tasks" }, el("tr", {}, ...["#", "state", "attempts", "time", "cpu", "memory", "exit", "command", "error"].map((h) => el("th", {}, h))));
   const fillHead = () => {
     const allowed = actionsFor(job);
     for (const b of actions.children) b.hidden = !allowed[b.textContent];
@@ -380,11 +380,17 @@ async function jobPage(id, params) {
   // rows holds the row of each task shown, by number.
   const rows = new Map();
   const taskRow = (t) => {
-    let exit = "-";
-    if (t.result && typeof t.result === "object" && "exit_code" in t.result) exit = t.result.exit_code;
+    // An exec command's exit code, CPU time and peak memory.
+    let exit = "-", cpu = "-", mem = "-";
+    if (t.result && typeof t.result === "object" && "exit_code" in t.result) {
+      exit = t.result.exit_code;
+      cpu = fmtDuration(t.result.cpu_secs || 0);
+      if (t.result.max_rss_kib) mem = fmtBytes(t.result.max_rss_kib * 1024);
+    }
     return el("tr", { "data-task": String(t.number), "data-state": t.state },
       el("td", {}, el("a", { class: "task", onclick: () => showTask(t.number) }, t.number)),
       taskStateCell(t), el("td", { class: "num" }, t.attempts), el("td", { class: "num" }, fmtDuration(t.time_secs)),
+      el("td", { class: "num cpu" }, cpu), el("td", { class: "num mem" }, mem),
       el("td", { class: "num" }, exit), el("td", { class: "command" }, t.payload === undefined ? "" : command(t)), el("td", {}, t.error || ""));
   };
   // addTask shows a task, or brings its row up to date.
