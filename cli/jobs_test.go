@@ -35,8 +35,8 @@ func TestTasksTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	// NUMBER STATE EXIT TIME CPU MEM ATTEMPTS COMMAND ERROR, where MEM is
-	// "N KiB" or "N.N MiB".
-	rows := regexp.MustCompile(`(?m)^\s*(\d+)\s+(\w+)\s+(\S+)\s+\S+\s+\S+\s+[\d.]+ [KMG]iB\s+(\d+)\s+(.*)$`)
+	// "-" (below the runner's peak) or "N KiB" or "N.N MiB".
+	rows := regexp.MustCompile(`(?m)^\s*(\d+)\s+(\w+)\s+(\S+)\s+\S+\s+\S+\s+(?:-|[\d.]+ [KMG]iB)\s+(\d+)\s+(.*)$`)
 	want := []struct{ state, exit, rest string }{{"succeeded", "0", "echo alpha"}, {"failed", "7", "exit 7      exit status 7"}}
 	got := rows.FindAllStringSubmatch(out, -1)
 	if len(got) != 2 || !strings.HasPrefix(out, "NUMBER  STATE ") {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -228,16 +229,23 @@ func TestExecValidate(t *testing.T) {
 	}
 }
 
-// TestExecReportsUsage: the result holds the command's peak memory and
-// CPU time, its children's that it waited for included.
+// TestExecReportsUsage: the result holds the command's peak memory (when
+// it is above the runner's) and CPU time, its children's that it waited
+// for included.
 func TestExecReportsUsage(t *testing.T) {
-	// A child that holds 40 MB, then a loop that spends CPU time.
-	res, err := runExec(t, Exec{}, `{"shell": "(v=$(head -c 40000000 /dev/zero | tr '\\0' x); echo ${#v}); i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done"}`)
+	var self syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &self); err != nil {
+		t.Fatal(err)
+	}
+	// A child that holds more than this process has, then a loop that
+	// spends CPU time.
+	bytes := max(self.Maxrss*1024*2, 40<<20)
+	res, err := runExec(t, Exec{}, fmt.Sprintf(`{"shell": "(v=$(head -c %d /dev/zero | tr '\\0' x); echo ${#v}); i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done"}`, bytes))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.MaxRSSKiB < 30000 {
-		t.Errorf("peak memory %d KiB, want at least the child's 40 MB", res.MaxRSSKiB)
+	if res.MaxRSSKiB < bytes>>10 {
+		t.Errorf("peak memory %d KiB, want at least the child's %d KiB", res.MaxRSSKiB, bytes>>10)
 	}
 	if res.CPUSecs <= 0 {
 		t.Errorf("CPU time %v s, want some", res.CPUSecs)

@@ -44,6 +44,7 @@ const keeperEnv = "PCD_KEEPER_OF"
 // contained is the runner's namespace, while it has one.
 var contained struct {
 	spawn  chan spawnReq
+	quit   chan struct{} // closed to end the spawner
 	keeper *exec.Cmd
 	stdin  io.Closer
 	done   chan struct{} // closed when the spawner has returned
@@ -81,14 +82,14 @@ func Contain() (stop func(), err error) {
 	}
 	spawn := make(chan spawnReq)
 	ready := make(chan error, 1)
-	done := make(chan struct{})
-	go spawner(self, spawn, ready, done)
+	quit, done := make(chan struct{}), make(chan struct{})
+	go spawner(self, spawn, quit, ready, done)
 	if err := <-ready; err != nil {
 		<-done
 		return nil, err
 	}
 	procs.mu.Lock()
-	contained.spawn, contained.done = spawn, done
+	contained.spawn, contained.quit, contained.done = spawn, quit, done
 	procs.mu.Unlock()
 	return stopContaining, nil
 }
@@ -98,23 +99,23 @@ func Contain() (stop func(), err error) {
 // ends.
 func stopContaining() {
 	procs.mu.Lock()
-	spawn, done, keeper, stdin := contained.spawn, contained.done, contained.keeper, contained.stdin
-	contained.spawn, contained.keeper, contained.stdin = nil, nil, nil
+	quit, done, keeper, stdin := contained.quit, contained.done, contained.keeper, contained.stdin
+	contained.spawn, contained.quit, contained.keeper, contained.stdin = nil, nil, nil, nil
 	procs.mu.Unlock()
-	if spawn == nil {
+	if quit == nil {
 		return
 	}
 	_ = stdin.Close()
 	_ = keeper.Wait()
 	Done(keeper.Process.Pid)
-	close(spawn)
+	close(quit)
 	<-done
 }
 
 // spawner runs on a thread of its own, which it leaves in the new
 // namespaces: it never unlocks it, so the thread ends with it, and with
 // the thread every process forked from it gets its death signal.
-func spawner(self string, reqs <-chan spawnReq, ready chan<- error, done chan<- struct{}) {
+func spawner(self string, reqs <-chan spawnReq, quit <-chan struct{}, ready chan<- error, done chan<- struct{}) {
 	defer close(done)
 	runtime.LockOSThread()
 	if err := unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_NEWPID); err != nil {
@@ -131,8 +132,13 @@ func spawner(self string, reqs <-chan spawnReq, ready chan<- error, done chan<- 
 		return
 	}
 	ready <- nil
-	for req := range reqs {
-		req.reply <- req.cmd.Start()
+	for {
+		select {
+		case req := <-reqs:
+			req.reply <- req.cmd.Start()
+		case <-quit:
+			return
+		}
 	}
 }
 
@@ -172,7 +178,7 @@ func startKeeper(self string) error {
 // false if it has none.
 func startContained(cmd *exec.Cmd) (bool, error) {
 	procs.mu.Lock()
-	spawn := contained.spawn
+	spawn, quit := contained.spawn, contained.quit
 	procs.mu.Unlock()
 	if spawn == nil {
 		return false, nil
@@ -182,8 +188,14 @@ func startContained(cmd *exec.Cmd) (bool, error) {
 	// would kill itself. The keeper's death kills it instead.
 	cmd.SysProcAttr.Pdeathsig = 0
 	reply := make(chan error, 1)
-	spawn <- spawnReq{cmd: cmd, reply: reply}
-	return true, <-reply
+	select {
+	case spawn <- spawnReq{cmd: cmd, reply: reply}:
+		return true, <-reply
+	case <-quit:
+		// The runner is closing: no namespace to start in any more.
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+		return false, nil
+	}
 }
 
 // keeperPid is the host pid of the namespace's init, 0 without one.

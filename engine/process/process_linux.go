@@ -425,11 +425,20 @@ func KillLeftovers(groups []Group, ours func(taskIDs []string) (map[string]bool,
 // resident memory in KiB, and its CPU time, user and system, each its own
 // and that of the descendants it waited for. (A descendant no one waited
 // for, such as one killed with its group, is not counted.)
+//
+// The peak is 0 when it is not above this process's own: Linux starts a
+// vforked child's peak at its parent's (exec records the shared memory's
+// high-water mark), and os/exec forks so. A command's peak shows only
+// above the runner's.
 func Usage(state *os.ProcessState) (peakKiB int64, cpu time.Duration) {
 	ru, ok := state.SysUsage().(*syscall.Rusage)
 	if !ok || ru == nil {
 		return 0, 0
 	}
 	cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	var self syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &self) != nil || ru.Maxrss <= self.Maxrss {
+		return 0, cpu
+	}
 	return ru.Maxrss, cpu // Linux counts ru_maxrss in KiB
 }
