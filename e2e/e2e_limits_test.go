@@ -161,7 +161,6 @@ func TestOversizedPayloadIsRefused(t *testing.T) {
 	}
 }
 
-//
 // Linux starts a vforked child's peak at its parent's (exec records the
 // shared memory's high-water mark), so a child's own peak shows only
 // above the test process's: below it, this is 0.
