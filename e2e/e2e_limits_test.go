@@ -161,9 +161,10 @@ func TestOversizedPayloadIsRefused(t *testing.T) {
 	}
 }
 
-// Linux starts a vforked child's peak at its parent's (exec records the
-// shared memory's high-water mark), so a child's own peak shows only
-// above the test process's: below it, this is 0.
+// maxRSSMiB is the peak RSS of a process the test waited for. Linux
+// starts a vforked child's peak at its parent's (exec records the shared
+// memory's high-water mark), so a child's own peak shows only above the
+// test process's: below it, this is 0.
 func maxRSSMiB(ps *os.ProcessState) float64 {
 	ru, ok := ps.SysUsage().(*syscall.Rusage)
 	var self syscall.Rusage
