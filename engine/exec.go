@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -146,11 +145,8 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 		ctx, cancel = context.WithTimeoutCause(ctx, time.Duration(p.Timeout), errTimedOut)
 		defer cancel()
 	}
-	// The death signal is tied to the forking thread: keep this goroutine
-	// on it until the command has been reaped.
-	runtime.LockOSThread()
-	if err := process.Start(cmd); err != nil {
-		runtime.UnlockOSThread()
+	release, err := process.Start(cmd)
+	if err != nil {
 		if errors.Is(err, syscall.EBADF) && nearFDLimit(cmd) {
 			// The child could not move its descriptors above ours: the
 			// descriptor limit, not a bad descriptor.
@@ -165,7 +161,7 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 	process.FenceOf(ctx).Track(pgid)
 	reportProcess(ctx, process.Group{Pgid: pgid, Start: process.StartTime(pgid)})
 	state := waitStopping(ctx, cmd, grace)
-	runtime.UnlockOSThread()
+	release()
 	process.Done(pgid)
 	fenced := false
 	if f := process.FenceOf(ctx); f != nil {

@@ -107,9 +107,8 @@ const minPage = 1000
 // worker of its own is free, with no task queued or running for it, or,
 // for short tasks, when its queue is half empty (hungry). It claims what
 // its free workers can start; tasks shorter than shortTask (0.1 s) it
-// claims a
-// second of at a time (claimAhead, at the rate the workers do them),
-// up to maxClaim tasks and maxClaimBytes of payloads. A job of 100
+// claims a second of at a time (claimAhead, at the rate the workers do
+// them), up to maxClaim tasks and maxClaimBytes of payloads. A job of 100
 // one-second tasks on two daemons of 25 workers thus runs 25 at a time on
 // each, not 100 on the first; and a runner of no-op tasks still claims
 // thousands at a time, which it must: a claim's round trips, its commit

@@ -64,9 +64,9 @@ type RunnerConfig struct {
 	// process group is killed with it, and, where the machine allows it,
 	// starts the commands in a PID namespace of the runner's own, so that
 	// the kernel kills what they started if the runner dies (see
-	// process.Contain; the program must call RunFence). pcd sets it. While it is set, the
-	// exec kind reaps every child that it did not start: leave it off in a
-	// program that starts processes of its own.
+	// process.Contain; the program must call RunFence). pcd sets it.
+	// While it is set, the exec kind reaps every child that it did not
+	// start: leave it off in a program that starts processes of its own.
 	Subreaper bool
 }
 

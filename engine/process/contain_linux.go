@@ -183,17 +183,12 @@ func startContained(cmd *exec.Cmd) (bool, error) {
 	if spawn == nil {
 		return false, nil
 	}
-	// No death signal: os/exec's child checks that its parent lives by
-	// its parent's pid, which it cannot see from the namespace, and
-	// would kill itself. The keeper's death kills it instead.
-	cmd.SysProcAttr.Pdeathsig = 0
 	reply := make(chan error, 1)
 	select {
 	case spawn <- spawnReq{cmd: cmd, reply: reply}:
 		return true, <-reply
 	case <-quit:
 		// The runner is closing: no namespace to start in any more.
-		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 		return false, nil
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,26 +47,35 @@ var procs struct {
 	subreaper bool
 }
 
-// Start starts cmd in a process group of its own, with a death
-// signal. The caller must have locked its goroutine to its thread with
-// runtime.LockOSThread and keep it locked until the process has been
-// reaped: the death signal comes when the forking thread exits, and a
-// locked thread cannot exit under a goroutine that is still running.
-func Start(cmd *exec.Cmd) error {
+// Start starts cmd in a process group of its own: in the runner's PID
+// namespace if it has one (Contain), else with a death signal. The death
+// signal comes when the forking thread exits, so then Start locks the
+// calling goroutine to its thread, and release unlocks it: call it once
+// the process has been reaped (a locked thread cannot exit under a
+// goroutine that is still running). In the namespace the keeper's death
+// kills the command instead; os/exec's child would take its parent, which
+// it cannot see from there, for dead, and kill itself at once.
+func Start(cmd *exec.Cmd) (release func(), err error) {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setpgid = true
-	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	procs.mu.Lock()
 	procs.forking++
 	if procs.live == nil {
 		procs.live = map[int]bool{}
 	}
 	procs.mu.Unlock()
+	release = func() {}
 	started, err := startContained(cmd)
 	if !started {
-		err = cmd.Start()
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+		runtime.LockOSThread()
+		if err = cmd.Start(); err != nil {
+			runtime.UnlockOSThread()
+		} else {
+			release = runtime.UnlockOSThread
+		}
 	}
 	procs.mu.Lock()
 	procs.forking--
@@ -73,7 +83,7 @@ func Start(cmd *exec.Cmd) error {
 		procs.live[cmd.Process.Pid] = true
 	}
 	procs.mu.Unlock()
-	return err
+	return release, err
 }
 
 // Done records that os/exec has reaped pid.

@@ -12,12 +12,12 @@ import (
 // Start starts cmd in a process group of its own. Outside Linux
 // there is no death signal and no subreaper: a SIGKILLed runner's
 // commands are found again only by their recorded process group.
-func Start(cmd *exec.Cmd) error {
+func Start(cmd *exec.Cmd) (release func(), err error) {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setpgid = true
-	return cmd.Start()
+	return func() {}, cmd.Start()
 }
 
 func Done(int) {}
