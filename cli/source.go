@@ -205,7 +205,7 @@ func applyJobFlags(c *cli.Context, jf *engine.JobFile) error {
 		return fmt.Errorf("find the working directory: %w", err)
 	}
 	jf.Dir = cwd
-	for _, apply := range []func(*cli.Context, *engine.JobFile) error{applySizeFlags, applyRetryFlags, applySinkFlags, applyScheduleFlags} {
+	for _, apply := range []func(*cli.Context, *engine.JobFile) error{applySizeFlags, applyRetryFlags, applyLimitFlags, applySinkFlags, applyScheduleFlags} {
 		if err := apply(c, jf); err != nil {
 			return err
 		}
@@ -345,6 +345,38 @@ func applyRetryFlags(c *cli.Context, jf *engine.JobFile) error {
 	}
 	if err := jf.RetrySpec.Validate(); err != nil {
 		return usageError("%w", err)
+	}
+	return nil
+}
+
+// limitFlags cap what each command of the job may use.
+func limitFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "memory", Usage: "the most memory each command, with all it starts, may use: `SIZE` such as 512MiB or 2G (powers of 1024); over it, the task fails (Linux cgroups, as root)"},
+		&cli.Float64Flag{Name: "cpus", Usage: "the most CPU time each command may use, in `CPUS` (1.5: one and a half CPUs) (Linux cgroups, as root)"},
+	}
+}
+
+// applyLimitFlags puts --memory and --cpus into the job's limits, over
+// the job file's, and refuses them where they cannot be enforced.
+func applyLimitFlags(c *cli.Context, jf *engine.JobFile) error {
+	if c.IsSet("memory") {
+		size, err := engine.ParseByteSize(c.String("memory"))
+		if err != nil {
+			return usageError("--memory: %w", err)
+		}
+		jf.Memory = size
+	}
+	if c.IsSet("cpus") {
+		jf.CPUs = c.Float64("cpus")
+	}
+	if err := jf.Limits.Validate(); err != nil {
+		return usageError("%w", err)
+	}
+	if c.IsSet("memory") || c.IsSet("cpus") {
+		if err := engine.CheckLimits(jf.Limits); err != nil {
+			return usageError("--memory and --cpus: %w", err)
+		}
 	}
 	return nil
 }

@@ -35,6 +35,7 @@ works. The job waits durably whether or not a daemon is running.
 		Flags: []cli.Flag{
 			sourceFlags()[0], sourceFlags()[1], sourceFlags()[2], sourceFlags()[3], sourceFlags()[4],
 			retryFlags()[0], retryFlags()[1], retryFlags()[2], retryFlags()[3],
+			limitFlags()[0], limitFlags()[1],
 			sinkFlags()[0], sinkFlags()[1], sinkFlags()[2],
 			&cli.StringFlag{Name: "name", Usage: "job name"},
 			&cli.IntFlag{Name: "workers", Aliases: []string{"w", "j", "jobs"}, EnvVars: []string{"PCD_WORKERS"}, Value: engine.DefaultWorkers, Usage: "consumers running the job's tasks at once (parallel's -j)"},

@@ -217,6 +217,9 @@ func (c *Client) SubmitStream(ctx context.Context, r io.Reader, opts StreamOptio
 	if err := opts.Job.ValidateSettings(); err != nil {
 		return store.Job{}, err
 	}
+	if err := CheckLimits(opts.Job.Limits); err != nil {
+		return store.Job{}, badJob("%w", err)
+	}
 	nj := opts.Job.NewJob()
 	var err error
 	if nj.After, err = resolveAfter(ctx, c.db, opts.Job.After); err != nil {

@@ -70,8 +70,15 @@ type ExecResult struct {
 	// MaxRSSKiB is the command's peak resident memory, and CPUSecs its CPU
 	// time, user and system, each with those of the descendants it waited
 	// for (Linux: getrusage; absent elsewhere).
+	//
+	// With a memory limit, or a group's, the peak is its cgroup's: the
+	// most memory charged to it at once, resident memory and page cache,
+	// as the limit counts it.
 	MaxRSSKiB int64   `json:"max_rss_kib,omitempty"`
 	CPUSecs   float64 `json:"cpu_secs,omitempty"`
+	// OOMKilled: the kernel killed the command, or one of its processes,
+	// for want of memory, and the command failed.
+	OOMKilled bool `json:"oom_killed,omitempty"`
 }
 
 // Exec is not Isolated: a command acts on the world, so it starts only
@@ -94,8 +101,23 @@ func (Exec) Validate(payload json.RawMessage) error {
 			return fmt.Errorf("dir %s is not a directory", p.Dir)
 		}
 	}
+	if err := CheckLimits(p.Limits); err != nil {
+		return err
+	}
 	if len(p.Argv) > 0 {
 		return process.CheckCommand(p.Argv[0], p.Dir)
+	}
+	return nil
+}
+
+// CheckLimits says why this process cannot enforce the limits l, if it
+// cannot: they are refused, never ignored.
+func CheckLimits(l Limits) error {
+	if l.IsZero() {
+		return nil
+	}
+	if err := process.CheckLimits(process.Limits{Memory: int64(l.Memory), CPUs: l.CPUs}); err != nil {
+		return fmt.Errorf("memory and cpus limits cannot be enforced here: %w", err)
 	}
 	return nil
 }
@@ -128,6 +150,10 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 		grace = 5 * time.Second
 	}
 	cmd, cookie := command(p, t)
+	cg, err := taskCgroup(ctx, p, cookie)
+	if err != nil {
+		return nil, err
+	}
 	// Our own pipes: when the command exits we kill what it left behind,
 	// and only then wait, a bounded time, for the pipes to drain.
 	live := openLive(e.LiveDir, t.ID, e.LiveCap)
@@ -145,8 +171,9 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 		ctx, cancel = context.WithTimeoutCause(ctx, time.Duration(p.Timeout), errTimedOut)
 		defer cancel()
 	}
-	release, err := process.Start(cmd)
+	release, err := process.Start(cmd, cg)
 	if err != nil {
+		removeCgroup(cg)
 		if errors.Is(err, syscall.EBADF) && nearFDLimit(cmd) {
 			// The child could not move its descriptors above ours: the
 			// descriptor limit, not a bad descriptor.
@@ -175,11 +202,49 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 	// outlives it.
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	process.SweepAdopted(cookie)
+	var usage *process.CgroupUsage
+	if cg != nil {
+		u := cg.Usage()
+		usage = &u
+		cg.Remove()
+	}
 	out.drain()
 	if fenced {
 		return nil, process.ErrFenced
 	}
-	return execOutcome(ctx, p, state, out)
+	return execOutcome(ctx, p, state, out, usage)
+}
+
+// taskCgroup is the cgroup of a command with limits, its own or its
+// group's (withLimitGroup); nil for one with none.
+func taskCgroup(ctx context.Context, p ExecPayload, cookie string) (*process.Cgroup, error) {
+	lim := process.Limits{Memory: int64(p.Memory), CPUs: p.CPUs}
+	group, _ := ctx.Value(limitGroupKey{}).(*process.Cgroup)
+	if lim.IsZero() && group == nil {
+		return nil, nil
+	}
+	cg, err := process.NewCgroup(group, "task-"+cookie, lim)
+	if err != nil {
+		return nil, fmt.Errorf("cannot enforce the command's limits (memory %v, cpus %v): %w", p.Memory, p.CPUs, err)
+	}
+	return cg, nil
+}
+
+func removeCgroup(cg *process.Cgroup) {
+	if cg != nil {
+		cg.Remove()
+	}
+}
+
+type limitGroupKey struct{}
+
+// withLimitGroup runs the exec tasks under ctx in the cgroup of their
+// job's group, which holds the group's limits for them together.
+func withLimitGroup(ctx context.Context, cg *process.Cgroup) context.Context {
+	if cg == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, limitGroupKey{}, cg)
 }
 
 var runnerPid = strconv.Itoa(os.Getpid())
@@ -333,7 +398,10 @@ func sysStatus(state *os.ProcessState) (syscall.WaitStatus, bool) {
 
 // execOutcome is the task's result (an ExecResult) and its error: a
 // timeout, a stop, a signal or a non-zero exit status.
-func execOutcome(ctx context.Context, p ExecPayload, state *os.ProcessState, o *output) (json.RawMessage, error) {
+//
+// usage is what its cgroup says, if it had one: the exact peak, and
+// whether the kernel killed it for memory.
+func execOutcome(ctx context.Context, p ExecPayload, state *os.ProcessState, o *output, usage *process.CgroupUsage) (json.RawMessage, error) {
 	stdout, stderr := o.stdout.finish(), o.stderr.finish()
 	res := ExecResult{ExitCode: -1, Stdout: stdout.text, Stderr: stderr.text,
 		StdoutTruncated: stdout.cut, StderrTruncated: stderr.cut,
@@ -354,6 +422,12 @@ func execOutcome(ctx context.Context, p ExecPayload, state *os.ProcessState, o *
 			res.Signal = int(ws.Signal())
 		}
 	}
+	if usage != nil {
+		if usage.Peak > 0 {
+			res.MaxRSSKiB = usage.Peak >> 10
+		}
+		res.OOMKilled = usage.OOMKilled && state != nil && !state.Success()
+	}
 	res.Tag = p.Tag
 	timedOut := errors.Is(context.Cause(ctx), errTimedOut)
 	res.TimedOut = timedOut
@@ -368,6 +442,12 @@ func execOutcome(ctx context.Context, p ExecPayload, state *os.ProcessState, o *
 		return out, context.Cause(ctx)
 	case state == nil:
 		return out, errors.New("lost track of the process")
+	case res.OOMKilled && usage.OverOwn:
+		return out, fmt.Errorf("killed: over its memory limit of %v", p.Memory)
+	case res.OOMKilled && p.Memory > 0:
+		return out, fmt.Errorf("killed: out of memory, under its limit of %v: the limit of its group or of the machine was reached", p.Memory)
+	case res.OOMKilled:
+		return out, errors.New("killed: out of memory: the limit of its group or of the machine was reached")
 	case !state.Success():
 		if ws, ok := sysStatus(state); ok && ws.Signaled() {
 			return out, fmt.Errorf("killed by signal %v", ws.Signal())

@@ -23,6 +23,10 @@ type (
 	Duration = jobfile.Duration
 	// ExecPayload is the exec kind's payload.
 	ExecPayload = jobfile.ExecPayload
+	// Limits are what one command may use (memory, cpus).
+	Limits = jobfile.Limits
+	// ByteSize is a number of bytes, read as 536870912 or "512MiB".
+	ByteSize = jobfile.ByteSize
 )
 
 // Defaults of a job that leaves them out.
@@ -53,4 +57,7 @@ func ParseJobFile(data []byte, reg *Registry) (JobFile, error) { return jobfile.
 func ParseHalt(s string) (Halt, error) { return jobfile.ParseHalt(s) }
 
 // badJob is an ErrBadJob error that reads as the message alone.
+// ParseByteSize reads a size: "512MiB", "2G", "1048576".
+func ParseByteSize(s string) (ByteSize, error) { return jobfile.ParseByteSize(s) }
+
 func badJob(format string, a ...any) error { return jobfile.Errorf(format, a...) }

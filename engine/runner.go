@@ -553,6 +553,7 @@ func (r *Runner) release() error {
 		r.stopReaping()
 		r.stopReaping = nil
 	}
+	process.RemoveCgroups()
 	if r.lock != nil {
 		errs = append(errs, r.lock.Release())
 		r.lock = nil

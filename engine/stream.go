@@ -138,7 +138,7 @@ func (sj *streamedJob) take(next readLine, maxLine int) error {
 		return nil
 	}
 	sj.line++
-	t, ok, err := jobfile.ParseTask(next.raw, sj.opts.Registry, sj.opts.Job.RetrySpec, sj.opts.Job.Dir)
+	t, ok, err := jobfile.ParseTask(next.raw, sj.opts.Registry, sj.opts.Job.TaskDefaults())
 	if err != nil {
 		return sj.badLine(err)
 	}

@@ -30,6 +30,9 @@ func submit(ctx context.Context, db store.Store, reg *Registry, jf JobFile) (sto
 	if err := jf.Validate(reg); err != nil {
 		return store.Job{}, err
 	}
+	if err := CheckLimits(jf.Limits); err != nil {
+		return store.Job{}, badJob("%w", err)
+	}
 	nj := jf.NewJob()
 	var err error
 	if nj.After, err = resolveAfter(ctx, db, jf.After); err != nil {
@@ -47,6 +50,9 @@ func submitTx(ctx context.Context, db store.Store, tx any, reg *Registry, jf Job
 	}
 	if err := jf.Validate(reg); err != nil {
 		return store.Job{}, err
+	}
+	if err := CheckLimits(jf.Limits); err != nil {
+		return store.Job{}, badJob("%w", err)
 	}
 	nj := jf.NewJob()
 	if nj.More != nil {

@@ -32,6 +32,9 @@ type ExecPayload struct {
 	// Tag is what pcd run --tag puts before each line of the task's
 	// output (GNU parallel's --tag): its arguments.
 	Tag string `json:"tag,omitempty"`
+	// Limits are what the command may use (a job's, unless the task sets
+	// its own).
+	Limits
 }
 
 // Duration reads seconds (a JSON number) or a Go duration string.
@@ -100,6 +103,9 @@ func ParseExec(payload json.RawMessage) (ExecPayload, error) {
 		if strings.ContainsRune(a, 0) {
 			return p, fmt.Errorf("argv[%d] holds a NUL byte, which no program can receive", i)
 		}
+	}
+	if err := p.Limits.Validate(); err != nil {
+		return p, err
 	}
 	for _, f := range []struct{ name, v string }{{"shell", p.Shell}, {"dir", p.Dir}} {
 		if strings.ContainsRune(f.v, 0) {

@@ -71,6 +71,7 @@ type JobFile struct {
 	RetrySpec             // the defaults of every task
 	sink.Sinks            // the job's own callback destinations
 	Schedule              // when the job runs, and when it stops early
+	Limits                // what each of its exec tasks may use
 	Tasks      []TaskSpec `json:"tasks"`
 
 	// Dir is the submitter's working directory, where the job's commands
@@ -472,6 +473,9 @@ func (jf JobFile) ValidateSettings() error {
 	if err := jf.Schedule.Validate(); err != nil {
 		return Errorf("%w", err)
 	}
+	if err := jf.Limits.Validate(); err != nil {
+		return Errorf("%w", err)
+	}
 	return nil
 }
 
@@ -503,7 +507,7 @@ func (jf JobFile) NewJob() store.NewJob {
 		nj.QueueSize = DefaultQueueSize
 	}
 	for i, t := range jf.Tasks {
-		nj.Tasks[i] = t.NewTask(jf.RetrySpec, jf.Dir)
+		nj.Tasks[i] = t.NewTask(jf.TaskDefaults())
 	}
 	if jf.file != "" {
 		nj.More = jf.batches()
@@ -532,7 +536,7 @@ func (jf JobFile) batches() iter.Seq2[[]store.NewTask, error] {
 		var again JobFile
 		cur := make([]store.NewTask, 0, fileBatch)
 		n, err := scanJobFile(f, 0, &again, func(_ int, t TaskSpec) error {
-			cur = append(cur, t.NewTask(jf.RetrySpec, jf.Dir))
+			cur = append(cur, t.NewTask(jf.TaskDefaults()))
 			if len(cur) < fileBatch {
 				return nil
 			}
@@ -558,10 +562,23 @@ func (jf JobFile) batches() iter.Seq2[[]store.NewTask, error] {
 	}
 }
 
-// NewTask is the task to create. It stores the payload compacted, and an absent one as null, with
-// the job's retry defaults under the task's own. An exec task gets the
-// submitter's directory, dir, as its own (see JobFile.Dir).
-func (t TaskSpec) NewTask(def RetrySpec, dir string) store.NewTask {
+// TaskDefaults are what a job gives each of its tasks: its retry
+// settings, under the task's own; and to an exec task, the directory it
+// runs in (see JobFile.Dir) and the limits it has unless it sets its own.
+type TaskDefaults struct {
+	Retry  RetrySpec
+	Dir    string
+	Limits Limits
+}
+
+// TaskDefaults are what the job gives each of its tasks.
+func (jf JobFile) TaskDefaults() TaskDefaults {
+	return TaskDefaults{Retry: jf.RetrySpec, Dir: jf.Dir, Limits: jf.Limits}
+}
+
+// NewTask is the task to create. It stores the payload compacted, and an
+// absent one as null, with the job's defaults under the task's own.
+func (t TaskSpec) NewTask(def TaskDefaults) store.NewTask {
 	payload := t.Payload
 	if len(payload) == 0 {
 		payload = json.RawMessage("null")
@@ -571,21 +588,25 @@ func (t TaskSpec) NewTask(def RetrySpec, dir string) store.NewTask {
 			payload = buf.Bytes()
 		}
 	}
-	if t.Kind == "exec" && dir != "" {
-		payload = execAt(payload, dir)
+	if t.Kind == "exec" && (def.Dir != "" || !def.Limits.IsZero()) {
+		payload = execWith(payload, def)
 	}
-	return store.NewTask{Kind: t.Kind, Payload: payload, Retry: t.RetrySpec.over(def)}
+	return store.NewTask{Kind: t.Kind, Payload: payload, Retry: t.RetrySpec.over(def.Retry)}
 }
 
-// execAt sets an exec payload's working directory from the submitter's:
-// dir when it has none, dir joined with a relative one. A payload that
-// does not parse is left for the kind to refuse.
-func execAt(payload json.RawMessage, dir string) json.RawMessage {
+// execWith gives an exec payload the job's defaults: the submitter's
+// directory when it has none, joined with a relative one; the job's
+// limits where it sets none. A payload that does not parse is left for
+// the kind to refuse.
+func execWith(payload json.RawMessage, def TaskDefaults) json.RawMessage {
 	p, err := ParseExec(payload)
-	if err != nil || filepath.IsAbs(p.Dir) {
+	if err != nil {
 		return payload
 	}
-	p.Dir = filepath.Join(dir, p.Dir)
+	if def.Dir != "" && !filepath.IsAbs(p.Dir) {
+		p.Dir = filepath.Join(def.Dir, p.Dir)
+	}
+	p.Limits = p.Limits.Over(def.Limits)
 	b, err := json.Marshal(p)
 	if err != nil {
 		return payload
@@ -693,9 +714,9 @@ func filePosition(path string, offset int64) (line, col int) {
 }
 
 // ParseTask reads one task of an NDJSON stream, a line, and checks it
-// against kinds; ok is false for a blank line. def are the job's retry
-// settings and dir its directory (see JobFile.Dir).
-func ParseTask(raw []byte, reg Kinds, def RetrySpec, dir string) (store.NewTask, bool, error) {
+// against kinds; ok is false for a blank line. def are the job's (see
+// JobFile.TaskDefaults).
+func ParseTask(raw []byte, reg Kinds, def TaskDefaults) (store.NewTask, bool, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
 		return store.NewTask{}, false, nil
@@ -723,5 +744,5 @@ func ParseTask(raw []byte, reg Kinds, def RetrySpec, dir string) (store.NewTask,
 	if err := spec.RetrySpec.Validate(); err != nil {
 		return store.NewTask{}, false, err
 	}
-	return spec.NewTask(def, dir), true, nil
+	return spec.NewTask(def), true, nil
 }

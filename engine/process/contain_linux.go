@@ -52,6 +52,7 @@ var contained struct {
 
 type spawnReq struct {
 	cmd   *exec.Cmd
+	cg    *Cgroup
 	reply chan error
 }
 
@@ -135,7 +136,7 @@ func spawner(self string, reqs <-chan spawnReq, quit <-chan struct{}, ready chan
 	for {
 		select {
 		case req := <-reqs:
-			req.reply <- req.cmd.Start()
+			req.reply <- req.cg.start(req.cmd.Start)
 		case <-quit:
 			return
 		}
@@ -174,9 +175,9 @@ func startKeeper(self string) error {
 	return nil
 }
 
-// startContained forks cmd in the runner's namespace, if it has one;
-// false if it has none.
-func startContained(cmd *exec.Cmd) (bool, error) {
+// startContained forks cmd in the runner's namespace, if it has one, and
+// in the cgroup cg if not nil; false if it has no namespace.
+func startContained(cmd *exec.Cmd, cg *Cgroup) (bool, error) {
 	procs.mu.Lock()
 	spawn, quit := contained.spawn, contained.quit
 	procs.mu.Unlock()
@@ -185,7 +186,7 @@ func startContained(cmd *exec.Cmd) (bool, error) {
 	}
 	reply := make(chan error, 1)
 	select {
-	case spawn <- spawnReq{cmd: cmd, reply: reply}:
+	case spawn <- spawnReq{cmd: cmd, cg: cg, reply: reply}:
 		return true, <-reply
 	case <-quit:
 		// The runner is closing: no namespace to start in any more.

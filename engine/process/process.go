@@ -50,3 +50,26 @@ func CheckCommand(name, dir string) error {
 	}
 	return nil
 }
+
+// Limits are what a command may use: Memory in bytes and CPUs, each 0
+// for no limit.
+type Limits struct {
+	Memory int64
+	CPUs   float64
+}
+
+// IsZero reports no limit.
+func (l Limits) IsZero() bool { return l.Memory == 0 && l.CPUs == 0 }
+
+// CgroupUsage is what the processes of a task's cgroup used.
+type CgroupUsage struct {
+	// Peak is the most memory charged at once, in bytes: resident
+	// memory and the page cache, as the limit counts it.
+	Peak int64
+	// OOMKilled: the kernel killed one of its processes for want of
+	// memory.
+	OOMKilled bool
+	// OverOwn: the cgroup's own memory limit was reached (else an
+	// enclosing one was).
+	OverOwn bool
+}

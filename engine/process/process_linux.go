@@ -55,7 +55,10 @@ var procs struct {
 // goroutine that is still running). In the namespace the keeper's death
 // kills the command instead; os/exec's child would take its parent, which
 // it cannot see from there, for dead, and kill itself at once.
-func Start(cmd *exec.Cmd) (release func(), err error) {
+//
+// With a cgroup (NewCgroup), the command starts in it, and so does
+// everything it starts.
+func Start(cmd *exec.Cmd, cg *Cgroup) (release func(), err error) {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
@@ -67,11 +70,11 @@ func Start(cmd *exec.Cmd) (release func(), err error) {
 	}
 	procs.mu.Unlock()
 	release = func() {}
-	started, err := startContained(cmd)
+	started, err := startContained(cmd, cg)
 	if !started {
 		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 		runtime.LockOSThread()
-		if err = cmd.Start(); err != nil {
+		if err = cg.start(cmd.Start); err != nil {
 			runtime.UnlockOSThread()
 		} else {
 			release = runtime.UnlockOSThread

@@ -12,7 +12,7 @@ import (
 // Start starts cmd in a process group of its own. Outside Linux
 // there is no death signal and no subreaper: a SIGKILLed runner's
 // commands are found again only by their recorded process group.
-func Start(cmd *exec.Cmd) (release func(), err error) {
+func Start(cmd *exec.Cmd, _ *Cgroup) (release func(), err error) {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
