@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pcd-dev/pcd/engine/process"
 )
 
 func runExec(t *testing.T, e Exec, payload string) (ExecResult, error) {
@@ -251,4 +253,29 @@ func TestExecReportsUsage(t *testing.T) {
 		t.Errorf("CPU time %v s, want some", res.CPUSecs)
 	}
 	t.Logf("peak %d KiB, CPU %.3f s", res.MaxRSSKiB, res.CPUSecs)
+}
+
+// TestExecMemoryLimit: a command over its memory limit is killed by the
+// kernel, and fails with its limit named; one under it runs as before,
+// with its peak from its cgroup. The command is forked from the caller's
+// thread here (no runner's namespace), which enters the cgroup for it.
+func TestExecMemoryLimit(t *testing.T) {
+	if err := CheckLimits(Limits{Memory: 64 << 20}); err != nil {
+		t.Skipf("this machine cannot enforce limits: %v", err)
+	}
+	t.Cleanup(process.RemoveCgroups)
+	res, err := runExec(t, Exec{}, `{"shell": "v=$(head -c 100000000 /dev/zero | tr '\\0' x); echo survived", "memory": "24MiB"}`)
+	if err == nil || err.Error() != "killed: over its memory limit of 24 MiB" || !res.OOMKilled {
+		t.Fatalf("err %v, oom_killed %v: want the limit named", err, res.OOMKilled)
+	}
+	if strings.Contains(res.Stdout, "survived") {
+		t.Errorf("the command went on: %q", res.Stdout)
+	}
+	res, err = runExec(t, Exec{}, `{"shell": "v=$(head -c 4000000 /dev/zero | tr '\\0' x); echo ${#v}", "memory": "64MiB", "cpus": 0.5}`)
+	if err != nil || strings.TrimSpace(res.Stdout) != "4000000" || res.OOMKilled {
+		t.Fatalf("under its limit: %v, %+v", err, res)
+	}
+	if res.MaxRSSKiB < 4000 || res.MaxRSSKiB > 64<<10 {
+		t.Errorf("peak %d KiB, want between the 4 MB it held and its 64 MiB limit", res.MaxRSSKiB)
+	}
 }
