@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -234,9 +235,13 @@ joins one with pcd submit --group G; the default group has no name.
   pcd group                       list the groups with limits
   pcd group set G --max-jobs N    run at most N of G's jobs at once (per daemon)
   pcd group set G --workers N     run at most N of G's tasks at once (per daemon)
+  pcd group set G --memory 4GiB   G's commands use at most 4 GiB together (per daemon)
+  pcd group set G --cpus 2        G's commands use at most 2 CPUs together (per daemon)
 
 0 is no limit of the group's own: --max-jobs of the daemon, and each job's
-own --workers, still hold.`,
+own --workers, --memory and --cpus, still hold. Memory and cpus limits need
+Linux cgroups, as root; where a daemon cannot enforce them, the group's
+commands fail and say why.`,
 		Flags:        []cli.Flag{jsonFlag()},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
@@ -245,7 +250,7 @@ own --workers, still hold.`,
 			}
 			db, err := openReader(c)
 			if errors.Is(err, store.ErrNoDatabase) && commonString(c, "db") == "" {
-				return table(env.Stdout, "GROUP\tMAX_JOBS\tWORKERS", nil)
+				return table(env.Stdout, groupHeader, nil)
 			}
 			if err != nil {
 				return err
@@ -257,21 +262,23 @@ own --workers, still hold.`,
 			}
 			if c.Bool("json") {
 				type view struct {
-					Name    string `json:"name"`
-					MaxJobs int    `json:"max_jobs"`
-					Workers int    `json:"workers"`
+					Name    string  `json:"name"`
+					MaxJobs int     `json:"max_jobs"`
+					Workers int     `json:"workers"`
+					Memory  int64   `json:"memory"`
+					CPUs    float64 `json:"cpus"`
 				}
 				out := []view{}
 				for _, g := range groups {
-					out = append(out, view{g.Name, g.MaxJobs, g.Workers})
+					out = append(out, view{g.Name, g.MaxJobs, g.Workers, g.Memory, g.CPUs})
 				}
 				return writeJSON(env.Stdout, out)
 			}
 			rows := make([][]string, len(groups))
 			for i, g := range groups {
-				rows[i] = []string{groupName(g.Name), limit(g.MaxJobs), limit(g.Workers)}
+				rows[i] = []string{groupName(g.Name), limit(g.MaxJobs), limit(g.Workers), memoryLimit(g.Memory), cpusLimit(g.CPUs)}
 			}
-			return table(env.Stdout, "GROUP\tMAX_JOBS\tWORKERS", rows)
+			return table(env.Stdout, groupHeader, rows)
 		},
 		Subcommands: []*cli.Command{groupSetCommand(env)},
 	}
@@ -286,21 +293,37 @@ func groupSetCommand(env Env) *cli.Command {
 		Flags: append([]cli.Flag{
 			&cli.IntFlag{Name: "max-jobs", Usage: "the group's jobs running at once per daemon (0: no limit of its own)"},
 			&cli.IntFlag{Name: "workers", Usage: "the group's tasks running at once per daemon (0: no limit of its own)"},
+			&cli.StringFlag{Name: "memory", Usage: "the most memory the group's commands use together per daemon: `SIZE` such as 4GiB (0: no limit of its own)"},
+			&cli.Float64Flag{Name: "cpus", Usage: "the most CPUs' time the group's commands use together per daemon (0: no limit of its own)"},
 		}, commonFlags()...),
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return usageError("give one group name, got %d arguments", c.NArg())
 			}
-			g := store.Group{Name: c.Args().First(), MaxJobs: c.Int("max-jobs"), Workers: c.Int("workers")}
+			g := store.Group{Name: c.Args().First(), MaxJobs: c.Int("max-jobs"), Workers: c.Int("workers"), CPUs: c.Float64("cpus")}
+			if c.IsSet("memory") && c.String("memory") != "0" {
+				size, err := engine.ParseByteSize(c.String("memory"))
+				if err != nil {
+					return usageError("--memory: %w", err)
+				}
+				g.Memory = int64(size)
+			}
+			lim := engine.Limits{Memory: engine.ByteSize(g.Memory), CPUs: g.CPUs}
+			if err := lim.Validate(); err != nil {
+				return usageError("%w", err)
+			}
+			if err := engine.CheckLimits(lim); err != nil {
+				return usageError("--memory and --cpus: %w", err)
+			}
 			if err := (engine.Schedule{Group: g.Name}).Validate(); err != nil {
 				return usageError("%w", err)
 			}
 			if g.MaxJobs < 0 || g.Workers < 0 || g.MaxJobs > maxWorkers || g.Workers > maxWorkers {
 				return usageError("--max-jobs and --workers must be between 0 and %d", maxWorkers)
 			}
-			if !c.IsSet("max-jobs") && !c.IsSet("workers") {
-				return usageError("give --max-jobs N, --workers N, or both")
+			if !c.IsSet("max-jobs") && !c.IsSet("workers") && !c.IsSet("memory") && !c.IsSet("cpus") {
+				return usageError("give --max-jobs N, --workers N, --memory SIZE or --cpus N")
 			}
 			db, err := openDB(c, false)
 			if err != nil {
@@ -315,15 +338,39 @@ func groupSetCommand(env Env) *cli.Command {
 					if o.Name == g.Name && !c.IsSet("workers") {
 						g.Workers = o.Workers
 					}
+					if o.Name == g.Name && !c.IsSet("memory") {
+						g.Memory = o.Memory
+					}
+					if o.Name == g.Name && !c.IsSet("cpus") {
+						g.CPUs = o.CPUs
+					}
 				}
 			}
 			if err := db.SetGroup(c.Context, g); err != nil {
 				return err
 			}
-			_, err = fmt.Fprintf(env.Stdout, "group %s: max-jobs %s, workers %s\n", groupName(g.Name), limit(g.MaxJobs), limit(g.Workers))
+			_, err = fmt.Fprintf(env.Stdout, "group %s: max-jobs %s, workers %s, memory %s, cpus %s\n", groupName(g.Name),
+				limit(g.MaxJobs), limit(g.Workers), memoryLimit(g.Memory), cpusLimit(g.CPUs))
 			return err
 		},
 	}
+}
+
+// groupHeader heads pcd group's table.
+const groupHeader = "GROUP\tMAX_JOBS\tWORKERS\tMEMORY\tCPUS"
+
+func memoryLimit(n int64) string {
+	if n == 0 {
+		return "-"
+	}
+	return engine.ByteSize(n).String()
+}
+
+func cpusLimit(n float64) string {
+	if n == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(n, 'f', -1, 64)
 }
 
 func groupName(g string) string {

@@ -439,6 +439,13 @@ func (c *Client) SetGroup(ctx context.Context, g store.Group) error {
 	if g.MaxJobs < 0 || g.Workers < 0 || g.MaxJobs > maxGroupLimit || g.Workers > maxGroupLimit {
 		return badJob("a group's max-jobs and workers must be between 0 and %d", maxGroupLimit)
 	}
+	lim := Limits{Memory: ByteSize(g.Memory), CPUs: g.CPUs}
+	if err := lim.Validate(); err != nil {
+		return badJob("%w", err)
+	}
+	if err := CheckLimits(lim); err != nil {
+		return badJob("%w", err)
+	}
 	if err := c.db.SetGroup(ctx, g); err != nil {
 		return err
 	}

@@ -40,6 +40,7 @@ func (c *jobController) consume(ctx context.Context, job store.Job, queue <-chan
 	// An exec task reports its process group through the context, into
 	// this consumer's slot, so the start mark records it.
 	procCtx := withProcessReporter(ctx, func(p process.Group) { slots.setProc(i, p) })
+	procCtx = withLimitGroup(procCtx, c.cfg.limitGroup)
 	for {
 		if c.draining() {
 			return

@@ -83,6 +83,9 @@ type Config struct {
 	// groupSlots, if set, bounds the tasks running at once across the
 	// jobs of the job's group in this runner (pcd group set --workers).
 	groupSlots chan struct{}
+	// limitGroup is the cgroup that holds the limits of the job's group
+	// (pcd group set --memory, --cpus) for its commands together.
+	limitGroup limitGroup
 	// throughput counts the committed results for the database's
 	// throughput counts (the dashboard's chart); nil counts nothing.
 	throughput *throughput

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -9,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pcd-dev/pcd/engine/process"
 	"github.com/pcd-dev/pcd/engine/sink"
 	"github.com/pcd-dev/pcd/internal/notify"
 	"github.com/pcd-dev/pcd/store"
@@ -33,6 +36,9 @@ type daemon struct {
 	releaseLater bool
 	// slots bound the running tasks of groups with a workers limit.
 	slots map[string]chan struct{}
+	// cgroups hold the memory and cpus limits of groups, for their
+	// commands together.
+	cgroups map[string]*process.Cgroup
 	// limits are the groups' limits, read again after a wake-up or a tick
 	// (pcd group set wakes the runner), not at every pass.
 	limits      map[string]store.Group
@@ -87,6 +93,7 @@ func (d *daemon) run(ctx context.Context) error {
 
 	// After the jobs have stopped: record the delivered marks still held.
 	defer d.flushMarks(context.WithoutCancel(ctx))
+	defer d.removeCgroups() // once every job has stopped
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	running := map[int64]*jobController{}
@@ -473,6 +480,7 @@ func (d *daemon) idleOpenJobs(ctx context.Context) (idle map[int64]bool, ok bool
 func (d *daemon) startJob(ctx context.Context, j store.Job, limit store.Group, done chan<- jobDone, wg *sync.WaitGroup) *jobController {
 	cfg := d.cfg.Config
 	cfg.groupSlots = d.groupSlots(j.Group, limit.Workers)
+	cfg.limitGroup = d.limitGroup(j.Group, limit)
 	ctl := newJobController(d.db, cfg)
 	ctl.group = j.Group
 	if !d.db.Shared() {
@@ -522,6 +530,54 @@ func (d *daemon) groupSlots(group string, workers int) chan struct{} {
 		d.slots[group] = s
 	}
 	return s
+}
+
+// limitGroup is the cgroup that holds a group's memory and cpus limits
+// for its commands, made at its first job with them, and changed as the
+// limits change; none for a group without them. If the runner cannot
+// make it, its commands fail with the reason rather than run without
+// their limits.
+func (d *daemon) limitGroup(group string, g store.Group) limitGroup {
+	lim := process.Limits{Memory: g.Memory, CPUs: g.CPUs}
+	if lim.IsZero() {
+		return limitGroup{}
+	}
+	name := groupLabel(group)
+	if cg := d.cgroups[group]; cg != nil {
+		if cg.Limits() != lim {
+			if err := cg.SetLimits(lim); err != nil {
+				d.cfg.Logger.Warn("change a group's limits", "group", name, "memory", g.Memory, "cpus", g.CPUs, "err", err)
+			}
+		}
+		return limitGroup{name: name, cg: cg}
+	}
+	sum := sha256.Sum256([]byte(group))
+	cg, err := process.NewCgroup(nil, "group-"+hex.EncodeToString(sum[:8]), lim)
+	if err != nil {
+		d.cfg.Logger.Error("cannot enforce a group's limits: its commands fail", "group", name, "err", err)
+		return limitGroup{name: name, err: err}
+	}
+	if d.cgroups == nil {
+		d.cgroups = map[string]*process.Cgroup{}
+	}
+	d.cgroups[group] = cg
+	return limitGroup{name: name, cg: cg}
+}
+
+// removeCgroups removes the groups' cgroups, once their jobs have stopped.
+func (d *daemon) removeCgroups() {
+	for name, cg := range d.cgroups {
+		cg.Remove()
+		delete(d.cgroups, name)
+	}
+}
+
+// groupLabel is how a group is named in a message.
+func groupLabel(group string) string {
+	if group == "" {
+		return "(default)"
+	}
+	return strconv.Quote(group)
 }
 
 // depsAllow says whether a job whose dependencies all ended may start.

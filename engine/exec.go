@@ -219,13 +219,16 @@ func (e Exec) Run(ctx context.Context, t Task) (json.RawMessage, error) {
 // group's (withLimitGroup); nil for one with none.
 func taskCgroup(ctx context.Context, p ExecPayload, cookie string) (*process.Cgroup, error) {
 	lim := process.Limits{Memory: int64(p.Memory), CPUs: p.CPUs}
-	group, _ := ctx.Value(limitGroupKey{}).(*process.Cgroup)
-	if lim.IsZero() && group == nil {
+	group, _ := ctx.Value(limitGroupKey{}).(limitGroup)
+	if group.err != nil {
+		return nil, fmt.Errorf("cannot enforce the limits of its group %s: %w", group.name, group.err)
+	}
+	if lim.IsZero() && group.cg == nil {
 		return nil, nil
 	}
-	cg, err := process.NewCgroup(group, "task-"+cookie, lim)
+	cg, err := process.NewCgroup(group.cg, "task-"+cookie, lim)
 	if err != nil {
-		return nil, fmt.Errorf("cannot enforce the command's limits (memory %v, cpus %v): %w", p.Memory, p.CPUs, err)
+		return nil, fmt.Errorf("cannot enforce the command's limits: %w", err)
 	}
 	return cg, nil
 }
@@ -236,15 +239,23 @@ func removeCgroup(cg *process.Cgroup) {
 	}
 }
 
+// limitGroup is the cgroup of a group with limits, in this runner, or
+// why the runner could not make it.
+type limitGroup struct {
+	name string
+	cg   *process.Cgroup
+	err  error
+}
+
 type limitGroupKey struct{}
 
 // withLimitGroup runs the exec tasks under ctx in the cgroup of their
 // job's group, which holds the group's limits for them together.
-func withLimitGroup(ctx context.Context, cg *process.Cgroup) context.Context {
-	if cg == nil {
+func withLimitGroup(ctx context.Context, g limitGroup) context.Context {
+	if g.cg == nil && g.err == nil {
 		return ctx
 	}
-	return context.WithValue(ctx, limitGroupKey{}, cg)
+	return context.WithValue(ctx, limitGroupKey{}, g)
 }
 
 var runnerPid = strconv.Itoa(os.Getpid())
@@ -444,10 +455,11 @@ func execOutcome(ctx context.Context, p ExecPayload, state *os.ProcessState, o *
 		return out, errors.New("lost track of the process")
 	case res.OOMKilled && usage.OverOwn:
 		return out, fmt.Errorf("killed: over its memory limit of %v", p.Memory)
-	case res.OOMKilled && p.Memory > 0:
-		return out, fmt.Errorf("killed: out of memory, under its limit of %v: the limit of its group or of the machine was reached", p.Memory)
 	case res.OOMKilled:
-		return out, errors.New("killed: out of memory: the limit of its group or of the machine was reached")
+		if g, _ := ctx.Value(limitGroupKey{}).(limitGroup); g.cg != nil && g.cg.Limits().Memory > 0 {
+			return out, fmt.Errorf("killed: its group %s is over its memory limit of %v", g.name, ByteSize(g.cg.Limits().Memory))
+		}
+		return out, errors.New("killed: out of memory (the machine's, or the runner's cgroup's)")
 	case !state.Success():
 		if ws, ok := sysStatus(state); ok && ws.Signaled() {
 			return out, fmt.Errorf("killed by signal %v", ws.Signal())

@@ -97,6 +97,10 @@ type Group struct {
 	Name    string
 	MaxJobs int // jobs of the group running at once in a runner
 	Workers int // tasks of the group's jobs running at once in a runner
+	// Memory (bytes) and CPUs bound what the group's commands use
+	// together in a runner; 0 is no limit.
+	Memory int64
+	CPUs   float64
 }
 
 // RunnableQuery asks for the next jobs to run.

@@ -572,8 +572,9 @@ func (db *DB) HaltJob(ctx context.Context, jobID int64, reason string) error {
 
 // SetGroup writes a group's limits.
 func (db *DB) SetGroup(ctx context.Context, g store.Group) error {
-	_, err := db.pool.Exec(ctx, `INSERT INTO groups (name, max_jobs, workers) VALUES ($1, $2, $3)
-		ON CONFLICT (name) DO UPDATE SET max_jobs = excluded.max_jobs, workers = excluded.workers`, g.Name, g.MaxJobs, g.Workers)
+	_, err := db.pool.Exec(ctx, `INSERT INTO groups (name, max_jobs, workers, memory, cpus) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (name) DO UPDATE SET max_jobs = excluded.max_jobs, workers = excluded.workers,
+			memory = excluded.memory, cpus = excluded.cpus`, g.Name, g.MaxJobs, g.Workers, g.Memory, g.CPUs)
 	if err != nil {
 		return fmt.Errorf("set group %q: %w", g.Name, classify(err))
 	}
@@ -582,7 +583,7 @@ func (db *DB) SetGroup(ctx context.Context, g store.Group) error {
 
 // Groups lists the groups that have limits.
 func (db *DB) Groups(ctx context.Context) ([]store.Group, error) {
-	rows, err := db.pool.Query(ctx, `SELECT name, max_jobs, workers FROM groups
+	rows, err := db.pool.Query(ctx, `SELECT name, max_jobs, workers, memory, cpus FROM groups
 		ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("groups: %w", classify(err))
@@ -591,7 +592,7 @@ func (db *DB) Groups(ctx context.Context) ([]store.Group, error) {
 	var out []store.Group
 	for rows.Next() {
 		var g store.Group
-		if err := rows.Scan(&g.Name, &g.MaxJobs, &g.Workers); err != nil {
+		if err := rows.Scan(&g.Name, &g.MaxJobs, &g.Workers, &g.Memory, &g.CPUs); err != nil {
 			return nil, fmt.Errorf("groups: %w", classify(err))
 		}
 		out = append(out, g)

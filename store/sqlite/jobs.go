@@ -538,8 +538,9 @@ func (db *DB) HaltJob(ctx context.Context, jobID int64, reason string) error {
 // SetGroup writes a group's limits.
 func (db *DB) SetGroup(ctx context.Context, g store.Group) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO groups (name, max_jobs, workers) VALUES (?, ?, ?)
-			ON CONFLICT (name) DO UPDATE SET max_jobs = excluded.max_jobs, workers = excluded.workers`, g.Name, g.MaxJobs, g.Workers)
+		_, err := tx.ExecContext(ctx, `INSERT INTO groups (name, max_jobs, workers, memory, cpus) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET max_jobs = excluded.max_jobs, workers = excluded.workers,
+				memory = excluded.memory, cpus = excluded.cpus`, g.Name, g.MaxJobs, g.Workers, g.Memory, g.CPUs)
 		return err
 	})
 	if err != nil {
@@ -552,8 +553,8 @@ func (db *DB) SetGroup(ctx context.Context, g store.Group) error {
 func (db *DB) Groups(ctx context.Context) ([]store.Group, error) {
 	out, err := queryAll(ctx, db.rc, func(s scanner) (store.Group, error) {
 		var g store.Group
-		return g, s.Scan(&g.Name, &g.MaxJobs, &g.Workers)
-	}, `SELECT name, max_jobs, workers FROM groups
+		return g, s.Scan(&g.Name, &g.MaxJobs, &g.Workers, &g.Memory, &g.CPUs)
+	}, `SELECT name, max_jobs, workers, memory, cpus FROM groups
 		ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("groups: %w", err)

@@ -1,0 +1,4 @@
+-- A group's limits on what its commands use together, in each daemon:
+-- memory in bytes and cpus, 0 for none.
+ALTER TABLE groups ADD COLUMN memory bigint NOT NULL DEFAULT 0;
+ALTER TABLE groups ADD COLUMN cpus double precision NOT NULL DEFAULT 0;
