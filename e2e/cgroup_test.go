@@ -5,10 +5,13 @@ package e2e_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -191,4 +194,62 @@ func cgroupsNamed(t *testing.T, s string) []string {
 		})
 	}
 	return found
+}
+
+// TestGroupAndJobLimitsOverTheAPI: on both stores, a daemon holds a
+// group's memory limit for its commands together, and a job file's
+// memory limit for each command, for jobs submitted over HTTP; its
+// cgroups are gone once it stops.
+func TestGroupAndJobLimitsOverTheAPI(t *testing.T) {
+	for _, store := range bothStores {
+		t.Run(store.name, func(t *testing.T) {
+			db := store.db(t)
+			needsLimits(t, db)
+			if r := pcd(t, db, "group", "set", "lim", "--memory", "40MiB", "--cpus", "1.5"); r.code != 0 {
+				t.Fatalf("pcd group set: %s", r.stderr)
+			}
+			if r := pcd(t, db, "group"); !strings.Contains(r.stdout, "40 MiB") || !strings.Contains(r.stdout, "1.5") {
+				t.Errorf("pcd group shows %q, want the limits", r.stdout)
+			}
+			d := controlDaemon(t, db, "--http", "127.0.0.1:0")
+			m := regexp.MustCompile(`http api listening addr=(\S+)`).FindStringSubmatch(d.stderr.String())
+			if m == nil {
+				t.Fatalf("no listening address in the log:\n%s", d.stderr)
+			}
+			post := func(body string) string {
+				t.Helper()
+				resp, err := http.Post("http://"+m[1]+"/api/v1/jobs", "application/json", strings.NewReader(body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				var job struct {
+					ID string `json:"job_id"`
+				}
+				if err := json.NewDecoder(resp.Body).Decode(&job); err != nil || resp.StatusCode != http.StatusCreated {
+					t.Fatalf("POST /api/v1/jobs: %d %v", resp.StatusCode, err)
+				}
+				return job.ID
+			}
+			hogTask := func(mib int) string {
+				return fmt.Sprintf(`{"kind": "exec", "payload": {"argv": ["perl", "-e", "$x = \"a\" x (%d << 20)"]}}`, mib)
+			}
+			grouped := post(`{"group": "lim", "tasks": [` + hogTask(100) + `, {"kind": "exec", "payload": {"argv": ["true"]}}]}`)
+			limited := post(`{"memory": "24MiB", "tasks": [` + hogTask(48) + `]}`)
+			for _, id := range []string{grouped, limited} {
+				pcd(t, db, "watch", id)
+			}
+			g := tasksOf(t, db, grouped)
+			if len(g) != 2 || g[0].Error != `killed: its group "lim" is over its memory limit of 40 MiB` || g[1].State != "succeeded" {
+				t.Errorf("in the group: %+v", g)
+			}
+			if l := tasksOf(t, db, limited); len(l) != 1 || l[0].Error != "killed: over its memory limit of 24 MiB" {
+				t.Errorf("with the job's limit: %+v", l)
+			}
+			stopDaemon(t, d)
+			if left := cgroupsNamed(t, fmt.Sprintf("pcd-%d", d.cmd.Process.Pid)); len(left) > 0 {
+				t.Errorf("the daemon's cgroups outlived it: %v", left)
+			}
+		})
+	}
 }
