@@ -552,7 +552,7 @@ func (d *daemon) limitGroup(group string, g store.Group) limitGroup {
 		return limitGroup{name: name, cg: cg}
 	}
 	sum := sha256.Sum256([]byte(group))
-	cg, err := process.NewCgroup(nil, "group-"+hex.EncodeToString(sum[:8]), lim)
+	cg, err := process.NewGroupCgroup("group-"+hex.EncodeToString(sum[:8]), lim)
 	if err != nil {
 		d.cfg.Logger.Error("cannot enforce a group's limits: its commands fail", "group", name, "err", err)
 		return limitGroup{name: name, err: err}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,7 +16,8 @@ import (
 	"time"
 )
 
-// Limits per task, with cgroup v1's memory and cpu controllers.
+// Limits per task, with the memory and cpu controllers of cgroup v1 or,
+// where v1 does not have them, of cgroup v2.
 //
 // The runner makes a cgroup of its own in each controller, under the one
 // it was started in: <mount>/<its cgroup>/pcd-<pid>. A task with limits
@@ -23,12 +25,19 @@ import (
 // which holds everything the command starts, and goes when the task
 // ends.
 //
-// A command is placed in its cgroup as it is forked, without a race: in
-// cgroup v1, membership is per thread, and a child starts in its forking
-// thread's cgroup. So the forking thread (the namespace's spawner, or the
-// caller's locked thread) moves itself into the task's cgroups, forks,
-// and moves back. Memory a thread touches meanwhile is charged to its
-// process's owner, the runner's main thread, which stays where it was.
+// A command is placed in its cgroup as it is forked, without a race:
+//
+//   - In cgroup v1, membership is per thread, and a child starts in its
+//     forking thread's cgroup. So the forking thread (the namespace's
+//     spawner, or the caller's locked thread) moves itself into the
+//     task's cgroups, forks, and moves back. Memory a thread touches
+//     meanwhile is charged to its process's owner, the runner's main
+//     thread, which stays where it was.
+//   - In cgroup v2, clone3 starts the child in the cgroup it is given
+//     (CLONE_INTO_CGROUP, Linux 5.7). A cgroup whose controllers are
+//     enabled for its children may hold no process, so the runner first
+//     moves itself, and what it started, into a leaf of its own:
+//     pcd-<pid>/runner.
 
 // cfsPeriod is the CFS period of a cgroup with a cpus limit, in µs: the
 // quota is cpus × cfsPeriod of CPU time in each period.
@@ -40,8 +49,10 @@ const (
 	cpuController    = "cpu"
 )
 
-// cgroupRoot is where the runner's cgroups are, by controller.
+// cgroupRoot is where the runner's cgroups are, by controller. On cgroup
+// v2 every controller has the same ones.
 type cgroupRoot struct {
+	v2   bool
 	own  map[string]string // the cgroup the runner was started in
 	base map[string]string // own/pcd-<pid>, the runner's
 	why  map[string]error  // why a controller cannot be used
@@ -99,7 +110,12 @@ func (r *cgroupRoot) ready(controller string) error {
 		r.why[controller] = err
 		return err
 	}
-	if controller == memoryController {
+	if r.v2 {
+		if err := enableV2(r.own[controller], base, controller); err != nil {
+			r.why[controller] = err
+			return err
+		}
+	} else if controller == memoryController {
 		// A group's limit holds for its tasks together.
 		_ = writeCgroup(base, "memory.use_hierarchy", "1")
 	}
@@ -120,7 +136,7 @@ func findCgroups() *cgroupRoot {
 	r := &cgroupRoot{own: map[string]string{}, base: map[string]string{}, why: map[string]error{}}
 	mounts := map[string]string{} // controller → mount point
 	mountRoots := map[string]string{}
-	v2 := false
+	v2Mount, v2Root := "", ""
 	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
@@ -132,7 +148,9 @@ func findCgroups() *cgroupRoot {
 			}
 			switch tail[0] {
 			case "cgroup2":
-				v2 = true
+				if v2Mount == "" || fields[4] == "/sys/fs/cgroup" {
+					v2Mount, v2Root = unescapeMount(fields[4]), fields[3]
+				}
 			case "cgroup":
 				for _, opt := range strings.Split(tail[2], ",") {
 					if opt == memoryController || opt == cpuController {
@@ -150,17 +168,21 @@ func findCgroups() *cgroupRoot {
 			if len(parts) != 3 {
 				continue
 			}
+			if parts[0] == "0" && parts[1] == "" {
+				paths[""] = parts[2] // the v2 hierarchy
+			}
 			for _, c := range strings.Split(parts[1], ",") {
 				paths[c] = parts[2]
 			}
 		}
 	}
+	if mounts[memoryController] == "" && mounts[cpuController] == "" && v2Mount != "" {
+		findV2(r, v2Mount, v2Root, paths[""])
+		return r
+	}
 	for _, c := range []string{memoryController, cpuController} {
 		mnt, path := mounts[c], paths[c]
 		switch {
-		case mnt == "" && v2:
-			r.why[c] = fmt.Errorf("limits need cgroup v1's %s controller, and this machine has it on cgroup v2, which pcd does not use for limits", c)
-			continue
 		case mnt == "":
 			r.why[c] = fmt.Errorf("limits need a cgroup %s controller, and none is mounted", c)
 			continue
@@ -235,24 +257,39 @@ func RemoveCgroups() {
 	if cgroups.root == nil || cgroups.live > 0 {
 		return
 	}
-	for c, base := range cgroups.root.base {
-		if removeTree(base) == nil {
-			delete(cgroups.root.base, c)
+	r := cgroups.root
+	for c, base := range r.base {
+		if r.v2 {
+			leaveV2(r.own[c], base)
+		}
+		if removeTree(base) == nil || r.v2 {
+			delete(r.base, c)
 		}
 	}
 }
 
 // Cgroup is a task's cgroups, or a group's, with its limits.
 type Cgroup struct {
-	dirs   map[string]string // by controller
+	v2     bool
+	dirs   map[string]string // by controller; on v2, one cgroup for all
 	limits Limits
 	parent *Cgroup
 }
 
-// NewCgroup makes a cgroup name below parent (nil: the runner's), with
-// limits l. A task's cgroup gets a memory cgroup even without a memory
+// NewCgroup makes a task's cgroup, name, below its group's (nil: the
+// runner's), with limits l. It gets a memory cgroup even without a memory
 // limit, for its exact peak and to tell an out-of-memory kill.
-func NewCgroup(parent *Cgroup, name string, l Limits) (*Cgroup, error) {
+func NewCgroup(group *Cgroup, name string, l Limits) (*Cgroup, error) {
+	return newCgroup(group, name, l, false)
+}
+
+// NewGroupCgroup makes the cgroup of a group with limits, name, which
+// holds task cgroups (NewCgroup) for the group's commands.
+func NewGroupCgroup(name string, l Limits) (*Cgroup, error) {
+	return newCgroup(nil, name, l, true)
+}
+
+func newCgroup(parent *Cgroup, name string, l Limits, group bool) (*Cgroup, error) {
 	r, err := limitRoot(l)
 	if err != nil {
 		return nil, err
@@ -261,7 +298,7 @@ func NewCgroup(parent *Cgroup, name string, l Limits) (*Cgroup, error) {
 	_ = r.ready(memoryController) // for the peak, where it can
 	cgroups.live++
 	cgroups.mu.Unlock()
-	c := &Cgroup{dirs: map[string]string{}, limits: l, parent: parent}
+	c := &Cgroup{v2: r.v2, dirs: map[string]string{}, limits: l, parent: parent}
 	for _, ctl := range []string{memoryController, cpuController} {
 		under := r.base[ctl]
 		if parent != nil {
@@ -271,6 +308,10 @@ func NewCgroup(parent *Cgroup, name string, l Limits) (*Cgroup, error) {
 			continue // not needed, and not there
 		}
 		dir := filepath.Join(under, name)
+		if c.v2 && c.dirs[memoryController] == dir {
+			c.dirs[ctl] = dir // the one cgroup of v2
+			continue
+		}
 		err := os.Mkdir(dir, 0o755)
 		if errors.Is(err, fs.ErrExist) { // an earlier runner's, by the same name
 			err = removeTree(dir)
@@ -284,6 +325,15 @@ func NewCgroup(parent *Cgroup, name string, l Limits) (*Cgroup, error) {
 		}
 		c.dirs[ctl] = dir
 	}
+	if c.v2 && group {
+		// The tasks' cgroups below a group's have its controllers.
+		for ctl, dir := range c.dirs {
+			if err := writeCgroup(dir, "cgroup.subtree_control", "+"+ctl); err != nil {
+				c.Remove()
+				return nil, fmt.Errorf("enable the %s controller in %s: %w", ctl, dir, err)
+			}
+		}
+	}
 	if err := c.SetLimits(l); err != nil {
 		c.Remove()
 		return nil, err
@@ -293,6 +343,9 @@ func NewCgroup(parent *Cgroup, name string, l Limits) (*Cgroup, error) {
 
 // SetLimits sets the cgroup's limits (0: none).
 func (c *Cgroup) SetLimits(l Limits) error {
+	if c.v2 {
+		return c.setLimitsV2(l)
+	}
 	if dir := c.dirs[memoryController]; dir != "" {
 		v := "-1"
 		if l.Memory > 0 {
@@ -309,15 +362,7 @@ func (c *Cgroup) SetLimits(l Limits) error {
 	}
 	if dir := c.dirs[cpuController]; dir != "" {
 		quota := "-1"
-		if l.CPUs > 0 {
-			q := int64(math.Round(l.CPUs * cfsPeriod))
-			// A cgroup's quota cannot be above its parent's: the
-			// lower one holds anyway.
-			for p := c.parent; p != nil; p = p.parent {
-				if p.limits.CPUs > 0 {
-					q = min(q, int64(math.Round(p.limits.CPUs*cfsPeriod)))
-				}
-			}
+		if q := c.quota(l); q > 0 {
 			quota = strconv.FormatInt(q, 10)
 		}
 		if err := writeCgroup(dir, "cpu.cfs_period_us", strconv.Itoa(cfsPeriod)); err != nil {
@@ -329,6 +374,22 @@ func (c *Cgroup) SetLimits(l Limits) error {
 	}
 	c.limits = l
 	return nil
+}
+
+// quota is the CFS quota of l's cpus, in µs per cfsPeriod; 0 for none.
+// A cgroup's quota cannot be above its parent's (v1 refuses it): the
+// lower one holds anyway.
+func (c *Cgroup) quota(l Limits) int64 {
+	if l.CPUs <= 0 {
+		return 0
+	}
+	q := int64(math.Round(l.CPUs * cfsPeriod))
+	for p := c.parent; p != nil; p = p.parent {
+		if p.limits.CPUs > 0 {
+			q = min(q, int64(math.Round(p.limits.CPUs*cfsPeriod)))
+		}
+	}
+	return q
 }
 
 // Limits are the cgroup's own limits.
@@ -360,16 +421,19 @@ func (c *Cgroup) leave() {
 	}
 }
 
-// start calls start (a fork) in the cgroup c, from the calling thread.
-func (c *Cgroup) start(start func() error) error {
+// start starts cmd in the cgroup c, from the calling thread.
+func (c *Cgroup) start(cmd *exec.Cmd) error {
 	if c == nil {
-		return start()
+		return cmd.Start()
+	}
+	if c.v2 {
+		return c.startV2(cmd)
 	}
 	if err := c.enter(); err != nil {
 		return err
 	}
 	defer c.leave()
-	return start()
+	return cmd.Start()
 }
 
 // Usage reads what the cgroup's processes used.
@@ -378,6 +442,9 @@ func (c *Cgroup) Usage() CgroupUsage {
 	dir := c.dirs[memoryController]
 	if dir == "" {
 		return u
+	}
+	if c.v2 {
+		return c.usageV2(dir)
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "memory.max_usage_in_bytes")); err == nil {
 		u.Peak, _ = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
@@ -408,7 +475,15 @@ func (c *Cgroup) Remove() {
 		cgroups.live--
 		cgroups.mu.Unlock()
 	}()
+	removed := map[string]bool{}
 	for _, dir := range c.dirs {
+		if removed[dir] {
+			continue
+		}
+		removed[dir] = true
+		if c.v2 {
+			_ = writeCgroup(dir, "cgroup.kill", "1") // Linux 5.14
+		}
 		deadline := time.Now().Add(2 * time.Second)
 		for {
 			pids := cgroupProcs(dir)

@@ -18,6 +18,9 @@ type Cgroup struct{}
 // NewCgroup fails outside Linux.
 func NewCgroup(*Cgroup, string, Limits) (*Cgroup, error) { return nil, errNoCgroups }
 
+// NewGroupCgroup fails outside Linux.
+func NewGroupCgroup(string, Limits) (*Cgroup, error) { return nil, errNoCgroups }
+
 func (*Cgroup) SetLimits(Limits) error { return errNoCgroups }
 func (*Cgroup) Limits() Limits         { return Limits{} }
 func (*Cgroup) Usage() CgroupUsage     { return CgroupUsage{} }

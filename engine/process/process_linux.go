@@ -74,7 +74,7 @@ func Start(cmd *exec.Cmd, cg *Cgroup) (release func(), err error) {
 	if !started {
 		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 		runtime.LockOSThread()
-		if err = cg.start(cmd.Start); err != nil {
+		if err = cg.start(cmd); err != nil {
 			runtime.UnlockOSThread()
 		} else {
 			release = runtime.UnlockOSThread
