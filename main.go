@@ -64,7 +64,12 @@ func main() {
 		debug.SetMemoryLimit(limit)
 	}
 	stop := profile(os.Getenv("PCD_CPUPROFILE"))
-	err := cli.Run(context.Background(), os.Args, cli.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
+	err := cli.Run(context.Background(), os.Args, cli.Env{
+		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+		// A runner that may not make a PID namespace runs in a user
+		// namespace of its own, where it may.
+		Reexec: process.RunInUserNamespace,
+	})
 	if line := ""; err != nil {
 		if line = cli.ErrorLine(err); line != "" {
 			fmt.Fprintln(os.Stderr, "pcd:", line)
@@ -99,6 +104,10 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, new(cli.ExitStatus)):
+		var code cli.ExitStatus
+		errors.As(err, &code)
+		return int(code)
 	case errors.Is(err, cli.ErrJobFailed), errors.Is(err, cli.ErrOutputCut):
 		return exitJobFailed
 	case errors.Is(err, cli.ErrUsage), errors.Is(err, engine.ErrBadJob):

@@ -65,6 +65,12 @@ type Env struct {
 	Stderr io.Writer
 	// Registry holds the task kinds; library users add their own.
 	Registry *engine.Registry
+	// Reexec, if set, is called first by the commands that run tasks
+	// (daemon, run). It may run the command again in a child where its
+	// commands can be contained (process.RunInUserNamespace): with ran
+	// true, the child has ended, and the command exits with its code.
+	// pcd's main sets it.
+	Reexec func() (code int, ran bool)
 
 	command []string // the arguments after --, for run and submit
 }

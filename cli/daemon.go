@@ -43,6 +43,9 @@ next start resumes them. The exit code is then 0.`,
 }
 
 func runDaemon(c *cli.Context, env Env) error {
+	if ran, err := reexec(env); ran {
+		return err
+	}
 	if c.NArg() > 0 {
 		return usageError("daemon takes no arguments, got %q", c.Args().First())
 	}

@@ -61,7 +61,7 @@ const maxErrorLine = 2048
 // does, and cut in the middle past maxErrorLine bytes, keeping the start
 // (what failed) and the end (why).
 func ErrorLine(err error) string {
-	if errors.As(err, new(saidError)) {
+	if errors.As(err, new(saidError)) || errors.As(err, new(ExitStatus)) {
 		return "" // the command said it already
 	}
 	s := printable(err.Error())
@@ -93,3 +93,26 @@ type saidError struct{ err error }
 
 func (e saidError) Error() string { return e.err.Error() }
 func (e saidError) Unwrap() error { return e.err }
+
+// ExitStatus is the exit code of a command that ran again in a child
+// (Env.Reexec), which said what it had to say.
+type ExitStatus int
+
+func (e ExitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// reexec runs the command again where its commands can be contained,
+// if env says how: ran true means the child has ended, with err its
+// exit status.
+func reexec(env Env) (ran bool, err error) {
+	if env.Reexec == nil {
+		return false, nil
+	}
+	code, ran := env.Reexec()
+	if !ran {
+		return false, nil
+	}
+	if code == 0 {
+		return true, nil
+	}
+	return true, ExitStatus(code)
+}

@@ -80,6 +80,9 @@ interrupts them. Unfinished work stays in the database.`,
 }
 
 func runJob(c *cli.Context, env Env) error {
+	if ran, err := reexec(env); ran {
+		return err
+	}
 	resume := c.String("resume")
 	if err := checkFormat(c); err != nil {
 		return err

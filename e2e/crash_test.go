@@ -140,8 +140,16 @@ func startBinary(t *testing.T, bin, db string, env []string, stdin io.Reader, ar
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(append(os.Environ(), "PCD_DB="+db, raceEnv), env...)
+	cmd.Stdin = stdin
+	return startProc(t, cmd)
+}
+
+// startProc starts cmd in the background, its output kept; the test
+// kills it if it is left.
+func startProc(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
 	p := &proc{cmd: cmd, stdout: new(buffer), stderr: new(buffer), done: make(chan struct{})}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, p.stdout, p.stderr
+	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

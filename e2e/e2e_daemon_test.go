@@ -69,6 +69,13 @@ func (b *buffer) String() string {
 func startDaemon(t *testing.T, db string, args ...string) *proc {
 	t.Helper()
 	d := start(t, db, nil, append([]string{"daemon", "--log-level", "debug"}, args...)...)
+	waitListening(t, d, db)
+	return d
+}
+
+// waitListening waits until the daemon d listens on db.
+func waitListening(t *testing.T, d *proc, db string) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !sqlite.RunnerListening(db) {
 		select {
@@ -81,7 +88,6 @@ func startDaemon(t *testing.T, db string, args ...string) *proc {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return d
 }
 
 // stopDaemon sends SIGTERM and expects a clean exit.

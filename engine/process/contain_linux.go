@@ -35,8 +35,10 @@ import (
 //     in it, whichever group, session or environment it has. So nothing a
 //     task started outlives its runner, however the runner ends.
 //
-// It needs CAP_SYS_ADMIN (root). Without it the runner keeps the
-// subreaper, the sweeps and the next runner's KillLeftovers.
+// It needs CAP_SYS_ADMIN: root, or a runner in a user namespace of its
+// own (RunInUserNamespace). Without it, or with PCD_CONTAIN=off, the
+// runner keeps the subreaper, the sweeps and the next runner's
+// KillLeftovers.
 
 // keeperEnv marks the process that is the keeper of a runner's namespace.
 const keeperEnv = "PCD_KEEPER_OF"
@@ -64,6 +66,9 @@ func Contain() (stop func(), err error) {
 	if !fenceLinked.Load() {
 		return nil, errors.New("the program does not call process.RunFence, which runs the namespace's init")
 	}
+	if os.Getenv(ContainVar) == "off" {
+		return nil, containError(nil)
+	}
 	procs.mu.Lock()
 	active := contained.spawn != nil
 	procs.mu.Unlock()
@@ -87,7 +92,7 @@ func Contain() (stop func(), err error) {
 	go spawner(self, spawn, quit, ready, done)
 	if err := <-ready; err != nil {
 		<-done
-		return nil, err
+		return nil, containError(err)
 	}
 	procs.mu.Lock()
 	contained.spawn, contained.quit, contained.done = spawn, quit, done
@@ -132,11 +137,15 @@ func spawner(self string, reqs <-chan spawnReq, quit <-chan struct{}, ready chan
 		ready <- err
 		return
 	}
+	if err := dropAmbientCaps(); err != nil {
+		ready <- err
+		return
+	}
 	ready <- nil
 	for {
 		select {
 		case req := <-reqs:
-			req.reply <- req.cg.start(req.cmd.Start)
+			req.reply <- req.cg.start(req.cmd)
 		case <-quit:
 			return
 		}
