@@ -45,12 +45,13 @@ func hasWord(list, w string) bool {
 	return false
 }
 
-// enableV2 enables controller for the runner's cgroup base, below own.
-// A cgroup that enables a controller for its children may hold no
-// process, so the runner first moves itself, and the processes it
+// enableV2 enables controller for the runner's cgroups, below base. A
+// cgroup that enables a controller for its children may hold no process
+// (but the root), so the runner first moves itself, and the processes it
 // started, from own into base/runner. If own holds processes of others,
-// it cannot: pcd must be started in a cgroup of its own.
-func enableV2(own, base, controller string) error {
+// it cannot: pcd must be started in a cgroup of its own. Where enabling
+// fails, the runner goes back to own.
+func (r *cgroupRoot) enableV2(own, base, controller string) error {
 	runner := filepath.Join(base, "runner")
 	if err := os.Mkdir(runner, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("make the cgroup %s: %w", runner, err)
@@ -61,13 +62,23 @@ func enableV2(own, base, controller string) error {
 			_ = writeCgroup(runner, "cgroup.procs", strconv.Itoa(pid))
 		}
 	}
-	for _, dir := range []string{own, base} {
-		if err := writeCgroup(dir, "cgroup.subtree_control", "+"+controller); err != nil {
-			if errors.Is(err, syscall.EBUSY) {
-				err = fmt.Errorf("the cgroup %s that pcd was started in holds other processes: start pcd in a cgroup of its own (systemd-run --scope -p Delegate=yes pcd ..., or a service with Delegate=yes)", own)
-			}
-			return fmt.Errorf("enable the cgroup v2 %s controller for the tasks: %w", controller, err)
+	had, _ := os.ReadFile(filepath.Join(own, "cgroup.subtree_control"))
+	err := writeCgroup(own, "cgroup.subtree_control", "+"+controller)
+	if err == nil {
+		if !hasWord(string(had), controller) {
+			r.enabled = append(r.enabled, controller)
 		}
+		err = writeCgroup(base, "cgroup.subtree_control", "+"+controller)
+	}
+	if err != nil {
+		if errors.Is(err, syscall.EBUSY) {
+			err = fmt.Errorf("the cgroup %s that pcd was started in holds other processes: start pcd in a cgroup of its own (systemd-run --scope -p Delegate=yes pcd ..., or a service with Delegate=yes)", own)
+		}
+		if len(r.base) == 0 { // no other controller in use: undo it all
+			r.leaveV2(own, base)
+			_ = removeTree(base)
+		}
+		return fmt.Errorf("enable the cgroup v2 %s controller for the tasks: %w", controller, err)
 	}
 	return nil
 }
@@ -87,9 +98,18 @@ func descendsFrom(pid, ancestor int) bool {
 	return false
 }
 
-// leaveV2 moves the runner's processes back from base/runner to own, so
-// that base can be removed.
-func leaveV2(own, base string) {
+// leaveV2 moves the runner's processes back from base/runner to own,
+// once the controllers that the runner enabled are disabled again (a
+// cgroup with controllers for its children may hold no process), so that
+// base can be removed.
+func (r *cgroupRoot) leaveV2(own, base string) {
+	for _, c := range []string{memoryController, cpuController} {
+		_ = writeCgroup(base, "cgroup.subtree_control", "-"+c)
+	}
+	for _, c := range r.enabled {
+		_ = writeCgroup(own, "cgroup.subtree_control", "-"+c)
+	}
+	r.enabled = nil
 	for _, pid := range cgroupProcs(filepath.Join(base, "runner")) {
 		_ = writeCgroup(own, "cgroup.procs", strconv.Itoa(pid))
 	}

@@ -56,6 +56,9 @@ type cgroupRoot struct {
 	own  map[string]string // the cgroup the runner was started in
 	base map[string]string // own/pcd-<pid>, the runner's
 	why  map[string]error  // why a controller cannot be used
+	// On v2, the controllers the runner enabled in own, to disable
+	// when it leaves.
+	enabled []string
 }
 
 var cgroups struct {
@@ -111,7 +114,7 @@ func (r *cgroupRoot) ready(controller string) error {
 		return err
 	}
 	if r.v2 {
-		if err := enableV2(r.own[controller], base, controller); err != nil {
+		if err := r.enableV2(r.own[controller], base, controller); err != nil {
 			r.why[controller] = err
 			return err
 		}
@@ -258,11 +261,18 @@ func RemoveCgroups() {
 		return
 	}
 	r := cgroups.root
-	for c, base := range r.base {
-		if r.v2 {
-			leaveV2(r.own[c], base)
+	if r.v2 {
+		// One cgroup for every controller.
+		for c, base := range r.base {
+			r.leaveV2(r.own[c], base)
+			_ = removeTree(base)
+			break
 		}
-		if removeTree(base) == nil || r.v2 {
+		clear(r.base)
+		return
+	}
+	for c, base := range r.base {
+		if removeTree(base) == nil {
 			delete(r.base, c)
 		}
 	}

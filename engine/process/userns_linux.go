@@ -190,6 +190,10 @@ func containError(err error) error {
 		return errors.New(ContainVar + "=off")
 	case userns.err != nil:
 		return fmt.Errorf("%w; %v", err, userns.err)
+	case userns.inside:
+		// Some systems let a user make a user namespace but not use it
+		// (Ubuntu's AppArmor: kernel.apparmor_restrict_unprivileged_userns).
+		return fmt.Errorf("in the runner's user namespace: %w", err)
 	}
 	return err
 }
