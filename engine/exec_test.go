@@ -279,3 +279,54 @@ func TestExecMemoryLimit(t *testing.T) {
 		t.Errorf("peak %d KiB, want between the 4 MB it held and its 64 MiB limit", res.MaxRSSKiB)
 	}
 }
+
+// TestExecLiveFileIsMadeAtFirstOutput: a running command's live output
+// file appears with its first output, not before (a quiet command costs
+// no file), holds what it printed while it runs, and is gone after.
+func TestExecLiveFileIsMadeAtFirstOutput(t *testing.T) {
+	dir := t.TempDir()
+	e := Exec{LiveDir: dir}
+	run := func(id, shell string) chan error {
+		done := make(chan error, 1)
+		go func() {
+			_, err := e.Run(context.Background(), Task{ID: id, Payload: json.RawMessage(`{"shell": "` + shell + `"}`)})
+			done <- err
+		}()
+		return done
+	}
+	// The command makes the marker once it has (or has not) printed.
+	marker := filepath.Join(dir, "marker")
+	quiet := run("quiet", "touch "+marker+"; sleep 0.5")
+	for _, err := os.Stat(marker); err != nil; _, err = os.Stat(marker) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if files := LiveFiles(dir, "quiet"); len(files) != 0 {
+		t.Errorf("a command that printed nothing has live files %v", files)
+	}
+	if err := <-quiet; err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(marker)
+	loud := run("loud", "echo hello; touch "+marker+"; sleep 0.5")
+	for _, err := os.Stat(marker); err != nil; _, err = os.Stat(marker) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	files := LiveFiles(dir, "loud")
+	if len(files) != 1 {
+		t.Fatalf("a running command that printed has live files %v, want one", files)
+	}
+	// The runner copies the pipe to the file as it comes: wait for it.
+	deadline := time.Now().Add(10 * time.Second)
+	for b, _ := os.ReadFile(files[0]); string(b) != "hello\n"; b, _ = os.ReadFile(files[0]) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the live file holds %q, want the command's output", b)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := <-loud; err != nil {
+		t.Fatal(err)
+	}
+	if files := LiveFiles(dir, "loud"); len(files) != 0 {
+		t.Errorf("live files %v outlived their command", files)
+	}
+}

@@ -44,20 +44,22 @@ func CleanLive(dir string) {
 }
 
 // liveOutput is a running command's stdout and stderr, as they come, in
-// one file that pcd logs --follow reads. It never fails the command: a
-// file that cannot be written (a full disk) is given up, and the output
-// is still kept in the result. Past max bytes the file starts over, so a
-// chatty command cannot fill the disk.
+// one file that pcd logs --follow reads. The file is made at the first
+// output: a command that prints nothing costs no file. It never fails
+// the command: a file that cannot be written (a full disk) is given up,
+// and the output is still kept in the result. Past max bytes the file
+// starts over, so a chatty command cannot fill the disk.
 type liveOutput struct {
-	mu   sync.Mutex
-	f    *os.File
-	path string
-	n    int64
-	max  int64
+	mu     sync.Mutex
+	f      *os.File
+	path   string
+	n      int64
+	max    int64
+	failed bool // the file could not be made, or was given up
 }
 
-// openLive creates the live output file of task id in dir; nil (writes
-// nothing) if dir is "" or the file cannot be made.
+// openLive is the live output of task id, in dir; nil (writes nothing)
+// if dir is "".
 func openLive(dir, id string, max int64) *liveOutput {
 	if dir == "" || id == "" {
 		return nil
@@ -65,12 +67,7 @@ func openLive(dir, id string, max int64) *liveOutput {
 	if max <= 0 {
 		max = DefaultLiveCap
 	}
-	path := filepath.Join(dir, fmt.Sprintf("%s.%d.log", id, os.Getpid()))
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil
-	}
-	return &liveOutput{f: f, path: path, max: max}
+	return &liveOutput{path: filepath.Join(dir, fmt.Sprintf("%s.%d.log", id, os.Getpid())), max: max}
 }
 
 func (l *liveOutput) Write(p []byte) (int, error) {
@@ -80,7 +77,15 @@ func (l *liveOutput) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.f == nil {
-		return len(p), nil
+		if l.failed {
+			return len(p), nil
+		}
+		f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+		if err != nil {
+			l.failed = true
+			return len(p), nil
+		}
+		l.f = f
 	}
 	b := p
 	if int64(len(b)) > l.max {
@@ -105,7 +110,7 @@ func (l *liveOutput) Write(p []byte) (int, error) {
 func (l *liveOutput) abandon() {
 	l.f.Close()
 	os.Remove(l.path)
-	l.f = nil
+	l.f, l.failed = nil, true
 }
 
 // close removes the file once the command's output is all in: a follower
