@@ -131,14 +131,7 @@ func TestLimitsRefusedWhereTheyCannotHold(t *testing.T) {
 		t.Skip("runs pcd as another user, which needs root")
 	}
 	dir := sharedDir(t)
-	bin := filepath.Join(dir, "pcd")
-	b, err := os.ReadFile(buildPlain(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	bin := plainIn(t, dir)
 	file := filepath.Join(dir, "job.json")
 	if err := os.WriteFile(file, []byte(`{"memory": "64MiB", "tasks": [{"kind": "exec", "payload": {"argv": ["true"]}}]}`), 0o644); err != nil {
 		t.Fatal(err)

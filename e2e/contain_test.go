@@ -45,6 +45,17 @@ func newRunner(t *testing.T, user string) runner {
 		return runner{user: user, bin: binary(t), dir: t.TempDir()}
 	}
 	dir := sharedDir(t)
+	bin := plainIn(t, dir)
+	if out, err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", "unshare", "--user", "--pid", "--fork", "true").CombinedOutput(); err != nil {
+		t.Skipf("this machine gives uid 65534 no user and PID namespace: %v: %s", err, out)
+	}
+	return runner{user: user, bin: bin, dir: dir}
+}
+
+// plainIn copies the pcd binary without the race detector into dir, for
+// another user to run.
+func plainIn(t *testing.T, dir string) string {
+	t.Helper()
 	bin := filepath.Join(dir, "pcd")
 	b, err := os.ReadFile(buildPlain(t))
 	if err != nil {
@@ -53,10 +64,7 @@ func newRunner(t *testing.T, user string) runner {
 	if err := os.WriteFile(bin, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", "unshare", "--user", "--pid", "--fork", "true").CombinedOutput(); err != nil {
-		t.Skipf("this machine gives uid 65534 no user and PID namespace: %v: %s", err, out)
-	}
-	return runner{user: user, bin: bin, dir: dir}
+	return bin
 }
 
 // cmd is pcd args on db, as the runner's user.

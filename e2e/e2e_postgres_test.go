@@ -728,6 +728,9 @@ func TestPostgresDaemonsCancelADependentOnce(t *testing.T) {
 	if n := queryDB(t, db, "SELECT count(*) FROM jobs WHERE state = 'cancelled'"); n != len(dependents) {
 		t.Errorf("%d jobs cancelled, want %d", n, len(dependents))
 	}
+	// The cancels' callbacks are released by the runners after the jobs
+	// end, a poll later.
+	waitReleased(t, db)
 	checkInvariants(t, db)
 	for name, d := range map[string]*proc{"A": a, "B": b} {
 		if strings.Contains(d.stderr.String(), " ERR ") {
