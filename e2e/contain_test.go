@@ -3,13 +3,17 @@ package e2e_test
 import (
 	"bytes"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pcd-dev/pcd/internal/pgtest"
 )
 
 // escapes is a command whose processes leave it every way they can: a
@@ -97,14 +101,18 @@ func (r runner) run(t *testing.T, db string, env []string, args ...string) resul
 // what is in it. As root and as another user.
 func TestSIGKILLedRunnerLeavesNoProcess(t *testing.T) {
 	for _, user := range runnerUsers {
-		for _, role := range []string{"daemon", "run"} {
+		// A daemon on PostgreSQL has a fence process too.
+		for _, role := range []string{"daemon", "run", "postgres-daemon"} {
 			t.Run(user+"/"+role, func(t *testing.T) {
 				r := newRunner(t, user)
 				db := filepath.Join(r.dir, role+".db")
+				if role == "postgres-daemon" {
+					db = pgURLAs(t)
+				}
 				s := uniqueSleep(300)
 				t.Cleanup(func() { killAll(processesWith("sleep", s)) })
 				var p *proc
-				if role == "daemon" {
+				if role != "run" {
 					if res := r.run(t, db, nil, "submit", "--", "sh", "-c", escapes(s)); res.code != 0 {
 						t.Fatalf("submit: exit %d: %s", res.code, res.stderr)
 					}
@@ -253,4 +261,22 @@ func waitStderr(t *testing.T, p *proc, want string) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// pgURLAs is a new schema's URL that names the test's own role, so that
+// a pcd run as another user connects as it.
+func pgURLAs(t *testing.T) string {
+	t.Helper()
+	u, err := url.Parse(pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.User == nil {
+		me, err := user.Current()
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.User = url.User(me.Username)
+	}
+	return u.String()
 }
