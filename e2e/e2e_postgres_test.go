@@ -832,13 +832,15 @@ func TestPostgresTasksThatMayHaveRunTwiceAreMarked(t *testing.T) {
 	}
 	job := submitID(t, db, file)
 	// Both daemons run tasks, and some have finished; then the victim dies
-	// with its workers busy.
-	victimPID := victim.cmd.Process.Pid
-	waitFor(t, db, fmt.Sprintf(`SELECT count(*) FROM running u JOIN runners g ON g.id = u.runner_id
-		WHERE u.started_at IS NOT NULL AND g.pid = %d`, victimPID), 10)
-	waitFor(t, db, fmt.Sprintf(`SELECT count(*) FROM running u JOIN runners g ON g.id = u.runner_id
-		WHERE u.started_at IS NOT NULL AND g.pid = %d`, survivor.cmd.Process.Pid), 10)
+	// with its workers busy. Its tasks, all as long, run in waves: it is
+	// killed once a wave has started, not between two.
+	started := func(d *proc) string {
+		return fmt.Sprintf(`SELECT count(*) FROM running u JOIN runners g ON g.id = u.runner_id
+		WHERE u.started_at IS NOT NULL AND g.pid = %d`, d.cmd.Process.Pid)
+	}
+	waitFor(t, db, started(survivor), 10)
 	waitFor(t, db, "SELECT count(*) FROM results", 100)
+	waitFor(t, db, started(victim), 10)
 	victim.cmd.Process.Kill()
 	victim.wait(t, 10*time.Second)
 	deadline := time.Now().Add(2 * time.Minute)
