@@ -833,14 +833,33 @@ func TestPostgresTasksThatMayHaveRunTwiceAreMarked(t *testing.T) {
 	job := submitID(t, db, file)
 	// Both daemons run tasks, and some have finished; then the victim dies
 	// with its workers busy. Its tasks, all as long, run in waves: it is
-	// killed once a wave has started, not between two.
+	// killed once a wave's commands have begun (each has logged its id),
+	// not between two waves, nor before they begin.
 	started := func(d *proc) string {
-		return fmt.Sprintf(`SELECT count(*) FROM running u JOIN runners g ON g.id = u.runner_id
+		return fmt.Sprintf(`FROM running u JOIN runners g ON g.id = u.runner_id
 		WHERE u.started_at IS NOT NULL AND g.pid = %d`, d.cmd.Process.Pid)
 	}
-	waitFor(t, db, started(survivor), 10)
+	waitFor(t, db, "SELECT count(*) "+started(survivor), 10)
 	waitFor(t, db, "SELECT count(*) FROM results", 100)
-	waitFor(t, db, started(victim), 10)
+	waitFor(t, db, "SELECT count(*) "+started(victim), 10)
+	wave := strings.Fields(queryString(t, db, `SELECT coalesce(string_agg(t.uuid, ' '), '') FROM running u
+		JOIN runners g ON g.id = u.runner_id JOIN tasks t ON t.job_id = u.job_id AND t.seq = u.seq
+		WHERE u.started_at IS NOT NULL AND g.pid = `+strconv.Itoa(victim.cmd.Process.Pid)))
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		log, _ := os.ReadFile(runs)
+		begun := 0
+		for _, id := range wave {
+			if strings.Contains(string(log), id) {
+				begun++
+			}
+		}
+		if begun == len(wave) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the victim's %d started commands logged their id within 30 s", begun, len(wave))
+		}
+	}
 	victim.cmd.Process.Kill()
 	victim.wait(t, 10*time.Second)
 	deadline := time.Now().Add(2 * time.Minute)
