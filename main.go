@@ -101,13 +101,12 @@ func profile(path string) (stop func()) {
 }
 
 func exitCode(err error) int {
+	var child cli.ExitStatus
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.As(err, new(cli.ExitStatus)):
-		var code cli.ExitStatus
-		errors.As(err, &code)
-		return int(code)
+	case errors.As(err, &child):
+		return int(child)
 	case errors.Is(err, cli.ErrJobFailed), errors.Is(err, cli.ErrOutputCut):
 		return exitJobFailed
 	case errors.Is(err, cli.ErrUsage), errors.Is(err, engine.ErrBadJob):

@@ -547,3 +547,20 @@ func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && isatty.IsTerminal(f.Fd())
 }
+
+// reexec runs the command again where its commands can be contained,
+// if env says how: ran true means the child has ended, with err its
+// exit status.
+func reexec(env Env) (ran bool, err error) {
+	if env.Reexec == nil {
+		return false, nil
+	}
+	code, ran := env.Reexec()
+	if !ran {
+		return false, nil
+	}
+	if code == 0 {
+		return true, nil
+	}
+	return true, ExitStatus(code)
+}

@@ -99,20 +99,3 @@ func (e saidError) Unwrap() error { return e.err }
 type ExitStatus int
 
 func (e ExitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
-
-// reexec runs the command again where its commands can be contained,
-// if env says how: ran true means the child has ended, with err its
-// exit status.
-func reexec(env Env) (ran bool, err error) {
-	if env.Reexec == nil {
-		return false, nil
-	}
-	code, ran := env.Reexec()
-	if !ran {
-		return false, nil
-	}
-	if code == 0 {
-		return true, nil
-	}
-	return true, ExitStatus(code)
-}

@@ -835,16 +835,15 @@ func TestPostgresTasksThatMayHaveRunTwiceAreMarked(t *testing.T) {
 	// with its workers busy. Its tasks, all as long, run in waves: it is
 	// killed once a wave's commands have begun (each has logged its id),
 	// not between two waves, nor before they begin.
-	started := func(d *proc) string {
+	started := func(d *proc) string { // the tasks d has started
 		return fmt.Sprintf(`FROM running u JOIN runners g ON g.id = u.runner_id
+		JOIN tasks t ON t.job_id = u.job_id AND t.seq = u.seq
 		WHERE u.started_at IS NOT NULL AND g.pid = %d`, d.cmd.Process.Pid)
 	}
 	waitFor(t, db, "SELECT count(*) "+started(survivor), 10)
 	waitFor(t, db, "SELECT count(*) FROM results", 100)
 	waitFor(t, db, "SELECT count(*) "+started(victim), 10)
-	wave := strings.Fields(queryString(t, db, `SELECT coalesce(string_agg(t.uuid, ' '), '') FROM running u
-		JOIN runners g ON g.id = u.runner_id JOIN tasks t ON t.job_id = u.job_id AND t.seq = u.seq
-		WHERE u.started_at IS NOT NULL AND g.pid = `+strconv.Itoa(victim.cmd.Process.Pid)))
+	wave := strings.Fields(queryString(t, db, "SELECT coalesce(string_agg(t.uuid, ' '), '') "+started(victim)))
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		log, _ := os.ReadFile(runs)
 		begun := 0
